@@ -1,0 +1,1 @@
+//! The local commands of `hoist-agent`.

@@ -1,0 +1,1 @@
+//! hoist: the coordinator server and the operator CLI.

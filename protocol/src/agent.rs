@@ -1,0 +1,264 @@
+//! Agent ↔ coordinator messages.
+//!
+//! Routes (all JSON, all under [`crate::API_PREFIX`]):
+//! - `POST /v1/hosts/register` with `Authorization: Bearer <registration token>`:
+//!   [`RegisterRequest`] → [`RegisterResponse`].
+//! - `POST /v1/hosts/poll` with host auth: [`PollRequest`] → [`PollResponse`]; held open until
+//!   a command exists for the host or `wait_secs` pass.
+//! - `POST /v1/commands/{command_id}/reports` with host auth: [`Report`] → [`ReportAck`];
+//!   idempotent on (command id, `seq`).
+//! - `GET /v1/bundles/{sha256}` with host auth: the bundle bytes; honours `Range`.
+//!
+//! Host auth is the header [`crate::HOST_ID_HEADER`] with the host id plus
+//! `Authorization: Bearer <host secret>`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub name: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub host_id: String,
+    /// Shown once; the coordinator keeps only its hash.
+    pub host_secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollRequest {
+    pub name: String,
+    /// The host's tags from its config, sent on every poll so a change takes effect at once.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub agent_version: String,
+    /// How long the coordinator may hold the request; it caps this (about 30 s).
+    #[serde(default)]
+    pub wait_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollResponse {
+    /// `None` when the wait ended with no work.
+    #[serde(default)]
+    pub command: Option<Command>,
+}
+
+/// One host's share of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub command_id: String,
+    pub deployment_id: String,
+    pub application: String,
+    pub deployment_group: String,
+    pub deployment_group_id: String,
+    pub revision: Revision,
+    /// Path of the appspec inside the bundle when not `appspec.yml`/`appspec.yaml`.
+    #[serde(default)]
+    pub appspec_path: Option<String>,
+    /// `DISALLOW`, `OVERWRITE` or `RETAIN`; the appspec's own value wins.
+    #[serde(default)]
+    pub file_exists_behavior: Option<String>,
+    /// Lifecycle event names to run, any subset; the agent runs them in lifecycle order.
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub ignore_application_stop_failures: bool,
+}
+
+/// Where a revision's bundle is and how to verify it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Revision {
+    /// In the coordinator's own content-addressed store: `GET /v1/bundles/{sha256}`.
+    Coordinator { sha256: String, size: u64 },
+    S3 {
+        bucket: String,
+        key: String,
+        #[serde(default)]
+        version_id: Option<String>,
+        #[serde(default)]
+        etag: Option<String>,
+        sha256: String,
+    },
+    /// An HTTPS (or, for tests and closed networks, HTTP) URL, e.g. a presigned S3 URL.
+    Url { url: String, sha256: String },
+    /// A Git repository pinned to a full commit id (40 hex digits, or 64 for SHA-256 repos).
+    Git { repository: String, commit: String },
+}
+
+impl Revision {
+    /// A short human description, e.g. `s3://bucket/key` or `git repo@abc1234`.
+    pub fn describe(&self) -> String {
+        match self {
+            Revision::Coordinator { sha256, .. } => {
+                format!("coordinator bundle {}", short(sha256))
+            }
+            Revision::S3 {
+                bucket,
+                key,
+                version_id,
+                ..
+            } => match version_id {
+                Some(v) => format!("s3://{bucket}/{key}?versionId={v}"),
+                None => format!("s3://{bucket}/{key}"),
+            },
+            Revision::Url { url, .. } => url.clone(),
+            Revision::Git { repository, commit } => format!("{repository}@{}", short(commit)),
+        }
+    }
+}
+
+fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// 1, 2, 3, ... per command; the coordinator records each (command, seq) once.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch when the agent wrote the report.
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub body: ReportBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ReportBody {
+    EventStarted {
+        event: String,
+    },
+    EventEnded {
+        event: String,
+        status: EventStatus,
+        #[serde(default)]
+        error_code: Option<ErrorCode>,
+        /// A sentence: `script scripts/start.sh exited with code 3`.
+        #[serde(default)]
+        message: Option<String>,
+        /// The failing script's location, when one failed.
+        #[serde(default)]
+        script: Option<String>,
+        #[serde(default)]
+        exit_code: Option<i32>,
+        /// The last few KB of the event's hook output.
+        #[serde(default)]
+        log_tail: Option<String>,
+        duration_ms: u64,
+    },
+    /// The command is over; no report follows.
+    Completed {
+        status: CommandStatus,
+        #[serde(default)]
+        failed_event: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// A report type from a newer agent; recorded but not interpreted.
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    Succeeded,
+    Failed,
+    /// Failed but ignored (`ignore_application_stop_failures`).
+    FailedIgnored,
+    /// Nothing to run (no hooks, or no previous revision).
+    Skipped,
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Succeeded,
+    Failed,
+    /// Stopped on the coordinator's "aborted" answer or on agent shutdown.
+    Stopped,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Why an event failed, for the coordinator to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    ScriptMissing,
+    ScriptNotExecutable,
+    ScriptFailed,
+    ScriptTimedOut,
+    /// `runas` user unknown or the switch failed.
+    RunAsFailed,
+    AgentRestarted,
+    BundleFetchFailed,
+    BundleChecksumMismatch,
+    BundleInvalid,
+    AppspecInvalid,
+    InstallFailed,
+    Aborted,
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAck {
+    /// False when this (command, seq) was already recorded.
+    pub recorded: bool,
+    /// The deployment was stopped: finish the current script, report, and stop.
+    #[serde(default)]
+    pub aborted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_round_trips_with_kind_tag() {
+        let r = Revision::S3 {
+            bucket: "b".into(),
+            key: "k.tgz".into(),
+            version_id: Some("v1".into()),
+            etag: None,
+            sha256: "ab".into(),
+        };
+        let json = serde_json::to_string(&r).expect("serializes");
+        assert!(json.contains(r#""kind":"s3""#), "{json}");
+        assert_eq!(serde_json::from_str::<Revision>(&json).expect("parses"), r);
+    }
+
+    #[test]
+    fn unknown_fields_and_variants_from_newer_peers_are_tolerated() {
+        let json = r#"{"seq":3,"at_ms":1,"type":"event_ended","event":"Install",
+            "status":"quarantined","error_code":"disk_on_fire","duration_ms":5,"new_field":1}"#;
+        let r: Report = serde_json::from_str(json).expect("parses");
+        match r.body {
+            ReportBody::EventEnded {
+                status, error_code, ..
+            } => {
+                assert_eq!(status, EventStatus::Unknown);
+                assert_eq!(error_code, Some(ErrorCode::Unknown));
+            }
+            other => panic!("unexpected body {other:?}"),
+        }
+        let r: Report =
+            serde_json::from_str(r#"{"seq":4,"at_ms":1,"type":"teleported"}"#).expect("parses");
+        assert_eq!(r.body, ReportBody::Unknown);
+    }
+
+    #[test]
+    fn missing_required_field_is_an_error_naming_it() {
+        let err = serde_json::from_str::<PollRequest>(r#"{"tags":{}}"#).expect_err("must fail");
+        assert!(err.to_string().contains("name"), "{err}");
+    }
+}

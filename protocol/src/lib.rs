@@ -1,0 +1,25 @@
+//! Wire types between the Hoist agent, the coordinator and the operator CLI.
+//!
+//! Layout:
+//! - [`agent`]: what a host sends and receives under `/v1/hosts/...` and `/v1/commands/...`.
+//! - [`operator`]: what the `hoist` CLI sends and receives under `/v1/...` with an operator token.
+//!
+//! Serde only, no IO. Every message tolerates unknown fields from newer peers (no
+//! `deny_unknown_fields`), and enums that may grow carry an `Unknown` fallback so an older
+//! peer still decodes the rest of the message.
+
+pub mod agent;
+pub mod operator;
+
+/// Path prefix of every API route; bumped only on incompatible changes.
+pub const API_PREFIX: &str = "/v1";
+
+/// Header naming the host on host requests; the host secret goes in `Authorization: Bearer`.
+pub const HOST_ID_HEADER: &str = "x-hoist-host";
+
+/// Body of every non-2xx answer from the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// A sentence for a person: lowercase, names what failed on what.
+    pub error: String,
+}

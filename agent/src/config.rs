@@ -1,1 +1,402 @@
-//! config
+//! The agent's configuration, `/etc/hoist/agent.yaml`.
+//!
+//! Parsed strictly: an unknown key is an error naming it. Every path the agent uses comes
+//! from here, so a test can run the whole agent inside a temporary directory. Secrets are
+//! wrapped in [`Secret`], whose `Debug` prints `***`, so printing a config never leaks them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Where the agent looks for its config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hoist/agent.yaml";
+/// The default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hoist";
+
+/// A string that must not be printed.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub coordinator: Option<CoordinatorConfig>,
+    #[serde(default)]
+    pub host: HostConfig,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub poll: PollConfig,
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    #[serde(default)]
+    pub deployments: DeploymentsConfig,
+    #[serde(default)]
+    pub bundles: BundlesConfig,
+    #[serde(default)]
+    pub s3: S3Config,
+    #[serde(default)]
+    pub git: GitConfig,
+    /// Proxy for HTTP(S) requests; HTTPS_PROXY / NO_PROXY from the environment also work.
+    #[serde(default)]
+    pub proxy: Option<String>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    pub url: String,
+    #[serde(default)]
+    pub registration_token: Option<Secret>,
+    #[serde(default)]
+    pub registration_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Default: the hostname.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    /// How long the coordinator may hold a poll.
+    #[serde(default = "default_poll_wait")]
+    pub wait_secs: u64,
+    /// First delay after an error; doubles (with jitter) up to `max_backoff_secs`.
+    #[serde(default = "default_backoff_initial")]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "default_backoff_max")]
+    pub max_backoff_secs: u64,
+}
+
+fn default_poll_wait() -> u64 {
+    30
+}
+fn default_backoff_initial() -> u64 {
+    500
+}
+fn default_backoff_max() -> u64 {
+    60
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        PollConfig {
+            wait_secs: default_poll_wait(),
+            initial_backoff_ms: default_backoff_initial(),
+            max_backoff_secs: default_backoff_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// KEY=VALUE lines added to every hook's environment.
+    #[serde(default)]
+    pub environment_file: Option<PathBuf>,
+    /// Between SIGTERM and SIGKILL when a script times out or is stopped.
+    #[serde(default = "default_kill_grace")]
+    pub kill_grace_secs: u64,
+    /// On agent shutdown, how long a running script may go on before it is stopped.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace_secs: u64,
+}
+
+fn default_kill_grace() -> u64 {
+    10
+}
+fn default_stop_grace() -> u64 {
+    60
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            environment_file: None,
+            kill_grace_secs: default_kill_grace(),
+            stop_grace_secs: default_stop_grace(),
+        }
+    }
+}
+
+impl HooksConfig {
+    pub fn kill_grace(&self) -> Duration {
+        Duration::from_secs(self.kill_grace_secs)
+    }
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_secs(self.stop_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentsConfig {
+    /// Deployment directories kept per group (the last successful one is always kept too).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+impl Default for DeploymentsConfig {
+    fn default() -> Self {
+        DeploymentsConfig {
+            keep: default_keep(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlesConfig {
+    /// Largest download accepted, in bytes.
+    #[serde(default = "default_max_download")]
+    pub max_download_bytes: u64,
+    /// Largest total of unpacked file contents, in bytes.
+    #[serde(default = "default_max_unpacked")]
+    pub max_unpacked_bytes: u64,
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// Keep setuid/setgid bits from archives.
+    #[serde(default)]
+    pub allow_setuid: bool,
+    /// Apply archives' numeric owners (tar only).
+    #[serde(default)]
+    pub preserve_owner: bool,
+}
+
+fn default_max_download() -> u64 {
+    4 * 1024 * 1024 * 1024
+}
+fn default_max_unpacked() -> u64 {
+    8 * 1024 * 1024 * 1024
+}
+fn default_max_entries() -> u64 {
+    200_000
+}
+
+impl Default for BundlesConfig {
+    fn default() -> Self {
+        BundlesConfig {
+            max_download_bytes: default_max_download(),
+            max_unpacked_bytes: default_max_unpacked(),
+            max_entries: default_max_entries(),
+            allow_setuid: false,
+            preserve_owner: false,
+        }
+    }
+}
+
+impl BundlesConfig {
+    pub fn extract_limits(&self) -> crate::bundle::extract::ExtractLimits {
+        crate::bundle::extract::ExtractLimits {
+            max_total_bytes: self.max_unpacked_bytes,
+            max_entries: self.max_entries,
+            allow_setuid: self.allow_setuid,
+            preserve_owner: self.preserve_owner,
+        }
+    }
+}
+
+/// S3-compatible storage; the usual AWS_* environment variables fill what is not set here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    #[serde(default)]
+    pub session_token: Option<Secret>,
+}
+
+/// Credentials for Git over HTTP(S).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+impl Config {
+    /// Parses a config's text; `origin` names it in errors.
+    pub fn from_str(text: &str, origin: &str) -> anyhow::Result<Config> {
+        let config: Config = if text.trim().is_empty() {
+            Config {
+                state_dir: default_state_dir(),
+                ..Config::default()
+            }
+        } else {
+            serde_yaml::from_str(text).with_context(|| format!("invalid config {origin}"))?
+        };
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Config::from_str(&text, &path.display().to_string())
+    }
+
+    fn check(&self, origin: &str) -> anyhow::Result<()> {
+        if let Some(c) = &self.coordinator {
+            if !(c.url.starts_with("https://") || c.url.starts_with("http://")) {
+                anyhow::bail!(
+                    "invalid config {origin}: coordinator.url must start with https:// or http://, got {:?}",
+                    c.url
+                );
+            }
+            if c.registration_token.is_some() && c.registration_token_file.is_some() {
+                anyhow::bail!(
+                    "invalid config {origin}: give coordinator.registration_token or coordinator.registration_token_file, not both"
+                );
+            }
+        }
+        if !self.state_dir.is_absolute() {
+            anyhow::bail!(
+                "invalid config {origin}: state_dir must be an absolute path, got {}",
+                self.state_dir.display()
+            );
+        }
+        if self.poll.wait_secs == 0 || self.poll.max_backoff_secs == 0 {
+            anyhow::bail!(
+                "invalid config {origin}: poll.wait_secs and poll.max_backoff_secs must be positive"
+            );
+        }
+        Ok(())
+    }
+
+    /// The host name: from the config, else the system hostname.
+    pub fn host_name(&self) -> String {
+        if let Some(name) = &self.host.name {
+            return name.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_string())
+    }
+
+    /// The registration token, read from the file when configured that way.
+    pub fn registration_token(&self) -> anyhow::Result<Option<Secret>> {
+        let Some(c) = &self.coordinator else {
+            return Ok(None);
+        };
+        if let Some(t) = &c.registration_token {
+            return Ok(Some(t.clone()));
+        }
+        if let Some(path) = &c.registration_token_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading registration token {}", path.display()))?;
+            return Ok(Some(Secret::new(text.trim())));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses_and_redacts_secrets() {
+        let text = r#"
+coordinator:
+  url: https://hoist.example.internal:8443
+  registration_token: "tok-123"
+  ca_file: /etc/hoist/ca.pem
+host:
+  name: web-01
+  tags: { env: prod, role: web }
+state_dir: /var/lib/hoist
+hooks:
+  environment_file: /etc/hoist/hook.env
+s3:
+  endpoint: http://127.0.0.1:9000
+  region: us-east-1
+  path_style: true
+  access_key_id: "AK"
+  secret_access_key: "very-secret"
+"#;
+        let c = Config::from_str(text, "test").expect("parses");
+        assert_eq!(c.host.tags.get("role").map(String::as_str), Some("web"));
+        assert_eq!(c.deployments.keep, 5);
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(!printed.contains("tok-123"), "{printed}");
+        assert!(printed.contains("***"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        for (text, key) in [
+            ("colour: blue\n", "colour"),
+            ("host:\n  nmae: x\n", "nmae"),
+            ("hooks:\n  timeout: 3\n", "timeout"),
+        ] {
+            let err = Config::from_str(text, "agent.yaml").expect_err(text);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(key) && msg.contains("agent.yaml"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let err = Config::from_str("coordinator:\n  url: ftp://x\n", "a").expect_err("ftp");
+        assert!(format!("{err:#}").contains("coordinator.url"));
+        let err = Config::from_str("state_dir: relative/dir\n", "a").expect_err("relative");
+        assert!(format!("{err:#}").contains("state_dir"));
+    }
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        let c = Config::from_str("", "a").expect("empty is fine");
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(c.coordinator.is_none());
+    }
+}

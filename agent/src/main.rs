@@ -1,1 +1,51 @@
-fn main() {}
+//! `hoist-agent`: parse arguments, set up logging and signals, run the subcommand, map its
+//! result to an exit code in one place.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hoist_agent::cli::{self, Command, Exit};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_tracing(cli::log_filter_default(&args.command));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hoist-agent: starting the async runtime: {e}");
+            return ExitCode::from(Exit::Failed as u8);
+        }
+    };
+    let exit = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
+        let result = match args.command {
+            Command::Deploy(a) => cli::deploy::run(a, shutdown).await,
+            Command::Validate(a) => cli::validate::run(a).await,
+        };
+        result.unwrap_or_else(|e| {
+            eprintln!("hoist-agent: {e:#}");
+            Exit::Failed
+        })
+    });
+    ExitCode::from(exit as u8)
+}
+
+/// SIGTERM and SIGINT cancel `token`; a second signal is left to the default action.
+fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        token.cancel();
+    });
+}

@@ -1,1 +1,65 @@
-//! The local commands of `hoist-agent`.
+//! The command line of `hoist-agent`: argument definitions and one module per subcommand.
+//! Each subcommand returns an [`Exit`]; `main` maps it to the process exit code in one place.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub mod deploy;
+pub mod validate;
+
+/// Exit codes shared by every subcommand (DESIGN.md "Public interfaces").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The deployment or validation failed.
+    Failed = 1,
+    /// Bad usage or config.
+    Usage = 2,
+    /// `status`: the daemon is not running.
+    NotRunning = 3,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "hoist-agent", version, about = "Hoist deployment agent", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy a bundle on this host through the same engine the daemon uses, with no coordinator.
+    Deploy(deploy::DeployArgs),
+    /// Check an appspec file, a bundle directory or an archive, listing every problem.
+    Validate(validate::ValidateArgs),
+}
+
+/// Which log output a subcommand wants.
+pub fn log_filter_default(command: &Command) -> &'static str {
+    match command {
+        // Local commands print their own progress; logs only for warnings.
+        Command::Deploy(_) | Command::Validate(_) => "warn",
+    }
+}
+
+/// Sets up tracing to stderr; `HOIST_LOG` (or `RUST_LOG`) overrides the default filter.
+pub fn init_tracing(default_filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("HOIST_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default_filter.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The config file to read: `--config`, else the default path when it exists.
+pub fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| {
+        let default = PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
+        default.exists().then_some(default)
+    })
+}

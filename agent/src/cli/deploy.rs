@@ -1,0 +1,229 @@
+//! `hoist-agent deploy`: a local deployment of a bundle directory or archive through the
+//! same engine the daemon uses, with progress on stdout and a summary at the end.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
+use hoist_protocol::agent::EventStatus;
+use tokio_util::sync::CancellationToken;
+
+use super::Exit;
+use crate::config::Config;
+use crate::deployment::{
+    DeploymentRequest, Engine, EngineSettings, EventResult, Observer, Source, Stop,
+};
+use crate::state::{self, HostLock, RecordStatus, StateDir};
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Bundle to deploy: a directory, or a zip / tar / tar.gz archive.
+    #[arg(long, value_name = "PATH")]
+    pub bundle: PathBuf,
+    /// Application name (default: the bundle's file name).
+    #[arg(long = "app", value_name = "A")]
+    pub application: Option<String>,
+    /// Deployment group: previous revisions and installed files are tracked per group.
+    #[arg(long, value_name = "G", default_value = "local")]
+    pub group: String,
+    /// Lifecycle events to run, comma-separated (default: all).
+    #[arg(long, value_name = "E,...", value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// DISALLOW, OVERWRITE or RETAIN for existing files Hoist did not install (the appspec's
+    /// own value wins).
+    #[arg(long, value_name = "B")]
+    pub file_exists_behavior: Option<String>,
+    /// Failures of ApplicationStop, BeforeBlockTraffic and AfterBlockTraffic become warnings.
+    #[arg(long)]
+    pub ignore_application_stop_failures: bool,
+    /// State directory (default: from the config, else /var/lib/hoist).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Agent config file (default: /etc/hoist/agent.yaml when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Result<Exit> {
+    let config = match super::config_path(args.config.clone()) {
+        Some(path) => match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("hoist-agent: {e:#}");
+                return Ok(Exit::Usage);
+            }
+        },
+        None => Config::from_str("", "defaults")?,
+    };
+    let events = match parse_events(&args.events) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("hoist-agent: --events: {e}");
+            return Ok(Exit::Usage);
+        }
+    };
+    let behavior = match args
+        .file_exists_behavior
+        .as_deref()
+        .map(str::parse::<FileExistsBehavior>)
+    {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(e)) => {
+            eprintln!("hoist-agent: --file-exists-behavior {e}");
+            return Ok(Exit::Usage);
+        }
+    };
+    let bundle = std::path::absolute(&args.bundle)
+        .with_context(|| format!("resolving {}", args.bundle.display()))?;
+    if !bundle.exists() {
+        eprintln!(
+            "hoist-agent: --bundle {}: no such file or directory",
+            bundle.display()
+        );
+        return Ok(Exit::Usage);
+    }
+    let state_root = args.state_dir.clone().unwrap_or(config.state_dir.clone());
+    let state = StateDir::open(&state_root).with_context(|| {
+        format!("opening the state directory (choose another with --state-dir)")
+    })?;
+    let _lock = HostLock::acquire(&state, "hoist-agent deploy")?;
+
+    let application = args.application.clone().unwrap_or_else(|| {
+        bundle
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .split('.')
+                    .next()
+                    .unwrap_or("app")
+                    .to_string()
+            })
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "app".to_string())
+    });
+    let deployment_id = format!("local-{}-{}", state::now_ms(), std::process::id());
+    let req = DeploymentRequest {
+        deployment_id: deployment_id.clone(),
+        command_id: None,
+        application: application.clone(),
+        group: args.group.clone(),
+        group_id: args.group.clone(),
+        source: Source::Local(bundle.clone()),
+        revision: bundle.display().to_string(),
+        appspec_path: None,
+        events,
+        file_exists_behavior: behavior,
+        ignore_application_stop_failures: args.ignore_application_stop_failures,
+        bundle_env: Vec::new(),
+    };
+    let engine = Engine::new(
+        state,
+        EngineSettings {
+            kill_grace: config.hooks.kill_grace(),
+            stop_grace: config.hooks.stop_grace(),
+            environment_file: config.hooks.environment_file.clone(),
+            limits: config.bundles.extract_limits(),
+            keep: config.deployments.keep,
+        },
+    );
+    println!(
+        "Deploying {} (application {application}, group {}, deployment {deployment_id})",
+        bundle.display(),
+        args.group
+    );
+    let stop = Stop {
+        abort: CancellationToken::new(),
+        shutdown,
+    };
+    let record = engine.run(&req, &Progress, &stop).await?;
+
+    println!();
+    println!("Deployment {deployment_id} {}", record.status.as_str());
+    if record.status != RecordStatus::Succeeded {
+        if let Some(event) = &record.failed_event {
+            println!("  failed event: {event}");
+        }
+        if let Some(ev) = record.events.last() {
+            if let Some(script) = &ev.script {
+                println!("  script:       {script}");
+            }
+            if let Some(code) = ev.exit_code {
+                println!("  exit code:    {code}");
+            }
+        }
+        if let Some(error) = &record.error {
+            println!("  reason:       {error}");
+        }
+        if let Some(tail) = &record.log_tail {
+            println!("  log tail:");
+            for line in tail.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+    println!("  full log:     {}", record.log_path.display());
+    Ok(match record.status {
+        RecordStatus::Succeeded => Exit::Ok,
+        _ => Exit::Failed,
+    })
+}
+
+/// Parses `--events`; empty means every event.
+fn parse_events(names: &[String]) -> Result<Vec<LifecycleEvent>, String> {
+    if names.is_empty() {
+        return Ok(LifecycleEvent::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse::<LifecycleEvent>())
+        .collect()
+}
+
+/// Prints one line when an event starts and one when it ends.
+struct Progress;
+
+impl Observer for Progress {
+    fn event_started(&self, event: LifecycleEvent) {
+        println!("  {event:<20} ...");
+        let _ = std::io::stdout().flush();
+    }
+
+    fn script_started(&self, _event: LifecycleEvent, location: &str) {
+        println!("  {:<20}   running {location}", "");
+        let _ = std::io::stdout().flush();
+    }
+
+    fn event_ended(&self, r: &EventResult) {
+        let word = match r.status {
+            EventStatus::Succeeded => "ok",
+            EventStatus::Failed => "FAILED",
+            EventStatus::FailedIgnored => "failed (ignored)",
+            EventStatus::Skipped => "skipped",
+            EventStatus::Unknown => "unknown",
+        };
+        let detail = match (&r.status, &r.message) {
+            (EventStatus::Succeeded, _) | (_, None) => String::new(),
+            (_, Some(m)) => format!(": {m}"),
+        };
+        println!(
+            "  {:<20} {word} in {}{detail}",
+            r.event.as_str(),
+            format_duration(r.duration)
+        );
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,140 @@
+//! `hoist-agent validate PATH`: checks an appspec file, a bundle directory or an archive and
+//! lists every error and warning. For bundles it also checks that the files and scripts the
+//! appspec names exist in the bundle.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use hoist_appspec::{AppSpec, Diagnostic};
+
+use super::Exit;
+use crate::bundle;
+use crate::bundle::extract::{self, ExtractLimits};
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// An appspec file, a bundle directory, or a zip / tar / tar.gz bundle.
+    pub path: PathBuf,
+}
+
+pub async fn run(args: ValidateArgs) -> anyhow::Result<Exit> {
+    let path = args.path;
+    tokio::task::spawn_blocking(move || validate(&path)).await?
+}
+
+fn validate(path: &Path) -> anyhow::Result<Exit> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("hoist-agent: {}: {e}", path.display());
+            return Ok(Exit::Usage);
+        }
+    };
+    // Keeps an extracted archive alive until the checks are done.
+    let mut _extracted: Option<tempfile::TempDir> = None;
+    let (root, appspec_path) = if meta.is_dir() {
+        let root = bundle::bundle_root(path);
+        match bundle::find_appspec(&root, None) {
+            Ok(p) => (Some(root), p),
+            Err(e) => return Ok(report(path, &[problem("", e.to_string())], &[])),
+        }
+    } else if extract::detect_format(path).is_ok() {
+        let tmp = tempfile::tempdir()?;
+        let dest = tmp.path().join("bundle");
+        if let Err(e) = extract::extract(path, &dest, &ExtractLimits::default()) {
+            let e = anyhow::Error::new(e);
+            return Ok(report(path, &[problem("", format!("{e:#}"))], &[]));
+        }
+        let root = bundle::bundle_root(&dest);
+        _extracted = Some(tmp);
+        match bundle::find_appspec(&root, None) {
+            Ok(p) => (Some(root), p),
+            Err(e) => return Ok(report(path, &[problem("", e.to_string())], &[])),
+        }
+    } else {
+        (None, path.to_path_buf())
+    };
+
+    let text = match std::fs::read_to_string(&appspec_path) {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = format!("reading {}: {e}", appspec_path.display());
+            return Ok(report(path, &[problem("", msg)], &[]));
+        }
+    };
+    match hoist_appspec::parse(&text) {
+        Ok(parsed) => {
+            let errors = match &root {
+                Some(root) => check_bundle(&parsed.spec, root),
+                None => Vec::new(),
+            };
+            Ok(report(path, &errors, &parsed.warnings))
+        }
+        Err(invalid) => Ok(report(path, &invalid.errors, &invalid.warnings)),
+    }
+}
+
+/// Checks that what the appspec names exists in the bundle.
+fn check_bundle(spec: &AppSpec, root: &Path) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (i, f) in spec.files.iter().enumerate() {
+        let rel = f.source.trim_start_matches('/');
+        if !rel.is_empty() && std::fs::symlink_metadata(root.join(rel)).is_err() {
+            out.push(problem(
+                &format!("files[{i}].source"),
+                format!("{:?} does not exist in the bundle", f.source),
+            ));
+        }
+    }
+    for (event, hooks) in &spec.hooks {
+        for (i, h) in hooks.iter().enumerate() {
+            let rel = h.location.trim_start_matches('/');
+            let key = format!("hooks.{event}[{i}].location");
+            match std::fs::metadata(root.join(rel)) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => out.push(problem(
+                    &key,
+                    format!("{:?} is not a regular file", h.location),
+                )),
+                Err(_) => out.push(problem(
+                    &key,
+                    format!("script {:?} does not exist in the bundle", h.location),
+                )),
+            }
+        }
+    }
+    out
+}
+
+fn problem(path: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        path: path.to_string(),
+        message,
+    }
+}
+
+fn report(path: &Path, errors: &[Diagnostic], warnings: &[Diagnostic]) -> Exit {
+    for e in errors {
+        println!("error:   {e}");
+    }
+    for w in warnings {
+        println!("warning: {w}");
+    }
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    if errors.is_empty() {
+        println!(
+            "{}: valid ({})",
+            path.display(),
+            plural(warnings.len(), "warning")
+        );
+        Exit::Ok
+    } else {
+        println!(
+            "{}: invalid ({}, {})",
+            path.display(),
+            plural(errors.len(), "error"),
+            plural(warnings.len(), "warning")
+        );
+        Exit::Failed
+    }
+}

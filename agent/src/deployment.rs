@@ -178,6 +178,7 @@ impl Engine {
         stop: &Stop,
     ) -> anyhow::Result<DeploymentRecord> {
         let dir = self.state.deployment_dir(&req.group, &req.deployment_id);
+        state::create_dir(&dir, 0o755)?;
         state::create_private_dir(&dir.join("logs"))?;
         let log_path = dir.join("logs").join("hooks.log");
         let log = Arc::new(HookLog::open(&log_path).map_err(|e| {

@@ -37,9 +37,11 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Opens (creating, mode 0700) the state directory.
+    /// Opens (creating, mode 0755) the state directory. It is traversable by everyone so
+    /// hooks that `runas` another user can read their revision's scripts; what is secret in
+    /// it (host credentials, logs) is in files and directories of mode 0600/0700.
     pub fn open(root: &Path) -> anyhow::Result<StateDir> {
-        create_private_dir(root)?;
+        create_dir(root, 0o755)?;
         Ok(StateDir {
             root: root.to_path_buf(),
         })
@@ -162,12 +164,16 @@ impl HostLock {
 
 /// Creates a directory (and parents) with mode 0700 for the last component.
 pub fn create_private_dir(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .with_context(|| format!("creating directory {}", path.display()))
+    create_dir(path, 0o700)
+}
+
+/// Creates a directory (and parents, mode 0755 subject to the umask); `mode` applies to the
+/// last component whether or not it existed.
+pub fn create_dir(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(path).with_context(|| format!("creating directory {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))
 }
 
 /// Writes `bytes` to `path` atomically: temp file beside it, fsync, rename, fsync of the

@@ -1,1 +1,180 @@
-//! Helpers for the end-to-end tests: locating the built binaries, temp dirs, bundle builders.
+//! Helpers for the end-to-end tests: locating the built binaries, scratch directories that
+//! hooks running as other users can read, real Unix users, and running commands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of a binary built by `cargo test --workspace` (or `cargo build --workspace`).
+pub fn bin(name: &str) -> PathBuf {
+    // The test executable lives in target/<profile>/deps/; the binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary is inside target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// The repository root (for examples/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repo")
+        .to_path_buf()
+}
+
+/// A scratch directory, mode 0755 so hooks that run as another user can traverse it.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("hoist-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch");
+        Scratch { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(p)
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::new()
+    }
+}
+
+/// True when running as root; otherwise prints why the calling test is skipped.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        true
+    } else {
+        eprintln!("SKIPPED {test}: needs root (real chown/runas); CI runs it as root");
+        false
+    }
+}
+
+/// A real Unix user (and its group) that exists until dropped.
+pub struct TestUser {
+    pub name: String,
+    created: bool,
+}
+
+impl TestUser {
+    /// Creates the user with a home directory unless it exists already (then it is kept).
+    pub fn ensure(name: &str) -> TestUser {
+        let exists = Command::new("id")
+            .arg(name)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !exists {
+            let st = Command::new("useradd")
+                .args(["--create-home", "--user-group", "--shell", "/bin/sh", name])
+                .status()
+                .expect("run useradd");
+            assert!(st.success(), "useradd {name} failed");
+        }
+        TestUser {
+            name: name.to_string(),
+            created: !exists,
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-u", &self.name])
+                .status();
+            let _ = Command::new("userdel").args(["-r", &self.name]).output();
+        }
+    }
+}
+
+/// Runs a command and returns its output; stdout and stderr are echoed for test logs.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn command");
+    eprintln!(
+        "$ {:?} -> {}\n--- stdout\n{}--- stderr\n{}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Copies an example bundle into `dest`, replacing the install prefix `/tmp/hoist-demo` in
+/// its appspec (and scripts) with `prefix`.
+pub fn example_bundle(name: &str, dest: &Path, prefix: &Path) {
+    copy_dir(&repo_root().join("examples").join(name), dest);
+    for file in walk(dest) {
+        if file.extension().is_some_and(|e| e == "yml" || e == "sh") {
+            let text = std::fs::read_to_string(&file).expect("read example");
+            let text = text.replace("/tmp/hoist-demo", &prefix.display().to_string());
+            std::fs::write(&file, text).expect("write example");
+        }
+    }
+}
+
+/// Every regular file below `dir`.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&p).expect("meta");
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Copies a tree with modes and symlinks (`cp -a`).
+pub fn copy_dir(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).expect("mkdir");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dest)
+        .status()
+        .expect("cp");
+    assert!(st.success());
+}
+
+/// True when a process with this pid exists and is not a zombie waiting to be reaped.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}

@@ -1,1 +1,4 @@
-//! End-to-end tests.
+//! End-to-end tests: they start the real `hoist-agent` (and `hoist`) binaries against real
+//! files, processes and users. Run with `cargo test --workspace`.
+
+mod local_deploy;

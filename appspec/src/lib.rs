@@ -7,8 +7,12 @@
 //! This crate is pure: it reads no files and runs no commands. Callers read the file
 //! (`appspec.yml` first, then `appspec.yaml`) and hand the text to [`parse`].
 
+mod acl;
 pub mod model;
 mod parse;
+mod permissions;
+mod selinux;
+mod walk;
 
 pub use model::*;
 pub use parse::parse;

@@ -62,7 +62,10 @@ impl LifecycleEvent {
 
     /// Events the agent implements itself; an appspec may not attach hooks to them.
     pub fn is_builtin(self) -> bool {
-        matches!(self, LifecycleEvent::DownloadBundle | LifecycleEvent::Install)
+        matches!(
+            self,
+            LifecycleEvent::DownloadBundle | LifecycleEvent::Install
+        )
     }
 }
 

@@ -129,8 +129,8 @@ fn acls(report: &mut Report, fields: &Fields<'_>) -> Vec<String> {
 /// 644; in both cases the written digits are what count, so every spelling means `0o644`.
 ///
 /// Not recoverable: YAML 1.2's explicit `0o644` and `0x1a4` notations arrive as the integer
-/// 420 with their spelling lost, and are read as the digits 420 (mode `0o420`). Nobody writes
-/// a mode that way in an appspec, and CodeDeploy reads them the same way.
+/// 420 with their spelling lost, and are read as the digits 420 (mode `0o420`), as CodeDeploy
+/// reads `0x1a4` (it rejects `0o644`, which its YAML 1.1 reader keeps as a string).
 ///
 /// One to four digits, each 0–7; fewer than three mean leading zeros (`7` is `0o007`), a
 /// fourth digit is the setuid/setgid/sticky bits.

@@ -251,14 +251,12 @@ fn unknown_event(name: &str) -> String {
 }
 
 fn event_scripts(report: &mut Report, path: &str, value: &Value) -> Vec<Hook> {
-    let Some(entries) = (match value {
-        Value::Sequence(entries) => Some(entries),
+    let entries = match value {
+        Value::Sequence(entries) => entries,
         other => {
             report.wrong_type(path, "a list of scripts", other);
-            None
+            return Vec::new();
         }
-    }) else {
-        return Vec::new();
     };
     let mut scripts = Vec::new();
     for (i, entry) in entries.iter().enumerate() {

@@ -3,12 +3,18 @@
 //! Layout:
 //! - [`model`]: the validated appspec (what the agent acts on).
 //! - [`parse`]: YAML in, a validated [`AppSpec`] plus warnings out, or every problem at once.
+//!   Private helpers: `walk` (YAML shapes and key paths), `permissions`, `acl` (setfacl
+//!   entries), `selinux` (context ranges).
 //!
 //! This crate is pure: it reads no files and runs no commands. Callers read the file
 //! (`appspec.yml` first, then `appspec.yaml`) and hand the text to [`parse`].
 
+mod acl;
 pub mod model;
 mod parse;
+mod permissions;
+mod selinux;
+mod walk;
 
 pub use model::*;
 pub use parse::parse;

@@ -169,13 +169,17 @@ pub struct Permission {
     pub pattern: String,
     /// Globs excluded.
     pub except: Vec<String>,
-    /// Which kinds of entries it applies to (default both).
+    /// Which kinds of entries it applies to (default both; empty if the appspec says `[]`).
     pub types: Vec<ObjectType>,
     pub owner: Option<String>,
     pub group: Option<String>,
     /// Mode bits, e.g. 0o644 for `mode: 644` or `mode: 0644`.
     pub mode: Option<u32>,
-    /// setfacl entries, e.g. `u:bob:rw`, `d:g:web:rx`.
+    /// Validated ACL entries in the canonical form `setfacl -m` takes:
+    /// `[default:]user|group|mask|other:name:rwx` with `-` for a permission not granted.
+    /// The appspec's `u:bob:rw` arrives as `user:bob:rw-`, `d:g:web:5` as
+    /// `default:group:web:r-x`. Base entries (`u::rwx`, `g::r-x`, `o::r`) are rejected by
+    /// the parser, as by CodeDeploy: `mode` sets those.
     pub acls: Vec<String>,
     pub context: Option<SelinuxContext>,
 }

@@ -49,6 +49,8 @@ pub enum Source {
     Archive(PathBuf),
     /// A directory already checked out into the deployment directory (Git).
     Directory(PathBuf),
+    /// A revision to fetch during DownloadBundle (the daemon's commands).
+    Remote(hoist_protocol::agent::Revision),
 }
 
 /// One deployment to run.

@@ -7,12 +7,22 @@
 //! - [`install`]: the built-in Install event (files, cleanup of the previous revision, permissions).
 //! - [`hooks`]: running one hook script (process group, runas, timeout, output capture).
 //! - [`deployment`]: drives one deployment through its lifecycle events.
-//! - [`cli`]: the local commands (`deploy`, `validate`, `status`).
+//! - [`recovery`]: what a starting agent does about a deployment a crash interrupted.
+//! - [`client`]: the only module speaking HTTP to the coordinator.
+//! - [`outbox`]: event reports, durable until acknowledged.
+//! - [`daemon`]: `hoist-agent run`: registration, the long-poll loop, the report sender.
+//! - [`status`]: what `hoist-agent status` reads from the state directory.
+//! - [`cli`]: the command line (`run`, `status`, `deploy`, `validate`).
 
 pub mod bundle;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod deployment;
 pub mod hooks;
 pub mod install;
+pub mod outbox;
+pub mod recovery;
 pub mod state;
+pub mod status;

@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
         let result = match args.command {
+            Command::Run(a) => cli::run::run(a, shutdown).await,
+            Command::Status(a) => cli::status::run(a).await,
             Command::Deploy(a) => cli::deploy::run(a, shutdown).await,
             Command::Validate(a) => cli::validate::run(a).await,
         };

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod deploy;
+pub mod run;
+pub mod status;
 pub mod validate;
 
 /// Exit codes shared by every subcommand (DESIGN.md "Public interfaces").
@@ -29,6 +31,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon in the foreground: register, long-poll the coordinator, deploy.
+    Run(run::RunArgs),
+    /// Show whether the daemon runs, what is deployed, what runs now and what failed.
+    Status(status::StatusArgs),
     /// Deploy a bundle on this host through the same engine the daemon uses, with no coordinator.
     Deploy(deploy::DeployArgs),
     /// Check an appspec file, a bundle directory or an archive, listing every problem.
@@ -38,8 +44,9 @@ pub enum Command {
 /// Which log output a subcommand wants.
 pub fn log_filter_default(command: &Command) -> &'static str {
     match command {
+        Command::Run(_) => "info",
         // Local commands print their own progress; logs only for warnings.
-        Command::Deploy(_) | Command::Validate(_) => "warn",
+        Command::Deploy(_) | Command::Validate(_) | Command::Status(_) => "warn",
     }
 }
 

@@ -1,0 +1,53 @@
+//! `hoist-agent status`: what is deployed, what runs now, what failed and why.
+//! Exit 0 when the daemon runs, 3 when it does not (LSB).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::Exit;
+use crate::config::Config;
+use crate::state::StateDir;
+use crate::status::Status;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the stable JSON form.
+    #[arg(long)]
+    pub json: bool,
+    /// Agent config file (default: /etc/hoist/agent.yaml when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// State directory (default: from the config).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
+    let config = match super::config_path(args.config) {
+        Some(path) => match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("hoist-agent: {e:#}");
+                return Ok(Exit::Usage);
+            }
+        },
+        None => Config::from_str("", "defaults")?,
+    };
+    let root = args.state_dir.unwrap_or(config.state_dir);
+    let status = if root.exists() {
+        Status::read(&StateDir::open(&root)?)?
+    } else {
+        Status::read(&StateDir::open(&root)?)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(if status.running {
+        Exit::Ok
+    } else {
+        Exit::NotRunning
+    })
+}

@@ -1,0 +1,219 @@
+//! The only module of the agent that speaks HTTP to the coordinator.
+//!
+//! It builds the one `reqwest::Client` (rustls, the system's roots plus `coordinator.ca_file`,
+//! `proxy` from the config or HTTPS_PROXY/NO_PROXY from the environment) and wraps the agent
+//! routes of `hoist_protocol::agent`. It decides nothing about retries: callers get a
+//! [`ClientError`] that says whether trying again makes sense and how long the server asked
+//! to wait.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use hoist_protocol::agent::{
+    PollRequest, PollResponse, RegisterRequest, RegisterResponse, Report, ReportAck,
+};
+use hoist_protocol::{ErrorBody, API_PREFIX, HOST_ID_HEADER};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Secret};
+
+/// The host's identity at the coordinator, kept in `host.json` (mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostCredentials {
+    pub schema_version: u32,
+    pub host_id: String,
+    pub host_secret: String,
+    /// The coordinator that issued them; a changed URL keeps them (same fleet behind a new
+    /// name), but it is shown by `status`.
+    pub coordinator_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the coordinator at {url}")]
+    Network {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the coordinator answered {status} to {what}: {message}")]
+    Status {
+        what: &'static str,
+        status: u16,
+        message: String,
+        /// From `Retry-After` (seconds) on 429 and 503.
+        retry_after: Option<Duration>,
+    },
+    #[error("the coordinator's answer to {what} could not be read")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl ClientError {
+    /// Whether the same request may succeed later (network trouble, 5xx, 429, 408).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Network { .. } | ClientError::Decode { .. } => true,
+            ClientError::Status { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 408
+            }
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// Builds the HTTP client from the agent config. `coordinator` must be configured.
+    pub fn new(config: &Config) -> anyhow::Result<Client> {
+        let coordinator = config
+            .coordinator
+            .as_ref()
+            .context("the config has no coordinator section")?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("hoist-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &coordinator.ca_file {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("reading CA file {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("parsing CA file {}", ca.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(proxy) = &config.proxy {
+            let proxy = reqwest::Proxy::all(proxy)
+                .with_context(|| format!("invalid proxy URL {proxy:?}"))?
+                .no_proxy(reqwest::NoProxy::from_env());
+            builder = builder.proxy(proxy);
+        }
+        let http = builder.build().context("building the HTTP client")?;
+        Ok(Client {
+            http,
+            base: coordinator.url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The underlying client, for bundle downloads that share its TLS and proxy settings.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{API_PREFIX}{path}", self.base)
+    }
+
+    pub async fn register(
+        &self,
+        token: &Secret,
+        req: &RegisterRequest,
+    ) -> Result<RegisterResponse, ClientError> {
+        let url = self.url("/hosts/register");
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(token.expose())
+            .json(req)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|source| ClientError::Network { url, source })?;
+        decode(resp, "registration").await
+    }
+
+    /// A long poll: held by the coordinator up to `req.wait_secs`.
+    pub async fn poll(
+        &self,
+        host: &HostCredentials,
+        req: &PollRequest,
+    ) -> Result<PollResponse, ClientError> {
+        let url = self.url("/hosts/poll");
+        let wait = req.wait_secs.unwrap_or(30);
+        let resp = self
+            .http
+            .post(&url)
+            .header(HOST_ID_HEADER, &host.host_id)
+            .bearer_auth(&host.host_secret)
+            .json(req)
+            .timeout(Duration::from_secs(wait + 15))
+            .send()
+            .await
+            .map_err(|source| ClientError::Network { url, source })?;
+        decode(resp, "poll").await
+    }
+
+    pub async fn report(
+        &self,
+        host: &HostCredentials,
+        command_id: &str,
+        report: &Report,
+    ) -> Result<ReportAck, ClientError> {
+        let url = self.url(&format!("/commands/{command_id}/reports"));
+        let resp = self
+            .http
+            .post(&url)
+            .header(HOST_ID_HEADER, &host.host_id)
+            .bearer_auth(&host.host_secret)
+            .json(report)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|source| ClientError::Network { url, source })?;
+        decode(resp, "event report").await
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    what: &'static str,
+) -> Result<T, ClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return resp
+            .json::<T>()
+            .await
+            .map_err(|source| ClientError::Decode { what, source });
+    }
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<ErrorBody>(&text)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| {
+            let t = text.trim();
+            if t.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_string()
+            } else {
+                t.chars().take(300).collect()
+            }
+        });
+    Err(ClientError::Status {
+        what,
+        status: status.as_u16(),
+        message,
+        retry_after,
+    })
+}

@@ -1,0 +1,502 @@
+//! `hoist-agent run`: the daemon. It registers once, then long-polls the coordinator for
+//! commands, runs each through the [`Engine`], and sends the event reports queued in the
+//! [`Outbox`] from a separate task, so reporting never waits for a hook and a hook never
+//! waits for the network.
+//!
+//! Why it stops is an enum ([`Stopped`]); SIGTERM stops polling at once, lets a running
+//! script finish up to the stop grace period, reports, flushes the outbox briefly and exits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::BackoffBuilder;
+use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
+use hoist_protocol::agent::{
+    Command, CommandStatus, PollRequest, RegisterRequest, ReportBody, Revision,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::client::{Client, ClientError, HostCredentials};
+use crate::config::Config;
+use crate::deployment::{
+    DeploymentRequest, Engine, EngineSettings, EventResult, Observer, Source, Stop,
+};
+use crate::outbox::Outbox;
+use crate::state::{self, HostLock, RecordStatus, StateDir, SCHEMA_VERSION};
+
+/// What `status` reads to describe the running daemon (`state_dir/agent.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub schema_version: u32,
+    pub pid: u32,
+    pub version: String,
+    pub started_at_ms: u64,
+    pub coordinator_url: String,
+    pub host_name: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Last successful exchange with the coordinator (`state_dir/contact.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Contact {
+    pub schema_version: u32,
+    pub at_ms: u64,
+    /// The last error talking to the coordinator since then, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// Why the daemon stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT.
+    Signal,
+}
+
+/// The command running now, so the report sender can abort it.
+type Running = Arc<Mutex<Option<(String, CancellationToken)>>>;
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
+    let coordinator = config
+        .coordinator
+        .clone()
+        .context("the config has no coordinator section; `hoist-agent run` needs coordinator.url")?;
+    let state = StateDir::open(&config.state_dir)?;
+    let _lock = HostLock::acquire(&state, "hoist-agent run")?;
+    let info = AgentInfo {
+        schema_version: SCHEMA_VERSION,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at_ms: state::now_ms(),
+        coordinator_url: coordinator.url.clone(),
+        host_name: config.host_name(),
+        tags: config.host.tags.clone(),
+    };
+    state::write_json(&state.root().join("agent.json"), &info)?;
+    let client = Client::new(&config)?;
+    let outbox = Outbox::open(&state)?;
+    crate::recovery::recover(&state, Some(&outbox), config.hooks.kill_grace()).await?;
+    info!(
+        coordinator = %coordinator.url,
+        host = %info.host_name,
+        state_dir = %state.root().display(),
+        "hoist-agent {} started",
+        info.version
+    );
+
+    let running: Running = Arc::new(Mutex::new(None));
+    let Some(host) = register(&config, &state, &client, &shutdown).await? else {
+        return Ok(Stopped::Signal);
+    };
+    let sender_stop = CancellationToken::new();
+    let sender = tokio::spawn(send_reports(
+        client.clone(),
+        host.clone(),
+        outbox.clone(),
+        state.clone(),
+        running.clone(),
+        config.poll.clone(),
+        sender_stop.clone(),
+    ));
+
+    let engine = Engine::new(state.clone(), engine_settings(&config));
+    let mut delays = backoff(&config.poll);
+    while !shutdown.is_cancelled() {
+        let req = PollRequest {
+            name: info.host_name.clone(),
+            tags: config.host.tags.clone(),
+            agent_version: info.version.clone(),
+            wait_secs: Some(config.poll.wait_secs),
+        };
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = client.poll(&host, &req) => r,
+        };
+        match result {
+            Ok(resp) => {
+                delays = backoff(&config.poll);
+                note_contact(&state, None);
+                if let Some(command) = resp.command {
+                    run_command(&engine, &outbox, &running, command, &shutdown).await;
+                }
+            }
+            Err(e) => {
+                note_contact(&state, Some(&e));
+                let delay = e
+                    .retry_after()
+                    .unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60)));
+                warn!("polling failed, retrying in {delay:?}: {:#}", anyhow::Error::new(e));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    info!("shutting down: sending queued reports");
+    // Give queued reports (the stop of an interrupted deployment) a moment to go out; what
+    // is not acknowledged stays in the outbox for the next start.
+    tokio::select! {
+        _ = wait_outbox_empty(&outbox) => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    sender_stop.cancel();
+    let _ = sender.await;
+    info!("hoist-agent stopped");
+    Ok(Stopped::Signal)
+}
+
+fn engine_settings(config: &Config) -> EngineSettings {
+    EngineSettings {
+        kill_grace: config.hooks.kill_grace(),
+        stop_grace: config.hooks.stop_grace(),
+        environment_file: config.hooks.environment_file.clone(),
+        limits: config.bundles.extract_limits(),
+        keep: config.deployments.keep,
+    }
+}
+
+/// Exponential delays with jitter from `initial_backoff_ms` up to `max_backoff_secs`.
+fn backoff(poll: &crate::config::PollConfig) -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(poll.initial_backoff_ms.max(1)))
+        .with_max_delay(Duration::from_secs(poll.max_backoff_secs))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn note_contact(state: &StateDir, error: Option<&ClientError>) {
+    let path = state.root().join("contact.json");
+    let previous = state::read_json::<Contact>(&path).ok().flatten();
+    let contact = match error {
+        None => Contact {
+            schema_version: SCHEMA_VERSION,
+            at_ms: state::now_ms(),
+            last_error: None,
+        },
+        Some(e) => Contact {
+            schema_version: SCHEMA_VERSION,
+            at_ms: previous.map(|p| p.at_ms).unwrap_or(0),
+            last_error: Some(format!("{:#}", anyhow::Error::msg(e.to_string()))),
+        },
+    };
+    if let Err(e) = state::write_json(&path, &contact) {
+        warn!("recording coordinator contact: {e:#}");
+    }
+}
+
+/// Loads the host's credentials, registering first when there are none. `None` on shutdown.
+async fn register(
+    config: &Config,
+    state: &StateDir,
+    client: &Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<HostCredentials>> {
+    let path = state.root().join("host.json");
+    if let Some(host) = state::read_json::<HostCredentials>(&path)? {
+        return Ok(Some(host));
+    }
+    let token = config.registration_token()?.context(
+        "this host is not registered and the config has no coordinator.registration_token(_file)",
+    )?;
+    let req = RegisterRequest {
+        name: config.host_name(),
+        tags: config.host.tags.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let mut delays = backoff(&config.poll);
+    loop {
+        match client.register(&token, &req).await {
+            Ok(resp) => {
+                let host = HostCredentials {
+                    schema_version: SCHEMA_VERSION,
+                    host_id: resp.host_id,
+                    host_secret: resp.host_secret,
+                    coordinator_url: client.base_url().to_string(),
+                };
+                state::write_json(&path, &host)?;
+                info!(host_id = %host.host_id, "registered with the coordinator");
+                note_contact(state, None);
+                return Ok(Some(host));
+            }
+            Err(e) => {
+                note_contact(state, Some(&e));
+                let delay = e
+                    .retry_after()
+                    .unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60)));
+                let e = anyhow::Error::new(e);
+                // A refused token may be fixed by the operator without restarting us.
+                error!("registration failed, retrying in {delay:?}: {e:#}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Marker of a command this host has started, so a command handed out again (the agent
+/// restarted before its reports arrived) is never run twice.
+#[derive(Debug, Serialize, Deserialize)]
+struct Seen {
+    schema_version: u32,
+    deployment_id: String,
+    at_ms: u64,
+}
+
+async fn run_command(
+    engine: &Engine,
+    outbox: &Outbox,
+    running: &Running,
+    command: Command,
+    shutdown: &CancellationToken,
+) {
+    let seen_path = engine
+        .state
+        .root()
+        .join("commands")
+        .join(format!("{}.json", state::encode_name(&command.command_id)));
+    if seen_path.exists() {
+        info!(command_id = %command.command_id, "command already handled here; its reports are in the outbox");
+        return;
+    }
+    let seen = Seen {
+        schema_version: SCHEMA_VERSION,
+        deployment_id: command.deployment_id.clone(),
+        at_ms: state::now_ms(),
+    };
+    if let Err(e) = state::write_json(&seen_path, &seen) {
+        error!("recording command {}: {e:#}", command.command_id);
+        return;
+    }
+    let abort = CancellationToken::new();
+    if let Ok(mut r) = running.lock() {
+        *r = Some((command.command_id.clone(), abort.clone()));
+    }
+    let observer = Reporter {
+        outbox: outbox.clone(),
+        command_id: command.command_id.clone(),
+    };
+    let completed = match request_from(&command, engine) {
+        Err(message) => ReportBody::Completed {
+            status: CommandStatus::Failed,
+            failed_event: None,
+            message: Some(message),
+        },
+        Ok(req) => {
+            let stop = Stop {
+                abort,
+                shutdown: shutdown.clone(),
+            };
+            match engine.run(&req, &observer, &stop).await {
+                Ok(record) => ReportBody::Completed {
+                    status: match record.status {
+                        RecordStatus::Succeeded => CommandStatus::Succeeded,
+                        RecordStatus::Stopped => CommandStatus::Stopped,
+                        RecordStatus::Failed | RecordStatus::InProgress => CommandStatus::Failed,
+                    },
+                    failed_event: record.failed_event,
+                    message: record.error,
+                },
+                Err(e) => {
+                    error!(deployment_id = %command.deployment_id, "deployment could not run: {e:#}");
+                    ReportBody::Completed {
+                        status: CommandStatus::Failed,
+                        failed_event: None,
+                        message: Some(format!("the agent could not run the deployment: {e:#}")),
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = outbox.push(&command.command_id, completed) {
+        error!("queueing the completion of {}: {e:#}", command.command_id);
+    }
+    if let Ok(mut r) = running.lock() {
+        *r = None;
+    }
+}
+
+/// Turns a command into a deployment request, or says why it cannot run.
+fn request_from(command: &Command, engine: &Engine) -> Result<DeploymentRequest, String> {
+    let events = command
+        .events
+        .iter()
+        .map(|e| e.parse::<LifecycleEvent>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let events = if events.is_empty() {
+        LifecycleEvent::ALL.to_vec()
+    } else {
+        events
+    };
+    let file_exists_behavior = command
+        .file_exists_behavior
+        .as_deref()
+        .map(str::parse::<FileExistsBehavior>)
+        .transpose()
+        .map_err(|e| format!("file_exists_behavior {e}"))?;
+    let mut bundle_env = Vec::new();
+    match &command.revision {
+        Revision::S3 {
+            bucket,
+            key,
+            version_id,
+            etag,
+            ..
+        } => {
+            bundle_env.push(("BUNDLE_BUCKET".to_string(), bucket.clone()));
+            bundle_env.push(("BUNDLE_KEY".to_string(), key.clone()));
+            if let Some(v) = version_id {
+                bundle_env.push(("BUNDLE_VERSION".to_string(), v.clone()));
+            }
+            if let Some(e) = etag {
+                bundle_env.push(("BUNDLE_ETAG".to_string(), e.clone()));
+            }
+        }
+        Revision::Git { commit, .. } => {
+            bundle_env.push(("BUNDLE_COMMIT".to_string(), commit.clone()));
+        }
+        Revision::Coordinator { .. } | Revision::Url { .. } => {}
+    }
+    let _ = engine;
+    Ok(DeploymentRequest {
+        deployment_id: command.deployment_id.clone(),
+        command_id: Some(command.command_id.clone()),
+        application: command.application.clone(),
+        group: command.deployment_group.clone(),
+        group_id: command.deployment_group_id.clone(),
+        source: Source::Remote(command.revision.clone()),
+        revision: command.revision.describe(),
+        appspec_path: command.appspec_path.clone(),
+        events,
+        file_exists_behavior,
+        ignore_application_stop_failures: command.ignore_application_stop_failures,
+        bundle_env,
+    })
+}
+
+/// Turns engine progress into queued reports.
+struct Reporter {
+    outbox: Outbox,
+    command_id: String,
+}
+
+impl Observer for Reporter {
+    fn event_started(&self, event: LifecycleEvent) {
+        let body = ReportBody::EventStarted {
+            event: event.to_string(),
+        };
+        if let Err(e) = self.outbox.push(&self.command_id, body) {
+            error!("queueing a report for {}: {e:#}", self.command_id);
+        }
+    }
+
+    fn event_ended(&self, r: &EventResult) {
+        let body = ReportBody::EventEnded {
+            event: r.event.to_string(),
+            status: r.status,
+            error_code: r.error_code,
+            message: r.message.clone(),
+            script: r.script.clone(),
+            exit_code: r.exit_code,
+            log_tail: r.log_tail.clone(),
+            duration_ms: r.duration.as_millis() as u64,
+        };
+        if let Err(e) = self.outbox.push(&self.command_id, body) {
+            error!("queueing a report for {}: {e:#}", self.command_id);
+        }
+    }
+}
+
+/// Sends queued reports in order until `stop`; an "aborted" answer cancels the running
+/// command's abort token.
+async fn send_reports(
+    client: Client,
+    host: HostCredentials,
+    outbox: Outbox,
+    state: StateDir,
+    running: Running,
+    poll: crate::config::PollConfig,
+    stop: CancellationToken,
+) {
+    let mut delays = backoff(&poll);
+    loop {
+        let pending = match outbox.pending() {
+            Ok(p) => p,
+            Err(e) => {
+                error!("reading the report outbox: {e:#}");
+                Vec::new()
+            }
+        };
+        let mut failed = None;
+        for p in &pending {
+            match client.report(&host, &p.command_id, &p.report).await {
+                Ok(ack) => {
+                    delays = backoff(&poll);
+                    if ack.aborted {
+                        if let Ok(r) = running.lock() {
+                            if let Some((id, token)) = r.as_ref() {
+                                if *id == p.command_id && !token.is_cancelled() {
+                                    warn!(command_id = %id, "the coordinator stopped this deployment; stopping after the current script");
+                                    token.cancel();
+                                }
+                            }
+                        }
+                    }
+                    if let Err(e) = outbox.ack(p) {
+                        error!("removing an acknowledged report: {e:#}");
+                    }
+                }
+                Err(e) if !e.is_retryable() => {
+                    // The coordinator will never take this report (unknown command, bad
+                    // request): keep it aside instead of blocking every later report.
+                    error!(
+                        command_id = %p.command_id,
+                        seq = p.report.seq,
+                        "report refused, moved aside: {:#}",
+                        anyhow::Error::new(e)
+                    );
+                    let _ = std::fs::rename(&p.path, p.path.with_extension("refused"));
+                }
+                Err(e) => {
+                    note_contact(&state, Some(&e));
+                    failed = Some(
+                        e.retry_after()
+                            .unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60))),
+                    );
+                    warn!(
+                        "sending reports failed, retrying in {:?}: {:#}",
+                        failed.unwrap_or_default(),
+                        anyhow::Error::new(e)
+                    );
+                    break;
+                }
+            }
+        }
+        let wait = async {
+            match failed {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None if pending.is_empty() => outbox.wait().await,
+                None => {}
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wait => {}
+        }
+    }
+}
+
+async fn wait_outbox_empty(outbox: &Outbox) {
+    loop {
+        if outbox.pending().map(|p| p.is_empty()).unwrap_or(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,205 @@
+//! The report outbox: every event report is written here before it is sent and removed only
+//! once the coordinator acknowledged it, so neither a coordinator outage nor an agent restart
+//! loses one.
+//!
+//! Layout: `state_dir/outbox/<command>/next-seq` (the next sequence number of the command)
+//! and `state_dir/outbox/<command>/<seq, 10 digits>.json` (one [`Report`] each). Sequence
+//! numbers make the coordinator's recording idempotent, so resending after an unacknowledged
+//! attempt never duplicates a report. This module stores and orders; `daemon` sends.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use hoist_protocol::agent::{Report, ReportBody};
+use tokio::sync::Notify;
+
+use crate::state::{self, StateDir};
+
+#[derive(Clone)]
+pub struct Outbox {
+    dir: PathBuf,
+    /// Wakes the sender when a report is queued.
+    notify: Arc<Notify>,
+    /// Serializes sequence-number allocation between the deployment and recovery.
+    seq_lock: Arc<Mutex<()>>,
+}
+
+/// A queued report and the file that holds it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub command_id: String,
+    pub report: Report,
+    pub path: PathBuf,
+}
+
+impl Outbox {
+    pub fn open(state: &StateDir) -> anyhow::Result<Outbox> {
+        let dir = state.root().join("outbox");
+        state::create_private_dir(&dir)?;
+        Ok(Outbox {
+            dir,
+            notify: Arc::new(Notify::new()),
+            seq_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    fn command_dir(&self, command_id: &str) -> PathBuf {
+        self.dir.join(state::encode_name(command_id))
+    }
+
+    /// Queues a report durably and returns its sequence number.
+    pub fn push(&self, command_id: &str, body: ReportBody) -> anyhow::Result<u64> {
+        let _guard = self
+            .seq_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = self.command_dir(command_id);
+        state::create_private_dir(&dir)?;
+        let seq_path = dir.join("next-seq");
+        let seq = match std::fs::read_to_string(&seq_path) {
+            Ok(t) => t
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("corrupt {}", seq_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", seq_path.display())),
+        };
+        let report = Report {
+            seq,
+            at_ms: state::now_ms(),
+            body,
+        };
+        // The report first, then the counter: a crash in between re-uses the number for the
+        // same report content position, never skips or duplicates one.
+        state::write_json(&dir.join(format!("{seq:010}.json")), &report)?;
+        state::write_atomic(&seq_path, format!("{}\n", seq + 1).as_bytes(), 0o600)?;
+        self.notify.notify_one();
+        Ok(seq)
+    }
+
+    /// Every queued report, oldest command directory first, in sequence order.
+    pub fn pending(&self) -> anyhow::Result<Vec<Pending>> {
+        let mut commands = Vec::new();
+        for entry in
+            std::fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))?
+        {
+            let entry = entry.with_context(|| format!("reading {}", self.dir.display()))?;
+            if entry.path().is_dir() {
+                let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                commands.push((modified, entry.path()));
+            }
+        }
+        commands.sort();
+        let mut out = Vec::new();
+        for (_, dir) in commands {
+            let command_id = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(state::decode_name)
+                .unwrap_or_default();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            files.sort();
+            for path in files {
+                match state::read_json::<Report>(&path) {
+                    Ok(Some(report)) => out.push(Pending {
+                        command_id: command_id.clone(),
+                        report,
+                        path,
+                    }),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // A report that cannot be read can never be sent; keep it aside for
+                        // inspection rather than blocking every later report.
+                        tracing::error!("unreadable queued report, moved aside: {e:#}");
+                        let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an acknowledged report; the command's directory goes with its last report
+    /// once the command is complete.
+    pub fn ack(&self, pending: &Pending) -> anyhow::Result<()> {
+        state::remove_file(&pending.path)?;
+        if matches!(pending.report.body, ReportBody::Completed { .. }) {
+            if let Some(dir) = pending.path.parent() {
+                let only_counter = std::fs::read_dir(dir)
+                    .map(|entries| {
+                        entries
+                            .filter_map(|e| e.ok())
+                            .all(|e| e.file_name() == "next-seq")
+                    })
+                    .unwrap_or(false);
+                if only_counter {
+                    std::fs::remove_dir_all(dir)
+                        .with_context(|| format!("removing {}", dir.display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until a report is queued (or returns at once if one was queued since the last
+    /// wait).
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoist_protocol::agent::CommandStatus;
+
+    #[test]
+    fn reports_survive_reopening_in_order_and_vanish_when_acked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(tmp.path()).expect("state");
+        let outbox = Outbox::open(&state).expect("outbox");
+        for event in ["ApplicationStop", "DownloadBundle"] {
+            outbox
+                .push(
+                    "cmd-1",
+                    ReportBody::EventStarted {
+                        event: event.into(),
+                    },
+                )
+                .expect("push");
+        }
+        let seq = outbox
+            .push(
+                "cmd-1",
+                ReportBody::Completed {
+                    status: CommandStatus::Succeeded,
+                    failed_event: None,
+                    message: None,
+                },
+            )
+            .expect("push");
+        assert_eq!(seq, 3);
+
+        let reopened = Outbox::open(&state).expect("outbox");
+        let pending = reopened.pending().expect("pending");
+        assert_eq!(
+            pending.iter().map(|p| p.report.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(pending.iter().all(|p| p.command_id == "cmd-1"));
+        for p in &pending {
+            reopened.ack(p).expect("ack");
+        }
+        assert!(reopened.pending().expect("pending").is_empty());
+        assert!(!reopened.command_dir("cmd-1").exists());
+    }
+}

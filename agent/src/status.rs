@@ -1,0 +1,263 @@
+//! What `hoist-agent status` shows, read from the state directory alone: the daemon needs
+//! to cooperate only by keeping its state files current.
+//!
+//! [`Status`] is the stable `--json` shape; [`Status::render`] is the human block.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::client::HostCredentials;
+use crate::daemon::{AgentInfo, Contact};
+use crate::state::{self, DeploymentRecord, HostLock, InFlight, StateDir};
+
+/// How many deployments per group are shown.
+const RECENT_PER_GROUP: usize = 3;
+/// How many lines of a failed deployment's log tail are shown.
+const TAIL_LINES: usize = 10;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub uptime_secs: Option<u64>,
+    pub version: Option<String>,
+    pub state_dir: PathBuf,
+    pub host_id: Option<String>,
+    pub host_name: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub coordinator_url: Option<String>,
+    pub last_contact_ms: Option<u64>,
+    pub last_contact_error: Option<String>,
+    pub in_flight: Option<InFlightStatus>,
+    pub groups: Vec<GroupStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InFlightStatus {
+    pub deployment_id: String,
+    pub application: String,
+    pub group: String,
+    pub event: String,
+    pub script: Option<String>,
+    pub elapsed_secs: u64,
+    pub event_elapsed_secs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    pub group: String,
+    pub deployments: Vec<DeploymentStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeploymentStatus {
+    pub deployment_id: String,
+    pub application: String,
+    pub revision: String,
+    pub status: String,
+    pub started_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    pub failed_event: Option<String>,
+    pub failed_script: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub log_tail: Option<String>,
+    pub log_path: PathBuf,
+}
+
+impl Status {
+    /// Reads everything from the state directory; missing files mean "not known".
+    pub fn read(state: &StateDir) -> anyhow::Result<Status> {
+        let now = state::now_ms();
+        let pid = HostLock::holder(state);
+        let info = state::read_json::<AgentInfo>(&state.root().join("agent.json"))
+            .ok()
+            .flatten();
+        // agent.json describes the daemon only while that very process holds the lock.
+        let daemon = info.filter(|i| Some(i.pid) == pid);
+        let host = state::read_json::<HostCredentials>(&state.root().join("host.json"))
+            .ok()
+            .flatten();
+        let contact = state::read_json::<Contact>(&state.root().join("contact.json"))
+            .ok()
+            .flatten();
+        let in_flight = state::read_json::<InFlight>(&state.in_flight_path())
+            .ok()
+            .flatten()
+            .map(|f| InFlightStatus {
+                elapsed_secs: now.saturating_sub(f.started_at_ms) / 1000,
+                event_elapsed_secs: now.saturating_sub(f.event_started_at_ms) / 1000,
+                deployment_id: f.deployment_id,
+                application: f.application,
+                group: f.group,
+                event: f.event,
+                script: f.script,
+            });
+        let mut groups = Vec::new();
+        for group in state.groups()? {
+            let mut records: Vec<DeploymentRecord> = Vec::new();
+            if let Ok(entries) = std::fs::read_dir(state.deployments_dir(&group)) {
+                for entry in entries.flatten() {
+                    if let Ok(Some(r)) =
+                        state::read_json::<DeploymentRecord>(&entry.path().join("result.json"))
+                    {
+                        records.push(r);
+                    }
+                }
+            }
+            records.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms));
+            let deployments = records
+                .into_iter()
+                .take(RECENT_PER_GROUP)
+                .map(|r| {
+                    let failed = r.events.iter().rev().find(|e| {
+                        e.status == hoist_protocol::agent::EventStatus::Failed
+                    });
+                    DeploymentStatus {
+                        failed_script: failed.and_then(|e| e.script.clone()),
+                        exit_code: failed.and_then(|e| e.exit_code),
+                        deployment_id: r.deployment_id,
+                        application: r.application,
+                        revision: r.revision,
+                        status: r.status.as_str().to_string(),
+                        started_at_ms: r.started_at_ms,
+                        ended_at_ms: r.ended_at_ms,
+                        failed_event: r.failed_event,
+                        error: r.error,
+                        log_tail: r.log_tail.map(|t| last_lines(&t, TAIL_LINES)),
+                        log_path: r.log_path,
+                    }
+                })
+                .collect();
+            groups.push(GroupStatus { group, deployments });
+        }
+        Ok(Status {
+            running: pid.is_some() && daemon.is_some(),
+            pid: daemon.as_ref().map(|d| d.pid),
+            uptime_secs: daemon
+                .as_ref()
+                .map(|d| now.saturating_sub(d.started_at_ms) / 1000),
+            version: daemon.as_ref().map(|d| d.version.clone()),
+            state_dir: state.root().to_path_buf(),
+            host_id: host.as_ref().map(|h| h.host_id.clone()),
+            host_name: daemon.as_ref().map(|d| d.host_name.clone()),
+            tags: daemon.as_ref().map(|d| d.tags.clone()).unwrap_or_default(),
+            coordinator_url: daemon
+                .as_ref()
+                .map(|d| d.coordinator_url.clone())
+                .or_else(|| host.as_ref().map(|h| h.coordinator_url.clone())),
+            last_contact_ms: contact.as_ref().map(|c| c.at_ms).filter(|t| *t > 0),
+            last_contact_error: contact.and_then(|c| c.last_error),
+            in_flight,
+            groups,
+        })
+    }
+
+    /// The compact human-readable block.
+    pub fn render(&self) -> String {
+        let now = state::now_ms();
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        match (self.running, self.pid) {
+            (true, Some(pid)) => line(format!(
+                "hoist-agent: running (pid {pid}, up {}, version {})",
+                ago(self.uptime_secs.unwrap_or(0) * 1000),
+                self.version.as_deref().unwrap_or("?")
+            )),
+            _ => line("hoist-agent: not running".to_string()),
+        }
+        line(format!("  state dir:    {}", self.state_dir.display()));
+        line(format!(
+            "  host:         {} ({})",
+            self.host_name.as_deref().unwrap_or("-"),
+            self.host_id.as_deref().unwrap_or("not registered")
+        ));
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            line(format!("  tags:         {}", tags.join(", ")));
+        }
+        if let Some(url) = &self.coordinator_url {
+            let contact = match self.last_contact_ms {
+                Some(t) => format!("last contact {} ago", ago(now.saturating_sub(t))),
+                None => "never reached".to_string(),
+            };
+            line(format!("  coordinator:  {url} ({contact})"));
+            if let Some(e) = &self.last_contact_error {
+                line(format!("                last error: {e}"));
+            }
+        }
+        match &self.in_flight {
+            Some(f) => {
+                line(format!(
+                    "  in flight:    {} of {} to {}: {} for {}{}",
+                    f.deployment_id,
+                    f.application,
+                    f.group,
+                    f.event,
+                    ago(f.event_elapsed_secs * 1000),
+                    f.script
+                        .as_deref()
+                        .map(|s| format!(", running {s}"))
+                        .unwrap_or_default()
+                ));
+            }
+            None => line("  in flight:    nothing".to_string()),
+        }
+        for g in &self.groups {
+            line(format!("  group {}:", g.group));
+            for d in &g.deployments {
+                let when = d
+                    .ended_at_ms
+                    .map(|t| format!("{} ago", ago(now.saturating_sub(t))))
+                    .unwrap_or_else(|| "not finished".to_string());
+                line(format!(
+                    "    {} {} ({}, {when}) {}",
+                    d.deployment_id, d.status, d.application, d.revision
+                ));
+                if let Some(event) = &d.failed_event {
+                    let mut what = format!("      failed in {event}");
+                    if let Some(s) = &d.failed_script {
+                        what.push_str(&format!(", script {s}"));
+                    }
+                    if let Some(c) = d.exit_code {
+                        what.push_str(&format!(", exit code {c}"));
+                    }
+                    line(what);
+                }
+                if let Some(e) = &d.error {
+                    line(format!("      error: {e}"));
+                }
+                if d.status != "succeeded" {
+                    if let Some(tail) = &d.log_tail {
+                        for l in tail.lines() {
+                            line(format!("      | {l}"));
+                        }
+                    }
+                    line(format!("      log: {}", d.log_path.display()));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `3 s`, `4 min`, `2 h`, `5 d`.
+fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}

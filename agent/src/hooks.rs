@@ -39,6 +39,8 @@ const MAX_LINE: usize = 8192;
 const POLL: Duration = Duration::from_millis(50);
 /// How much is read from one output file per poll, so a flood cannot stall the loop.
 const READ_PER_POLL: u64 = 1 << 20;
+/// How long, after SIGKILL, the group may take to disappear before the outcome is given anyway.
+const KILL_SETTLE: Duration = Duration::from_secs(2);
 /// How much the final drain reads at most, because a daemon may still be writing.
 const READ_FINAL: u64 = 16 << 20;
 
@@ -278,7 +280,10 @@ async fn run_script_inner(
     on_spawn: &(dyn Fn(i32) + Send + Sync),
 ) -> HookOutcome {
     let script = match resolve_script(&run.bundle_root, &run.location) {
-        Ok(Resolved { path, made_executable }) => {
+        Ok(Resolved {
+            path,
+            made_executable,
+        }) => {
             if made_executable {
                 log.note_script(&run.label, "the script had no execute permission: added it");
             }
@@ -361,11 +366,21 @@ async fn supervise(
                 Some((why, kill_at)) => {
                     // The script is gone, but what it started may still be in its group
                     // and ignore SIGTERM: SIGKILL follows unless the group is empty.
-                    if killed || !group_alive(pgid) {
+                    if !group_alive(pgid) {
                         return ended_outcome(why, run.timeout);
                     }
+                    if killed {
+                        // SIGKILL is delivered asynchronously; give the kernel a moment so
+                        // that the outcome means the group is gone, but never hang on a
+                        // process stuck in the kernel.
+                        if Instant::now() >= kill_at + KILL_SETTLE {
+                            return ended_outcome(why, run.timeout);
+                        }
+                        tick.tick().await;
+                        continue;
+                    }
                     if Instant::now() >= kill_at {
-                        kill_group(log, &run.label, pgid, Signal::SIGKILL);
+                        send_sigkill(log, run, pgid);
                         killed = true;
                         continue;
                     }
@@ -409,11 +424,7 @@ async fn supervise(
                 ending = Some((Ending::Stop, Instant::now() + run.kill_grace));
             }
             _ = sleep_until(ending.map(|(_, at)| at).unwrap_or(far)), if ending.is_some() && !killed => {
-                log.note_script(&run.label, &format!(
-                    "still running {} after SIGTERM: sending SIGKILL to process group {pgid}",
-                    humantime::format_duration(run.kill_grace),
-                ));
-                kill_group(log, &run.label, pgid, Signal::SIGKILL);
+                send_sigkill(log, run, pgid);
                 killed = true;
             }
             _ = tick.tick() => {
@@ -421,6 +432,17 @@ async fn supervise(
             }
         }
     }
+}
+
+fn send_sigkill(log: &HookLog, run: &ScriptRun, pgid: Pid) {
+    log.note_script(
+        &run.label,
+        &format!(
+            "process group {pgid} still running {} after SIGTERM: sending SIGKILL",
+            humantime::format_duration(run.kill_grace),
+        ),
+    );
+    kill_group(log, &run.label, pgid, Signal::SIGKILL);
 }
 
 fn ended_outcome(why: Ending, timeout: Duration) -> HookOutcome {
@@ -441,10 +463,33 @@ fn outcome_of(status: ExitStatus) -> HookOutcome {
     }
 }
 
+/// Whether some process of the group is still running. Zombies do not count: where PID 1
+/// does not reap orphans, a dead grandchild would otherwise keep the group "alive".
 fn group_alive(pgid: Pid) -> bool {
-    // Signal 0 checks that some process of the group exists (zombies count, and are
-    // harmless: they only mean SIGKILL is sent to a group that cannot run anymore).
-    killpg(pgid, None).is_ok()
+    if killpg(pgid, None) == Err(Errno::ESRCH) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        // Without /proc, signal 0 is the best answer there is.
+        return true;
+    };
+    entries.filter_map(|e| e.ok()).any(|entry| {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // After the command name in parentheses: state, ppid, pgrp, ...
+        let Some((_, after)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+        pgrp == Some(pgid.as_raw()) && state != Some("Z")
+    })
 }
 
 fn kill_group(log: &HookLog, label: &str, pgid: Pid, signal: Signal) {
@@ -494,7 +539,8 @@ struct Resolved {
 fn resolve_script(bundle_root: &Path, location: &str) -> Result<Resolved, HookOutcome> {
     let not_exec = |reason: String| HookOutcome::NotExecutable { reason };
     let shown = quoted(location);
-    let relative = normalize_location(location).map_err(|why| not_exec(format!("{shown} {why}")))?;
+    let relative =
+        normalize_location(location).map_err(|why| not_exec(format!("{shown} {why}")))?;
     let root = std::fs::canonicalize(bundle_root).map_err(|err| HookOutcome::SpawnFailed {
         reason: format!("bundle root {}: {err}", bundle_root.display()),
     })?;
@@ -584,7 +630,8 @@ fn resolve_user(name: &str) -> Result<Identity, String> {
         ));
     }
     let groups = if switch {
-        let cname = CString::new(name).map_err(|_| format!("user {} is not a valid name", quoted(name)))?;
+        let cname =
+            CString::new(name).map_err(|_| format!("user {} is not a valid name", quoted(name)))?;
         nix::unistd::getgrouplist(&cname, user.gid)
             .map_err(|err| format!("reading the groups of user {}: {err}", quoted(name)))?
     } else {
@@ -941,6 +988,7 @@ fn parse_environment_line(line: &str) -> anyhow::Result<(String, String)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -956,7 +1004,10 @@ mod tests {
     fn check_err(text: &str, line: usize, contains: &str) {
         let (got_line, why) = parse_environment(text).unwrap_err();
         assert_eq!(got_line, line, "input: {text:?}: {why}");
-        assert!(why.contains(contains), "{why:?} should contain {contains:?}");
+        assert!(
+            why.contains(contains),
+            "{why:?} should contain {contains:?}"
+        );
     }
 
     #[test]
@@ -973,8 +1024,14 @@ mod tests {
         check("A=b # comment", &[("A", "b")]);
         check("A=http://x/#frag", &[("A", "http://x/#frag")]);
         check("A=x=y", &[("A", "x=y")]);
-        check("A=\"quoted # not a comment\"", &[("A", "quoted # not a comment")]);
-        check("A=\"a \\\"b\\\" \\\\ \\$X \\n\"", &[("A", "a \"b\" \\ $X \\n")]);
+        check(
+            "A=\"quoted # not a comment\"",
+            &[("A", "quoted # not a comment")],
+        );
+        check(
+            "A=\"a \\\"b\\\" \\\\ \\$X \\n\"",
+            &[("A", "a \"b\" \\ $X \\n")],
+        );
         check("A='$HOME \\ \"x\"'", &[("A", "$HOME \\ \"x\"")]);
         check("A='x' # trailing comment", &[("A", "x")]);
         check("A=$HOME", &[("A", "$HOME")]);
@@ -1035,7 +1092,11 @@ mod tests {
             ("//a.sh", "a.sh"),
         ];
         for (input, want) in ok {
-            assert_eq!(normalize_location(input), Ok(PathBuf::from(want)), "{input}");
+            assert_eq!(
+                normalize_location(input),
+                Ok(PathBuf::from(want)),
+                "{input}"
+            );
         }
         for bad in ["../a.sh", "/../a.sh", "scripts/../../a.sh", "", "/", "."] {
             assert!(normalize_location(bad).is_err(), "{bad}");
@@ -1056,7 +1117,10 @@ mod tests {
         assert!(!tail.contains("line 0\n"));
         // Every kept line is whole: it starts with a timestamp.
         for line in tail.lines() {
-            assert!(line.starts_with("20") && line.contains(" hoist| line "), "{line}");
+            assert!(
+                line.starts_with("20") && line.contains(" hoist| line "),
+                "{line}"
+            );
         }
         assert_eq!(log.take_tail(), "");
         let file = std::fs::read_to_string(log.path()).unwrap();

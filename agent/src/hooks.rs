@@ -301,7 +301,7 @@ async fn run_script_inner(
     if stop.is_cancelled() {
         return HookOutcome::Interrupted;
     }
-    let (out_file, err_file, mut tailer) = match OutputFiles::create(log, &run.label) {
+    let (out_file, err_file, mut tailer) = match create_output_files(log, &run.label) {
         Ok(files) => files,
         Err(reason) => return HookOutcome::SpawnFailed { reason },
     };
@@ -736,49 +736,45 @@ fn switch_user_before_exec(cmd: &mut Command, uid: Uid, gid: Gid, groups: Vec<Gi
     }
 }
 
-/// The two files a script writes its output to, and what reads them back.
-struct OutputFiles;
-
-impl OutputFiles {
-    /// Creates `<log>.d/<n>-<label>.stdout` and `.stderr` (append-only) and opens them
-    /// again for reading.
-    fn create(log: &HookLog, label: &str) -> Result<(File, File, Tailer), String> {
-        let dir = log.output_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("creating the output directory {}: {e}", dir.display()))?;
-        let stem = file_stem(label);
-        let mut n = next_number(&dir);
-        let (out_path, out) = loop {
-            let path = dir.join(format!("{n:03}-{stem}.stdout"));
-            match OpenOptions::new()
-                .append(true)
-                .create_new(true)
-                .mode(0o640)
-                .open(&path)
-            {
-                Ok(file) => break (path, file),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100_000 => n += 1,
-                Err(e) => return Err(format!("creating {}: {e}", path.display())),
-            }
-        };
-        let err_path = dir.join(format!("{n:03}-{stem}.stderr"));
-        let err = OpenOptions::new()
+/// Creates the two files a script writes its output to, `<log>.d/<n>-<label>.stdout` and
+/// `.stderr` (append-only), and opens them again, separately, for the agent to read (a
+/// shared descriptor would share its offset with the script's appends).
+fn create_output_files(log: &HookLog, label: &str) -> Result<(File, File, Tailer), String> {
+    let dir = log.output_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("creating the output directory {}: {e}", dir.display()))?;
+    let stem = file_stem(label);
+    let mut n = next_number(&dir);
+    let (out_path, out) = loop {
+        let path = dir.join(format!("{n:03}-{stem}.stdout"));
+        match OpenOptions::new()
             .append(true)
-            .create(true)
+            .create_new(true)
             .mode(0o640)
-            .open(&err_path)
-            .map_err(|e| format!("creating {}: {e}", err_path.display()))?;
-        let reader = |path: &Path| {
-            File::open(path).map_err(|e| format!("opening {} for reading: {e}", path.display()))
-        };
-        let tailer = Tailer {
-            streams: [
-                StreamTail::new(Stream::Stdout, reader(&out_path)?),
-                StreamTail::new(Stream::Stderr, reader(&err_path)?),
-            ],
-        };
-        Ok((out, err, tailer))
-    }
+            .open(&path)
+        {
+            Ok(file) => break (path, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100_000 => n += 1,
+            Err(e) => return Err(format!("creating {}: {e}", path.display())),
+        }
+    };
+    let err_path = dir.join(format!("{n:03}-{stem}.stderr"));
+    let err = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(&err_path)
+        .map_err(|e| format!("creating {}: {e}", err_path.display()))?;
+    let reader = |path: &Path| {
+        File::open(path).map_err(|e| format!("opening {} for reading: {e}", path.display()))
+    };
+    let tailer = Tailer {
+        streams: [
+            StreamTail::new(Stream::Stdout, reader(&out_path)?),
+            StreamTail::new(Stream::Stderr, reader(&err_path)?),
+        ],
+    };
+    Ok((out, err, tailer))
 }
 
 /// The label as a file name: letters, digits, `.`, `-` and `_` kept, the rest `_`.

@@ -437,6 +437,32 @@ async fn timeout_kills_a_grandchild_ignoring_sigterm() {
 }
 
 #[tokio::test]
+async fn dropping_the_run_kills_the_group() {
+    let bundle = Bundle::new();
+    let location = bundle.script(
+        "dropped.sh",
+        "#!/bin/sh\nsleep 300 &\necho $! >> pids\necho $$ >> pids\nexec sleep 300\n",
+    );
+    let log = bundle.log();
+    let spec = bundle.run(&location);
+    let abandoned = tokio::time::timeout(Duration::from_millis(700), run(&spec, &log)).await;
+    assert!(
+        abandoned.is_err(),
+        "the script ended on its own: {abandoned:?}"
+    );
+    let recorded = pids(&bundle.read("pids"));
+    let _cleanup = KillOnDrop(recorded.clone());
+    assert_eq!(recorded.len(), 2);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while recorded.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in recorded {
+        assert!(!alive(pid), "pid {pid} outlived its dropped run");
+    }
+}
+
+#[tokio::test]
 async fn backgrounded_daemon_holding_output_neither_hangs_nor_dies() {
     let bundle = Bundle::new();
     // The daemon keeps stdout and stderr, writes after the script ended and after the log

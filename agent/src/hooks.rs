@@ -347,7 +347,10 @@ async fn supervise(
     tailer: &mut Tailer,
 ) -> HookOutcome {
     let started = Instant::now();
-    let deadline = started + run.timeout;
+    let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
+    // Durations come from configuration: one too large to add means "never".
+    let after = |d: Duration| Instant::now().checked_add(d).unwrap_or(far).min(far);
+    let deadline = after(run.timeout);
     let mut stop_deadline: Option<Instant> = None;
     // Set once SIGTERM went to the group: why, and when SIGKILL follows.
     let mut ending: Option<(Ending, Instant)> = None;
@@ -355,7 +358,6 @@ async fn supervise(
     let mut exited: Option<ExitStatus> = None;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
 
     loop {
         if let Some(status) = exited {
@@ -373,7 +375,7 @@ async fn supervise(
                         // SIGKILL is delivered asynchronously; give the kernel a moment so
                         // that the outcome means the group is gone, but never hang on a
                         // process stuck in the kernel.
-                        if Instant::now() >= kill_at + KILL_SETTLE {
+                        if Instant::now() >= kill_at.checked_add(KILL_SETTLE).unwrap_or(far) {
                             return ended_outcome(why, run.timeout);
                         }
                         tick.tick().await;
@@ -407,21 +409,21 @@ async fn supervise(
                     humantime::format_duration(run.timeout),
                 ));
                 kill_group(log, &run.label, pgid, Signal::SIGTERM);
-                ending = Some((Ending::Timeout, Instant::now() + run.kill_grace));
+                ending = Some((Ending::Timeout, after(run.kill_grace)));
             }
             _ = stop.cancelled(), if stop_deadline.is_none() && ending.is_none() => {
                 log.note_script(&run.label, &format!(
                     "the agent is stopping: the script may run {} more",
                     humantime::format_duration(run.stop_grace),
                 ));
-                stop_deadline = Some(Instant::now() + run.stop_grace);
+                stop_deadline = Some(after(run.stop_grace));
             }
             _ = sleep_until(stop_deadline.unwrap_or(far)), if stop_deadline.is_some() && ending.is_none() => {
                 log.note_script(&run.label, &format!(
                     "stop grace period over: sending SIGTERM to process group {pgid}"
                 ));
                 kill_group(log, &run.label, pgid, Signal::SIGTERM);
-                ending = Some((Ending::Stop, Instant::now() + run.kill_grace));
+                ending = Some((Ending::Stop, after(run.kill_grace)));
             }
             _ = sleep_until(ending.map(|(_, at)| at).unwrap_or(far)), if ending.is_some() && !killed => {
                 send_sigkill(log, run, pgid);

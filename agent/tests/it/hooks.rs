@@ -808,3 +808,15 @@ fn hook_log_appends_to_an_existing_file() {
         lines[1]
     );
 }
+
+#[tokio::test]
+async fn huge_durations_do_not_overflow() {
+    let bundle = Bundle::new();
+    let location = bundle.script("quick.sh", "#!/bin/sh\nexit 0\n");
+    let log = bundle.log();
+    let mut spec = bundle.run(&location);
+    spec.timeout = Duration::MAX;
+    spec.kill_grace = Duration::MAX;
+    spec.stop_grace = Duration::MAX;
+    assert_eq!(run(&spec, &log).await, HookOutcome::Succeeded);
+}

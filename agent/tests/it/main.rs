@@ -1,0 +1,5 @@
+//! The agent's integration tests: real files, real processes, real users.
+
+#![allow(clippy::unwrap_used)]
+
+mod hooks;

@@ -184,7 +184,13 @@ fn is_tar_header(block: &[u8]) -> bool {
     let computed: u64 = block
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { u64::from(*b) })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
         .sum();
     stored == computed
 }
@@ -367,7 +373,10 @@ impl Extractor<'_> {
     fn prepare_parent(&mut self, name: &str, rel: &Path) -> Result<PathBuf, ExtractError> {
         let mut current = self.dest.clone();
         let mut current_rel = PathBuf::new();
-        let parents: Vec<_> = rel.parent().map(|p| p.components().collect()).unwrap_or_default();
+        let parents: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
         for component in parents {
             current.push(component);
             current_rel.push(component);
@@ -462,8 +471,7 @@ impl Extractor<'_> {
                     limit: self.limits.max_total_bytes,
                 });
             }
-            file.write_all(&buf[..n])
-                .map_err(Self::write_err(target))?;
+            file.write_all(&buf[..n]).map_err(Self::write_err(target))?;
         }
         if let Some(expected) = expected_size {
             if written != expected {
@@ -628,9 +636,7 @@ fn check_symlink_target(name: &str, rel: &Path, target: &[u8]) -> Result<(), Ext
 
 fn extract_tar(out: &mut Extractor<'_>, reader: impl Read) -> Result<(), ExtractError> {
     let mut archive = tar::Archive::new(reader);
-    let entries = archive
-        .entries()
-        .map_err(|e| out.corrupt("(start)", e))?;
+    let entries = archive.entries().map_err(|e| out.corrupt("(start)", e))?;
     let mut previous = String::from("(start)");
     for entry in entries {
         let mut entry = entry.map_err(|e| ExtractError::Corrupt {
@@ -670,7 +676,10 @@ fn extract_tar(out: &mut Extractor<'_>, reader: impl Read) -> Result<(), Extract
             }
             tar::EntryType::Fifo => return Err(unsafe_entry(&name, "FIFO".to_string())),
             tar::EntryType::GNUSparse => {
-                return Err(unsafe_entry(&name, "sparse files are not supported".to_string()));
+                return Err(unsafe_entry(
+                    &name,
+                    "sparse files are not supported".to_string(),
+                ));
             }
             // Archive-wide metadata, such as the commit id `git archive` records.
             tar::EntryType::XGlobalHeader => continue,
@@ -688,10 +697,11 @@ fn extract_tar(out: &mut Extractor<'_>, reader: impl Read) -> Result<(), Extract
 }
 
 fn extract_zip(out: &mut Extractor<'_>, file: File) -> Result<(), ExtractError> {
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| ExtractError::Corrupt {
-        path: out.archive.clone(),
-        reason: e.to_string(),
-    })?;
+    let mut zip =
+        zip::ZipArchive::new(BufReader::new(file)).map_err(|e| ExtractError::Corrupt {
+            path: out.archive.clone(),
+            reason: e.to_string(),
+        })?;
     // The central directory is already in memory: refuse a huge one before writing anything.
     if zip.len() as u64 > out.limits.max_entries {
         return Err(ExtractError::LimitExceeded {
@@ -716,7 +726,10 @@ fn extract_zip(out: &mut Extractor<'_>, file: File) -> Result<(), ExtractError> 
         let path_bytes = name.as_bytes().to_vec();
         out.count_entry()?;
         if entry.encrypted() {
-            return Err(unsafe_entry(&name, "encrypted entries are not supported".to_string()));
+            return Err(unsafe_entry(
+                &name,
+                "encrypted entries are not supported".to_string(),
+            ));
         }
         let unix_mode = zip_unix_mode(&entry);
         let is_dir_name = name.ends_with('/');

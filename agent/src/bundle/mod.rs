@@ -158,9 +158,15 @@ mod tests {
     #[test]
     fn bundle_root_descends_into_a_single_top_directory_with_an_appspec() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        write(&tmp.path().join("owner-repo-abc123/appspec.yml"), "version: 0.0\n");
+        write(
+            &tmp.path().join("owner-repo-abc123/appspec.yml"),
+            "version: 0.0\n",
+        );
         write(&tmp.path().join("owner-repo-abc123/scripts/start.sh"), "");
-        assert_eq!(bundle_root(tmp.path()), tmp.path().join("owner-repo-abc123"));
+        assert_eq!(
+            bundle_root(tmp.path()),
+            tmp.path().join("owner-repo-abc123")
+        );
     }
 
     #[test]
@@ -174,10 +180,19 @@ mod tests {
     fn bundle_root_stays_put_in_other_layouts() {
         // (files to create, why the root does not move)
         let cases: &[(&[&str], &str)] = &[
-            (&["appspec.yml", "app/appspec.yml"], "top level has its own appspec"),
+            (
+                &["appspec.yml", "app/appspec.yml"],
+                "top level has its own appspec",
+            ),
             (&["top/appspec.yml", "README"], "two top-level entries"),
-            (&["a/appspec.yml", "b/appspec.yml"], "two top-level directories"),
-            (&["top/app/appspec.yml"], "the appspec is deeper than the top directory"),
+            (
+                &["a/appspec.yml", "b/appspec.yml"],
+                "two top-level directories",
+            ),
+            (
+                &["top/app/appspec.yml"],
+                "the appspec is deeper than the top directory",
+            ),
             (&["appspec.yml"], "plain bundle"),
         ];
         for (files, why) in cases {
@@ -225,7 +240,10 @@ mod tests {
             tmp.path().join("deploy/./prod.yml")
         );
         let err = find_appspec(tmp.path(), Some("deploy/missing.yml")).expect_err("missing");
-        assert!(matches!(err, BundleError::AppSpecNotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err, BundleError::AppSpecNotFound { .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("deploy/missing.yml"), "{err}");
     }
 

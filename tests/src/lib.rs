@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: locating the built binaries, scratch directories that
 //! hooks running as other users can read, real Unix users, and running commands.
 
+pub mod archive;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

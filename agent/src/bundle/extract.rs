@@ -1,10 +1,49 @@
 //! Safe extraction of zip, tar and tar.gz archives into a deployment directory.
 //!
-//! Interface (owned by this module):
-//! - [`detect_format`] sniffs the archive's magic bytes (never trusts the file name alone).
-//! - [`extract`] unpacks into an empty directory; nothing is ever written outside it.
+//! [`detect_format`] sniffs the archive's magic bytes (never the file name) and [`extract`]
+//! unpacks into an empty directory, validating every entry itself rather than trusting the
+//! archive libraries' own unpack routines. The guarantee is that nothing is ever created,
+//! modified or removed outside `dest`:
+//!
+//! - entry names are relative, contain no NUL and no `..` component at all (honest archivers
+//!   never write one; `a/../b` is refused rather than normalised), `.` components are dropped;
+//! - before anything is written, every directory between `dest` and the entry is checked with
+//!   `lstat` to be a real directory, never a symlink, so an archive cannot plant `a -> /etc` and
+//!   then write `a/passwd`; files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`, and an
+//!   existing file or symlink at the entry's path is unlinked first (a later duplicate replaces
+//!   an earlier entry, as tar does, without ever following a link);
+//! - symlink targets must be relative and may only climb with leading `..` components, no
+//!   further than the link's own directory depth, then descend with plain names. `..` after a
+//!   plain name is refused because the kernel resolves it physically: `d/up/..` leaves `dest`
+//!   when `d/up` is a link to `..`. With that rule every link resolves inside `dest`, whatever
+//!   other links the archive holds and in whatever order they come;
+//! - hard links must point at a regular file this extraction already wrote;
+//! - devices, FIFOs, sockets, sparse files and unknown entry types are refused;
+//! - the count of entries and the bytes actually written (not the sizes headers claim) are
+//!   capped, so a lying zip bomb stops as soon as it crosses the cap.
+//!
+//! Permission bits are kept, minus setuid, setgid and sticky unless allowed; entries without
+//! mode information get 0644 (files) or 0755 (directories). Ownership from the archive is
+//! ignored unless asked for (tar only). File and directory mtimes are kept; symlinks get the
+//! time of extraction. Zip's MS-DOS timestamps carry no time zone and are read as UTC unless
+//! the entry has an extended (Unix) timestamp.
+//!
+//! On error the function stops and returns; whatever it wrote lies inside `dest`, which the
+//! caller deletes. It assumes `dest` is private to the agent while extraction runs (a directory
+//! under the agent's state directory): it guards against the archive, not against another local
+//! process racing it inside `dest`. It is deliberately not a general unarchiver: no
+//! compression other than deflate and gzip, no encryption, no extended attributes or ACLs.
 
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::libc;
 
 /// Caps and switches for extraction. Defaults are safe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +78,9 @@ pub enum ArchiveFormat {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtractSummary {
+    /// Entries read from the archive, including directories, links and skipped metadata.
     pub entries: u64,
+    /// Bytes of file contents written.
     pub bytes: u64,
 }
 
@@ -53,29 +94,727 @@ pub enum ExtractError {
     },
     #[error("{path}: not a zip, tar or tar.gz archive")]
     UnknownFormat { path: PathBuf },
+    #[error("{path}: gzip-compressed but not a tar archive")]
+    GzipNotTar { path: PathBuf },
     #[error("refusing archive entry {entry:?}: {reason}")]
     UnsafeEntry { entry: String, reason: String },
     #[error("archive exceeds the limit of {limit}: {what}")]
     LimitExceeded { what: String, limit: u64 },
     #[error("corrupt archive {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("extraction directory {path} is not empty")]
+    DestNotEmpty { path: PathBuf },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+/// Bytes read to sniff a format: one tar header block.
+const BLOCK: usize = 512;
+/// Longest symlink target accepted (Linux's PATH_MAX).
+const MAX_LINK_TARGET: u64 = 4096;
+
+const S_IFMT: u32 = 0o170_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFDIR: u32 = 0o040_000;
+const S_IFLNK: u32 = 0o120_000;
+const S_IFIFO: u32 = 0o010_000;
+const S_IFCHR: u32 = 0o020_000;
+const S_IFBLK: u32 = 0o060_000;
+const S_IFSOCK: u32 = 0o140_000;
 
 /// Detects the archive format from its first bytes.
 pub fn detect_format(path: &Path) -> Result<ArchiveFormat, ExtractError> {
+    let io_err = |source| ExtractError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    let head = read_up_to(&mut file, BLOCK).map_err(io_err)?;
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Ok(ArchiveFormat::Zip);
+    }
+    if head.starts_with(b"\x1f\x8b") {
+        let file = File::open(path).map_err(io_err)?;
+        let mut gz = flate2::read::GzDecoder::new(BufReader::new(file));
+        let inner = read_up_to(&mut gz, BLOCK).map_err(|e| ExtractError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("gzip stream: {e}"),
+        })?;
+        return if is_tar_header(&inner) {
+            Ok(ArchiveFormat::TarGz)
+        } else {
+            Err(ExtractError::GzipNotTar {
+                path: path.to_path_buf(),
+            })
+        };
+    }
+    if is_tar_header(&head) {
+        return Ok(ArchiveFormat::Tar);
+    }
     Err(ExtractError::UnknownFormat {
         path: path.to_path_buf(),
     })
 }
 
+/// Reads until `limit` bytes or end of stream, whichever comes first.
+fn read_up_to(reader: &mut dyn Read, limit: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(limit);
+    reader.take(limit as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// A POSIX/GNU header (`ustar` magic at 257), or an old v7 header whose checksum holds.
+fn is_tar_header(block: &[u8]) -> bool {
+    if block.len() < BLOCK {
+        return false;
+    }
+    if &block[257..262] == b"ustar" {
+        return true;
+    }
+    if block[0] == 0 {
+        return false;
+    }
+    let Some(stored) = parse_octal(&block[148..156]) else {
+        return false;
+    };
+    let computed: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    stored == computed
+}
+
+fn parse_octal(field: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(field).ok()?;
+    let text = text.trim_matches(|c: char| c == ' ' || c == '\0');
+    if text.is_empty() {
+        return None;
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
 /// Extracts `archive` into `dest` (created if missing, must be empty).
+///
+/// On error, entries already written stay in `dest` (and only there): the caller removes it.
 pub fn extract(
     archive: &Path,
     dest: &Path,
     limits: &ExtractLimits,
 ) -> Result<ExtractSummary, ExtractError> {
-    let _ = (dest, limits);
-    Err(ExtractError::UnknownFormat {
+    let format = detect_format(archive)?;
+    prepare_dest(dest)?;
+    let mut out = Extractor {
+        archive: archive.to_path_buf(),
+        dest: dest.to_path_buf(),
+        limits,
+        summary: ExtractSummary::default(),
+        files: HashSet::new(),
+        dirs: BTreeMap::new(),
+    };
+    let file = File::open(archive).map_err(|source| ExtractError::Io {
         path: archive.to_path_buf(),
-    })
+        source,
+    })?;
+    match format {
+        ArchiveFormat::Zip => extract_zip(&mut out, file)?,
+        ArchiveFormat::Tar => extract_tar(&mut out, BufReader::new(file))?,
+        ArchiveFormat::TarGz => {
+            let gz = flate2::read::MultiGzDecoder::new(BufReader::new(file));
+            extract_tar(&mut out, gz)?
+        }
+    }
+    out.finish_dirs()?;
+    Ok(out.summary)
 }
+
+fn prepare_dest(dest: &Path) -> Result<(), ExtractError> {
+    let write_err = |source| ExtractError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dest).map_err(write_err)?;
+    let mut listing = fs::read_dir(dest).map_err(write_err)?;
+    if listing.next().is_some() {
+        return Err(ExtractError::DestNotEmpty {
+            path: dest.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// What an entry is, independent of the archive format.
+enum Kind {
+    File,
+    Dir,
+    Symlink(Vec<u8>),
+    HardLink(Vec<u8>),
+}
+
+/// Metadata an entry may carry.
+#[derive(Clone, Copy)]
+struct Meta {
+    /// Permission bits (including setuid/setgid/sticky, stripped later unless allowed).
+    mode: u32,
+    mtime: Option<SystemTime>,
+    owner: Option<(u32, u32)>,
+}
+
+/// The state of one extraction: where it writes, what it wrote, the running totals.
+struct Extractor<'a> {
+    archive: PathBuf,
+    dest: PathBuf,
+    limits: &'a ExtractLimits,
+    summary: ExtractSummary,
+    /// Regular files written so far (relative paths): the only legal hard-link targets.
+    files: HashSet<PathBuf>,
+    /// Directories to give their final mode and mtime once everything is written, so that a
+    /// read-only directory does not stop its own contents from being extracted.
+    dirs: BTreeMap<PathBuf, Meta>,
+}
+
+impl Extractor<'_> {
+    fn count_entry(&mut self) -> Result<(), ExtractError> {
+        self.summary.entries += 1;
+        if self.summary.entries > self.limits.max_entries {
+            return Err(ExtractError::LimitExceeded {
+                what: "number of entries".to_string(),
+                limit: self.limits.max_entries,
+            });
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, entry: &str, err: impl std::fmt::Display) -> ExtractError {
+        ExtractError::Corrupt {
+            path: self.archive.clone(),
+            reason: format!("entry {entry:?}: {err}"),
+        }
+    }
+
+    fn write_err(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
+        move |source| ExtractError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn final_mode(&self, mode: u32) -> u32 {
+        if self.limits.allow_setuid {
+            mode & 0o7777
+        } else {
+            mode & 0o777
+        }
+    }
+
+    /// Writes one entry. `data` is read only for files (and only up to the byte cap).
+    fn entry(
+        &mut self,
+        name: &str,
+        raw_name: &[u8],
+        kind: Kind,
+        meta: Meta,
+        data: &mut dyn Read,
+        expected_size: Option<u64>,
+    ) -> Result<(), ExtractError> {
+        let Some(rel) = entry_path(name, raw_name)? else {
+            // The archive's root itself (`./`): nothing to create.
+            return Ok(());
+        };
+        let target = self.prepare_parent(name, &rel)?;
+        match kind {
+            Kind::Dir => {
+                let exists = self.clear_final(name, &rel, &target, true)?;
+                if !exists {
+                    fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&target)
+                        .map_err(Self::write_err(&target))?;
+                }
+                self.dirs.insert(rel, meta);
+            }
+            Kind::File => {
+                self.clear_final(name, &rel, &target, false)?;
+                self.write_file(name, &target, meta, data, expected_size)?;
+                self.files.insert(rel);
+            }
+            Kind::Symlink(link) => {
+                check_symlink_target(name, &rel, &link)?;
+                self.clear_final(name, &rel, &target, false)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)
+                    .map_err(Self::write_err(&target))?;
+                if let (true, Some((uid, gid))) = (self.limits.preserve_owner, meta.owner) {
+                    std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
+                        .map_err(Self::write_err(&target))?;
+                }
+            }
+            Kind::HardLink(link) => {
+                let source = self.hard_link_source(name, &rel, &link)?;
+                self.clear_final(name, &rel, &target, false)?;
+                fs::hard_link(&source, &target).map_err(Self::write_err(&target))?;
+                self.files.insert(rel);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure every directory between `dest` and the entry is a real directory (creating
+    /// missing ones) and returns the entry's absolute path.
+    fn prepare_parent(&mut self, name: &str, rel: &Path) -> Result<PathBuf, ExtractError> {
+        let mut current = self.dest.clone();
+        let mut current_rel = PathBuf::new();
+        let parents: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
+        for component in parents {
+            current.push(component);
+            current_rel.push(component);
+            match fs::symlink_metadata(&current) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(unsafe_entry(
+                        name,
+                        format!("{} is a symlink", current_rel.display()),
+                    ));
+                }
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(unsafe_entry(
+                        name,
+                        format!("{} is not a directory", current_rel.display()),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&current)
+                        .map_err(Self::write_err(&current))?;
+                    self.dirs.entry(current_rel.clone()).or_insert(Meta {
+                        mode: 0o755,
+                        mtime: None,
+                        owner: None,
+                    });
+                }
+                Err(e) => return Err(Self::write_err(&current)(e)),
+            }
+        }
+        Ok(self.dest.join(rel))
+    }
+
+    /// Removes whatever non-directory sits at the entry's path. Returns whether a directory
+    /// is there (allowed only when the entry is a directory too).
+    fn clear_final(
+        &mut self,
+        name: &str,
+        rel: &Path,
+        target: &Path,
+        entry_is_dir: bool,
+    ) -> Result<bool, ExtractError> {
+        match fs::symlink_metadata(target) {
+            Ok(meta) if meta.is_dir() => {
+                if entry_is_dir {
+                    Ok(true)
+                } else {
+                    Err(unsafe_entry(name, "would replace a directory".to_string()))
+                }
+            }
+            Ok(_) => {
+                // unlink(2) removes a symlink itself, never what it points to.
+                fs::remove_file(target).map_err(Self::write_err(target))?;
+                self.files.remove(rel);
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Self::write_err(target)(e)),
+        }
+    }
+
+    fn write_file(
+        &mut self,
+        name: &str,
+        target: &Path,
+        meta: Meta,
+        data: &mut dyn Read,
+        expected_size: Option<u64>,
+    ) -> Result<(), ExtractError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(target)
+            .map_err(Self::write_err(target))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut written: u64 = 0;
+        loop {
+            let n = match data.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.corrupt(name, e)),
+            };
+            written += n as u64;
+            self.summary.bytes += n as u64;
+            if self.summary.bytes > self.limits.max_total_bytes {
+                return Err(ExtractError::LimitExceeded {
+                    what: format!("total unpacked bytes (reached at entry {name:?})"),
+                    limit: self.limits.max_total_bytes,
+                });
+            }
+            file.write_all(&buf[..n]).map_err(Self::write_err(target))?;
+        }
+        if let Some(expected) = expected_size {
+            if written != expected {
+                return Err(self.corrupt(
+                    name,
+                    format!("header says {expected} bytes, archive holds {written}"),
+                ));
+            }
+        }
+        if let (true, Some((uid, gid))) = (self.limits.preserve_owner, meta.owner) {
+            // Before chmod: chown(2) clears setuid/setgid.
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+                .map_err(Self::write_err(target))?;
+        }
+        file.set_permissions(Permissions::from_mode(self.final_mode(meta.mode)))
+            .map_err(Self::write_err(target))?;
+        if let Some(mtime) = meta.mtime {
+            file.set_modified(mtime).map_err(Self::write_err(target))?;
+        }
+        Ok(())
+    }
+
+    /// Resolves a hard link's target (a path from the archive root) to a file written earlier.
+    fn hard_link_source(
+        &self,
+        name: &str,
+        rel: &Path,
+        link: &[u8],
+    ) -> Result<PathBuf, ExtractError> {
+        let link_name = String::from_utf8_lossy(link);
+        let source_rel = entry_path(name, link)
+            .map_err(|_| unsafe_entry(name, format!("hard link target {link_name:?} is unsafe")))?
+            .ok_or_else(|| unsafe_entry(name, "hard link to the archive root".to_string()))?;
+        if source_rel == rel {
+            return Err(unsafe_entry(name, "hard link to itself".to_string()));
+        }
+        if !self.files.contains(&source_rel) {
+            return Err(unsafe_entry(
+                name,
+                format!("hard link target {link_name:?} is not a regular file extracted earlier"),
+            ));
+        }
+        // Re-check on disk: no symlink on the way, a regular file at the end.
+        let mut current = self.dest.clone();
+        for component in source_rel.components() {
+            current.push(component);
+            let is_link = fs::symlink_metadata(&current)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(true);
+            if is_link {
+                return Err(unsafe_entry(
+                    name,
+                    format!("hard link target {link_name:?} goes through a symlink"),
+                ));
+            }
+        }
+        match fs::symlink_metadata(&current) {
+            Ok(meta) if meta.is_file() => Ok(current),
+            _ => Err(unsafe_entry(
+                name,
+                format!("hard link target {link_name:?} is not a regular file"),
+            )),
+        }
+    }
+
+    /// Gives directories their final mode and mtime, deepest first (a parent's mtime would
+    /// change if a child were touched after it).
+    fn finish_dirs(&mut self) -> Result<(), ExtractError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (rel, meta) in dirs.iter().rev() {
+            let path = self.dest.join(rel);
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+                .open(&path)
+                .map_err(Self::write_err(&path))?;
+            if let (true, Some((uid, gid))) = (self.limits.preserve_owner, meta.owner) {
+                std::os::unix::fs::fchown(&dir, Some(uid), Some(gid))
+                    .map_err(Self::write_err(&path))?;
+            }
+            dir.set_permissions(Permissions::from_mode(self.final_mode(meta.mode)))
+                .map_err(Self::write_err(&path))?;
+            if let Some(mtime) = meta.mtime {
+                dir.set_modified(mtime).map_err(Self::write_err(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unsafe_entry(entry: &str, reason: String) -> ExtractError {
+    ExtractError::UnsafeEntry {
+        entry: entry.to_string(),
+        reason,
+    }
+}
+
+/// Turns an entry name into a path relative to `dest`, or `None` for the root itself.
+fn entry_path(name: &str, raw: &[u8]) -> Result<Option<PathBuf>, ExtractError> {
+    if raw.is_empty() {
+        return Err(unsafe_entry(name, "empty name".to_string()));
+    }
+    if raw.contains(&0) {
+        return Err(unsafe_entry(name, "NUL byte in name".to_string()));
+    }
+    if raw.starts_with(b"/") {
+        return Err(unsafe_entry(name, "absolute path".to_string()));
+    }
+    let mut rel = PathBuf::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err(unsafe_entry(name, "path contains `..`".to_string())),
+            _ => rel.push(OsStr::from_bytes(part)),
+        }
+    }
+    Ok((!rel.as_os_str().is_empty()).then_some(rel))
+}
+
+/// A symlink at `rel` may point to `target` only if the target stays inside `dest`: relative,
+/// leading `..` no deeper than the link's directory, plain names after that.
+fn check_symlink_target(name: &str, rel: &Path, target: &[u8]) -> Result<(), ExtractError> {
+    let shown = String::from_utf8_lossy(target);
+    if target.is_empty() {
+        return Err(unsafe_entry(name, "empty symlink target".to_string()));
+    }
+    if target.contains(&0) {
+        return Err(unsafe_entry(name, "NUL byte in symlink target".to_string()));
+    }
+    if target.starts_with(b"/") {
+        return Err(unsafe_entry(
+            name,
+            format!("symlink to absolute path {shown:?}"),
+        ));
+    }
+    let depth = rel.components().count().saturating_sub(1);
+    let mut ups = 0;
+    let mut descended = false;
+    for part in target.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." if descended => {
+                return Err(unsafe_entry(
+                    name,
+                    format!("symlink target {shown:?} has `..` after a name"),
+                ));
+            }
+            b".." => {
+                ups += 1;
+                if ups > depth {
+                    return Err(unsafe_entry(
+                        name,
+                        format!("symlink target {shown:?} points outside the bundle"),
+                    ));
+                }
+            }
+            _ => descended = true,
+        }
+    }
+    Ok(())
+}
+
+fn extract_tar(out: &mut Extractor<'_>, reader: impl Read) -> Result<(), ExtractError> {
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(|e| out.corrupt("(start)", e))?;
+    let mut previous = String::from("(start)");
+    for entry in entries {
+        let mut entry = entry.map_err(|e| ExtractError::Corrupt {
+            path: out.archive.clone(),
+            reason: format!("after entry {previous:?}: {e}"),
+        })?;
+        let raw_name = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw_name).into_owned();
+        previous.clone_from(&name);
+        out.count_entry()?;
+        let header = entry.header().clone();
+        let entry_type = header.entry_type();
+        let mode = header.mode().map_err(|e| out.corrupt(&name, e))?;
+        let mtime = header
+            .mtime()
+            .ok()
+            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+        let owner = match (header.uid(), header.gid()) {
+            (Ok(uid), Ok(gid)) => u32::try_from(uid).ok().zip(u32::try_from(gid).ok()),
+            _ => None,
+        };
+        let meta = Meta { mode, mtime, owner };
+        let link = entry
+            .link_name_bytes()
+            .map(|l| l.into_owned())
+            .ok_or_else(|| unsafe_entry(&name, "link without a target".to_string()));
+        let kind = match entry_type {
+            tar::EntryType::Regular | tar::EntryType::Continuous if raw_name.ends_with(b"/") => {
+                Kind::Dir
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Symlink => Kind::Symlink(link?),
+            tar::EntryType::Link => Kind::HardLink(link?),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(unsafe_entry(&name, "device file".to_string()));
+            }
+            tar::EntryType::Fifo => return Err(unsafe_entry(&name, "FIFO".to_string())),
+            tar::EntryType::GNUSparse => {
+                return Err(unsafe_entry(
+                    &name,
+                    "sparse files are not supported".to_string(),
+                ));
+            }
+            // Archive-wide metadata, such as the commit id `git archive` records.
+            tar::EntryType::XGlobalHeader => continue,
+            other => {
+                return Err(unsafe_entry(
+                    &name,
+                    format!("unsupported entry type {:?}", other.as_byte() as char),
+                ));
+            }
+        };
+        let expected = matches!(kind, Kind::File).then(|| entry.size());
+        out.entry(&name, &raw_name, kind, meta, &mut entry, expected)?;
+    }
+    Ok(())
+}
+
+fn extract_zip(out: &mut Extractor<'_>, file: File) -> Result<(), ExtractError> {
+    let mut zip =
+        zip::ZipArchive::new(BufReader::new(file)).map_err(|e| ExtractError::Corrupt {
+            path: out.archive.clone(),
+            reason: e.to_string(),
+        })?;
+    // The central directory is already in memory: refuse a huge one before writing anything.
+    if zip.len() as u64 > out.limits.max_entries {
+        return Err(ExtractError::LimitExceeded {
+            what: format!("number of entries ({})", zip.len()),
+            limit: out.limits.max_entries,
+        });
+    }
+    for index in 0..zip.len() {
+        let listed_name = match zip.name_for_index(index) {
+            Some(Ok(name)) => name.into_owned(),
+            _ => format!("#{index}"),
+        };
+        let mut entry = zip
+            .by_index(index)
+            .map_err(|e| out.corrupt(&listed_name, e))?;
+        let raw_name = entry.name_raw().to_vec();
+        let name = entry
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(&raw_name).into_owned());
+        // Zip names may be CP437 or UTF-8: the decoded name is the file name to create.
+        let path_bytes = name.as_bytes().to_vec();
+        out.count_entry()?;
+        if entry.encrypted() {
+            return Err(unsafe_entry(
+                &name,
+                "encrypted entries are not supported".to_string(),
+            ));
+        }
+        let unix_mode = zip_unix_mode(&entry);
+        let is_dir_name = name.ends_with('/');
+        let file_type = unix_mode.map_or(0, |m| m & S_IFMT);
+        let (is_dir, is_link) = match file_type {
+            0 => (is_dir_name, false),
+            S_IFDIR => (true, false),
+            S_IFREG => (is_dir_name, false),
+            S_IFLNK => (false, true),
+            S_IFCHR | S_IFBLK => return Err(unsafe_entry(&name, "device file".to_string())),
+            S_IFIFO => return Err(unsafe_entry(&name, "FIFO".to_string())),
+            S_IFSOCK => return Err(unsafe_entry(&name, "socket".to_string())),
+            other => {
+                return Err(unsafe_entry(&name, format!("unknown file type {other:o}")));
+            }
+        };
+        let default_mode = if is_dir { 0o755 } else { 0o644 };
+        let meta = Meta {
+            mode: unix_mode.map_or(default_mode, |m| m & 0o7777),
+            mtime: zip_mtime(&entry),
+            owner: None,
+        };
+        let kind = if is_dir {
+            Kind::Dir
+        } else if is_link {
+            let mut target = Vec::new();
+            (&mut entry)
+                .take(MAX_LINK_TARGET + 1)
+                .read_to_end(&mut target)
+                .map_err(|e| out.corrupt(&name, e))?;
+            if target.len() as u64 > MAX_LINK_TARGET {
+                return Err(unsafe_entry(&name, "symlink target too long".to_string()));
+            }
+            Kind::Symlink(target)
+        } else {
+            Kind::File
+        };
+        out.entry(&name, &path_bytes, kind, meta, &mut entry, None)?;
+    }
+    Ok(())
+}
+
+/// The Unix mode from a zip entry's external attributes, with its special bits intact (the
+/// zip crate's own accessor drops them), or `None` when the archiver recorded none.
+fn zip_unix_mode<R: Read + ?Sized>(entry: &zip::read::ZipFile<'_, R>) -> Option<u32> {
+    let high = entry.external_attributes() >> 16;
+    match entry.system() {
+        zip::System::Dos => None,
+        _ if high == 0 => None,
+        _ => Some(high),
+    }
+}
+
+fn zip_mtime<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Option<SystemTime> {
+    for field in entry.extra_data_fields() {
+        if let zip::ExtraField::ExtendedTimestamp(ts) = field {
+            if let Some(secs) = ts.mod_time() {
+                return Some(UNIX_EPOCH + Duration::from_secs(u64::from(secs)));
+            }
+        }
+    }
+    let dt = entry.last_modified()?;
+    if !dt.is_valid() {
+        return None;
+    }
+    let days = days_from_civil(i64::from(dt.year()), dt.month().into(), dt.day().into());
+    let secs = days * 86_400
+        + i64::from(dt.hour()) * 3600
+        + i64::from(dt.minute()) * 60
+        + i64::from(dt.second());
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests;

@@ -322,6 +322,48 @@ impl Config {
             .unwrap_or_else(|| "localhost".to_string())
     }
 
+    /// What the bundle fetchers need: S3 settings (the AWS_* environment fills gaps), Git
+    /// credentials, the download cap, and the coordinator's store when registered.
+    pub fn fetch_settings(
+        &self,
+        host: Option<&crate::client::HostCredentials>,
+    ) -> crate::bundle::fetch::FetchSettings {
+        use crate::bundle::fetch::{self, CoordinatorAccess, GitAuth, S3Settings};
+        let secret = |s: &Secret| fetch::Secret::new(s.expose());
+        let s3 = S3Settings {
+            endpoint: self.s3.endpoint.clone(),
+            region: self.s3.region.clone(),
+            // Custom endpoints (MinIO, Garage, Ceph) are usually path-style.
+            path_style: self.s3.path_style.unwrap_or(self.s3.endpoint.is_some()),
+            access_key_id: self.s3.access_key_id.clone(),
+            secret_access_key: self.s3.secret_access_key.as_ref().map(secret),
+            session_token: self.s3.session_token.as_ref().map(secret),
+        }
+        .with_env_defaults();
+        let mut git = fetch::GitSettings::default();
+        if let (Some(username), Some(password)) = (&self.git.username, &self.git.password) {
+            git.auth = Some(GitAuth::Basic {
+                username: username.clone(),
+                password: secret(password),
+            });
+        }
+        git.ca_file = self.coordinator.as_ref().and_then(|c| c.ca_file.clone());
+        fetch::FetchSettings {
+            s3,
+            coordinator: match (&self.coordinator, host) {
+                (Some(c), Some(h)) => Some(CoordinatorAccess {
+                    base_url: c.url.trim_end_matches('/').to_string(),
+                    host_id: h.host_id.clone(),
+                    host_secret: fetch::Secret::new(h.host_secret.clone()),
+                }),
+                _ => None,
+            },
+            git,
+            max_bytes: self.bundles.max_download_bytes,
+            ..fetch::FetchSettings::default()
+        }
+    }
+
     /// The registration token, read from the file when configured that way.
     pub fn registration_token(&self) -> anyhow::Result<Option<Secret>> {
         let Some(c) = &self.coordinator else {

@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::bundle::fetch;
 use crate::client::{Client, ClientError, HostCredentials};
 use crate::config::Config;
 use crate::deployment::{
-    DeploymentRequest, Engine, EngineSettings, EventResult, Observer, Source, Stop,
+    DeploymentRequest, Engine, EngineSettings, EventResult, FetchContext, Observer, Source, Stop,
 };
 use crate::outbox::Outbox;
 use crate::state::{self, HostLock, RecordStatus, StateDir, SCHEMA_VERSION};
@@ -60,10 +61,9 @@ pub enum Stopped {
 type Running = Arc<Mutex<Option<(String, CancellationToken)>>>;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<Stopped> {
-    let coordinator = config
-        .coordinator
-        .clone()
-        .context("the config has no coordinator section; `hoist-agent run` needs coordinator.url")?;
+    let coordinator = config.coordinator.clone().context(
+        "the config has no coordinator section; `hoist-agent run` needs coordinator.url",
+    )?;
     let state = StateDir::open(&config.state_dir)?;
     let _lock = HostLock::acquire(&state, "hoist-agent run")?;
     let info = AgentInfo {
@@ -102,7 +102,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sender_stop.clone(),
     ));
 
-    let engine = Engine::new(state.clone(), engine_settings(&config));
+    let engine = Engine::new(state.clone(), engine_settings(&config, Some(&host))?);
     let mut delays = backoff(&config.poll);
     while !shutdown.is_cancelled() {
         let req = PollRequest {
@@ -128,7 +128,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 let delay = e
                     .retry_after()
                     .unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60)));
-                warn!("polling failed, retrying in {delay:?}: {:#}", anyhow::Error::new(e));
+                warn!(
+                    "polling failed, retrying in {delay:?}: {:#}",
+                    anyhow::Error::new(e)
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -149,14 +152,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(Stopped::Signal)
 }
 
-fn engine_settings(config: &Config) -> EngineSettings {
-    EngineSettings {
+/// The engine's settings from the config; with `host`, it can fetch remote revisions too.
+pub fn engine_settings(
+    config: &Config,
+    host: Option<&HostCredentials>,
+) -> anyhow::Result<EngineSettings> {
+    let fetch = match host {
+        None => None,
+        Some(host) => Some(FetchContext {
+            client: fetch::http_client(
+                config
+                    .coordinator
+                    .as_ref()
+                    .and_then(|c| c.ca_file.as_deref()),
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+            )
+            .context("building the download client")?,
+            settings: config.fetch_settings(Some(host)),
+        }),
+    };
+    Ok(EngineSettings {
         kill_grace: config.hooks.kill_grace(),
         stop_grace: config.hooks.stop_grace(),
         environment_file: config.hooks.environment_file.clone(),
         limits: config.bundles.extract_limits(),
         keep: config.deployments.keep,
-    }
+        fetch,
+    })
 }
 
 /// Exponential delays with jitter from `initial_backoff_ms` up to `max_backoff_secs`.

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
+use crate::bundle::fetch::{self, FetchError, Fetched};
 use crate::hooks::{self, HookLog, HookOutcome, ScriptRun};
 use crate::install::{self, InstalledFiles};
 use crate::state::{
@@ -38,6 +39,15 @@ pub struct EngineSettings {
     pub limits: ExtractLimits,
     /// Deployment directories kept per group.
     pub keep: usize,
+    /// How to fetch [`Source::Remote`] revisions; `None` for local deployments.
+    pub fetch: Option<FetchContext>,
+}
+
+/// The HTTP client and settings used to fetch remote revisions.
+#[derive(Debug, Clone)]
+pub struct FetchContext {
+    pub client: reqwest::Client,
+    pub settings: fetch::FetchSettings,
 }
 
 /// Where the new revision comes from.
@@ -406,7 +416,15 @@ impl Engine {
         }
         match event {
             LifecycleEvent::DownloadBundle => {
-                let source = req.source.clone();
+                let source = match &req.source {
+                    Source::Remote(revision) => {
+                        match self.fetch_remote(revision, dir, log, stop).await {
+                            Ok(source) => source,
+                            Err(step) => return Ok(step),
+                        }
+                    }
+                    other => other.clone(),
+                };
                 let dir = dir.to_path_buf();
                 let limits = self.settings.limits.clone();
                 let custom = req.appspec_path.clone();
@@ -520,6 +538,56 @@ impl Engine {
         Ok(Step::ok())
     }
 
+    /// Downloads and verifies a remote revision into the deployment directory.
+    async fn fetch_remote(
+        &self,
+        revision: &hoist_protocol::agent::Revision,
+        dir: &Path,
+        log: &HookLog,
+        stop: &Stop,
+    ) -> Result<Source, Step> {
+        let Some(ctx) = &self.settings.fetch else {
+            return Err(Step::failed(
+                ErrorCode::BundleFetchFailed,
+                "this agent is not set up to fetch remote revisions",
+            ));
+        };
+        log.note(&format!("fetching {}", revision.describe()));
+        // Either way of stopping ends a download: it is not a script to let finish.
+        let cancel = CancellationToken::new();
+        let work_dir = dir.join("download");
+        let fetched = tokio::select! {
+            r = fetch::fetch(revision, &work_dir, &ctx.client, &ctx.settings, &cancel) => r,
+            _ = stop.abort.cancelled() => { cancel.cancel(); Err(FetchError::Cancelled) }
+            _ = stop.shutdown.cancelled() => { cancel.cancel(); Err(FetchError::Cancelled) }
+        };
+        match fetched {
+            Ok(Fetched::Archive {
+                path,
+                sha256,
+                bytes,
+            }) => {
+                log.note(&format!(
+                    "downloaded {bytes} bytes, sha256 {sha256} verified"
+                ));
+                Ok(Source::Archive(path))
+            }
+            Ok(Fetched::Directory { path, commit }) => {
+                log.note(&format!("checked out commit {commit}"));
+                Ok(Source::Directory(path))
+            }
+            Err(e @ FetchError::ChecksumMismatch { .. }) => Err(Step::failed(
+                ErrorCode::BundleChecksumMismatch,
+                e.to_string(),
+            )),
+            Err(FetchError::Cancelled) => Err(Step {
+                stopped: true,
+                ..Step::failed(ErrorCode::Aborted, "download stopped")
+            }),
+            Err(e) => Err(Step::failed(ErrorCode::BundleFetchFailed, error_chain(&e))),
+        }
+    }
+
     /// The environment of every hook of `event`: a clean one, never the agent's own.
     fn hook_env(
         &self,
@@ -623,6 +691,12 @@ fn prepare(
             bundle::local::copy_tree(path, &archive_dir)
                 .map_err(|e| PrepareError(ErrorCode::BundleInvalid, format!("{e:#}")))?;
             archive_dir.clone()
+        }
+        Source::Remote(revision) => {
+            return Err(PrepareError(
+                ErrorCode::BundleFetchFailed,
+                format!("{} was not fetched", revision.describe()),
+            ))
         }
         Source::Local(path) | Source::Archive(path) => {
             if let Err(e) = bundle::extract::extract(path, &archive_dir, limits) {

@@ -81,8 +81,8 @@ impl Outbox {
     /// Every queued report, oldest command directory first, in sequence order.
     pub fn pending(&self) -> anyhow::Result<Vec<Pending>> {
         let mut commands = Vec::new();
-        for entry in
-            std::fs::read_dir(&self.dir).with_context(|| format!("reading {}", self.dir.display()))?
+        for entry in std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading {}", self.dir.display()))?
         {
             let entry = entry.with_context(|| format!("reading {}", self.dir.display()))?;
             if entry.path().is_dir() {

@@ -112,9 +112,11 @@ impl Status {
                 .into_iter()
                 .take(RECENT_PER_GROUP)
                 .map(|r| {
-                    let failed = r.events.iter().rev().find(|e| {
-                        e.status == hoist_protocol::agent::EventStatus::Failed
-                    });
+                    let failed = r
+                        .events
+                        .iter()
+                        .rev()
+                        .find(|e| e.status == hoist_protocol::agent::EventStatus::Failed);
                     DeploymentStatus {
                         failed_script: failed.and_then(|e| e.script.clone()),
                         exit_code: failed.and_then(|e| e.exit_code),

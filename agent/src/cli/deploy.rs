@@ -14,15 +14,19 @@ use tokio_util::sync::CancellationToken;
 use super::Exit;
 use crate::config::Config;
 use crate::deployment::{
-    DeploymentRequest, Engine, EngineSettings, EventResult, Observer, Source, Stop,
+    DeploymentRequest, Engine, EngineSettings, EventResult, FetchContext, Observer, Source, Stop,
 };
 use crate::state::{self, HostLock, RecordStatus, StateDir};
+use hoist_protocol::agent::Revision;
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Bundle to deploy: a directory, or a zip / tar / tar.gz archive.
-    #[arg(long, value_name = "PATH")]
+    /// Bundle to deploy: a directory, a zip / tar / tar.gz archive, or an http(s) URL of one.
+    #[arg(long, value_name = "PATH_OR_URL")]
     pub bundle: PathBuf,
+    /// sha256 of the archive at a URL `--bundle` (required for URLs).
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
     /// Application name (default: the bundle's file name).
     #[arg(long = "app", value_name = "A")]
     pub application: Option<String>,
@@ -77,9 +81,22 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
             return Ok(Exit::Usage);
         }
     };
+    let remote = match (args.bundle.to_str(), &args.sha256) {
+        (Some(u), Some(sha256)) if u.starts_with("https://") || u.starts_with("http://") => {
+            Some(Revision::Url {
+                url: u.to_string(),
+                sha256: sha256.clone(),
+            })
+        }
+        (Some(u), None) if u.starts_with("https://") || u.starts_with("http://") => {
+            eprintln!("hoist-agent: --bundle {u}: a URL needs --sha256 so the bundle is verified before it is unpacked");
+            return Ok(Exit::Usage);
+        }
+        _ => None,
+    };
     let bundle = std::path::absolute(&args.bundle)
         .with_context(|| format!("resolving {}", args.bundle.display()))?;
-    if !bundle.exists() {
+    if remote.is_none() && !bundle.exists() {
         eprintln!(
             "hoist-agent: --bundle {}: no such file or directory",
             bundle.display()
@@ -112,13 +129,32 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         application: application.clone(),
         group: args.group.clone(),
         group_id: args.group.clone(),
-        source: Source::Local(bundle.clone()),
-        revision: bundle.display().to_string(),
+        source: match &remote {
+            Some(r) => Source::Remote(r.clone()),
+            None => Source::Local(bundle.clone()),
+        },
+        revision: match &remote {
+            Some(r) => r.describe(),
+            None => bundle.display().to_string(),
+        },
         appspec_path: None,
         events,
         file_exists_behavior: behavior,
         ignore_application_stop_failures: args.ignore_application_stop_failures,
         bundle_env: Vec::new(),
+    };
+    // Local deployments fetch only plain URLs, with no coordinator credentials.
+    let fetch = if remote.is_some() {
+        Some(FetchContext {
+            client: crate::bundle::fetch::http_client(
+                None,
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+            )?,
+            settings: config.fetch_settings(None),
+        })
+    } else {
+        None
     };
     let engine = Engine::new(
         state,
@@ -128,6 +164,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
             environment_file: config.hooks.environment_file.clone(),
             limits: config.bundles.extract_limits(),
             keep: config.deployments.keep,
+            fetch,
         },
     );
     println!(

@@ -1,4 +1,4 @@
-//! The agent's integration tests: real files, real processes, real users.
+//! The agent's integration tests: real files, real processes, real users and servers.
 
 #![allow(clippy::unwrap_used)]
 

@@ -465,3 +465,77 @@ fn a_bundle_with_an_escaping_entry_is_refused_and_writes_nothing_outside() {
     assert!(found.is_empty(), "{found:?}");
     assert!(!Path::new("/escaped.txt").exists());
 }
+
+#[test]
+fn zip_tar_and_tgz_of_one_bundle_install_identical_trees() {
+    let s = Scratch::new();
+    let src = s.join("src");
+    write_bundle(
+        &src,
+        &format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}\n",
+            s.join("dest").display()
+        ),
+        &[("app/bin/run.sh", "#!/bin/sh\necho run\n")],
+    );
+    fs::create_dir_all(src.join("app/data/nested")).expect("mkdir");
+    fs::write(src.join("app/data/nested/a.txt"), "alpha\n").expect("write");
+    fs::write(src.join("app/data/b.cfg"), "beta\n").expect("write");
+    fs::set_permissions(
+        src.join("app/data/b.cfg"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    std::os::unix::fs::symlink("data/nested/a.txt", src.join("app/current")).expect("symlink");
+
+    let mut trees = Vec::new();
+    for (kind, name) in [("zip", "b.zip"), ("tar", "b.tar"), ("tgz", "b.tgz")] {
+        let archive = s.join(name);
+        match kind {
+            "zip" => hoist_tests::archive::write_zip(&src, &archive).expect("zip"),
+            "tar" => hoist_tests::archive::write_tar(&src, &archive, false).expect("tar"),
+            _ => hoist_tests::archive::write_tar(&src, &archive, true).expect("tgz"),
+        }
+        // A fresh state dir and destination for each format, so each is a first install.
+        let _ = fs::remove_dir_all(s.join("dest"));
+        let _ = fs::remove_dir_all(s.join("state"));
+        let config = agent_config(&s);
+        let out = deploy(&config, &archive, &[]);
+        assert!(out.status.success(), "{kind} deployment failed");
+        trees.push((kind, describe_tree(&s.join("dest"))));
+    }
+    assert!(trees[0].1.len() >= 6, "{:?}", trees[0].1);
+    for (kind, tree) in &trees[1..] {
+        assert_eq!(tree, &trees[0].1, "{kind} differs from zip");
+    }
+}
+
+/// (relative path, kind, mode, content or link target) of every entry below `root`.
+fn describe_tree(root: &Path) -> Vec<(String, String, u32, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path
+                .strip_prefix(root)
+                .expect("below root")
+                .display()
+                .to_string();
+            let meta = fs::symlink_metadata(&path).expect("meta");
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path).expect("link").display().to_string();
+                out.push((rel, "link".into(), 0, target));
+            } else if meta.is_dir() {
+                out.push((rel, "dir".into(), mode, String::new()));
+                stack.push(path);
+            } else {
+                let content = fs::read_to_string(&path).expect("read");
+                out.push((rel, "file".into(), mode, content));
+            }
+        }
+    }
+    out.sort();
+    out
+}

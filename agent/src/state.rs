@@ -47,6 +47,13 @@ impl StateDir {
         })
     }
 
+    /// The state directory at `root`, without creating anything (for read-only use).
+    pub fn at(root: &Path) -> StateDir {
+        StateDir {
+            root: root.to_path_buf(),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -107,7 +107,7 @@ impl Status {
                     }
                 }
             }
-            records.sort_by(|a, b| b.started_at_ms.cmp(&a.started_at_ms));
+            records.sort_by_key(|r| std::cmp::Reverse(r.started_at_ms));
             let deployments = records
                 .into_iter()
                 .take(RECENT_PER_GROUP)

@@ -105,7 +105,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
     }
     let state_root = args.state_dir.clone().unwrap_or(config.state_dir.clone());
     let state = StateDir::open(&state_root).with_context(|| {
-        format!("opening the state directory (choose another with --state-dir)")
+        "opening the state directory (choose another with --state-dir)".to_string()
     })?;
     let _lock = HostLock::acquire(&state, "hoist-agent deploy")?;
 

@@ -35,11 +35,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
         None => Config::from_str("", "defaults")?,
     };
     let root = args.state_dir.unwrap_or(config.state_dir);
-    let status = if root.exists() {
-        Status::read(&StateDir::open(&root)?)?
-    } else {
-        Status::read(&StateDir::open(&root)?)?
-    };
+    // Reading never creates anything: a missing state directory reads as "not running".
+    let status = Status::read(&StateDir::at(&root))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::deployment::{
     DeploymentRequest, Engine, EngineSettings, EventResult, FetchContext, Observer, Source, Stop,
 };
+use crate::recovery;
 use crate::state::{self, HostLock, RecordStatus, StateDir};
 use hoist_protocol::agent::Revision;
 
@@ -108,6 +109,12 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         "opening the state directory (choose another with --state-dir)".to_string()
     })?;
     let _lock = HostLock::acquire(&state, "hoist-agent deploy")?;
+    if let Some(r) = recovery::recover(&state, None, config.hooks.kill_grace()).await? {
+        println!(
+            "Recovered deployment {}: it was interrupted during {} and is recorded as failed",
+            r.deployment_id, r.event
+        );
+    }
 
     let application = args.application.clone().unwrap_or_else(|| {
         bundle

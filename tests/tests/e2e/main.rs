@@ -1,4 +1,5 @@
 //! End-to-end tests: they start the real `hoist-agent` (and `hoist`) binaries against real
 //! files, processes and users. Run with `cargo test --workspace`.
 
+mod daemon;
 mod local_deploy;

@@ -1,0 +1,190 @@
+//! The agent's daemon side without a coordinator: crash recovery through the state
+//! directory, `hoist-agent status`, and an unreachable coordinator.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hoist_tests::{alive, bin, run, Scratch};
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_json(config: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = run(Command::new(bin("hoist-agent"))
+        .args(["status", "--json", "--config"])
+        .arg(config));
+    let v = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    (out.status.code(), v)
+}
+
+#[test]
+fn kill_9_during_a_hook_is_recovered_on_the_next_start() {
+    let s = Scratch::new();
+    let config = s.join("agent.yaml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nhooks:\n  kill_grace_secs: 2\n",
+            s.join("state").display()
+        ),
+    )
+    .expect("config");
+    let bundle = s.join("b");
+    fs::create_dir_all(&bundle).expect("mkdir");
+    fs::write(
+        bundle.join("appspec.yml"),
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: long.sh\n",
+    )
+    .expect("appspec");
+    let pids = s.join("pids");
+    fs::write(
+        bundle.join("long.sh"),
+        format!(
+            "#!/bin/sh\necho $$ >> {p}\nsleep 300 &\necho $! >> {p}\nsleep 300\n",
+            p = pids.display()
+        ),
+    )
+    .expect("script");
+    fs::set_permissions(bundle.join("long.sh"), fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let mut agent = Command::new(bin("hoist-agent"))
+        .arg("deploy")
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--config")
+        .arg(&config)
+        .args(["--group", "g"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for("the hook to start", Duration::from_secs(30), || {
+        fs::read_to_string(&pids)
+            .map(|p| p.lines().count() >= 2)
+            .unwrap_or(false)
+    });
+    // The in-flight marker names the running hook's process group.
+    let (code, st) = status_json(&config);
+    assert_eq!(code, Some(3), "a local deploy is not the daemon");
+    assert_eq!(st["in_flight"]["event"], "ApplicationStart");
+    assert_eq!(st["in_flight"]["script"], "long.sh");
+
+    agent.kill().expect("kill -9");
+    let _ = agent.wait();
+    let hook_pids: Vec<i32> = fs::read_to_string(&pids)
+        .expect("pids")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert!(
+        hook_pids.iter().all(|p| alive(*p)),
+        "orphans should outlive kill -9"
+    );
+
+    // The next start finds the interrupted deployment, kills its hook and records it.
+    let empty = s.join("empty");
+    fs::create_dir_all(&empty).expect("mkdir");
+    fs::write(empty.join("appspec.yml"), "version: 0.0\nos: linux\n").expect("appspec");
+    let out = run(Command::new(bin("hoist-agent"))
+        .arg("deploy")
+        .arg("--bundle")
+        .arg(&empty)
+        .arg("--config")
+        .arg(&config)
+        .args(["--group", "g"]));
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("interrupted during ApplicationStart"),
+        "{text}"
+    );
+    for pid in &hook_pids {
+        assert!(
+            !alive(*pid),
+            "orphaned hook process {pid} survived recovery"
+        );
+    }
+    let (_, st) = status_json(&config);
+    let deployments = st["groups"][0]["deployments"]
+        .as_array()
+        .expect("deployments");
+    let failed = deployments
+        .iter()
+        .find(|d| d["status"] == "failed")
+        .expect("the interrupted deployment is listed as failed");
+    assert_eq!(failed["failed_event"], "ApplicationStart");
+    assert_eq!(
+        failed["error"], "agent restarted during ApplicationStart",
+        "{failed}"
+    );
+    assert!(st["in_flight"].is_null());
+}
+
+#[test]
+fn an_unreachable_coordinator_is_retried_with_growing_delays_and_sigterm_exits_cleanly() {
+    let s = Scratch::new();
+    let config = s.join("agent.yaml");
+    // Port 9 on loopback: nothing listens, connections are refused at once.
+    fs::write(
+        &config,
+        format!(
+            "coordinator:\n  url: http://127.0.0.1:9\n  registration_token: t\nstate_dir: {}\npoll:\n  initial_backoff_ms: 100\n  max_backoff_secs: 2\n",
+            s.join("state").display()
+        ),
+    )
+    .expect("config");
+    let log = s.join("agent.log");
+    let mut agent = Command::new(bin("hoist-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    wait_for("three retries", Duration::from_secs(30), || {
+        fs::read_to_string(&log)
+            .map(|l| l.matches("retrying in").count() >= 3)
+            .unwrap_or(false)
+    });
+    let (code, st) = status_json(&config);
+    assert_eq!(code, Some(0), "status must say the daemon runs: {st}");
+    assert_eq!(st["pid"], agent.id());
+    assert!(
+        st["last_contact_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("127.0.0.1:9")),
+        "{st}"
+    );
+    // A second agent on the same state directory refuses, naming the first.
+    let second = run(Command::new(bin("hoist-agent"))
+        .args(["run", "--config"])
+        .arg(&config));
+    assert_ne!(second.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&second.stderr)
+        .contains(&format!("pid {} (hoist-agent run)", agent.id())));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let t0 = Instant::now();
+    let status = agent.wait().expect("wait");
+    eprintln!("agent exited {status} {:?} after SIGTERM", t0.elapsed());
+    assert_eq!(status.code(), Some(0));
+    let text = fs::read_to_string(&log).expect("log");
+    let delays: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("retrying in ").nth(1))
+        .map(|r| r.split(':').next().unwrap_or(""))
+        .collect();
+    eprintln!("retry delays: {delays:?}");
+    let (code, _) = status_json(&config);
+    assert_eq!(code, Some(3), "status after exit must say not running");
+}

@@ -215,7 +215,7 @@ impl Engine {
         };
         let record_path = dir.join("result.json");
         state::write_json(&record_path, &record)?;
-        info!(revision = %req.revision, "deployment started");
+        info!(deployment_id = %req.deployment_id, application = %req.application, deployment_group = %req.group, revision = %req.revision, "deployment started");
         log.note(&format!(
             "deployment {} of {} to group {} started: {}",
             req.deployment_id, req.application, req.group, req.revision
@@ -251,7 +251,7 @@ impl Engine {
             state::write_json(&self.state.in_flight_path(), &in_flight)?;
 
             observer.event_started(event);
-            info!(lifecycle_event = %event, "lifecycle event started");
+            info!(deployment_id = %req.deployment_id, application = %req.application, deployment_group = %req.group, lifecycle_event = %event, "lifecycle event started");
             log.note(&format!("{event} started"));
             let t0 = Instant::now();
             let step = self
@@ -295,10 +295,10 @@ impl Engine {
             ));
             match status {
                 EventStatus::Failed => {
-                    warn!(lifecycle_event = %event, error = ?step.message, "lifecycle event failed")
+                    warn!(deployment_id = %req.deployment_id, application = %req.application, deployment_group = %req.group, lifecycle_event = %event, error = ?step.message, "lifecycle event failed")
                 }
                 _ => {
-                    info!(lifecycle_event = %event, status = status_word(status), "lifecycle event ended")
+                    info!(deployment_id = %req.deployment_id, application = %req.application, deployment_group = %req.group, lifecycle_event = %event, status = status_word(status), "lifecycle event ended")
                 }
             }
             observer.event_ended(&result);
@@ -347,7 +347,7 @@ impl Engine {
         state::write_json(&record_path, &record)?;
         state::remove_file(&self.state.in_flight_path())?;
         log.note(&format!("deployment {}", final_status.as_str()));
-        info!(status = final_status.as_str(), "deployment ended");
+        info!(deployment_id = %req.deployment_id, application = %req.application, deployment_group = %req.group, status = final_status.as_str(), "deployment ended");
         if let Err(e) = self.prune(&req.group) {
             warn!("pruning old deployments of group {}: {e:#}", req.group);
         }

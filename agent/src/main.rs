@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(cli::log_filter_default(&args.command));
+    let journal = matches!(args.command, Command::Run(_));
+    cli::init_tracing(cli::log_filter_default(&args.command), journal);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -50,17 +50,39 @@ pub fn log_filter_default(command: &Command) -> &'static str {
     }
 }
 
-/// Sets up tracing to stderr; `HOIST_LOG` (or `RUST_LOG`) overrides the default filter.
-pub fn init_tracing(default_filter: &str) {
+/// Sets up tracing: to the systemd journal when running under systemd (`JOURNAL_STREAM` is
+/// set) and the journal socket can be opened, else to stderr. `HOIST_LOG` (or `RUST_LOG`)
+/// overrides the default filter.
+pub fn init_tracing(default_filter: &str, journal: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("HOIST_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default_filter.to_string());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let journald = if journal && std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Fields keep their own names (DEPLOYMENT_ID, LIFECYCLE_EVENT, ...), no F_ prefix.
+        tracing_journald::layer()
+            .map(|l| {
+                l.with_field_prefix(None)
+                    .with_syslog_identifier("hoist-agent".into())
+            })
+            .map_err(|e| eprintln!("hoist-agent: journal unavailable ({e}); logging to stderr"))
+            .ok()
+    } else {
+        None
+    };
+    let registry = tracing_subscriber::registry().with(EnvFilter::new(filter));
+    let _ = match journald {
+        Some(layer) => registry.with(layer).try_init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
+            .try_init(),
+    };
 }
 
 /// The config file to read: `--config`, else the default path when it exists.

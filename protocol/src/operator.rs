@@ -128,7 +128,9 @@ impl FromStr for RolloutConfig {
         match value.strip_suffix('%') {
             Some(p) => match p.parse::<u8>() {
                 Ok(percent) if percent <= 100 => Ok(RolloutConfig::MinHealthyPercent { percent }),
-                _ => Err(format!("{s:?}: the percentage must be a whole number from 0 to 100")),
+                _ => Err(format!(
+                    "{s:?}: the percentage must be a whole number from 0 to 100"
+                )),
             },
             None => value
                 .parse::<u32>()
@@ -441,12 +443,21 @@ mod tests {
             ("HalfAtATime", RolloutConfig::HalfAtATime),
             ("OneAtATime", RolloutConfig::OneAtATime),
             ("min-healthy=3", RolloutConfig::MinHealthyHosts { count: 3 }),
-            ("min-healthy=50%", RolloutConfig::MinHealthyPercent { percent: 50 }),
+            (
+                "min-healthy=50%",
+                RolloutConfig::MinHealthyPercent { percent: 50 },
+            ),
         ] {
             assert_eq!(text.parse::<RolloutConfig>(), Ok(want), "{text}");
             assert_eq!(want.to_string(), text);
         }
-        for bad in ["allatonce", "min-healthy=", "min-healthy=101%", "min-healthy=-1", "x"] {
+        for bad in [
+            "allatonce",
+            "min-healthy=",
+            "min-healthy=101%",
+            "min-healthy=-1",
+            "x",
+        ] {
             assert!(bad.parse::<RolloutConfig>().is_err(), "{bad}");
         }
     }

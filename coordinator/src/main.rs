@@ -1,10 +1,11 @@
 //! `hoist`: parse arguments, set up logging and the shutdown token, run, map the result
-//! to an exit code (0 ok, 1 failed, 2 usage).
+//! to an exit code (0 ok, 1 failed, 2 usage or config).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use hoist_coordinator::cli::{self, Cli, UsageError};
+use hoist_coordinator::config::ConfigError;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hoist: error: {e:#}");
-            if e.is::<UsageError>() {
+            if e.is::<UsageError>() || e.is::<ConfigError>() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -1,1 +1,25 @@
-//! hoist: the coordinator server and the operator CLI.
+//! hoist: the Hoist coordinator server (`hoist server`) and the operator CLI (every other
+//! subcommand), in one binary.
+//!
+//! Layout:
+//! - [`server`]: wiring of `hoist server` — data directory, store, engine, lease sweeper,
+//!   HTTP or HTTPS listener, graceful shutdown.
+//! - [`config`]: the server's YAML config file and flag overrides.
+//! - [`api`]: the HTTP API (axum); the only module that knows HTTP on the server side.
+//! - [`engine`]: the rules — registration, polls, reports, deployments, stops, leases,
+//!   auto-rollback — on top of the store.
+//! - [`rollout`]: the pure minimum-healthy-hosts arithmetic.
+//! - [`store`]: the durable state behind a trait, SQLite by default.
+//! - [`bundles`]: the content-addressed bundle store and `Range` parsing.
+//! - [`cli`]: the operator CLI, one file per subcommand.
+//!
+//! The wire types live in the `hoist-protocol` crate.
+
+pub mod api;
+pub mod bundles;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod rollout;
+pub mod server;
+pub mod store;

@@ -1,1 +1,55 @@
-fn main() {}
+//! `hoist`: parse arguments, set up logging and the shutdown token, run, map the result
+//! to an exit code (0 ok, 1 failed, 2 usage or config).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hoist_coordinator::cli::{self, Cli, UsageError};
+use hoist_coordinator::config::ConfigError;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let default_level = if args.is_server() { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hoist: error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = CancellationToken::new();
+    runtime.spawn(cancel_on_signal(token.clone()));
+    match runtime.block_on(cli::run(args, token)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hoist: error: {e:#}");
+            if e.is::<UsageError>() || e.is::<ConfigError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    token.cancel();
+}

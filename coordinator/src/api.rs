@@ -1,0 +1,581 @@
+//! The coordinator's HTTP API (axum): routes, authentication, JSON in and out, long polls,
+//! bundle upload and ranged download. The only module that knows about HTTP.
+//!
+//! Route table (every path under `/v1`):
+//!
+//! | method | path | auth | body → answer |
+//! |---|---|---|---|
+//! | POST | `/v1/hosts/register` | registration token | `RegisterRequest` → `RegisterResponse` |
+//! | POST | `/v1/hosts/poll` | host | `PollRequest` → `PollResponse` (long poll, ≤ 30 s) |
+//! | POST | `/v1/commands/{id}/reports` | host | `Report` → `ReportAck` |
+//! | GET | `/v1/bundles/{sha256}` | host or operator | bytes; `Range` → 206 / 416 |
+//! | PUT | `/v1/bundles` | operator | bytes → `BundleInfo` |
+//! | POST, GET | `/v1/applications` | operator | `CreateApplication` → `Application`; `ApplicationList` |
+//! | POST, GET | `/v1/applications/{app}/groups` | operator | `CreateGroup` → `DeploymentGroup`; `GroupList` |
+//! | GET | `/v1/applications/{app}/groups/{group}` | operator | `DeploymentGroup` |
+//! | POST | `/v1/applications/{app}/revisions` | operator | `CreateRevision` → `RevisionInfo` |
+//! | GET | `/v1/revisions/{id}` | operator | `RevisionInfo` |
+//! | POST | `/v1/registration-tokens` | operator | → `RegistrationToken` |
+//! | GET | `/v1/hosts` | operator | `HostList` |
+//! | POST | `/v1/hosts/{id}/revoke` | operator | → `HostInfo` |
+//! | POST, GET | `/v1/deployments` | operator | `CreateDeployment` → `Deployment`; `DeploymentList` (`?application=`) |
+//! | GET | `/v1/deployments/{id}` | operator | `Deployment` (`?since=SEQ&wait_secs=N` waits for a change) |
+//! | POST | `/v1/deployments/{id}/stop` | operator | → `Deployment` |
+//!
+//! Errors are `ErrorBody` JSON: 400 bad body or value (naming the field), 401 missing or
+//! wrong credentials, 404 unknown thing (also another host's command), 409 conflict,
+//! 416 unsatisfiable range, 500 store failure. Not here: rules (the engine) or storage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use hoist_protocol::agent::{PollRequest, PollResponse, RegisterRequest, Report};
+use hoist_protocol::operator::{CreateApplication, CreateDeployment, CreateGroup, CreateRevision};
+use hoist_protocol::{ErrorBody, HOST_ID_HEADER};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::bundles::{parse_range, RangeRequest};
+use crate::engine::{constant_time_eq, Engine, EngineError};
+use crate::store::HostRow;
+
+/// Longest a poll or a deployment watch is held open.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub operator_token: Arc<str>,
+    /// Ends long polls and watches at shutdown.
+    pub cancel: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/hosts/register", post(register))
+        .route("/v1/hosts/poll", post(poll))
+        .route("/v1/commands/{id}/reports", post(report))
+        .route("/v1/bundles/{sha256}", get(download_bundle))
+        .route(
+            "/v1/bundles",
+            put(upload_bundle).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/applications",
+            post(create_application).get(list_applications),
+        )
+        .route(
+            "/v1/applications/{app}/groups",
+            post(create_group).get(list_groups),
+        )
+        .route("/v1/applications/{app}/groups/{group}", get(show_group))
+        .route("/v1/applications/{app}/revisions", post(create_revision))
+        .route("/v1/revisions/{id}", get(show_revision))
+        .route("/v1/registration-tokens", post(create_token))
+        .route("/v1/hosts", get(list_hosts))
+        .route("/v1/hosts/{id}/revoke", post(revoke_host))
+        .route(
+            "/v1/deployments",
+            post(create_deployment).get(list_deployments),
+        )
+        .route("/v1/deployments/{id}", get(show_deployment))
+        .route("/v1/deployments/{id}/stop", post(stop_deployment))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .with_state(state)
+}
+
+// ---- errors ----
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let status = match &e {
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            EngineError::Store(err) => {
+                tracing::error!(error = %error_chain(err), "store failure");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: {}", error_chain(err)),
+                );
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        for (k, v) in self.headers {
+            resp.headers_mut().insert(k, v);
+        }
+        resp
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs a blocking engine call off the async runtime.
+async fn blocking<T, F>(state: &AppState, f: F) -> ApiResult<T>
+where
+    F: FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+    T: Send + 'static,
+{
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+// ---- extractors ----
+
+/// A JSON body whose decoding errors answer 400 with an `ErrorBody` naming the problem
+/// (`missing field `name``), unlike axum's plain-text rejection. Unknown fields are ignored.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            )
+        })
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// An operator request: `Authorization: Bearer <operator token>`.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        match bearer(&parts.headers) {
+            Some(t) if constant_time_eq(t, &state.operator_token) => Ok(Operator),
+            Some(_) => Err(ApiError::unauthorized("wrong operator token")),
+            None => Err(ApiError::unauthorized(
+                "missing operator token (Authorization: Bearer ...)",
+            )),
+        }
+    }
+}
+
+/// A host request: the host id header plus `Authorization: Bearer <host secret>`.
+pub struct HostAuth(pub HostRow);
+
+async fn host_from(parts: &Parts, state: &AppState) -> ApiResult<HostRow> {
+    let id = parts
+        .headers
+        .get(HOST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::unauthorized(format!("missing {HOST_ID_HEADER} header")))?;
+    let secret = bearer(&parts.headers)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::unauthorized("missing host secret (Authorization: Bearer ...)"))?;
+    blocking(state, move |e| e.authenticate_host(&id, &secret)).await
+}
+
+impl FromRequestParts<AppState> for HostAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        host_from(parts, state).await.map(HostAuth)
+    }
+}
+
+/// A host or an operator (bundle downloads).
+pub struct HostOrOperator;
+
+impl FromRequestParts<AppState> for HostOrOperator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        if parts.headers.contains_key(HOST_ID_HEADER) {
+            host_from(parts, state).await.map(|_| HostOrOperator)
+        } else {
+            Operator::from_request_parts(parts, state)
+                .await
+                .map(|_| HostOrOperator)
+        }
+    }
+}
+
+// ---- agent routes ----
+
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let token = bearer(&headers)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::unauthorized("missing registration token"))?;
+    let resp = blocking(&state, move |e| e.register(&token, req)).await?;
+    Ok((StatusCode::CREATED, Json(resp)))
+}
+
+async fn poll(
+    State(state): State<AppState>,
+    HostAuth(host): HostAuth,
+    ApiJson(req): ApiJson<PollRequest>,
+) -> ApiResult<Json<PollResponse>> {
+    let wait = Duration::from_secs(req.wait_secs.unwrap_or(MAX_WAIT.as_secs())).min(MAX_WAIT);
+    let host_id = host.id.clone();
+    blocking(&state, move |e| e.host_polled(host, &req)).await?;
+    let notify = state.engine.host_waker(&host_id);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register for a wake-up before looking, so a command started between the look
+        // and the wait is not missed.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let id = host_id.clone();
+        if let Some(command) = blocking(&state, move |e| e.next_command(&id)).await? {
+            return Ok(Json(PollResponse {
+                command: Some(command),
+            }));
+        }
+        tokio::select! {
+            _ = &mut notified => continue,
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = state.cancel.cancelled() => break,
+        }
+    }
+    Ok(Json(PollResponse { command: None }))
+}
+
+async fn report(
+    State(state): State<AppState>,
+    HostAuth(host): HostAuth,
+    Path(id): Path<String>,
+    ApiJson(report): ApiJson<Report>,
+) -> ApiResult<impl IntoResponse> {
+    let ack = blocking(&state, move |e| e.report(&host, &id, report)).await?;
+    Ok(Json(ack))
+}
+
+// ---- bundles ----
+
+async fn upload_bundle(
+    State(state): State<AppState>,
+    _op: Operator,
+    body: Body,
+) -> ApiResult<impl IntoResponse> {
+    let (sha256, size) = state
+        .engine
+        .bundles()
+        .put(body.into_data_stream())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storing the bundle: {}", error_chain(&e)),
+            )
+        })?;
+    tracing::info!(%sha256, size, "bundle stored");
+    Ok((
+        StatusCode::CREATED,
+        Json(hoist_protocol::operator::BundleInfo { sha256, size }),
+    ))
+}
+
+async fn download_bundle(
+    State(state): State<AppState>,
+    _auth: HostOrOperator,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no bundle {sha256}"));
+    let path = state
+        .engine
+        .bundles()
+        .path_of(&sha256)
+        .ok_or_else(not_found)?;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| not_found())?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading bundle: {e}"),
+            )
+        })?
+        .len();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len, content_range) = match parse_range(range, size) {
+        RangeRequest::Whole => (StatusCode::OK, 0, size, None),
+        RangeRequest::Partial(r) => (
+            StatusCode::PARTIAL_CONTENT,
+            r.start,
+            r.end - r.start + 1,
+            Some(format!("bytes {}-{}/{size}", r.start, r.end)),
+        ),
+        RangeRequest::Unsatisfiable => {
+            let mut e = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!(
+                    "range {} is outside the bundle's {size} bytes",
+                    range.unwrap_or("")
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                e.headers.push((header::CONTENT_RANGE, v));
+            }
+            return Err(e);
+        }
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading bundle: {e}"),
+            )
+        })?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{sha256}\"")) {
+        h.insert(header::ETAG, etag);
+    }
+    if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::CONTENT_RANGE, cr);
+    }
+    Ok(resp)
+}
+
+// ---- operator routes ----
+
+async fn create_application(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiJson(req): ApiJson<CreateApplication>,
+) -> ApiResult<impl IntoResponse> {
+    let app = blocking(&state, move |e| e.create_application(req)).await?;
+    Ok((StatusCode::CREATED, Json(app)))
+}
+
+async fn list_applications(
+    State(state): State<AppState>,
+    _op: Operator,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(blocking(&state, |e| e.applications()).await?))
+}
+
+async fn create_group(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(app): Path<String>,
+    ApiJson(req): ApiJson<CreateGroup>,
+) -> ApiResult<impl IntoResponse> {
+    let g = blocking(&state, move |e| e.create_group(&app, req)).await?;
+    Ok((StatusCode::CREATED, Json(g)))
+}
+
+async fn list_groups(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(app): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(blocking(&state, move |e| e.groups(&app)).await?))
+}
+
+async fn show_group(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path((app, group)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        blocking(&state, move |e| e.group(&app, &group)).await?,
+    ))
+}
+
+async fn create_revision(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(app): Path<String>,
+    ApiJson(req): ApiJson<CreateRevision>,
+) -> ApiResult<impl IntoResponse> {
+    let r = blocking(&state, move |e| e.create_revision(&app, req.revision)).await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+async fn show_revision(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(blocking(&state, move |e| e.revision(&id)).await?))
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    _op: Operator,
+) -> ApiResult<impl IntoResponse> {
+    let t = blocking(&state, |e| e.create_registration_token()).await?;
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+async fn list_hosts(State(state): State<AppState>, _op: Operator) -> ApiResult<impl IntoResponse> {
+    Ok(Json(blocking(&state, |e| e.hosts()).await?))
+}
+
+async fn revoke_host(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(blocking(&state, move |e| e.revoke_host(&id)).await?))
+}
+
+async fn create_deployment(
+    State(state): State<AppState>,
+    _op: Operator,
+    ApiJson(req): ApiJson<CreateDeployment>,
+) -> ApiResult<impl IntoResponse> {
+    let d = blocking(&state, move |e| e.create_deployment(req)).await?;
+    Ok((StatusCode::CREATED, Json(d)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    application: Option<String>,
+}
+
+async fn list_deployments(
+    State(state): State<AppState>,
+    _op: Operator,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        blocking(&state, move |e| e.deployments(q.application.as_deref())).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    since: Option<u64>,
+    wait_secs: Option<u64>,
+}
+
+async fn show_deployment(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+    Query(q): Query<WatchQuery>,
+) -> ApiResult<impl IntoResponse> {
+    if let Some(since) = q.since {
+        let mut rx = state.engine.subscribe();
+        if *rx.borrow_and_update() == since {
+            let wait = Duration::from_secs(q.wait_secs.unwrap_or(MAX_WAIT.as_secs())).min(MAX_WAIT);
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = state.cancel.cancelled() => {}
+            }
+        }
+    }
+    Ok(Json(blocking(&state, move |e| e.deployment(&id)).await?))
+}
+
+async fn stop_deployment(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        blocking(&state, move |e| e.stop_deployment(&id)).await?,
+    ))
+}

@@ -1,0 +1,323 @@
+//! `hoist push DIR --app APP [--s3 s3://bucket/key]`: checks the directory's appspec,
+//! packs the directory as a tar.gz bundle (streamed to a temp file while hashing), uploads
+//! it to the coordinator's bundle store or to S3-compatible storage, registers the revision
+//! and prints its id alone on stdout.
+//!
+//! S3 settings come from the usual variables: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`
+//! (a custom endpoint is addressed path-style), `AWS_REGION` (default us-east-1),
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`. The upload is a
+//! SigV4-presigned PUT (rusty-s3), so the bundle is never held in memory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hoist_protocol::agent::Revision;
+use hoist_protocol::operator::{BundleInfo, CreateRevision, RevisionInfo};
+use sha2::{Digest, Sha256};
+
+use super::client::{seg, Client};
+use super::{print_json, UsageError};
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The bundle directory (with appspec.yml at its root).
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub app: String,
+    /// Upload to S3-compatible storage at this `s3://bucket/key` instead of the coordinator.
+    #[arg(long, value_name = "s3://BUCKET/KEY")]
+    pub s3: Option<String>,
+    /// Print the registered revision as JSON instead of its id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(client: &Client, args: PushArgs) -> Result<ExitCode> {
+    let s3 = args.s3.as_deref().map(parse_s3_url).transpose()?;
+    let dir = args.dir.clone();
+    let (bundle, sha256, size) = tokio::task::spawn_blocking(move || -> Result<_> {
+        check_appspec(&dir)?;
+        pack(&dir)
+    })
+    .await??;
+    let revision = match s3 {
+        None => {
+            let info = upload_to_coordinator(client, bundle.path(), size).await?;
+            if info.sha256 != sha256 || info.size != size {
+                bail!(
+                    "the coordinator stored {} ({} bytes) but the bundle is {sha256} ({size} bytes)",
+                    info.sha256,
+                    info.size
+                );
+            }
+            Revision::Coordinator { sha256, size }
+        }
+        Some((bucket, key)) => {
+            upload_to_s3(client, bundle.path(), size, &bucket, &key, sha256).await?
+        }
+    };
+    let info: RevisionInfo = client
+        .post(
+            &format!("/v1/applications/{}/revisions", seg(&args.app)),
+            &CreateRevision { revision },
+        )
+        .await?;
+    eprintln!(
+        "pushed {} as revision {}",
+        info.revision.describe(),
+        info.id
+    );
+    if args.json {
+        print_json(&info)?;
+    } else {
+        println!("{}", info.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_s3_url(s: &str) -> Result<(String, String), UsageError> {
+    let rest = s
+        .strip_prefix("s3://")
+        .ok_or_else(|| UsageError(format!("--s3 {s:?} must look like s3://bucket/key")))?;
+    match rest.split_once('/') {
+        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_owned(), k.to_owned())),
+        _ => Err(UsageError(format!(
+            "--s3 {s:?} must look like s3://bucket/key"
+        ))),
+    }
+}
+
+/// Reads and validates `appspec.yml` (or `appspec.yaml`), printing every problem.
+fn check_appspec(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let Some(path) = ["appspec.yml", "appspec.yaml"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    else {
+        bail!("no appspec.yml or appspec.yaml in {}", dir.display());
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    match hoist_appspec::parse(&text) {
+        Ok(parsed) => {
+            for w in &parsed.warnings {
+                eprintln!("warning: {}: {w}", path.display());
+            }
+            Ok(())
+        }
+        Err(invalid) => {
+            for w in &invalid.warnings {
+                eprintln!("warning: {}: {w}", path.display());
+            }
+            for e in &invalid.errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            bail!(
+                "{} is invalid ({} problem{})",
+                path.display(),
+                invalid.errors.len(),
+                if invalid.errors.len() == 1 { "" } else { "s" }
+            )
+        }
+    }
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Packs `dir` into a tar.gz temp file; returns it with its sha256 and size. Entries are
+/// relative to `dir` (no leading `./`), symlinks stay symlinks, order is sorted.
+pub fn pack(dir: &Path) -> Result<(tempfile::NamedTempFile, String, u64)> {
+    let tmp = tempfile::Builder::new()
+        .prefix("hoist-bundle-")
+        .suffix(".tar.gz")
+        .tempfile()
+        .context("creating a temp file for the bundle")?;
+    let file = tmp.reopen().context("opening the bundle temp file")?;
+    let writer = HashingWriter {
+        inner: std::io::BufWriter::new(file),
+        hasher: Sha256::new(),
+        size: 0,
+    };
+    let gz = flate2::write::GzEncoder::new(writer, flate2::Compression::default());
+    let mut builder = tar::Builder::new(gz);
+    builder.follow_symlinks(false);
+    add_dir(&mut builder, dir, Path::new(""))?;
+    let gz = builder.into_inner().context("finishing the tar stream")?;
+    let mut writer = gz.finish().context("finishing the gzip stream")?;
+    writer.flush().context("writing the bundle")?;
+    let sha256 = hex::encode(writer.hasher.finalize());
+    Ok((tmp, sha256, writer.size))
+}
+
+fn add_dir<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Result<()> {
+    let dir = root.join(rel);
+    let mut entries = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = rel.join(e.file_name());
+        let full = e.path();
+        let ty = e
+            .file_type()
+            .with_context(|| format!("reading {}", full.display()))?;
+        builder
+            .append_path_with_name(&full, &name)
+            .with_context(|| format!("adding {} to the bundle", full.display()))?;
+        if ty.is_dir() {
+            add_dir(builder, root, &name)?;
+        }
+    }
+    Ok(())
+}
+
+async fn upload_to_coordinator(client: &Client, path: &Path, size: u64) -> Result<BundleInfo> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+    let req = client
+        .request(reqwest::Method::PUT, "/v1/bundles")?
+        .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .body(body);
+    client.send(req).await
+}
+
+async fn upload_to_s3(
+    client: &Client,
+    path: &Path,
+    size: u64,
+    bucket: &str,
+    key: &str,
+    sha256: String,
+) -> Result<Revision> {
+    use rusty_s3::S3Action;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let region = env("AWS_REGION")
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".into());
+    let (endpoint, style) = match env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
+        Some(e) => (e, rusty_s3::UrlStyle::Path),
+        None => (
+            format!("https://s3.{region}.amazonaws.com"),
+            rusty_s3::UrlStyle::VirtualHost,
+        ),
+    };
+    let endpoint_url = url::Url::parse(&endpoint)
+        .with_context(|| format!("S3 endpoint {endpoint:?} is not a URL"))?;
+    let (Some(key_id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+    else {
+        return Err(
+            UsageError("--s3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()).into(),
+        );
+    };
+    let creds = match env("AWS_SESSION_TOKEN") {
+        Some(t) => rusty_s3::Credentials::new_with_token(key_id, secret, t),
+        None => rusty_s3::Credentials::new(key_id, secret),
+    };
+    let s3_bucket = rusty_s3::Bucket::new(endpoint_url, style, bucket.to_owned(), region)
+        .with_context(|| format!("S3 bucket {bucket} at {endpoint}"))?;
+    let url = s3_bucket
+        .put_object(Some(&creds), key)
+        .sign(Duration::from_secs(3600));
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+    let resp = client
+        .http()
+        .put(url)
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("uploading to s3://{bucket}/{key} at {endpoint}"))?;
+    let status = resp.status();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (etag, version_id) = (header("etag"), header("x-amz-version-id"));
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        bail!(
+            "S3 refused the upload to s3://{bucket}/{key} ({status}): {}",
+            text.trim()
+        );
+    }
+    Ok(Revision::S3 {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        version_id,
+        etag,
+        sha256,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_writes_relative_entries_and_a_matching_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("appspec.yml"), "version: 0.0\nos: linux\n").unwrap();
+        std::fs::create_dir(dir.path().join("scripts")).unwrap();
+        std::fs::write(dir.path().join("scripts/start.sh"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("start.sh", dir.path().join("scripts/link")).unwrap();
+        let (tmp, sha, size) = pack(dir.path()).unwrap();
+        let bytes = std::fs::read(tmp.path()).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        assert_eq!(sha, hex::encode(Sha256::digest(&bytes)));
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut names = Vec::new();
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            if e.header().entry_type().is_symlink() {
+                assert_eq!(e.link_name().unwrap().unwrap(), Path::new("start.sh"));
+            }
+            names.push(e.path().unwrap().display().to_string());
+        }
+        assert_eq!(
+            names,
+            ["appspec.yml", "scripts", "scripts/link", "scripts/start.sh"]
+        );
+    }
+
+    #[test]
+    fn s3_urls() {
+        assert_eq!(
+            parse_s3_url("s3://b/k/x.tgz").unwrap(),
+            ("b".into(), "k/x.tgz".into())
+        );
+        assert!(parse_s3_url("s3://b").is_err());
+        assert!(parse_s3_url("http://b/k").is_err());
+    }
+}

@@ -1,0 +1,1213 @@
+//! The coordinator's rules applied to its store: applications, deployment groups, host
+//! registration and authentication, deployments driven by [`crate::rollout`], event
+//! reports, stops, host leases and auto-rollback.
+//!
+//! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
+//! read-modify-write sequence holds [`Engine::lock`], so two reports, a stop and the lease
+//! sweep never interleave; wake-ups ([`Engine::host_waker`]) and the change counter
+//! ([`Engine::subscribe`]) fire after the store has committed.
+//!
+//! Deliberately not here: HTTP (the `api` module), the rollout arithmetic (`rollout`), SQL
+//! (`store`). With PostgreSQL and several coordinators, `lock` would become a row lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hoist_protocol::agent::{
+    self, CommandStatus, EventStatus, PollRequest, RegisterRequest, RegisterResponse, Report,
+    ReportAck, ReportBody, Revision,
+};
+use hoist_protocol::operator::{
+    self as op, CommandState, Creator, DeploymentState, HostCounts, HostEvent, RolloutConfig,
+    TagFilter, LIFECYCLE_EVENTS,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Notify};
+
+use crate::bundles::BundleStore;
+use crate::rollout::{self, HostState, Outcome};
+use crate::store::{
+    AppRow, CommandRow, DeploymentRow, GroupRow, HostRow, ReportRow, RevisionRow, Store, StoreError,
+};
+
+/// Timing rules of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// A command whose host has neither reported nor polled for this long has failed
+    /// ("host lost"); also how recently a host must have been seen to be a target.
+    pub host_lease: Duration,
+    /// A host seen within this window is online.
+    pub online_window: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            host_lease: Duration::from_secs(600),
+            online_window: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    bundles: BundleStore,
+    config: EngineConfig,
+    /// Held across every read-modify-write of deployments and commands.
+    lock: Mutex<()>,
+    /// One `Notify` per host with a poll in flight or recently seen; notified when a
+    /// command starts for that host. Entries are tiny and bounded by the fleet size.
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Bumped after every change an operator may watch (`--wait`).
+    changes: watch::Sender<u64>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// A fresh secret: 32 random bytes, hex.
+pub fn new_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Compares two strings in time independent of where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn is_hex(s: &str, lens: &[usize]) -> bool {
+    lens.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(format!(
+            "{what} name {name:?} must be 1 to 100 letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+fn matches(filters: &[TagFilter], tags: &BTreeMap<String, String>) -> bool {
+    filters
+        .iter()
+        .any(|f| f.iter().all(|(k, v)| tags.get(k) == Some(v)))
+}
+
+fn to_rollout(config: RolloutConfig) -> Option<rollout::Config> {
+    Some(match config {
+        RolloutConfig::AllAtOnce => rollout::Config::AllAtOnce,
+        RolloutConfig::HalfAtATime => rollout::Config::HalfAtATime,
+        RolloutConfig::OneAtATime => rollout::Config::OneAtATime,
+        RolloutConfig::MinHealthyHosts { count } => rollout::Config::MinHealthyHosts(count),
+        RolloutConfig::MinHealthyPercent { percent } => rollout::Config::MinHealthyPercent(percent),
+        RolloutConfig::Unknown => return None,
+    })
+}
+
+fn event_status_str(s: EventStatus) -> &'static str {
+    match s {
+        EventStatus::Succeeded => "succeeded",
+        EventStatus::Failed => "failed",
+        EventStatus::FailedIgnored => "failed_ignored",
+        EventStatus::Skipped => "skipped",
+        EventStatus::Unknown => "unknown",
+    }
+}
+
+fn error_code_str(c: agent::ErrorCode) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Applies one event report to its command; returns true when it ended the command.
+fn apply_report(cmd: &mut CommandRow, body: &ReportBody, now: u64) -> bool {
+    cmd.last_report_ms = Some(now);
+    match body {
+        ReportBody::EventStarted { event } => {
+            cmd.current_event = Some(event.clone());
+            cmd.events.push(HostEvent {
+                event: event.clone(),
+                status: "started".into(),
+                duration_ms: None,
+            });
+            false
+        }
+        ReportBody::EventEnded {
+            event,
+            status,
+            error_code,
+            message,
+            script,
+            exit_code,
+            log_tail,
+            duration_ms,
+        } => {
+            let ended = HostEvent {
+                event: event.clone(),
+                status: event_status_str(*status).into(),
+                duration_ms: Some(*duration_ms),
+            };
+            match cmd
+                .events
+                .iter_mut()
+                .rev()
+                .find(|e| e.event == *event && e.status == "started")
+            {
+                Some(e) => *e = ended,
+                None => cmd.events.push(ended),
+            }
+            if cmd.current_event.as_deref() == Some(event.as_str()) {
+                cmd.current_event = None;
+            }
+            if *status == EventStatus::Failed {
+                cmd.failed_event = Some(event.clone());
+                cmd.script = script.clone();
+                cmd.exit_code = *exit_code;
+                cmd.error_code = error_code.map(error_code_str);
+                cmd.message = message.clone();
+            }
+            if log_tail.is_some() {
+                cmd.log_tail = log_tail.clone();
+            }
+            false
+        }
+        ReportBody::Completed {
+            status,
+            failed_event,
+            message,
+        } => {
+            cmd.current_event = None;
+            if cmd.state != CommandState::InProgress {
+                // Already ended here (host lost, or never handed out): keep that verdict.
+                return false;
+            }
+            cmd.state = match status {
+                CommandStatus::Succeeded => CommandState::Succeeded,
+                CommandStatus::Stopped => CommandState::Stopped,
+                CommandStatus::Failed | CommandStatus::Unknown => CommandState::Failed,
+            };
+            cmd.ended_ms = Some(now);
+            if failed_event.is_some() {
+                cmd.failed_event = failed_event.clone();
+            }
+            if message.is_some() {
+                cmd.message = message.clone();
+            }
+            true
+        }
+        ReportBody::Unknown => false,
+    }
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, bundles: BundleStore, config: EngineConfig) -> Engine {
+        Engine {
+            store,
+            bundles,
+            config,
+            lock: Mutex::new(()),
+            wakers: Mutex::new(HashMap::new()),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    pub fn bundles(&self) -> &BundleStore {
+        &self.bundles
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is the store, whose transactions stay consistent after a panic.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver of the change counter, bumped after every deployment or command change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn change_seq(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    /// The `Notify` a poll of `host_id` waits on.
+    pub fn host_waker(&self, host_id: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.entry(host_id.to_owned()).or_default().clone()
+    }
+
+    fn wake(&self, host_id: &str) {
+        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = wakers.get(host_id) {
+            // Wakes the polls waiting now; a host between two polls finds its command in
+            // the store when its next poll starts (polls register before they look).
+            n.notify_waiters();
+        }
+    }
+
+    fn online(&self, host: &HostRow, now: u64) -> bool {
+        now.saturating_sub(host.last_seen_ms) <= self.config.online_window.as_millis() as u64
+    }
+
+    fn within_lease(&self, last: u64, now: u64) -> bool {
+        now.saturating_sub(last) <= self.config.host_lease.as_millis() as u64
+    }
+
+    // ---- applications and groups ----
+
+    pub fn create_application(&self, req: op::CreateApplication) -> Result<op::Application> {
+        check_name("application", &req.name)?;
+        let row = AppRow {
+            name: req.name,
+            created_ms: now_ms(),
+        };
+        self.store.insert_application(&row).map_err(conflict)?;
+        Ok(op::Application {
+            name: row.name,
+            created_ms: row.created_ms,
+        })
+    }
+
+    pub fn applications(&self) -> Result<op::ApplicationList> {
+        Ok(op::ApplicationList {
+            applications: self
+                .store
+                .applications()?
+                .into_iter()
+                .map(|a| op::Application {
+                    name: a.name,
+                    created_ms: a.created_ms,
+                })
+                .collect(),
+        })
+    }
+
+    fn app(&self, name: &str) -> Result<AppRow> {
+        self.store
+            .application(name)?
+            .ok_or_else(|| EngineError::NotFound(format!("no application named {name}")))
+    }
+
+    fn group_row(&self, app: &str, name: &str) -> Result<GroupRow> {
+        self.app(app)?;
+        self.store.group(app, name)?.ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "application {app} has no deployment group named {name}"
+            ))
+        })
+    }
+
+    pub fn create_group(&self, app: &str, req: op::CreateGroup) -> Result<op::DeploymentGroup> {
+        self.app(app)?;
+        check_name("deployment group", &req.name)?;
+        if req.tag_filters.is_empty() {
+            return Err(EngineError::Invalid(
+                "tag_filters: a deployment group needs at least one tag filter".into(),
+            ));
+        }
+        for (i, f) in req.tag_filters.iter().enumerate() {
+            if f.is_empty() {
+                return Err(EngineError::Invalid(format!(
+                    "tag_filters[{i}]: a tag filter needs at least one key=value"
+                )));
+            }
+            if f.keys().any(|k| k.is_empty()) {
+                return Err(EngineError::Invalid(format!(
+                    "tag_filters[{i}]: a tag key must not be empty"
+                )));
+            }
+        }
+        if to_rollout(req.rollout).is_none() {
+            return Err(EngineError::Invalid(
+                "rollout: unknown rollout configuration".into(),
+            ));
+        }
+        if let RolloutConfig::MinHealthyPercent { percent } = req.rollout {
+            if percent > 100 {
+                return Err(EngineError::Invalid(
+                    "rollout: the percentage must be at most 100".into(),
+                ));
+            }
+        }
+        let row = GroupRow {
+            id: new_id("g"),
+            application: app.to_owned(),
+            name: req.name,
+            tag_filters: req.tag_filters,
+            rollout: req.rollout,
+            auto_rollback: req.auto_rollback,
+            created_ms: now_ms(),
+        };
+        self.store.insert_group(&row).map_err(conflict)?;
+        self.group_view(row)
+    }
+
+    fn group_view(&self, g: GroupRow) -> Result<op::DeploymentGroup> {
+        let now = now_ms();
+        let matching_hosts = self
+            .store
+            .hosts()?
+            .into_iter()
+            .filter(|h| !h.revoked && matches(&g.tag_filters, &h.tags))
+            .map(|h| {
+                if self.online(&h, now) {
+                    h.name
+                } else {
+                    format!("{} (offline)", h.name)
+                }
+            })
+            .collect();
+        let last_successful_revision =
+            self.store
+                .last_successful_deployment(&g.id)?
+                .map(|d| op::RevisionInfo {
+                    id: d.revision_id.unwrap_or_default(),
+                    application: d.application,
+                    revision: d.revision,
+                    created_ms: d.created_ms,
+                });
+        Ok(op::DeploymentGroup {
+            id: g.id,
+            application: g.application,
+            name: g.name,
+            tag_filters: g.tag_filters,
+            rollout: g.rollout,
+            auto_rollback: g.auto_rollback,
+            created_ms: g.created_ms,
+            matching_hosts,
+            last_successful_revision,
+        })
+    }
+
+    pub fn groups(&self, app: &str) -> Result<op::GroupList> {
+        self.app(app)?;
+        let groups = self
+            .store
+            .groups(app)?
+            .into_iter()
+            .map(|g| self.group_view(g))
+            .collect::<Result<_>>()?;
+        Ok(op::GroupList { groups })
+    }
+
+    pub fn group(&self, app: &str, name: &str) -> Result<op::DeploymentGroup> {
+        let g = self.group_row(app, name)?;
+        self.group_view(g)
+    }
+
+    // ---- revisions ----
+
+    fn check_revision(&self, r: &Revision) -> Result<Revision> {
+        let sha = |s: &str, field: &str| {
+            if is_hex(s, &[64]) {
+                Ok(s.to_ascii_lowercase())
+            } else {
+                Err(EngineError::Invalid(format!(
+                    "revision.{field}: {s:?} is not a sha256 (64 hex digits)"
+                )))
+            }
+        };
+        let non_empty = |s: &str, field: &str| {
+            if s.trim().is_empty() {
+                Err(EngineError::Invalid(format!(
+                    "revision.{field}: must not be empty"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(match r {
+            Revision::Coordinator { sha256, .. } => {
+                let sha256 = sha(sha256, "sha256")?;
+                let size = self.bundles.size_of(&sha256).ok_or_else(|| {
+                    EngineError::Invalid(format!(
+                        "revision.sha256: no bundle {sha256} in the coordinator's store \
+                         (upload it first)"
+                    ))
+                })?;
+                Revision::Coordinator { sha256, size }
+            }
+            Revision::S3 {
+                bucket,
+                key,
+                version_id,
+                etag,
+                sha256,
+            } => {
+                non_empty(bucket, "bucket")?;
+                non_empty(key, "key")?;
+                Revision::S3 {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    version_id: version_id.clone(),
+                    etag: etag.clone(),
+                    sha256: sha(sha256, "sha256")?,
+                }
+            }
+            Revision::Url { url, sha256 } => {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    EngineError::Invalid(format!("revision.url: {url:?} is not a URL: {e}"))
+                })?;
+                if !matches!(parsed.scheme(), "https" | "http") {
+                    return Err(EngineError::Invalid(format!(
+                        "revision.url: {url:?} must be an https (or http) URL"
+                    )));
+                }
+                Revision::Url {
+                    url: url.clone(),
+                    sha256: sha(sha256, "sha256")?,
+                }
+            }
+            Revision::Git { repository, commit } => {
+                non_empty(repository, "repository")?;
+                if !is_hex(commit, &[40, 64]) {
+                    return Err(EngineError::Invalid(format!(
+                        "revision.commit: {commit:?} is not a full commit id (40 or 64 hex digits)"
+                    )));
+                }
+                Revision::Git {
+                    repository: repository.clone(),
+                    commit: commit.to_ascii_lowercase(),
+                }
+            }
+        })
+    }
+
+    pub fn create_revision(&self, app: &str, revision: Revision) -> Result<op::RevisionInfo> {
+        self.app(app)?;
+        let row = RevisionRow {
+            id: new_id("r"),
+            application: app.to_owned(),
+            revision: self.check_revision(&revision)?,
+            created_ms: now_ms(),
+        };
+        self.store.insert_revision(&row)?;
+        Ok(revision_info(row))
+    }
+
+    pub fn revision(&self, id: &str) -> Result<op::RevisionInfo> {
+        self.store
+            .revision(id)?
+            .map(revision_info)
+            .ok_or_else(|| EngineError::NotFound(format!("no revision {id}")))
+    }
+
+    // ---- registration tokens and hosts ----
+
+    pub fn create_registration_token(&self) -> Result<op::RegistrationToken> {
+        let token = format!("hrt_{}", new_secret());
+        self.store
+            .insert_registration_token(&sha256_hex(&token), now_ms())?;
+        Ok(op::RegistrationToken { token })
+    }
+
+    pub fn register(&self, token: &str, req: RegisterRequest) -> Result<RegisterResponse> {
+        if !self.store.registration_token_exists(&sha256_hex(token))? {
+            return Err(EngineError::Unauthorized(
+                "unknown registration token".into(),
+            ));
+        }
+        if req.name.trim().is_empty() {
+            return Err(EngineError::Invalid("name: must not be empty".into()));
+        }
+        let now = now_ms();
+        let secret = new_secret();
+        let host = HostRow {
+            id: new_id("h"),
+            name: req.name,
+            tags: req.tags,
+            agent_version: req.agent_version,
+            secret_sha256: sha256_hex(&secret),
+            first_seen_ms: now,
+            last_seen_ms: now,
+            revoked: false,
+        };
+        self.store.insert_host(&host)?;
+        tracing::info!(host_id = %host.id, name = %host.name, "host registered");
+        Ok(RegisterResponse {
+            host_id: host.id,
+            host_secret: secret,
+        })
+    }
+
+    /// The host named by `host_id` when `secret` is its secret and it is not revoked.
+    pub fn authenticate_host(&self, host_id: &str, secret: &str) -> Result<HostRow> {
+        let host = self.store.host(host_id)?;
+        match host {
+            Some(h) if !h.revoked && constant_time_eq(&h.secret_sha256, &sha256_hex(secret)) => {
+                Ok(h)
+            }
+            Some(h) if h.revoked => Err(EngineError::Unauthorized(format!(
+                "host {host_id} was revoked"
+            ))),
+            _ => Err(EngineError::Unauthorized(
+                "unknown host or wrong host secret".into(),
+            )),
+        }
+    }
+
+    /// Records what a poll says about its host: name, tags, agent version, last seen.
+    pub fn host_polled(&self, mut host: HostRow, req: &PollRequest) -> Result<()> {
+        host.name = req.name.clone();
+        host.tags = req.tags.clone();
+        host.agent_version = req.agent_version.clone();
+        host.last_seen_ms = now_ms();
+        self.store.update_host(&host)?;
+        Ok(())
+    }
+
+    pub fn revoke_host(&self, host_id: &str) -> Result<op::HostInfo> {
+        let mut host = self
+            .store
+            .host(host_id)?
+            .ok_or_else(|| EngineError::NotFound(format!("no host {host_id}")))?;
+        host.revoked = true;
+        self.store.update_host(&host)?;
+        self.host_info(host, now_ms())
+    }
+
+    fn host_info(&self, h: HostRow, now: u64) -> Result<op::HostInfo> {
+        let mut deployed: Vec<op::HostRevision> = Vec::new();
+        for (d, c) in self.store.succeeded_commands_of_host(&h.id)? {
+            if deployed
+                .iter()
+                .any(|r| r.application == d.application && r.deployment_group == d.group_name)
+            {
+                continue;
+            }
+            deployed.push(op::HostRevision {
+                application: d.application,
+                deployment_group: d.group_name,
+                deployment_id: d.id,
+                revision: d.revision,
+                ended_ms: c.ended_ms.unwrap_or(0),
+            });
+        }
+        Ok(op::HostInfo {
+            online: !h.revoked && self.online(&h, now),
+            id: h.id,
+            name: h.name,
+            tags: h.tags,
+            agent_version: h.agent_version,
+            first_seen_ms: h.first_seen_ms,
+            last_seen_ms: h.last_seen_ms,
+            revoked: h.revoked,
+            deployed,
+        })
+    }
+
+    pub fn hosts(&self) -> Result<op::HostList> {
+        let now = now_ms();
+        let hosts = self
+            .store
+            .hosts()?
+            .into_iter()
+            .map(|h| self.host_info(h, now))
+            .collect::<Result<_>>()?;
+        Ok(op::HostList { hosts })
+    }
+
+    /// The command the host should work on: its oldest command in progress (handed out
+    /// again after an agent restart; the agent dedupes by command id).
+    pub fn next_command(&self, host_id: &str) -> Result<Option<agent::Command>> {
+        let Some(cmd) = self.store.in_progress_command_for_host(host_id)? else {
+            return Ok(None);
+        };
+        let Some(d) = self.store.deployment(&cmd.deployment_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(agent::Command {
+            command_id: cmd.id,
+            deployment_id: d.id,
+            application: d.application,
+            deployment_group: d.group_name,
+            deployment_group_id: d.group_id,
+            revision: d.revision,
+            appspec_path: d.appspec_path,
+            file_exists_behavior: d.file_exists_behavior,
+            events: d.events,
+            ignore_application_stop_failures: d.ignore_application_stop_failures,
+        }))
+    }
+
+    // ---- event reports ----
+
+    /// Records an event report of `host`'s command; idempotent on (command, seq).
+    pub fn report(&self, host: &HostRow, command_id: &str, report: Report) -> Result<ReportAck> {
+        let not_found = || EngineError::NotFound(format!("no command {command_id} for this host"));
+        let body_json = serde_json::to_string(&report).unwrap_or_default();
+        let _guard = self.lock();
+        let mut cmd = self.store.command(command_id)?.ok_or_else(not_found)?;
+        if cmd.host_id != host.id {
+            return Err(not_found());
+        }
+        let deployment = self
+            .store
+            .deployment(&cmd.deployment_id)?
+            .ok_or_else(not_found)?;
+        let now = now_ms();
+        let mut seen = host.clone();
+        seen.last_seen_ms = now;
+        self.store.update_host(&seen)?;
+        let aborted = |cmd: &CommandRow| {
+            cmd.state == CommandState::InProgress && deployment.state == DeploymentState::Stopped
+                || cmd.state == CommandState::Failed
+                    && cmd.error_code.as_deref() == Some("host_lost")
+        };
+        if self.store.report_exists(command_id, report.seq)? {
+            return Ok(ReportAck {
+                recorded: false,
+                aborted: aborted(&cmd),
+            });
+        }
+        let ended = apply_report(&mut cmd, &report.body, now);
+        let row = ReportRow {
+            command_id: command_id.to_owned(),
+            seq: report.seq,
+            at_ms: report.at_ms,
+            received_ms: now,
+            body_json,
+        };
+        let recorded = self.store.insert_report(&row, &cmd)?;
+        if ended {
+            tracing::info!(command_id, deployment_id = %cmd.deployment_id, host = %host.name,
+                state = %cmd.state, "command ended");
+            self.advance_locked(&cmd.deployment_id)?;
+        }
+        self.changed();
+        Ok(ReportAck {
+            recorded,
+            aborted: !ended && aborted(&cmd),
+        })
+    }
+
+    // ---- deployments ----
+
+    pub fn create_deployment(&self, req: op::CreateDeployment) -> Result<op::Deployment> {
+        let group = self.group_row(&req.application, &req.deployment_group)?;
+        let (revision_id, revision) = match req.revision {
+            op::RevisionSource::Id(id) => {
+                let r = self
+                    .store
+                    .revision(&id)?
+                    .ok_or_else(|| EngineError::NotFound(format!("no revision {id}")))?;
+                if r.application != req.application {
+                    return Err(EngineError::Invalid(format!(
+                        "revision {id} belongs to application {}, not {}",
+                        r.application, req.application
+                    )));
+                }
+                (r.id, r.revision)
+            }
+            op::RevisionSource::Inline(revision) => {
+                let info = self.create_revision(&req.application, revision)?;
+                (info.id, info.revision)
+            }
+        };
+        let file_exists_behavior = match req.file_exists_behavior {
+            None => None,
+            Some(b) => {
+                let up = b.to_ascii_uppercase();
+                if !["DISALLOW", "OVERWRITE", "RETAIN"].contains(&up.as_str()) {
+                    return Err(EngineError::Invalid(format!(
+                        "file_exists_behavior: {b:?} is not DISALLOW, OVERWRITE or RETAIN"
+                    )));
+                }
+                Some(up)
+            }
+        };
+        let events = if req.events.is_empty() {
+            LIFECYCLE_EVENTS.iter().map(|e| (*e).to_owned()).collect()
+        } else {
+            for e in &req.events {
+                if !LIFECYCLE_EVENTS.contains(&e.as_str()) {
+                    return Err(EngineError::Invalid(format!(
+                        "events: {e:?} is not a lifecycle event (expected one of {})",
+                        LIFECYCLE_EVENTS.join(", ")
+                    )));
+                }
+            }
+            // Lifecycle order, each once.
+            LIFECYCLE_EVENTS
+                .iter()
+                .filter(|e| req.events.iter().any(|r| r == *e))
+                .map(|e| (*e).to_owned())
+                .collect()
+        };
+        let row = DeploymentRow {
+            id: new_id("d"),
+            application: group.application.clone(),
+            group_id: group.id.clone(),
+            group_name: group.name.clone(),
+            revision_id: Some(revision_id),
+            revision,
+            state: DeploymentState::InProgress,
+            creator: Creator::User,
+            rollback_of: None,
+            rolled_back_by: None,
+            message: None,
+            rollout: group.rollout,
+            file_exists_behavior,
+            ignore_application_stop_failures: req.ignore_application_stop_failures,
+            events,
+            appspec_path: req.appspec_path,
+            created_ms: now_ms(),
+            ended_ms: None,
+        };
+        let id = row.id.clone();
+        {
+            let _guard = self.lock();
+            self.start_locked(row, &group)?;
+        }
+        self.changed();
+        self.deployment(&id)
+    }
+
+    /// Inserts a deployment with a pending command per target host and hands out the
+    /// first commands. Refuses a second deployment in progress for the group, and a group
+    /// that matches no host.
+    fn start_locked(&self, mut row: DeploymentRow, group: &GroupRow) -> Result<()> {
+        if let Some(busy) = self
+            .store
+            .active_deployments()?
+            .into_iter()
+            .find(|d| d.group_id == group.id)
+        {
+            return Err(EngineError::Conflict(format!(
+                "deployment group {} of application {} already has deployment {} in progress; \
+                 wait for it or stop it first",
+                group.name, group.application, busy.id
+            )));
+        }
+        let now = now_ms();
+        let mut targets: Vec<HostRow> = self
+            .store
+            .hosts()?
+            .into_iter()
+            .filter(|h| {
+                !h.revoked
+                    && matches(&group.tag_filters, &h.tags)
+                    && self.within_lease(h.last_seen_ms, now)
+            })
+            .collect();
+        if targets.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "deployment group {} of application {} matches no host seen in the last {}",
+                group.name,
+                group.application,
+                humantime::format_duration(self.config.host_lease)
+            )));
+        }
+        // Online hosts first, then by name: the rollout starts hosts in this order.
+        targets.sort_by(|a, b| {
+            (!self.online(a, now), &a.name, &a.id).cmp(&(!self.online(b, now), &b.name, &b.id))
+        });
+        let commands: Vec<CommandRow> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, h)| CommandRow {
+                id: new_id("c"),
+                deployment_id: row.id.clone(),
+                host_id: h.id.clone(),
+                host_name: h.name.clone(),
+                position: u32::try_from(i).unwrap_or(u32::MAX),
+                state: CommandState::Pending,
+                current_event: None,
+                failed_event: None,
+                script: None,
+                exit_code: None,
+                error_code: None,
+                message: None,
+                log_tail: None,
+                events: Vec::new(),
+                started_ms: None,
+                ended_ms: None,
+                last_report_ms: None,
+            })
+            .collect();
+        row.state = DeploymentState::InProgress;
+        self.store.insert_deployment(&row, &commands)?;
+        tracing::info!(deployment_id = %row.id, application = %row.application,
+            deployment_group = %row.group_name, hosts = commands.len(),
+            revision = %row.revision.describe(), "deployment created");
+        self.advance_locked(&row.id)
+    }
+
+    /// Applies the rollout decision to a deployment in progress: starts commands, ends
+    /// the deployment, and starts an auto-rollback when it failed.
+    fn advance_locked(&self, id: &str) -> Result<()> {
+        let Some(mut d) = self.store.deployment(id)? else {
+            return Ok(());
+        };
+        if d.state != DeploymentState::InProgress {
+            return Ok(());
+        }
+        let mut commands = self.store.commands(id)?;
+        let states: Vec<HostState> = commands
+            .iter()
+            .map(|c| match c.state {
+                CommandState::Pending => HostState::Pending,
+                CommandState::InProgress => HostState::InProgress,
+                CommandState::Succeeded => HostState::Succeeded,
+                CommandState::Failed
+                | CommandState::Stopped
+                | CommandState::Skipped
+                | CommandState::Unknown => HostState::Failed,
+            })
+            .collect();
+        let decision = match to_rollout(d.rollout) {
+            Some(config) => rollout::decide(config, &states),
+            None => rollout::Decision {
+                start: Vec::new(),
+                outcome: Outcome::Failed(format!("unknown rollout configuration {}", d.rollout)),
+            },
+        };
+        let now = now_ms();
+        let mut changed: Vec<usize> = Vec::new();
+        for &i in &decision.start {
+            if let Some(c) = commands.get_mut(i) {
+                c.state = CommandState::InProgress;
+                c.started_ms = Some(now);
+                changed.push(i);
+            }
+        }
+        let mut failed = false;
+        match decision.outcome {
+            Outcome::Running => {}
+            Outcome::Succeeded => {
+                d.state = DeploymentState::Succeeded;
+                d.ended_ms = Some(now);
+            }
+            Outcome::Failed(why) => {
+                failed = true;
+                d.state = DeploymentState::Failed;
+                d.ended_ms = Some(now);
+                d.message = Some(why);
+                for (i, c) in commands.iter_mut().enumerate() {
+                    if c.state == CommandState::Pending {
+                        c.state = CommandState::Skipped;
+                        c.message = Some("not started: the deployment failed".into());
+                        changed.push(i);
+                    }
+                }
+            }
+        }
+        if changed.is_empty() && d.state == DeploymentState::InProgress {
+            return Ok(());
+        }
+        let changed_rows: Vec<CommandRow> = changed
+            .iter()
+            .filter_map(|&i| commands.get(i).cloned())
+            .collect();
+        self.store.save_deployment(&d, &changed_rows)?;
+        for &i in &decision.start {
+            if let Some(c) = commands.get(i) {
+                tracing::info!(deployment_id = %d.id, host = %c.host_name, command_id = %c.id,
+                    "command handed out");
+                self.wake(&c.host_id);
+            }
+        }
+        if d.state.is_terminal() {
+            tracing::info!(deployment_id = %d.id, state = %d.state,
+                message = d.message.as_deref().unwrap_or(""), "deployment ended");
+        }
+        if failed {
+            self.auto_rollback_locked(d)?;
+        }
+        Ok(())
+    }
+
+    /// When the failed deployment's group enables auto-rollback, starts a deployment of
+    /// the group's last successful revision, linked both ways. A rollback that fails does
+    /// not itself roll back.
+    fn auto_rollback_locked(&self, mut failed: DeploymentRow) -> Result<()> {
+        if failed.creator == Creator::Rollback {
+            return Ok(());
+        }
+        let Some(group) = self.store.group_by_id(&failed.group_id)? else {
+            return Ok(());
+        };
+        if !group.auto_rollback {
+            return Ok(());
+        }
+        let note = |failed: &mut DeploymentRow, what: String| {
+            let base = failed.message.take().unwrap_or_default();
+            failed.message = Some(format!("{base}; {what}"));
+        };
+        let Some(good) = self.store.last_successful_deployment(&group.id)? else {
+            note(
+                &mut failed,
+                "no earlier successful revision to roll back to".into(),
+            );
+            return Ok(self.store.save_deployment(&failed, &[])?);
+        };
+        let rollback = DeploymentRow {
+            id: new_id("d"),
+            creator: Creator::Rollback,
+            rollback_of: Some(failed.id.clone()),
+            rolled_back_by: None,
+            message: None,
+            rollout: group.rollout,
+            state: DeploymentState::InProgress,
+            created_ms: now_ms(),
+            ended_ms: None,
+            group_name: group.name.clone(),
+            ..good
+        };
+        let rollback_id = rollback.id.clone();
+        match self.start_locked(rollback, &group) {
+            Ok(()) => {
+                tracing::info!(deployment_id = %failed.id, rollback = %rollback_id,
+                    "auto-rollback started");
+                failed.rolled_back_by = Some(rollback_id);
+            }
+            Err(e) => note(&mut failed, format!("auto-rollback could not start: {e}")),
+        }
+        Ok(self.store.save_deployment(&failed, &[])?)
+    }
+
+    pub fn stop_deployment(&self, id: &str) -> Result<op::Deployment> {
+        {
+            let _guard = self.lock();
+            let mut d = self
+                .store
+                .deployment(id)?
+                .ok_or_else(|| EngineError::NotFound(format!("no deployment {id}")))?;
+            if d.state.is_terminal() {
+                return Err(EngineError::Conflict(format!(
+                    "deployment {id} already ended ({})",
+                    d.state
+                )));
+            }
+            let now = now_ms();
+            d.state = DeploymentState::Stopped;
+            d.ended_ms = Some(now);
+            d.message = Some("stopped by an operator".into());
+            let skipped: Vec<CommandRow> = self
+                .store
+                .commands(id)?
+                .into_iter()
+                .filter(|c| c.state == CommandState::Pending)
+                .map(|mut c| {
+                    c.state = CommandState::Skipped;
+                    c.message = Some("not started: the deployment was stopped".into());
+                    c
+                })
+                .collect();
+            self.store.save_deployment(&d, &skipped)?;
+            tracing::info!(deployment_id = %id, "deployment stopped");
+        }
+        self.changed();
+        self.deployment(id)
+    }
+
+    pub fn deployment(&self, id: &str) -> Result<op::Deployment> {
+        let d = self
+            .store
+            .deployment(id)?
+            .ok_or_else(|| EngineError::NotFound(format!("no deployment {id}")))?;
+        let commands = self.store.commands(id)?;
+        Ok(deployment_view(d, &commands, true, self.change_seq()))
+    }
+
+    pub fn deployments(&self, application: Option<&str>) -> Result<op::DeploymentList> {
+        if let Some(app) = application {
+            self.app(app)?;
+        }
+        let seq = self.change_seq();
+        let deployments = self
+            .store
+            .deployments(application, 200)?
+            .into_iter()
+            .map(|d| {
+                let commands = self.store.commands(&d.id)?;
+                Ok(deployment_view(d, &commands, false, seq))
+            })
+            .collect::<Result<_>>()?;
+        Ok(op::DeploymentList { deployments })
+    }
+
+    /// Fails commands whose host has been silent past the lease, then lets their
+    /// deployments go on. Returns how many commands it failed.
+    pub fn expire_leases(&self) -> Result<usize> {
+        let now = now_ms();
+        let mut expired = 0;
+        {
+            let _guard = self.lock();
+            let mut deployments = Vec::new();
+            for mut c in self.store.in_progress_commands()? {
+                let seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
+                let last = [c.started_ms, c.last_report_ms, seen]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(0);
+                if self.within_lease(last, now) {
+                    continue;
+                }
+                let Some(d) = self.store.deployment(&c.deployment_id)? else {
+                    continue;
+                };
+                c.state = CommandState::Failed;
+                c.ended_ms = Some(now);
+                c.error_code = Some("host_lost".into());
+                c.message = Some(format!(
+                    "host lost: no report or poll for {}",
+                    humantime::format_duration(self.config.host_lease)
+                ));
+                tracing::warn!(command_id = %c.id, host = %c.host_name, "host lost");
+                self.store.save_deployment(&d, &[c.clone()])?;
+                if !deployments.contains(&c.deployment_id) {
+                    deployments.push(c.deployment_id.clone());
+                }
+                expired += 1;
+            }
+            for id in deployments {
+                self.advance_locked(&id)?;
+            }
+        }
+        if expired > 0 {
+            self.changed();
+        }
+        Ok(expired)
+    }
+
+    /// Re-evaluates every deployment in progress; run at startup so a decision that was
+    /// due when the coordinator stopped is taken now.
+    pub fn resume(&self) -> Result<()> {
+        let _guard = self.lock();
+        for d in self.store.active_deployments()? {
+            self.advance_locked(&d.id)?;
+        }
+        Ok(())
+    }
+}
+
+fn conflict(e: StoreError) -> EngineError {
+    match e {
+        StoreError::Conflict(what) => EngineError::Conflict(format!("{what} already exists")),
+        other => EngineError::Store(other),
+    }
+}
+
+fn revision_info(r: RevisionRow) -> op::RevisionInfo {
+    op::RevisionInfo {
+        id: r.id,
+        application: r.application,
+        revision: r.revision,
+        created_ms: r.created_ms,
+    }
+}
+
+fn deployment_view(
+    d: DeploymentRow,
+    commands: &[CommandRow],
+    with_hosts: bool,
+    change_seq: u64,
+) -> op::Deployment {
+    let mut counts = HostCounts::default();
+    for c in commands {
+        match c.state {
+            CommandState::Pending => counts.pending += 1,
+            CommandState::InProgress => counts.in_progress += 1,
+            CommandState::Succeeded => counts.succeeded += 1,
+            CommandState::Failed | CommandState::Unknown => counts.failed += 1,
+            CommandState::Stopped => counts.stopped += 1,
+            CommandState::Skipped => counts.skipped += 1,
+        }
+    }
+    let hosts = if with_hosts {
+        commands
+            .iter()
+            .map(|c| op::DeploymentHost {
+                host_id: c.host_id.clone(),
+                host_name: c.host_name.clone(),
+                command_id: c.id.clone(),
+                state: c.state,
+                current_event: c.current_event.clone(),
+                failed_event: c.failed_event.clone(),
+                script: c.script.clone(),
+                exit_code: c.exit_code,
+                error_code: c.error_code.clone(),
+                message: c.message.clone(),
+                log_tail: c.log_tail.clone(),
+                events: c.events.clone(),
+                started_ms: c.started_ms,
+                ended_ms: c.ended_ms,
+                last_report_ms: c.last_report_ms,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    op::Deployment {
+        id: d.id,
+        application: d.application,
+        deployment_group: d.group_name,
+        revision_id: d.revision_id,
+        revision: d.revision,
+        state: d.state,
+        creator: d.creator,
+        rollback_of: d.rollback_of,
+        rolled_back_by: d.rolled_back_by,
+        message: d.message,
+        rollout: d.rollout,
+        file_exists_behavior: d.file_exists_behavior,
+        ignore_application_stop_failures: d.ignore_application_stop_failures,
+        events: d.events,
+        created_ms: d.created_ms,
+        ended_ms: d.ended_ms,
+        counts,
+        hosts,
+        change_seq,
+    }
+}

@@ -1,0 +1,196 @@
+//! The coordinator's durable state behind one interface: applications, deployment groups,
+//! hosts, registration tokens, revisions, deployments, commands and event reports.
+//!
+//! [`Store`] is what the engine calls; [`sqlite::SqliteStore`] is the embedded
+//! implementation (one file, WAL). A PostgreSQL store can implement the same trait later
+//! without touching the API or the engine.
+//!
+//! Deliberately not here: any rule. The store saves and loads rows; which rows change and
+//! why is the engine's business, and it serialises its read-modify-write sequences itself.
+//! Every method is blocking: async callers run them on `spawn_blocking`.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use hoist_protocol::agent::Revision;
+use hoist_protocol::operator::{
+    CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, TagFilter,
+};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error while {op}")]
+    Db {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("decoding the stored {what}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("stored {what} has an unknown value {value:?}")]
+    BadValue { what: &'static str, value: String },
+    #[error("creating the data directory {path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database schema version {found} is newer than this coordinator's {supported}")]
+    SchemaTooNew { found: i64, supported: i64 },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRow {
+    pub name: String,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    pub id: String,
+    pub application: String,
+    pub name: String,
+    pub tag_filters: Vec<TagFilter>,
+    pub rollout: RolloutConfig,
+    pub auto_rollback: bool,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRow {
+    pub id: String,
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    pub agent_version: String,
+    /// Hex sha256 of the host secret; the secret itself is never stored.
+    pub secret_sha256: String,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionRow {
+    pub id: String,
+    pub application: String,
+    pub revision: Revision,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRow {
+    pub id: String,
+    pub application: String,
+    pub group_id: String,
+    pub group_name: String,
+    pub revision_id: Option<String>,
+    pub revision: Revision,
+    pub state: DeploymentState,
+    pub creator: Creator,
+    pub rollback_of: Option<String>,
+    pub rolled_back_by: Option<String>,
+    pub message: Option<String>,
+    /// The group's configuration when the deployment was created.
+    pub rollout: RolloutConfig,
+    pub file_exists_behavior: Option<String>,
+    pub ignore_application_stop_failures: bool,
+    pub events: Vec<String>,
+    pub appspec_path: Option<String>,
+    pub created_ms: u64,
+    pub ended_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRow {
+    pub id: String,
+    pub deployment_id: String,
+    pub host_id: String,
+    pub host_name: String,
+    /// Order in which the rollout considers hosts.
+    pub position: u32,
+    pub state: CommandState,
+    pub current_event: Option<String>,
+    pub failed_event: Option<String>,
+    pub script: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+    pub log_tail: Option<String>,
+    pub events: Vec<HostEvent>,
+    pub started_ms: Option<u64>,
+    pub ended_ms: Option<u64>,
+    pub last_report_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    pub command_id: String,
+    pub seq: u64,
+    pub at_ms: u64,
+    pub received_ms: u64,
+    /// The report as received, for the record.
+    pub body_json: String,
+}
+
+/// The coordinator's durable state. Each method is atomic on its own; methods taking
+/// several rows write them in one transaction.
+pub trait Store: Send + Sync + 'static {
+    fn insert_application(&self, app: &AppRow) -> Result<()>;
+    fn applications(&self) -> Result<Vec<AppRow>>;
+    fn application(&self, name: &str) -> Result<Option<AppRow>>;
+
+    fn insert_group(&self, group: &GroupRow) -> Result<()>;
+    fn groups(&self, application: &str) -> Result<Vec<GroupRow>>;
+    fn group(&self, application: &str, name: &str) -> Result<Option<GroupRow>>;
+    fn group_by_id(&self, id: &str) -> Result<Option<GroupRow>>;
+
+    fn insert_registration_token(&self, token_sha256: &str, created_ms: u64) -> Result<()>;
+    fn registration_token_exists(&self, token_sha256: &str) -> Result<bool>;
+
+    fn insert_host(&self, host: &HostRow) -> Result<()>;
+    fn update_host(&self, host: &HostRow) -> Result<()>;
+    fn host(&self, id: &str) -> Result<Option<HostRow>>;
+    fn hosts(&self) -> Result<Vec<HostRow>>;
+
+    fn insert_revision(&self, revision: &RevisionRow) -> Result<()>;
+    fn revision(&self, id: &str) -> Result<Option<RevisionRow>>;
+
+    /// Inserts a deployment with its commands.
+    fn insert_deployment(&self, deployment: &DeploymentRow, commands: &[CommandRow]) -> Result<()>;
+    fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>>;
+    /// Newest first; all applications when `application` is `None`.
+    fn deployments(&self, application: Option<&str>, limit: u32) -> Result<Vec<DeploymentRow>>;
+    /// Deployments still pending or in progress.
+    fn active_deployments(&self) -> Result<Vec<DeploymentRow>>;
+    /// The group's newest successful deployment.
+    fn last_successful_deployment(&self, group_id: &str) -> Result<Option<DeploymentRow>>;
+    /// Writes a deployment and any of its commands in one transaction.
+    fn save_deployment(&self, deployment: &DeploymentRow, commands: &[CommandRow]) -> Result<()>;
+
+    /// A deployment's commands in rollout order.
+    fn commands(&self, deployment_id: &str) -> Result<Vec<CommandRow>>;
+    fn command(&self, id: &str) -> Result<Option<CommandRow>>;
+    /// The host's oldest command in progress.
+    fn in_progress_command_for_host(&self, host_id: &str) -> Result<Option<CommandRow>>;
+    fn in_progress_commands(&self) -> Result<Vec<CommandRow>>;
+    /// Every succeeded command of a host with its deployment, newest first.
+    fn succeeded_commands_of_host(&self, host_id: &str)
+        -> Result<Vec<(DeploymentRow, CommandRow)>>;
+
+    fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool>;
+    /// Records a report and the command it updated, in one transaction. Returns false, and
+    /// writes nothing, when (command, seq) was already recorded.
+    fn insert_report(&self, report: &ReportRow, command: &CommandRow) -> Result<bool>;
+    fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>>;
+}

@@ -1,0 +1,197 @@
+//! The server process itself: generated operator token, config file, TLS, version.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_token_the_first_start_writes_one_and_later_starts_reuse_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start_with(&data, &[], None);
+    let path = data.join("operator-token");
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    assert!(!token.is_empty());
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(server.log().contains("operator-token"), "{}", server.log());
+    hoist_with(&server.url, Some(&token), &["app", "create", "shop"])
+        .await
+        .ok();
+    server.stop();
+    drop(server);
+    let server = Server::start_with(&data, &[], None);
+    let out = hoist_with(&server.url, Some(&token), &["app", "list"]).await;
+    assert!(
+        out.ok().contains("shop"),
+        "data and token survive a restart"
+    );
+}
+
+#[test]
+fn a_config_file_with_an_unknown_key_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.yaml");
+    std::fs::write(&cfg, "listen: 127.0.0.1:0\ndata_dri: /tmp/x\n").unwrap();
+    let out = Command::new(HOIST)
+        .args(["server", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad config is exit 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("data_dri"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_file_sets_the_data_dir_and_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("from-config");
+    let cfg = tmp.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:0\ndata_dir: {}\noperator_token: from-file\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    // --data-dir on the command line wins; the helper passes one, so point it at the same.
+    let server = Server::start_with(&data, &["--config", cfg.to_str().unwrap()], None);
+    hoist_with(&server.url, Some("from-file"), &["app", "create", "x"])
+        .await
+        .ok();
+    assert!(data.join("hoist.db").is_file());
+    assert!(!data.join("operator-token").exists());
+}
+
+#[test]
+fn version_is_printed() {
+    let out = Command::new(HOIST).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hoist "));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_https_with_the_given_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let Some(ca) = make_certificate(tmp.path(), &cert, &key) else {
+        return;
+    };
+    let server = Server::start_with(
+        &tmp.path().join("data"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        Some(TOKEN),
+    );
+    assert!(server.url.starts_with("https://"));
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let resp = http
+        .get(format!("{}/v1/applications", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Plain HTTP to the TLS port gets no API answer.
+    let plain = server.url.replace("https://", "http://");
+    assert!(
+        reqwest::get(format!("{plain}/v1/applications"))
+            .await
+            .is_err()
+            || !reqwest::get(format!("{plain}/v1/applications"))
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+    );
+}
+
+/// A test CA and a certificate for 127.0.0.1 signed by it, made with the openssl CLI;
+/// `None` (with the reason printed) when openssl is not there.
+fn make_certificate(
+    dir: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    let (ca, ca_key, csr, ext) = (
+        dir.join("ca.pem"),
+        dir.join("ca.key"),
+        dir.join("leaf.csr"),
+        dir.join("ext.cnf"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<std::ffi::OsString>> = vec![
+        ["req", "-x509", "-days", "2", "-subj", "/CN=hoist-test-ca"]
+            .iter()
+            .chain(ec.iter())
+            .map(Into::into)
+            .chain([
+                "-keyout".into(),
+                ca_key.clone().into(),
+                "-out".into(),
+                ca.clone().into(),
+            ])
+            .collect(),
+        ["req", "-subj", "/CN=localhost"]
+            .iter()
+            .chain(ec.iter())
+            .map(Into::into)
+            .chain([
+                "-keyout".into(),
+                key.to_owned().into(),
+                "-out".into(),
+                csr.clone().into(),
+            ])
+            .collect(),
+        ["x509", "-req", "-days", "2", "-CAcreateserial"]
+            .iter()
+            .map(Into::into)
+            .chain([
+                "-in".into(),
+                csr.into(),
+                "-CA".into(),
+                ca.clone().into(),
+                "-CAkey".into(),
+                ca_key.into(),
+                "-extfile".into(),
+                ext.into(),
+                "-out".into(),
+                cert.to_owned().into(),
+            ])
+            .collect(),
+    ];
+    for args in steps {
+        match Command::new("openssl").args(&args).output() {
+            Ok(o) if o.status.success() => {}
+            other => {
+                eprintln!("skipping: openssl could not make a test certificate: {other:?}");
+                return None;
+            }
+        }
+    }
+    Some(ca)
+}

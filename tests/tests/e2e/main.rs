@@ -2,4 +2,5 @@
 //! files, processes and users. Run with `cargo test --workspace`.
 
 mod daemon;
+mod fleet;
 mod local_deploy;

@@ -1,0 +1,277 @@
+//! The whole system: the real `hoist server`, real `hoist-agent run` daemons with their own
+//! state directories and tags, and the operator CLI.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hoist_tests::{bin, run, Scratch};
+
+const OPERATOR_TOKEN: &str = "e2e-operator-token";
+
+/// A running `hoist server`, killed on drop.
+struct Coordinator {
+    child: Child,
+    url: String,
+}
+
+impl Coordinator {
+    fn start(data_dir: &Path) -> Coordinator {
+        let mut child = Command::new(bin("hoist"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("HOIST_OPERATOR_TOKEN", OPERATOR_TOKEN)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hoist server");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("hoist server exited before listening")
+                .expect("read stderr");
+            eprintln!("server: {line}");
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr.trim().to_string();
+            }
+        };
+        // Keep draining the server's log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Coordinator {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    fn hoist(&self, args: &[&str]) -> Output {
+        run(Command::new(bin("hoist"))
+            .args(args)
+            .env("HOIST_SERVER", &self.url)
+            .env("HOIST_TOKEN", OPERATOR_TOKEN))
+    }
+
+    fn hoist_ok(&self, args: &[&str]) -> String {
+        let out = self.hoist(args);
+        assert!(out.status.success(), "hoist {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `hoist-agent run`, stopped with SIGTERM on drop.
+struct Agent {
+    child: Child,
+    config: PathBuf,
+    dir: PathBuf,
+}
+
+impl Agent {
+    fn start(s: &Scratch, name: &str, coordinator: &Coordinator, token: &str, tags: &str) -> Agent {
+        let dir = s.join(name);
+        fs::create_dir_all(dir.join("out")).expect("mkdir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(
+            dir.join("hook.env"),
+            format!("OUT={}\n", dir.join("out").display()),
+        )
+        .expect("env");
+        let config = dir.join("agent.yaml");
+        fs::write(
+            &config,
+            format!(
+                "coordinator:\n  url: {}\n  registration_token: {token}\nhost:\n  name: {name}\n  tags: {{{tags}}}\nstate_dir: {}\npoll:\n  wait_secs: 20\n  initial_backoff_ms: 100\n  max_backoff_secs: 1\nhooks:\n  environment_file: {}\n  kill_grace_secs: 2\n  stop_grace_secs: 2\n",
+                coordinator.url,
+                dir.join("state").display(),
+                dir.join("hook.env").display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new(bin("hoist-agent"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("HOIST_LOG", "info")
+            .stderr(fs::File::create(dir.join("agent.log")).expect("log"))
+            .spawn()
+            .expect("start hoist-agent");
+        Agent { child, config, dir }
+    }
+
+    fn events(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("out/events.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = run(Command::new(bin("hoist-agent"))
+            .args(["status", "--json", "--config"])
+            .arg(&self.config));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// A bundle whose hooks append `<event>` to `$OUT/events.log`; `fail_after_install` makes
+/// AfterInstall exit 3 after printing a line.
+fn bundle(dir: &Path, fail_after_install: bool) {
+    fs::create_dir_all(dir.join("scripts")).expect("mkdir");
+    fs::write(
+        dir.join("appspec.yml"),
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStop:\n    - location: scripts/record.sh\n  BeforeInstall:\n    - location: scripts/record.sh\n  AfterInstall:\n    - location: scripts/after.sh\n  ApplicationStart:\n    - location: scripts/record.sh\n  ValidateService:\n    - location: scripts/record.sh\n",
+    )
+    .expect("appspec");
+    let record = "#!/bin/sh\necho \"$LIFECYCLE_EVENT\" >> \"$OUT/events.log\"\necho \"recorded $LIFECYCLE_EVENT of $DEPLOYMENT_ID\"\n";
+    let after = if fail_after_install {
+        "#!/bin/sh\necho \"$LIFECYCLE_EVENT\" >> \"$OUT/events.log\"\necho 'database migration failed: no such table' >&2\nexit 3\n"
+    } else {
+        record
+    };
+    for (name, body) in [("record.sh", record), ("after.sh", after)] {
+        let p = dir.join("scripts").join(name);
+        fs::write(&p, body).expect("script");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_deployment_reaches_the_tagged_hosts_and_a_failing_hook_is_reported_everywhere() {
+    let s = Scratch::new();
+    let coordinator = Coordinator::start(&s.join("coordinator"));
+    coordinator.hoist_ok(&["app", "create", "shop"]);
+    coordinator.hoist_ok(&[
+        "group",
+        "create",
+        "web",
+        "--app",
+        "shop",
+        "--tag",
+        "role=web",
+        "--config",
+        "OneAtATime",
+    ]);
+    let token = coordinator.hoist_ok(&["token", "create"]);
+    assert!(!token.is_empty() && !token.contains('\n'), "{token:?}");
+
+    let web1 = Agent::start(&s, "web-1", &coordinator, &token, "role: web");
+    let web2 = Agent::start(&s, "web-2", &coordinator, &token, "role: web");
+    let db = Agent::start(&s, "db-1", &coordinator, &token, "role: db");
+    wait_for("three hosts online", Duration::from_secs(30), || {
+        let out = coordinator.hoist(&["hosts", "list", "--json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        ["web-1", "web-2", "db-1"].iter().all(|h| text.contains(h))
+    });
+
+    // A good revision reaches both web hosts and not the db host.
+    let good = s.join("good");
+    bundle(&good, false);
+    let revision = coordinator.hoist_ok(&["push", good.to_str().expect("utf-8"), "--app", "shop"]);
+    let t0 = Instant::now();
+    let out = coordinator.hoist(&[
+        "deploy",
+        "create",
+        "--app",
+        "shop",
+        "--group",
+        "web",
+        "--revision",
+        &revision,
+        "--wait",
+    ]);
+    eprintln!("first deployment took {:?}", t0.elapsed());
+    assert_eq!(out.status.code(), Some(0), "deployment failed");
+    let expected = [
+        "BeforeInstall",
+        "AfterInstall",
+        "ApplicationStart",
+        "ValidateService",
+    ];
+    assert_eq!(web1.events(), expected);
+    assert_eq!(web2.events(), expected);
+    assert!(db.events().is_empty(), "the db host is not in the group");
+
+    // A failing AfterInstall fails the deployment; OneAtATime stops after the first host.
+    let bad = s.join("bad");
+    bundle(&bad, true);
+    let revision = coordinator.hoist_ok(&["push", bad.to_str().expect("utf-8"), "--app", "shop"]);
+    let out = coordinator.hoist(&[
+        "deploy",
+        "create",
+        "--app",
+        "shop",
+        "--group",
+        "web",
+        "--revision",
+        &revision,
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a failed deployment exits 1");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let status = coordinator.hoist(&["deploy", "status", &id]);
+    let text = String::from_utf8_lossy(&status.stdout).to_string()
+        + &String::from_utf8_lossy(&status.stderr);
+    for needle in [
+        "AfterInstall",
+        "scripts/after.sh",
+        "3",
+        "database migration failed",
+    ] {
+        assert!(
+            text.contains(needle),
+            "deploy status lacks {needle:?}:\n{text}"
+        );
+    }
+    let second_run = |a: &Agent| a.events().len() > expected.len();
+    let touched: Vec<&Agent> = [&web1, &web2]
+        .into_iter()
+        .filter(|a| second_run(a))
+        .collect();
+    assert_eq!(
+        touched.len(),
+        1,
+        "OneAtATime must stop after the first failed host"
+    );
+    let failed_host = touched[0];
+    assert_eq!(
+        failed_host.events()[expected.len()..],
+        ["ApplicationStop", "BeforeInstall", "AfterInstall"]
+    );
+    let st = failed_host.status();
+    assert_eq!(st["running"], true);
+    let last = &st["groups"][0]["deployments"][0];
+    assert_eq!(last["status"], "failed", "{st}");
+    assert_eq!(last["failed_event"], "AfterInstall");
+    assert_eq!(last["failed_script"], "scripts/after.sh");
+    assert_eq!(last["exit_code"], 3);
+    assert!(last["log_tail"]
+        .as_str()
+        .is_some_and(|t| t.contains("database migration failed")));
+}

@@ -11,6 +11,7 @@
 //! - [`client`]: the only module speaking HTTP to the coordinator.
 //! - [`outbox`]: event reports, durable until acknowledged.
 //! - [`daemon`]: `hoist-agent run`: registration, the long-poll loop, the report sender.
+//! - [`notify`]: telling systemd READY, STOPPING and a status line (`Type=notify`).
 //! - [`status`]: what `hoist-agent status` reads from the state directory.
 //! - [`cli`]: the command line (`run`, `status`, `deploy`, `validate`).
 
@@ -22,6 +23,7 @@ pub mod daemon;
 pub mod deployment;
 pub mod hooks;
 pub mod install;
+pub mod notify;
 pub mod outbox;
 pub mod recovery;
 pub mod state;

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Checks the packages that packaging/build.sh wrote, on this machine, as root:
+# installs both .debs, checks files, modes, conffiles and metadata, runs the installed
+# binaries, verifies the installed systemd units (any output from `systemd-analyze verify`
+# fails), prints their `systemd-analyze security` exposure, inspects both .rpms and installs
+# them into a sandbox root, then removes and purges the .debs and checks what is left.
+#
+# Every check prints "ok: ..." or "FAIL: ..."; the script ends with "N passed, N failed" and
+# exits non-zero when any check failed. It undoes what it did (packages, sandbox root, the
+# `hoist` user when it created it) on every exit.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+root=$PWD
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+case "$target_dir" in /*) ;; *) target_dir=$root/$target_dir ;; esac
+out=$target_dir/packages
+export DEBIAN_FRONTEND=noninteractive
+
+passed=0
+failed=0
+ok() { echo "ok: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+# check DESCRIPTION COMMAND...: runs the command quietly, counts the result.
+check() {
+    local what=$1
+    shift
+    if "$@" >/dev/null 2>&1; then ok "$what"; else fail "$what"; fi
+}
+step() { echo; echo "=== $* ==="; }
+die() { echo "check.sh: $*" >&2; exit 2; }
+
+# mode_is PATH MODE OWNER:GROUP
+mode_is() { [ "$(stat -c '%a %U:%G' "$1" 2>/dev/null)" = "$2 $3" ]; }
+is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
+is_known() { dpkg-query -W -f='${Status}' "$1" >/dev/null 2>&1 && ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'not-installed'; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages)"
+
+# Exactly one package file of each kind.
+one() {
+    local matches=("$out"/$1)
+    [ "${#matches[@]}" -eq 1 ] && [ -f "${matches[0]}" ] || die "expected one $1 in $out (run packaging/build.sh first)"
+    echo "${matches[0]}"
+}
+agent_deb=$(one 'hoist-agent_*.deb') || exit 2
+hoist_deb=$(one 'hoist_*.deb') || exit 2
+agent_rpm=$(one 'hoist-agent-[0-9]*.rpm') || exit 2
+hoist_rpm=$(one 'hoist-[0-9]*.rpm') || exit 2
+
+for pkg in hoist-agent hoist; do
+    if is_known "$pkg"; then
+        echo "purging $pkg left installed by an earlier run"
+        dpkg --purge "$pkg" >/dev/null || die "cannot purge $pkg"
+    fi
+done
+for dir in /var/lib/hoist /var/lib/hoist-coordinator; do
+    [ -e "$dir" ] && die "$dir exists outside the packages; move it away before checking (a purge would delete it)"
+done
+
+user_existed=no
+getent passwd hoist >/dev/null && user_existed=yes
+scratch=$(mktemp -d /tmp/hoist-pkg-check.XXXXXX)
+
+cleanup() {
+    for pkg in hoist-agent hoist; do
+        is_known "$pkg" && dpkg --purge "$pkg" >/dev/null 2>&1
+    done
+    if [ "$user_existed" = no ] && getent passwd hoist >/dev/null; then
+        userdel hoist >/dev/null 2>&1
+        getent group hoist >/dev/null && groupdel hoist >/dev/null 2>&1
+    fi
+    rm -rf "$scratch"
+}
+trap cleanup EXIT
+
+step "install the .debs"
+check "dpkg -i $(basename "$agent_deb")" dpkg -i "$agent_deb"
+check "dpkg -i $(basename "$hoist_deb")" dpkg -i "$hoist_deb"
+check "reinstalling (the upgrade path of the maintainer scripts) succeeds" \
+    dpkg -i "$agent_deb" "$hoist_deb"
+
+step "installed files"
+check "/usr/bin/hoist-agent 0755 root" mode_is /usr/bin/hoist-agent 755 root:root
+check "/usr/bin/hoist 0755 root" mode_is /usr/bin/hoist 755 root:root
+check "/etc/hoist/agent.yaml 0600 root" mode_is /etc/hoist/agent.yaml 600 root:root
+check "/var/lib/hoist 0755 root" mode_is /var/lib/hoist 755 root:root
+check "/lib/systemd/system/hoist-agent.service 0644" mode_is /lib/systemd/system/hoist-agent.service 644 root:root
+check "/lib/systemd/system/hoist-coordinator.service 0644" \
+    mode_is /lib/systemd/system/hoist-coordinator.service 644 root:root
+check "installed units are the ones in systemd/" \
+    cmp /lib/systemd/system/hoist-agent.service systemd/hoist-agent.service
+check "installed default config is packaging/agent.yaml" cmp /etc/hoist/agent.yaml packaging/agent.yaml
+for pkg in hoist-agent hoist; do
+    check "$pkg: README and copyright in /usr/share/doc/$pkg" \
+        test -s "/usr/share/doc/$pkg/README.md" -a -s "/usr/share/doc/$pkg/copyright"
+done
+check "/etc/hoist/agent.yaml is a conffile" \
+    sh -c "dpkg-query -W -f='\${Conffiles}' hoist-agent | grep -q '^ /etc/hoist/agent.yaml '"
+check "hoist-agent Recommends: git, acl" \
+    sh -c "dpkg-query -W -f='\${Recommends}' hoist-agent | grep -qx 'git, acl'"
+check "hoist-agent Depends on libc6" sh -c "dpkg-query -W -f='\${Depends}' hoist-agent | grep -q libc6"
+check "system user hoist exists" getent passwd hoist
+check "/var/lib/hoist-coordinator 0750 hoist" mode_is /var/lib/hoist-coordinator 750 hoist:hoist
+
+step "installed binaries"
+check "hoist-agent --version names itself" sh -c "/usr/bin/hoist-agent --version | grep -q '^hoist-agent '"
+/usr/bin/hoist-agent --version
+check "hoist-agent validate examples/web-app" /usr/bin/hoist-agent validate "$root/examples/web-app"
+check "hoist --version" /usr/bin/hoist --version
+# `status` exits 2 on a config it cannot use and 3 when the daemon does not run.
+status_exit() {
+    /usr/bin/hoist-agent status --config "$1" --state-dir "$scratch/no-state" >/dev/null 2>&1
+    echo $?
+}
+check "the installed default config is accepted" test "$(status_exit /etc/hoist/agent.yaml)" = 3
+# Every commented key uncommented at once (one of the two token keys only) must parse too.
+sed -e '/registration_token_file:/d' -e 's/^#\([a-z_]*:\)/\1/' -e 's/^#\(  \)/\1/' \
+    packaging/agent.yaml >"$scratch/all-keys.yaml"
+check "packaging/agent.yaml with every key uncommented is accepted" \
+    test "$(status_exit "$scratch/all-keys.yaml")" = 3
+check "an unknown key is still rejected (the check above can fail)" \
+    sh -c "printf 'colour: blue\n' >'$scratch/bad.yaml' && test \"\$(/usr/bin/hoist-agent status --config '$scratch/bad.yaml' --state-dir '$scratch/no-state' >/dev/null 2>&1; echo \$?)\" = 2"
+
+step "systemd units"
+for unit in hoist-agent.service hoist-coordinator.service; do
+    output=$(systemd-analyze verify "/lib/systemd/system/$unit" 2>&1)
+    status=$?
+    if [ $status -eq 0 ] && [ -z "$output" ]; then
+        ok "systemd-analyze verify $unit is silent"
+    else
+        fail "systemd-analyze verify $unit (exit $status): $output"
+    fi
+done
+for unit in hoist-agent.service hoist-coordinator.service; do
+    score=$(systemd-analyze security --offline=true "/lib/systemd/system/$unit" 2>&1 | grep 'Overall exposure level')
+    if [ -n "$score" ]; then ok "exposure $score"; else fail "systemd-analyze security $unit printed no score"; fi
+done
+
+step "rpm packages"
+if ! command -v rpm >/dev/null 2>&1; then
+    apt-get install -y -qq rpm >/dev/null || die "cannot install rpm"
+fi
+rpm_lists() { rpm -qpl "$1" 2>/dev/null | grep -qx "$2"; }
+for f in /usr/bin/hoist-agent /usr/lib/systemd/system/hoist-agent.service /etc/hoist/agent.yaml \
+    /usr/share/doc/hoist-agent/README.md; do
+    check "$(basename "$agent_rpm") lists $f" rpm_lists "$agent_rpm" "$f"
+done
+for f in /usr/bin/hoist /usr/lib/systemd/system/hoist-coordinator.service /usr/share/doc/hoist/README.md; do
+    check "$(basename "$hoist_rpm") lists $f" rpm_lists "$hoist_rpm" "$f"
+done
+check "hoist-agent rpm: /etc/hoist/agent.yaml is %config(noreplace)" \
+    sh -c "rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' '$agent_rpm' | grep -qx '/etc/hoist/agent.yaml cn'"
+check "hoist-agent rpm recommends git and acl" \
+    sh -c "rpm -qp --recommends '$agent_rpm' | grep -q '^git' && rpm -qp --recommends '$agent_rpm' | grep -q '^acl'"
+for rpmfile in "$agent_rpm" "$hoist_rpm"; do
+    echo "--- rpm -qpl $(basename "$rpmfile")"
+    rpm -qpl "$rpmfile"
+    echo "--- rpm -qp --scripts $(basename "$rpmfile")"
+    rpm -qp --scripts "$rpmfile" | tee "$scratch/scripts"
+    check "$(basename "$rpmfile") has postinstall, preuninstall and postuninstall scriptlets" \
+        sh -c "grep -q '^postinstall scriptlet' '$scratch/scripts' && grep -q '^preuninstall scriptlet' '$scratch/scripts' && grep -q '^postuninstall scriptlet' '$scratch/scripts'"
+done
+sandbox=$scratch/rpm-root
+mkdir -p "$sandbox"
+check "rpm --initdb in a sandbox root" rpm --root "$sandbox" --initdb
+check "rpm -i both packages into the sandbox root" \
+    rpm --root "$sandbox" -i --nodeps --noscripts "$agent_rpm" "$hoist_rpm"
+check "sandbox: /usr/bin/hoist-agent 0755" mode_is "$sandbox/usr/bin/hoist-agent" 755 root:root
+check "sandbox: /usr/bin/hoist 0755" mode_is "$sandbox/usr/bin/hoist" 755 root:root
+check "sandbox: /etc/hoist/agent.yaml 0600" mode_is "$sandbox/etc/hoist/agent.yaml" 600 root:root
+check "sandbox: hoist-agent.service" test -s "$sandbox/usr/lib/systemd/system/hoist-agent.service"
+check "sandbox: hoist-coordinator.service" test -s "$sandbox/usr/lib/systemd/system/hoist-coordinator.service"
+check "sandbox: the rpm binary runs" "$sandbox/usr/bin/hoist-agent" --version
+
+step "remove, then purge"
+check "dpkg --remove both" dpkg --remove hoist-agent hoist
+check "removal keeps /etc/hoist/agent.yaml" test -f /etc/hoist/agent.yaml
+check "removal keeps /var/lib/hoist" test -d /var/lib/hoist
+check "removal keeps /var/lib/hoist-coordinator" test -d /var/lib/hoist-coordinator
+check "removal takes /usr/bin/hoist-agent" test ! -e /usr/bin/hoist-agent
+check "removal takes the units" \
+    test ! -e /lib/systemd/system/hoist-agent.service -a ! -e /lib/systemd/system/hoist-coordinator.service
+check "dpkg --purge both" dpkg --purge hoist-agent hoist
+for gone in /etc/hoist/agent.yaml /etc/hoist /var/lib/hoist /var/lib/hoist-coordinator \
+    /usr/bin/hoist-agent /usr/bin/hoist /lib/systemd/system/hoist-agent.service \
+    /lib/systemd/system/hoist-coordinator.service /usr/share/doc/hoist-agent /usr/share/doc/hoist \
+    /etc/systemd/system/multi-user.target.wants/hoist-agent.service; do
+    check "purge leaves no $gone" test ! -e "$gone"
+done
+for pkg in hoist-agent hoist; do
+    if is_known "$pkg"; then fail "dpkg still knows $pkg after the purge"; else ok "dpkg no longer knows $pkg"; fi
+done
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -103,6 +103,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
 
     let engine = Engine::new(state.clone(), engine_settings(&config, Some(&host))?);
+    crate::notify::ready();
+    crate::notify::status("polling the coordinator");
     let mut delays = backoff(&config.poll);
     while !shutdown.is_cancelled() {
         let req = PollRequest {
@@ -139,6 +141,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
+    crate::notify::stopping();
     info!("shutting down: sending queued reports");
     // Give queued reports (the stop of an interrupted deployment) a moment to go out; what
     // is not acknowledged stays in the outbox for the next start.

@@ -403,10 +403,10 @@ pub async fn fetch(
                 });
             }
             let request = || {
-                Ok(client
+                client
                     .get(parsed.clone())
                     .header(hoist_protocol::HOST_ID_HEADER, &access.host_id)
-                    .bearer_auth(access.host_secret.expose()))
+                    .bearer_auth(access.host_secret.expose())
             };
             let source = Source {
                 shown,
@@ -460,7 +460,7 @@ pub async fn fetch(
                 if let Some(v) = version_id {
                     action.query_mut().insert("versionId", v.clone());
                 }
-                Ok(client.get(action.sign(settings.s3_presign_ttl)))
+                client.get(action.sign(settings.s3_presign_ttl))
             };
             let source = Source {
                 shown: revision.describe(),
@@ -472,7 +472,7 @@ pub async fn fetch(
         Revision::Url { url, sha256 } => {
             let sha256 = check_sha256(sha256)?;
             let parsed = parse_http_url(url)?;
-            let request = || Ok(client.get(parsed.clone()));
+            let request = || client.get(parsed.clone());
             let source = Source {
                 shown: redact_url(&parsed),
                 sha256: &sha256,
@@ -593,7 +593,8 @@ impl From<FetchError> for AttemptError {
     }
 }
 
-type MakeRequest<'a> = dyn Fn() -> Result<RequestBuilder, FetchError> + 'a;
+/// Builds each attempt's request afresh (an S3 URL is presigned anew).
+type MakeRequest<'a> = dyn Fn() -> RequestBuilder + 'a;
 
 fn backoff(settings: &FetchSettings) -> ExponentialBackoff {
     ExponentialBuilder::new()
@@ -714,7 +715,7 @@ async fn attempt(
     settings: &FetchSettings,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
-    let mut builder = request()?;
+    let mut builder = request();
     if progress.written > 0 {
         builder = builder.header(RANGE, format!("bytes={}-", progress.written));
         if let Some(validator) = &progress.validator {

@@ -1315,3 +1315,59 @@ async fn git_smart_http_v0_server_falls_back_to_a_full_fetch() {
     assert_eq!(posts.len(), 1, "{posts:?}");
     assert!(!posts[0].contains("deepen 1"), "{posts:?}");
 }
+
+#[tokio::test]
+async fn git_timeout_kills_a_hung_fetch() {
+    // A git:// server that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let rev = Revision::Git {
+        repository: format!("git://{addr}/app.git"),
+        commit: "a".repeat(40),
+    };
+    let settings = FetchSettings {
+        git: GitSettings {
+            timeout: Duration::from_millis(500),
+            ..GitSettings::default()
+        },
+        ..settings()
+    };
+    let started = Instant::now();
+    let err = run(&rev, dir.path(), &settings).await.unwrap_err();
+    assert!(
+        matches!(err, FetchError::GitTimeout { op: "fetch", .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!held.lock().unwrap().is_empty(), "git connected");
+    assert_eq!(names(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn http_client_rejects_a_ca_file_without_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for path in [&ca, &missing] {
+        let err =
+            http_client(Some(path), Duration::from_secs(1), Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, FetchError::CaFile { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("reading CA file {}", path.display())
+        );
+    }
+}

@@ -2,24 +2,32 @@
 //! coordinator's bundle store, or a Git repository pinned to a commit.
 //!
 //! Archives are streamed to `WORK_DIR/bundle.part` with the sha256 computed on the way, and
-//! renamed to `WORK_DIR/bundle` only once the digest matches the revision's; a mismatch leaves no
-//! `bundle` behind. Downloads are retried with exponential backoff and jitter on connection
-//! errors, 408, 429 (honouring `Retry-After`) and 5xx, and resumed with `Range` after a dropped
-//! connection. A Git revision is checked out, without `.git`, into the directory
-//! `WORK_DIR/bundle` after the fetched object is confirmed to be exactly the given commit.
+//! renamed to `WORK_DIR/bundle` only once the digest matches the revision's (compared without
+//! regard to case); a mismatch fails with `bundle checksum mismatch: expected …, got …` and
+//! leaves no `bundle` behind. Downloads are retried with exponential backoff and jitter on
+//! connection errors, 408, 429 (honouring `Retry-After`) and 5xx, never on other 4xx, and
+//! resumed with `Range` (plus `If-Range`) after a dropped connection; a server that answers 200
+//! to a range request is read again from the start. The size cap stops a download as soon as it
+//! is exceeded. A Git revision is fetched (shallow where the server serves a bare commit id,
+//! every ref otherwise), confirmed to be exactly the given commit, and checked out without
+//! `.git` into the directory `WORK_DIR/bundle`.
 //!
-//! This module does not extract archives (see [`super::extract`]), build the HTTP client's
-//! policy beyond [`http_client`], or decide where work directories live.
+//! This module does not extract archives (see [`super::extract`]), decide where work
+//! directories live, or fetch over SSH (`git` runs with `GIT_ALLOW_PROTOCOL=file:git:http:https`
+//! and no keys). The size cap applies to archives only.
 //!
 //! Interface (owned by this module):
-//! - [`fetch`]`(revision, work_dir, client, settings, cancel)` → [`Fetched`] or [`FetchError`].
+//! - [`fetch`]`(revision, work_dir, client, settings, cancel)` → [`Fetched`] or [`FetchError`];
+//!   on error nothing named `bundle` or `bundle.part` is left in `work_dir`.
 //! - [`FetchSettings`] with [`S3Settings`] (see [`S3Settings::with_env_defaults`] for the
-//!   `AWS_*` variables), [`CoordinatorAccess`] and [`GitSettings`].
+//!   `AWS_*` variables), [`CoordinatorAccess`] and [`GitSettings`] / [`GitAuth`]; secrets are
+//!   [`Secret`]s, which print as `***`.
 //! - [`http_client`] builds a `reqwest::Client` with an optional extra CA bundle; it keeps
 //!   reqwest's `HTTPS_PROXY`/`NO_PROXY` handling.
 //!
 //! Secrets never reach logs or error messages: URLs are shown without their query string and
-//! user info, and Git credentials travel in the child's environment, never in its arguments.
+//! user info, S3 revisions as `s3://bucket/key`, and Git credentials travel in the child's
+//! environment (a credential helper reading it), never in its arguments.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -234,6 +242,8 @@ pub enum FetchError {
     NotConfigured(&'static str),
     #[error("invalid s3 settings: {0}")]
     S3Settings(String),
+    #[error("invalid git settings: {0}")]
+    GitSettings(String),
     #[error("fetching {url}: server answered {status}{detail}")]
     HttpStatus {
         url: String,
@@ -393,10 +403,10 @@ pub async fn fetch(
                 });
             }
             let request = || {
-                Ok(client
+                client
                     .get(parsed.clone())
                     .header(hoist_protocol::HOST_ID_HEADER, &access.host_id)
-                    .bearer_auth(access.host_secret.expose()))
+                    .bearer_auth(access.host_secret.expose())
             };
             let source = Source {
                 shown,
@@ -450,7 +460,7 @@ pub async fn fetch(
                 if let Some(v) = version_id {
                     action.query_mut().insert("versionId", v.clone());
                 }
-                Ok(client.get(action.sign(settings.s3_presign_ttl)))
+                client.get(action.sign(settings.s3_presign_ttl))
             };
             let source = Source {
                 shown: revision.describe(),
@@ -462,7 +472,7 @@ pub async fn fetch(
         Revision::Url { url, sha256 } => {
             let sha256 = check_sha256(sha256)?;
             let parsed = parse_http_url(url)?;
-            let request = || Ok(client.get(parsed.clone()));
+            let request = || client.get(parsed.clone());
             let source = Source {
                 shown: redact_url(&parsed),
                 sha256: &sha256,
@@ -583,7 +593,8 @@ impl From<FetchError> for AttemptError {
     }
 }
 
-type MakeRequest<'a> = dyn Fn() -> Result<RequestBuilder, FetchError> + 'a;
+/// Builds each attempt's request afresh (an S3 URL is presigned anew).
+type MakeRequest<'a> = dyn Fn() -> RequestBuilder + 'a;
 
 fn backoff(settings: &FetchSettings) -> ExponentialBackoff {
     ExponentialBuilder::new()
@@ -704,7 +715,7 @@ async fn attempt(
     settings: &FetchSettings,
     cancel: &CancellationToken,
 ) -> Result<(), AttemptError> {
-    let mut builder = request()?;
+    let mut builder = request();
     if progress.written > 0 {
         builder = builder.header(RANGE, format!("bytes={}-", progress.written));
         if let Some(validator) = &progress.validator {
@@ -1112,32 +1123,40 @@ fn git_env(home: &Path, repository: &str, settings: &GitSettings) -> Vec<(OsStri
         env.push(("GIT_SSL_CAINFO".into(), ca.as_os_str().to_owned()));
     }
     if let Some(auth) = &settings.auth {
-        // Credentials go to git through GIT_CONFIG_* variables, never through argv (visible
-        // in /proc and in errors), and only for this repository's URL.
+        // Credentials reach git through GIT_CONFIG_* and HOIST_GIT_* variables, never through
+        // argv (visible in /proc and echoed in errors), and only for the repository's host.
         let url = Url::parse(repository)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"));
         if let Some(url) = url {
-            use base64::Engine as _;
-            let header = match auth {
-                GitAuth::Basic { username, password } => format!(
-                    "Authorization: Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{username}:{}", password.expose()))
-                ),
-                GitAuth::Bearer { token } => format!("Authorization: Bearer {}", token.expose()),
-            };
             let mut scope = url;
+            scope.set_path("");
             scope.set_query(None);
             scope.set_fragment(None);
             let _ = scope.set_username("");
             let _ = scope.set_password(None);
+            let scope = scope.as_str().trim_end_matches('/').to_owned();
+            let (key, value) = match auth {
+                // A credential helper rather than a preset header: git sends the credentials
+                // only when challenged, and says "Authentication failed" when they are wrong.
+                GitAuth::Basic { username, password } => {
+                    env.push(("HOIST_GIT_USERNAME".into(), username.into()));
+                    env.push(("HOIST_GIT_PASSWORD".into(), password.expose().into()));
+                    (
+                        format!("credential.{scope}.helper"),
+                        "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \
+                         \"$HOIST_GIT_USERNAME\" \"$HOIST_GIT_PASSWORD\"; }; f"
+                            .to_owned(),
+                    )
+                }
+                GitAuth::Bearer { token } => (
+                    format!("http.{scope}/.extraHeader"),
+                    format!("Authorization: Bearer {}", token.expose()),
+                ),
+            };
             env.push(("GIT_CONFIG_COUNT".into(), "1".into()));
-            env.push((
-                "GIT_CONFIG_KEY_0".into(),
-                format!("http.{scope}.extraHeader").into(),
-            ));
-            env.push(("GIT_CONFIG_VALUE_0".into(), header.into()));
+            env.push(("GIT_CONFIG_KEY_0".into(), key.into()));
+            env.push(("GIT_CONFIG_VALUE_0".into(), value.into()));
         }
     }
     env
@@ -1157,6 +1176,16 @@ async fn fetch_git(
         return Err(FetchError::InvalidRevision(format!(
             "git repository {repository:?} is not a repository location"
         )));
+    }
+    if let Some(GitAuth::Basic { username, password }) = &settings.auth {
+        if [username.as_str(), password.expose()]
+            .iter()
+            .any(|v| v.contains(['\n', '\0']))
+        {
+            return Err(FetchError::GitSettings(
+                "credentials must not contain newlines or NUL".into(),
+            ));
+        }
     }
     let shown = redact_repository(repository);
     let scratch = tempfile::Builder::new()
@@ -1259,19 +1288,14 @@ async fn checkout_commit(
         .map_err(FetchError::io("creating", &dest))?;
     git.check("read-tree", &["read-tree".as_ref(), commit.as_ref()])
         .await?;
-    // checkout-index writes below the prefix exactly, and its trailing slash makes it a
-    // directory.
-    let mut prefix = dest.as_os_str().to_owned();
-    prefix.push("/");
-    let mut prefix_arg = OsString::from("--prefix=");
-    prefix_arg.push(&prefix);
     git.check(
         "checkout-index",
         &[
+            "--work-tree".as_ref(),
+            dest.as_os_str(),
             "checkout-index".as_ref(),
             "--all".as_ref(),
             "--force".as_ref(),
-            prefix_arg.as_os_str(),
         ],
     )
     .await?;
@@ -1279,6 +1303,7 @@ async fn checkout_commit(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -22,7 +22,7 @@ use super::{print_json, table, when, UsageError};
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
     /// Start a deployment of a revision to a deployment group.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Show a deployment with every host's progress.
     Status {
         id: String,

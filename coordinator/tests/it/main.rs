@@ -1,8 +1,11 @@
 //! Integration tests: the real `hoist server` binary on 127.0.0.1 with a free port in a
 //! temp data dir, driven by the real `hoist` CLI and by simulated hosts over HTTP.
 
+#![allow(clippy::unwrap_used)]
+
 mod auth;
 mod bundles;
 mod deploy;
+mod s3;
 mod server;
 mod support;

@@ -15,6 +15,8 @@
 //!
 //! The wire types live in the `hoist-protocol` crate.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod api;
 pub mod bundles;
 pub mod cli;

@@ -6,5 +6,6 @@
 mod auth;
 mod bundles;
 mod deploy;
+mod s3;
 mod server;
 mod support;

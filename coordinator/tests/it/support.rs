@@ -171,7 +171,30 @@ impl Out {
 }
 
 pub async fn hoist_with(server: &str, token: Option<&str>, args: &[&str]) -> Out {
+    hoist_cmd(server, token, args, &[]).await
+}
+
+/// The CLI with the operator token and extra environment variables.
+pub async fn hoist_env(server: &str, args: &[&str], env: &[(&str, String)]) -> Out {
+    hoist_cmd(server, Some(TOKEN), args, env).await
+}
+
+async fn hoist_cmd(
+    server: &str,
+    token: Option<&str>,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Out {
     let mut cmd = tokio::process::Command::new(HOIST);
+    for k in [
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ENDPOINT_URL",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.args(args)
         .env("HOIST_SERVER", server)
         .env_remove("HOIST_TOKEN")

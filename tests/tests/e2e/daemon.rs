@@ -7,15 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hoist_tests::{alive, bin, run, Scratch};
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use hoist_tests::{alive, bin, run, wait_for, Scratch};
 
 fn status_json(config: &Path) -> (Option<i32>, serde_json::Value) {
     let out = run(Command::new(bin("hoist-agent"))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hoist_tests::{bin, run, Scratch};
+use hoist_tests::{bin, run, wait_for, Scratch};
 
 const OPERATOR_TOKEN: &str = "e2e-operator-token";
 
@@ -151,14 +151,6 @@ fn bundle(dir: &Path, fail_after_install: bool) {
         let p = dir.join("scripts").join(name);
         fs::write(&p, body).expect("script");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -32,8 +32,12 @@ die() { echo "check.sh: $*" >&2; exit 2; }
 
 # mode_is PATH MODE OWNER:GROUP
 mode_is() { [ "$(stat -c '%a %U:%G' "$1" 2>/dev/null)" = "$2 $3" ]; }
-is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
-is_known() { dpkg-query -W -f='${Status}' "$1" >/dev/null 2>&1 && ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'not-installed'; }
+# Known to dpkg: installed, or removed with its config files left.
+is_known() {
+    local status
+    status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) && [ -n "$status" ] \
+        && [ "${status%not-installed}" = "$status" ]
+}
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages)"
 
@@ -115,7 +119,7 @@ status_exit() {
 }
 check "the installed default config is accepted" test "$(status_exit /etc/hoist/agent.yaml)" = 3
 # Every commented key uncommented at once (one of the two token keys only) must parse too.
-sed -e '/registration_token_file:/d' -e 's/^#\([a-z_]*:\)/\1/' -e 's/^#\(  \)/\1/' \
+sed -e '/registration_token_file:/d' -e 's/^#\([a-z0-9_]*:\)/\1/' -e 's/^#\(  \)/\1/' \
     packaging/agent.yaml >"$scratch/all-keys.yaml"
 check "packaging/agent.yaml with every key uncommented is accepted" \
     test "$(status_exit "$scratch/all-keys.yaml")" = 3
@@ -141,7 +145,11 @@ step "rpm packages"
 if ! command -v rpm >/dev/null 2>&1; then
     apt-get install -y -qq rpm >/dev/null || die "cannot install rpm"
 fi
-rpm_lists() { rpm -qpl "$1" 2>/dev/null | grep -qx "$2"; }
+# Output is captured first: `grep -q` closing the pipe early would fail the pipeline.
+rpm_lists() {
+    local list
+    list=$(rpm -qpl "$1" 2>/dev/null) && grep -qx "$2" <<<"$list"
+}
 for f in /usr/bin/hoist-agent /usr/lib/systemd/system/hoist-agent.service /etc/hoist/agent.yaml \
     /usr/share/doc/hoist-agent/README.md; do
     check "$(basename "$agent_rpm") lists $f" rpm_lists "$agent_rpm" "$f"
@@ -149,10 +157,11 @@ done
 for f in /usr/bin/hoist /usr/lib/systemd/system/hoist-coordinator.service /usr/share/doc/hoist/README.md; do
     check "$(basename "$hoist_rpm") lists $f" rpm_lists "$hoist_rpm" "$f"
 done
-check "hoist-agent rpm: /etc/hoist/agent.yaml is %config(noreplace)" \
-    sh -c "rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' '$agent_rpm' | grep -qx '/etc/hoist/agent.yaml cn'"
-check "hoist-agent rpm recommends git and acl" \
-    sh -c "rpm -qp --recommends '$agent_rpm' | grep -q '^git' && rpm -qp --recommends '$agent_rpm' | grep -q '^acl'"
+flags=$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$agent_rpm" 2>/dev/null)
+check "hoist-agent rpm: /etc/hoist/agent.yaml is %config(noreplace)" grep -qx '/etc/hoist/agent.yaml cn' <<<"$flags"
+recommends=$(rpm -qp --recommends "$agent_rpm" 2>/dev/null)
+check "hoist-agent rpm recommends git" grep -q '^git' <<<"$recommends"
+check "hoist-agent rpm recommends acl" grep -q '^acl' <<<"$recommends"
 for rpmfile in "$agent_rpm" "$hoist_rpm"; do
     echo "--- rpm -qpl $(basename "$rpmfile")"
     rpm -qpl "$rpmfile"

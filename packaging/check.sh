@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Checks the packages that packaging/build.sh wrote, on this machine, as root:
-# installs both .debs, checks files, modes, conffiles and metadata, runs the installed
-# binaries, runs the maintainer scripts' systemd branches against a recording `systemctl`
-# in a private mount namespace, verifies the installed systemd units (any output from `systemd-analyze verify`
+# Checks the packages that packaging/build.sh wrote, on this machine, as root: installs both
+# .debs, checks files, modes, conffiles and metadata, runs the installed binaries, runs the
+# maintainer scripts' systemd branches against a recording `systemctl` in a private mount
+# namespace, verifies the installed systemd units (any output from `systemd-analyze verify`
 # fails), prints their `systemd-analyze security` exposure, inspects both .rpms and installs
 # them into a sandbox root, then removes and purges the .debs and checks what is left.
 #

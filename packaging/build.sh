@@ -42,6 +42,7 @@ for pkg in hoist-agent hoist-coordinator; do
 done
 
 step "rpm packages"
+# cargo-generate-rpm's -p takes the crate's directory.
 for dir in agent coordinator; do
     cargo generate-rpm -p "$dir" --target-dir "$target_dir" -o "$out/"
 done

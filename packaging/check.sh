@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Checks the packages that packaging/build.sh wrote, on this machine, as root:
-# installs both .debs, checks files, modes, conffiles and metadata, runs the installed
-# binaries, verifies the installed systemd units (any output from `systemd-analyze verify`
+# Checks the packages that packaging/build.sh wrote, on this machine, as root: installs both
+# .debs, checks files, modes, conffiles and metadata, runs the installed binaries, runs the
+# maintainer scripts' systemd branches against a recording `systemctl` in a private mount
+# namespace, verifies the installed systemd units (any output from `systemd-analyze verify`
 # fails), prints their `systemd-analyze security` exposure, inspects both .rpms and installs
 # them into a sandbox root, then removes and purges the .debs and checks what is left.
 #
@@ -32,8 +33,12 @@ die() { echo "check.sh: $*" >&2; exit 2; }
 
 # mode_is PATH MODE OWNER:GROUP
 mode_is() { [ "$(stat -c '%a %U:%G' "$1" 2>/dev/null)" = "$2 $3" ]; }
-is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
-is_known() { dpkg-query -W -f='${Status}' "$1" >/dev/null 2>&1 && ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'not-installed'; }
+# Known to dpkg: installed, or removed with its config files left.
+is_known() {
+    local status
+    status=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) && [ -n "$status" ] \
+        && [ "${status%not-installed}" = "$status" ]
+}
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages)"
 
@@ -115,12 +120,105 @@ status_exit() {
 }
 check "the installed default config is accepted" test "$(status_exit /etc/hoist/agent.yaml)" = 3
 # Every commented key uncommented at once (one of the two token keys only) must parse too.
-sed -e '/registration_token_file:/d' -e 's/^#\([a-z_]*:\)/\1/' -e 's/^#\(  \)/\1/' \
+sed -e '/registration_token_file:/d' -e 's/^#\([a-z0-9_]*:\)/\1/' -e 's/^#\(  \)/\1/' \
     packaging/agent.yaml >"$scratch/all-keys.yaml"
 check "packaging/agent.yaml with every key uncommented is accepted" \
     test "$(status_exit "$scratch/all-keys.yaml")" = 3
 check "an unknown key is still rejected (the check above can fail)" \
     sh -c "printf 'colour: blue\n' >'$scratch/bad.yaml' && test \"\$(/usr/bin/hoist-agent status --config '$scratch/bad.yaml' --state-dir '$scratch/no-state' >/dev/null 2>&1; echo \$?)\" = 2"
+
+step "maintainer scripts under a simulated systemd"
+# Each case runs one maintainer script in a private mount namespace where /run/systemd/system
+# exists (so the scripts believe systemd runs), /etc/hoist and /var/lib/hoist are scratch
+# tmpfs mounts, and `systemctl` is a stand-in that records its arguments; is-active answers
+# from FAKE_ACTIVE. The host's own systemd state is never touched.
+mkdir -p "$scratch/bin"
+cat >"$scratch/bin/systemctl" <<'FAKE'
+#!/bin/sh
+echo "$*" >>"$SYSTEMCTL_LOG"
+[ "$1" = is-active ] && exit "${FAKE_ACTIVE:-3}"
+exit 0
+FAKE
+cat >"$scratch/harness.sh" <<'HARNESS'
+#!/bin/sh
+# harness.sh SYSTEMD(yes|no) CONFIG IN_FLIGHT(path|none) SCRIPT ARGS...
+set -e
+mount -t tmpfs tmpfs /run/systemd
+[ "$1" = yes ] && mkdir /run/systemd/system
+mount -t tmpfs tmpfs /etc/hoist
+cp "$2" /etc/hoist/agent.yaml
+mount -t tmpfs tmpfs /var/lib/hoist
+if [ "$3" != none ]; then mkdir -p "$(dirname "$3")"; echo '{}' >"$3"; fi
+shift 3
+exec "$@"
+HARNESS
+chmod 755 "$scratch/bin/systemctl" "$scratch/harness.sh"
+printf 'state_dir: /var/lib/hoist\n' >"$scratch/plain.yaml"
+printf 'coordinator:\n  url: https://c.example:8443\nstate_dir: /var/lib/hoist\n' >"$scratch/registered.yaml"
+printf "state_dir: '/var/lib/hoist/elsewhere'  # moved\n" >"$scratch/moved.yaml"
+# script_case NAME SYSTEMD CONFIG IN_FLIGHT ACTIVE EXPECTED_CALLS EXPECTED_OUTPUT SCRIPT ARGS...
+script_case() {
+    local name=$1 systemd=$2 config=$3 in_flight=$4 active=$5 want_calls=$6 want_output=$7
+    shift 7
+    local log=$scratch/systemctl.log output calls
+    : >"$log"
+    output=$(SYSTEMCTL_LOG=$log FAKE_ACTIVE=$active PATH="$scratch/bin:$PATH" \
+        unshare --mount --propagation private "$scratch/harness.sh" "$systemd" "$scratch/$config" \
+        "$in_flight" "$@" 2>&1)
+    local status=$?
+    calls=$(paste -sd ';' "$log")
+    if [ $status -ne 0 ]; then
+        fail "$name: exit $status: $output"
+    elif [ "$calls" != "$want_calls" ]; then
+        fail "$name: systemctl calls [$calls], want [$want_calls]"
+    elif [ -n "$want_output" ] && ! grep -q "$want_output" <<<"$output"; then
+        fail "$name: output lacks \"$want_output\": $output"
+    elif [ -z "$want_output" ] && [ -n "$output" ]; then
+        fail "$name: unexpected output: $output"
+    else
+        ok "$name"
+    fi
+}
+deb=packaging/debian/hoist-agent
+rpm=packaging/rpm
+unit=hoist-agent.service
+check "the packaged maintainer scripts are the ones in $deb" sh -c \
+    "dpkg-deb -e '$agent_deb' '$scratch/control' && cmp '$scratch/control/postinst' $deb/postinst && cmp '$scratch/control/prerm' $deb/prerm && cmp '$scratch/control/postrm' $deb/postrm"
+script_case "deb install, no coordinator yet: enable, do not start" yes plain.yaml none 3 \
+    "daemon-reload;enable $unit" "then run: systemctl start hoist-agent" $deb/postinst configure ""
+script_case "deb install, coordinator configured: enable and start" yes registered.yaml none 3 \
+    "daemon-reload;enable $unit;start $unit" "" $deb/postinst configure ""
+script_case "deb upgrade, agent idle: restart" yes plain.yaml none 0 \
+    "daemon-reload;is-active --quiet $unit;restart $unit" "" $deb/postinst configure 0.0.1
+script_case "deb upgrade, deployment in flight: no restart, says so" yes plain.yaml \
+    /var/lib/hoist/in-flight.json 0 "daemon-reload;is-active --quiet $unit" \
+    "takes effect at the next restart" $deb/postinst configure 0.0.1
+script_case "deb upgrade, in flight under a configured state_dir: no restart" yes moved.yaml \
+    /var/lib/hoist/elsewhere/in-flight.json 0 "daemon-reload;is-active --quiet $unit" \
+    "takes effect at the next restart" $deb/postinst configure 0.0.1
+script_case "deb upgrade, agent stopped: stays stopped" yes plain.yaml none 3 \
+    "daemon-reload;is-active --quiet $unit" "" $deb/postinst configure 0.0.1
+script_case "deb install without systemd: no systemctl call" no registered.yaml none 3 \
+    "" "" $deb/postinst configure ""
+script_case "deb remove: stop and disable" yes plain.yaml none 0 \
+    "stop $unit;disable $unit" "" $deb/prerm remove
+script_case "deb upgrade: prerm leaves the agent running" yes plain.yaml none 0 \
+    "" "" $deb/prerm upgrade 0.2.0
+script_case "rpm install: enable, do not start without a coordinator" yes plain.yaml none 3 \
+    "daemon-reload;enable $unit" "then run: systemctl start hoist-agent" sh $rpm/hoist-agent.post.sh 1
+script_case "rpm upgrade: post does not restart" yes plain.yaml none 0 \
+    "daemon-reload" "" sh $rpm/hoist-agent.post.sh 2
+script_case "rpm upgrade, agent idle: postun restarts" yes plain.yaml none 0 \
+    "daemon-reload;is-active --quiet $unit;restart $unit" "" sh $rpm/hoist-agent.postun.sh 1
+script_case "rpm upgrade, deployment in flight: no restart" yes plain.yaml \
+    /var/lib/hoist/in-flight.json 0 "daemon-reload;is-active --quiet $unit" \
+    "takes effect at the next restart" sh $rpm/hoist-agent.postun.sh 1
+script_case "rpm remove: stop and disable" yes plain.yaml none 0 \
+    "stop $unit;disable $unit" "" sh $rpm/hoist-agent.preun.sh 0
+script_case "rpm upgrade: preun leaves the agent running" yes plain.yaml none 0 \
+    "" "" sh $rpm/hoist-agent.preun.sh 1
+script_case "rpm remove: postun only reloads" yes plain.yaml none 3 \
+    "daemon-reload" "" sh $rpm/hoist-agent.postun.sh 0
 
 step "systemd units"
 for unit in hoist-agent.service hoist-coordinator.service; do
@@ -139,9 +237,14 @@ done
 
 step "rpm packages"
 if ! command -v rpm >/dev/null 2>&1; then
-    apt-get install -y -qq rpm >/dev/null || die "cannot install rpm"
+    apt-get install -y -qq rpm >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq rpm >/dev/null; } || die "cannot install rpm"
 fi
-rpm_lists() { rpm -qpl "$1" 2>/dev/null | grep -qx "$2"; }
+# Output is captured first: `grep -q` closing the pipe early would fail the pipeline.
+rpm_lists() {
+    local list
+    list=$(rpm -qpl "$1" 2>/dev/null) && grep -qx "$2" <<<"$list"
+}
 for f in /usr/bin/hoist-agent /usr/lib/systemd/system/hoist-agent.service /etc/hoist/agent.yaml \
     /usr/share/doc/hoist-agent/README.md; do
     check "$(basename "$agent_rpm") lists $f" rpm_lists "$agent_rpm" "$f"
@@ -149,10 +252,11 @@ done
 for f in /usr/bin/hoist /usr/lib/systemd/system/hoist-coordinator.service /usr/share/doc/hoist/README.md; do
     check "$(basename "$hoist_rpm") lists $f" rpm_lists "$hoist_rpm" "$f"
 done
-check "hoist-agent rpm: /etc/hoist/agent.yaml is %config(noreplace)" \
-    sh -c "rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' '$agent_rpm' | grep -qx '/etc/hoist/agent.yaml cn'"
-check "hoist-agent rpm recommends git and acl" \
-    sh -c "rpm -qp --recommends '$agent_rpm' | grep -q '^git' && rpm -qp --recommends '$agent_rpm' | grep -q '^acl'"
+flags=$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$agent_rpm" 2>/dev/null)
+check "hoist-agent rpm: /etc/hoist/agent.yaml is %config(noreplace)" grep -qx '/etc/hoist/agent.yaml cn' <<<"$flags"
+recommends=$(rpm -qp --recommends "$agent_rpm" 2>/dev/null)
+check "hoist-agent rpm recommends git" grep -q '^git' <<<"$recommends"
+check "hoist-agent rpm recommends acl" grep -q '^acl' <<<"$recommends"
 for rpmfile in "$agent_rpm" "$hoist_rpm"; do
     echo "--- rpm -qpl $(basename "$rpmfile")"
     rpm -qpl "$rpmfile"

@@ -87,6 +87,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         info.version
     );
 
+    // Ready once the lock is held and recovery is done: waiting for the coordinator here
+    // would make an unreachable coordinator fail the service start.
+    crate::notify::ready();
     let running: Running = Arc::new(Mutex::new(None));
     let Some(host) = register(&config, &state, &client, &shutdown).await? else {
         return Ok(Stopped::Signal);
@@ -103,7 +106,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
 
     let engine = Engine::new(state.clone(), engine_settings(&config, Some(&host))?);
-    crate::notify::ready();
     crate::notify::status("polling the coordinator");
     let mut delays = backoff(&config.poll);
     while !shutdown.is_cancelled() {

@@ -78,31 +78,21 @@ pub struct Client {
 }
 
 impl Client {
-    /// Builds the HTTP client from the agent config. `coordinator` must be configured.
+    /// Builds the agent's HTTP client from the config (custom CA, proxy); `coordinator`
+    /// must be configured. Bundle downloads share it (see [`Client::http`]).
     pub fn new(config: &Config) -> anyhow::Result<Client> {
         let coordinator = config
             .coordinator
             .as_ref()
             .context("the config has no coordinator section")?;
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("hoist-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &coordinator.ca_file {
-            let pem =
-                std::fs::read(ca).with_context(|| format!("reading CA file {}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("parsing CA file {}", ca.display()))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if let Some(proxy) = &config.proxy {
-            let proxy = reqwest::Proxy::all(proxy)
-                .with_context(|| format!("invalid proxy URL {proxy:?}"))?
-                .no_proxy(reqwest::NoProxy::from_env());
-            builder = builder.proxy(proxy);
-        }
-        let http = builder.build().context("building the HTTP client")?;
+        // A long poll is silent until it answers, so reads may idle a little longer than it.
+        let read_timeout = Duration::from_secs(config.poll.wait_secs.max(45) + 15);
+        let http = crate::bundle::fetch::http_client(
+            coordinator.ca_file.as_deref(),
+            config.proxy.as_deref(),
+            Duration::from_secs(10),
+            read_timeout,
+        )?;
         Ok(Client {
             http,
             base: coordinator.url.trim_end_matches('/').to_string(),

@@ -36,6 +36,18 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -329,22 +341,21 @@ impl Config {
         host: Option<&crate::client::HostCredentials>,
     ) -> crate::bundle::fetch::FetchSettings {
         use crate::bundle::fetch::{self, CoordinatorAccess, GitAuth, S3Settings};
-        let secret = |s: &Secret| fetch::Secret::new(s.expose());
         let s3 = S3Settings {
             endpoint: self.s3.endpoint.clone(),
             region: self.s3.region.clone(),
             // Custom endpoints (MinIO, Garage, Ceph) are usually path-style.
             path_style: self.s3.path_style.unwrap_or(self.s3.endpoint.is_some()),
             access_key_id: self.s3.access_key_id.clone(),
-            secret_access_key: self.s3.secret_access_key.as_ref().map(secret),
-            session_token: self.s3.session_token.as_ref().map(secret),
+            secret_access_key: self.s3.secret_access_key.clone(),
+            session_token: self.s3.session_token.clone(),
         }
         .with_env_defaults();
         let mut git = fetch::GitSettings::default();
         if let (Some(username), Some(password)) = (&self.git.username, &self.git.password) {
             git.auth = Some(GitAuth::Basic {
                 username: username.clone(),
-                password: secret(password),
+                password: password.clone(),
             });
         }
         git.ca_file = self.coordinator.as_ref().and_then(|c| c.ca_file.clone());
@@ -354,7 +365,7 @@ impl Config {
                 (Some(c), Some(h)) => Some(CoordinatorAccess {
                     base_url: c.url.trim_end_matches('/').to_string(),
                     host_id: h.host_id.clone(),
-                    host_secret: fetch::Secret::new(h.host_secret.clone()),
+                    host_secret: Secret::new(h.host_secret.clone()),
                 }),
                 _ => None,
             },

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::bundle::fetch;
 use crate::client::{Client, ClientError, HostCredentials};
 use crate::config::Config;
 use crate::deployment::{
@@ -105,7 +104,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sender_stop.clone(),
     ));
 
-    let engine = Engine::new(state.clone(), engine_settings(&config, Some(&host))?);
+    let engine = Engine::new(
+        state.clone(),
+        engine_settings(&config, Some((&client, &host))),
+    );
     crate::notify::status("polling the coordinator");
     let mut delays = backoff(&config.poll);
     while !shutdown.is_cancelled() {
@@ -157,34 +159,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(Stopped::Signal)
 }
 
-/// The engine's settings from the config; with `host`, it can fetch remote revisions too.
+/// The engine's settings from the config; with a client and `host`, it can fetch remote
+/// revisions too, over the same HTTP client as the coordinator's API.
 pub fn engine_settings(
     config: &Config,
-    host: Option<&HostCredentials>,
-) -> anyhow::Result<EngineSettings> {
-    let fetch = match host {
-        None => None,
-        Some(host) => Some(FetchContext {
-            client: fetch::http_client(
-                config
-                    .coordinator
-                    .as_ref()
-                    .and_then(|c| c.ca_file.as_deref()),
-                Duration::from_secs(10),
-                Duration::from_secs(60),
-            )
-            .context("building the download client")?,
-            settings: config.fetch_settings(Some(host)),
-        }),
-    };
-    Ok(EngineSettings {
+    remote: Option<(&Client, &HostCredentials)>,
+) -> EngineSettings {
+    EngineSettings {
         kill_grace: config.hooks.kill_grace(),
         stop_grace: config.hooks.stop_grace(),
         environment_file: config.hooks.environment_file.clone(),
         limits: config.bundles.extract_limits(),
         keep: config.deployments.keep,
-        fetch,
-    })
+        fetch: remote.map(|(client, host)| FetchContext {
+            client: client.http().clone(),
+            settings: config.fetch_settings(Some(host)),
+        }),
+    }
 }
 
 /// Exponential delays with jitter from `initial_backoff_ms` up to `max_backoff_secs`.
@@ -197,9 +188,10 @@ fn backoff(poll: &crate::config::PollConfig) -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// Records a successful exchange with the coordinator, or the error of a failed one (keeping
+/// the time of the last success), for `hoist-agent status`.
 fn note_contact(state: &StateDir, error: Option<&ClientError>) {
     let path = state.root().join("contact.json");
-    let previous = state::read_json::<Contact>(&path).ok().flatten();
     let contact = match error {
         None => Contact {
             schema_version: SCHEMA_VERSION,
@@ -208,8 +200,12 @@ fn note_contact(state: &StateDir, error: Option<&ClientError>) {
         },
         Some(e) => Contact {
             schema_version: SCHEMA_VERSION,
-            at_ms: previous.map(|p| p.at_ms).unwrap_or(0),
-            last_error: Some(format!("{:#}", anyhow::Error::msg(e.to_string()))),
+            at_ms: state::read_json::<Contact>(&path)
+                .ok()
+                .flatten()
+                .map(|p| p.at_ms)
+                .unwrap_or(0),
+            last_error: Some(crate::error_chain(e)),
         },
     };
     if let Err(e) = state::write_json(&path, &contact) {
@@ -302,6 +298,9 @@ async fn run_command(
         error!("recording command {}: {e:#}", command.command_id);
         return;
     }
+    if let Some(dir) = seen_path.parent() {
+        forget_old_commands(dir);
+    }
     let abort = CancellationToken::new();
     if let Ok(mut r) = running.lock() {
         *r = Some((command.command_id.clone(), abort.clone()));
@@ -310,7 +309,7 @@ async fn run_command(
         outbox: outbox.clone(),
         command_id: command.command_id.clone(),
     };
-    let completed = match request_from(&command, engine) {
+    let completed = match request_from(&command) {
         Err(message) => ReportBody::Completed {
             status: CommandStatus::Failed,
             failed_event: None,
@@ -350,8 +349,30 @@ async fn run_command(
     }
 }
 
+/// How long a handled command is remembered; the coordinator never hands one out again
+/// after its completion was acknowledged, which takes seconds, not weeks.
+const SEEN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Removes markers of commands handled longer than [`SEEN_FOR`] ago.
+fn forget_old_commands(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > SEEN_FOR);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Turns a command into a deployment request, or says why it cannot run.
-fn request_from(command: &Command, engine: &Engine) -> Result<DeploymentRequest, String> {
+fn request_from(command: &Command) -> Result<DeploymentRequest, String> {
     let events = command
         .events
         .iter()
@@ -391,7 +412,6 @@ fn request_from(command: &Command, engine: &Engine) -> Result<DeploymentRequest,
         }
         Revision::Coordinator { .. } | Revision::Url { .. } => {}
     }
-    let _ = engine;
     Ok(DeploymentRequest {
         deployment_id: command.deployment_id.clone(),
         command_id: Some(command.command_id.clone()),

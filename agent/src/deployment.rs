@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
 use crate::bundle::fetch::{self, FetchError, Fetched};
-use crate::hooks::{self, HookLog, HookOutcome, ScriptRun};
+use crate::hooks::{self, HookLog, HookOutcome, LogFields, ScriptRun};
 use crate::install::{self, InstalledFiles};
 use crate::state::{
     self, DeploymentRecord, EventRecord, InFlight, LastSuccess, RecordStatus, StateDir,
@@ -196,6 +196,12 @@ impl Engine {
         let log = Arc::new(HookLog::open(&log_path).map_err(|e| {
             anyhow::Error::new(e).context(format!("opening hook log {}", log_path.display()))
         })?);
+        log.set_fields(LogFields {
+            deployment_id: req.deployment_id.clone(),
+            application: req.application.clone(),
+            deployment_group: req.group.clone(),
+            lifecycle_event: String::new(),
+        });
         let started_at_ms = state::now_ms();
         let mut record = DeploymentRecord {
             schema_version: SCHEMA_VERSION,
@@ -250,6 +256,7 @@ impl Engine {
             in_flight.pgid = None;
             state::write_json(&self.state.in_flight_path(), &in_flight)?;
 
+            log.set_event(event.as_str());
             observer.event_started(event);
             info!(deployment_id = %req.deployment_id, application = %req.application, deployment_group = %req.group, lifecycle_event = %event, "lifecycle event started");
             log.note(&format!("{event} started"));
@@ -584,7 +591,10 @@ impl Engine {
                 stopped: true,
                 ..Step::failed(ErrorCode::Aborted, "download stopped")
             }),
-            Err(e) => Err(Step::failed(ErrorCode::BundleFetchFailed, error_chain(&e))),
+            Err(e) => Err(Step::failed(
+                ErrorCode::BundleFetchFailed,
+                crate::error_chain(&e),
+            )),
         }
     }
 
@@ -754,7 +764,7 @@ fn install_step(
             ErrorCode::InstallFailed,
             format!(
                 "removing the previous revision's files: {}",
-                error_chain(&e)
+                crate::error_chain(&e)
             ),
         ));
     }
@@ -769,7 +779,10 @@ fn install_step(
     // Written whatever the outcome: the next deployment must remove what this one placed.
     state::write_json(record_path, &record)?;
     if let Err(e) = result {
-        return Ok(Step::failed(ErrorCode::InstallFailed, error_chain(&e)));
+        return Ok(Step::failed(
+            ErrorCode::InstallFailed,
+            crate::error_chain(&e),
+        ));
     }
     log.note(&format!(
         "installed {} paths (file_exists_behavior {})",
@@ -777,7 +790,10 @@ fn install_step(
         behavior.as_str()
     ));
     if let Err(e) = install::apply_permissions(spec, &record) {
-        return Ok(Step::failed(ErrorCode::InstallFailed, error_chain(&e)));
+        return Ok(Step::failed(
+            ErrorCode::InstallFailed,
+            crate::error_chain(&e),
+        ));
     }
     Ok(Step::ok())
 }
@@ -844,18 +860,6 @@ fn join_diagnostics(d: &[hoist_appspec::Diagnostic]) -> String {
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// An error and its sources on one line, as `{:#}` prints for anyhow.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -99,6 +99,18 @@ pub enum HookOutcome {
 pub struct HookLog {
     path: PathBuf,
     inner: Mutex<LogInner>,
+    /// Structured fields every logged line carries (the journal's DEPLOYMENT_ID, ...).
+    fields: Mutex<LogFields>,
+}
+
+/// What a hook log's lines are about, for the structured log.
+#[derive(Debug, Clone, Default)]
+pub struct LogFields {
+    pub deployment_id: String,
+    pub application: String,
+    pub deployment_group: String,
+    /// The lifecycle event running now; set by the deployment before each event.
+    pub lifecycle_event: String,
 }
 
 struct LogInner {
@@ -126,7 +138,31 @@ impl HookLog {
                 tail_bytes: 0,
                 write_failed: false,
             }),
+            fields: Mutex::new(LogFields::default()),
         })
+    }
+
+    /// Sets the fields every later line carries in the structured log.
+    pub fn set_fields(&self, fields: LogFields) {
+        *self
+            .fields
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fields;
+    }
+
+    /// Sets the lifecycle event of every later line.
+    pub fn set_event(&self, event: &str) {
+        self.fields
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .lifecycle_event = event.to_string();
+    }
+
+    fn fields(&self) -> LogFields {
+        self.fields
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub fn path(&self) -> &Path {
@@ -161,13 +197,30 @@ impl HookLog {
 
     /// A line about one script, written by the agent.
     fn note_script(&self, label: &str, line: &str) {
-        tracing::info!(script = %label, "{line}");
+        let f = self.fields();
+        tracing::info!(
+            deployment_id = %f.deployment_id,
+            application = %f.application,
+            deployment_group = %f.deployment_group,
+            lifecycle_event = %f.lifecycle_event,
+            script = %label,
+            "{line}"
+        );
         self.write(format!("{} [{}] hoist| {}", timestamp(), label, line));
     }
 
     /// A line of a script's output.
     fn output_line(&self, label: &str, stream: Stream, line: &str) {
-        tracing::info!(script = %label, stream = stream.name(), "{line}");
+        let f = self.fields();
+        tracing::info!(
+            deployment_id = %f.deployment_id,
+            application = %f.application,
+            deployment_group = %f.deployment_group,
+            lifecycle_event = %f.lifecycle_event,
+            script = %label,
+            stream = stream.name(),
+            "{line}"
+        );
         self.write(format!(
             "{} [{}] {}| {}",
             timestamp(),
@@ -989,6 +1042,66 @@ fn parse_environment_line(line: &str) -> anyhow::Result<(String, String)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The (name, value) pairs of one tracing event.
+    type Fields = Vec<(String, String)>;
+
+    /// Records the fields of every tracing event.
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<Mutex<Vec<Fields>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Visit(Vec<(String, String)>);
+            impl tracing::field::Visit for Visit {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push((f.name().to_string(), format!("{v:?}")));
+                }
+            }
+            let mut visit = Visit(Vec::new());
+            event.record(&mut visit);
+            self.0.lock().unwrap().push(visit.0);
+        }
+    }
+
+    #[test]
+    fn output_lines_carry_the_deployment_and_event_as_fields() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let log = HookLog::open(&dir.path().join("hooks.log")).unwrap();
+        log.set_fields(LogFields {
+            deployment_id: "d-1".into(),
+            application: "shop".into(),
+            deployment_group: "web".into(),
+            lifecycle_event: String::new(),
+        });
+        log.set_event("AfterInstall");
+        tracing::subscriber::with_default(subscriber, || {
+            log.output_line("AfterInstall run.sh", Stream::Stdout, "hello");
+            log.note_script("AfterInstall run.sh", "exited 0");
+        });
+        let events = capture.0.lock().unwrap().clone();
+        assert_eq!(events.len(), 2);
+        for fields in &events {
+            for (name, value) in [
+                ("deployment_id", "d-1"),
+                ("application", "shop"),
+                ("deployment_group", "web"),
+                ("lifecycle_event", "AfterInstall"),
+            ] {
+                assert!(
+                    fields.iter().any(|(n, v)| n == name && v == value),
+                    "{name}={value} missing from {fields:?}"
+                );
+            }
+        }
+    }
 
     fn check(text: &str, expected: &[(&str, &str)]) {
         let got = parse_environment(text).unwrap();

@@ -28,3 +28,16 @@ pub mod outbox;
 pub mod recovery;
 pub mod state;
 pub mod status;
+
+/// An error and its sources on one line, as anyhow's `{:#}` prints them, for errors held by
+/// reference or kept as text in records and reports.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -136,7 +136,7 @@ impl Status {
             groups.push(GroupStatus { group, deployments });
         }
         Ok(Status {
-            running: pid.is_some() && daemon.is_some(),
+            running: daemon.is_some(),
             pid: daemon.as_ref().map(|d| d.pid),
             uptime_secs: daemon
                 .as_ref()

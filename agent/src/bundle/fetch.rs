@@ -30,7 +30,6 @@
 //! environment (a credential helper reading it), never in its arguments.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
@@ -52,38 +51,8 @@ pub const BUNDLE_NAME: &str = "bundle";
 /// File name of an archive while it is being downloaded.
 pub const PART_NAME: &str = "bundle.part";
 
-/// A secret string whose `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(value)
-    }
-}
+/// Secrets (S3 keys, host secret, Git passwords) print as `***`; the config's type is shared.
+pub use crate::config::Secret;
 
 /// Everything [`fetch`] needs besides the revision and the HTTP client.
 #[derive(Debug, Clone)]
@@ -160,8 +129,8 @@ impl S3Settings {
                 (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
             {
                 self.access_key_id = Some(key);
-                self.secret_access_key = Some(Secret(secret));
-                self.session_token = var("AWS_SESSION_TOKEN").map(Secret);
+                self.secret_access_key = Some(Secret::new(secret));
+                self.session_token = var("AWS_SESSION_TOKEN").map(Secret::new);
             }
         }
         if self.region.is_none() {
@@ -308,6 +277,12 @@ pub enum FetchError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("invalid proxy URL {url:?}")]
+    Proxy {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("building the HTTP client")]
     Client(#[source] reqwest::Error),
 }
@@ -325,11 +300,13 @@ impl FetchError {
     }
 }
 
-/// A client for bundle downloads: an idle-read timeout rather than a total one (bundles can be
-/// large), an optional PEM bundle of extra CAs, and reqwest's proxy handling from the
-/// environment (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+/// The agent's one HTTP client, for bundle downloads and (through `client`) the coordinator's
+/// API: an idle-read timeout rather than a total one (bundles can be large; API calls set
+/// their own per-request limits), an optional PEM bundle of extra CAs, and a proxy from the
+/// config or else reqwest's handling of `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
 pub fn http_client(
     ca_file: Option<&Path>,
+    proxy: Option<&str>,
     connect_timeout: Duration,
     read_timeout: Duration,
 ) -> Result<reqwest::Client, FetchError> {
@@ -337,6 +314,15 @@ pub fn http_client(
         .user_agent(concat!("hoist-agent/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(connect_timeout)
         .read_timeout(read_timeout);
+    if let Some(url) = proxy {
+        let proxy = reqwest::Proxy::all(url)
+            .map_err(|source| FetchError::Proxy {
+                url: url.to_string(),
+                source,
+            })?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| FetchError::CaFile {
             path: path.to_path_buf(),

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Exit;
 use crate::config::Config;
 use crate::deployment::{
-    DeploymentRequest, Engine, EngineSettings, EventResult, FetchContext, Observer, Source, Stop,
+    DeploymentRequest, Engine, EventResult, FetchContext, Observer, Source, Stop,
 };
 use crate::recovery;
 use crate::state::{self, HostLock, RecordStatus, StateDir};
@@ -150,30 +150,20 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         ignore_application_stop_failures: args.ignore_application_stop_failures,
         bundle_env: Vec::new(),
     };
-    // Local deployments fetch only plain URLs, with no coordinator credentials.
-    let fetch = if remote.is_some() {
-        Some(FetchContext {
+    let mut settings = crate::daemon::engine_settings(&config, None);
+    if remote.is_some() {
+        // Local deployments fetch only plain URLs, with no coordinator credentials.
+        settings.fetch = Some(FetchContext {
             client: crate::bundle::fetch::http_client(
                 None,
+                config.proxy.as_deref(),
                 Duration::from_secs(10),
                 Duration::from_secs(60),
             )?,
             settings: config.fetch_settings(None),
-        })
-    } else {
-        None
-    };
-    let engine = Engine::new(
-        state,
-        EngineSettings {
-            kill_grace: config.hooks.kill_grace(),
-            stop_grace: config.hooks.stop_grace(),
-            environment_file: config.hooks.environment_file.clone(),
-            limits: config.bundles.extract_limits(),
-            keep: config.deployments.keep,
-            fetch,
-        },
-    );
+        });
+    }
+    let engine = Engine::new(state, settings);
     println!(
         "Deploying {} (application {application}, group {}, deployment {deployment_id})",
         bundle.display(),

@@ -48,7 +48,7 @@ fn settings() -> FetchSettings {
 }
 
 fn client() -> reqwest::Client {
-    http_client(None, Duration::from_secs(5), Duration::from_secs(10)).unwrap()
+    http_client(None, None, Duration::from_secs(5), Duration::from_secs(10)).unwrap()
 }
 
 /// The names in `dir`, sorted.
@@ -1362,8 +1362,13 @@ fn http_client_rejects_a_ca_file_without_certificates() {
     std::fs::write(&ca, "not a certificate\n").unwrap();
     let missing = dir.path().join("missing.pem");
     for path in [&ca, &missing] {
-        let err =
-            http_client(Some(path), Duration::from_secs(1), Duration::from_secs(1)).unwrap_err();
+        let err = http_client(
+            Some(path),
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(matches!(err, FetchError::CaFile { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),

@@ -25,15 +25,8 @@ async fn one_host_cannot_see_or_report_another_hosts_command() {
     let a = SimHost::register(&server.url, &reg, "web-a", tags(&[("role", "web")])).await;
     let b = SimHost::register(&server.url, &reg, "web-b", tags(&[("role", "other")])).await;
     let rev = server
-        .hoist(&[
-            "push",
-            bundle_dir(tmp.path(), "v1").to_str().unwrap(),
-            "--app",
-            "shop",
-        ])
-        .await
-        .ok()
-        .to_owned();
+        .push(bundle_dir(tmp.path(), "v1").to_str().unwrap(), "shop")
+        .await;
     server
         .hoist(&[
             "deploy",
@@ -125,29 +118,9 @@ async fn a_duplicated_event_report_is_recorded_once() {
     let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
     let a = SimHost::register(&server.url, &reg, "web-a", tags(&[("role", "web")])).await;
     let rev = server
-        .hoist(&[
-            "push",
-            bundle_dir(tmp.path(), "v1").to_str().unwrap(),
-            "--app",
-            "shop",
-        ])
-        .await
-        .ok()
-        .to_owned();
-    let id = server
-        .hoist(&[
-            "deploy",
-            "create",
-            "--app",
-            "shop",
-            "--group",
-            "web",
-            "--revision",
-            &rev,
-        ])
-        .await
-        .ok()
-        .to_owned();
+        .push(bundle_dir(tmp.path(), "v1").to_str().unwrap(), "shop")
+        .await;
+    let id = server.deploy("shop", "web", &rev).await;
     let cmd = a.poll(5).await.unwrap();
     let body = || ReportBody::EventStarted {
         event: "DownloadBundle".into(),

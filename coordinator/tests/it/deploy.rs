@@ -294,20 +294,7 @@ async fn min_healthy_half_of_ten_hosts_never_runs_more_than_five_at_once() {
         .await
         .ok()
         .to_owned();
-    let id = server
-        .hoist(&[
-            "deploy",
-            "create",
-            "--app",
-            "shop",
-            "--group",
-            "web",
-            "--revision",
-            &rev,
-        ])
-        .await
-        .ok()
-        .to_owned();
+    let id = server.deploy("shop", "web", &rev).await;
     let mut running: Vec<(SimHost, hoist_protocol::agent::Command)> = Vec::new();
     let mut done = 0;
     let mut max_running = 0;
@@ -357,58 +344,18 @@ async fn auto_rollback_redeploys_the_last_good_revision_after_a_failure() {
     .await;
     let host = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;
     let good = server
-        .hoist(&[
-            "push",
-            bundle_dir(tmp.path(), "good").to_str().unwrap(),
-            "--app",
-            "shop",
-        ])
-        .await
-        .ok()
-        .to_owned();
+        .push(bundle_dir(tmp.path(), "good").to_str().unwrap(), "shop")
+        .await;
     let bad = server
-        .hoist(&[
-            "push",
-            bundle_dir(tmp.path(), "bad").to_str().unwrap(),
-            "--app",
-            "shop",
-        ])
-        .await
-        .ok()
-        .to_owned();
+        .push(bundle_dir(tmp.path(), "bad").to_str().unwrap(), "shop")
+        .await;
 
-    let first = server
-        .hoist(&[
-            "deploy",
-            "create",
-            "--app",
-            "shop",
-            "--group",
-            "web",
-            "--revision",
-            &good,
-        ])
-        .await
-        .ok()
-        .to_owned();
+    let first = server.deploy("shop", "web", &good).await;
     let cmd = host.poll(5).await.unwrap();
     host.run(&cmd, true).await;
     let first = server.wait_state(&first, "succeeded").await;
 
-    let second = server
-        .hoist(&[
-            "deploy",
-            "create",
-            "--app",
-            "shop",
-            "--group",
-            "web",
-            "--revision",
-            &bad,
-        ])
-        .await
-        .ok()
-        .to_owned();
+    let second = server.deploy("shop", "web", &bad).await;
     let cmd = host.poll(5).await.unwrap();
     assert_eq!(cmd.deployment_id, second);
     host.run(&cmd, false).await;
@@ -442,29 +389,9 @@ async fn a_restart_mid_deployment_loses_no_state_or_report() {
     let a = SimHost::register(&server.url, &reg, "web-a", tags(&[("role", "web")])).await;
     let b = SimHost::register(&server.url, &reg, "web-b", tags(&[("role", "web")])).await;
     let rev = server
-        .hoist(&[
-            "push",
-            bundle_dir(tmp.path(), "v1").to_str().unwrap(),
-            "--app",
-            "shop",
-        ])
-        .await
-        .ok()
-        .to_owned();
-    let id = server
-        .hoist(&[
-            "deploy",
-            "create",
-            "--app",
-            "shop",
-            "--group",
-            "web",
-            "--revision",
-            &rev,
-        ])
-        .await
-        .ok()
-        .to_owned();
+        .push(bundle_dir(tmp.path(), "v1").to_str().unwrap(), "shop")
+        .await;
+    let id = server.deploy("shop", "web", &rev).await;
     // Hosts are sorted by name: web-a goes first.
     let cmd = a.poll(5).await.expect("web-a's command");
     let ack = a
@@ -541,29 +468,9 @@ async fn stop_skips_pending_hosts_and_aborts_running_ones() {
     let a = SimHost::register(&server.url, &reg, "web-a", tags(&[("role", "web")])).await;
     let b = SimHost::register(&server.url, &reg, "web-b", tags(&[("role", "web")])).await;
     let rev = server
-        .hoist(&[
-            "push",
-            bundle_dir(tmp.path(), "v1").to_str().unwrap(),
-            "--app",
-            "shop",
-        ])
-        .await
-        .ok()
-        .to_owned();
-    let id = server
-        .hoist(&[
-            "deploy",
-            "create",
-            "--app",
-            "shop",
-            "--group",
-            "web",
-            "--revision",
-            &rev,
-        ])
-        .await
-        .ok()
-        .to_owned();
+        .push(bundle_dir(tmp.path(), "v1").to_str().unwrap(), "shop")
+        .await;
+    let id = server.deploy("shop", "web", &rev).await;
     // A second deployment for the busy group is refused with a sentence.
     let busy = server
         .hoist(&[
@@ -642,29 +549,9 @@ async fn a_host_silent_past_its_lease_fails_as_host_lost() {
     .await;
     let a = SimHost::register(&server.url, &reg, "web-a", tags(&[("role", "web")])).await;
     let rev = server
-        .hoist(&[
-            "push",
-            bundle_dir(tmp.path(), "v1").to_str().unwrap(),
-            "--app",
-            "shop",
-        ])
-        .await
-        .ok()
-        .to_owned();
-    let id = server
-        .hoist(&[
-            "deploy",
-            "create",
-            "--app",
-            "shop",
-            "--group",
-            "web",
-            "--revision",
-            &rev,
-        ])
-        .await
-        .ok()
-        .to_owned();
+        .push(bundle_dir(tmp.path(), "v1").to_str().unwrap(), "shop")
+        .await;
+    let id = server.deploy("shop", "web", &rev).await;
     let cmd = a.poll(5).await.unwrap();
     let d = server.wait_state(&id, "failed").await;
     assert_eq!(d.hosts[0].error_code.as_deref(), Some("host_lost"));

@@ -111,6 +111,31 @@ impl Server {
         hoist_with(&self.url, Some(TOKEN), args).await
     }
 
+    /// `hoist push DIR --app APP`: the new revision's id.
+    pub async fn push(&self, dir: &str, app: &str) -> String {
+        self.hoist(&["push", dir, "--app", app])
+            .await
+            .ok()
+            .to_owned()
+    }
+
+    /// `hoist deploy create` of a revision: the new deployment's id.
+    pub async fn deploy(&self, app: &str, group: &str, revision: &str) -> String {
+        self.hoist(&[
+            "deploy",
+            "create",
+            "--app",
+            app,
+            "--group",
+            group,
+            "--revision",
+            revision,
+        ])
+        .await
+        .ok()
+        .to_owned()
+    }
+
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::new()
     }

@@ -177,6 +177,32 @@ fn an_unreachable_coordinator_is_retried_with_growing_delays_and_sigterm_exits_c
         .map(|r| r.split(':').next().unwrap_or(""))
         .collect();
     eprintln!("retry delays: {delays:?}");
+    let secs: Vec<f64> = delays.iter().filter_map(|d| debug_secs(d)).collect();
+    assert!(secs.len() >= 3, "{delays:?}");
+    // Jitter adds at most one base delay, so doubling still shows over two steps.
+    assert!(
+        secs[2] > secs[0],
+        "delays must grow between retries: {delays:?}"
+    );
+    assert!(
+        secs.iter().all(|s| *s <= 4.0),
+        "delays must stay near the 2 s cap: {delays:?}"
+    );
     let (code, _) = status_json(&config);
     assert_eq!(code, Some(3), "status after exit must say not running");
+}
+
+/// Seconds in a `Duration`'s Debug form (`178.8ms`, `1.2s`, `950µs`).
+fn debug_secs(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ns") {
+        (n, 1e-9)
+    } else {
+        (text.strip_suffix('s')?, 1.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
 }

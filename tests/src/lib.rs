@@ -2,6 +2,7 @@
 //! hooks running as other users can read, real Unix users, and running commands.
 
 pub mod archive;
+pub mod fleet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,8 +1,10 @@
 //! Helpers for the end-to-end tests: locating the built binaries, scratch directories that
-//! hooks running as other users can read, real Unix users, and running commands.
+//! hooks running as other users can read, real Unix users, running commands, the real daemons
+//! (`fleet`), bundle archives (`archive`) and real S3, HTTP and Git servers (`servers`).
 
 pub mod archive;
 pub mod fleet;
+pub mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,13 +1,10 @@
-//! Bundle fetchers against real servers on 127.0.0.1: s3s-fs (SigV4), moto_server (versioning,
-//! ETags), a small HTTP server written here (drops, retries, Range), `git daemon` and
-//! `git http-backend` behind a small CGI server written here (Basic auth).
+//! Bundle fetchers against real servers on 127.0.0.1 (from `hoist_tests::servers`): s3s-fs
+//! (SigV4), moto_server (versioning, ETags), a scripted HTTP server (drops, retries, Range),
+//! `git daemon` and `git http-backend` behind a small CGI server (Basic auth).
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,14 +13,12 @@ use hoist_agent::bundle::fetch::{
     GitSettings, S3Settings, Secret,
 };
 use hoist_protocol::agent::Revision;
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use hoist_tests::servers::{
+    bare_repo, moto_or_skip, serve, sha256_hex, start_git_http, start_s3s, GitDaemon, HttpServer,
+    Moto, Reply, GIT_HTTP_PASSWORD, GIT_HTTP_USER, S3_ACCESS_KEY, S3_SECRET_KEY,
+};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// Deterministic, not very compressible test content.
 fn content(len: usize, seed: u8) -> Vec<u8> {
@@ -74,199 +69,6 @@ fn archive(fetched: Fetched) -> (PathBuf, String, u64) {
         } => (path, sha256, bytes),
         other => panic!("expected an archive, got {other:?}"),
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A small HTTP/1.1 server with scripted misbehaviour.
-
-#[derive(Debug, Clone)]
-struct Request {
-    method: String,
-    target: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Close the connection after this many body bytes.
-    cut_after: Option<usize>,
-    /// Send no Content-Length: the body ends when the connection closes.
-    no_length: bool,
-    /// Send the head, then go silent.
-    stall: bool,
-}
-
-impl Reply {
-    fn status(status: u16) -> Reply {
-        Reply {
-            status,
-            headers: vec![],
-            body: format!("status {status}\n").into_bytes(),
-            cut_after: None,
-            no_length: false,
-            stall: false,
-        }
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-}
-
-/// Serves `body` honouring `Range: bytes=N-` (with ETag `"v1"`).
-fn serve(body: &[u8], req: &Request) -> Reply {
-    let mut reply = Reply::status(200).header("ETag", "\"v1\"");
-    if let Some(start) = req
-        .header("range")
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<usize>().ok())
-    {
-        if req.header("if-range").is_none_or(|v| v == "\"v1\"") && start < body.len() {
-            reply.status = 206;
-            reply.headers.push((
-                "Content-Range".into(),
-                format!("bytes {start}-{}/{}", body.len() - 1, body.len()),
-            ));
-            reply.body = body[start..].to_vec();
-            return reply;
-        }
-    }
-    reply.body = body.to_vec();
-    reply
-}
-
-type Handler = dyn Fn(usize, &Request) -> Reply + Send + Sync;
-
-struct HttpServer {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Request>>>,
-}
-
-impl HttpServer {
-    async fn start(handler: impl Fn(usize, &Request) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let seen = requests.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let handler = handler.clone();
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let _ = answer(stream, handler, seen).await;
-                });
-            }
-        });
-        HttpServer { addr, requests }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let method = first.next().unwrap_or("").to_owned();
-    let target = first.next().unwrap_or("").to_owned();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = buf[head_end + 4..].to_vec();
-    let length: usize = headers
-        .get("content-length")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        !headers.contains_key("transfer-encoding"),
-        "the test server reads only Content-Length bodies"
-    );
-    while body.len() < length {
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Ok(Some(Request {
-        method,
-        target,
-        headers,
-        body,
-    }))
-}
-
-async fn answer(
-    mut stream: TcpStream,
-    handler: Arc<Handler>,
-    seen: Arc<Mutex<Vec<Request>>>,
-) -> std::io::Result<()> {
-    let Some(req) = read_request(&mut stream).await? else {
-        return Ok(());
-    };
-    let index = {
-        let mut seen = seen.lock().unwrap();
-        seen.push(req.clone());
-        seen.len() - 1
-    };
-    let reply = handler(index, &req);
-    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
-    for (k, v) in &reply.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !reply.no_length {
-        head.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    if reply.stall {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        return Ok(());
-    }
-    let body = match reply.cut_after {
-        Some(n) => &reply.body[..n.min(reply.body.len())],
-        None => &reply.body[..],
-    };
-    stream.write_all(body).await?;
-    stream.flush().await?;
-    stream.shutdown().await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -642,57 +444,13 @@ async fn coordinator_store_sends_host_auth() {
 // ---------------------------------------------------------------------------------------------
 // S3 with s3s-fs: SigV4 checked for real.
 
-const AK: &str = "AKIAHOISTTEST";
-const SK: &str = "hoist-test-secret-key";
-
-/// Virtual-host parsing for `BUCKET.s3.test:PORT` (s3s's own parsers keep the port).
-struct TestDomain;
-
-impl s3s::host::S3Host for TestDomain {
-    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
-        let name = host.split(':').next().unwrap_or(host);
-        Ok(match name.strip_suffix(".s3.test") {
-            Some(bucket) => s3s::host::VirtualHost::new("s3.test").with_bucket(bucket),
-            None => s3s::host::VirtualHost::new("s3.test"),
-        })
-    }
-}
-
-async fn start_s3s(root: &Path, virtual_host: bool) -> SocketAddr {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
-    if virtual_host {
-        builder.set_host(TestDomain);
-    }
-    let service = builder.build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-    });
-    addr
-}
-
 fn s3_settings(endpoint: String, path_style: bool, secret: &str) -> FetchSettings {
     FetchSettings {
         s3: S3Settings {
             endpoint: Some(endpoint),
             region: Some("us-east-1".into()),
             path_style,
-            access_key_id: Some(AK.into()),
+            access_key_id: Some(S3_ACCESS_KEY.into()),
             secret_access_key: Some(Secret::new(secret)),
             session_token: None,
         },
@@ -717,7 +475,7 @@ async fn s3_signed_get_path_style() {
         etag: None,
         sha256: sha256_hex(&body),
     };
-    let settings = s3_settings(format!("http://{addr}"), true, SK);
+    let settings = s3_settings(format!("http://{addr}"), true, S3_SECRET_KEY);
     let (path, _, _) = archive(run(&rev, dir.path(), &settings).await.unwrap());
     assert_eq!(std::fs::read(path).unwrap(), body);
 
@@ -790,7 +548,11 @@ async fn s3_signed_get_virtual_host_style() {
         etag: None,
         sha256: sha256_hex(&body),
     };
-    let settings = s3_settings(format!("http://s3.test:{}", addr.port()), false, SK);
+    let settings = s3_settings(
+        format!("http://s3.test:{}", addr.port()),
+        false,
+        S3_SECRET_KEY,
+    );
     let fetched = fetch(
         &rev,
         dir.path(),
@@ -807,110 +569,24 @@ async fn s3_signed_get_virtual_host_style() {
 // ---------------------------------------------------------------------------------------------
 // S3 with moto_server: versioning and ETags (moto checks no signatures).
 
-/// A server process in its own process group, killed with the whole group when dropped
-/// (`git daemon` runs `git-daemon` as a child).
-struct ChildGuard(std::process::Child);
-
-impl ChildGuard {
-    fn spawn(command: &mut std::process::Command) -> ChildGuard {
-        use std::os::unix::process::CommandExt;
-        ChildGuard(
-            command
-                .process_group(0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn s3_version_id_and_etag_with_moto() {
-    let Some(moto) = std::env::var_os("HOIST_TEST_MOTO") else {
-        println!("skipping: HOIST_TEST_MOTO (path to moto_server) is not set");
+    let Some(binary) = moto_or_skip("s3_version_id_and_etag_with_moto") else {
         return;
     };
-    let port = free_port();
-    let _moto = ChildGuard::spawn(std::process::Command::new(moto).args([
-        "-H",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-    ]));
-    wait_for_port(port).await;
-    let base = format!("http://127.0.0.1:{port}");
-    // moto treats requests without Authorization as anonymous (and refuses to overwrite a
-    // private object); it checks no signature, so any SigV4-shaped header will do.
-    let mut auth = reqwest::header::HeaderMap::new();
-    auth.insert(
-        "authorization",
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
-         SignedHeaders=host, Signature=0"
-            .parse()
-            .unwrap(),
-    );
-    let http = reqwest::Client::builder()
-        .default_headers(auth)
-        .build()
-        .unwrap();
-    let ok = |r: reqwest::Response| {
-        assert!(r.status().is_success(), "{r:?}");
-        r
-    };
-    ok(http.put(format!("{base}/vers")).send().await.unwrap());
-    ok(http
-        .put(format!("{base}/vers?versioning"))
-        .body(
-            "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-             <Status>Enabled</Status></VersioningConfiguration>",
-        )
-        .send()
-        .await
-        .unwrap());
+    let moto = Moto::start(&binary).await;
+    moto.versioned_bucket("vers").await;
     let v1 = content(20_000, 12);
     let v2 = content(30_000, 13);
     let mut versions = Vec::new();
     for body in [&v1, &v2] {
-        let r = ok(http
-            .put(format!("{base}/vers/app.zip"))
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap());
-        let header = |n: &str| r.headers().get(n).unwrap().to_str().unwrap().to_owned();
-        versions.push((header("x-amz-version-id"), header("etag")));
+        versions.push(moto.put("vers", "app.zip", body.clone()).await);
     }
     assert_ne!(versions[0].0, versions[1].0);
 
     let settings = FetchSettings {
         s3: S3Settings {
-            endpoint: Some(base.clone()),
+            endpoint: Some(moto.endpoint.clone()),
             region: Some("us-east-1".into()),
             path_style: true,
             access_key_id: Some("testing".into()),
@@ -958,48 +634,23 @@ async fn s3_version_id_and_etag_with_moto() {
 // ---------------------------------------------------------------------------------------------
 // Git.
 
-/// Runs git for the test's own setup with a clean configuration.
-fn git(cwd: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=Hoist Test",
-            "-c",
-            "user.email=test@hoist.invalid",
-        ])
-        .args(["-c", "init.defaultBranch=main"])
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// A bare repository `ROOT/app.git` with two commits; returns (first, second).
 fn make_repo(root: &Path) -> (String, String) {
-    let work = root.join("work");
-    std::fs::create_dir_all(work.join("scripts")).unwrap();
-    git(&work, &["init", "-q"]);
-    std::fs::write(work.join("appspec.yml"), "version: 0.0\nos: linux\n").unwrap();
-    std::fs::write(work.join("scripts/start.sh"), "#!/bin/sh\necho one\n").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["update-index", "--chmod=+x", "scripts/start.sh"]);
-    git(&work, &["commit", "-q", "-m", "first"]);
-    let first = git(&work, &["rev-parse", "HEAD"]);
-    std::fs::write(work.join("scripts/start.sh"), "#!/bin/sh\necho two\n").unwrap();
-    std::fs::write(work.join("added.txt"), "later\n").unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "second"]);
-    let second = git(&work, &["rev-parse", "HEAD"]);
-    git(root, &["clone", "-q", "--bare", "work", "app.git"]);
-    (first, second)
+    let ids = bare_repo(
+        root,
+        "app.git",
+        &[
+            &[
+                ("appspec.yml", "version: 0.0\nos: linux\n"),
+                ("scripts/start.sh", "#!/bin/sh\necho one\n"),
+            ],
+            &[
+                ("scripts/start.sh", "#!/bin/sh\necho two\n"),
+                ("added.txt", "later\n"),
+            ],
+        ],
+    );
+    (ids[0].clone(), ids[1].clone())
 }
 
 /// Checks that `fetched` is the first commit's tree, without `.git`.
@@ -1083,129 +734,14 @@ async fn git_unknown_commit_is_a_clear_error() {
 async fn git_daemon_repository() {
     let root = tempfile::tempdir().unwrap();
     let (first, _) = make_repo(root.path());
-    let port = free_port();
-    let _daemon = ChildGuard::spawn(
-        std::process::Command::new("git")
-            .arg("daemon")
-            .arg("--reuseaddr")
-            .arg("--listen=127.0.0.1")
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", root.path().display()))
-            .arg("--export-all")
-            .arg(root.path()),
-    );
-    wait_for_port(port).await;
+    let daemon = GitDaemon::start(root.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let rev = Revision::Git {
-        repository: format!("git://127.0.0.1:{port}/app.git"),
+        repository: daemon.url("app.git"),
         commit: first.clone(),
     };
     let fetched = run(&rev, dir.path(), &settings()).await.unwrap();
     assert_first_commit(fetched, dir.path(), &first);
-}
-
-/// Smart HTTP: `git http-backend` as CGI, behind Basic auth `user:pass`.
-async fn start_git_http(root: &Path, forward_protocol: bool) -> HttpServer {
-    let root = root.to_path_buf();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let seen = requests.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let root = root.clone();
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let Ok(Some(req)) = read_request(&mut stream).await else {
-                    return;
-                };
-                seen.lock().unwrap().push(req.clone());
-                let response = cgi(&root, &req, forward_protocol).await;
-                let _ = stream.write_all(&response).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    HttpServer { addr, requests }
-}
-
-async fn cgi(root: &Path, req: &Request, forward_protocol: bool) -> Vec<u8> {
-    use base64::Engine as _;
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("user:pass")
-    );
-    if req.header("authorization") != Some(expected.as_str()) {
-        return b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
-                 Content-Length: 0\r\nConnection: close\r\n\r\n"
-            .to_vec();
-    }
-    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
-    let mut command = tokio::process::Command::new("git");
-    command
-        .arg("http-backend")
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_PROJECT_ROOT", root)
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("REQUEST_METHOD", &req.method)
-        .env("PATH_INFO", path)
-        .env("QUERY_STRING", query)
-        .env("REMOTE_USER", "user")
-        .env("REMOTE_ADDR", "127.0.0.1")
-        .env("CONTENT_LENGTH", req.body.len().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(t) = req.header("content-type") {
-        command.env("CONTENT_TYPE", t);
-    }
-    if let Some(e) = req.header("content-encoding") {
-        command.env("HTTP_CONTENT_ENCODING", e);
-    }
-    if forward_protocol {
-        if let Some(p) = req.header("git-protocol") {
-            command.env("GIT_PROTOCOL", p);
-        }
-    }
-    let mut child = command.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&req.body).await.unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    let stdout = out.stdout;
-    let split = stdout
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4))
-        .or_else(|| stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
-        .expect("CGI output has a header block");
-    let head = String::from_utf8_lossy(&stdout[..split.0]).into_owned();
-    let body = &stdout[split.0 + split.1..];
-    let mut status = "200 OK".to_owned();
-    let mut headers = String::new();
-    for line in head.lines() {
-        match line.split_once(':') {
-            Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_owned(),
-            Some(_) => {
-                headers.push_str(line.trim_end());
-                headers.push_str("\r\n");
-            }
-            None => {}
-        }
-    }
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(body);
-    response
 }
 
 fn git_auth_settings(username: &str, password: &str) -> FetchSettings {
@@ -1233,9 +769,13 @@ async fn git_smart_http_with_basic_auth() {
         repository: repository.clone(),
         commit: first.clone(),
     };
-    let fetched = run(&rev, dir.path(), &git_auth_settings("user", "pass"))
-        .await
-        .unwrap();
+    let fetched = run(
+        &rev,
+        dir.path(),
+        &git_auth_settings(GIT_HTTP_USER, GIT_HTTP_PASSWORD),
+    )
+    .await
+    .unwrap();
     assert_first_commit(fetched, dir.path(), &first);
     // Protocol v2 served the one commit: a shallow fetch, no full-history fallback.
     let posts: Vec<_> = server
@@ -1257,9 +797,13 @@ async fn git_smart_http_with_basic_auth() {
     );
 
     // Wrong password: git's failure, without the password anywhere in the error.
-    let err = run(&rev, dir.path(), &git_auth_settings("user", "wrong-pass"))
-        .await
-        .unwrap_err();
+    let err = run(
+        &rev,
+        dir.path(),
+        &git_auth_settings(GIT_HTTP_USER, "wrong-pass"),
+    )
+    .await
+    .unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(
         matches!(err, FetchError::Git { op: "fetch", .. }),
@@ -1294,9 +838,13 @@ async fn git_smart_http_v0_server_falls_back_to_a_full_fetch() {
         repository: server.url("/app.git"),
         commit: first.clone(),
     };
-    let fetched = run(&rev, dir.path(), &git_auth_settings("user", "pass"))
-        .await
-        .unwrap();
+    let fetched = run(
+        &rev,
+        dir.path(),
+        &git_auth_settings(GIT_HTTP_USER, GIT_HTTP_PASSWORD),
+    )
+    .await
+    .unwrap();
     assert_first_commit(fetched, dir.path(), &first);
     // The shallow fetch was tried and refused (git refuses before sending wants to a v0 server
     // that does not advertise allow-reachable-sha1-in-want), then every ref was fetched.

@@ -93,7 +93,9 @@ pub enum Revision {
 }
 
 impl Revision {
-    /// A short human description, e.g. `s3://bucket/key` or `git repo@abc1234`.
+    /// A short human description, e.g. `s3://bucket/key` or `git repo@abc1234`. Safe to log
+    /// and report: a URL's user info, query string (a presigned URL's signature) and fragment
+    /// are left out.
     pub fn describe(&self) -> String {
         match self {
             Revision::Coordinator { sha256, .. } => {
@@ -108,10 +110,24 @@ impl Revision {
                 Some(v) => format!("s3://{bucket}/{key}?versionId={v}"),
                 None => format!("s3://{bucket}/{key}"),
             },
-            Revision::Url { url, .. } => url.clone(),
-            Revision::Git { repository, commit } => format!("{repository}@{}", short(commit)),
+            Revision::Url { url, .. } => without_secrets(url),
+            Revision::Git { repository, commit } => {
+                format!("{}@{}", without_secrets(repository), short(commit))
+            }
         }
     }
+}
+
+/// `scheme://[user[:password]@]host/path[?query][#fragment]` without the user info, query and
+/// fragment; anything that is not such a URL (a path, `host:repo`) unchanged.
+fn without_secrets(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_owned();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    format!("{scheme}://{host}{path}")
 }
 
 fn short(s: &str) -> &str {
@@ -235,6 +251,41 @@ mod tests {
         let json = serde_json::to_string(&r).expect("serializes");
         assert!(json.contains(r#""kind":"s3""#), "{json}");
         assert_eq!(serde_json::from_str::<Revision>(&json).expect("parses"), r);
+    }
+
+    #[test]
+    fn descriptions_leave_out_credentials_and_signatures() {
+        let url = |url: &str| Revision::Url {
+            url: url.into(),
+            sha256: "ab".into(),
+        };
+        let git = |repository: &str| Revision::Git {
+            repository: repository.into(),
+            commit: "0123456789abcdef0123".into(),
+        };
+        let cases = [
+            (
+                url("https://s3.example/b/k.tgz?X-Amz-Credential=AK&X-Amz-Signature=sig"),
+                "https://s3.example/b/k.tgz",
+            ),
+            (
+                url("https://user:pw@cdn.example:8443/x.zip#frag"),
+                "https://cdn.example:8443/x.zip",
+            ),
+            (url("http://127.0.0.1:9000?a=b"), "http://127.0.0.1:9000"),
+            (
+                git("https://ci:token@git.example/app.git"),
+                "https://git.example/app.git@0123456789ab",
+            ),
+            (
+                git("git@git.example:team/app.git"),
+                "git@git.example:team/app.git@0123456789ab",
+            ),
+            (git("/srv/git/app.git"), "/srv/git/app.git@0123456789ab"),
+        ];
+        for (revision, shown) in cases {
+            assert_eq!(revision.describe(), shown, "{revision:?}");
+        }
     }
 
     #[test]

@@ -137,3 +137,87 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+impl Coordinator {
+    /// `hoist ARGS` with extra environment variables (e.g. the AWS_* ones `hoist push --s3`
+    /// reads).
+    pub fn hoist_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin("hoist"));
+        cmd.args(args)
+            .env("HOIST_SERVER", &self.url)
+            .env("HOIST_TOKEN", OPERATOR_TOKEN);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    }
+}
+
+/// What [`Agent::start_with`] adds to [`Agent::start`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AgentOptions<'a> {
+    /// YAML appended to the agent's config: top-level keys such as `s3:` or `git:`.
+    pub extra_yaml: &'a str,
+    /// Run the agent (and its hooks) in its own mount namespace, where this directory shows
+    /// the agent's own `DIR/private` instead: agents on one machine then install an appspec's
+    /// destination into separate trees, as separate hosts would. Needs root and `unshare`.
+    pub private_dir: Option<&'a Path>,
+}
+
+impl Agent {
+    /// [`Agent::start`] with more configuration and, optionally, a private view of a directory.
+    pub fn start_with(
+        s: &Scratch,
+        name: &str,
+        coordinator: &Coordinator,
+        token: &str,
+        tags: &str,
+        options: AgentOptions<'_>,
+    ) -> Agent {
+        let dir = s.join(name);
+        fs::create_dir_all(dir.join("out")).expect("mkdir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(
+            dir.join("hook.env"),
+            format!("OUT={}\n", dir.join("out").display()),
+        )
+        .expect("env");
+        let config = dir.join("agent.yaml");
+        fs::write(
+            &config,
+            format!(
+                "coordinator:\n  url: {}\n  registration_token: {token}\nhost:\n  name: {name}\n  tags: {{{tags}}}\nstate_dir: {}\npoll:\n  wait_secs: 20\n  initial_backoff_ms: 100\n  max_backoff_secs: 1\nhooks:\n  environment_file: {}\n  kill_grace_secs: 2\n  stop_grace_secs: 2\n{}",
+                coordinator.url,
+                dir.join("state").display(),
+                dir.join("hook.env").display(),
+                options.extra_yaml
+            ),
+        )
+        .expect("config");
+        let mut cmd = match options.private_dir {
+            None => Command::new(bin("hoist-agent")),
+            Some(shared) => {
+                let own = dir.join("private");
+                fs::create_dir_all(&own).expect("mkdir");
+                fs::create_dir_all(shared).expect("mkdir");
+                // unshare and sh exec in turn, so the child's pid is the agent's.
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg("mount --bind \"$1\" \"$2\" && agent=\"$3\" && shift 3 && exec \"$agent\" \"$@\"")
+                    .arg("sh")
+                    .arg(&own)
+                    .arg(shared)
+                    .arg(bin("hoist-agent"));
+                cmd
+            }
+        };
+        let child = cmd
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("HOIST_LOG", "info")
+            .stderr(fs::File::create(dir.join("agent.log")).expect("log"))
+            .spawn()
+            .expect("start hoist-agent");
+        Agent { child, config, dir }
+    }
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 use hoist_tests::archive::write_tar;
 use hoist_tests::fleet::{Agent, AgentOptions, Coordinator, OPERATOR_TOKEN};
 use hoist_tests::servers::{
-    bare_repo, moto_or_skip, presigned_get, sha256_hex, start_git_http, start_s3s, Moto,
+    bare_repo, moto_or_skip, presigned_get, sha256_hex, start_git_http, start_s3s, GitDaemon, Moto,
     GIT_HTTP_PASSWORD, GIT_HTTP_USER, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY,
 };
 use hoist_tests::{root_or_skip, wait_for, walk, Scratch};
@@ -127,9 +127,15 @@ fn status_text(c: &Coordinator, id: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Every host installed the bundle whose index.html holds `text`, and its hook saw it.
+/// Every host installed the bundle whose index.html holds `text` into its own tree, and its
+/// hook saw it.
 fn assert_installed(hosts: &[Agent], text: &str) {
     for h in hosts {
+        let shared = h.dir.parent().expect("scratch").join("dest");
+        assert!(
+            walk(&shared).is_empty(),
+            "installed outside the host's own tree"
+        );
         let own = h.dir.join("private");
         assert_eq!(
             fs::read_to_string(own.join("index.html")).ok().as_deref(),
@@ -310,8 +316,8 @@ fn as_strs(files: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 #[test]
-fn git_commit_over_smart_http_reaches_every_tagged_host() {
-    if !root_or_skip("git_commit_over_smart_http_reaches_every_tagged_host") {
+fn git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host() {
+    if !root_or_skip("git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host") {
         return;
     }
     let s = Scratch::new();
@@ -342,6 +348,15 @@ fn git_commit_over_smart_http_reaches_every_tagged_host() {
             .any(|r| r.method == "POST" && r.header("authorization").is_some()),
         "the hosts fetched over smart HTTP with credentials"
     );
+
+    // The next commit over git://: it replaces the first on every host.
+    let daemon = rt.block_on(GitDaemon::start(&git_root));
+    let (out, id) = deploy(
+        &c,
+        &["--git", &daemon.url("app.git"), "--commit", &commits[1]],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", status_text(&c, &id));
+    assert_installed(&hosts, "git commit 2");
 }
 
 #[test]

@@ -137,3 +137,92 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+impl Coordinator {
+    /// A `hoist server` on `addr` (e.g. `127.0.0.1:40123`, the address of one stopped
+    /// earlier) with `data_dir`, so a restart keeps the address agents were given.
+    pub fn start_on(data_dir: &Path, addr: &str) -> Coordinator {
+        Coordinator::start_with(data_dir, addr, &[])
+    }
+
+    /// A `hoist server` listening on `listen` (`127.0.0.1:0` for a free port) with extra
+    /// `hoist server` flags such as `--host-lease 2s`. Its log is echoed on stderr. A port
+    /// freed a moment ago may still be taken briefly: starting is retried for 10 s.
+    pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Coordinator {
+        let t0 = std::time::Instant::now();
+        loop {
+            let mut child = Command::new(bin("hoist"))
+                .args(["server", "--listen", listen, "--data-dir"])
+                .arg(data_dir)
+                .args(extra)
+                .env("HOIST_OPERATOR_TOKEN", OPERATOR_TOKEN)
+                .env("HOIST_LOG", "info")
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start hoist server");
+            let stderr = child.stderr.take().expect("stderr");
+            let mut lines = BufReader::new(stderr).lines();
+            let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
+                eprintln!("server: {line}");
+                line.strip_prefix("listening on ")
+                    .map(|a| a.trim().to_string())
+            });
+            match addr {
+                Some(addr) => {
+                    std::thread::spawn(move || {
+                        for line in lines.map_while(Result::ok) {
+                            eprintln!("server: {line}");
+                        }
+                    });
+                    return Coordinator {
+                        child,
+                        url: format!("http://{addr}"),
+                    };
+                }
+                None => {
+                    let _ = child.wait();
+                    assert!(
+                        t0.elapsed() < std::time::Duration::from_secs(10),
+                        "hoist server on {listen} exited before listening"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// The `HOST:PORT` it listens on.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Stops it with `signal` (SIGKILL: a crash; SIGTERM: a clean stop) and waits for it.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// `agent.log` so far: the daemon's own log (stderr).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Starts `hoist-agent run` again on the same config and state directory (after the
+    /// previous process was killed); the log is appended to.
+    pub fn restart(&mut self) {
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join("agent.log"))
+            .expect("log");
+        self.child = Command::new(bin("hoist-agent"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("HOIST_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .expect("restart hoist-agent");
+    }
+}

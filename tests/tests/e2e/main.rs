@@ -4,3 +4,4 @@
 mod daemon;
 mod fleet;
 mod local_deploy;
+mod resilience;

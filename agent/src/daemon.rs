@@ -134,8 +134,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     let ran =
                         run_command(&engine, &outbox, &running, command, &alive, &shutdown).await;
                     if !ran {
-                        // Handed out again because its completion is still in the outbox:
-                        // give the report sender a moment instead of polling in a loop.
+                        // Handed out again because its completion is still in the outbox (or
+                        // the state directory refused the marker): give the report sender a
+                        // moment instead of polling in a loop.
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
                             _ = tokio::time::sleep(ALREADY_HANDLED_PAUSE) => {}
@@ -298,7 +299,7 @@ struct Seen {
     at_ms: u64,
 }
 
-/// How long the poll loop waits after being handed a command it has already handled.
+/// How long the poll loop waits after being handed a command it did not run.
 const ALREADY_HANDLED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Heartbeat interval when the coordinator does not say (an older coordinator).
@@ -352,7 +353,8 @@ async fn heartbeat(
     }
 }
 
-/// Runs one command; false when it had been handled here already (nothing ran).
+/// Runs one command; false when nothing ran (handled here already, or its marker could not
+/// be written).
 async fn run_command(
     engine: &Engine,
     outbox: &Outbox,
@@ -377,7 +379,7 @@ async fn run_command(
     };
     if let Err(e) = state::write_json(&seen_path, &seen) {
         error!("recording command {}: {e:#}", command.command_id);
-        return true;
+        return false;
     }
     if let Some(dir) = seen_path.parent() {
         forget_old_commands(dir);

@@ -590,6 +590,18 @@ async fn send_reports(
                         error!("removing an acknowledged report: {e:#}");
                     }
                 }
+                Err(e) if e.is_unauthorized() => {
+                    // The host's credentials, not the report, are refused: keep every report
+                    // until an operator fixes them (a restored host.json, say).
+                    note_contact(&state, Some(&e));
+                    failed = Some(delays.next().unwrap_or(Duration::from_secs(60)));
+                    error!(
+                        "the coordinator refused this host's credentials; reports kept, retrying in {:?}: {:#}",
+                        failed.unwrap_or_default(),
+                        anyhow::Error::new(e)
+                    );
+                    break;
+                }
                 Err(e) if !e.is_retryable() => {
                     // The coordinator will never take this report (unknown command, bad
                     // request): keep it aside instead of blocking every later report.

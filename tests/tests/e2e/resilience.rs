@@ -456,6 +456,80 @@ fn a_revoked_host_and_a_wrong_secret_are_refused_and_get_no_commands() {
     assert_eq!(web1["revoked"], true);
 }
 
+/// Report files (`*.json`) and refused ones (`*.refused`) in an agent's outbox.
+fn outbox_files(a: &Agent) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for dir in fs::read_dir(a.dir.join("state/outbox"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            match f.path().extension().and_then(|e| e.to_str()) {
+                Some("json") => counts.0 += 1,
+                Some("refused") => counts.1 += 1,
+                _ => {}
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn reports_refused_for_a_wrong_secret_are_kept_until_it_is_fixed() {
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let mut web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_hosts(&c, &["web-1"]);
+    let long = s.join("long");
+    bundle(
+        &long,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: long.sh\n",
+        &[("long.sh", "#!/bin/sh\necho $$ > \"$OUT/pid\"\nsleep 300\n")],
+    );
+    let (code, id) = deploy(&c, &push(&c, &long), false);
+    assert_eq!(code, Some(0));
+    wait_for("the hook", Duration::from_secs(30), || {
+        web.dir.join("out/pid").exists()
+    });
+    web.child.kill().expect("kill -9");
+    let _ = web.child.wait();
+    // The host comes back with a damaged secret: its recovery reports are refused (401).
+    let host_json = web.dir.join("state/host.json");
+    let good = fs::read_to_string(&host_json).expect("host.json");
+    let mut creds: serde_json::Value = serde_json::from_str(&good).expect("json");
+    creds["host_secret"] = "damaged".into();
+    fs::write(&host_json, creds.to_string()).expect("write host.json");
+    web.restart();
+    wait_for("a refused report", Duration::from_secs(30), || {
+        web.log().contains("answered 401 to event report")
+    });
+    assert!(web.log().contains("reports kept"), "{}", web.log());
+    let (queued, refused) = outbox_files(&web);
+    assert!(queued >= 2, "the recovery reports wait in the outbox");
+    assert_eq!(
+        refused, 0,
+        "nothing is thrown away for a credentials problem"
+    );
+    assert_eq!(deployment(&c, &id)["state"], "in_progress");
+
+    // The operator restores the secret: the kept reports arrive and end the deployment.
+    web.child.kill().expect("kill -9");
+    let _ = web.child.wait();
+    fs::write(&host_json, good).expect("restore host.json");
+    web.restart();
+    let d = wait_ended(&c, &id, Duration::from_secs(30));
+    assert_eq!(d["state"], "failed", "{d}");
+    assert_eq!(
+        host_of(&d, "web-1")["message"],
+        "agent restarted during ApplicationStart"
+    );
+    wait_for("the outbox to drain", Duration::from_secs(10), || {
+        outbox_files(&web).0 == 0
+    });
+}
+
 /// Seconds in a `Duration`'s Debug form (`178.8ms`, `1.2s`, `950µs`).
 fn debug_secs(text: &str) -> Option<f64> {
     let text = text.trim();

@@ -650,3 +650,21 @@ async fn wait_outbox_empty(outbox: &Outbox) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_interval_follows_the_coordinator_within_bounds() {
+        for (asked, expected) in [
+            (None, DEFAULT_HEARTBEAT),
+            (Some(500), Duration::from_millis(500)),
+            (Some(150_000), Duration::from_secs(150)),
+            (Some(0), Duration::from_millis(100)),
+            (Some(10), Duration::from_millis(100)),
+        ] {
+            assert_eq!(heartbeat_every(asked), expected, "{asked:?}");
+        }
+    }
+}

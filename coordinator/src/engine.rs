@@ -1250,3 +1250,29 @@ fn deployment_view(
         change_seq,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_and_polls_fit_inside_the_lease() {
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        // (lease, heartbeat interval, longest poll)
+        for (lease, beat, poll) in [
+            (s(600), s(60), s(300)),
+            (s(120), s(30), s(60)),
+            (s(2), ms(500), s(1)),
+            (s(1), ms(250), s(1)),
+            (ms(200), ms(250), s(1)),
+        ] {
+            let c = EngineConfig {
+                host_lease: lease,
+                ..EngineConfig::default()
+            };
+            assert_eq!(c.heartbeat_interval(), beat, "{lease:?}");
+            assert_eq!(c.poll_wait_cap(), poll, "{lease:?}");
+        }
+    }
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hoist_protocol::agent::{
-    PollRequest, PollResponse, RegisterRequest, RegisterResponse, Report, ReportAck,
+    Heartbeat, HeartbeatAck, PollRequest, PollResponse, RegisterRequest, RegisterResponse, Report,
+    ReportAck,
 };
 use hoist_protocol::{ErrorBody, API_PREFIX, HOST_ID_HEADER};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,11 @@ impl ClientError {
                 *status >= 500 || *status == 429 || *status == 408
             }
         }
+    }
+
+    /// The coordinator refused the credentials (401): a revoked host or a wrong secret.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ClientError::Status { status: 401, .. })
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -149,6 +155,26 @@ impl Client {
             .await
             .map_err(|source| ClientError::Network { url, source })?;
         decode(resp, "poll").await
+    }
+
+    /// Tells the coordinator this host is alive while it runs `req.command_id`.
+    pub async fn heartbeat(
+        &self,
+        host: &HostCredentials,
+        req: &Heartbeat,
+    ) -> Result<HeartbeatAck, ClientError> {
+        let url = self.url("/hosts/heartbeat");
+        let resp = self
+            .http
+            .post(&url)
+            .header(HOST_ID_HEADER, &host.host_id)
+            .bearer_auth(&host.host_secret)
+            .json(req)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|source| ClientError::Network { url, source })?;
+        decode(resp, "heartbeat").await
     }
 
     pub async fn report(

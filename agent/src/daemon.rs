@@ -13,7 +13,7 @@ use anyhow::Context;
 use backon::BackoffBuilder;
 use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
 use hoist_protocol::agent::{
-    Command, CommandStatus, PollRequest, RegisterRequest, ReportBody, Revision,
+    Command, CommandStatus, Heartbeat, PollRequest, RegisterRequest, ReportBody, Revision,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -126,7 +126,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 delays = backoff(&config.poll);
                 note_contact(&state, None);
                 if let Some(command) = resp.command {
-                    run_command(&engine, &outbox, &running, command, &shutdown).await;
+                    let alive = Alive {
+                        client: &client,
+                        host: &host,
+                        every: heartbeat_every(resp.heartbeat_ms),
+                    };
+                    let ran =
+                        run_command(&engine, &outbox, &running, command, &alive, &shutdown).await;
+                    if !ran {
+                        // Handed out again because its completion is still in the outbox (or
+                        // the state directory refused the marker): give the report sender a
+                        // moment instead of polling in a loop.
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(ALREADY_HANDLED_PAUSE) => {}
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -134,10 +149,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 let delay = e
                     .retry_after()
                     .unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60)));
-                warn!(
-                    "polling failed, retrying in {delay:?}: {:#}",
-                    anyhow::Error::new(e)
-                );
+                if e.is_unauthorized() {
+                    // Nothing this host can fix by itself: say what and where, loudly.
+                    error!(
+                        host_id = %host.host_id,
+                        "the coordinator refused this host's credentials (revoked, or a wrong \
+                         secret in {}); an operator must re-register it; retrying in {delay:?}: {:#}",
+                        state.root().join("host.json").display(),
+                        anyhow::Error::new(e)
+                    );
+                } else {
+                    warn!(
+                        "polling failed, retrying in {delay:?}: {:#}",
+                        anyhow::Error::new(e)
+                    );
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -273,13 +299,70 @@ struct Seen {
     at_ms: u64,
 }
 
+/// How long the poll loop waits after being handed a command it did not run.
+const ALREADY_HANDLED_PAUSE: Duration = Duration::from_secs(1);
+
+/// Heartbeat interval when the coordinator does not say (an older coordinator).
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// The coordinator's heartbeat interval, never below 100 ms whatever it asks.
+fn heartbeat_every(ms: Option<u64>) -> Duration {
+    ms.map(Duration::from_millis)
+        .unwrap_or(DEFAULT_HEARTBEAT)
+        .max(Duration::from_millis(100))
+}
+
+/// What the heartbeat of a running command needs.
+struct Alive<'a> {
+    client: &'a Client,
+    host: &'a HostCredentials,
+    every: Duration,
+}
+
+/// Tells the coordinator every `alive.every` that this host still works on `command_id`,
+/// until dropped; an "aborted" answer cancels `abort`. Without it a silent hook longer than
+/// the coordinator's host lease would get the host declared lost.
+async fn heartbeat(
+    alive: &Alive<'_>,
+    state: &StateDir,
+    command_id: &str,
+    abort: &CancellationToken,
+) {
+    let req = Heartbeat {
+        command_id: Some(command_id.to_string()),
+    };
+    loop {
+        tokio::time::sleep(alive.every).await;
+        match alive.client.heartbeat(alive.host, &req).await {
+            Ok(ack) => {
+                note_contact(state, None);
+                if ack.aborted && !abort.is_cancelled() {
+                    warn!(command_id, "the coordinator stopped this deployment; stopping after the current script");
+                    abort.cancel();
+                }
+            }
+            Err(ClientError::Status { status: 404, .. }) => {
+                info!("the coordinator takes no heartbeats (an older version); not sending them");
+                return;
+            }
+            Err(e) => {
+                note_contact(state, Some(&e));
+                warn!(command_id, "heartbeat failed: {:#}", anyhow::Error::new(e));
+            }
+        }
+    }
+}
+
+/// Runs one command; false when nothing ran (handled here already, or its marker could not
+/// be written).
 async fn run_command(
     engine: &Engine,
     outbox: &Outbox,
     running: &Running,
     command: Command,
+    alive: &Alive<'_>,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     let seen_path = engine
         .state
         .root()
@@ -287,7 +370,7 @@ async fn run_command(
         .join(format!("{}.json", state::encode_name(&command.command_id)));
     if seen_path.exists() {
         info!(command_id = %command.command_id, "command already handled here; its reports are in the outbox");
-        return;
+        return false;
     }
     let seen = Seen {
         schema_version: SCHEMA_VERSION,
@@ -296,7 +379,7 @@ async fn run_command(
     };
     if let Err(e) = state::write_json(&seen_path, &seen) {
         error!("recording command {}: {e:#}", command.command_id);
-        return;
+        return false;
     }
     if let Some(dir) = seen_path.parent() {
         forget_old_commands(dir);
@@ -317,10 +400,16 @@ async fn run_command(
         },
         Ok(req) => {
             let stop = Stop {
-                abort,
+                abort: abort.clone(),
                 shutdown: shutdown.clone(),
             };
-            match engine.run(&req, &observer, &stop).await {
+            let run = engine.run(&req, &observer, &stop);
+            tokio::pin!(run);
+            let result = tokio::select! {
+                r = &mut run => r,
+                () = heartbeat(alive, &engine.state, &command.command_id, &abort) => run.await,
+            };
+            match result {
                 Ok(record) => ReportBody::Completed {
                     status: match record.status {
                         RecordStatus::Succeeded => CommandStatus::Succeeded,
@@ -347,6 +436,7 @@ async fn run_command(
     if let Ok(mut r) = running.lock() {
         *r = None;
     }
+    true
 }
 
 /// How long a handled command is remembered; the coordinator never hands one out again
@@ -500,6 +590,18 @@ async fn send_reports(
                         error!("removing an acknowledged report: {e:#}");
                     }
                 }
+                Err(e) if e.is_unauthorized() => {
+                    // The host's credentials, not the report, are refused: keep every report
+                    // until an operator fixes them (a restored host.json, say).
+                    note_contact(&state, Some(&e));
+                    failed = Some(delays.next().unwrap_or(Duration::from_secs(60)));
+                    error!(
+                        "the coordinator refused this host's credentials; reports kept, retrying in {:?}: {:#}",
+                        failed.unwrap_or_default(),
+                        anyhow::Error::new(e)
+                    );
+                    break;
+                }
                 Err(e) if !e.is_retryable() => {
                     // The coordinator will never take this report (unknown command, bad
                     // request): keep it aside instead of blocking every later report.
@@ -546,5 +648,23 @@ async fn wait_outbox_empty(outbox: &Outbox) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_interval_follows_the_coordinator_within_bounds() {
+        for (asked, expected) in [
+            (None, DEFAULT_HEARTBEAT),
+            (Some(500), Duration::from_millis(500)),
+            (Some(150_000), Duration::from_secs(150)),
+            (Some(0), Duration::from_millis(100)),
+            (Some(10), Duration::from_millis(100)),
+        ] {
+            assert_eq!(heartbeat_every(asked), expected, "{asked:?}");
+        }
     }
 }

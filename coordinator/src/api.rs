@@ -7,6 +7,7 @@
 //! |---|---|---|---|
 //! | POST | `/v1/hosts/register` | registration token | `RegisterRequest` → `RegisterResponse` |
 //! | POST | `/v1/hosts/poll` | host | `PollRequest` → `PollResponse` (long poll, ≤ 30 s) |
+//! | POST | `/v1/hosts/heartbeat` | host | `Heartbeat` → `HeartbeatAck` |
 //! | POST | `/v1/commands/{id}/reports` | host | `Report` → `ReportAck` |
 //! | GET | `/v1/bundles/{sha256}` | host or operator | bytes; `Range` → 206 / 416 |
 //! | PUT | `/v1/bundles` | operator | bytes → `BundleInfo` |
@@ -37,7 +38,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use hoist_protocol::agent::{PollRequest, PollResponse, RegisterRequest, Report};
+use hoist_protocol::agent::{Heartbeat, PollRequest, PollResponse, RegisterRequest, Report};
 use hoist_protocol::operator::{CreateApplication, CreateDeployment, CreateGroup, CreateRevision};
 use hoist_protocol::{ErrorBody, HOST_ID_HEADER};
 use serde::de::DeserializeOwned;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/hosts/register", post(register))
         .route("/v1/hosts/poll", post(poll))
+        .route("/v1/hosts/heartbeat", post(heartbeat))
         .route("/v1/commands/{id}/reports", post(report))
         .route("/v1/bundles/{sha256}", get(download_bundle))
         .route(
@@ -300,7 +302,11 @@ async fn poll(
     HostAuth(host): HostAuth,
     ApiJson(req): ApiJson<PollRequest>,
 ) -> ApiResult<Json<PollResponse>> {
-    let wait = Duration::from_secs(req.wait_secs.unwrap_or(MAX_WAIT.as_secs())).min(MAX_WAIT);
+    let config = state.engine.config();
+    let wait = Duration::from_secs(req.wait_secs.unwrap_or(MAX_WAIT.as_secs()))
+        .min(MAX_WAIT)
+        .min(config.poll_wait_cap());
+    let heartbeat_ms = Some(config.heartbeat_interval().as_millis() as u64);
     let host_id = host.id.clone();
     blocking(&state, move |e| e.host_polled(host, &req)).await?;
     let notify = state.engine.host_waker(&host_id);
@@ -315,6 +321,7 @@ async fn poll(
         if let Some(command) = blocking(&state, move |e| e.next_command(&id)).await? {
             return Ok(Json(PollResponse {
                 command: Some(command),
+                heartbeat_ms,
             }));
         }
         tokio::select! {
@@ -323,7 +330,19 @@ async fn poll(
             _ = state.cancel.cancelled() => break,
         }
     }
-    Ok(Json(PollResponse { command: None }))
+    Ok(Json(PollResponse {
+        command: None,
+        heartbeat_ms,
+    }))
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    HostAuth(host): HostAuth,
+    ApiJson(req): ApiJson<Heartbeat>,
+) -> ApiResult<impl IntoResponse> {
+    let ack = blocking(&state, move |e| e.heartbeat(host, &req)).await?;
+    Ok(Json(ack))
 }
 
 async fn report(

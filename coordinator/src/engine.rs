@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hoist_protocol::agent::{
-    self, CommandStatus, EventStatus, PollRequest, RegisterRequest, RegisterResponse, Report,
-    ReportAck, ReportBody, Revision,
+    self, CommandStatus, EventStatus, Heartbeat, HeartbeatAck, PollRequest, RegisterRequest,
+    RegisterResponse, Report, ReportAck, ReportBody, Revision,
 };
 use hoist_protocol::operator::{
     self as op, CommandState, Creator, DeploymentState, HostCounts, HostEvent, RolloutConfig,
@@ -39,6 +39,20 @@ pub struct EngineConfig {
     pub host_lease: Duration,
     /// A host seen within this window is online.
     pub online_window: Duration,
+}
+
+impl EngineConfig {
+    /// How often an agent running a command says it is alive: a quarter of the lease, so
+    /// three heartbeats may be lost before the host counts as lost; at most a minute.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.host_lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
+    }
+
+    /// Longest a poll is held: well inside the lease, so a host that keeps polling is
+    /// always seen recently enough to be a deployment target.
+    pub fn poll_wait_cap(&self) -> Duration {
+        (self.host_lease / 2).max(Duration::from_secs(1))
+    }
 }
 
 impl Default for EngineConfig {
@@ -603,6 +617,31 @@ impl Engine {
         host.last_seen_ms = now_ms();
         self.store.update_host(&host)?;
         Ok(())
+    }
+
+    /// Records that `host` is alive (its lease holds) and says whether the command it
+    /// runs should stop. A command of another host is answered as not aborted.
+    pub fn heartbeat(&self, mut host: HostRow, req: &Heartbeat) -> Result<HeartbeatAck> {
+        host.last_seen_ms = now_ms();
+        self.store.update_host(&host)?;
+        let Some(command_id) = req.command_id.as_deref() else {
+            return Ok(HeartbeatAck { aborted: false });
+        };
+        let Some(cmd) = self.store.command(command_id)? else {
+            return Ok(HeartbeatAck { aborted: false });
+        };
+        if cmd.host_id != host.id {
+            return Ok(HeartbeatAck { aborted: false });
+        }
+        let stopped = match self.store.deployment(&cmd.deployment_id)? {
+            Some(d) => d.state == DeploymentState::Stopped,
+            None => false,
+        };
+        Ok(HeartbeatAck {
+            aborted: cmd.state == CommandState::InProgress && stopped
+                || cmd.state == CommandState::Failed
+                    && cmd.error_code.as_deref() == Some("host_lost"),
+        })
     }
 
     pub fn revoke_host(&self, host_id: &str) -> Result<op::HostInfo> {
@@ -1209,5 +1248,31 @@ fn deployment_view(
         counts,
         hosts,
         change_seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_and_polls_fit_inside_the_lease() {
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        // (lease, heartbeat interval, longest poll)
+        for (lease, beat, poll) in [
+            (s(600), s(60), s(300)),
+            (s(120), s(30), s(60)),
+            (s(2), ms(500), s(1)),
+            (s(1), ms(250), s(1)),
+            (ms(200), ms(250), s(1)),
+        ] {
+            let c = EngineConfig {
+                host_lease: lease,
+                ..EngineConfig::default()
+            };
+            assert_eq!(c.heartbeat_interval(), beat, "{lease:?}");
+            assert_eq!(c.poll_wait_cap(), poll, "{lease:?}");
+        }
     }
 }

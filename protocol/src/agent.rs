@@ -7,6 +7,8 @@
 //!   a command exists for the host or `wait_secs` pass.
 //! - `POST /v1/commands/{command_id}/reports` with host auth: [`Report`] → [`ReportAck`];
 //!   idempotent on (command id, `seq`).
+//! - `POST /v1/hosts/heartbeat` with host auth: [`Heartbeat`] → [`HeartbeatAck`]; sent
+//!   while a command runs (a hook may be silent for an hour) so the host's lease holds.
 //! - `GET /v1/bundles/{sha256}` with host auth: the bundle bytes; honours `Range`.
 //!
 //! Host auth is the header [`crate::HOST_ID_HEADER`] with the host id plus
@@ -48,6 +50,27 @@ pub struct PollResponse {
     /// `None` when the wait ended with no work.
     #[serde(default)]
     pub command: Option<Command>,
+    /// How often the agent should send a [`Heartbeat`] while it runs a command, derived
+    /// from the coordinator's host lease. Absent from older coordinators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+}
+
+/// "This host is alive and still working": keeps the host's lease while a command runs
+/// with nothing to report (a long hook, a big download).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The command the host is running, if any.
+    #[serde(default)]
+    pub command_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The running command's deployment was stopped (or the host was declared lost): finish
+    /// the current script, report, and stop.
+    #[serde(default)]
+    pub aborted: bool,
 }
 
 /// One host's share of a deployment.

@@ -19,32 +19,9 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// A `hoist server` on a free loopback port with `data_dir`.
     pub fn start(data_dir: &Path) -> Coordinator {
-        let mut child = Command::new(bin("hoist"))
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("HOIST_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hoist server");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("hoist server exited before listening")
-                .expect("read stderr");
-            eprintln!("server: {line}");
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                break addr.trim().to_string();
-            }
-        };
-        // Keep draining the server's log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Coordinator {
-            child,
-            url: format!("http://{addr}"),
-        }
+        Coordinator::start_with(data_dir, "127.0.0.1:0", &[])
     }
 
     pub fn hoist(&self, args: &[&str]) -> Output {
@@ -76,6 +53,8 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// `hoist-agent run` for host `name` with `tags` (YAML flow-map entries), registering with
+    /// `token`; its hooks see `$OUT`, a directory of its own.
     pub fn start(
         s: &Scratch,
         name: &str,
@@ -83,33 +62,7 @@ impl Agent {
         token: &str,
         tags: &str,
     ) -> Agent {
-        let dir = s.join(name);
-        fs::create_dir_all(dir.join("out")).expect("mkdir");
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
-        fs::write(
-            dir.join("hook.env"),
-            format!("OUT={}\n", dir.join("out").display()),
-        )
-        .expect("env");
-        let config = dir.join("agent.yaml");
-        fs::write(
-            &config,
-            format!(
-                "coordinator:\n  url: {}\n  registration_token: {token}\nhost:\n  name: {name}\n  tags: {{{tags}}}\nstate_dir: {}\npoll:\n  wait_secs: 20\n  initial_backoff_ms: 100\n  max_backoff_secs: 1\nhooks:\n  environment_file: {}\n  kill_grace_secs: 2\n  stop_grace_secs: 2\n",
-                coordinator.url,
-                dir.join("state").display(),
-                dir.join("hook.env").display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new(bin("hoist-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("HOIST_LOG", "info")
-            .stderr(fs::File::create(dir.join("agent.log")).expect("log"))
-            .spawn()
-            .expect("start hoist-agent");
-        Agent { child, config, dir }
+        Agent::start_with(s, name, coordinator, token, tags, AgentOptions::default())
     }
 
     pub fn events(&self) -> Vec<String> {
@@ -150,6 +103,69 @@ impl Coordinator {
             cmd.env(k, v);
         }
         run(&mut cmd)
+    }
+
+    /// A `hoist server` on `addr` (e.g. `127.0.0.1:40123`, the address of one stopped
+    /// earlier) with `data_dir`, so a restart keeps the address agents were given.
+    pub fn start_on(data_dir: &Path, addr: &str) -> Coordinator {
+        Coordinator::start_with(data_dir, addr, &[])
+    }
+
+    /// A `hoist server` listening on `listen` (`127.0.0.1:0` for a free port) with extra
+    /// `hoist server` flags such as `--host-lease 2s`. Its log is echoed on stderr. A port
+    /// freed a moment ago may still be taken briefly: starting is retried for 10 s.
+    pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Coordinator {
+        let t0 = std::time::Instant::now();
+        loop {
+            let mut child = Command::new(bin("hoist"))
+                .args(["server", "--listen", listen, "--data-dir"])
+                .arg(data_dir)
+                .args(extra)
+                .env("HOIST_OPERATOR_TOKEN", OPERATOR_TOKEN)
+                .env("HOIST_LOG", "info")
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start hoist server");
+            let stderr = child.stderr.take().expect("stderr");
+            let mut lines = BufReader::new(stderr).lines();
+            let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
+                eprintln!("server: {line}");
+                line.strip_prefix("listening on ")
+                    .map(|a| a.trim().to_string())
+            });
+            match addr {
+                Some(addr) => {
+                    std::thread::spawn(move || {
+                        for line in lines.map_while(Result::ok) {
+                            eprintln!("server: {line}");
+                        }
+                    });
+                    return Coordinator {
+                        child,
+                        url: format!("http://{addr}"),
+                    };
+                }
+                None => {
+                    let _ = child.wait();
+                    assert!(
+                        t0.elapsed() < std::time::Duration::from_secs(10),
+                        "hoist server on {listen} exited before listening"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// The `HOST:PORT` it listens on.
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Stops it with `signal` (SIGKILL: a crash; SIGTERM: a clean stop) and waits for it.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
+        let _ = self.child.wait();
     }
 }
 
@@ -219,5 +235,27 @@ impl Agent {
             .spawn()
             .expect("start hoist-agent");
         Agent { child, config, dir }
+    }
+
+    /// `agent.log` so far: the daemon's own log (stderr).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Starts `hoist-agent run` again on the same config and state directory (after the
+    /// previous process was killed); the log is appended to.
+    pub fn restart(&mut self) {
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join("agent.log"))
+            .expect("log");
+        self.child = Command::new(bin("hoist-agent"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("HOIST_LOG", "info")
+            .stderr(log)
+            .spawn()
+            .expect("restart hoist-agent");
     }
 }

@@ -6,6 +6,7 @@
 mod auth;
 mod bundles;
 mod deploy;
+mod resilience;
 mod s3;
 mod server;
 mod support;

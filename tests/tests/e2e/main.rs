@@ -4,4 +4,5 @@
 mod daemon;
 mod fleet;
 mod local_deploy;
+mod resilience;
 mod sources;

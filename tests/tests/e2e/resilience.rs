@@ -1,0 +1,685 @@
+//! The fleet when things go wrong: auto-rollback on real hosts, an agent killed mid-hook,
+//! the coordinator stopped mid-deployment and restarted on the same address, revoked and
+//! wrong host credentials, a coordinator that comes up after its agents, pickup latency of
+//! a long-polling agent, and heartbeats that keep a host running a long hook alive past a
+//! short lease. Real `hoist server` and `hoist-agent run` processes throughout; no test here
+//! asserts a tight timing.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hoist_tests::fleet::{Agent, Coordinator};
+use hoist_tests::{alive, wait_for, Scratch};
+use nix::sys::signal::Signal;
+
+/// Creates application `shop`, group `web` (tag role=web, plus `group_args`) and returns
+/// a registration token.
+fn setup(c: &Coordinator, group_args: &[&str]) -> String {
+    c.hoist_ok(&["app", "create", "shop"]);
+    let mut args = vec![
+        "group", "create", "web", "--app", "shop", "--tag", "role=web",
+    ];
+    args.extend_from_slice(group_args);
+    c.hoist_ok(&args);
+    c.hoist_ok(&["token", "create"])
+}
+
+fn wait_hosts(c: &Coordinator, names: &[&str]) {
+    wait_for("hosts registered", Duration::from_secs(30), || {
+        let text = c.hoist_ok(&["hosts", "list", "--json"]);
+        names.iter().all(|n| text.contains(&format!("\"{n}\"")))
+    });
+}
+
+/// The id of host `name` at the coordinator.
+fn host_id(c: &Coordinator, name: &str) -> String {
+    let list: serde_json::Value =
+        serde_json::from_str(&c.hoist_ok(&["hosts", "list", "--json"])).expect("hosts json");
+    list["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["name"] == name)
+        .and_then(|h| h["id"].as_str())
+        .expect("host listed")
+        .to_string()
+}
+
+/// Writes a bundle: `appspec` plus executable `files` (path, body).
+fn bundle(dir: &Path, appspec: &str, files: &[(&str, &str)]) {
+    fs::create_dir_all(dir).expect("mkdir");
+    fs::write(dir.join("appspec.yml"), appspec).expect("appspec");
+    for (path, body) in files {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(&p, body).expect("file");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+fn push(c: &Coordinator, dir: &Path) -> String {
+    c.hoist_ok(&["push", dir.to_str().expect("utf-8"), "--app", "shop"])
+}
+
+/// `hoist deploy create` of `revision` to shop/web; with `wait`, `--wait`. Returns the
+/// exit code and the deployment id.
+fn deploy(c: &Coordinator, revision: &str, wait: bool) -> (Option<i32>, String) {
+    let mut args = vec![
+        "deploy",
+        "create",
+        "--app",
+        "shop",
+        "--group",
+        "web",
+        "--revision",
+        revision,
+    ];
+    if wait {
+        args.push("--wait");
+    }
+    let out = c.hoist(&args);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.code(), id)
+}
+
+fn deployment(c: &Coordinator, id: &str) -> serde_json::Value {
+    serde_json::from_str(&c.hoist_ok(&["deploy", "status", id, "--json"])).expect("status json")
+}
+
+/// `hoist deploy status ID` as text (stdout and stderr).
+fn status_text(c: &Coordinator, id: &str) -> String {
+    let out = c.hoist(&["deploy", "status", id]);
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Waits until deployment `id` has ended and returns it.
+fn wait_ended(c: &Coordinator, id: &str, limit: Duration) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let d = deployment(c, id);
+        if d["state"] != "in_progress" && d["state"] != "pending" {
+            return d;
+        }
+        assert!(t0.elapsed() < limit, "deployment {id} still running: {d}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The deployment's entry for host `name`.
+fn host_of<'a>(d: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    d["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["host_name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in the deployment: {d}"))
+}
+
+const RECORD: &str = "#!/bin/sh\necho \"$LIFECYCLE_EVENT\" >> \"$OUT/events.log\"\n";
+
+#[test]
+fn a_failing_revision_is_rolled_back_to_the_previous_files_on_every_host() {
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = setup(&c, &["--config", "OneAtATime", "--auto-rollback"]);
+    // Both hosts run on this machine: they install into one directory, one at a time, and
+    // their ApplicationStart copies what it finds there into the host's own $OUT.
+    let www = s.join("www");
+    let appspec = format!(
+        "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}\nfile_exists_behavior: OVERWRITE\nhooks:\n  AfterInstall:\n    - location: scripts/after.sh\n  ApplicationStart:\n    - location: scripts/start.sh\n",
+        www.display()
+    );
+    let start = format!(
+        "#!/bin/sh\ncp {}/version.txt \"$OUT/version.txt\"\necho \"$DEPLOYMENT_ID\" >> \"$OUT/deployments.log\"\n",
+        www.display()
+    );
+    let good = s.join("good");
+    bundle(
+        &good,
+        &appspec,
+        &[
+            ("app/version.txt", "v1 good\n"),
+            ("scripts/after.sh", "#!/bin/sh\nexit 0\n"),
+            ("scripts/start.sh", &start),
+        ],
+    );
+    let bad = s.join("bad");
+    bundle(
+        &bad,
+        &appspec,
+        &[
+            ("app/version.txt", "v2 broken\n"),
+            (
+                "scripts/after.sh",
+                "#!/bin/sh\necho 'migration 42 failed' >&2\nexit 4\n",
+            ),
+            ("scripts/start.sh", &start),
+        ],
+    );
+    let web1 = Agent::start(&s, "web-1", &c, &token, "role: web");
+    let web2 = Agent::start(&s, "web-2", &c, &token, "role: web");
+    wait_hosts(&c, &["web-1", "web-2"]);
+    let version = |a: &Agent| fs::read_to_string(a.dir.join("out/version.txt")).unwrap_or_default();
+
+    let (code, first) = deploy(&c, &push(&c, &good), true);
+    assert_eq!(code, Some(0), "the good revision deploys");
+    for a in [&web1, &web2] {
+        assert_eq!(version(a), "v1 good\n");
+    }
+
+    let (code, failed) = deploy(&c, &push(&c, &bad), true);
+    assert_eq!(code, Some(1), "the broken revision fails");
+    let d = deployment(&c, &failed);
+    assert_eq!(d["state"], "failed", "{d}");
+    let rollback = d["rolled_back_by"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no rollback started: {d}"))
+        .to_string();
+    let r = wait_ended(&c, &rollback, Duration::from_secs(60));
+    assert_eq!(r["state"], "succeeded", "{r}");
+    assert_eq!(r["creator"], "rollback");
+    assert_eq!(r["rollback_of"], failed.as_str());
+    assert_eq!(r["revision"], deployment(&c, &first)["revision"]);
+
+    // The good files are back, installed by the rollback on both hosts.
+    assert_eq!(
+        fs::read_to_string(www.join("version.txt")).expect("installed"),
+        "v1 good\n"
+    );
+    for a in [&web1, &web2] {
+        assert_eq!(version(a), "v1 good\n");
+        let log = fs::read_to_string(a.dir.join("out/deployments.log")).expect("log");
+        assert_eq!(
+            log.lines().last(),
+            Some(rollback.as_str()),
+            "the rollback ran last"
+        );
+        assert!(!log.contains(&failed), "the broken revision never started");
+    }
+    let text = status_text(&c, &failed);
+    assert!(
+        text.contains(&format!("rolled back:  by {rollback}")),
+        "{text}"
+    );
+    assert!(text.contains("migration 42 failed"), "{text}");
+    let text = status_text(&c, &rollback);
+    assert!(text.contains("by auto-rollback"), "{text}");
+    assert!(text.contains(&format!("rollback of:  {failed}")), "{text}");
+}
+
+#[test]
+fn kill_9_of_the_agent_during_a_long_hook_is_reported_and_its_hook_killed_on_restart() {
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let mut web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_hosts(&c, &["web-1"]);
+    let long = s.join("long");
+    bundle(
+        &long,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: long.sh\n",
+        &[(
+            "long.sh",
+            "#!/bin/sh\necho $$ >> \"$OUT/pids\"\nsleep 300 &\necho $! >> \"$OUT/pids\"\nsleep 300\n",
+        )],
+    );
+    let (code, id) = deploy(&c, &push(&c, &long), false);
+    assert_eq!(code, Some(0));
+    let pids_file = web.dir.join("out/pids");
+    wait_for("the hook and its child", Duration::from_secs(30), || {
+        fs::read_to_string(&pids_file).is_ok_and(|p| p.lines().count() >= 2)
+    });
+    let pids: Vec<i32> = fs::read_to_string(&pids_file)
+        .expect("pids")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    web.child.kill().expect("kill -9");
+    let _ = web.child.wait();
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "the hook outlives kill -9 of its agent"
+    );
+
+    web.restart();
+    let d = wait_ended(&c, &id, Duration::from_secs(30));
+    assert_eq!(d["state"], "failed", "{d}");
+    let h = host_of(&d, "web-1");
+    assert_eq!(h["failed_event"], "ApplicationStart", "{h}");
+    assert_eq!(h["error_code"], "agent_restarted", "{h}");
+    assert_eq!(
+        h["message"], "agent restarted during ApplicationStart",
+        "{h}"
+    );
+    let text = status_text(&c, &id);
+    assert!(
+        text.contains("agent restarted during ApplicationStart"),
+        "{text}"
+    );
+    wait_for(
+        "the orphaned hook group to die",
+        Duration::from_secs(10),
+        || pids.iter().all(|p| !alive(*p)),
+    );
+
+    // Back to polling: the next deployment runs.
+    let quick = s.join("quick");
+    bundle(
+        &quick,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: record.sh\n",
+        &[("record.sh", RECORD)],
+    );
+    let (code, _) = deploy(&c, &push(&c, &quick), true);
+    assert_eq!(code, Some(0), "a deployment after the restart succeeds");
+    assert_eq!(web.events(), ["ApplicationStart"]);
+    let handed_again = web.log().matches("command already handled here").count();
+    eprintln!("the interrupted command was handed out again {handed_again} times");
+    assert!(handed_again < 10, "polling spun on a handled command");
+}
+
+/// Every lifecycle event, in order.
+const ALL_EVENTS: [&str; 11] = [
+    "BeforeBlockTraffic",
+    "AfterBlockTraffic",
+    "ApplicationStop",
+    "DownloadBundle",
+    "BeforeInstall",
+    "Install",
+    "AfterInstall",
+    "ApplicationStart",
+    "ValidateService",
+    "BeforeAllowTraffic",
+    "AfterAllowTraffic",
+];
+
+#[test]
+fn a_coordinator_stopped_mid_deployment_loses_no_event_report_when_it_comes_back() {
+    let s = Scratch::new();
+    let data = s.join("coordinator");
+    let mut c = Coordinator::start(&data);
+    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let agents = [
+        Agent::start(&s, "web-1", &c, &token, "role: web"),
+        Agent::start(&s, "web-2", &c, &token, "role: web"),
+    ];
+    wait_hosts(&c, &["web-1", "web-2"]);
+    let appspec = "version: 0.0\nos: linux\nhooks:\n  BeforeInstall:\n    - location: record.sh\n  AfterInstall:\n    - location: slow.sh\n  ApplicationStart:\n    - location: record.sh\n  ValidateService:\n    - location: record.sh\n  BeforeAllowTraffic:\n    - location: record.sh\n";
+    let slow = "#!/bin/sh\necho \"$LIFECYCLE_EVENT\" >> \"$OUT/events.log\"\nsleep 3\n";
+
+    for (round, signal) in [(1, Signal::SIGKILL), (2, Signal::SIGTERM)] {
+        let dir = s.join(format!("rev{round}"));
+        bundle(
+            &dir,
+            appspec,
+            &[
+                ("record.sh", RECORD),
+                ("slow.sh", slow),
+                ("round.txt", &format!("{round}\n")),
+            ],
+        );
+        let before: Vec<usize> = agents.iter().map(|a| a.events().len()).collect();
+        let (code, id) = deploy(&c, &push(&c, &dir), false);
+        assert_eq!(code, Some(0));
+        wait_for(
+            "both hosts in AfterInstall",
+            Duration::from_secs(30),
+            || {
+                agents
+                    .iter()
+                    .zip(&before)
+                    .all(|(a, n)| a.events()[*n..].contains(&"AfterInstall".to_string()))
+            },
+        );
+        c.stop_with(signal);
+        eprintln!("round {round}: coordinator stopped with {signal}");
+        // The hosts finish the deployment while it is down; their reports wait on disk.
+        wait_for("both hosts done", Duration::from_secs(30), || {
+            agents
+                .iter()
+                .zip(&before)
+                .all(|(a, n)| a.events()[*n..].contains(&"BeforeAllowTraffic".to_string()))
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let addr = c.addr().to_string();
+        c = Coordinator::start_on(&data, &addr);
+
+        let d = wait_ended(&c, &id, Duration::from_secs(60));
+        assert_eq!(d["state"], "succeeded", "round {round}: {d}");
+        for (a, n) in agents.iter().zip(&before) {
+            let name = a.dir.file_name().and_then(|n| n.to_str()).expect("name");
+            let h = host_of(&d, name);
+            let events = h["events"].as_array().expect("events");
+            let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+            assert_eq!(names, ALL_EVENTS, "round {round}, {name}: {h}");
+            for e in events {
+                assert!(
+                    e["status"] == "succeeded" || e["status"] == "skipped",
+                    "round {round}, {name}: event not ended well: {e}"
+                );
+            }
+            // The hooks the coordinator saw succeed are exactly the hooks the host ran.
+            let ran: Vec<&str> = events
+                .iter()
+                .filter(|e| e["status"] == "succeeded")
+                .filter_map(|e| e["event"].as_str())
+                .filter(|e| *e != "DownloadBundle" && *e != "Install")
+                .collect();
+            assert_eq!(ran, a.events()[*n..], "round {round}, {name}");
+        }
+    }
+}
+
+#[test]
+fn a_revoked_host_and_a_wrong_secret_are_refused_and_get_no_commands() {
+    let s = Scratch::new();
+    // A short lease: hosts that cannot poll soon stop being deployment targets.
+    let c = Coordinator::start_with(
+        &s.join("coordinator"),
+        "127.0.0.1:0",
+        &["--host-lease", "3s"],
+    );
+    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let revoked = Agent::start(&s, "web-1", &c, &token, "role: web");
+    let mut wrong = Agent::start(&s, "web-2", &c, &token, "role: web");
+    let good = Agent::start(&s, "web-3", &c, &token, "role: web");
+    wait_hosts(&c, &["web-1", "web-2", "web-3"]);
+
+    let id = host_id(&c, "web-1");
+    c.hoist_ok(&["hosts", "revoke", &id]);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(wrong.child.id() as i32),
+        Signal::SIGTERM,
+    );
+    let _ = wrong.child.wait();
+    let host_json = wrong.dir.join("state/host.json");
+    let mut creds: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&host_json).expect("host.json")).expect("json");
+    creds["host_secret"] = "not-the-secret".into();
+    fs::write(&host_json, creds.to_string()).expect("write host.json");
+    wrong.restart();
+
+    for (agent, why) in [
+        (&revoked, "was revoked"),
+        (&wrong, "unknown host or wrong host secret"),
+    ] {
+        wait_for(
+            "the refusal in the agent's log",
+            Duration::from_secs(30),
+            || {
+                let log = agent.log();
+                log.contains("refused this host's credentials") && log.contains(why)
+            },
+        );
+        let st = agent.status();
+        assert_eq!(st["running"], true, "{st}");
+        assert!(
+            st["last_contact_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("401") && e.contains(why)),
+            "status must show the refusal: {st}"
+        );
+    }
+    // Past the lease only web-3 is a target; nobody hands the refused hosts anything.
+    std::thread::sleep(Duration::from_secs(4));
+    let dir = s.join("rev");
+    bundle(
+        &dir,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: record.sh\n",
+        &[("record.sh", RECORD)],
+    );
+    let (code, id) = deploy(&c, &push(&c, &dir), true);
+    assert_eq!(code, Some(0), "deployment to the healthy host");
+    let d = deployment(&c, &id);
+    let hosts: Vec<&str> = d["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|h| h["host_name"].as_str())
+        .collect();
+    assert_eq!(hosts, ["web-3"], "{d}");
+    assert_eq!(good.events(), ["ApplicationStart"]);
+    std::thread::sleep(Duration::from_secs(2));
+    for a in [&revoked, &wrong] {
+        assert!(a.events().is_empty(), "a refused host ran a hook");
+        assert!(!a.log().contains("deployment_id"), "{}", a.log());
+    }
+    let list = c.hoist_ok(&["hosts", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).expect("json");
+    let web1 = list["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["name"] == "web-1")
+        .expect("web-1");
+    assert_eq!(web1["revoked"], true);
+}
+
+/// Report files (`*.json`) and refused ones (`*.refused`) in an agent's outbox.
+fn outbox_files(a: &Agent) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for dir in fs::read_dir(a.dir.join("state/outbox"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            match f.path().extension().and_then(|e| e.to_str()) {
+                Some("json") => counts.0 += 1,
+                Some("refused") => counts.1 += 1,
+                _ => {}
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn reports_refused_for_a_wrong_secret_are_kept_until_it_is_fixed() {
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let mut web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_hosts(&c, &["web-1"]);
+    let long = s.join("long");
+    bundle(
+        &long,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: long.sh\n",
+        &[("long.sh", "#!/bin/sh\necho $$ > \"$OUT/pid\"\nsleep 300\n")],
+    );
+    let (code, id) = deploy(&c, &push(&c, &long), false);
+    assert_eq!(code, Some(0));
+    wait_for("the hook", Duration::from_secs(30), || {
+        web.dir.join("out/pid").exists()
+    });
+    web.child.kill().expect("kill -9");
+    let _ = web.child.wait();
+    // The host comes back with a damaged secret: its recovery reports are refused (401).
+    let host_json = web.dir.join("state/host.json");
+    let good = fs::read_to_string(&host_json).expect("host.json");
+    let mut creds: serde_json::Value = serde_json::from_str(&good).expect("json");
+    creds["host_secret"] = "damaged".into();
+    fs::write(&host_json, creds.to_string()).expect("write host.json");
+    web.restart();
+    wait_for("a refused report", Duration::from_secs(30), || {
+        web.log().contains("answered 401 to event report")
+    });
+    assert!(web.log().contains("reports kept"), "{}", web.log());
+    let (queued, refused) = outbox_files(&web);
+    assert!(queued >= 2, "the recovery reports wait in the outbox");
+    assert_eq!(
+        refused, 0,
+        "nothing is thrown away for a credentials problem"
+    );
+    assert_eq!(deployment(&c, &id)["state"], "in_progress");
+
+    // The operator restores the secret: the kept reports arrive and end the deployment.
+    web.child.kill().expect("kill -9");
+    let _ = web.child.wait();
+    fs::write(&host_json, good).expect("restore host.json");
+    web.restart();
+    let d = wait_ended(&c, &id, Duration::from_secs(30));
+    assert_eq!(d["state"], "failed", "{d}");
+    assert_eq!(
+        host_of(&d, "web-1")["message"],
+        "agent restarted during ApplicationStart"
+    );
+    wait_for("the outbox to drain", Duration::from_secs(10), || {
+        outbox_files(&web).0 == 0
+    });
+}
+
+/// Seconds in a `Duration`'s Debug form (`178.8ms`, `1.2s`, `950µs`).
+fn debug_secs(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ns") {
+        (n, 1e-9)
+    } else {
+        (text.strip_suffix('s')?, 1.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+#[test]
+fn an_agent_started_before_its_coordinator_retries_then_registers_and_deploys() {
+    let s = Scratch::new();
+    let data = s.join("coordinator");
+    let mut c = Coordinator::start(&data);
+    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let addr = c.addr().to_string();
+    c.stop_with(Signal::SIGKILL);
+    // The agent is given the address while nothing listens there.
+    let web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_for("four retries", Duration::from_secs(30), || {
+        web.log().matches("retrying in").count() >= 4
+    });
+    let st = web.status();
+    assert!(
+        st["last_contact_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&addr)),
+        "{st}"
+    );
+    let log = web.log();
+    let delays: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split("retrying in ").nth(1))
+        .filter_map(|r| debug_secs(r.split(':').next().unwrap_or("")))
+        .collect();
+    eprintln!("retry delays: {delays:?}");
+    // Exponential with jitter (at most one base delay): two steps always show growth.
+    assert!(delays[2] > delays[0], "{delays:?}");
+    assert!(
+        delays.iter().all(|d| *d <= 2.0),
+        "capped at 1 s: {delays:?}"
+    );
+
+    let c = Coordinator::start_on(&data, &addr);
+    wait_hosts(&c, &["web-1"]);
+    let dir = s.join("rev");
+    bundle(
+        &dir,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: record.sh\n",
+        &[("record.sh", RECORD)],
+    );
+    let (code, _) = deploy(&c, &push(&c, &dir), true);
+    assert_eq!(code, Some(0));
+    assert_eq!(web.events(), ["ApplicationStart"]);
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_idle_long_polling_agent_picks_up_a_new_deployment_at_once() {
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_hosts(&c, &["web-1"]);
+    // BeforeBlockTraffic runs the hooks of the revision installed last, before anything
+    // else (even the download): once this revision is installed, its stamp marks the
+    // moment the next deployment starts on the host.
+    let dir = s.join("rev");
+    bundle(
+        &dir,
+        "version: 0.0\nos: linux\nhooks:\n  BeforeBlockTraffic:\n    - location: stamp.sh\n",
+        &[(
+            "stamp.sh",
+            "#!/bin/sh\necho $(($(date +%s%N) / 1000000)) > \"$OUT/started\"\n",
+        )],
+    );
+    let revision = push(&c, &dir);
+    let (code, _) = deploy(&c, &revision, true);
+    assert_eq!(code, Some(0));
+    let stamp = web.dir.join("out/started");
+    assert!(
+        !stamp.exists(),
+        "nothing installed before the first deployment"
+    );
+    // Let the agent settle into a long poll (it waits up to 20 s for work).
+    std::thread::sleep(Duration::from_secs(2));
+    let asked = unix_ms();
+    let (code, _) = deploy(&c, &revision, false);
+    let returned = unix_ms();
+    assert_eq!(code, Some(0));
+    wait_for("the first hook", Duration::from_secs(30), || stamp.exists());
+    let started: u128 = fs::read_to_string(&stamp)
+        .expect("stamp")
+        .trim()
+        .parse()
+        .expect("ms");
+    eprintln!(
+        "pickup: the deployment's first hook started {} ms after `deploy create` returned ({} ms after it was run)",
+        started as i128 - returned as i128,
+        started as i128 - asked as i128
+    );
+    assert!(
+        started.saturating_sub(asked) < 5000,
+        "a long-polling agent must start within seconds"
+    );
+}
+
+#[test]
+fn heartbeats_keep_a_host_running_a_hook_longer_than_the_lease() {
+    let s = Scratch::new();
+    let c = Coordinator::start_with(
+        &s.join("coordinator"),
+        "127.0.0.1:0",
+        &["--host-lease", "2s"],
+    );
+    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_hosts(&c, &["web-1"]);
+    let dir = s.join("rev");
+    bundle(
+        &dir,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: slow.sh\n",
+        &[(
+            "slow.sh",
+            "#!/bin/sh\necho \"$LIFECYCLE_EVENT\" >> \"$OUT/events.log\"\nsleep 5\necho done\n",
+        )],
+    );
+    let t0 = Instant::now();
+    let (code, id) = deploy(&c, &push(&c, &dir), true);
+    eprintln!(
+        "deployment with a 5 s hook under a 2 s lease took {:?}",
+        t0.elapsed()
+    );
+    let d = deployment(&c, &id);
+    assert_eq!(code, Some(0), "{d}");
+    let h = host_of(&d, "web-1");
+    assert_eq!(h["state"], "succeeded", "{h}");
+    assert!(h["error_code"].is_null(), "{h}");
+    assert!(!status_text(&c, &id).contains("host lost"));
+    assert_eq!(web.events(), ["ApplicationStart"]);
+}

@@ -5,7 +5,7 @@
 //! listen: 127.0.0.1:8443            # default 127.0.0.1:8443; port 0 picks a free port
 //! data_dir: /var/lib/hoist-coordinator
 //! operator_token: "..."             # or operator_token_file: /etc/hoist/operator-token
-//! host_lease: 10m                   # a host silent this long mid-command has failed
+//! host_lease: 10m                   # a host silent this long mid-command (no heartbeat) has failed
 //! tls:                              # optional; plain HTTP without it
 //!   cert: /etc/hoist/tls/cert.pem
 //!   key: /etc/hoist/tls/key.pem

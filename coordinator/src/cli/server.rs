@@ -29,7 +29,8 @@ pub struct ServerArgs {
     /// PEM private key for --tls-cert.
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
-    /// A host silent this long mid-command has failed, e.g. `10m` (default 10m).
+    /// A host silent this long mid-command has failed, e.g. `10m` (default 10m); agents send
+    /// heartbeats at a quarter of it while a command runs.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub host_lease: Option<std::time::Duration>,
 }

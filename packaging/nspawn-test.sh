@@ -469,11 +469,17 @@ jq -c --arg d "$first" 'select(.DEPLOYMENT_ID == $d and .LIFECYCLE_EVENT == "Val
 # --- sandbox exposure -----------------------------------------------------------------------
 
 step "systemd-analyze security"
+# The booted system analyses the loaded unit; --offline=true only the file. Where their
+# tables differ, the differing rows are printed.
 for unit in hoist-agent.service hoist-coordinator.service; do
-    online=$(inside systemd-analyze security "$unit" 2>&1 | grep 'Overall exposure level' || true)
-    offline=$(inside systemd-analyze security --offline=true "/lib/systemd/system/$unit" 2>&1 | grep 'Overall exposure level' || true)
-    echo "$unit: booted: ${online:-none}"
+    online_table=$(inside systemd-analyze security --no-pager "$unit" 2>&1 || true)
+    offline_table=$(inside systemd-analyze security --no-pager --offline=true "/lib/systemd/system/$unit" 2>&1 || true)
+    online=$(grep -o 'Overall exposure level.*' <<<"$online_table" || true)
+    offline=$(grep -o 'Overall exposure level.*' <<<"$offline_table" || true)
+    echo "$unit: booted:  ${online:-none}"
     echo "$unit: offline: ${offline:-none}"
+    diff <(grep -v 'Overall exposure' <<<"$offline_table") <(grep -v 'Overall exposure' <<<"$online_table") \
+        | sed -n 's/^</  offline:/p; s/^>/  booted: /p' || true
     if [ -n "$online" ]; then pass "$unit has an exposure score in the booted system"; else fail "$unit: no exposure score"; fi
 done
 

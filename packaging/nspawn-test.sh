@@ -7,7 +7,8 @@
 # container's loopback, and deploys a bundle whose ApplicationStart starts a background app
 # and whose ValidateService hook sleeps. During that hook it
 #   1. runs `systemctl restart hoist-agent`: the app survives (KillMode=process), the hook is
-#      stopped after hooks.stop_grace_secs and the deployment is reported as stopped;
+#      stopped after hooks.stop_grace_secs and the host's command is reported as stopped; a
+#      file system ApplicationStart mounted is the whole system's, before and after;
 #   2. (a second deployment) SIGKILLs the agent's main process: systemd restarts it, the new
 #      agent kills the orphaned hook and reports "agent restarted during ValidateService",
 #      and that deployment's app survives too;
@@ -208,7 +209,9 @@ EOF
 cat >"$bundle/scripts/start.sh" <<'EOF'
 #!/bin/sh
 set -eu
-mkdir -p /var/lib/nspawn-app
+mkdir -p /var/lib/nspawn-app /mnt/nspawn-app
+# A file system the application needs, mounted by the hook (as bundles mount data volumes).
+mountpoint -q /mnt/nspawn-app || mount -t tmpfs nspawn-app /mnt/nspawn-app
 nohup /opt/nspawn-app/app.sh "$DEPLOYMENT_ID" >/dev/null 2>&1 &
 echo $! >"/var/lib/nspawn-app/$DEPLOYMENT_ID.pid"
 echo "app started with pid $!"
@@ -374,6 +377,17 @@ deploy_until_validating
 first=$deployment
 first_app=$app_pid
 check "the app is alive before the restart" alive "$app_pid"
+check "the file system ApplicationStart mounted is mounted for the whole container (PID 1 sees it)" \
+    inside findmnt -n /mnt/nspawn-app
+# same_mount_ns PID: the process shares PID 1's mount namespace.
+same_mount_ns() { [ "$(inside readlink "/proc/$1/ns/mnt")" = "$(inside readlink /proc/1/ns/mnt)" ]; }
+check "the agent shares PID 1's mount namespace" same_mount_ns "$(inside systemctl show -P MainPID hoist-agent)"
+# The container itself has no CAP_SYS_MODULE or CAP_SYSLOG, so the loaded unit is checked.
+bounding=$(inside systemctl show -P CapabilityBoundingSet hoist-agent)
+check "the agent's bounding set has no cap_sys_module or cap_syslog" \
+    not grep -qwE 'cap_sys_module|cap_syslog' <<<"$bounding"
+keeps_caps() { grep -qw cap_sys_admin <<<"$bounding" && grep -qw cap_setuid <<<"$bounding"; }
+check "the agent's bounding set keeps cap_sys_admin and cap_setuid" keeps_caps
 app_cgroup=$(cgroup_of "$app_pid")
 if [[ "$app_cgroup" == */hoist-agent.service ]]; then pass "the app runs in the agent unit's control group ($app_cgroup)"; else fail "the app's control group is $app_cgroup"; fi
 agent_status=$(inside hoist-agent status 2>&1 || true)
@@ -386,6 +400,9 @@ echo "systemctl restart took $((($(date +%s%N) - t0) / 1000000)) ms"
 new_pid=$(inside systemctl show -P MainPID hoist-agent)
 check "hoist-agent is active after the restart" inside systemctl is-active --quiet hoist-agent
 check "the agent is a new process (MainPID $old_pid -> $new_pid)" test "$old_pid" != "$new_pid" -a "$new_pid" != 0
+check "the restarted agent still shares PID 1's mount namespace" same_mount_ns "$new_pid"
+check "the restarted agent sees the file system ApplicationStart mounted" \
+    inside nsenter --target "$new_pid" --mount findmnt -n /mnt/nspawn-app
 check "the app from ApplicationStart survived the restart (KillMode=process)" alive "$app_pid"
 sleep 2
 check "the app still beats after the restart" \

@@ -221,7 +221,12 @@ fn permission() -> impl Strategy<Value = Permission> {
         1..3,
     );
     (
-        (absolute(), text(), proptest::collection::vec(text(), 0..3), types),
+        (
+            absolute(),
+            text(),
+            proptest::collection::vec(text(), 0..3),
+            types,
+        ),
         (
             proptest::option::of(name()),
             proptest::option::of(name()),
@@ -291,14 +296,16 @@ fn appspec() -> impl Strategy<Value = AppSpec> {
         proptest::collection::vec(permission(), 0..3),
         hooks(),
     )
-        .prop_map(|(files, file_exists_behavior, permissions, hooks)| AppSpec {
-            version: "0.0".to_owned(),
-            os: "linux".to_owned(),
-            files,
-            file_exists_behavior,
-            permissions,
-            hooks,
-        })
+        .prop_map(
+            |(files, file_exists_behavior, permissions, hooks)| AppSpec {
+                version: "0.0".to_owned(),
+                os: "linux".to_owned(),
+                files,
+                file_exists_behavior,
+                permissions,
+                hooks,
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------

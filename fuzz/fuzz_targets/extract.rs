@@ -103,13 +103,16 @@ fn lexically_inside(dest: &Path, dir: &Path, target: &Path) -> bool {
     let Ok(relative) = dir.strip_prefix(dest) else {
         return false;
     };
-    let mut depth: Vec<PathBuf> = relative.components().map(|c| PathBuf::from(c.as_os_str())).collect();
+    let mut inside: Vec<PathBuf> = relative
+        .components()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
     for component in target.components() {
         match component {
-            Component::Normal(name) => depth.push(PathBuf::from(name)),
+            Component::Normal(name) => inside.push(PathBuf::from(name)),
             Component::CurDir => {}
             Component::ParentDir => {
-                if depth.pop().is_none() {
+                if inside.pop().is_none() {
                     return false;
                 }
             }

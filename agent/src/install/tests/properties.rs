@@ -106,7 +106,7 @@ impl Model {
             .into_iter()
             .collect();
         // Deepest first ("" has depth 0, "a/b" depth 2).
-        dirs.sort_by_key(|d| Reverse(if d.is_empty() { 0 } else { d.matches('/').count() + 1 }));
+        dirs.sort_by_key(|d| Reverse(Path::new(d).components().count()));
         for dir in dirs {
             if self.is_empty_dir(&dir) {
                 self.dirs.remove(&dir);
@@ -220,8 +220,18 @@ fn run(host: BTreeSet<usize>, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     ),
                 }
                 let (recorded_files, recorded_dirs) = relative_record(&dest, &record);
-                prop_assert_eq!(&recorded_files, &model.recorded_files, "files recorded at step {}", n);
-                prop_assert_eq!(&recorded_dirs, &model.recorded_dirs, "directories recorded at step {}", n);
+                prop_assert_eq!(
+                    &recorded_files,
+                    &model.recorded_files,
+                    "files recorded at step {}",
+                    n
+                );
+                prop_assert_eq!(
+                    &recorded_dirs,
+                    &model.recorded_dirs,
+                    "directories recorded at step {}",
+                    n
+                );
                 previous = record;
             }
         }

@@ -29,7 +29,7 @@ failed=()
 for target in $(cargo fuzz list); do
     log=artifacts/$target.log
     echo "fuzzing $target for ${seconds}s (log: fuzz/$log)"
-    if cargo fuzz run "$target" -- \
+    if cargo fuzz run "$target" -- -dict="$PWD/$target.dict" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1; then
         grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$log" |

@@ -340,6 +340,13 @@ def archive_seeds():
     lying[148:156] = b" " * 8
     lying[148:156] = b"%06o\0 " % sum(lying[:512])
     save("extract", bytes(lying))
+    # Numeric fields in GNU base-256 form (a marker byte, then big-endian), as GNU tar writes
+    # values too large for octal.
+    b256 = bytearray(tar_bytes(TREE[:1]))
+    b256[136:148] = b"\x80\0\0\0" + (1_600_000_000).to_bytes(8, "big")
+    b256[148:156] = b" " * 8
+    b256[148:156] = b"%06o\0 " % sum(b256[:512])
+    save("extract", bytes(b256))
     # Several gzip members in a row, as `cat a.tgz b.tgz` makes.
     save("extract", gz(tree) + gz(tar_bytes(HOSTILE_TARS[0])))
 

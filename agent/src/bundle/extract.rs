@@ -24,8 +24,9 @@
 //!
 //! Permission bits are kept, minus setuid, setgid and sticky unless allowed; entries without
 //! mode information get 0644 (files) or 0755 (directories). Ownership from the archive is
-//! ignored unless asked for (tar only). File and directory mtimes are kept; symlinks get the
-//! time of extraction. Zip's MS-DOS timestamps carry no time zone and are read as UTC unless
+//! ignored unless asked for (tar only). File and directory mtimes are kept (one the system cannot
+//! represent is dropped); symlinks, and entries whose mtime was dropped, get the time of
+//! extraction. Zip's MS-DOS timestamps carry no time zone and are read as UTC unless
 //! the entry has an extended (Unix) timestamp.
 //!
 //! On error the function stops and returns; whatever it wrote lies inside `dest`, which the
@@ -650,10 +651,7 @@ fn extract_tar(out: &mut Extractor<'_>, reader: impl Read) -> Result<(), Extract
         let header = entry.header().clone();
         let entry_type = header.entry_type();
         let mode = header.mode().map_err(|e| out.corrupt(&name, e))?;
-        let mtime = header
-            .mtime()
-            .ok()
-            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+        let mtime = header.mtime().ok().and_then(unix_time);
         let owner = match (header.uid(), header.gid()) {
             (Ok(uid), Ok(gid)) => u32::try_from(uid).ok().zip(u32::try_from(gid).ok()),
             _ => None,
@@ -787,7 +785,7 @@ fn zip_mtime<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Option<SystemTime> {
     for field in entry.extra_data_fields() {
         if let zip::ExtraField::ExtendedTimestamp(ts) = field {
             if let Some(secs) = ts.mod_time() {
-                return Some(UNIX_EPOCH + Duration::from_secs(u64::from(secs)));
+                return unix_time(u64::from(secs));
             }
         }
     }
@@ -800,9 +798,13 @@ fn zip_mtime<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Option<SystemTime> {
         + i64::from(dt.hour()) * 3600
         + i64::from(dt.minute()) * 60
         + i64::from(dt.second());
-    u64::try_from(secs)
-        .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    u64::try_from(secs).ok().and_then(unix_time)
+}
+
+/// Seconds since the epoch as a time, or `None` when the system cannot represent it (a tar
+/// header's base-256 field can hold any 64-bit value; `SystemTime + Duration` would panic).
+fn unix_time(secs: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

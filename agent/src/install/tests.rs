@@ -11,6 +11,8 @@ use hoist_appspec::FileMapping;
 
 use super::*;
 
+mod properties;
+
 /// A bundle directory and a host directory standing in for `/`.
 struct Fixture {
     _temp: tempfile::TempDir,

@@ -981,6 +981,31 @@ fn mtimes_are_kept() {
     );
 }
 
+/// Regression (found by the `extract` fuzz target): a tar mtime in GNU base-256 form can hold
+/// any 64-bit value, and adding it to the epoch panicked. Such an mtime is dropped; a far but
+/// representable one is kept or clamped by the filesystem, never an error.
+#[test]
+fn mtimes_beyond_what_the_system_holds_are_dropped() {
+    for secs in [u64::MAX, 1 << 63, 1 << 40] {
+        let mut tar = RawTar::default();
+        tar.file("far", b"x");
+        // The header's mtime field as base-256: a marker byte, then the value big-endian.
+        let h = &mut tar.bytes[..512];
+        h[136..140].copy_from_slice(&[0x80, 0, 0, 0]);
+        h[140..148].copy_from_slice(&secs.to_be_bytes());
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|b| u64::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let bytes = tar.finish();
+        let (sandbox, _) = extract_ok("b.tar", &bytes, &small_limits());
+        assert_eq!(
+            fs::read(sandbox.dest().join("far")).expect("read"),
+            b"x",
+            "mtime {secs}"
+        );
+    }
+}
+
 #[test]
 fn archive_owners_apply_only_when_asked() {
     if !nix::unistd::geteuid().is_root() {

@@ -72,6 +72,7 @@ fn measure_format(
     let unpack = work.join("unpack");
     let mut hoist = Vec::new();
     let mut floor = Vec::new();
+    let mut durable = Vec::new();
     for r in 0..runs {
         for step in 0..2 {
             let floor_turn = (step == 0) == (r % 2 == 0);
@@ -83,6 +84,9 @@ fn measure_format(
             if floor_turn {
                 let t = floor_run(archive, label, &unpack, &dest)?;
                 floor.push(t.as_secs_f64());
+                // The floor leaves its writes in the page cache; hoist-agent makes them
+                // durable before it reports Install done. Also time that write-back.
+                durable.push((t + timed(&mut Command::new("sync"))?).as_secs_f64());
             } else {
                 let t = timed(
                     Command::new(&bins.agent)
@@ -105,6 +109,7 @@ fn measure_format(
         remove(d)?;
     }
     let ratios: Vec<f64> = hoist.iter().zip(&floor).map(|(h, f)| h / f).collect();
+    let durable_ratios: Vec<f64> = hoist.iter().zip(&durable).map(|(h, f)| h / f).collect();
     let mb = inputs.payload as f64 / 1e6;
     let mbps = |v: &[f64]| v.iter().map(|s| mb / s).collect::<Vec<_>>();
     let mbps_ratio: Vec<f64> = ratios.iter().map(|r| 1.0 / r).collect();
@@ -134,6 +139,17 @@ fn measure_format(
             Some(ratio),
         )
         .target("ratio <= 1.3", met),
+        Measurement::new(
+            &format!("apply.{label}.seconds_vs_durable_floor"),
+            "s",
+            stat(&hoist)?,
+            "the same runs, against the floor followed by `sync` (hoist-agent syncs what it installs)",
+        )
+        .baseline(
+            "the floor + sync",
+            stat(&durable)?,
+            Some(stat(&durable_ratios)?),
+        ),
         Measurement::new(
             &format!("apply.{label}.mb_per_s"),
             "MB/s",

@@ -136,7 +136,7 @@ fn run(which: Which) -> anyhow::Result<()> {
     }
     if all || matches!(which, Which::Coordinator(_)) {
         let max = o.max_hosts.unwrap_or(20_000);
-        let fleets = if o.quick {
+        let wanted: Vec<usize> = if o.quick {
             vec![20, 100]
         } else {
             [1000, 5000, 20_000]
@@ -144,8 +144,24 @@ fn run(which: Which) -> anyhow::Result<()> {
                 .filter(|&n| n <= max)
                 .collect()
         };
-        let need = fleets.iter().max().copied().unwrap_or(0) as u64 * 3 + 1024;
-        notes.push(raise_nofile(need)?);
+        // The server and the load generator each hold one socket per simulated host.
+        let need = wanted.iter().max().copied().unwrap_or(0) as u64 + FD_MARGIN;
+        let (note, limit) = raise_nofile(need)?;
+        notes.push(note);
+        let fit = limit.saturating_sub(FD_MARGIN) as usize;
+        let fleets: Vec<usize> = wanted
+            .iter()
+            .map(|&n| {
+                if n > fit {
+                    notes.push(format!(
+                        "{n} simulated hosts do not fit under RLIMIT_NOFILE {limit}: measured {fit} instead"
+                    ));
+                    fit
+                } else {
+                    n
+                }
+            })
+            .collect();
         let p = capacity::Params {
             fleets,
             deployments: if o.quick { 2 } else { 3 },
@@ -177,21 +193,36 @@ fn run(which: Which) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises RLIMIT_NOFILE (inherited by the coordinator) so `need` descriptors fit.
-fn raise_nofile(need: u64) -> anyhow::Result<String> {
+/// Descriptors a process needs beside its sockets to simulated hosts.
+const FD_MARGIN: u64 = 512;
+
+/// Raises RLIMIT_NOFILE (inherited by the coordinator) towards `need`, as far as the hard
+/// limit allows when it cannot be raised (no CAP_SYS_RESOURCE): a note and the new limit.
+fn raise_nofile(need: u64) -> anyhow::Result<(String, u64)> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
     if soft >= need {
-        return Ok(format!("RLIMIT_NOFILE already {soft}"));
+        return Ok((format!("RLIMIT_NOFILE already {soft}"), soft));
     }
-    let hard_new = hard.max(need);
-    setrlimit(Resource::RLIMIT_NOFILE, need, hard_new).with_context(|| {
+    if hard < need && setrlimit(Resource::RLIMIT_NOFILE, need, need).is_ok() {
+        return Ok((
+            format!("RLIMIT_NOFILE raised from {soft} (hard {hard}) to {need} for this process and the coordinator it starts"),
+            need,
+        ));
+    }
+    let new = need.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, new, hard)
+        .with_context(|| format!("raising RLIMIT_NOFILE from {soft} to {new}"))?;
+    let why = if new < need {
         format!(
-            "raising RLIMIT_NOFILE from {soft} to {need} (needs root beyond the hard limit {hard})"
+            "; {need} wanted, but the hard limit cannot be raised here (setrlimit: EPERM, no CAP_SYS_RESOURCE)"
         )
-    })?;
-    Ok(format!(
-        "RLIMIT_NOFILE raised from {soft} to {need} for this process and the coordinator it starts"
+    } else {
+        String::new()
+    };
+    Ok((
+        format!("RLIMIT_NOFILE raised from {soft} to {new} for this process and the coordinator it starts{why}"),
+        new,
     ))
 }
 

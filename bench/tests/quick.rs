@@ -45,8 +45,10 @@ fn quick_run_reports_every_measurement() {
     let names: Vec<&str> = ms.iter().map(|m| m["name"].as_str().unwrap()).collect();
     let expected = [
         "apply.tar_gz.seconds",
+        "apply.tar_gz.seconds_vs_durable_floor",
         "apply.tar_gz.mb_per_s",
         "apply.zip.seconds",
+        "apply.zip.seconds_vs_durable_floor",
         "apply.zip.mb_per_s",
         "pickup.agents_1.seconds",
         "pickup.agents_5.seconds",

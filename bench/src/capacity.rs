@@ -34,6 +34,9 @@ use crate::report::{Measurement, Stat};
 pub struct Params {
     pub fleets: Vec<usize>,
     pub deployments: usize,
+    /// Fleets larger than this get a single deployment (recording every host's reports of
+    /// one takes minutes there).
+    pub many_hosts: usize,
 }
 
 const MB: f64 = 1024.0 * 1024.0;
@@ -49,6 +52,9 @@ struct Run {
     cpu_idle: f64,
     rss: Vec<f64>,
     peak_rss: f64,
+    /// Seconds from deploy create until every host's Completed was acknowledged, for the
+    /// deployments that were waited for.
+    completed: Vec<f64>,
     register_secs: f64,
     errors: u64,
 }
@@ -65,11 +71,12 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
     let base_rss = Stat::of(&base.rss).context("no baseline samples")?;
     let mut out = Vec::new();
     for &n in &p.fleets {
+        let deployments = if n > p.many_hosts { 1 } else { p.deployments };
         let r = runtime.block_on(fleet(
             bins,
             &work.join(format!("capacity-{n}")),
             n,
-            p.deployments,
+            deployments,
         ))?;
         let pickup = Stat::of(&r.pickup).context("no pickup samples")?;
         let met = pickup.p99 < 2.0;
@@ -81,7 +88,7 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
                 pickup,
                 format!(
                     "deploy create started -> simulated host holds its command; {} simulated hosts long-polling, {} deployment(s); registration took {:.1} s; {} request error(s); ratio is p99 over the baseline's p99",
-                    r.hosts, p.deployments, r.register_secs, r.errors
+                    r.hosts, deployments, r.register_secs, r.errors
                 ),
             )
             .baseline("the same with 1 simulated host", base_pickup.clone(), ratio)
@@ -106,8 +113,13 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
                 "% of one core",
                 Stat::of(&r.cpu_busy).context("no samples")?,
                 format!(
-                    "hoist server CPU from deploy create until every host completed, per deployment; idle with all polls held: {:.1} %",
-                    r.cpu_idle
+                    "hoist server CPU from starting deploy create until every host holds its command, per deployment; idle with all polls held: {:.1} %; every host's five reports recorded after {} s",
+                    r.cpu_idle,
+                    if r.completed.is_empty() {
+                        "(not waited for)".to_string()
+                    } else {
+                        r.completed.iter().map(|c| format!("{c:.1}")).collect::<Vec<_>>().join(" / ")
+                    }
                 ),
             )
             .baseline("the same with 1 simulated host", base_cpu.clone(), None),
@@ -204,6 +216,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
     let mut pickup = Vec::new();
     let mut all_assigned = Vec::new();
     let mut cpu_busy = Vec::new();
+    let mut completed = Vec::new();
     for d in 0..deployments {
         let c0 = cpu_time(pid)?;
         let t_create = Instant::now();
@@ -214,12 +227,16 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
         };
         let (mut picked, mut done) = (0, 0);
         let mut slowest: f64 = 0.0;
-        let limit = Instant::now() + Duration::from_secs(300);
-        while picked < hosts || done < hosts {
+        let mut cpu_assigning = None;
+        // The last deployment is not waited for: its hosts' reports only matter to let a
+        // next deployment of the group start.
+        let last = d + 1 == deployments;
+        let limit = Instant::now() + Duration::from_secs(1800);
+        while picked < hosts || (!last && done < hosts) {
             let ev = tokio::time::timeout_at(limit.into(), rx.recv())
                 .await
                 .with_context(|| {
-                    format!("deployment {id}: after 300 s {picked} of {hosts} hosts picked it up, {done} completed")
+                    format!("deployment {id}: after 1800 s {picked} of {hosts} hosts picked it up, {done} completed")
                 })?
                 .context("every simulated host stopped")?;
             match ev {
@@ -228,25 +245,38 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
                     let secs = at.saturating_duration_since(t_create).as_secs_f64();
                     slowest = slowest.max(secs);
                     pickup.push(secs);
+                    if picked == hosts {
+                        let wall = t_create.elapsed().as_secs_f64();
+                        cpu_assigning = Some((cpu_time(pid)? - c0).as_secs_f64() / wall * 100.0);
+                    }
                 }
                 Event::Done(dep) if dep == id => done += 1,
                 _ => {}
             }
         }
         let wall = t_create.elapsed().as_secs_f64();
-        cpu_busy.push((cpu_time(pid)? - c0).as_secs_f64() / wall * 100.0);
+        cpu_busy.extend(cpu_assigning);
         all_assigned.push(slowest);
         rss.push(rss_bytes(pid)? as f64 / MB);
-        eprintln!(
-            "coordinator {hosts} host(s) deployment {}: all assigned after {slowest:.3} s, all completed after {wall:.1} s",
-            d + 1
-        );
-        let state = tokio::task::block_in_place(|| coordinator.deployment_state(&id))?;
-        if state != "succeeded" {
-            bail!("deployment {id} is {state} after every host completed");
+        if last {
+            eprintln!(
+                "coordinator {hosts} host(s) deployment {}: all assigned after {slowest:.3} s",
+                d + 1
+            );
+        } else {
+            completed.push(wall);
+            eprintln!(
+                "coordinator {hosts} host(s) deployment {}: all assigned after {slowest:.3} s, all completed after {wall:.1} s",
+                d + 1
+            );
+            let state = tokio::task::block_in_place(|| coordinator.deployment_state(&id))?;
+            if state != "succeeded" {
+                bail!("deployment {id} is {state} after every host completed");
+            }
+            // Let the hosts settle back into their long polls.
+            tokio::time::sleep(Duration::from_secs(1) + Duration::from_millis(hosts as u64 / 10))
+                .await;
         }
-        // Let the hosts settle back into their long polls.
-        tokio::time::sleep(Duration::from_secs(1) + Duration::from_millis(hosts as u64 / 10)).await;
     }
     let peak_rss = peak_rss_bytes(pid)? as f64 / MB;
     sims.abort_all();
@@ -259,6 +289,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
         cpu_idle,
         rss,
         peak_rss,
+        completed,
         register_secs,
         errors: errors.load(Ordering::Relaxed),
     })

@@ -113,12 +113,12 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
                 "% of one core",
                 Stat::of(&r.cpu_busy).context("no samples")?,
                 format!(
-                    "hoist server CPU from starting deploy create until every host holds its command, per deployment; idle with all polls held: {:.1} %; every host's five reports recorded after {} s",
+                    "hoist server CPU from starting deploy create until every host holds its command, per deployment; idle with all polls held: {:.1} %; every host's five reports recorded after: {}",
                     r.cpu_idle,
                     if r.completed.is_empty() {
-                        "(not waited for)".to_string()
+                        "not waited for".to_string()
                     } else {
-                        r.completed.iter().map(|c| format!("{c:.1}")).collect::<Vec<_>>().join(" / ")
+                        r.completed.iter().map(|c| format!("{c:.1} s")).collect::<Vec<_>>().join(" / ")
                     }
                 ),
             )

@@ -1,0 +1,381 @@
+//! Bundle apply: `hoist-agent deploy` of a generated bundle fetched from the local S3 server
+//! through a presigned URL (download, sha256 check, extraction, install), against the floor on
+//! the same data and disk: `sha256sum` + `tar -xzf` (or `unzip`) + `cp -a` of the archive
+//! already on disk.
+//!
+//! Runs alternate (floor first on even runs, hoist first on odd ones) and each run's ratio is
+//! taken against its neighbour, so a machine that slows down mid-way skews both alike. Dirty
+//! pages are flushed (`sync`, untimed) before every timed step. Not measured: the previous
+//! revision's cleanup (every run starts from an empty destination and state directory).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::procs::{timed, Bins};
+use crate::report::{Measurement, Stat};
+use crate::s3::S3Server;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Params {
+    pub total_bytes: u64,
+    pub files: usize,
+    pub runs: usize,
+}
+
+/// Both archive formats of one generated tree.
+struct Inputs {
+    /// Bytes of file contents in the tree.
+    payload: u64,
+    files: usize,
+    tgz: PathBuf,
+    zip: PathBuf,
+}
+
+pub fn run(bins: &Bins, work: &Path, p: Params) -> anyhow::Result<Vec<Measurement>> {
+    eprintln!(
+        "apply: generating {} files, {:.1} MB",
+        p.files,
+        p.total_bytes as f64 / 1e6
+    );
+    let s3 = S3Server::start(&work.join("s3"))?;
+    let inputs = build_inputs(work, &s3, p)?;
+    let mut out = Vec::new();
+    for (label, archive, key) in [
+        ("tar_gz", &inputs.tgz, "bundle.tgz"),
+        ("zip", &inputs.zip, "bundle.zip"),
+    ] {
+        out.extend(measure_format(
+            bins, work, &s3, &inputs, label, archive, key, p.runs,
+        )?);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure_format(
+    bins: &Bins,
+    work: &Path,
+    s3: &S3Server,
+    inputs: &Inputs,
+    label: &str,
+    archive: &Path,
+    key: &str,
+    runs: usize,
+) -> anyhow::Result<Vec<Measurement>> {
+    let sha = sha256sum(archive)?;
+    let url = s3.presigned_get(key)?;
+    let dest = work.join("dest");
+    let state = work.join("agent-state");
+    let unpack = work.join("unpack");
+    let mut hoist = Vec::new();
+    let mut floor = Vec::new();
+    let mut durable = Vec::new();
+    for r in 0..runs {
+        for step in 0..2 {
+            let floor_turn = (step == 0) == (r % 2 == 0);
+            for d in [&dest, &state, &unpack] {
+                remove(d)?;
+            }
+            std::fs::create_dir_all(&dest).context("creating the destination")?;
+            sync()?;
+            if floor_turn {
+                let t = floor_run(archive, label, &unpack, &dest)?;
+                floor.push(t.as_secs_f64());
+                // The floor leaves its writes in the page cache; hoist-agent makes them
+                // durable before it reports Install done. Also time that write-back.
+                durable.push((t + timed(&mut Command::new("sync"))?).as_secs_f64());
+            } else {
+                let t = timed(
+                    Command::new(&bins.agent)
+                        .args(["deploy", "--bundle", &url, "--sha256", &sha])
+                        .args(["--app", "bench", "--group", "apply", "--state-dir"])
+                        .arg(&state),
+                )?;
+                hoist.push(t.as_secs_f64());
+            }
+            check_installed(&dest, inputs)?;
+        }
+        eprintln!(
+            "apply {label} run {}: hoist {:.3} s, floor {:.3} s",
+            r + 1,
+            hoist[r],
+            floor[r]
+        );
+    }
+    for d in [&dest, &state, &unpack] {
+        remove(d)?;
+    }
+    let ratios: Vec<f64> = hoist.iter().zip(&floor).map(|(h, f)| h / f).collect();
+    let durable_ratios: Vec<f64> = hoist.iter().zip(&durable).map(|(h, f)| h / f).collect();
+    let mb = inputs.payload as f64 / 1e6;
+    let mbps = |v: &[f64]| v.iter().map(|s| mb / s).collect::<Vec<_>>();
+    let mbps_ratio: Vec<f64> = ratios.iter().map(|r| 1.0 / r).collect();
+    let stat = |v: &[f64]| Stat::of(v).context("no apply samples");
+    let ratio = stat(&ratios)?;
+    let met = ratio.median <= 1.3;
+    let what = format!(
+        "{} files, {:.1} MB of contents, archive {:.1} MB",
+        inputs.files,
+        mb,
+        std::fs::metadata(archive).map_or(0, |m| m.len()) as f64 / 1e6
+    );
+    Ok(vec![
+        Measurement::new(
+            &format!("apply.{label}.seconds"),
+            "s",
+            stat(&hoist)?,
+            format!("hoist-agent deploy of a presigned S3 URL (fetch, verify, extract, install); {what}"),
+        )
+        .baseline(
+            if label == "zip" {
+                "sha256sum + unzip + cp -a (archive already on disk)"
+            } else {
+                "sha256sum + tar -xzf + cp -a (archive already on disk)"
+            },
+            stat(&floor)?,
+            Some(ratio),
+        )
+        .target("ratio <= 1.3", met),
+        Measurement::new(
+            &format!("apply.{label}.seconds_vs_durable_floor"),
+            "s",
+            stat(&hoist)?,
+            "the same runs, against the floor followed by `sync` (hoist-agent syncs what it installs)",
+        )
+        .baseline(
+            "the floor + sync",
+            stat(&durable)?,
+            Some(stat(&durable_ratios)?),
+        ),
+        Measurement::new(
+            &format!("apply.{label}.mb_per_s"),
+            "MB/s",
+            stat(&mbps(&hoist))?,
+            format!("contents installed per second; {what}"),
+        )
+        .baseline("floor MB/s", stat(&mbps(&floor))?, Some(stat(&mbps_ratio)?)),
+    ])
+}
+
+fn floor_run(archive: &Path, label: &str, unpack: &Path, dest: &Path) -> anyhow::Result<Duration> {
+    std::fs::create_dir_all(unpack).context("creating the unpack directory")?;
+    let mut t = timed(Command::new("sha256sum").arg(archive))?;
+    t += if label == "zip" {
+        timed(
+            Command::new("unzip")
+                .arg("-q")
+                .arg(archive)
+                .arg("-d")
+                .arg(unpack),
+        )?
+    } else {
+        timed(
+            Command::new("tar")
+                .arg("-xzf")
+                .arg(archive)
+                .arg("-C")
+                .arg(unpack),
+        )?
+    };
+    t += timed(
+        Command::new("cp")
+            .arg("-a")
+            .arg(unpack.join("app").join("."))
+            .arg(dest),
+    )?;
+    Ok(t)
+}
+
+/// The run installed everything: the file count under `dest` matches the tree.
+fn check_installed(dest: &Path, inputs: &Inputs) -> anyhow::Result<()> {
+    let n = count_files(dest)?;
+    if n != inputs.files {
+        bail!(
+            "{} holds {n} files after the run, expected {}",
+            dest.display(),
+            inputs.files
+        );
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e.with_context(|| format!("listing {}", d.display()))?;
+            let t = e.file_type().context("file type")?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn remove(p: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
+    }
+}
+
+fn sync() -> anyhow::Result<()> {
+    timed(&mut Command::new("sync")).map(|_| ())
+}
+
+fn sha256sum(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("running sha256sum")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.split_whitespace().next() {
+        Some(h) if out.status.success() && h.len() == 64 => Ok(h.to_string()),
+        _ => bail!("sha256sum {} failed", path.display()),
+    }
+}
+
+/// A small deterministic generator: the same tree on every run and machine.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in [lo, hi).
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (self.next() >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
+    }
+}
+
+/// File sizes of mixed classes (most small, some medium, a few large) scaled to `total`.
+fn sizes(total: u64, files: usize, rng: &mut XorShift) -> Vec<u64> {
+    let weights: Vec<f64> = (0..files)
+        .map(|_| match rng.next() % 1000 {
+            0..=4 => rng.range(1000.0, 4000.0),
+            5..=99 => rng.range(8.0, 128.0),
+            _ => rng.range(0.2, 4.0),
+        })
+        .collect();
+    let sum: f64 = weights.iter().sum();
+    weights
+        .iter()
+        .map(|w| ((w / sum) * total as f64) as u64)
+        .collect()
+}
+
+/// Contents: alternating 4 KiB blocks of random bytes and text, so gzip and deflate work
+/// about as hard as on a real application tree.
+fn contents(len: u64, rng: &mut XorShift, buf: &mut Vec<u8>) {
+    buf.clear();
+    let mut block = 0u64;
+    while (buf.len() as u64) < len {
+        let want = (len - buf.len() as u64).min(4096) as usize;
+        let end = buf.len() + want;
+        if block % 2 == 0 {
+            while buf.len() < end {
+                buf.extend_from_slice(&rng.next().to_le_bytes());
+            }
+        } else {
+            let line = format!("line {block} of a configuration file with some words\n");
+            while buf.len() < end {
+                buf.extend_from_slice(line.as_bytes());
+            }
+        }
+        buf.truncate(end);
+        block += 1;
+    }
+}
+
+fn build_inputs(work: &Path, s3: &S3Server, p: Params) -> anyhow::Result<Inputs> {
+    let tree = work.join("tree");
+    remove(&tree)?;
+    let app = tree.join("app");
+    let dest = work.join("dest");
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut buf = Vec::new();
+    let mut payload = 0;
+    for (i, len) in sizes(p.total_bytes, p.files, &mut rng)
+        .into_iter()
+        .enumerate()
+    {
+        let dir = app.join(format!("a{:02}/b{}", i / 1000, (i / 100) % 10));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        contents(len, &mut rng, &mut buf);
+        let path = dir.join(format!("f{i:05}.dat"));
+        std::fs::write(&path, &buf).with_context(|| format!("writing {}", path.display()))?;
+        payload += len;
+    }
+    std::fs::write(
+        tree.join("appspec.yml"),
+        format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}\n",
+            dest.display()
+        ),
+    )
+    .context("writing the appspec")?;
+    let tgz = s3.object_path("bundle.tgz");
+    let zip = s3.object_path("bundle.zip");
+    timed(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&tree)
+            .arg("."),
+    )?;
+    timed(
+        Command::new("zip")
+            .args(["-q", "-r"])
+            .arg(&zip)
+            .arg(".")
+            .current_dir(&tree),
+    )?;
+    Ok(Inputs {
+        payload,
+        files: p.files,
+        tgz,
+        zip,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_add_up_and_mix_classes() {
+        let mut rng = XorShift(7);
+        let s = sizes(200_000_000, 20_000, &mut rng);
+        let total: u64 = s.iter().sum();
+        assert!((199_000_000..=200_000_000).contains(&total), "{total}");
+        assert!(s.iter().filter(|&&x| x < 4096).count() > 15_000);
+        assert!(s.iter().any(|&x| x > 1_000_000));
+    }
+
+    #[test]
+    fn contents_have_the_asked_length() {
+        let mut rng = XorShift(7);
+        let mut buf = Vec::new();
+        for len in [0, 1, 4095, 4096, 4097, 10_000, 70_001] {
+            contents(len, &mut rng, &mut buf);
+            assert_eq!(buf.len() as u64, len);
+        }
+    }
+}

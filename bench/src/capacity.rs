@@ -1,0 +1,432 @@
+//! Coordinator capacity: a load generator simulating N hosts that register, long-poll
+//! (`wait_secs` 30, the agent's default) and report like agents do, each over its own
+//! kept-alive HTTP/1.1 connection, against a real `hoist server`. For each fleet size it
+//! measures, per deployment to all hosts (AllAtOnce), the assignment latency: the time from
+//! starting `hoist deploy create` to each simulated host holding its command, plus the
+//! server's CPU and RSS. It counts from the start of the CLI, not from its return, because
+//! hosts here hold their commands within milliseconds, often before the CLI process has
+//! exited; the figure is thus an upper bound that includes one CLI round trip.
+//!
+//! The baseline is the same procedure with a single simulated host in the same invocation.
+//! The simulated hosts report five messages per command (DownloadBundle and Install started
+//! and ended, then Completed) and run nothing; they share this machine's two cores with the
+//! server, which a real fleet would not. Connections come from several loopback source
+//! addresses (127.0.0.2, ...) so 20 000 of them do not exhaust one address's ephemeral ports.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hoist_protocol::agent::{
+    CommandStatus, EventStatus, PollRequest, PollResponse, RegisterRequest, RegisterResponse,
+    Report, ReportBody,
+};
+use hoist_protocol::HOST_ID_HEADER;
+use tokio::sync::mpsc;
+
+use crate::procs::{cpu_time, empty_bundle, peak_rss_bytes, rss_bytes, Bins, Coordinator};
+use crate::report::{Measurement, Stat};
+
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub fleets: Vec<usize>,
+    pub deployments: usize,
+    /// Fleets larger than this get a single deployment (recording every host's reports of
+    /// one takes minutes there).
+    pub many_hosts: usize,
+}
+
+const MB: f64 = 1024.0 * 1024.0;
+/// Hosts per loopback source address.
+const HOSTS_PER_CLIENT: usize = 5000;
+
+/// What one fleet size gave.
+struct Run {
+    hosts: usize,
+    pickup: Vec<f64>,
+    all_assigned: Vec<f64>,
+    cpu_busy: Vec<f64>,
+    cpu_idle: f64,
+    rss: Vec<f64>,
+    peak_rss: f64,
+    /// Seconds from deploy create until every host's Completed was acknowledged, for the
+    /// deployments that were waited for.
+    completed: Vec<f64>,
+    register_secs: f64,
+    errors: u64,
+}
+
+pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measurement>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")?;
+    let base = runtime.block_on(fleet(bins, &work.join("capacity-1"), 1, p.deployments))?;
+    let base_pickup = Stat::of(&base.pickup).context("no baseline samples")?;
+    let base_cpu = Stat::of(&base.cpu_busy).context("no baseline samples")?;
+    let base_rss = Stat::of(&base.rss).context("no baseline samples")?;
+    let mut out = Vec::new();
+    for &n in &p.fleets {
+        let deployments = if n > p.many_hosts { 1 } else { p.deployments };
+        let r = runtime.block_on(fleet(
+            bins,
+            &work.join(format!("capacity-{n}")),
+            n,
+            deployments,
+        ))?;
+        let pickup = Stat::of(&r.pickup).context("no pickup samples")?;
+        let met = pickup.p99 < 2.0;
+        let ratio = Stat::of(&[pickup.p99 / base_pickup.p99]);
+        out.push(
+            Measurement::new(
+                &format!("coordinator.hosts_{n}.pickup_seconds"),
+                "s",
+                pickup,
+                format!(
+                    "deploy create started -> simulated host holds its command; {} simulated hosts long-polling, {} deployment(s); registration took {:.1} s; {} request error(s); ratio is p99 over the baseline's p99",
+                    r.hosts, deployments, r.register_secs, r.errors
+                ),
+            )
+            .baseline("the same with 1 simulated host", base_pickup.clone(), ratio)
+            .target("p99 < 2 s", met),
+        );
+        out.push(
+            Measurement::new(
+                &format!("coordinator.hosts_{n}.all_assigned_seconds"),
+                "s",
+                Stat::of(&r.all_assigned).context("no samples")?,
+                "deploy create started -> the last host holds its command, per deployment",
+            )
+            .baseline(
+                "the same with 1 simulated host",
+                Stat::of(&base.all_assigned).context("no baseline samples")?,
+                None,
+            ),
+        );
+        out.push(
+            Measurement::new(
+                &format!("coordinator.hosts_{n}.server_cpu_percent"),
+                "% of one core",
+                Stat::of(&r.cpu_busy).context("no samples")?,
+                format!(
+                    "hoist server CPU from starting deploy create until every host holds its command, per deployment; idle with all polls held: {:.1} %; every host's five reports recorded after: {}",
+                    r.cpu_idle,
+                    if r.completed.is_empty() {
+                        "not waited for".to_string()
+                    } else {
+                        r.completed.iter().map(|c| format!("{c:.1} s")).collect::<Vec<_>>().join(" / ")
+                    }
+                ),
+            )
+            .baseline("the same with 1 simulated host", base_cpu.clone(), None),
+        );
+        out.push(
+            Measurement::new(
+                &format!("coordinator.hosts_{n}.server_rss_mib"),
+                "MiB",
+                Stat::of(&r.rss).context("no samples")?,
+                format!(
+                    "hoist server VmRSS with every poll held and after each deployment; peak (VmHWM) {:.1} MiB",
+                    r.peak_rss
+                ),
+            )
+            .baseline("the same with 1 simulated host", base_rss.clone(), None),
+        );
+    }
+    Ok(out)
+}
+
+/// What simulated hosts tell the driver.
+enum Event {
+    /// A host holds the command of this deployment.
+    Picked(String, Instant),
+    /// A host's Completed report was acknowledged.
+    Done(String),
+}
+
+async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> anyhow::Result<Run> {
+    eprintln!("coordinator: {hosts} simulated host(s)");
+    let coordinator = Coordinator::start(bins, &work.join("coordinator"))?;
+    empty_bundle(&work.join("bundle"))?;
+    let (token, revision) = coordinator.setup("sim", &work.join("bundle"))?;
+    let url = coordinator.url.clone();
+    let pid = coordinator.pid();
+
+    let clients = (0..hosts.div_ceil(HOSTS_PER_CLIENT))
+        .map(|k| {
+            reqwest::Client::builder()
+                .http1_only()
+                .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + k as u8)))
+                .pool_idle_timeout(None)
+                .pool_max_idle_per_host(usize::MAX)
+                .timeout(Duration::from_secs(90))
+                .build()
+                .context("building an HTTP client")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    // Register every host, 64 at a time.
+    let t_reg = Instant::now();
+    let mut ids = Vec::with_capacity(hosts);
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..hosts {
+        if pending.len() >= 64 {
+            if let Some(r) = pending.join_next().await {
+                ids.push(r.context("registration task")??);
+            }
+        }
+        let client = clients[i / HOSTS_PER_CLIENT].clone();
+        let (url, token) = (url.clone(), token.clone());
+        pending.spawn(async move { register(&client, &url, &token, i).await });
+    }
+    while let Some(r) = pending.join_next().await {
+        ids.push(r.context("registration task")??);
+    }
+    let register_secs = t_reg.elapsed().as_secs_f64();
+    eprintln!("coordinator: {hosts} host(s) registered in {register_secs:.1} s");
+
+    let errors = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut sims = tokio::task::JoinSet::new();
+    for (i, host) in ids.into_iter().enumerate() {
+        let sim = Sim {
+            client: clients[i / HOSTS_PER_CLIENT].clone(),
+            url: url.clone(),
+            host,
+            name: format!("sim-{i:05}"),
+            errors: errors.clone(),
+        };
+        let tx = tx.clone();
+        sims.spawn(async move { sim.run(tx).await });
+    }
+    // Every host is in its long poll once the server has seen a poll from each; give the
+    // last ones time to get there.
+    tokio::time::sleep(Duration::from_secs(1) + Duration::from_millis(hosts as u64 / 4)).await;
+
+    let mut rss = vec![rss_bytes(pid)? as f64 / MB];
+    let idle_window = Duration::from_secs(2);
+    let c0 = cpu_time(pid)?;
+    tokio::time::sleep(idle_window).await;
+    let cpu_idle = (cpu_time(pid)? - c0).as_secs_f64() / idle_window.as_secs_f64() * 100.0;
+
+    let mut pickup = Vec::new();
+    let mut all_assigned = Vec::new();
+    let mut cpu_busy = Vec::new();
+    let mut completed = Vec::new();
+    for d in 0..deployments {
+        let c0 = cpu_time(pid)?;
+        let t_create = Instant::now();
+        let (id, _, _) = {
+            let coordinator = &coordinator;
+            let revision = revision.clone();
+            tokio::task::block_in_place(move || coordinator.deploy(&revision))?
+        };
+        let (mut picked, mut done) = (0, 0);
+        let mut slowest: f64 = 0.0;
+        let mut cpu_assigning = None;
+        // The last deployment is not waited for: its hosts' reports only matter to let a
+        // next deployment of the group start.
+        let last = d + 1 == deployments;
+        let limit = Instant::now() + Duration::from_secs(1800);
+        while picked < hosts || (!last && done < hosts) {
+            let ev = tokio::time::timeout_at(limit.into(), rx.recv())
+                .await
+                .with_context(|| {
+                    format!("deployment {id}: after 1800 s {picked} of {hosts} hosts picked it up, {done} completed")
+                })?
+                .context("every simulated host stopped")?;
+            match ev {
+                Event::Picked(dep, at) if dep == id => {
+                    picked += 1;
+                    let secs = at.saturating_duration_since(t_create).as_secs_f64();
+                    slowest = slowest.max(secs);
+                    pickup.push(secs);
+                    if picked == hosts {
+                        let wall = t_create.elapsed().as_secs_f64();
+                        cpu_assigning = Some((cpu_time(pid)? - c0).as_secs_f64() / wall * 100.0);
+                    }
+                }
+                Event::Done(dep) if dep == id => done += 1,
+                _ => {}
+            }
+        }
+        let wall = t_create.elapsed().as_secs_f64();
+        cpu_busy.extend(cpu_assigning);
+        all_assigned.push(slowest);
+        rss.push(rss_bytes(pid)? as f64 / MB);
+        if last {
+            eprintln!(
+                "coordinator {hosts} host(s) deployment {}: all assigned after {slowest:.3} s",
+                d + 1
+            );
+        } else {
+            completed.push(wall);
+            eprintln!(
+                "coordinator {hosts} host(s) deployment {}: all assigned after {slowest:.3} s, all completed after {wall:.1} s",
+                d + 1
+            );
+            let state = tokio::task::block_in_place(|| coordinator.deployment_state(&id))?;
+            if state != "succeeded" {
+                bail!("deployment {id} is {state} after every host completed");
+            }
+            // Let the hosts settle back into their long polls.
+            tokio::time::sleep(Duration::from_secs(1) + Duration::from_millis(hosts as u64 / 10))
+                .await;
+        }
+    }
+    let peak_rss = peak_rss_bytes(pid)? as f64 / MB;
+    sims.abort_all();
+    drop(coordinator);
+    Ok(Run {
+        hosts,
+        pickup,
+        all_assigned,
+        cpu_busy,
+        cpu_idle,
+        rss,
+        peak_rss,
+        completed,
+        register_secs,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+struct HostId {
+    id: String,
+    secret: String,
+}
+
+async fn register(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    i: usize,
+) -> anyhow::Result<HostId> {
+    let resp = client
+        .post(format!("{url}/v1/hosts/register"))
+        .bearer_auth(token)
+        .json(&RegisterRequest {
+            name: format!("sim-{i:05}"),
+            tags: [("role".to_string(), "sim".to_string())].into(),
+            agent_version: "0.1.0-bench".into(),
+        })
+        .send()
+        .await
+        .with_context(|| format!("registering host {i}"))?;
+    if !resp.status().is_success() {
+        bail!("registering host {i}: {}", resp.status());
+    }
+    let r: RegisterResponse = resp.json().await.context("registration answer")?;
+    Ok(HostId {
+        id: r.host_id,
+        secret: r.host_secret,
+    })
+}
+
+struct Sim {
+    client: reqwest::Client,
+    url: String,
+    host: HostId,
+    name: String,
+    errors: Arc<AtomicU64>,
+}
+
+impl Sim {
+    async fn run(self, tx: mpsc::UnboundedSender<Event>) {
+        let tags: std::collections::BTreeMap<String, String> =
+            [("role".to_string(), "sim".to_string())].into();
+        loop {
+            let poll = PollRequest {
+                name: self.name.clone(),
+                tags: tags.clone(),
+                agent_version: "0.1.0-bench".into(),
+                wait_secs: Some(30),
+            };
+            let answer = self.post("/v1/hosts/poll", &poll).await;
+            let command = match answer {
+                Ok(resp) => match resp.json::<PollResponse>().await {
+                    Ok(p) => p.command,
+                    Err(_) => {
+                        self.failed().await;
+                        continue;
+                    }
+                },
+                Err(()) => {
+                    self.failed().await;
+                    continue;
+                }
+            };
+            let Some(command) = command else { continue };
+            let _ = tx.send(Event::Picked(command.deployment_id.clone(), Instant::now()));
+            let bodies = [
+                ReportBody::EventStarted {
+                    event: "DownloadBundle".into(),
+                },
+                ended("DownloadBundle"),
+                ReportBody::EventStarted {
+                    event: "Install".into(),
+                },
+                ended("Install"),
+                ReportBody::Completed {
+                    status: CommandStatus::Succeeded,
+                    failed_event: None,
+                    message: None,
+                },
+            ];
+            let path = format!("/v1/commands/{}/reports", command.command_id);
+            for (seq, body) in bodies.into_iter().enumerate() {
+                let report = Report {
+                    seq: seq as u64 + 1,
+                    at_ms: crate::procs::now_ms(),
+                    body,
+                };
+                // An agent resends until acknowledged.
+                while self.post(&path, &report).await.is_err() {
+                    self.failed().await;
+                }
+            }
+            let _ = tx.send(Event::Done(command.deployment_id));
+        }
+    }
+
+    async fn post<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<reqwest::Response, ()> {
+        match self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header(HOST_ID_HEADER, &self.host.id)
+            .bearer_auth(&self.host.secret)
+            .json(body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Ok(r),
+            _ => Err(()),
+        }
+    }
+
+    async fn failed(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn ended(event: &str) -> ReportBody {
+    ReportBody::EventEnded {
+        event: event.into(),
+        status: EventStatus::Succeeded,
+        error_code: None,
+        message: None,
+        script: None,
+        exit_code: None,
+        log_tail: None,
+        duration_ms: 1,
+    }
+}

@@ -1,0 +1,236 @@
+//! `hoist-bench`: measures the real `hoist` and `hoist-agent` binaries — bundle apply, pickup
+//! latency, agent footprint, coordinator capacity — each against a baseline run in the same
+//! invocation, prints a table (median, min, max, ratio) and writes the same as JSON.
+//!
+//! It builds its own inputs (bundles, an S3 server, a coordinator, agents, simulated hosts)
+//! in a scratch directory and removes them at the end. It is not a regression gate: targets
+//! are reported as met or not, and the exit code says only whether every measurement ran.
+
+mod apply;
+mod capacity;
+mod footprint;
+mod pickup;
+mod procs;
+mod report;
+mod s3;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::{Document, Machine, Measurement};
+
+#[derive(Debug, Parser)]
+#[command(name = "hoist-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Which,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Which {
+    /// Bundle apply by `hoist-agent deploy` from S3, against sha256sum + tar/unzip + cp -a.
+    Apply(#[command(flatten)] Opts),
+    /// Time from `hoist deploy create` returning to agents starting DownloadBundle.
+    Pickup(#[command(flatten)] Opts),
+    /// RSS and CPU of an idle agent; RSS after many deployments.
+    Footprint(#[command(flatten)] Opts),
+    /// Assignment latency, CPU and RSS of the coordinator with many simulated hosts.
+    Coordinator(#[command(flatten)] Opts),
+    /// Everything above, in that order.
+    All(#[command(flatten)] Opts),
+}
+
+#[derive(Debug, Clone, Args)]
+struct Opts {
+    /// Small inputs and short windows: seconds instead of minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Directory holding `hoist` and `hoist-agent` (default: next to this executable).
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    /// Scratch directory (default: a new one under $TMPDIR, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Bundle size for `apply`, in MB of file contents (default 200, quick 2).
+    #[arg(long, value_name = "MB")]
+    apply_mb: Option<u64>,
+    /// Number of files in the bundle for `apply` (default 20000, quick 200).
+    #[arg(long, value_name = "N")]
+    apply_files: Option<usize>,
+    /// Repetitions of each measurement (default 5, quick 3).
+    #[arg(long, value_name = "N")]
+    runs: Option<usize>,
+    /// Largest simulated fleet for `coordinator`: runs 1000, 5000 and 20000 up to it
+    /// (default 20000; quick runs 20 and 100).
+    #[arg(long, value_name = "N")]
+    max_hosts: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hoist-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(which: Which) -> anyhow::Result<()> {
+    let (Which::Apply(o)
+    | Which::Pickup(o)
+    | Which::Footprint(o)
+    | Which::Coordinator(o)
+    | Which::All(o)) = &which;
+    let bins = procs::Bins::locate(o.bin_dir.as_deref())?;
+    let scratch = match &o.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            tempfile::Builder::new()
+                .prefix("hoist-bench-")
+                .tempdir_in(d)
+        }
+        None => tempfile::Builder::new().prefix("hoist-bench-").tempdir(),
+    }
+    .context("creating the scratch directory")?;
+    let work = scratch.path();
+    let all = matches!(which, Which::All(_));
+    let runs = o.runs.unwrap_or(if o.quick { 3 } else { 5 }).max(1);
+    let started_utc = utc_now();
+    let mut notes = vec![format!(
+        "binaries: {} and {}",
+        bins.hoist.display(),
+        bins.agent.display()
+    )];
+    let mut measurements: Vec<Measurement> = Vec::new();
+
+    if all || matches!(which, Which::Apply(_)) {
+        let p = apply::Params {
+            total_bytes: o.apply_mb.unwrap_or(if o.quick { 2 } else { 200 }) * 1_000_000,
+            files: o.apply_files.unwrap_or(if o.quick { 200 } else { 20_000 }),
+            runs,
+        };
+        measurements.extend(apply::run(&bins, &work.join("apply"), p)?);
+    }
+    if all || matches!(which, Which::Pickup(_)) {
+        let p = pickup::Params {
+            fleets: if o.quick { [1, 5] } else { [1, 50] },
+            deployments: if o.quick { 3 } else { 20 },
+        };
+        measurements.extend(pickup::run(&bins, work, p)?);
+    }
+    if all || matches!(which, Which::Footprint(_)) {
+        let p = footprint::Params {
+            idle: Duration::from_secs(if o.quick { 3 } else { 60 }),
+            deployments: if o.quick { 10 } else { 200 },
+        };
+        measurements.extend(footprint::run(&bins, &work.join("footprint"), p)?);
+    }
+    if all || matches!(which, Which::Coordinator(_)) {
+        let max = o.max_hosts.unwrap_or(20_000);
+        let wanted: Vec<usize> = if o.quick {
+            vec![20, 100]
+        } else {
+            [1000, 5000, 20_000]
+                .into_iter()
+                .filter(|&n| n <= max)
+                .collect()
+        };
+        // The server and the load generator each hold one socket per simulated host.
+        let need = wanted.iter().max().copied().unwrap_or(0) as u64 + FD_MARGIN;
+        let (note, limit) = raise_nofile(need)?;
+        notes.push(note);
+        let fit = limit.saturating_sub(FD_MARGIN) as usize;
+        let fleets: Vec<usize> = wanted
+            .iter()
+            .map(|&n| {
+                if n > fit {
+                    notes.push(format!(
+                        "{n} simulated hosts do not fit under RLIMIT_NOFILE {limit}: measured {fit} instead"
+                    ));
+                    fit
+                } else {
+                    n
+                }
+            })
+            .collect();
+        let p = capacity::Params {
+            fleets,
+            deployments: if o.quick { 2 } else { 3 },
+            many_hosts: 5000,
+        };
+        measurements.extend(capacity::run(&bins, work, &p)?);
+    }
+
+    notes.push(
+        "ratios: apply per alternating run pair; others median over the baseline's median unless the note says otherwise".into(),
+    );
+    let doc = Document {
+        tool: format!("hoist-bench {}", env!("CARGO_PKG_VERSION")),
+        quick: o.quick,
+        started_utc,
+        machine: Machine::probe(),
+        measurements,
+        notes,
+    };
+    println!("{}", report::table(&doc.measurements));
+    for n in &doc.notes {
+        println!("note: {n}");
+    }
+    for m in &doc.measurements {
+        println!("{}: {}", m.name, m.note);
+    }
+    if let Some(path) = &o.json {
+        report::write_json(path, &doc)?;
+    }
+    Ok(())
+}
+
+/// Descriptors a process needs beside its sockets to simulated hosts.
+const FD_MARGIN: u64 = 512;
+
+/// Raises RLIMIT_NOFILE (inherited by the coordinator) towards `need`, as far as the hard
+/// limit allows when it cannot be raised (no CAP_SYS_RESOURCE): a note and the new limit.
+fn raise_nofile(need: u64) -> anyhow::Result<(String, u64)> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
+    if soft >= need {
+        return Ok((format!("RLIMIT_NOFILE already {soft}"), soft));
+    }
+    if hard < need && setrlimit(Resource::RLIMIT_NOFILE, need, need).is_ok() {
+        return Ok((
+            format!("RLIMIT_NOFILE raised from {soft} (hard {hard}) to {need} for this process and the coordinator it starts"),
+            need,
+        ));
+    }
+    let new = need.min(hard);
+    setrlimit(Resource::RLIMIT_NOFILE, new, hard)
+        .with_context(|| format!("raising RLIMIT_NOFILE from {soft} to {new}"))?;
+    let why = if new < need {
+        format!(
+            "; {need} wanted, but the hard limit cannot be raised here (setrlimit: EPERM, no CAP_SYS_RESOURCE)"
+        )
+    } else {
+        String::new()
+    };
+    Ok((
+        format!("RLIMIT_NOFILE raised from {soft} to {new} for this process and the coordinator it starts{why}"),
+        new,
+    ))
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

@@ -734,15 +734,15 @@ impl Engine {
             .deployment(&cmd.deployment_id)?
             .ok_or_else(not_found)?;
         let now = now_ms();
-        let mut seen = host.clone();
-        seen.last_seen_ms = now;
-        self.store.update_host(&seen)?;
         let aborted = |cmd: &CommandRow| {
             cmd.state == CommandState::InProgress && deployment.state == DeploymentState::Stopped
                 || cmd.state == CommandState::Failed
                     && cmd.error_code.as_deref() == Some("host_lost")
         };
         if self.store.report_exists(command_id, report.seq)? {
+            let mut seen = host.clone();
+            seen.last_seen_ms = now;
+            self.store.update_host(&seen)?;
             return Ok(ReportAck {
                 recorded: false,
                 aborted: aborted(&cmd),
@@ -756,7 +756,8 @@ impl Engine {
             received_ms: now,
             body_json,
         };
-        let recorded = self.store.insert_report(&row, &cmd)?;
+        // The host's last contact is written with the report: one transaction.
+        let recorded = self.store.insert_report(&row, &cmd, now)?;
         if ended {
             tracing::info!(command_id, deployment_id = %cmd.deployment_id, host = %host.name,
                 state = %cmd.state, "command ended");

@@ -189,8 +189,14 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Vec<(DeploymentRow, CommandRow)>>;
 
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool>;
-    /// Records a report and the command it updated, in one transaction. Returns false, and
-    /// writes nothing, when (command, seq) was already recorded.
-    fn insert_report(&self, report: &ReportRow, command: &CommandRow) -> Result<bool>;
+    /// Records a report, the command it updated and the reporting host's `last_seen_ms`, in
+    /// one transaction (one sync of the database per report). Returns false, and writes
+    /// nothing, when (command, seq) was already recorded.
+    fn insert_report(
+        &self,
+        report: &ReportRow,
+        command: &CommandRow,
+        last_seen_ms: u64,
+    ) -> Result<bool>;
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>>;
 }

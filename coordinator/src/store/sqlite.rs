@@ -799,7 +799,12 @@ impl Store for SqliteStore {
             .is_some())
     }
 
-    fn insert_report(&self, r: &ReportRow, command: &CommandRow) -> Result<bool> {
+    fn insert_report(
+        &self,
+        r: &ReportRow,
+        command: &CommandRow,
+        last_seen_ms: u64,
+    ) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db("starting a transaction"))?;
         let inserted = tx
@@ -819,6 +824,11 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         write_command(&tx, command).map_err(db("writing a command"))?;
+        tx.execute(
+            "UPDATE hosts SET last_seen_ms = ?2 WHERE id = ?1",
+            params![command.host_id, i(last_seen_ms)],
+        )
+        .map_err(db("updating a host"))?;
         tx.commit().map_err(db("committing a report"))?;
         Ok(true)
     }

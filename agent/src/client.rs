@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Secret};
 
+/// Deadline of a request other than a long poll.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The host's identity at the coordinator, kept in `host.json` (mode 0600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostCredentials {
@@ -129,7 +132,7 @@ impl Client {
             .post(&url)
             .bearer_auth(token.expose())
             .json(req)
-            .timeout(Duration::from_secs(30))
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .map_err(|source| ClientError::Network { url, source })?;
@@ -142,19 +145,15 @@ impl Client {
         host: &HostCredentials,
         req: &PollRequest,
     ) -> Result<PollResponse, ClientError> {
-        let url = self.url("/hosts/poll");
         let wait = req.wait_secs.unwrap_or(30);
-        let resp = self
-            .http
-            .post(&url)
-            .header(HOST_ID_HEADER, &host.host_id)
-            .bearer_auth(&host.host_secret)
-            .json(req)
-            .timeout(Duration::from_secs(wait + 15))
-            .send()
-            .await
-            .map_err(|source| ClientError::Network { url, source })?;
-        decode(resp, "poll").await
+        self.post_as_host(
+            host,
+            "/hosts/poll",
+            req,
+            Duration::from_secs(wait + 15),
+            "poll",
+        )
+        .await
     }
 
     /// Tells the coordinator this host is alive while it runs `req.command_id`.
@@ -163,18 +162,8 @@ impl Client {
         host: &HostCredentials,
         req: &Heartbeat,
     ) -> Result<HeartbeatAck, ClientError> {
-        let url = self.url("/hosts/heartbeat");
-        let resp = self
-            .http
-            .post(&url)
-            .header(HOST_ID_HEADER, &host.host_id)
-            .bearer_auth(&host.host_secret)
-            .json(req)
-            .timeout(Duration::from_secs(30))
-            .send()
+        self.post_as_host(host, "/hosts/heartbeat", req, REQUEST_TIMEOUT, "heartbeat")
             .await
-            .map_err(|source| ClientError::Network { url, source })?;
-        decode(resp, "heartbeat").await
     }
 
     pub async fn report(
@@ -183,18 +172,32 @@ impl Client {
         command_id: &str,
         report: &Report,
     ) -> Result<ReportAck, ClientError> {
-        let url = self.url(&format!("/commands/{command_id}/reports"));
+        let path = format!("/commands/{command_id}/reports");
+        self.post_as_host(host, &path, report, REQUEST_TIMEOUT, "event report")
+            .await
+    }
+
+    /// POSTs `body` to `path` with the host's credentials and decodes the answer.
+    async fn post_as_host<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        host: &HostCredentials,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
         let resp = self
             .http
             .post(&url)
             .header(HOST_ID_HEADER, &host.host_id)
             .bearer_auth(&host.host_secret)
-            .json(report)
-            .timeout(Duration::from_secs(30))
+            .json(body)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|source| ClientError::Network { url, source })?;
-        decode(resp, "event report").await
+        decode(resp, what).await
     }
 }
 

@@ -259,3 +259,43 @@ impl Agent {
             .expect("restart hoist-agent");
     }
 }
+
+impl Coordinator {
+    /// Creates application `shop` and its group `web` (hosts tagged `role=web`) with
+    /// `group_args` (e.g. `--config OneAtATime`), and returns a new registration token.
+    pub fn shop_web(&self, group_args: &[&str]) -> String {
+        self.hoist_ok(&["app", "create", "shop"]);
+        let mut args = vec![
+            "group", "create", "web", "--app", "shop", "--tag", "role=web",
+        ];
+        args.extend_from_slice(group_args);
+        self.hoist_ok(&args);
+        self.hoist_ok(&["token", "create"])
+    }
+
+    /// `hoist push DIR --app shop`: the new revision's id.
+    pub fn push(&self, dir: &Path) -> String {
+        self.hoist_ok(&["push", dir.to_str().expect("utf-8"), "--app", "shop"])
+    }
+
+    /// `hoist deploy create` of `revision` to shop/web; with `wait`, `--wait`. Returns the
+    /// exit code and the deployment id.
+    pub fn deploy(&self, revision: &str, wait: bool) -> (Option<i32>, String) {
+        let mut args = vec![
+            "deploy",
+            "create",
+            "--app",
+            "shop",
+            "--group",
+            "web",
+            "--revision",
+            revision,
+        ];
+        if wait {
+            args.push("--wait");
+        }
+        let out = self.hoist(&args);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.code(), id)
+    }
+}

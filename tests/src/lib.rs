@@ -192,3 +192,19 @@ pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> b
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Seconds in a `Duration`'s Debug form (`178.8ms`, `1.2s`, `950µs`), as the agent logs its
+/// retry delays.
+pub fn debug_secs(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ns") {
+        (n, 1e-9)
+    } else {
+        (text.strip_suffix('s')?, 1.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}

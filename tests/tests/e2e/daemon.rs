@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hoist_tests::{alive, bin, run, wait_for, Scratch};
+use hoist_tests::{alive, bin, debug_secs, run, wait_for, Scratch};
 
 fn status_json(config: &Path) -> (Option<i32>, serde_json::Value) {
     let out = run(Command::new(bin("hoist-agent"))
@@ -190,19 +190,4 @@ fn an_unreachable_coordinator_is_retried_with_growing_delays_and_sigterm_exits_c
     );
     let (code, _) = status_json(&config);
     assert_eq!(code, Some(3), "status after exit must say not running");
-}
-
-/// Seconds in a `Duration`'s Debug form (`178.8ms`, `1.2s`, `950µs`).
-fn debug_secs(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix("µs") {
-        (n, 1e-6)
-    } else if let Some(n) = text.strip_suffix("ns") {
-        (n, 1e-9)
-    } else {
-        (text.strip_suffix('s')?, 1.0)
-    };
-    number.parse::<f64>().ok().map(|n| n * scale)
 }

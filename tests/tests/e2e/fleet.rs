@@ -35,19 +35,7 @@ fn bundle(dir: &Path, fail_after_install: bool) {
 fn a_deployment_reaches_the_tagged_hosts_and_a_failing_hook_is_reported_everywhere() {
     let s = Scratch::new();
     let coordinator = Coordinator::start(&s.join("coordinator"));
-    coordinator.hoist_ok(&["app", "create", "shop"]);
-    coordinator.hoist_ok(&[
-        "group",
-        "create",
-        "web",
-        "--app",
-        "shop",
-        "--tag",
-        "role=web",
-        "--config",
-        "OneAtATime",
-    ]);
-    let token = coordinator.hoist_ok(&["token", "create"]);
+    let token = coordinator.shop_web(&["--config", "OneAtATime"]);
     assert!(!token.is_empty() && !token.contains('\n'), "{token:?}");
 
     let web1 = Agent::start(&s, "web-1", &coordinator, &token, "role: web");
@@ -62,21 +50,11 @@ fn a_deployment_reaches_the_tagged_hosts_and_a_failing_hook_is_reported_everywhe
     // A good revision reaches both web hosts and not the db host.
     let good = s.join("good");
     bundle(&good, false);
-    let revision = coordinator.hoist_ok(&["push", good.to_str().expect("utf-8"), "--app", "shop"]);
+    let revision = coordinator.push(&good);
     let t0 = Instant::now();
-    let out = coordinator.hoist(&[
-        "deploy",
-        "create",
-        "--app",
-        "shop",
-        "--group",
-        "web",
-        "--revision",
-        &revision,
-        "--wait",
-    ]);
+    let (code, _) = coordinator.deploy(&revision, true);
     eprintln!("first deployment took {:?}", t0.elapsed());
-    assert_eq!(out.status.code(), Some(0), "deployment failed");
+    assert_eq!(code, Some(0), "deployment failed");
     let expected = [
         "BeforeInstall",
         "AfterInstall",
@@ -90,20 +68,9 @@ fn a_deployment_reaches_the_tagged_hosts_and_a_failing_hook_is_reported_everywhe
     // A failing AfterInstall fails the deployment; OneAtATime stops after the first host.
     let bad = s.join("bad");
     bundle(&bad, true);
-    let revision = coordinator.hoist_ok(&["push", bad.to_str().expect("utf-8"), "--app", "shop"]);
-    let out = coordinator.hoist(&[
-        "deploy",
-        "create",
-        "--app",
-        "shop",
-        "--group",
-        "web",
-        "--revision",
-        &revision,
-        "--wait",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "a failed deployment exits 1");
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let revision = coordinator.push(&bad);
+    let (code, id) = coordinator.deploy(&revision, true);
+    assert_eq!(code, Some(1), "a failed deployment exits 1");
     let status = coordinator.hoist(&["deploy", "status", &id]);
     let text = String::from_utf8_lossy(&status.stdout).to_string()
         + &String::from_utf8_lossy(&status.stderr);

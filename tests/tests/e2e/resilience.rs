@@ -11,20 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hoist_tests::fleet::{Agent, Coordinator};
-use hoist_tests::{alive, wait_for, Scratch};
+use hoist_tests::{alive, debug_secs, wait_for, Scratch};
 use nix::sys::signal::Signal;
-
-/// Creates application `shop`, group `web` (tag role=web, plus `group_args`) and returns
-/// a registration token.
-fn setup(c: &Coordinator, group_args: &[&str]) -> String {
-    c.hoist_ok(&["app", "create", "shop"]);
-    let mut args = vec![
-        "group", "create", "web", "--app", "shop", "--tag", "role=web",
-    ];
-    args.extend_from_slice(group_args);
-    c.hoist_ok(&args);
-    c.hoist_ok(&["token", "create"])
-}
 
 fn wait_hosts(c: &Coordinator, names: &[&str]) {
     wait_for("hosts registered", Duration::from_secs(30), || {
@@ -57,31 +45,6 @@ fn bundle(dir: &Path, appspec: &str, files: &[(&str, &str)]) {
         fs::write(&p, body).expect("file");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-}
-
-fn push(c: &Coordinator, dir: &Path) -> String {
-    c.hoist_ok(&["push", dir.to_str().expect("utf-8"), "--app", "shop"])
-}
-
-/// `hoist deploy create` of `revision` to shop/web; with `wait`, `--wait`. Returns the
-/// exit code and the deployment id.
-fn deploy(c: &Coordinator, revision: &str, wait: bool) -> (Option<i32>, String) {
-    let mut args = vec![
-        "deploy",
-        "create",
-        "--app",
-        "shop",
-        "--group",
-        "web",
-        "--revision",
-        revision,
-    ];
-    if wait {
-        args.push("--wait");
-    }
-    let out = c.hoist(&args);
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.code(), id)
 }
 
 fn deployment(c: &Coordinator, id: &str) -> serde_json::Value {
@@ -123,7 +86,7 @@ const RECORD: &str = "#!/bin/sh\necho \"$LIFECYCLE_EVENT\" >> \"$OUT/events.log\
 fn a_failing_revision_is_rolled_back_to_the_previous_files_on_every_host() {
     let s = Scratch::new();
     let c = Coordinator::start(&s.join("coordinator"));
-    let token = setup(&c, &["--config", "OneAtATime", "--auto-rollback"]);
+    let token = c.shop_web(&["--config", "OneAtATime", "--auto-rollback"]);
     // Both hosts run on this machine: they install into one directory, one at a time, and
     // their ApplicationStart copies what it finds there into the host's own $OUT.
     let www = s.join("www");
@@ -163,13 +126,13 @@ fn a_failing_revision_is_rolled_back_to_the_previous_files_on_every_host() {
     wait_hosts(&c, &["web-1", "web-2"]);
     let version = |a: &Agent| fs::read_to_string(a.dir.join("out/version.txt")).unwrap_or_default();
 
-    let (code, first) = deploy(&c, &push(&c, &good), true);
+    let (code, first) = c.deploy(&c.push(&good), true);
     assert_eq!(code, Some(0), "the good revision deploys");
     for a in [&web1, &web2] {
         assert_eq!(version(a), "v1 good\n");
     }
 
-    let (code, failed) = deploy(&c, &push(&c, &bad), true);
+    let (code, failed) = c.deploy(&c.push(&bad), true);
     assert_eq!(code, Some(1), "the broken revision fails");
     let d = deployment(&c, &failed);
     assert_eq!(d["state"], "failed", "{d}");
@@ -213,7 +176,7 @@ fn a_failing_revision_is_rolled_back_to_the_previous_files_on_every_host() {
 fn kill_9_of_the_agent_during_a_long_hook_is_reported_and_its_hook_killed_on_restart() {
     let s = Scratch::new();
     let c = Coordinator::start(&s.join("coordinator"));
-    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
     let mut web = Agent::start(&s, "web-1", &c, &token, "role: web");
     wait_hosts(&c, &["web-1"]);
     let long = s.join("long");
@@ -225,7 +188,7 @@ fn kill_9_of_the_agent_during_a_long_hook_is_reported_and_its_hook_killed_on_res
             "#!/bin/sh\necho $$ >> \"$OUT/pids\"\nsleep 300 &\necho $! >> \"$OUT/pids\"\nsleep 300\n",
         )],
     );
-    let (code, id) = deploy(&c, &push(&c, &long), false);
+    let (code, id) = c.deploy(&c.push(&long), false);
     assert_eq!(code, Some(0));
     let pids_file = web.dir.join("out/pids");
     wait_for("the hook and its child", Duration::from_secs(30), || {
@@ -271,7 +234,7 @@ fn kill_9_of_the_agent_during_a_long_hook_is_reported_and_its_hook_killed_on_res
         "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: record.sh\n",
         &[("record.sh", RECORD)],
     );
-    let (code, _) = deploy(&c, &push(&c, &quick), true);
+    let (code, _) = c.deploy(&c.push(&quick), true);
     assert_eq!(code, Some(0), "a deployment after the restart succeeds");
     assert_eq!(web.events(), ["ApplicationStart"]);
     let handed_again = web.log().matches("command already handled here").count();
@@ -299,7 +262,7 @@ fn a_coordinator_stopped_mid_deployment_loses_no_event_report_when_it_comes_back
     let s = Scratch::new();
     let data = s.join("coordinator");
     let mut c = Coordinator::start(&data);
-    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
     let agents = [
         Agent::start(&s, "web-1", &c, &token, "role: web"),
         Agent::start(&s, "web-2", &c, &token, "role: web"),
@@ -320,7 +283,7 @@ fn a_coordinator_stopped_mid_deployment_loses_no_event_report_when_it_comes_back
             ],
         );
         let before: Vec<usize> = agents.iter().map(|a| a.events().len()).collect();
-        let (code, id) = deploy(&c, &push(&c, &dir), false);
+        let (code, id) = c.deploy(&c.push(&dir), false);
         assert_eq!(code, Some(0));
         wait_for(
             "both hosts in AfterInstall",
@@ -380,7 +343,7 @@ fn a_revoked_host_and_a_wrong_secret_are_refused_and_get_no_commands() {
         "127.0.0.1:0",
         &["--host-lease", "3s"],
     );
-    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
     let revoked = Agent::start(&s, "web-1", &c, &token, "role: web");
     let mut wrong = Agent::start(&s, "web-2", &c, &token, "role: web");
     let good = Agent::start(&s, "web-3", &c, &token, "role: web");
@@ -429,7 +392,7 @@ fn a_revoked_host_and_a_wrong_secret_are_refused_and_get_no_commands() {
         "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: record.sh\n",
         &[("record.sh", RECORD)],
     );
-    let (code, id) = deploy(&c, &push(&c, &dir), true);
+    let (code, id) = c.deploy(&c.push(&dir), true);
     assert_eq!(code, Some(0), "deployment to the healthy host");
     let d = deployment(&c, &id);
     let hosts: Vec<&str> = d["hosts"]
@@ -479,7 +442,7 @@ fn outbox_files(a: &Agent) -> (usize, usize) {
 fn reports_refused_for_a_wrong_secret_are_kept_until_it_is_fixed() {
     let s = Scratch::new();
     let c = Coordinator::start(&s.join("coordinator"));
-    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
     let mut web = Agent::start(&s, "web-1", &c, &token, "role: web");
     wait_hosts(&c, &["web-1"]);
     let long = s.join("long");
@@ -488,7 +451,7 @@ fn reports_refused_for_a_wrong_secret_are_kept_until_it_is_fixed() {
         "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: long.sh\n",
         &[("long.sh", "#!/bin/sh\necho $$ > \"$OUT/pid\"\nsleep 300\n")],
     );
-    let (code, id) = deploy(&c, &push(&c, &long), false);
+    let (code, id) = c.deploy(&c.push(&long), false);
     assert_eq!(code, Some(0));
     wait_for("the hook", Duration::from_secs(30), || {
         web.dir.join("out/pid").exists()
@@ -530,27 +493,12 @@ fn reports_refused_for_a_wrong_secret_are_kept_until_it_is_fixed() {
     });
 }
 
-/// Seconds in a `Duration`'s Debug form (`178.8ms`, `1.2s`, `950µs`).
-fn debug_secs(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix("µs") {
-        (n, 1e-6)
-    } else if let Some(n) = text.strip_suffix("ns") {
-        (n, 1e-9)
-    } else {
-        (text.strip_suffix('s')?, 1.0)
-    };
-    number.parse::<f64>().ok().map(|n| n * scale)
-}
-
 #[test]
 fn an_agent_started_before_its_coordinator_retries_then_registers_and_deploys() {
     let s = Scratch::new();
     let data = s.join("coordinator");
     let mut c = Coordinator::start(&data);
-    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
     let addr = c.addr().to_string();
     c.stop_with(Signal::SIGKILL);
     // The agent is given the address while nothing listens there.
@@ -587,7 +535,7 @@ fn an_agent_started_before_its_coordinator_retries_then_registers_and_deploys() 
         "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: record.sh\n",
         &[("record.sh", RECORD)],
     );
-    let (code, _) = deploy(&c, &push(&c, &dir), true);
+    let (code, _) = c.deploy(&c.push(&dir), true);
     assert_eq!(code, Some(0));
     assert_eq!(web.events(), ["ApplicationStart"]);
 }
@@ -603,7 +551,7 @@ fn unix_ms() -> u128 {
 fn an_idle_long_polling_agent_picks_up_a_new_deployment_at_once() {
     let s = Scratch::new();
     let c = Coordinator::start(&s.join("coordinator"));
-    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
     let web = Agent::start(&s, "web-1", &c, &token, "role: web");
     wait_hosts(&c, &["web-1"]);
     // BeforeBlockTraffic runs the hooks of the revision installed last, before anything
@@ -618,8 +566,8 @@ fn an_idle_long_polling_agent_picks_up_a_new_deployment_at_once() {
             "#!/bin/sh\necho $(($(date +%s%N) / 1000000)) > \"$OUT/started\"\n",
         )],
     );
-    let revision = push(&c, &dir);
-    let (code, _) = deploy(&c, &revision, true);
+    let revision = c.push(&dir);
+    let (code, _) = c.deploy(&revision, true);
     assert_eq!(code, Some(0));
     let stamp = web.dir.join("out/started");
     assert!(
@@ -629,7 +577,7 @@ fn an_idle_long_polling_agent_picks_up_a_new_deployment_at_once() {
     // Let the agent settle into a long poll (it waits up to 20 s for work).
     std::thread::sleep(Duration::from_secs(2));
     let asked = unix_ms();
-    let (code, _) = deploy(&c, &revision, false);
+    let (code, _) = c.deploy(&revision, false);
     let returned = unix_ms();
     assert_eq!(code, Some(0));
     wait_for("the first hook", Duration::from_secs(30), || stamp.exists());
@@ -657,7 +605,7 @@ fn heartbeats_keep_a_host_running_a_hook_longer_than_the_lease() {
         "127.0.0.1:0",
         &["--host-lease", "2s"],
     );
-    let token = setup(&c, &["--config", "AllAtOnce"]);
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
     let web = Agent::start(&s, "web-1", &c, &token, "role: web");
     wait_hosts(&c, &["web-1"]);
     let dir = s.join("rev");
@@ -670,7 +618,7 @@ fn heartbeats_keep_a_host_running_a_hook_longer_than_the_lease() {
         )],
     );
     let t0 = Instant::now();
-    let (code, id) = deploy(&c, &push(&c, &dir), true);
+    let (code, id) = c.deploy(&c.push(&dir), true);
     eprintln!(
         "deployment with a 5 s hook under a 2 s lease took {:?}",
         t0.elapsed()

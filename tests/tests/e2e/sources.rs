@@ -53,19 +53,7 @@ fn dest(s: &Scratch) -> PathBuf {
 /// agents whose configs end with `extra_yaml`, both online.
 fn fleet(s: &Scratch, extra_yaml: &str) -> (Coordinator, Vec<Agent>) {
     let coordinator = Coordinator::start(&s.join("coordinator"));
-    coordinator.hoist_ok(&["app", "create", "shop"]);
-    coordinator.hoist_ok(&[
-        "group",
-        "create",
-        "web",
-        "--app",
-        "shop",
-        "--tag",
-        "role=web",
-        "--config",
-        "AllAtOnce",
-    ]);
-    let token = coordinator.hoist_ok(&["token", "create"]);
+    let token = coordinator.shop_web(&["--config", "AllAtOnce"]);
     let dest = dest(s);
     let options = AgentOptions {
         extra_yaml,

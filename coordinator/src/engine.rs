@@ -931,10 +931,10 @@ impl Engine {
         if d.state != DeploymentState::InProgress {
             return Ok(());
         }
-        let mut commands = self.store.commands(id)?;
+        let commands = self.store.command_states(id)?;
         let states: Vec<HostState> = commands
             .iter()
-            .map(|c| match c.state {
+            .map(|(_, state)| match state {
                 CommandState::Pending => HostState::Pending,
                 CommandState::InProgress => HostState::InProgress,
                 CommandState::Succeeded => HostState::Succeeded,
@@ -952,14 +952,22 @@ impl Engine {
             },
         };
         let now = now_ms();
-        let mut changed: Vec<usize> = Vec::new();
+        // Whole rows are read only for the commands that change.
+        let row = |i: usize| -> Result<Option<CommandRow>> {
+            match commands.get(i) {
+                Some((command_id, _)) => Ok(self.store.command(command_id)?),
+                None => Ok(None),
+            }
+        };
+        let mut started: Vec<CommandRow> = Vec::new();
         for &i in &decision.start {
-            if let Some(c) = commands.get_mut(i) {
+            if let Some(mut c) = row(i)? {
                 c.state = CommandState::InProgress;
                 c.started_ms = Some(now);
-                changed.push(i);
+                started.push(c);
             }
         }
+        let mut skipped: Vec<CommandRow> = Vec::new();
         let mut failed = false;
         match decision.outcome {
             Outcome::Running => {}
@@ -972,29 +980,26 @@ impl Engine {
                 d.state = DeploymentState::Failed;
                 d.ended_ms = Some(now);
                 d.message = Some(why);
-                for (i, c) in commands.iter_mut().enumerate() {
-                    if c.state == CommandState::Pending {
-                        c.state = CommandState::Skipped;
-                        c.message = Some("not started: the deployment failed".into());
-                        changed.push(i);
+                for (i, (_, state)) in commands.iter().enumerate() {
+                    if *state == CommandState::Pending && !decision.start.contains(&i) {
+                        if let Some(mut c) = row(i)? {
+                            c.state = CommandState::Skipped;
+                            c.message = Some("not started: the deployment failed".into());
+                            skipped.push(c);
+                        }
                     }
                 }
             }
         }
-        if changed.is_empty() && d.state == DeploymentState::InProgress {
+        if started.is_empty() && skipped.is_empty() && d.state == DeploymentState::InProgress {
             return Ok(());
         }
-        let changed_rows: Vec<CommandRow> = changed
-            .iter()
-            .filter_map(|&i| commands.get(i).cloned())
-            .collect();
+        let changed_rows: Vec<CommandRow> = started.iter().chain(&skipped).cloned().collect();
         self.store.save_deployment(&d, &changed_rows)?;
-        for &i in &decision.start {
-            if let Some(c) = commands.get(i) {
-                tracing::info!(deployment_id = %d.id, host = %c.host_name, command_id = %c.id,
-                    "command handed out");
-                self.wake(&c.host_id);
-            }
+        for c in &started {
+            tracing::info!(deployment_id = %d.id, host = %c.host_name, command_id = %c.id,
+                "command handed out");
+            self.wake(&c.host_id);
         }
         if d.state.is_terminal() {
             tracing::info!(deployment_id = %d.id, state = %d.state,

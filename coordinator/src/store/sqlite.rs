@@ -734,6 +734,15 @@ impl Store for SqliteStore {
         )
     }
 
+    fn command_states(&self, deployment_id: &str) -> Result<Vec<(String, CommandState)>> {
+        self.query(
+            "listing command states",
+            "SELECT id, state FROM commands WHERE deployment_id = ?1 ORDER BY position",
+            [deployment_id],
+            |r| Ok((r.text(0), command_state(&r.text(1))?)),
+        )
+    }
+
     fn command(&self, id: &str) -> Result<Option<CommandRow>> {
         self.query_one(
             "reading a command",

@@ -516,21 +516,17 @@ fn execute(ops: &[Op], record: &mut InstalledFiles) -> Result<(), InstallError> 
             }
         }
     }
-    // New files were renamed into place unsynced (see `install_regular_file`): one sync per
-    // filesystem makes all of them durable, far cheaper than one fsync per file.
+    // Files were renamed into place, new ones unsynced (see `install_regular_file`): one
+    // syncfs per filesystem makes every file and directory entry durable, far cheaper than
+    // an fsync per file and per directory.
     let mut synced = HashSet::new();
     for dir in &touched_dirs {
-        let d = File::open(dir).map_err(io_err("opening directory", dir))?;
-        let dev = d.metadata().map_err(io_err("inspecting", dir))?.dev();
+        let dev = fs::metadata(dir).map_err(io_err("inspecting", dir))?.dev();
         if synced.insert(dev) {
+            let d = File::open(dir).map_err(io_err("opening directory", dir))?;
             nix::unistd::syncfs(&d)
                 .map_err(|e| io_err("syncing the filesystem of", dir)(e.into()))?;
         }
-    }
-    for dir in touched_dirs {
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing directory", &dir))?;
     }
     Ok(())
 }

@@ -35,7 +35,8 @@ fn main() -> ExitCode {
     ExitCode::from(exit as u8)
 }
 
-/// SIGTERM and SIGINT cancel `token`; a second signal is left to the default action.
+/// SIGTERM and SIGINT cancel `token`. Later ones are ignored (tokio never unregisters its
+/// handler): the hard stop is SIGKILL, which systemd sends after `TimeoutStopSec`.
 fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};

@@ -286,7 +286,7 @@ fn contents(len: u64, rng: &mut XorShift, buf: &mut Vec<u8>) {
     while (buf.len() as u64) < len {
         let want = (len - buf.len() as u64).min(4096) as usize;
         let end = buf.len() + want;
-        if block % 2 == 0 {
+        if block.is_multiple_of(2) {
             while buf.len() < end {
                 buf.extend_from_slice(&rng.next().to_le_bytes());
             }

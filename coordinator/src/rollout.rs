@@ -234,7 +234,7 @@ mod tests {
                 Pattern::FirstFails => i == 0,
                 Pattern::LastFails => i == n - 1,
                 Pattern::AllFail => true,
-                Pattern::EveryThirdFails => i % 3 == 0,
+                Pattern::EveryThirdFails => i.is_multiple_of(3),
             }
         }
     }

@@ -50,6 +50,9 @@ pub struct Agent {
     pub child: Child,
     pub config: PathBuf,
     pub dir: PathBuf,
+    /// [`AgentOptions::private_dir`], kept so that [`Agent::restart`] starts the daemon in a
+    /// mount namespace of the same shape again.
+    private_dir: Option<PathBuf>,
 }
 
 impl Agent {
@@ -210,31 +213,14 @@ impl Agent {
             ),
         )
         .expect("config");
-        let mut cmd = match options.private_dir {
-            None => Command::new(bin("hoist-agent")),
-            Some(shared) => {
-                let own = dir.join("private");
-                fs::create_dir_all(&own).expect("mkdir");
-                fs::create_dir_all(shared).expect("mkdir");
-                // unshare and sh exec in turn, so the child's pid is the agent's.
-                let mut cmd = Command::new("unshare");
-                cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                    .arg("mount --bind \"$1\" \"$2\" && agent=\"$3\" && shift 3 && exec \"$agent\" \"$@\"")
-                    .arg("sh")
-                    .arg(&own)
-                    .arg(shared)
-                    .arg(bin("hoist-agent"));
-                cmd
-            }
-        };
-        let child = cmd
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("HOIST_LOG", "info")
-            .stderr(fs::File::create(dir.join("agent.log")).expect("log"))
-            .spawn()
-            .expect("start hoist-agent");
-        Agent { child, config, dir }
+        let private_dir = options.private_dir.map(Path::to_path_buf);
+        let child = spawn(&dir, &config, private_dir.as_deref());
+        Agent {
+            child,
+            config,
+            dir,
+            private_dir,
+        }
     }
 
     /// `agent.log` so far: the daemon's own log (stderr).
@@ -242,22 +228,53 @@ impl Agent {
         fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
-    /// Starts `hoist-agent run` again on the same config and state directory (after the
-    /// previous process was killed); the log is appended to.
+    /// Starts `hoist-agent run` again exactly as [`Agent::start_with`] did (same config, state
+    /// directory and, with a private directory, a new mount namespace showing the same
+    /// `DIR/private`), after the previous process was stopped; the log is appended to.
     pub fn restart(&mut self) {
-        let log = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.dir.join("agent.log"))
-            .expect("log");
-        self.child = Command::new(bin("hoist-agent"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("HOIST_LOG", "info")
-            .stderr(log)
-            .spawn()
-            .expect("restart hoist-agent");
+        self.child = spawn(&self.dir, &self.config, self.private_dir.as_deref());
     }
+
+    /// Stops it with `signal` (SIGKILL: a crash; SIGTERM: a clean stop) and waits for it.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `hoist-agent run --config CONFIG` for the agent in `dir`, its stderr appended to
+/// `DIR/agent.log`. With `private_dir`, the daemon runs in a mount namespace of its own
+/// where `private_dir` shows `DIR/private`: that directory lives on disk, so a daemon
+/// started again in a new namespace sees what the one before it installed.
+fn spawn(dir: &Path, config: &Path, private_dir: Option<&Path>) -> Child {
+    let mut cmd = match private_dir {
+        None => Command::new(bin("hoist-agent")),
+        Some(shared) => {
+            let own = dir.join("private");
+            fs::create_dir_all(&own).expect("mkdir");
+            fs::create_dir_all(shared).expect("mkdir");
+            // unshare and sh exec in turn, so the child's pid is the agent's.
+            let mut cmd = Command::new("unshare");
+            cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg("mount --bind \"$1\" \"$2\" && agent=\"$3\" && shift 3 && exec \"$agent\" \"$@\"")
+                .arg("sh")
+                .arg(&own)
+                .arg(shared)
+                .arg(bin("hoist-agent"));
+            cmd
+        }
+    };
+    let log = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("agent.log"))
+        .expect("log");
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("HOIST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .expect("start hoist-agent")
 }
 
 impl Coordinator {

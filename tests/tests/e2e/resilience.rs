@@ -1,17 +1,18 @@
 //! The fleet when things go wrong: auto-rollback on real hosts, an agent killed mid-hook,
 //! the coordinator stopped mid-deployment and restarted on the same address, revoked and
 //! wrong host credentials, a coordinator that comes up after its agents, pickup latency of
-//! a long-polling agent, and heartbeats that keep a host running a long hook alive past a
-//! short lease. Real `hoist server` and `hoist-agent run` processes throughout; no test here
-//! asserts a tight timing.
+//! a long-polling agent, heartbeats that keep a host running a long hook alive past a
+//! short lease, and a host restarted in its own mount namespace between two deployments
+//! keeping what it installed. Real `hoist server` and `hoist-agent run` processes
+//! throughout; no test here asserts a tight timing.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hoist_tests::fleet::{Agent, Coordinator};
-use hoist_tests::{alive, debug_secs, wait_for, Scratch};
+use hoist_tests::fleet::{Agent, AgentOptions, Coordinator};
+use hoist_tests::{alive, debug_secs, wait_for, walk, Scratch};
 use nix::sys::signal::Signal;
 
 fn wait_hosts(c: &Coordinator, names: &[&str]) {
@@ -630,4 +631,129 @@ fn heartbeats_keep_a_host_running_a_hook_longer_than_the_lease() {
     assert!(h["error_code"].is_null(), "{h}");
     assert!(!status_text(&c, &id).contains("host lost"));
     assert_eq!(web.events(), ["ApplicationStart"]);
+}
+
+/// The mount namespace of process `pid` (`mnt:[N]`).
+fn mount_ns(pid: impl std::fmt::Display) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|e| panic!("mount namespace of {pid}: {e}"))
+}
+
+/// A revision installing `site/` into `dest` (index.html holds `version`, plus a file only
+/// this version has), whose ApplicationStop records `version` in `$OUT/stops.log` and whose
+/// AfterInstall copies the installed index.html to `$OUT/seen`.
+fn versioned_bundle(dir: &Path, dest: &Path, version: &str) {
+    let dest = dest.display();
+    bundle(
+        dir,
+        &format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: {dest}\nhooks:\n  ApplicationStop:\n    - location: scripts/stop.sh\n  AfterInstall:\n    - location: scripts/seen.sh\n"
+        ),
+        &[
+            ("site/index.html", &format!("{version}\n")),
+            (&format!("site/only-{version}.txt"), ""),
+            (
+                "scripts/stop.sh",
+                &format!("#!/bin/sh\necho {version} >> \"$OUT/stops.log\"\n"),
+            ),
+            (
+                "scripts/seen.sh",
+                &format!("#!/bin/sh\ncp {dest}/index.html \"$OUT/seen\"\n"),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_host_restarted_in_its_own_mount_namespace_keeps_its_install_for_the_next_deployment() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED a_host_restarted_in_its_own_mount_namespace_keeps_its_install_for_the_next_deployment: needs root (each agent runs in its own mount namespace); CI runs it as root");
+        return;
+    }
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
+    // Both hosts install into `dest`; each sees its own `DIR/private` there.
+    let dest = s.join("dest");
+    let options = AgentOptions {
+        extra_yaml: "",
+        private_dir: Some(&dest),
+    };
+    let mut web1 = Agent::start_with(&s, "web-1", &c, &token, "role: web", options);
+    let web2 = Agent::start_with(&s, "web-2", &c, &token, "role: web", options);
+    wait_hosts(&c, &["web-1", "web-2"]);
+    let v1 = s.join("v1");
+    versioned_bundle(&v1, &dest, "v1");
+    let v2 = s.join("v2");
+    versioned_bundle(&v2, &dest, "v2");
+    let tree = |a: &Agent| -> Vec<String> {
+        let own = a.dir.join("private");
+        walk(&own)
+            .iter()
+            .map(|p| p.strip_prefix(&own).expect("inside").display().to_string())
+            .collect()
+    };
+    let read = |a: &Agent, path: &str| fs::read_to_string(a.dir.join(path)).unwrap_or_default();
+
+    let (code, first) = c.deploy(&c.push(&v1), true);
+    assert_eq!(code, Some(0), "{}", status_text(&c, &first));
+    for a in [&web1, &web2] {
+        assert_eq!(tree(a), ["index.html", "only-v1.txt"]);
+        assert_eq!(read(a, "private/index.html"), "v1\n");
+        assert_eq!(
+            read(a, "out/seen"),
+            "v1\n",
+            "the hook sees the host's own tree"
+        );
+    }
+    assert!(walk(&dest).is_empty(), "installed outside the hosts' trees");
+
+    let id_before = host_id(&c, "web-1");
+    web1.stop_with(Signal::SIGKILL);
+    web1.restart();
+
+    // Default DISALLOW: had the restarted host lost its record of v1's files, the v1 files it
+    // finds in its tree would fail this deployment.
+    let (code, second) = c.deploy(&c.push(&v2), true);
+    assert_eq!(code, Some(0), "{}", status_text(&c, &second));
+    assert_eq!(host_id(&c, "web-1"), id_before, "registered once");
+    let ours = mount_ns("self");
+    for a in [&web1, &web2] {
+        assert_ne!(
+            mount_ns(a.child.id()),
+            ours,
+            "{} runs in a mount namespace of its own",
+            a.dir.display()
+        );
+        // v1's files were removed from the same tree they were installed into, and v1's
+        // ApplicationStop ran: the host updated from v1 rather than installing afresh.
+        assert_eq!(tree(a), ["index.html", "only-v2.txt"]);
+        assert_eq!(read(a, "private/index.html"), "v2\n");
+        assert_eq!(read(a, "out/seen"), "v2\n");
+        assert_eq!(read(a, "out/stops.log"), "v1\n", "{}", a.dir.display());
+        let st = a.status();
+        let listed: Vec<&str> = st["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["deployments"].as_array().into_iter().flatten())
+            .filter(|d| d["status"] == "succeeded")
+            .filter_map(|d| d["deployment_id"].as_str())
+            .collect();
+        assert!(
+            listed.contains(&first.as_str()) && listed.contains(&second.as_str()),
+            "both deployments in {}'s state: {st}",
+            a.dir.display()
+        );
+    }
+    assert!(walk(&dest).is_empty(), "installed outside the hosts' trees");
+    let starts = |a: &Agent| {
+        a.log()
+            .lines()
+            .filter(|l| l.contains(" started") && l.contains("state_dir"))
+            .count()
+    };
+    assert_eq!(starts(&web1), 2, "both runs in one log: {}", web1.log());
+    assert_eq!(starts(&web2), 1, "{}", web2.log());
 }

@@ -22,7 +22,14 @@ use hoist_agent::bundle::extract::{extract, ExtractLimits};
 /// Extracts `archive` (the bytes of a whole archive file) and panics if anything was written
 /// outside `dest` (see the file's header).
 pub fn extract_and_check(archive_bytes: &[u8]) {
-    let temp = tempfile::tempdir().expect("temp dir");
+    // A memory file system, where there is one, doubles the runs per second.
+    let shm = Path::new("/dev/shm");
+    let temp = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("temp dir");
     let root = fs::canonicalize(temp.path()).expect("canonical temp dir");
     let archive = root.join("bundle");
     let outside = root.join("outside");

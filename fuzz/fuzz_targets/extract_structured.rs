@@ -4,10 +4,13 @@
 //! Raw bytes rarely survive the archive readers far enough to reach what the extractor
 //! decides: which names, link targets and entry orders it accepts. Here the input is decoded
 //! (with `arbitrary`) into a format (tar, tar.gz or zip) and a list of entries — files,
-//! directories, symlinks and hard links, with modes, sizes and duplicates — whose paths and link
-//! targets are built from a small alphabet of components (`a`, `b`, `.`, `..`, empty, a long
-//! name, and the names beside `dest/`: `bundle`, `outside`, `dest`), relative or absolute. The
-//! entries are written as real archive bytes with the tar, flate2 and zip crates the agent reads
+//! directories, symlinks and hard links, with modes, sizes and duplicates — whose names and link
+//! targets are built from a small alphabet of components (`a`, `b`, a long name, and the names
+//! beside `dest/`: `bundle`, `outside`, `dest`), often under or pointing at an earlier entry.
+//! Names now and then get a twist (absolute, `..`, `.`, an empty component, a trailing `/`);
+//! link targets climb with up to four leading `..` (or start with `/` or `./`) and may end in
+//! runs of `..` (`a/b/../../..`). Choices take one input byte each, so that the short inputs
+//! libFuzzer starts with already hold several entries. The entries are written as real archive bytes with the tar, flate2 and zip crates the agent reads
 //! them with, header fields set directly so that no name is normalised or refused on the way,
 //! and the archive goes through the same oracle as the raw-byte `extract` target
 //! (`common/check.rs`): nothing may land outside `dest/`.
@@ -21,7 +24,7 @@
 use std::collections::HashSet;
 use std::io::{Cursor, Write};
 
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../common/check.rs"]
@@ -42,37 +45,72 @@ struct Input {
     entries: Vec<Entry>,
 }
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Format {
-    Tar,
-    TarGz,
-    Zip,
+/// Field-less enums whose `Arbitrary` takes one input byte. (The derive reads four bytes per
+/// choice; libFuzzer grows inputs slowly, so shorter encodings reach longer archives sooner.)
+macro_rules! one_byte_enum {
+    ($(#[$doc:meta])* enum $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            const ALL: &'static [$name] = &[$($name::$variant),+];
+        }
+
+        impl<'a> Arbitrary<'a> for $name {
+            fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+                Ok(*u.choose(Self::ALL)?)
+            }
+
+            fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+                (1, Some(1))
+            }
+        }
+    };
+}
+
+one_byte_enum! {
+    enum Format { Tar, TarGz, Zip }
+}
+
+one_byte_enum! {
+    enum Size { Empty, Small, Block, Large }
+}
+
+one_byte_enum! {
+    /// A component an honest archive could hold.
+    enum Plain { A, B, Long, Bundle, Outside, Dest }
 }
 
 #[derive(Arbitrary, Debug)]
 struct Entry {
-    path: ArchivePath,
+    name: Name,
     kind: Kind,
     mode: Mode,
 }
 
-#[derive(Arbitrary, Debug)]
+#[derive(Debug)]
 enum Kind {
     File(Size),
     Dir,
-    Symlink(ArchivePath),
-    HardLink(ArchivePath),
+    Symlink(Target),
+    HardLink(Target),
 }
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Size {
-    Empty,
-    Small,
-    Block,
-    Large,
+impl<'a> Arbitrary<'a> for Kind {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0..=3u8)? {
+            0 => Kind::File(u.arbitrary()?),
+            1 => Kind::Dir,
+            2 => Kind::Symlink(u.arbitrary()?),
+            _ => Kind::HardLink(u.arbitrary()?),
+        })
+    }
 }
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Mode {
     Default,
     Executable,
@@ -83,60 +121,179 @@ enum Mode {
     Raw(u16),
 }
 
-/// A path as an archive spells it: components joined by `/`, optionally with a leading `/`
-/// (absolute) and a trailing one.
-#[derive(Arbitrary, Debug)]
-struct ArchivePath {
-    absolute: bool,
-    parts: Vec<Part>,
-    trailing_slash: bool,
+impl<'a> Arbitrary<'a> for Mode {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0..=6u8)? {
+            0 => Mode::Default,
+            1 => Mode::Executable,
+            2 => Mode::ReadOnly,
+            3 => Mode::NoAccess,
+            4 => Mode::Setuid,
+            5 => Mode::Sticky,
+            _ => Mode::Raw(u.arbitrary()?),
+        })
+    }
 }
 
+/// An entry name: plain components, possibly under an earlier entry's name, now and then with
+/// one twist (see [`Name::render`]). The extractor refuses a twisted name and stops, so twists
+/// are rare enough that most archives get several entries deep.
+#[derive(Arbitrary, Debug)]
+struct Name {
+    under: Earlier,
+    first: Plain,
+    rest: Vec<Plain>,
+    twist: u8,
+}
+
+/// A symlink's or hard link's target: 0 to 4 leading `..` (or `/`, `./`, a trailing `/`),
+/// possibly an earlier entry's name, plain names, then runs of any components at all, `..`
+/// included (`a/b/../../..`).
+#[derive(Arbitrary, Debug)]
+struct Target {
+    lead: u8,
+    under: Earlier,
+    names: Vec<Plain>,
+    tail: Vec<Run>,
+}
+
+/// No earlier entry (0), or the name of one of the entries before (an index into them, modulo
+/// their count plus one): entries inside earlier directories or links, links to earlier
+/// entries, the shapes where one entry's effect changes what the next one does.
 #[derive(Arbitrary, Debug, Clone, Copy)]
+struct Earlier(u8);
+
+impl Earlier {
+    fn components(self, earlier: &[Vec<String>]) -> &[String] {
+        match usize::from(self.0) % (earlier.len() + 1) {
+            0 => &[],
+            i => &earlier[i - 1],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 enum Part {
-    A,
-    B,
+    Plain(Plain),
     Dot,
     DotDot,
     Empty,
-    Long,
-    Bundle,
-    Outside,
-    Dest,
+}
+
+/// One to four of the same component (one input byte): a deep climb is one choice, not
+/// several that each look like no progress to the fuzzer.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    part: Part,
+    times: usize,
+}
+
+impl<'a> Arbitrary<'a> for Run {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        let plain = Plain::ALL.len();
+        let parts = plain + 3;
+        let choice = u.choose_index(parts * 4)?;
+        let part = match choice % parts {
+            i if i < plain => Part::Plain(Plain::ALL[i]),
+            i if i == plain => Part::Dot,
+            i if i == plain + 1 => Part::DotDot,
+            _ => Part::Empty,
+        };
+        Ok(Run {
+            part,
+            times: choice / parts + 1,
+        })
+    }
+
+    fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+        (1, Some(1))
+    }
+}
+
+impl Plain {
+    fn text(self) -> String {
+        match self {
+            Plain::A => "a".into(),
+            Plain::B => "b".into(),
+            Plain::Long => "l".repeat(LONG_NAME_LEN),
+            Plain::Bundle => "bundle".into(),
+            Plain::Outside => "outside".into(),
+            Plain::Dest => "dest".into(),
+        }
+    }
 }
 
 impl Part {
     fn text(self) -> String {
         match self {
-            Part::A => "a".into(),
-            Part::B => "b".into(),
+            Part::Plain(plain) => plain.text(),
             Part::Dot => ".".into(),
             Part::DotDot => "..".into(),
             Part::Empty => String::new(),
-            Part::Long => "l".repeat(LONG_NAME_LEN),
-            Part::Bundle => "bundle".into(),
-            Part::Outside => "outside".into(),
-            Part::Dest => "dest".into(),
         }
     }
 }
 
-impl ArchivePath {
-    fn render(&self) -> String {
-        let parts: Vec<String> = self
-            .parts
+impl Name {
+    /// The components joined by `/`. A `twist` of 224 or more (one in eight) makes it
+    /// absolute, adds a trailing `/`, inserts `..`, `.` or an empty component before one of
+    /// the components, or replaces the whole name with `..`, `.` or nothing.
+    /// Also returns the plain components (before any twist), for later entries to build on.
+    fn render(&self, earlier: &[Vec<String>]) -> (String, Vec<String>) {
+        let plain: Vec<String> = self
+            .under
+            .components(earlier)
             .iter()
+            .cloned()
+            .chain(
+                std::iter::once(&self.first)
+                    .chain(&self.rest)
+                    .map(|p| p.text()),
+            )
             .take(MAX_PARTS)
-            .map(|p| p.text())
             .collect();
-        let mut path = parts.join("/");
-        if self.absolute {
-            path.insert(0, '/');
+        let name = Self::twisted(plain.clone(), self.twist);
+        (name, plain)
+    }
+
+    fn twisted(mut parts: Vec<String>, twist: u8) -> String {
+        let Some(twist) = twist.checked_sub(224) else {
+            return parts.join("/");
+        };
+        let at = usize::from(twist / 8) % parts.len();
+        match twist % 8 {
+            0 => return format!("/{}", parts.join("/")),
+            1 => return format!("{}/", parts.join("/")),
+            2 => parts.insert(at, "..".into()),
+            3 => parts.insert(at, ".".into()),
+            4 => parts.insert(at, String::new()),
+            5 => return "..".into(),
+            6 => return ".".into(),
+            _ => return String::new(),
         }
-        if self.trailing_slash {
-            path.push('/');
-        }
-        path
+        parts.join("/")
+    }
+}
+
+impl Target {
+    fn render(&self, earlier: &[Vec<String>]) -> String {
+        let (prefix, ups, suffix) = match self.lead % 8 {
+            ups @ 0..=4 => ("", usize::from(ups), ""),
+            5 => ("/", 0, ""),
+            6 => ("./", 0, ""),
+            _ => ("", 0, "/"),
+        };
+        let parts: Vec<String> = std::iter::repeat_n("..".to_string(), ups)
+            .chain(self.under.components(earlier).iter().cloned())
+            .chain(self.names.iter().map(|p| p.text()))
+            .chain(
+                self.tail
+                    .iter()
+                    .flat_map(|run| std::iter::repeat_n(run.part.text(), run.times)),
+            )
+            .take(MAX_PARTS)
+            .collect();
+        format!("{prefix}{}{suffix}", parts.join("/"))
     }
 }
 
@@ -169,6 +326,9 @@ impl Mode {
 
 fuzz_target!(|input: Input| {
     let entries = &input.entries[..input.entries.len().min(MAX_ENTRIES)];
+    if entries.is_empty() {
+        return;
+    }
     let bytes = match input.format {
         Format::Tar => tar_bytes(entries).ok(),
         Format::TarGz => tar_bytes(entries).and_then(|tar| gzip(&tar)).ok(),
@@ -180,17 +340,32 @@ fuzz_target!(|input: Input| {
     }
 });
 
+/// Each entry's name and link target (empty for files and directories) as written.
+fn render(entries: &[Entry]) -> Vec<(String, String)> {
+    let mut earlier = Vec::with_capacity(entries.len());
+    let mut rendered = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (name, plain) = entry.name.render(&earlier);
+        let link = match &entry.kind {
+            Kind::Symlink(target) | Kind::HardLink(target) => target.render(&earlier),
+            Kind::File(_) | Kind::Dir => String::new(),
+        };
+        earlier.push(plain);
+        rendered.push((name, link));
+    }
+    rendered
+}
+
 /// The entries as a GNU tar, names and link targets written verbatim (a GNU long-name or
 /// long-link record first when one does not fit its 100-byte field).
 fn tar_bytes(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    for entry in entries {
-        let name = entry.path.render();
-        let (entry_type, link, size) = match &entry.kind {
-            Kind::File(size) => (tar::EntryType::Regular, String::new(), size.bytes()),
-            Kind::Dir => (tar::EntryType::Directory, String::new(), 0),
-            Kind::Symlink(target) => (tar::EntryType::Symlink, target.render(), 0),
-            Kind::HardLink(target) => (tar::EntryType::Link, target.render(), 0),
+    for (entry, (name, link)) in entries.iter().zip(render(entries)) {
+        let (entry_type, size) = match &entry.kind {
+            Kind::File(size) => (tar::EntryType::Regular, size.bytes()),
+            Kind::Dir => (tar::EntryType::Directory, 0),
+            Kind::Symlink(_) => (tar::EntryType::Symlink, 0),
+            Kind::HardLink(_) => (tar::EntryType::Link, 0),
         };
         if name.len() > 100 {
             long_record(&mut builder, tar::EntryType::GNULongName, &name)?;
@@ -252,8 +427,7 @@ fn zip_bytes(entries: &[Entry]) -> zip::result::ZipResult<Vec<u8>> {
 
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let mut names = HashSet::new();
-    for entry in entries {
-        let mut name = entry.path.render();
+    for (entry, (mut name, link)) in entries.iter().zip(render(entries)) {
         if matches!(entry.kind, Kind::Dir) && !name.ends_with('/') {
             // What `add_directory` stores, so that the duplicate test sees the real name.
             name.push('/');
@@ -270,7 +444,7 @@ fn zip_bytes(entries: &[Entry]) -> zip::result::ZipResult<Vec<u8>> {
                 writer.write_all(&contents(size.bytes()))?;
             }
             Kind::Dir => writer.add_directory(name, options)?,
-            Kind::Symlink(target) => writer.add_symlink(name, target.render(), options)?,
+            Kind::Symlink(_) => writer.add_symlink(name, link, options)?,
             Kind::HardLink(_) => {}
         }
     }

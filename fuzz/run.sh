@@ -28,8 +28,13 @@ mkdir -p artifacts
 failed=()
 for target in $(cargo fuzz list); do
     log=artifacts/$target.log
+    # A target whose input is decoded into structure (extract_structured) has no dictionary.
+    dict=()
+    if [ -f "$target.dict" ]; then
+        dict=(-dict="$PWD/$target.dict")
+    fi
     echo "fuzzing $target for ${seconds}s (log: fuzz/$log)"
-    if cargo fuzz run "$target" -- -dict="$PWD/$target.dict" \
+    if cargo fuzz run "$target" -- "${dict[@]}" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1; then
         grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$log" |

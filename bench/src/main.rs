@@ -195,7 +195,7 @@ fn run(which: Which) -> anyhow::Result<()> {
 }
 
 /// Descriptors a process needs beside its sockets to simulated hosts.
-const FD_MARGIN: u64 = 512;
+const FD_MARGIN: u64 = 64;
 
 /// Raises RLIMIT_NOFILE (inherited by the coordinator) towards `need`, as far as the hard
 /// limit allows when it cannot be raised (no CAP_SYS_RESOURCE): a note and the new limit.

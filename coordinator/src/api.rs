@@ -309,23 +309,32 @@ async fn poll(
     let heartbeat_ms = Some(config.heartbeat_interval().as_millis() as u64);
     let host_id = host.id.clone();
     blocking(&state, move |e| e.host_polled(host, &req)).await?;
-    let notify = state.engine.host_waker(&host_id);
+    let waker = state.engine.host_waker(&host_id);
     let deadline = tokio::time::Instant::now() + wait;
+    // A command left by an earlier wake-up may since have stopped: the store decides.
+    let mut woken = false;
     loop {
         // Register for a wake-up before looking, so a command started between the look
         // and the wait is not missed.
-        let notified = notify.notified();
+        let notified = waker.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let id = host_id.clone();
-        if let Some(command) = blocking(&state, move |e| e.next_command(&id)).await? {
+        let handed = waker.take().filter(|_| woken);
+        let command = match handed {
+            Some(command) => Some(command),
+            None => {
+                let id = host_id.clone();
+                blocking(&state, move |e| e.next_command(&id)).await?
+            }
+        };
+        if let Some(command) = command {
             return Ok(Json(PollResponse {
                 command: Some(command),
                 heartbeat_ms,
             }));
         }
         tokio::select! {
-            _ = &mut notified => continue,
+            _ = &mut notified => woken = true,
             _ = tokio::time::sleep_until(deadline) => break,
             _ = state.cancel.cancelled() => break,
         }

@@ -86,11 +86,45 @@ pub struct Engine {
     config: EngineConfig,
     /// Held across every read-modify-write of deployments and commands.
     lock: Mutex<()>,
-    /// One `Notify` per host with a poll in flight or recently seen; notified when a
-    /// command starts for that host. Entries are tiny and bounded by the fleet size.
-    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// One waker per host with a poll in flight or recently seen; woken, with the
+    /// command, when a command starts for that host. Bounded by the fleet size.
+    wakers: Mutex<HashMap<String, Arc<HostWaker>>>,
     /// Bumped after every change an operator may watch (`--wait`).
     changes: watch::Sender<u64>,
+}
+
+/// Where the polls of one host wait, and where the engine leaves the command it has just
+/// started for that host, so a woken poll answers without reading the store again: with
+/// 20 000 hosts started at once, that read would be 20 000 queries on the one connection.
+///
+/// The store stays the truth. A poll looks in the store when it starts and takes the
+/// handed-over command only when woken, so a command left here while no poll waited
+/// (since stopped, or lost) is never answered from here.
+#[derive(Default)]
+pub struct HostWaker {
+    notify: Notify,
+    handoff: Mutex<Option<agent::Command>>,
+}
+
+impl HostWaker {
+    /// A wake-up future; enable it before looking in the store so a command started
+    /// between the look and the wait is not missed.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// The command handed over by the last wake-up, if no poll has taken it yet.
+    pub fn take(&self) -> Option<agent::Command> {
+        self.handoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn wake(&self, command: agent::Command) {
+        *self.handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(command);
+        self.notify.notify_waiters();
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -293,18 +327,21 @@ impl Engine {
         *self.changes.borrow()
     }
 
-    /// The `Notify` a poll of `host_id` waits on.
-    pub fn host_waker(&self, host_id: &str) -> Arc<Notify> {
+    /// The waker the polls of `host_id` wait on.
+    pub fn host_waker(&self, host_id: &str) -> Arc<HostWaker> {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
         wakers.entry(host_id.to_owned()).or_default().clone()
     }
 
-    fn wake(&self, host_id: &str) {
-        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = wakers.get(host_id) {
-            // Wakes the polls waiting now; a host between two polls finds its command in
-            // the store when its next poll starts (polls register before they look).
-            n.notify_waiters();
+    /// Hands `command`, just committed, to the polls of its host waiting now; a host
+    /// between two polls finds it in the store when its next poll starts.
+    fn wake(&self, host_id: &str, command: agent::Command) {
+        let waker = {
+            let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            wakers.get(host_id).cloned()
+        };
+        if let Some(w) = waker {
+            w.wake(command);
         }
     }
 
@@ -704,18 +741,7 @@ impl Engine {
         let Some(d) = self.store.deployment(&cmd.deployment_id)? else {
             return Ok(None);
         };
-        Ok(Some(agent::Command {
-            command_id: cmd.id,
-            deployment_id: d.id,
-            application: d.application,
-            deployment_group: d.group_name,
-            deployment_group_id: d.group_id,
-            revision: d.revision,
-            appspec_path: d.appspec_path,
-            file_exists_behavior: d.file_exists_behavior,
-            events: d.events,
-            ignore_application_stop_failures: d.ignore_application_stop_failures,
-        }))
+        Ok(Some(agent_command(&cmd, &d)))
     }
 
     // ---- event reports ----
@@ -891,7 +917,7 @@ impl Engine {
         targets.sort_by(|a, b| {
             (!self.online(a, now), &a.name, &a.id).cmp(&(!self.online(b, now), &b.name, &b.id))
         });
-        let commands: Vec<CommandRow> = targets
+        let mut commands: Vec<CommandRow> = targets
             .iter()
             .enumerate()
             .map(|(i, h)| CommandRow {
@@ -915,11 +941,44 @@ impl Engine {
             })
             .collect();
         row.state = DeploymentState::InProgress;
+        // The first batch is written already started, in the same transaction: with a large
+        // fleet, writing every command twice before the first host hears of it is slow.
+        let first = match to_rollout(row.rollout) {
+            Some(config) => rollout::decide(config, &vec![HostState::Pending; commands.len()]),
+            None => rollout::Decision {
+                start: Vec::new(),
+                outcome: Outcome::Running,
+            },
+        };
+        if first.outcome == Outcome::Running {
+            for &i in &first.start {
+                if let Some(c) = commands.get_mut(i) {
+                    c.state = CommandState::InProgress;
+                    c.started_ms = Some(now);
+                }
+            }
+        }
         self.store.insert_deployment(&row, &commands)?;
         tracing::info!(deployment_id = %row.id, application = %row.application,
             deployment_group = %row.group_name, hosts = commands.len(),
             revision = %row.revision.describe(), "deployment created");
+        let started: Vec<&CommandRow> = commands
+            .iter()
+            .filter(|c| c.state == CommandState::InProgress)
+            .collect();
+        self.handed_out(&row, started);
+        // Ends it at once when nothing could start (an unknown rollout, a minimum that
+        // leaves no host to deploy to).
         self.advance_locked(&row.id)
+    }
+
+    /// Wakes the hosts of commands just committed as started.
+    fn handed_out<'a>(&self, d: &DeploymentRow, started: impl IntoIterator<Item = &'a CommandRow>) {
+        for c in started {
+            tracing::info!(deployment_id = %d.id, host = %c.host_name, command_id = %c.id,
+                "command handed out");
+            self.wake(&c.host_id, agent_command(c, d));
+        }
     }
 
     /// Applies the rollout decision to a deployment in progress: starts commands, ends
@@ -952,8 +1011,22 @@ impl Engine {
             },
         };
         let now = now_ms();
-        // Whole rows are read only for the commands that change.
+        // Whole rows are read only for the commands that change: one query each for a
+        // few, one query for all when many change at once (a large batch starting).
+        let changing = decision.start.len()
+            + match decision.outcome {
+                Outcome::Failed(_) => commands.len(),
+                _ => 0,
+            };
+        let all = if changing > 64 {
+            Some(self.store.commands(id)?)
+        } else {
+            None
+        };
         let row = |i: usize| -> Result<Option<CommandRow>> {
+            if let Some(all) = &all {
+                return Ok(all.get(i).cloned());
+            }
             match commands.get(i) {
                 Some((command_id, _)) => Ok(self.store.command(command_id)?),
                 None => Ok(None),
@@ -996,11 +1069,7 @@ impl Engine {
         }
         let changed_rows: Vec<CommandRow> = started.iter().chain(&skipped).cloned().collect();
         self.store.save_deployment(&d, &changed_rows)?;
-        for c in &started {
-            tracing::info!(deployment_id = %d.id, host = %c.host_name, command_id = %c.id,
-                "command handed out");
-            self.wake(&c.host_id);
-        }
+        self.handed_out(&d, &started);
         if d.state.is_terminal() {
             tracing::info!(deployment_id = %d.id, state = %d.state,
                 message = d.message.as_deref().unwrap_or(""), "deployment ended");
@@ -1174,6 +1243,22 @@ impl Engine {
             self.advance_locked(&d.id)?;
         }
         Ok(())
+    }
+}
+
+/// What an agent is told to do for command `cmd` of deployment `d`.
+fn agent_command(cmd: &CommandRow, d: &DeploymentRow) -> agent::Command {
+    agent::Command {
+        command_id: cmd.id.clone(),
+        deployment_id: d.id.clone(),
+        application: d.application.clone(),
+        deployment_group: d.group_name.clone(),
+        deployment_group_id: d.group_id.clone(),
+        revision: d.revision.clone(),
+        appspec_path: d.appspec_path.clone(),
+        file_exists_behavior: d.file_exists_behavior.clone(),
+        events: d.events.clone(),
+        ignore_application_stop_failures: d.ignore_application_stop_failures,
     }
 }
 

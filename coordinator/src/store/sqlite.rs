@@ -307,60 +307,57 @@ fn command_row(r: Raw) -> Result<CommandRow> {
 }
 
 fn write_deployment(conn: &Connection, d: &DeploymentRow) -> rusqlite::Result<usize> {
-    conn.execute(
-        &format!(
-            "INSERT OR REPLACE INTO deployments ({DEPLOYMENT_COLS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
-        ),
-        params![
-            d.id,
-            d.application,
-            d.group_id,
-            d.group_name,
-            d.revision_id,
-            to_json(&d.revision),
-            d.state.as_str(),
-            creator_str(d.creator),
-            d.rollback_of,
-            d.rolled_back_by,
-            d.message,
-            d.rollout.to_string(),
-            d.file_exists_behavior,
-            d.ignore_application_stop_failures,
-            to_json(&d.events),
-            d.appspec_path,
-            i(d.created_ms),
-            d.ended_ms.map(i),
-        ],
-    )
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO deployments ({DEPLOYMENT_COLS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    ))?
+    .execute(params![
+        d.id,
+        d.application,
+        d.group_id,
+        d.group_name,
+        d.revision_id,
+        to_json(&d.revision),
+        d.state.as_str(),
+        creator_str(d.creator),
+        d.rollback_of,
+        d.rolled_back_by,
+        d.message,
+        d.rollout.to_string(),
+        d.file_exists_behavior,
+        d.ignore_application_stop_failures,
+        to_json(&d.events),
+        d.appspec_path,
+        i(d.created_ms),
+        d.ended_ms.map(i),
+    ])
 }
 
 fn write_command(conn: &Connection, c: &CommandRow) -> rusqlite::Result<usize> {
-    conn.execute(
-        &format!(
-            "INSERT OR REPLACE INTO commands ({COMMAND_COLS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-        ),
-        params![
-            c.id,
-            c.deployment_id,
-            c.host_id,
-            c.host_name,
-            c.position,
-            c.state.as_str(),
-            c.current_event,
-            c.failed_event,
-            c.script,
-            c.exit_code,
-            c.error_code,
-            c.message,
-            c.log_tail,
-            to_json(&c.events),
-            c.started_ms.map(i),
-            c.ended_ms.map(i),
-            c.last_report_ms.map(i),
-        ],
-    )
+    // Cached: a large deployment writes thousands of rows in one go.
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO commands ({COMMAND_COLS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+    ))?
+    .execute(params![
+        c.id,
+        c.deployment_id,
+        c.host_id,
+        c.host_name,
+        c.position,
+        c.state.as_str(),
+        c.current_event,
+        c.failed_event,
+        c.script,
+        c.exit_code,
+        c.error_code,
+        c.message,
+        c.log_tail,
+        to_json(&c.events),
+        c.started_ms.map(i),
+        c.ended_ms.map(i),
+        c.last_report_ms.map(i),
+    ])
 }
 
 impl SqliteStore {

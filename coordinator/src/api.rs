@@ -47,7 +47,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::bundles::{parse_range, RangeRequest};
-use crate::engine::{constant_time_eq, Engine, EngineError};
+use crate::engine::{constant_time_eq, error_chain, Engine, EngineError};
 use crate::store::HostRow;
 
 /// Longest a poll or a deployment watch is held open.
@@ -132,6 +132,12 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
             EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            EngineError::Internal(why) => {
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("internal error: {why}"),
+                );
+            }
             EngineError::Store(err) => {
                 tracing::error!(error = %error_chain(err), "store failure");
                 return ApiError::new(
@@ -144,16 +150,6 @@ impl From<EngineError> for ApiError {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -307,8 +303,8 @@ async fn poll(
         .min(MAX_WAIT)
         .min(config.poll_wait_cap());
     let heartbeat_ms = Some(config.heartbeat_interval().as_millis() as u64);
-    let host_id = host.id.clone();
-    blocking(&state, move |e| e.host_polled(host, &req)).await?;
+    let host_id = host.id;
+    state.engine.host_polled(&host_id, &req);
     let waker = state.engine.host_waker(&host_id);
     let deadline = tokio::time::Instant::now() + wait;
     // A command left by an earlier wake-up may since have stopped: the store decides.

@@ -10,8 +10,8 @@
 //! Deliberately not here: HTTP (the `api` module), the rollout arithmetic (`rollout`), SQL
 //! (`store`). With PostgreSQL and several coordinators, `lock` would become a row lock.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hoist_protocol::agent::{
@@ -28,7 +28,8 @@ use tokio::sync::{watch, Notify};
 use crate::bundles::BundleStore;
 use crate::rollout::{self, HostState, Outcome};
 use crate::store::{
-    AppRow, CommandRow, DeploymentRow, GroupRow, HostRow, ReportRow, RevisionRow, Store, StoreError,
+    AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostDetails, HostRow, ReportRow,
+    RevisionRow, Store, StoreError,
 };
 
 /// Timing rules of the engine.
@@ -76,6 +77,9 @@ pub enum EngineError {
     Unauthorized(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A failure shared by several requests (a batch that could not be written).
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -91,6 +95,43 @@ pub struct Engine {
     wakers: Mutex<HashMap<String, Arc<HostWaker>>>,
     /// Bumped after every change an operator may watch (`--wait`).
     changes: watch::Sender<u64>,
+    /// Hosts' last contacts not yet written: written with the next batch of reports, by
+    /// the server's timer ([`Engine::flush_contacts`]), and before anything reads hosts.
+    contacts: Mutex<HashMap<String, HostContact>>,
+    /// Event reports waiting to be written together (group commit).
+    queued_reports: Mutex<Vec<QueuedReport>>,
+}
+
+/// An event report waiting for its batch, and where its answer goes.
+struct QueuedReport {
+    host_id: String,
+    host_name: String,
+    command_id: String,
+    report: Report,
+    answer: mpsc::SyncSender<Result<ReportAck>>,
+}
+
+/// A batch of reports being checked and applied before its one write.
+#[derive(Default)]
+struct Staged {
+    /// Commands as the reports staged so far left them.
+    commands: HashMap<String, CommandRow>,
+    deployments: HashMap<String, DeploymentRow>,
+    seqs: HashSet<(String, u64)>,
+    rows: Vec<(ReportRow, CommandRow)>,
+}
+
+/// What a queued report gets once its batch is staged.
+enum Staging {
+    /// Known already (a resend): answered without writing.
+    Answered(ReportAck),
+    /// Written with the batch as `rows[row]`.
+    Written { row: usize, ended: bool, aborted: bool },
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each guarded value is whole between statements; a panic cannot leave it half-changed.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Where the polls of one host wait, and where the engine leaves the command it has just
@@ -145,6 +186,18 @@ pub fn new_secret() -> String {
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// An error with its causes, `outer: inner: ...`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Compares two strings in time independent of where they differ.
@@ -298,6 +351,8 @@ impl Engine {
             lock: Mutex::new(()),
             wakers: Mutex::new(HashMap::new()),
             changes: watch::Sender::new(0),
+            contacts: Mutex::new(HashMap::new()),
+            queued_reports: Mutex::new(Vec::new()),
         }
     }
 
@@ -443,6 +498,7 @@ impl Engine {
     }
 
     fn group_view(&self, g: GroupRow) -> Result<op::DeploymentGroup> {
+        self.flush_contacts()?;
         let now = now_ms();
         let matching_hosts = self
             .store
@@ -646,21 +702,71 @@ impl Engine {
         }
     }
 
-    /// Records what a poll says about its host: name, tags, agent version, last seen.
-    pub fn host_polled(&self, mut host: HostRow, req: &PollRequest) -> Result<()> {
-        host.name = req.name.clone();
-        host.tags = req.tags.clone();
-        host.agent_version = req.agent_version.clone();
-        host.last_seen_ms = now_ms();
-        self.store.update_host(&host)?;
+    /// Notes what a poll says about its host: name, tags, agent version, last seen. Kept
+    /// in memory until the next write of contacts (at most a second or so).
+    pub fn host_polled(&self, host_id: &str, req: &PollRequest) {
+        self.note_contact(
+            host_id,
+            HostContact {
+                last_seen_ms: now_ms(),
+                details: Some(HostDetails {
+                    name: req.name.clone(),
+                    tags: req.tags.clone(),
+                    agent_version: req.agent_version.clone(),
+                }),
+            },
+        );
+    }
+
+    fn note_contact(&self, host_id: &str, contact: HostContact) {
+        let mut contacts = locked(&self.contacts);
+        match contacts.get_mut(host_id) {
+            Some(c) => c.merge(contact),
+            None => {
+                contacts.insert(host_id.to_owned(), contact);
+            }
+        }
+    }
+
+    fn take_contacts(&self) -> Vec<(String, HostContact)> {
+        locked(&self.contacts).drain().collect()
+    }
+
+    /// Puts back contacts whose write failed, under any noted since.
+    fn restore_contacts(&self, taken: Vec<(String, HostContact)>) {
+        let mut contacts = locked(&self.contacts);
+        for (id, mut c) in taken {
+            if let Some(newer) = contacts.remove(&id) {
+                c.merge(newer);
+            }
+            contacts.insert(id, c);
+        }
+    }
+
+    /// Writes the hosts' contacts noted since the last write, in one transaction. A host's
+    /// last contact is a liveness hint: one lost in a crash is renewed by its next poll.
+    pub fn flush_contacts(&self) -> Result<()> {
+        let contacts = self.take_contacts();
+        if contacts.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.record(&[], &contacts) {
+            self.restore_contacts(contacts);
+            return Err(e.into());
+        }
         Ok(())
     }
 
     /// Records that `host` is alive (its lease holds) and says whether the command it
     /// runs should stop. A command of another host is answered as not aborted.
-    pub fn heartbeat(&self, mut host: HostRow, req: &Heartbeat) -> Result<HeartbeatAck> {
-        host.last_seen_ms = now_ms();
-        self.store.update_host(&host)?;
+    pub fn heartbeat(&self, host: HostRow, req: &Heartbeat) -> Result<HeartbeatAck> {
+        self.note_contact(
+            &host.id,
+            HostContact {
+                last_seen_ms: now_ms(),
+                details: None,
+            },
+        );
         let Some(command_id) = req.command_id.as_deref() else {
             return Ok(HeartbeatAck { aborted: false });
         };
@@ -682,6 +788,7 @@ impl Engine {
     }
 
     pub fn revoke_host(&self, host_id: &str) -> Result<op::HostInfo> {
+        self.flush_contacts()?;
         let mut host = self
             .store
             .host(host_id)?
@@ -722,6 +829,7 @@ impl Engine {
     }
 
     pub fn hosts(&self) -> Result<op::HostList> {
+        self.flush_contacts()?;
         let now = now_ms();
         let hosts = self
             .store
@@ -746,54 +854,151 @@ impl Engine {
 
     // ---- event reports ----
 
-    /// Records an event report of `host`'s command; idempotent on (command, seq).
+    /// Records an event report of `host`'s command; idempotent on (command, seq). Answers
+    /// once the report is durable. Reports arriving together are written in one
+    /// transaction (group commit): whoever holds the engine lock next writes every report
+    /// queued by then, so a report is written by the time its caller has held the lock.
     pub fn report(&self, host: &HostRow, command_id: &str, report: Report) -> Result<ReportAck> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        locked(&self.queued_reports).push(QueuedReport {
+            host_id: host.id.clone(),
+            host_name: host.name.clone(),
+            command_id: command_id.to_owned(),
+            report,
+            answer,
+        });
+        {
+            let _guard = self.lock();
+            let batch = std::mem::take(&mut *locked(&self.queued_reports));
+            if !batch.is_empty() {
+                self.record_reports_locked(batch);
+            }
+        }
+        answered.try_recv().unwrap_or_else(|_| {
+            Err(EngineError::Internal(
+                "the report was dropped before it was written; send it again".into(),
+            ))
+        })
+    }
+
+    fn record_reports_locked(&self, batch: Vec<QueuedReport>) {
+        let now = now_ms();
+        let mut staged = Staged::default();
+        let steps: Vec<Result<Staging>> = batch
+            .iter()
+            .map(|q| self.stage_report(q, now, &mut staged))
+            .collect();
+        for q in &batch {
+            let contact = HostContact {
+                last_seen_ms: now,
+                details: None,
+            };
+            self.note_contact(&q.host_id, contact);
+        }
+        let contacts = self.take_contacts();
+        let written = match self.store.record(&staged.rows, &contacts) {
+            Ok(flags) => Ok(flags),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), reports = staged.rows.len(),
+                    "writing event reports");
+                self.restore_contacts(contacts);
+                Err(format!("writing the report: {}", error_chain(&e)))
+            }
+        };
+        let mut ended: Vec<&str> = Vec::new();
+        if written.is_ok() {
+            for (q, step) in batch.iter().zip(&steps) {
+                if let Ok(Staging::Written { row, ended: true, .. }) = step {
+                    if let Some((_, cmd)) = staged.rows.get(*row) {
+                        tracing::info!(command_id = %cmd.id, deployment_id = %cmd.deployment_id,
+                            host = %q.host_name, state = %cmd.state, "command ended");
+                        if !ended.contains(&cmd.deployment_id.as_str()) {
+                            ended.push(&cmd.deployment_id);
+                        }
+                    }
+                }
+            }
+            for id in &ended {
+                // The reports are written; a failure here leaves the deployment to be
+                // advanced at the next report, sweep or restart.
+                if let Err(e) = self.advance_locked(id) {
+                    tracing::error!(deployment_id = %id, error = %e, "advancing a deployment");
+                }
+            }
+            if !staged.rows.is_empty() {
+                self.changed();
+            }
+        }
+        for (q, step) in batch.into_iter().zip(steps) {
+            let answer = match step {
+                Err(e) => Err(e),
+                Ok(Staging::Answered(ack)) => Ok(ack),
+                Ok(Staging::Written { row, aborted, .. }) => match &written {
+                    Ok(flags) => Ok(ReportAck {
+                        recorded: flags.get(row).copied().unwrap_or(false),
+                        aborted,
+                    }),
+                    Err(why) => Err(EngineError::Internal(why.clone())),
+                },
+            };
+            // The caller may be gone (its request dropped); nothing to tell then.
+            let _ = q.answer.try_send(answer);
+        }
+    }
+
+    /// Checks one queued report against its command and applies it to the staged copy.
+    fn stage_report(&self, q: &QueuedReport, now: u64, staged: &mut Staged) -> Result<Staging> {
+        let command_id = q.command_id.as_str();
         let not_found = || EngineError::NotFound(format!("no command {command_id} for this host"));
-        let body_json = serde_json::to_string(&report).unwrap_or_default();
-        let _guard = self.lock();
-        let mut cmd = self.store.command(command_id)?.ok_or_else(not_found)?;
-        if cmd.host_id != host.id {
+        let mut cmd = match staged.commands.get(command_id) {
+            Some(c) => c.clone(),
+            None => self.store.command(command_id)?.ok_or_else(not_found)?,
+        };
+        if cmd.host_id != q.host_id {
             return Err(not_found());
         }
-        let deployment = self
-            .store
-            .deployment(&cmd.deployment_id)?
-            .ok_or_else(not_found)?;
-        let now = now_ms();
+        let stopped = match staged.deployments.get(&cmd.deployment_id) {
+            Some(d) => d.state == DeploymentState::Stopped,
+            None => {
+                let d = self
+                    .store
+                    .deployment(&cmd.deployment_id)?
+                    .ok_or_else(not_found)?;
+                let stopped = d.state == DeploymentState::Stopped;
+                staged.deployments.insert(d.id.clone(), d);
+                stopped
+            }
+        };
         let aborted = |cmd: &CommandRow| {
-            cmd.state == CommandState::InProgress && deployment.state == DeploymentState::Stopped
+            cmd.state == CommandState::InProgress && stopped
                 || cmd.state == CommandState::Failed
                     && cmd.error_code.as_deref() == Some("host_lost")
         };
-        if self.store.report_exists(command_id, report.seq)? {
-            let mut seen = host.clone();
-            seen.last_seen_ms = now;
-            self.store.update_host(&seen)?;
-            return Ok(ReportAck {
+        let seq = q.report.seq;
+        let key = (command_id.to_owned(), seq);
+        if staged.seqs.contains(&key) || self.store.report_exists(command_id, seq)? {
+            return Ok(Staging::Answered(ReportAck {
                 recorded: false,
                 aborted: aborted(&cmd),
-            });
+            }));
         }
-        let ended = apply_report(&mut cmd, &report.body, now);
+        let ended = apply_report(&mut cmd, &q.report.body, now);
         let row = ReportRow {
             command_id: command_id.to_owned(),
-            seq: report.seq,
-            at_ms: report.at_ms,
+            seq,
+            at_ms: q.report.at_ms,
             received_ms: now,
-            body_json,
+            body_json: serde_json::to_string(&q.report).unwrap_or_default(),
         };
-        // The host's last contact is written with the report: one transaction.
-        let recorded = self.store.insert_report(&row, &cmd, now)?;
-        if ended {
-            tracing::info!(command_id, deployment_id = %cmd.deployment_id, host = %host.name,
-                state = %cmd.state, "command ended");
-            self.advance_locked(&cmd.deployment_id)?;
-        }
-        self.changed();
-        Ok(ReportAck {
-            recorded,
+        let step = Staging::Written {
+            row: staged.rows.len(),
+            ended,
             aborted: !ended && aborted(&cmd),
-        })
+        };
+        staged.seqs.insert(key);
+        staged.rows.push((row, cmd.clone()));
+        staged.commands.insert(command_id.to_owned(), cmd);
+        Ok(step)
     }
 
     // ---- deployments ----
@@ -882,6 +1087,8 @@ impl Engine {
     /// first commands. Refuses a second deployment in progress for the group, and a group
     /// that matches no host.
     fn start_locked(&self, mut row: DeploymentRow, group: &GroupRow) -> Result<()> {
+        // Targets are chosen by tags and last contact: take the latest.
+        self.flush_contacts()?;
         if let Some(busy) = self
             .store
             .active_deployments()?
@@ -1197,6 +1404,8 @@ impl Engine {
         let mut expired = 0;
         {
             let _guard = self.lock();
+            // A host's last poll may not be written yet.
+            self.flush_contacts()?;
             let mut deployments = Vec::new();
             for mut c in self.store.in_progress_commands()? {
                 let seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);

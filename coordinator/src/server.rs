@@ -25,6 +25,10 @@ use crate::config::{ServerConfig, TlsFiles};
 use crate::engine::{new_secret, Engine, EngineConfig};
 use crate::store::SqliteStore;
 
+/// How often hosts' last contacts (polls) are written: batched, as one poll per host every
+/// 30 s would otherwise be hundreds of database syncs a second with a large fleet.
+const CONTACT_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Time in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -57,6 +61,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
             .context("resuming deployments in progress")?;
     }
     let sweeper = tokio::spawn(sweep_leases(engine.clone(), cancel.clone()));
+    let contacts = tokio::spawn(write_contacts(engine.clone(), cancel.clone()));
     let state = AppState {
         engine,
         operator_token: token.into(),
@@ -92,6 +97,10 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         }
     };
     sweeper.abort();
+    // It writes the last contacts noted before it returns.
+    if let Err(e) = contacts.await {
+        tracing::error!(error = %e, "writing hosts' last contacts");
+    }
     tracing::info!("coordinator stopped");
     result
 }
@@ -140,6 +149,26 @@ async fn sweep_leases(engine: Arc<Engine>, cancel: CancellationToken) {
             Ok(Ok(n)) => tracing::warn!(commands = n, "commands failed: host lost"),
             Ok(Err(e)) => tracing::error!(error = %e, "sweeping host leases"),
             Err(e) => tracing::error!(error = %e, "sweeping host leases"),
+        }
+    }
+}
+
+/// Writes the hosts' last contacts noted by polls, once a second, and once more at
+/// shutdown.
+async fn write_contacts(engine: Arc<Engine>, cancel: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            _ = cancel.cancelled() => true,
+            _ = tokio::time::sleep(CONTACT_WRITE_INTERVAL) => false,
+        };
+        let e = engine.clone();
+        match tokio::task::spawn_blocking(move || e.flush_contacts()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "writing hosts' last contacts"),
+            Err(e) => tracing::error!(error = %e, "writing hosts' last contacts"),
+        }
+        if stopping {
+            return;
         }
     }
 }

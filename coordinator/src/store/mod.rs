@@ -145,6 +145,31 @@ pub struct ReportRow {
 
 /// The coordinator's durable state. Each method is atomic on its own; methods taking
 /// several rows write them in one transaction.
+/// When a host was last heard from, and what its last poll said about itself. Written in
+/// batches: a host's contacts are too frequent to sync the database for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostContact {
+    pub last_seen_ms: u64,
+    pub details: Option<HostDetails>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDetails {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    pub agent_version: String,
+}
+
+impl HostContact {
+    /// Folds a later contact into this one: the latest time, the latest details.
+    pub fn merge(&mut self, later: HostContact) {
+        self.last_seen_ms = self.last_seen_ms.max(later.last_seen_ms);
+        if later.details.is_some() {
+            self.details = later.details;
+        }
+    }
+}
+
 pub trait Store: Send + Sync + 'static {
     fn insert_application(&self, app: &AppRow) -> Result<()>;
     fn applications(&self) -> Result<Vec<AppRow>>;
@@ -192,14 +217,13 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Vec<(DeploymentRow, CommandRow)>>;
 
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool>;
-    /// Records a report, the command it updated and the reporting host's `last_seen_ms`, in
-    /// one transaction (one sync of the database per report). Returns false, and writes
-    /// nothing, when (command, seq) was already recorded.
-    fn insert_report(
+    /// Records event reports, each with the command it updated, and hosts' last contacts,
+    /// in one transaction: one sync of the database for a whole batch. Per report, false
+    /// when (command, seq) was already recorded; nothing of that report is written then.
+    fn record(
         &self,
-        report: &ReportRow,
-        command: &CommandRow,
-        last_seen_ms: u64,
-    ) -> Result<bool>;
+        reports: &[(ReportRow, CommandRow)],
+        contacts: &[(String, HostContact)],
+    ) -> Result<Vec<bool>>;
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>>;
 }

@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
 
 use super::{
-    AppRow, CommandRow, DeploymentRow, GroupRow, HostRow, ReportRow, Result, RevisionRow, Store,
-    StoreError,
+    AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, ReportRow, Result,
+    RevisionRow, Store, StoreError,
 };
 use hoist_protocol::operator::{CommandState, Creator, DeploymentState, RolloutConfig};
 
@@ -805,38 +805,61 @@ impl Store for SqliteStore {
             .is_some())
     }
 
-    fn insert_report(
+    fn record(
         &self,
-        r: &ReportRow,
-        command: &CommandRow,
-        last_seen_ms: u64,
-    ) -> Result<bool> {
+        reports: &[(ReportRow, CommandRow)],
+        contacts: &[(String, HostContact)],
+    ) -> Result<Vec<bool>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db("starting a transaction"))?;
-        let inserted = tx
-            .execute(
-                "INSERT OR IGNORE INTO reports (command_id, seq, at_ms, received_ms, body_json) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    r.command_id,
-                    i(r.seq),
-                    i(r.at_ms),
-                    i(r.received_ms),
-                    r.body_json
-                ],
-            )
-            .map_err(db("inserting a report"))?;
-        if inserted == 0 {
-            return Ok(false);
+        let mut recorded = Vec::with_capacity(reports.len());
+        for (r, command) in reports {
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO reports (command_id, seq, at_ms, received_ms, body_json) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        r.command_id,
+                        i(r.seq),
+                        i(r.at_ms),
+                        i(r.received_ms),
+                        r.body_json
+                    ])
+                })
+                .map_err(db("inserting a report"))?;
+            if inserted > 0 {
+                write_command(&tx, command).map_err(db("writing a command"))?;
+            }
+            recorded.push(inserted > 0);
         }
-        write_command(&tx, command).map_err(db("writing a command"))?;
-        tx.execute(
-            "UPDATE hosts SET last_seen_ms = ?2 WHERE id = ?1",
-            params![command.host_id, i(last_seen_ms)],
-        )
-        .map_err(db("updating a host"))?;
-        tx.commit().map_err(db("committing a report"))?;
-        Ok(true)
+        for (id, c) in contacts {
+            match &c.details {
+                Some(d) => tx
+                    .prepare_cached(
+                        "UPDATE hosts SET name = ?2, tags_json = ?3, agent_version = ?4, \
+                         last_seen_ms = max(last_seen_ms, ?5) WHERE id = ?1",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![
+                            id,
+                            d.name,
+                            to_json(&d.tags),
+                            d.agent_version,
+                            i(c.last_seen_ms)
+                        ])
+                    }),
+                None => tx
+                    .prepare_cached(
+                        "UPDATE hosts SET last_seen_ms = max(last_seen_ms, ?2) WHERE id = ?1",
+                    )
+                    .and_then(|mut stmt| stmt.execute(params![id, i(c.last_seen_ms)])),
+            }
+            .map_err(db("updating a host's last contact"))?;
+        }
+        tx.commit().map_err(db("committing reports"))?;
+        Ok(recorded)
     }
 
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>> {

@@ -1,11 +1,13 @@
 //! Reports and liveness under retries: a completion report sent twice (the same one again,
-//! or a second one for a command already over) changes nothing, and heartbeats keep a host
-//! that is busy and silent inside its lease and carry a stop to it.
+//! or a second one for a command already over) changes nothing; reports arriving together
+//! (written as one batch) are each recorded once; heartbeats keep a host that is busy and
+//! silent inside its lease and carry a stop to it; what a poll says about its host
+//! survives a restart right after it.
 
 use std::time::Duration;
 
 use hoist_protocol::agent::{
-    CommandStatus, Heartbeat, HeartbeatAck, PollResponse, ReportAck, ReportBody,
+    CommandStatus, EventStatus, Heartbeat, HeartbeatAck, PollResponse, ReportAck, ReportBody,
 };
 use hoist_protocol::operator::{CommandState, DeploymentList, DeploymentState};
 
@@ -166,4 +168,104 @@ async fn heartbeats_keep_a_busy_host_inside_its_lease_and_carry_a_stop() {
         .await
         .unwrap();
     assert!(ack.aborted, "the stop travels with the heartbeat");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_arriving_together_are_each_recorded_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let reg = setup(
+        &server,
+        "shop",
+        "web",
+        &["--tag", "role=web", "--config", "AllAtOnce"],
+    )
+    .await;
+    let mut hosts = Vec::new();
+    for i in 0..30 {
+        let name = format!("web-{i:02}");
+        hosts.push(SimHost::register(&server.url, &reg, &name, tags(&[("role", "web")])).await);
+    }
+    let rev = server
+        .push(bundle_dir(tmp.path(), "v1").to_str().unwrap(), "shop")
+        .await;
+    let id = server.deploy("shop", "web", &rev).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for host in hosts {
+        let cmd = host.poll(5).await.expect("every host gets a command");
+        tasks.spawn(async move {
+            let ended = |event: &str| ReportBody::EventEnded {
+                event: event.into(),
+                status: EventStatus::Succeeded,
+                error_code: None,
+                message: None,
+                script: None,
+                exit_code: None,
+                log_tail: None,
+                duration_ms: 3,
+            };
+            let bodies = [
+                ReportBody::EventStarted {
+                    event: "Install".into(),
+                },
+                ended("Install"),
+                ReportBody::EventStarted {
+                    event: "ApplicationStart".into(),
+                },
+                ended("ApplicationStart"),
+                completed(CommandStatus::Succeeded),
+            ];
+            for (seq, body) in (1..).zip(bodies) {
+                // Every report twice at the same moment: a resend racing its original.
+                let (x, y) = tokio::join!(
+                    host.report(&cmd.command_id, seq, body.clone()),
+                    host.report(&cmd.command_id, seq, body)
+                );
+                assert!(
+                    x.recorded != y.recorded && !x.aborted && !y.aborted,
+                    "{} seq {seq}: exactly one copy recorded, none aborted: {x:?} {y:?}",
+                    host.name
+                );
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let d = server.wait_state(&id, "succeeded").await;
+    assert_eq!(d.counts.succeeded, 30);
+    for h in &d.hosts {
+        let events: Vec<(&str, &str)> = h
+            .events
+            .iter()
+            .map(|e| (e.event.as_str(), e.status.as_str()))
+            .collect();
+        assert_eq!(
+            events,
+            [("Install", "succeeded"), ("ApplicationStart", "succeeded")],
+            "{}",
+            h.host_name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_poll_says_survives_a_restart_right_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start_with(&data, &[], Some(TOKEN));
+    let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
+    let a = SimHost::register(&server.url, &reg, "web-a", tags(&[("role", "web")])).await;
+    // The host is re-tagged; its next poll says so. Contacts are written in batches, so
+    // a stop straight after must still write this one.
+    let mut moved = a.clone();
+    moved.tags = tags(&[("role", "db")]);
+    assert!(moved.poll(0).await.is_none());
+    server.stop();
+    let server = Server::start_with(&data, &[], Some(TOKEN));
+    let listed = server.hoist(&["hosts", "list", "--json"]).await;
+    let hosts: hoist_protocol::operator::HostList =
+        serde_json::from_str(listed.ok()).expect("hosts --json");
+    assert_eq!(hosts.hosts.len(), 1);
+    assert_eq!(hosts.hosts[0].tags, tags(&[("role", "db")]));
 }

@@ -150,7 +150,6 @@ impl From<EngineError> for ApiError {
     }
 }
 
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Notify};
 
 use crate::bundles::BundleStore;
-use crate::rollout::{self, HostState, Outcome};
+use crate::rollout::{self, HostState, Outcome, Tally};
 use crate::store::{
     AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostDetails, HostRow, ReportRow,
     RevisionRow, Store, StoreError,
@@ -126,7 +126,11 @@ enum Staging {
     /// Known already (a resend): answered without writing.
     Answered(ReportAck),
     /// Written with the batch as `rows[row]`.
-    Written { row: usize, ended: bool, aborted: bool },
+    Written {
+        row: usize,
+        ended: bool,
+        aborted: bool,
+    },
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,6 +247,19 @@ fn to_rollout(config: RolloutConfig) -> Option<rollout::Config> {
         RolloutConfig::MinHealthyPercent { percent } => rollout::Config::MinHealthyPercent(percent),
         RolloutConfig::Unknown => return None,
     })
+}
+
+/// Where a command leaves its host for the rollout rules.
+fn host_state(state: CommandState) -> HostState {
+    match state {
+        CommandState::Pending => HostState::Pending,
+        CommandState::InProgress => HostState::InProgress,
+        CommandState::Succeeded => HostState::Succeeded,
+        CommandState::Failed
+        | CommandState::Stopped
+        | CommandState::Skipped
+        | CommandState::Unknown => HostState::Failed,
+    }
 }
 
 fn event_status_str(s: EventStatus) -> &'static str {
@@ -908,7 +925,10 @@ impl Engine {
         let mut ended: Vec<&str> = Vec::new();
         if written.is_ok() {
             for (q, step) in batch.iter().zip(&steps) {
-                if let Ok(Staging::Written { row, ended: true, .. }) = step {
+                if let Ok(Staging::Written {
+                    row, ended: true, ..
+                }) = step
+                {
                     if let Some((_, cmd)) = staged.rows.get(*row) {
                         tracing::info!(command_id = %cmd.id, deployment_id = %cmd.deployment_id,
                             host = %q.host_name, state = %cmd.state, "command ended");
@@ -1150,19 +1170,16 @@ impl Engine {
         row.state = DeploymentState::InProgress;
         // The first batch is written already started, in the same transaction: with a large
         // fleet, writing every command twice before the first host hears of it is slow.
-        let first = match to_rollout(row.rollout) {
-            Some(config) => rollout::decide(config, &vec![HostState::Pending; commands.len()]),
-            None => rollout::Decision {
-                start: Vec::new(),
-                outcome: Outcome::Running,
-            },
+        let all_pending = Tally {
+            pending: commands.len(),
+            ..Tally::default()
         };
-        if first.outcome == Outcome::Running {
-            for &i in &first.start {
-                if let Some(c) = commands.get_mut(i) {
-                    c.state = CommandState::InProgress;
-                    c.started_ms = Some(now);
-                }
+        if let Some((room, Outcome::Running)) =
+            to_rollout(row.rollout).map(|config| rollout::decide_tally(config, all_pending))
+        {
+            for c in commands.iter_mut().take(room) {
+                c.state = CommandState::InProgress;
+                c.started_ms = Some(now);
             }
         }
         self.store.insert_deployment(&row, &commands)?;
@@ -1197,59 +1214,30 @@ impl Engine {
         if d.state != DeploymentState::InProgress {
             return Ok(());
         }
-        let commands = self.store.command_states(id)?;
-        let states: Vec<HostState> = commands
-            .iter()
-            .map(|(_, state)| match state {
-                CommandState::Pending => HostState::Pending,
-                CommandState::InProgress => HostState::InProgress,
-                CommandState::Succeeded => HostState::Succeeded,
-                CommandState::Failed
-                | CommandState::Stopped
-                | CommandState::Skipped
-                | CommandState::Unknown => HostState::Failed,
-            })
-            .collect();
-        let decision = match to_rollout(d.rollout) {
-            Some(config) => rollout::decide(config, &states),
-            None => rollout::Decision {
-                start: Vec::new(),
-                outcome: Outcome::Failed(format!("unknown rollout configuration {}", d.rollout)),
-            },
+        let mut tally = Tally::default();
+        for (state, n) in self.store.command_counts(id)? {
+            tally.add(host_state(state), n);
+        }
+        let (room, outcome) = match to_rollout(d.rollout) {
+            Some(config) => rollout::decide_tally(config, tally),
+            None => (
+                0,
+                Outcome::Failed(format!("unknown rollout configuration {}", d.rollout)),
+            ),
         };
         let now = now_ms();
-        // Whole rows are read only for the commands that change: one query each for a
-        // few, one query for all when many change at once (a large batch starting).
-        let changing = decision.start.len()
-            + match decision.outcome {
-                Outcome::Failed(_) => commands.len(),
-                _ => 0,
-            };
-        let all = if changing > 64 {
-            Some(self.store.commands(id)?)
+        let mut started = if room > 0 {
+            self.store.pending_commands(id, room)?
         } else {
-            None
+            Vec::new()
         };
-        let row = |i: usize| -> Result<Option<CommandRow>> {
-            if let Some(all) = &all {
-                return Ok(all.get(i).cloned());
-            }
-            match commands.get(i) {
-                Some((command_id, _)) => Ok(self.store.command(command_id)?),
-                None => Ok(None),
-            }
-        };
-        let mut started: Vec<CommandRow> = Vec::new();
-        for &i in &decision.start {
-            if let Some(mut c) = row(i)? {
-                c.state = CommandState::InProgress;
-                c.started_ms = Some(now);
-                started.push(c);
-            }
+        for c in &mut started {
+            c.state = CommandState::InProgress;
+            c.started_ms = Some(now);
         }
         let mut skipped: Vec<CommandRow> = Vec::new();
         let mut failed = false;
-        match decision.outcome {
+        match outcome {
             Outcome::Running => {}
             Outcome::Succeeded => {
                 d.state = DeploymentState::Succeeded;
@@ -1260,14 +1248,11 @@ impl Engine {
                 d.state = DeploymentState::Failed;
                 d.ended_ms = Some(now);
                 d.message = Some(why);
-                for (i, (_, state)) in commands.iter().enumerate() {
-                    if *state == CommandState::Pending && !decision.start.contains(&i) {
-                        if let Some(mut c) = row(i)? {
-                            c.state = CommandState::Skipped;
-                            c.message = Some("not started: the deployment failed".into());
-                            skipped.push(c);
-                        }
-                    }
+                // A failed deployment starts nothing: every pending host is skipped.
+                for mut c in self.store.pending_commands(id, usize::MAX)? {
+                    c.state = CommandState::Skipped;
+                    c.message = Some("not started: the deployment failed".into());
+                    skipped.push(c);
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! The rollout rules: given the state of every target host of a deployment and its rollout
 //! configuration, which hosts start now, and whether the deployment is over.
 //!
-//! Pure: no IO, no clock, no store. The engine maps stored commands to [`HostState`]s, calls
-//! [`decide`] after every change and applies the [`Decision`].
+//! Pure: no IO, no clock, no store. The engine counts stored commands by [`HostState`],
+//! calls [`decide_tally`] after every change and applies the result; [`decide`] is the
+//! same over a list of hosts.
 //!
 //! The rules are CodeDeploy's "minimum healthy hosts" (userguide, instances-health, and the
 //! `MinimumHealthyHosts` API reference):
@@ -136,20 +137,65 @@ pub fn limits(config: Config, targets: usize) -> Result<Limits, String> {
     }
 }
 
+/// How many of a deployment's target hosts are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub pending: usize,
+    pub running: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+impl Tally {
+    pub fn of(hosts: &[HostState]) -> Tally {
+        let mut t = Tally::default();
+        for h in hosts {
+            t.add(*h, 1);
+        }
+        t
+    }
+
+    pub fn add(&mut self, state: HostState, n: usize) {
+        match state {
+            HostState::Pending => self.pending += n,
+            HostState::InProgress => self.running += n,
+            HostState::Succeeded => self.succeeded += n,
+            HostState::Failed => self.failed += n,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.pending + self.running + self.succeeded + self.failed
+    }
+}
+
 /// Decides what to do next for a deployment whose target hosts are in `hosts`.
 pub fn decide(config: Config, hosts: &[HostState]) -> Decision {
-    let n = hosts.len();
-    let count = |s: HostState| hosts.iter().filter(|h| **h == s).count();
-    let (pending, running, succeeded, failed) = (
-        count(HostState::Pending),
-        count(HostState::InProgress),
-        count(HostState::Succeeded),
-        count(HostState::Failed),
-    );
-    let none = |outcome| Decision {
-        start: Vec::new(),
+    let (room, outcome) = decide_tally(config, Tally::of(hosts));
+    Decision {
+        start: hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h == HostState::Pending)
+            .map(|(i, _)| i)
+            .take(room)
+            .collect(),
         outcome,
-    };
+    }
+}
+
+/// [`decide`] from the counts alone: how many pending hosts start now (the first ones in
+/// rollout order), and the outcome. The rules need nothing else, so a large deployment
+/// is decided without reading every host.
+pub fn decide_tally(config: Config, t: Tally) -> (usize, Outcome) {
+    let n = t.total();
+    let Tally {
+        pending,
+        running,
+        succeeded,
+        failed,
+    } = t;
+    let none = |outcome| (0, outcome);
     if n == 0 {
         return none(Outcome::Failed("the deployment has no target hosts".into()));
     }
@@ -183,16 +229,7 @@ pub fn decide(config: Config, hosts: &[HostState]) -> Decision {
     }
     let healthy = pending + succeeded;
     let room = healthy.saturating_sub(limits.min_healthy).min(pending);
-    Decision {
-        start: hosts
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| **h == HostState::Pending)
-            .map(|(i, _)| i)
-            .take(room)
-            .collect(),
-        outcome: Outcome::Running,
-    }
+    (room, Outcome::Running)
 }
 
 #[cfg(test)]

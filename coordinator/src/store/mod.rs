@@ -206,9 +206,11 @@ pub trait Store: Send + Sync + 'static {
     /// A deployment's commands in rollout order.
     fn commands(&self, deployment_id: &str) -> Result<Vec<CommandRow>>;
     fn command(&self, id: &str) -> Result<Option<CommandRow>>;
-    /// The ids and states of a deployment's commands in rollout order: what a rollout
-    /// decision reads, without decoding whole rows (it runs on every command's end).
-    fn command_states(&self, deployment_id: &str) -> Result<Vec<(String, CommandState)>>;
+    /// How many of a deployment's commands are in each state: what a rollout decision
+    /// reads after every command's end, without reading the commands.
+    fn command_counts(&self, deployment_id: &str) -> Result<Vec<(CommandState, usize)>>;
+    /// A deployment's first `limit` pending commands in rollout order.
+    fn pending_commands(&self, deployment_id: &str, limit: usize) -> Result<Vec<CommandRow>>;
     /// The host's oldest command in progress.
     fn in_progress_command_for_host(&self, host_id: &str) -> Result<Option<CommandRow>>;
     fn in_progress_commands(&self) -> Result<Vec<CommandRow>>;

@@ -18,7 +18,8 @@ use super::{
 use hoist_protocol::operator::{CommandState, Creator, DeploymentState, RolloutConfig};
 
 /// Each entry moves the schema from version `index` to `index + 1`; never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE applications (
     name TEXT PRIMARY KEY,
     created_ms INTEGER NOT NULL
@@ -104,7 +105,13 @@ CREATE TABLE reports (
     body_json TEXT NOT NULL,
     PRIMARY KEY (command_id, seq)
 );
-"#];
+"#,
+    r#"
+-- Rollout decisions count a deployment's commands by state and take its first pending
+-- ones: both from this index alone.
+CREATE INDEX commands_by_deployment_state ON commands (deployment_id, state, position);
+"#,
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -731,12 +738,29 @@ impl Store for SqliteStore {
         )
     }
 
-    fn command_states(&self, deployment_id: &str) -> Result<Vec<(String, CommandState)>> {
+    fn command_counts(&self, deployment_id: &str) -> Result<Vec<(CommandState, usize)>> {
         self.query(
-            "listing command states",
-            "SELECT id, state FROM commands WHERE deployment_id = ?1 ORDER BY position",
+            "counting commands",
+            "SELECT state, count(*) FROM commands WHERE deployment_id = ?1 GROUP BY state",
             [deployment_id],
-            |r| Ok((r.text(0), command_state(&r.text(1))?)),
+            |r| {
+                Ok((
+                    command_state(&r.text(0))?,
+                    usize::try_from(r.int(1)).unwrap_or(0),
+                ))
+            },
+        )
+    }
+
+    fn pending_commands(&self, deployment_id: &str, limit: usize) -> Result<Vec<CommandRow>> {
+        self.query(
+            "listing pending commands",
+            &format!(
+                "SELECT {COMMAND_COLS} FROM commands WHERE deployment_id = ?1 \
+                 AND state = 'pending' ORDER BY position LIMIT ?2"
+            ),
+            params![deployment_id, i64::try_from(limit).unwrap_or(i64::MAX)],
+            command_row,
         )
     }
 

@@ -250,6 +250,9 @@ async fn host_from(parts: &Parts, state: &AppState) -> ApiResult<HostRow> {
     let secret = bearer(&parts.headers)
         .map(str::to_owned)
         .ok_or_else(|| ApiError::unauthorized("missing host secret (Authorization: Bearer ...)"))?;
+    if let Some(known) = state.engine.authenticate_known_host(&id, &secret) {
+        return known.map_err(ApiError::from);
+    }
     blocking(state, move |e| e.authenticate_host(&id, &secret)).await
 }
 
@@ -355,7 +358,17 @@ async fn report(
     Path(id): Path<String>,
     ApiJson(report): ApiJson<Report>,
 ) -> ApiResult<impl IntoResponse> {
-    let ack = blocking(&state, move |e| e.report(&host, &id, report)).await?;
+    let (answer, start_writer) = state.engine.queue_report(&host, &id, report);
+    if start_writer {
+        let engine = state.engine.clone();
+        tokio::task::spawn_blocking(move || engine.write_reports());
+    }
+    let ack = answer.await.map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the report was dropped before it was written; send it again",
+        )
+    })??;
     Ok(Json(ack))
 }
 

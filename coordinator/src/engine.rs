@@ -11,7 +11,7 @@
 //! (`store`). With PostgreSQL and several coordinators, `lock` would become a row lock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hoist_protocol::agent::{
@@ -23,7 +23,7 @@ use hoist_protocol::operator::{
     TagFilter, LIFECYCLE_EVENTS,
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::bundles::BundleStore;
 use crate::rollout::{self, HostState, Outcome, Tally};
@@ -99,7 +99,17 @@ pub struct Engine {
     /// the server's timer ([`Engine::flush_contacts`]), and before anything reads hosts.
     contacts: Mutex<HashMap<String, HostContact>>,
     /// Event reports waiting to be written together (group commit).
-    queued_reports: Mutex<Vec<QueuedReport>>,
+    queued_reports: Mutex<ReportQueue>,
+    /// Hosts by id as last read, to authenticate agent requests without reading the
+    /// store each time. Holds only hosts that exist; a revocation updates its entry.
+    credentials: Mutex<HashMap<String, HostRow>>,
+}
+
+#[derive(Default)]
+struct ReportQueue {
+    reports: Vec<QueuedReport>,
+    /// A writer ([`Engine::write_reports`]) is running and will take what is queued.
+    writing: bool,
 }
 
 /// An event report waiting for its batch, and where its answer goes.
@@ -108,7 +118,16 @@ struct QueuedReport {
     host_name: String,
     command_id: String,
     report: Report,
-    answer: mpsc::SyncSender<Result<ReportAck>>,
+    answer: oneshot::Sender<Result<ReportAck>>,
+}
+
+/// Marks the report writer stopped when it returns, or unwinds.
+struct WriterRunning<'a>(&'a Mutex<ReportQueue>);
+
+impl Drop for WriterRunning<'_> {
+    fn drop(&mut self) {
+        locked(self.0).writing = false;
+    }
 }
 
 /// A batch of reports being checked and applied before its one write.
@@ -369,7 +388,8 @@ impl Engine {
             wakers: Mutex::new(HashMap::new()),
             changes: watch::Sender::new(0),
             contacts: Mutex::new(HashMap::new()),
-            queued_reports: Mutex::new(Vec::new()),
+            queued_reports: Mutex::new(ReportQueue::default()),
+            credentials: Mutex::new(HashMap::new()),
         }
     }
 
@@ -705,18 +725,24 @@ impl Engine {
 
     /// The host named by `host_id` when `secret` is its secret and it is not revoked.
     pub fn authenticate_host(&self, host_id: &str, secret: &str) -> Result<HostRow> {
-        let host = self.store.host(host_id)?;
-        match host {
-            Some(h) if !h.revoked && constant_time_eq(&h.secret_sha256, &sha256_hex(secret)) => {
-                Ok(h)
-            }
-            Some(h) if h.revoked => Err(EngineError::Unauthorized(format!(
-                "host {host_id} was revoked"
-            ))),
-            _ => Err(EngineError::Unauthorized(
-                "unknown host or wrong host secret".into(),
-            )),
+        if let Some(known) = self.authenticate_known_host(host_id, secret) {
+            return known;
         }
+        let host = self.store.host(host_id)?;
+        if let Some(h) = &host {
+            // A revocation since the read has written its own entry: keep that one.
+            locked(&self.credentials)
+                .entry(h.id.clone())
+                .or_insert_with(|| h.clone());
+        }
+        check_host(host_id, secret, host)
+    }
+
+    /// [`Engine::authenticate_host`] without the store: `None` when the host is not known
+    /// here yet. Cheap enough for the async runtime.
+    pub fn authenticate_known_host(&self, host_id: &str, secret: &str) -> Option<Result<HostRow>> {
+        let host = locked(&self.credentials).get(host_id).cloned()?;
+        Some(check_host(host_id, secret, Some(host)))
     }
 
     /// Notes what a poll says about its host: name, tags, agent version, last seen. Kept
@@ -812,6 +838,8 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("no host {host_id}")))?;
         host.revoked = true;
         self.store.update_host(&host)?;
+        // Overwrites whatever the credentials held, so its next request is refused.
+        locked(&self.credentials).insert(host.id.clone(), host.clone());
         self.host_info(host, now_ms())
     }
 
@@ -871,31 +899,47 @@ impl Engine {
 
     // ---- event reports ----
 
-    /// Records an event report of `host`'s command; idempotent on (command, seq). Answers
-    /// once the report is durable. Reports arriving together are written in one
-    /// transaction (group commit): whoever holds the engine lock next writes every report
-    /// queued by then, so a report is written by the time its caller has held the lock.
-    pub fn report(&self, host: &HostRow, command_id: &str, report: Report) -> Result<ReportAck> {
-        let (answer, answered) = mpsc::sync_channel(1);
-        locked(&self.queued_reports).push(QueuedReport {
+    /// Queues an event report of `host`'s command for writing; idempotent on (command,
+    /// seq). The answer comes once the report is durable. Reports queued together are
+    /// written in one transaction (group commit) by one writer: when this returns true,
+    /// no writer is running and the caller must run [`Engine::write_reports`] on a
+    /// blocking thread.
+    pub fn queue_report(
+        &self,
+        host: &HostRow,
+        command_id: &str,
+        report: Report,
+    ) -> (oneshot::Receiver<Result<ReportAck>>, bool) {
+        let (answer, answered) = oneshot::channel();
+        let mut queue = locked(&self.queued_reports);
+        queue.reports.push(QueuedReport {
             host_id: host.id.clone(),
             host_name: host.name.clone(),
             command_id: command_id.to_owned(),
             report,
             answer,
         });
-        {
+        let start = !queue.writing;
+        queue.writing = true;
+        (answered, start)
+    }
+
+    /// Writes queued reports, a batch at a time, until none is left. Blocking.
+    pub fn write_reports(&self) {
+        let _running = WriterRunning(&self.queued_reports);
+        loop {
+            let batch = {
+                let mut queue = locked(&self.queued_reports);
+                if queue.reports.is_empty() {
+                    // Stopped under the same lock a new report would see it by.
+                    queue.writing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.reports)
+            };
             let _guard = self.lock();
-            let batch = std::mem::take(&mut *locked(&self.queued_reports));
-            if !batch.is_empty() {
-                self.record_reports_locked(batch);
-            }
+            self.record_reports_locked(batch);
         }
-        answered.try_recv().unwrap_or_else(|_| {
-            Err(EngineError::Internal(
-                "the report was dropped before it was written; send it again".into(),
-            ))
-        })
     }
 
     fn record_reports_locked(&self, batch: Vec<QueuedReport>) {
@@ -962,7 +1006,7 @@ impl Engine {
                 },
             };
             // The caller may be gone (its request dropped); nothing to tell then.
-            let _ = q.answer.try_send(answer);
+            let _ = q.answer.send(answer);
         }
     }
 
@@ -1453,6 +1497,19 @@ fn agent_command(cmd: &CommandRow, d: &DeploymentRow) -> agent::Command {
         file_exists_behavior: d.file_exists_behavior.clone(),
         events: d.events.clone(),
         ignore_application_stop_failures: d.ignore_application_stop_failures,
+    }
+}
+
+/// `host` (as stored under `host_id`) when `secret` is its secret and it is not revoked.
+fn check_host(host_id: &str, secret: &str, host: Option<HostRow>) -> Result<HostRow> {
+    match host {
+        Some(h) if !h.revoked && constant_time_eq(&h.secret_sha256, &sha256_hex(secret)) => Ok(h),
+        Some(h) if h.revoked => Err(EngineError::Unauthorized(format!(
+            "host {host_id} was revoked"
+        ))),
+        _ => Err(EngineError::Unauthorized(
+            "unknown host or wrong host secret".into(),
+        )),
     }
 }
 

@@ -19,7 +19,7 @@
 //! | POST | `/v1/registration-tokens` | operator | → `RegistrationToken` |
 //! | GET | `/v1/hosts` | operator | `HostList` |
 //! | POST | `/v1/hosts/{id}/revoke` | operator | → `HostInfo` |
-//! | POST, GET | `/v1/deployments` | operator | `CreateDeployment` → `Deployment`; `DeploymentList` (`?application=`) |
+//! | POST, GET | `/v1/deployments` | operator | `CreateDeployment` → `Deployment` (counts, no per-host list); `DeploymentList` (`?application=`) |
 //! | GET | `/v1/deployments/{id}` | operator | `Deployment` (`?since=SEQ&wait_secs=N` waits for a change) |
 //! | POST | `/v1/deployments/{id}/stop` | operator | → `Deployment` |
 //!

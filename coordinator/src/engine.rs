@@ -1144,7 +1144,11 @@ impl Engine {
             self.start_locked(row, &group)?;
         }
         self.changed();
-        self.deployment(&id)
+        let d = self
+            .store
+            .deployment(&id)?
+            .ok_or_else(|| EngineError::NotFound(format!("no deployment {id}")))?;
+        self.deployment_summary(d, self.change_seq())
     }
 
     /// Inserts a deployment with a pending command per target host and hands out the
@@ -1406,7 +1410,15 @@ impl Engine {
             .deployment(id)?
             .ok_or_else(|| EngineError::NotFound(format!("no deployment {id}")))?;
         let commands = self.store.commands(id)?;
-        Ok(deployment_view(d, &commands, true, self.change_seq()))
+        let counts = host_counts(commands.iter().map(|c| (c.state, 1)));
+        let hosts = commands.into_iter().map(deployment_host).collect();
+        Ok(deployment_view(d, counts, hosts, self.change_seq()))
+    }
+
+    /// A deployment without its per-host detail: counts only.
+    fn deployment_summary(&self, d: DeploymentRow, change_seq: u64) -> Result<op::Deployment> {
+        let counts = host_counts(self.store.command_counts(&d.id)?);
+        Ok(deployment_view(d, counts, Vec::new(), change_seq))
     }
 
     pub fn deployments(&self, application: Option<&str>) -> Result<op::DeploymentList> {
@@ -1418,10 +1430,7 @@ impl Engine {
             .store
             .deployments(application, 200)?
             .into_iter()
-            .map(|d| {
-                let commands = self.store.commands(&d.id)?;
-                Ok(deployment_view(d, &commands, false, seq))
-            })
+            .map(|d| self.deployment_summary(d, seq))
             .collect::<Result<_>>()?;
         Ok(op::DeploymentList { deployments })
     }
@@ -1513,6 +1522,42 @@ fn check_host(host_id: &str, secret: &str, host: Option<HostRow>) -> Result<Host
     }
 }
 
+fn host_counts(states: impl IntoIterator<Item = (CommandState, usize)>) -> HostCounts {
+    let mut counts = HostCounts::default();
+    for (state, n) in states {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        match state {
+            CommandState::Pending => counts.pending += n,
+            CommandState::InProgress => counts.in_progress += n,
+            CommandState::Succeeded => counts.succeeded += n,
+            CommandState::Failed | CommandState::Unknown => counts.failed += n,
+            CommandState::Stopped => counts.stopped += n,
+            CommandState::Skipped => counts.skipped += n,
+        }
+    }
+    counts
+}
+
+fn deployment_host(c: CommandRow) -> op::DeploymentHost {
+    op::DeploymentHost {
+        host_id: c.host_id,
+        host_name: c.host_name,
+        command_id: c.id,
+        state: c.state,
+        current_event: c.current_event,
+        failed_event: c.failed_event,
+        script: c.script,
+        exit_code: c.exit_code,
+        error_code: c.error_code,
+        message: c.message,
+        log_tail: c.log_tail,
+        events: c.events,
+        started_ms: c.started_ms,
+        ended_ms: c.ended_ms,
+        last_report_ms: c.last_report_ms,
+    }
+}
+
 fn conflict(e: StoreError) -> EngineError {
     match e {
         StoreError::Conflict(what) => EngineError::Conflict(format!("{what} already exists")),
@@ -1529,47 +1574,14 @@ fn revision_info(r: RevisionRow) -> op::RevisionInfo {
     }
 }
 
+/// A deployment as operators see it. `hosts` is empty in lists and in the answer to
+/// create (a large deployment's per-host detail is what `GET /v1/deployments/{id}` is for).
 fn deployment_view(
     d: DeploymentRow,
-    commands: &[CommandRow],
-    with_hosts: bool,
+    counts: HostCounts,
+    hosts: Vec<op::DeploymentHost>,
     change_seq: u64,
 ) -> op::Deployment {
-    let mut counts = HostCounts::default();
-    for c in commands {
-        match c.state {
-            CommandState::Pending => counts.pending += 1,
-            CommandState::InProgress => counts.in_progress += 1,
-            CommandState::Succeeded => counts.succeeded += 1,
-            CommandState::Failed | CommandState::Unknown => counts.failed += 1,
-            CommandState::Stopped => counts.stopped += 1,
-            CommandState::Skipped => counts.skipped += 1,
-        }
-    }
-    let hosts = if with_hosts {
-        commands
-            .iter()
-            .map(|c| op::DeploymentHost {
-                host_id: c.host_id.clone(),
-                host_name: c.host_name.clone(),
-                command_id: c.id.clone(),
-                state: c.state,
-                current_event: c.current_event.clone(),
-                failed_event: c.failed_event.clone(),
-                script: c.script.clone(),
-                exit_code: c.exit_code,
-                error_code: c.error_code.clone(),
-                message: c.message.clone(),
-                log_tail: c.log_tail.clone(),
-                events: c.events.clone(),
-                started_ms: c.started_ms,
-                ended_ms: c.ended_ms,
-                last_report_ms: c.last_report_ms,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
     op::Deployment {
         id: d.id,
         application: d.application,

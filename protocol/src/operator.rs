@@ -418,7 +418,7 @@ pub struct Deployment {
     #[serde(default)]
     pub ended_ms: Option<u64>,
     pub counts: HostCounts,
-    /// Per host; empty in lists.
+    /// Per host; empty in lists and in the answer to create.
     #[serde(default)]
     pub hosts: Vec<DeploymentHost>,
     /// The coordinator's change counter when this view was taken; pass it back as `since`

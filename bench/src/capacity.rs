@@ -34,9 +34,6 @@ use crate::report::{Measurement, Stat};
 pub struct Params {
     pub fleets: Vec<usize>,
     pub deployments: usize,
-    /// Fleets larger than this get a single deployment (recording every host's reports of
-    /// one takes minutes there).
-    pub many_hosts: usize,
 }
 
 const MB: f64 = 1024.0 * 1024.0;
@@ -71,7 +68,7 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
     let base_rss = Stat::of(&base.rss).context("no baseline samples")?;
     let mut out = Vec::new();
     for &n in &p.fleets {
-        let deployments = if n > p.many_hosts { 1 } else { p.deployments };
+        let deployments = p.deployments;
         let r = runtime.block_on(fleet(
             bins,
             &work.join(format!("capacity-{n}")),
@@ -190,12 +187,14 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
     eprintln!("coordinator: {hosts} host(s) registered in {register_secs:.1} s");
 
     let errors = Arc::new(AtomicU64::new(0));
+    let poll_url = reqwest::Url::parse(&format!("{url}/v1/hosts/poll"))
+        .with_context(|| format!("the coordinator's address {url}"))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut sims = tokio::task::JoinSet::new();
     for (i, host) in ids.into_iter().enumerate() {
         let sim = Sim {
             client: clients[i / HOSTS_PER_CLIENT].clone(),
-            url: url.clone(),
+            poll_url: poll_url.clone(),
             host,
             name: format!("sim-{i:05}"),
             errors: errors.clone(),
@@ -329,7 +328,8 @@ async fn register(
 
 struct Sim {
     client: reqwest::Client,
-    url: String,
+    /// Parsed once, like an agent's configured coordinator address.
+    poll_url: reqwest::Url,
     host: HostId,
     name: String,
     errors: Arc<AtomicU64>,
@@ -346,7 +346,7 @@ impl Sim {
                 agent_version: "0.1.0-bench".into(),
                 wait_secs: Some(30),
             };
-            let answer = self.post("/v1/hosts/poll", &poll).await;
+            let answer = self.post(self.poll_url.clone(), &poll).await;
             let command = match answer {
                 Ok(resp) => match resp.json::<PollResponse>().await {
                     Ok(p) => p.command,
@@ -377,7 +377,13 @@ impl Sim {
                     message: None,
                 },
             ];
-            let path = format!("/v1/commands/{}/reports", command.command_id);
+            let Ok(reports_url) = self
+                .poll_url
+                .join(&format!("/v1/commands/{}/reports", command.command_id))
+            else {
+                self.failed().await;
+                continue;
+            };
             for (seq, body) in bodies.into_iter().enumerate() {
                 let report = Report {
                     seq: seq as u64 + 1,
@@ -385,7 +391,7 @@ impl Sim {
                     body,
                 };
                 // An agent resends until acknowledged.
-                while self.post(&path, &report).await.is_err() {
+                while self.post(reports_url.clone(), &report).await.is_err() {
                     self.failed().await;
                 }
             }
@@ -395,12 +401,12 @@ impl Sim {
 
     async fn post<T: serde::Serialize>(
         &self,
-        path: &str,
+        url: reqwest::Url,
         body: &T,
     ) -> Result<reqwest::Response, ()> {
         match self
             .client
-            .post(format!("{}{path}", self.url))
+            .post(url)
             .header(HOST_ID_HEADER, &self.host.id)
             .bearer_auth(&self.host.secret)
             .json(body)

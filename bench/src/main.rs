@@ -165,7 +165,6 @@ fn run(which: Which) -> anyhow::Result<()> {
         let p = capacity::Params {
             fleets,
             deployments: if o.quick { 2 } else { 3 },
-            many_hosts: 5000,
         };
         measurements.extend(capacity::run(&bins, work, &p)?);
     }

@@ -108,8 +108,10 @@ CREATE TABLE reports (
 "#,
     r#"
 -- Rollout decisions count a deployment's commands by state and take its first pending
--- ones: both from this index alone.
+-- ones: both from this index alone. It also serves listing a deployment's commands, so
+-- the older index goes: one less B-tree to update per command written.
 CREATE INDEX commands_by_deployment_state ON commands (deployment_id, state, position);
+DROP INDEX commands_by_deployment;
 "#,
 ];
 
@@ -385,6 +387,10 @@ impl SqliteStore {
             .map_err(db("enabling WAL"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db("setting synchronous"))?;
+        // 64 MiB of page cache instead of SQLite's 2 MiB: a large fleet's hosts and a
+        // large deployment's commands stay in memory rather than being re-read per query.
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(db("setting the page cache size"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db("enabling foreign keys"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))

@@ -200,7 +200,7 @@ pub trait Store: Send + Sync + 'static {
     fn active_deployments(&self) -> Result<Vec<DeploymentRow>>;
     /// The group's newest successful deployment.
     fn last_successful_deployment(&self, group_id: &str) -> Result<Option<DeploymentRow>>;
-    /// Writes a deployment and any of its commands in one transaction.
+    /// Updates a stored deployment and any of its stored commands in one transaction.
     fn save_deployment(&self, deployment: &DeploymentRow, commands: &[CommandRow]) -> Result<()>;
 
     /// A deployment's commands in rollout order.
@@ -219,7 +219,7 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Vec<(DeploymentRow, CommandRow)>>;
 
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool>;
-    /// Records event reports, each with the command it updated, and hosts' last contacts,
+    /// Records event reports, each with the (stored) command it updated, and hosts' last contacts,
     /// in one transaction: one sync of the database for a whole batch. Per report, false
     /// when (command, seq) was already recorded; nothing of that report is written then.
     fn record(

@@ -315,12 +315,26 @@ fn command_row(r: Raw) -> Result<CommandRow> {
     })
 }
 
-fn write_deployment(conn: &Connection, d: &DeploymentRow) -> rusqlite::Result<usize> {
-    conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO deployments ({DEPLOYMENT_COLS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
-    ))?
-    .execute(params![
+/// Whether a row is new or replaces its stored self. An update rewrites the row in place
+/// and leaves alone the indexes of columns that never change.
+#[derive(Clone, Copy)]
+enum Write {
+    Insert,
+    Update,
+}
+
+fn write_deployment(conn: &Connection, d: &DeploymentRow, how: Write) -> rusqlite::Result<usize> {
+    let sql = match how {
+        Write::Insert => format!(
+            "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        ),
+        // Parameters as for the insert; the unchanging ones go unused.
+        Write::Update => "UPDATE deployments SET state = ?7, rollback_of = ?9, \
+             rolled_back_by = ?10, message = ?11, ended_ms = ?18 WHERE id = ?1"
+            .to_owned(),
+    };
+    conn.prepare_cached(&sql)?.execute(params![
         d.id,
         d.application,
         d.group_id,
@@ -342,13 +356,21 @@ fn write_deployment(conn: &Connection, d: &DeploymentRow) -> rusqlite::Result<us
     ])
 }
 
-fn write_command(conn: &Connection, c: &CommandRow) -> rusqlite::Result<usize> {
+fn write_command(conn: &Connection, c: &CommandRow, how: Write) -> rusqlite::Result<usize> {
+    let sql = match how {
+        Write::Insert => format!(
+            "INSERT INTO commands ({COMMAND_COLS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        ),
+        // Parameters as for the insert; the unchanging ones go unused.
+        Write::Update => "UPDATE commands SET state = ?6, current_event = ?7, \
+             failed_event = ?8, script = ?9, exit_code = ?10, error_code = ?11, message = ?12, \
+             log_tail = ?13, events_json = ?14, started_ms = ?15, ended_ms = ?16, \
+             last_report_ms = ?17 WHERE id = ?1"
+            .to_owned(),
+    };
     // Cached: a large deployment writes thousands of rows in one go.
-    conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO commands ({COMMAND_COLS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-    ))?
-    .execute(params![
+    conn.prepare_cached(&sql)?.execute(params![
         c.id,
         c.deployment_id,
         c.host_id,
@@ -399,6 +421,21 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
+    }
+
+    fn write_deployment_with(
+        &self,
+        d: &DeploymentRow,
+        commands: &[CommandRow],
+        how: Write,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db("starting a transaction"))?;
+        write_deployment(&tx, d, how).map_err(db("writing a deployment"))?;
+        for c in commands {
+            write_command(&tx, c, how).map_err(db("writing a command"))?;
+        }
+        tx.commit().map_err(db("committing a deployment"))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -675,7 +712,7 @@ impl Store for SqliteStore {
     }
 
     fn insert_deployment(&self, d: &DeploymentRow, commands: &[CommandRow]) -> Result<()> {
-        self.save_deployment(d, commands)
+        self.write_deployment_with(d, commands, Write::Insert)
     }
 
     fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>> {
@@ -724,13 +761,7 @@ impl Store for SqliteStore {
     }
 
     fn save_deployment(&self, d: &DeploymentRow, commands: &[CommandRow]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db("starting a transaction"))?;
-        write_deployment(&tx, d).map_err(db("writing a deployment"))?;
-        for c in commands {
-            write_command(&tx, c).map_err(db("writing a command"))?;
-        }
-        tx.commit().map_err(db("committing a deployment"))
+        self.write_deployment_with(d, commands, Write::Update)
     }
 
     fn commands(&self, deployment_id: &str) -> Result<Vec<CommandRow>> {
@@ -860,7 +891,7 @@ impl Store for SqliteStore {
                 })
                 .map_err(db("inserting a report"))?;
             if inserted > 0 {
-                write_command(&tx, command).map_err(db("writing a command"))?;
+                write_command(&tx, command, Write::Update).map_err(db("writing a command"))?;
             }
             recorded.push(inserted > 0);
         }

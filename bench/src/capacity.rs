@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use hoist_protocol::agent::{
     CommandStatus, EventStatus, PollRequest, PollResponse, RegisterRequest, RegisterResponse,
-    Report, ReportBody,
+    Report, ReportAck, ReportBody,
 };
 use hoist_protocol::HOST_ID_HEADER;
 use tokio::sync::mpsc;
@@ -390,8 +390,17 @@ impl Sim {
                     at_ms: crate::procs::now_ms(),
                     body,
                 };
-                // An agent resends until acknowledged.
-                while self.post(reports_url.clone(), &report).await.is_err() {
+                // An agent reads the acknowledgement (it says whether to abort), and
+                // resends until it has one. Reading the body also lets the connection be
+                // reused, as an agent's is.
+                loop {
+                    let ack = match self.post(reports_url.clone(), &report).await {
+                        Ok(resp) => resp.json::<ReportAck>().await.ok(),
+                        Err(()) => None,
+                    };
+                    if ack.is_some() {
+                        break;
+                    }
                     self.failed().await;
                 }
             }

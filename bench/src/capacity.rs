@@ -226,6 +226,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
         };
         let (mut picked, mut done) = (0, 0);
         let mut slowest: f64 = 0.0;
+        let mut first = f64::INFINITY;
         let mut cpu_assigning = None;
         // The last deployment is not waited for: its hosts' reports only matter to let a
         // next deployment of the group start.
@@ -243,6 +244,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
                     picked += 1;
                     let secs = at.saturating_duration_since(t_create).as_secs_f64();
                     slowest = slowest.max(secs);
+                    first = first.min(secs);
                     pickup.push(secs);
                     if picked == hosts {
                         let wall = t_create.elapsed().as_secs_f64();
@@ -259,13 +261,13 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
         rss.push(rss_bytes(pid)? as f64 / MB);
         if last {
             eprintln!(
-                "coordinator {hosts} host(s) deployment {}: all assigned after {slowest:.3} s",
+                "coordinator {hosts} host(s) deployment {}: first assigned after {first:.3} s, all after {slowest:.3} s",
                 d + 1
             );
         } else {
             completed.push(wall);
             eprintln!(
-                "coordinator {hosts} host(s) deployment {}: all assigned after {slowest:.3} s, all completed after {wall:.1} s",
+                "coordinator {hosts} host(s) deployment {}: first assigned after {first:.3} s, all after {slowest:.3} s, all completed after {wall:.1} s",
                 d + 1
             );
             let state = tokio::task::block_in_place(|| coordinator.deployment_state(&id))?;

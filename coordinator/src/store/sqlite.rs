@@ -413,6 +413,8 @@ impl SqliteStore {
         // large deployment's commands stay in memory rather than being re-read per query.
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(db("setting the page cache size"))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)
+            .map_err(db("setting the checkpoint interval"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db("enabling foreign keys"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))

@@ -131,16 +131,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         host: &host,
                         every: heartbeat_every(resp.heartbeat_ms),
                     };
+                    let command_id = command.command_id.clone();
                     let ran =
                         run_command(&engine, &outbox, &running, command, &alive, &shutdown).await;
-                    if !ran {
-                        // Handed out again because its completion is still in the outbox (or
-                        // the state directory refused the marker): give the report sender a
-                        // moment instead of polling in a loop.
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(ALREADY_HANDLED_PAUSE) => {}
+                    // Poll again once the coordinator has this command's outcome: asked
+                    // earlier, it may answer with this same command, still in progress
+                    // there, and the next one would wait out the pause below. A command
+                    // handed out again with nothing left to send (or whose marker the state
+                    // directory refused) waits the whole pause, so the loop never spins.
+                    let settle = async {
+                        if outbox.has_pending(&command_id) {
+                            outbox.settled(&command_id).await;
+                        } else if !ran {
+                            std::future::pending::<()>().await;
                         }
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::timeout(ALREADY_HANDLED_PAUSE, settle) => {}
                     }
                 }
             }
@@ -299,7 +307,8 @@ struct Seen {
     at_ms: u64,
 }
 
-/// How long the poll loop waits after being handed a command it did not run.
+/// Longest the poll loop waits, after a command, for its reports to be acknowledged; the
+/// whole wait after being handed a command it did not run with nothing left to send.
 const ALREADY_HANDLED_PAUSE: Duration = Duration::from_secs(1);
 
 /// Heartbeat interval when the coordinator does not say (an older coordinator).

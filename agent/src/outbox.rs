@@ -21,6 +21,8 @@ pub struct Outbox {
     dir: PathBuf,
     /// Wakes the sender when a report is queued.
     notify: Arc<Notify>,
+    /// Wakes whoever waits for a command's reports to be acknowledged.
+    acked: Arc<Notify>,
     /// Serializes sequence-number allocation between the deployment and recovery.
     seq_lock: Arc<Mutex<()>>,
 }
@@ -40,6 +42,7 @@ impl Outbox {
         Ok(Outbox {
             dir,
             notify: Arc::new(Notify::new()),
+            acked: Arc::new(Notify::new()),
             seq_lock: Arc::new(Mutex::new(())),
         })
     }
@@ -128,6 +131,7 @@ impl Outbox {
     /// once the command is complete.
     pub fn ack(&self, pending: &Pending) -> anyhow::Result<()> {
         state::remove_file(&pending.path)?;
+        self.acked.notify_waiters();
         if matches!(pending.report.body, ReportBody::Completed { .. }) {
             if let Some(dir) = pending.path.parent() {
                 let only_counter = std::fs::read_dir(dir)
@@ -144,6 +148,30 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+
+    /// Whether any report of `command_id` still waits to be acknowledged.
+    pub fn has_pending(&self, command_id: &str) -> bool {
+        std::fs::read_dir(self.command_dir(command_id))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Waits until no report of `command_id` waits to be acknowledged.
+    pub async fn settled(&self, command_id: &str) {
+        loop {
+            let acked = self.acked.notified();
+            tokio::pin!(acked);
+            acked.as_mut().enable();
+            if !self.has_pending(command_id) {
+                return;
+            }
+            acked.await;
+        }
     }
 
     /// Waits until a report is queued (or returns at once if one was queued since the last
@@ -201,5 +229,40 @@ mod tests {
         }
         assert!(reopened.pending().expect("pending").is_empty());
         assert!(!reopened.command_dir("cmd-1").exists());
+    }
+
+    #[tokio::test]
+    async fn settled_returns_once_the_commands_last_report_is_acknowledged() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(tmp.path()).expect("state");
+        let outbox = Outbox::open(&state).expect("outbox");
+        assert!(!outbox.has_pending("cmd-1"));
+        outbox.settled("cmd-1").await;
+        for event in ["Install", "ApplicationStart"] {
+            let body = ReportBody::EventStarted {
+                event: event.into(),
+            };
+            outbox.push("cmd-1", body).expect("push");
+        }
+        outbox
+            .push("cmd-2", ReportBody::Unknown)
+            .expect("push another command's report");
+        assert!(outbox.has_pending("cmd-1"));
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.settled("cmd-1").await }
+        });
+        let pending = outbox.pending().expect("pending");
+        let mine: Vec<&Pending> = pending.iter().filter(|p| p.command_id == "cmd-1").collect();
+        outbox.ack(mine[0]).expect("ack");
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one of its reports is still queued");
+        outbox.ack(mine[1]).expect("ack");
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("settled once both are acknowledged")
+            .expect("waiter");
+        // Another command's queued report does not count.
+        assert!(!outbox.has_pending("cmd-1") && outbox.has_pending("cmd-2"));
     }
 }

@@ -179,14 +179,11 @@ impl HostWaker {
 
     /// The command handed over by the last wake-up, if no poll has taken it yet.
     pub fn take(&self) -> Option<agent::Command> {
-        self.handoff
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        locked(&self.handoff).take()
     }
 
     fn wake(&self, command: agent::Command) {
-        *self.handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(command);
+        *locked(&self.handoff) = Some(command);
         self.notify.notify_waiters();
     }
 }
@@ -404,7 +401,7 @@ impl Engine {
 
     fn lock(&self) -> MutexGuard<'_, ()> {
         // The guarded data is the store, whose transactions stay consistent after a panic.
-        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.lock)
     }
 
     fn changed(&self) {
@@ -422,7 +419,7 @@ impl Engine {
 
     /// The waker the polls of `host_id` wait on.
     pub fn host_waker(&self, host_id: &str) -> Arc<HostWaker> {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wakers = locked(&self.wakers);
         wakers.entry(host_id.to_owned()).or_default().clone()
     }
 
@@ -430,7 +427,7 @@ impl Engine {
     /// between two polls finds it in the store when its next poll starts.
     fn wake(&self, host_id: &str, command: agent::Command) {
         let waker = {
-            let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            let wakers = locked(&self.wakers);
             wakers.get(host_id).cloned()
         };
         if let Some(w) = waker {

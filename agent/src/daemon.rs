@@ -620,7 +620,9 @@ async fn send_reports(
                         "report refused, moved aside: {:#}",
                         anyhow::Error::new(e)
                     );
-                    let _ = std::fs::rename(&p.path, p.path.with_extension("refused"));
+                    if let Err(e) = outbox.set_aside(p) {
+                        error!("{e:#}");
+                    }
                 }
                 Err(e) => {
                     note_contact(&state, Some(&e));

@@ -150,6 +150,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// Sets aside a report the coordinator will never take, as `*.refused` for inspection;
+    /// like an acknowledgement, it no longer waits to be sent.
+    pub fn set_aside(&self, pending: &Pending) -> anyhow::Result<()> {
+        let aside = pending.path.with_extension("refused");
+        std::fs::rename(&pending.path, &aside)
+            .with_context(|| format!("moving {} aside", pending.path.display()))?;
+        self.acked.notify_waiters();
+        Ok(())
+    }
+
     /// Whether any report of `command_id` still waits to be acknowledged.
     pub fn has_pending(&self, command_id: &str) -> bool {
         std::fs::read_dir(self.command_dir(command_id))

@@ -121,12 +121,16 @@ struct QueuedReport {
     answer: oneshot::Sender<Result<ReportAck>>,
 }
 
-/// Marks the report writer stopped when it returns, or unwinds.
+/// Marks the report writer stopped if it unwinds; a writer that returns has already done
+/// so itself, under the lock with which it found the queue empty (resetting it again here
+/// could clear the flag of a writer started since).
 struct WriterRunning<'a>(&'a Mutex<ReportQueue>);
 
 impl Drop for WriterRunning<'_> {
     fn drop(&mut self) {
-        locked(self.0).writing = false;
+        if std::thread::panicking() {
+            locked(self.0).writing = false;
+        }
     }
 }
 
@@ -791,7 +795,7 @@ impl Engine {
         if contacts.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.store.record(&[], &contacts) {
+        if let Err(e) = self.store.write_contacts(&contacts) {
             self.restore_contacts(contacts);
             return Err(e.into());
         }
@@ -956,7 +960,7 @@ impl Engine {
         }
         // The contacts are written by the timer, merged per host: a host reporting five
         // times a second costs one row update, not five.
-        let written = match self.store.record(&staged.rows, &[]) {
+        let written = match self.store.insert_reports(&staged.rows) {
             Ok(flags) => Ok(flags),
             Err(e) => {
                 tracing::error!(error = %error_chain(&e), reports = staged.rows.len(),
@@ -1232,11 +1236,12 @@ impl Engine {
         tracing::info!(deployment_id = %row.id, application = %row.application,
             deployment_group = %row.group_name, hosts = commands.len(),
             revision = %row.revision.describe(), "deployment created");
-        let started: Vec<&CommandRow> = commands
-            .iter()
-            .filter(|c| c.state == CommandState::InProgress)
-            .collect();
-        self.handed_out(&row, started);
+        self.handed_out(
+            &row,
+            commands
+                .iter()
+                .filter(|c| c.state == CommandState::InProgress),
+        );
         // Ends it at once when nothing could start (an unknown rollout, a minimum that
         // leaves no host to deploy to).
         self.advance_locked(&row.id)

@@ -143,8 +143,6 @@ pub struct ReportRow {
     pub body_json: String,
 }
 
-/// The coordinator's durable state. Each method is atomic on its own; methods taking
-/// several rows write them in one transaction.
 /// When a host was last heard from, and what its last poll said about itself. Written in
 /// batches: a host's contacts are too frequent to sync the database for each.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +168,8 @@ impl HostContact {
     }
 }
 
+/// The coordinator's durable state. Each method is atomic on its own; methods taking
+/// several rows write them in one transaction.
 pub trait Store: Send + Sync + 'static {
     fn insert_application(&self, app: &AppRow) -> Result<()>;
     fn applications(&self) -> Result<Vec<AppRow>>;
@@ -219,13 +219,12 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Vec<(DeploymentRow, CommandRow)>>;
 
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool>;
-    /// Records event reports, each with the (stored) command it updated, and hosts' last contacts,
-    /// in one transaction: one sync of the database for a whole batch. Per report, false
-    /// when (command, seq) was already recorded; nothing of that report is written then.
-    fn record(
-        &self,
-        reports: &[(ReportRow, CommandRow)],
-        contacts: &[(String, HostContact)],
-    ) -> Result<Vec<bool>>;
+    /// Records event reports, each with the (stored) command it updated, in one
+    /// transaction: one sync of the database for a whole batch. Per report, false when
+    /// (command, seq) was already recorded; nothing of that report is written then.
+    fn insert_reports(&self, reports: &[(ReportRow, CommandRow)]) -> Result<Vec<bool>>;
+    /// Writes hosts' last contacts (by host id) in one transaction; a contact never moves
+    /// a host's last-seen time back.
+    fn write_contacts(&self, contacts: &[(String, HostContact)]) -> Result<()>;
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>>;
 }

@@ -868,11 +868,7 @@ impl Store for SqliteStore {
             .is_some())
     }
 
-    fn record(
-        &self,
-        reports: &[(ReportRow, CommandRow)],
-        contacts: &[(String, HostContact)],
-    ) -> Result<Vec<bool>> {
+    fn insert_reports(&self, reports: &[(ReportRow, CommandRow)]) -> Result<Vec<bool>> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db("starting a transaction"))?;
         let mut recorded = Vec::with_capacity(reports.len());
@@ -897,6 +893,13 @@ impl Store for SqliteStore {
             }
             recorded.push(inserted > 0);
         }
+        tx.commit().map_err(db("committing reports"))?;
+        Ok(recorded)
+    }
+
+    fn write_contacts(&self, contacts: &[(String, HostContact)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db("starting a transaction"))?;
         for (id, c) in contacts {
             match &c.details {
                 Some(d) => tx
@@ -921,8 +924,7 @@ impl Store for SqliteStore {
             }
             .map_err(db("updating a host's last contact"))?;
         }
-        tx.commit().map_err(db("committing reports"))?;
-        Ok(recorded)
+        tx.commit().map_err(db("committing hosts' last contacts"))
     }
 
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>> {

@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use hoist_protocol::agent::{
-    CommandStatus, EventStatus, Heartbeat, HeartbeatAck, PollResponse, ReportAck, ReportBody,
+    CommandStatus, Heartbeat, HeartbeatAck, PollResponse, ReportAck, ReportBody,
 };
 use hoist_protocol::operator::{CommandState, DeploymentList, DeploymentState};
 
-use crate::support::{bundle_dir, setup, tags, Server, SimHost, TOKEN};
+use crate::support::{bundle_dir, setup, succeeded, tags, Server, SimHost, TOKEN};
 
 fn completed(status: CommandStatus) -> ReportBody {
     ReportBody::Completed {
@@ -194,25 +194,15 @@ async fn reports_arriving_together_are_each_recorded_once() {
     for host in hosts {
         let cmd = host.poll(5).await.expect("every host gets a command");
         tasks.spawn(async move {
-            let ended = |event: &str| ReportBody::EventEnded {
-                event: event.into(),
-                status: EventStatus::Succeeded,
-                error_code: None,
-                message: None,
-                script: None,
-                exit_code: None,
-                log_tail: None,
-                duration_ms: 3,
-            };
             let bodies = [
                 ReportBody::EventStarted {
                     event: "Install".into(),
                 },
-                ended("Install"),
+                succeeded("Install"),
                 ReportBody::EventStarted {
                     event: "ApplicationStart".into(),
                 },
-                ended("ApplicationStart"),
+                succeeded("ApplicationStart"),
                 completed(CommandStatus::Succeeded),
             ];
             for (seq, body) in (1..).zip(bodies) {

@@ -366,21 +366,7 @@ impl SimHost {
             },
         )
         .await;
-        self.report(
-            id,
-            2,
-            ReportBody::EventEnded {
-                event: "Install".into(),
-                status: EventStatus::Succeeded,
-                error_code: None,
-                message: None,
-                script: None,
-                exit_code: None,
-                log_tail: None,
-                duration_ms: 5,
-            },
-        )
-        .await;
+        self.report(id, 2, succeeded("Install")).await;
         self.report(
             id,
             3,
@@ -429,6 +415,20 @@ impl SimHost {
             )
             .await;
         assert!(ack.recorded);
+    }
+}
+
+/// An event that ended well, as an agent reports it.
+pub fn succeeded(event: &str) -> ReportBody {
+    ReportBody::EventEnded {
+        event: event.into(),
+        status: EventStatus::Succeeded,
+        error_code: None,
+        message: None,
+        script: None,
+        exit_code: None,
+        log_tail: None,
+        duration_ms: 5,
     }
 }
 

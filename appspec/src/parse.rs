@@ -29,7 +29,14 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "hooks",
 ];
 const FILE_KEYS: &[&str] = &["source", "destination"];
-const HOOK_KEYS: &[&str] = &["location", "timeout", "runas"];
+const HOOK_KEYS: &[&str] = &["location", "timeout", "runas", "sudo"];
+
+/// The message for a relative `destination` or `object`.
+pub(crate) fn relative_path_message(path: &str) -> String {
+    format!(
+        "must be an absolute path; CodeDeploy would resolve it against the agent's working directory (got {path:?})"
+    )
+}
 
 /// Parses and validates an appspec's text.
 ///
@@ -188,7 +195,7 @@ fn files(report: &mut Report, value: &Value) -> Vec<FileMapping> {
             if !destination.starts_with('/') {
                 report.error(
                     &fields.path("destination"),
-                    format!("must be an absolute path, got {destination:?}"),
+                    relative_path_message(destination),
                 );
             }
         }
@@ -217,20 +224,18 @@ fn hooks(report: &mut Report, value: &Value) -> Vec<(LifecycleEvent, Vec<Hook>)>
         let path = key_path("hooks", &name);
         let event = name.parse::<LifecycleEvent>().ok();
         match event {
-            Some(event) if event.is_builtin() => {
-                report.error(
-                    &path,
-                    format!("{event} is run by the agent itself and cannot have hooks"),
-                );
-                continue;
-            }
+            // CodeDeploy parses scripts under these events and never runs them.
+            Some(event) if event.is_builtin() => report.warn(
+                &path,
+                format!("{event} is run by the agent itself: these scripts will not run"),
+            ),
             Some(_) => {}
             None => report.warn(&path, unknown_event(&name)),
         }
         // Scripts under an unknown event are still checked: CodeDeploy rejects a bad one
         // wherever it is, even though it never runs it.
         let scripts = event_scripts(report, &path, scripts);
-        if let Some(event) = event {
+        if let Some(event) = event.filter(|e| !e.is_builtin()) {
             if !scripts.is_empty() {
                 hooks.push((event, scripts));
             }
@@ -253,6 +258,8 @@ fn unknown_event(name: &str) -> String {
 fn event_scripts(report: &mut Report, path: &str, value: &Value) -> Vec<Hook> {
     let entries = match value {
         Value::Sequence(entries) => entries,
+        // `AfterInstall:` with nothing after it: CodeDeploy reads it as no scripts.
+        Value::Null => return Vec::new(),
         other => {
             report.wrong_type(path, "a list of scripts", other);
             return Vec::new();
@@ -288,6 +295,13 @@ fn event_scripts(report: &mut Report, path: &str, value: &Value) -> Vec<Hook> {
             }),
         };
         let runas = fields.optional_name(report, "runas");
+        if fields.get("sudo").is_some() {
+            report.warn(
+                &fields.path("sudo"),
+                "ignored: CodeDeploy's agent runs the script through sudo (for an agent that is \
+                 not root); hoist runs it as root, or switches to runas directly",
+            );
+        }
         if let Some(location) = location {
             scripts.push(Hook {
                 location: location.to_owned(),
@@ -570,7 +584,7 @@ files:
   - source: a
     destination: var/www
 "#,
-                "error: files[0].destination: must be an absolute path, got \"var/www\"",
+                "error: files[0].destination: must be an absolute path; CodeDeploy would resolve it against the agent's working directory (got \"var/www\")",
             ),
             (
                 r#"
@@ -657,7 +671,7 @@ permissions:
             ),
             (
                 "permissions:\n  - object: var/www\n",
-                "error: permissions[0].object: must be an absolute path, got \"var/www\"",
+                "error: permissions[0].object: must be an absolute path; CodeDeploy would resolve it against the agent's working directory (got \"var/www\")",
             ),
             (
                 "permissions:\n  - object: /d\n    type: [file, link, Directory]\n",
@@ -901,10 +915,6 @@ hook AfterAllowTraffic scripts/padded.sh
                 "error: hooks.AfterInstall[0].runas: must not be empty",
             ),
             (
-                "hooks:\n  AfterInstall:\n",
-                "error: hooks.AfterInstall: expected a list of scripts, found null",
-            ),
-            (
                 "hooks:\n  AfterInstall:\n    location: a.sh\n",
                 "error: hooks.AfterInstall: expected a list of scripts, found a mapping",
             ),
@@ -917,13 +927,52 @@ hook AfterAllowTraffic scripts/padded.sh
                 "error: hooks: expected a mapping of lifecycle events to scripts, found a list",
             ),
             (
-                "hooks:\n  Install:\n    - location: a.sh\n  DownloadBundle:\n    - location: b.sh\n",
-                "error: hooks.Install: Install is run by the agent itself and cannot have hooks\nerror: hooks.DownloadBundle: DownloadBundle is run by the agent itself and cannot have hooks",
+                "hooks:\n  Install:\n    - timeout: 5\n",
+                "error: hooks.Install[0].location: required\nwarning: hooks.Install: Install is run by the agent itself: these scripts will not run",
             ),
         ];
         for (yaml, expected) in cases {
             check_body(yaml, expected);
         }
+    }
+
+    /// Regression: `AfterInstall:` with nothing after it was an error; CodeDeploy (Ruby
+    /// `application_specification_test.rb`, "With empty hook") reads it as no scripts.
+    #[test]
+    fn null_hook_value_is_no_scripts_without_a_warning() {
+        check_body("hooks:\n  AfterInstall:\n", "");
+        check_body(
+            "hooks:\n  AfterInstall:\n  ApplicationStart:\n    - location: start.sh\n",
+            "hook ApplicationStart start.sh",
+        );
+    }
+
+    /// Regression: hooks under DownloadBundle or Install were errors; CodeDeploy parses them
+    /// (its v2 tests have hooks for every event) and never runs them.
+    #[test]
+    fn builtin_event_hooks_are_a_warning_that_they_will_not_run() {
+        check_body(
+            "hooks:\n  Install:\n    - location: a.sh\n  DownloadBundle:\n    - location: b.sh\n  AfterInstall:\n    - location: c.sh\n",
+            r#"
+hook AfterInstall c.sh
+warning: hooks.Install: Install is run by the agent itself: these scripts will not run
+warning: hooks.DownloadBundle: DownloadBundle is run by the agent itself: these scripts will not run
+"#,
+        );
+    }
+
+    /// `sudo` (a hook key) and `context.user` are ignored, with a warning saying what they do
+    /// in CodeDeploy.
+    #[test]
+    fn sudo_and_context_user_warn_what_codedeploy_does_with_them() {
+        check_body(
+            "hooks:\n  AfterInstall:\n    - location: a.sh\n      runas: app\n      sudo: true\n",
+            "hook AfterInstall a.sh runas app\nwarning: hooks.AfterInstall[0].sudo: ignored: CodeDeploy's agent runs the script through sudo (for an agent that is not root); hoist runs it as root, or switches to runas directly",
+        );
+        check_body(
+            "permissions:\n  - object: /d\n    context:\n      user: system_u\n      type: t\n",
+            "permission /d context type=t\nwarning: permissions[0].context.user: ignored: CodeDeploy's agent reads the SELinux user from name, not user, so it sets no user from this key; hoist does the same (write name: to set it)",
+        );
     }
 
     #[test]
@@ -940,7 +989,6 @@ hooks:
   AfterInstall:
     - location: a.sh
       timout: 30
-      sudo: true
 "#,
             r#"
 hook AfterInstall a.sh
@@ -948,7 +996,6 @@ warning: hooks.AfterInstal: unknown lifecycle event, ignored
 warning: hooks.afterinstall: unknown lifecycle event, ignored (did you mean AfterInstall?)
 warning: hooks.Deploy: unknown lifecycle event, ignored
 warning: hooks.AfterInstall[0].timout: unknown key, ignored
-warning: hooks.AfterInstall[0].sudo: unknown key, ignored
 "#,
         );
         // CodeDeploy rejects a bad script even under an event it never runs.
@@ -990,16 +1037,16 @@ hooks:
 error: version: must be 0.0, got 1
 error: os: this host runs linux; an appspec for os windows cannot be deployed here
 error: files[0].destination: required
-error: files[1].destination: must be an absolute path, got "etc/app"
+error: files[1].destination: must be an absolute path; CodeDeploy would resolve it against the agent's working directory (got "etc/app")
 error: file_exists_behavior: must be one of DISALLOW, OVERWRITE, RETAIN, got "KEEP"
 error: permissions[0].mode: must be 1 to 4 octal digits (0-7), got "0698"
 error: permissions[0].acls[0]: acl entry "u::rwx" is a base entry; set it with mode instead
 error: permissions[0].context.type: required
 error: permissions[0].context.range: invalid selinux range "s2-s1": the high sensitivity is below the low one
-error: hooks.Install: Install is run by the agent itself and cannot have hooks
 error: hooks.AfterInstall[0].timeout: must be a positive whole number of seconds, got "soon"
 error: hooks.AfterInstall[1].location: required
 warning: extra: unknown key, ignored
+warning: hooks.Install: Install is run by the agent itself: these scripts will not run
 warning: hooks.Later: unknown lifecycle event, ignored
 "#,
         );

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde_yaml::Value;
 
 use crate::acl::canonical_entry;
+use crate::parse::relative_path_message;
 use crate::selinux::check_range;
 use crate::walk::{index_path, list, mapping, shown, Fields, Report};
 use crate::{ObjectType, Permission, SelinuxContext};
@@ -17,7 +18,7 @@ use crate::{ObjectType, Permission, SelinuxContext};
 const PERMISSION_KEYS: &[&str] = &[
     "object", "pattern", "except", "type", "owner", "group", "mode", "acls", "context",
 ];
-const CONTEXT_KEYS: &[&str] = &["name", "type", "range"];
+const CONTEXT_KEYS: &[&str] = &["name", "type", "range", "user"];
 
 /// Validates the `permissions` list (already known to be present and not null).
 pub(crate) fn permissions(report: &mut Report, value: &Value) -> Vec<Permission> {
@@ -69,10 +70,7 @@ fn permission(report: &mut Report, path: &str, value: &Value) -> Option<Permissi
 fn object(report: &mut Report, fields: &Fields<'_>) -> Option<PathBuf> {
     let object = fields.required_string(report, "object")?.trim();
     if !object.starts_with('/') {
-        report.error(
-            &fields.path("object"),
-            format!("must be an absolute path, got {object:?}"),
-        );
+        report.error(&fields.path("object"), relative_path_message(object));
         return None;
     }
     Some(PathBuf::from(object))
@@ -165,6 +163,13 @@ fn context(report: &mut Report, path: &str, value: &Value) -> Option<SelinuxCont
         if value.is_some_and(|v| v.trim().is_empty()) {
             report.error(&fields.path(key), "must not be empty");
         }
+    }
+    if fields.get("user").is_some() {
+        report.warn(
+            &fields.path("user"),
+            "ignored: CodeDeploy's agent reads the SELinux user from name, not user, so it \
+             sets no user from this key; hoist does the same (write name: to set it)",
+        );
     }
     let range = fields.optional_string(report, "range");
     if let Some(range) = range {

@@ -5,7 +5,10 @@
 //! Installing is two passes. The plan pass walks every `files` entry against the host without
 //! writing anything: it resolves sources inside the bundle, decides which missing directories
 //! to create, and finds every conflict (DISALLOW, duplicate targets, a file where a directory
-//! must go), so a rejected appspec installs nothing. The execute pass then creates directories
+//! must go), then resolves every `permissions` entry against what it will install (which
+//! targets are files and which directories, which paths each entry matches, users, groups and
+//! tools), so a rejected appspec or a rule that cannot apply installs nothing. The execute pass
+//! then creates directories
 //! and lands each file atomically (temp file beside the target, fsync, rename), recording every
 //! path as it goes so a failure half-way leaves an accurate record for the next cleanup.
 //!
@@ -194,7 +197,33 @@ pub fn install_files(
     record: &mut InstalledFiles,
 ) -> Result<(), InstallError> {
     let ops = plan_install(spec, bundle_root, behavior)?;
+    // Every permissions rule is resolved against what the plan will install before the
+    // first write, so a rule that cannot apply installs nothing (CodeDeploy's installer
+    // checks these before copying too).
+    let planned = planned_record(&ops);
+    check_permissions(spec, &planned, &search_path())?;
     execute(&ops, record)
+}
+
+/// The record `execute` will produce for `ops` if nothing fails.
+fn planned_record(ops: &[Op]) -> InstalledFiles {
+    let entries = ops
+        .iter()
+        .map(|op| match op {
+            Op::Mkdir { path } => InstalledEntry {
+                path: path.clone(),
+                kind: EntryKind::Directory,
+            },
+            Op::Copy { target, kind, .. } => InstalledEntry {
+                path: target.clone(),
+                kind: match kind {
+                    CopyKind::File => EntryKind::File,
+                    CopyKind::Symlink => EntryKind::Symlink,
+                },
+            },
+        })
+        .collect();
+    InstalledFiles { entries }
 }
 
 /// One step of an installation, decided before anything is written.
@@ -624,10 +653,14 @@ fn install_symlink(
 
 /// Applies the appspec's `permissions` to the paths this deployment installed.
 pub fn apply_permissions(spec: &AppSpec, installed: &InstalledFiles) -> Result<(), InstallError> {
-    let search_path = std::env::var_os("PATH").unwrap_or_else(|| {
+    apply_permissions_searching(spec, installed, &search_path())
+}
+
+/// Where `setfacl`, `semanage` and `restorecon` are looked for.
+fn search_path() -> OsString {
+    std::env::var_os("PATH").unwrap_or_else(|| {
         OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    });
-    apply_permissions_searching(spec, installed, &search_path)
+    })
 }
 
 /// One installed path a `permissions` entry applies to.
@@ -660,6 +693,32 @@ fn apply_permissions_searching(
     installed: &InstalledFiles,
     search_path: &OsStr,
 ) -> Result<(), InstallError> {
+    let checked = check_permissions(spec, installed, search_path)?;
+    for target in &checked.targets {
+        apply_one(
+            target.path,
+            &spec.permissions[target.entry],
+            checked.ids[target.entry],
+            &checked.tools,
+        )?;
+    }
+    Ok(())
+}
+
+/// Every `permissions` entry resolved against `installed`, with its users, groups and tools.
+struct CheckedPermissions<'a> {
+    targets: Vec<PermissionTarget<'a>>,
+    ids: Vec<Ids>,
+    tools: Tools,
+}
+
+/// Resolves every `permissions` entry against `installed` (which paths each entry matches,
+/// files against directories), and the users, groups and tools they need, changing nothing.
+fn check_permissions<'a>(
+    spec: &AppSpec,
+    installed: &'a InstalledFiles,
+    search_path: &OsStr,
+) -> Result<CheckedPermissions<'a>, InstallError> {
     let targets = plan_permissions(spec, installed)?;
 
     let mut ids = vec![Ids::default(); spec.permissions.len()];
@@ -697,15 +756,11 @@ fn apply_permissions_searching(
         }
     }
 
-    for target in &targets {
-        apply_one(
-            target.path,
-            &spec.permissions[target.entry],
-            ids[target.entry],
-            &tools,
-        )?;
-    }
-    Ok(())
+    Ok(CheckedPermissions {
+        targets,
+        ids,
+        tools,
+    })
 }
 
 /// Decides which installed paths each `permissions` entry applies to, in entry order, with

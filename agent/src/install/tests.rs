@@ -1158,3 +1158,75 @@ fn installed_files_serialize_with_snake_case_kinds() {
         r#"{"entries":[{"path":"/opt/app","kind":"directory"}]}"#
     );
 }
+
+/// Regression: permissions that cannot apply were found only after Install had copied the
+/// files, leaving a file meant to be 0600 on disk at 0644. Each case must install nothing.
+#[test]
+fn permissions_that_cannot_apply_install_nothing() {
+    // (what is wrong, permissions for a fixture where opt/app/secret.txt is a file)
+    type Rules = Box<dyn Fn(&Fixture) -> Vec<Permission>>;
+    let cases: Vec<(&str, Rules)> = vec![
+        (
+            "pattern on a file object",
+            Box::new(|f| {
+                let mut p = permission(f.host("opt/app/secret.txt"));
+                p.mode = Some(0o600);
+                p.pattern = "*.txt".into();
+                vec![p]
+            }),
+        ),
+        (
+            "except on a file object",
+            Box::new(|f| {
+                let mut p = permission(f.host("opt/app/secret.txt"));
+                p.mode = Some(0o600);
+                p.except = vec!["x".into()];
+                vec![p]
+            }),
+        ),
+        (
+            "default ACL entry on a file",
+            Box::new(|f| {
+                let mut p = permission(f.host("opt/app"));
+                p.mode = Some(0o600);
+                p.acls = vec!["d:u:65534:rwx".into()];
+                vec![p]
+            }),
+        ),
+        (
+            "a path matched by two entries",
+            Box::new(|f| {
+                let mut first = permission(f.host("opt/app"));
+                first.mode = Some(0o600);
+                let mut second = permission(f.host("opt/app/secret.txt"));
+                second.mode = Some(0o600);
+                vec![first, second]
+            }),
+        ),
+        (
+            "an unknown owner",
+            Box::new(|f| {
+                let mut p = permission(f.host("opt/app"));
+                p.mode = Some(0o600);
+                p.owner = Some("hoist-no-such-user".into());
+                vec![p]
+            }),
+        ),
+    ];
+    for (why, permissions) in cases {
+        let f = Fixture::new();
+        let secret = f.bundle_file("app/secret.txt", "s3cret\n");
+        fs::set_permissions(secret, Permissions::from_mode(0o644)).unwrap();
+        let mut spec = spec(vec![("app", f.host("opt/app"))]);
+        spec.permissions = permissions(&f);
+        let mut record = InstalledFiles::default();
+        let error = install_files(&spec, &f.bundle, FileExistsBehavior::Disallow, &mut record)
+            .expect_err(why);
+        assert!(
+            matches!(error, InstallError::Permission { .. }),
+            "{why}: {error:?}"
+        );
+        assert!(tree(&f.host).is_empty(), "{why}: {:?}", tree(&f.host));
+        assert!(record.entries.is_empty(), "{why}: {record:?}");
+    }
+}

@@ -5,8 +5,9 @@
 //! and extracted into `dest/`. Extraction may refuse the archive but must never panic, and
 //! afterwards, whatever the outcome:
 //! - the temporary directory holds exactly the archive, `outside/` (still empty) and `dest/`;
-//! - every symlink under `dest` is relative and, read as written, stays inside `dest`, and
-//!   every path under `dest` that resolves on disk resolves inside `dest`;
+//! - every file and directory under `dest` (reached through real directories only) resolves
+//!   inside `dest`; symlinks are leaves and may point anywhere (`logs -> /var/log`), but
+//!   nothing was written through one: the `outside/` probe beside `dest` stays empty;
 //! - every regular file's hard links are all inside `dest`.
 //!
 //! Caps are small so that each run stays fast; their own enforcement is tested in the agent.
@@ -15,7 +16,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use hoist_agent::bundle::extract::{extract, ExtractLimits};
 
@@ -75,13 +76,8 @@ fn check_tree(dest: &Path) {
             let path = entry.expect("entry").path();
             let meta = fs::symlink_metadata(&path).expect("lstat");
             if meta.file_type().is_symlink() {
-                let target = fs::read_link(&path).expect("readlink");
-                assert!(
-                    lexically_inside(dest, &dir, &target),
-                    "{} -> {} leaves dest",
-                    path.display(),
-                    target.display()
-                );
+                // A leaf: where it points is not checked, only that nothing went through it.
+                continue;
             } else if meta.is_dir() {
                 stack.push(path.clone());
             } else if meta.is_file() {
@@ -103,31 +99,6 @@ fn check_tree(dest: &Path) {
     for (inode, (found, nlink)) in links {
         assert_eq!(found, nlink, "inode {inode} has hard links outside dest");
     }
-}
-
-/// Whether `target`, read relative to the directory `dir` the link is in, names a path inside
-/// `dest` without ever climbing above it.
-fn lexically_inside(dest: &Path, dir: &Path, target: &Path) -> bool {
-    let Ok(relative) = dir.strip_prefix(dest) else {
-        return false;
-    };
-    let mut inside: Vec<PathBuf> = relative
-        .components()
-        .map(|c| PathBuf::from(c.as_os_str()))
-        .collect();
-    for component in target.components() {
-        match component {
-            Component::Normal(name) => inside.push(PathBuf::from(name)),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if inside.pop().is_none() {
-                    return false;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return false,
-        }
-    }
-    true
 }
 
 fn restore_write(dir: &Path) {

@@ -159,6 +159,117 @@ fn civil_from_days(days: i64) -> (i64, u8, u8) {
     (year, month, day)
 }
 
+/// Writes a zip at `out` holding one deflated entry, `name`, of `mib` MiB of zeros: a zip bomb
+/// with honest headers (zip64, real CRC), streamed. One MiB of zeros is compressed once with a
+/// sync flush, which ends its deflate blocks on a byte boundary, and those blocks are written
+/// `mib` times, then a final empty block: a valid deflate stream, so 10 GiB takes well under a
+/// second and about 10 MB to build.
+pub fn write_zero_zip_bomb(out: &Path, name: &str, mib: u64) -> anyhow::Result<()> {
+    const MIB: usize = 1024 * 1024;
+    let zeros = vec![0u8; MIB];
+    let mut compress = flate2::Compress::new(flate2::Compression::best(), false);
+    let mut chunk = Vec::with_capacity(4 * 1024);
+    compress
+        .compress_vec(&zeros, &mut chunk, flate2::FlushCompress::Sync)
+        .context("compressing a MiB of zeros")?;
+    if compress.total_in() != MIB as u64 {
+        bail!("the compressor took {} of {MIB} bytes", compress.total_in());
+    }
+    // The final, empty block with fixed Huffman codes.
+    const LAST_BLOCK: [u8; 2] = [0x03, 0x00];
+    let mut one = flate2::Crc::new();
+    one.update(&zeros);
+    let mut crc = flate2::Crc::new();
+    for _ in 0..mib {
+        crc.combine(&one);
+    }
+    let size = mib * MIB as u64;
+    let compressed = chunk.len() as u64 * mib + LAST_BLOCK.len() as u64;
+
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = BufWriter::new(file);
+    let zip64_extra = |w: &mut BufWriter<File>| -> io::Result<()> {
+        w.write_all(&1u16.to_le_bytes())?;
+        w.write_all(&16u16.to_le_bytes())?;
+        w.write_all(&size.to_le_bytes())?;
+        w.write_all(&compressed.to_le_bytes())
+    };
+    let name_len = u16::try_from(name.len()).context("entry name too long")?;
+    let mut write = || -> io::Result<()> {
+        // Local file header.
+        w.write_all(&0x0403_4b50u32.to_le_bytes())?;
+        w.write_all(&45u16.to_le_bytes())?; // version needed: zip64
+        w.write_all(&0u16.to_le_bytes())?; // flags
+        w.write_all(&8u16.to_le_bytes())?; // deflate
+        w.write_all(&0u16.to_le_bytes())?; // time
+        w.write_all(&0x5021u16.to_le_bytes())?; // date: 2020-01-01
+        w.write_all(&crc.sum().to_le_bytes())?;
+        w.write_all(&u32::MAX.to_le_bytes())?;
+        w.write_all(&u32::MAX.to_le_bytes())?;
+        w.write_all(&name_len.to_le_bytes())?;
+        w.write_all(&20u16.to_le_bytes())?;
+        w.write_all(name.as_bytes())?;
+        zip64_extra(&mut w)?;
+        for _ in 0..mib {
+            w.write_all(&chunk)?;
+        }
+        w.write_all(&LAST_BLOCK)?;
+        let central_at = 30 + u64::from(name_len) + 20 + compressed;
+        // Central directory header.
+        w.write_all(&0x0201_4b50u32.to_le_bytes())?;
+        w.write_all(&((3u16 << 8) | 45).to_le_bytes())?; // made by: Unix
+        w.write_all(&45u16.to_le_bytes())?;
+        w.write_all(&0u16.to_le_bytes())?;
+        w.write_all(&8u16.to_le_bytes())?;
+        w.write_all(&0u16.to_le_bytes())?;
+        w.write_all(&0x5021u16.to_le_bytes())?;
+        w.write_all(&crc.sum().to_le_bytes())?;
+        w.write_all(&u32::MAX.to_le_bytes())?;
+        w.write_all(&u32::MAX.to_le_bytes())?;
+        w.write_all(&name_len.to_le_bytes())?;
+        w.write_all(&20u16.to_le_bytes())?; // extra
+        w.write_all(&0u16.to_le_bytes())?; // comment
+        w.write_all(&0u16.to_le_bytes())?; // disk
+        w.write_all(&0u16.to_le_bytes())?; // internal attributes
+        w.write_all(&((0o100_644u32) << 16).to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?; // local header offset
+        w.write_all(name.as_bytes())?;
+        zip64_extra(&mut w)?;
+        let central_size = 46 + u64::from(name_len) + 20;
+        let end64_at = central_at + central_size;
+        // Zip64 end of central directory record and locator.
+        w.write_all(&0x0606_4b50u32.to_le_bytes())?;
+        w.write_all(&44u64.to_le_bytes())?;
+        w.write_all(&((3u16 << 8) | 45).to_le_bytes())?;
+        w.write_all(&45u16.to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?;
+        w.write_all(&1u64.to_le_bytes())?;
+        w.write_all(&1u64.to_le_bytes())?;
+        w.write_all(&central_size.to_le_bytes())?;
+        w.write_all(&central_at.to_le_bytes())?;
+        w.write_all(&0x0706_4b50u32.to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?;
+        w.write_all(&end64_at.to_le_bytes())?;
+        w.write_all(&1u32.to_le_bytes())?;
+        // End of central directory record.
+        w.write_all(&0x0605_4b50u32.to_le_bytes())?;
+        w.write_all(&0u16.to_le_bytes())?;
+        w.write_all(&0u16.to_le_bytes())?;
+        w.write_all(&1u16.to_le_bytes())?;
+        w.write_all(&1u16.to_le_bytes())?;
+        w.write_all(
+            &u32::try_from(central_size)
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        )?;
+        w.write_all(&u32::try_from(central_at).unwrap_or(u32::MAX).to_le_bytes())?;
+        w.write_all(&0u16.to_le_bytes())?;
+        w.flush()
+    };
+    write().with_context(|| format!("writing {}", out.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

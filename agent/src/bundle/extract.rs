@@ -12,17 +12,23 @@
 //!   then write `a/passwd`; files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`, and an
 //!   existing file or symlink at the entry's path is unlinked first (a later duplicate replaces
 //!   an earlier entry, as tar does, without ever following a link);
-//! - symlink targets must be relative and may only climb with leading `..` components, no
-//!   further than the link's own directory depth, then descend with plain names. `..` after a
-//!   plain name is refused because the kernel resolves it physically: `d/up/..` leaves `dest`
-//!   when `d/up` is a link to `..`. With that rule every link resolves inside `dest`, whatever
-//!   other links the archive holds and in whatever order they come;
+//! - a symlink is a leaf: its target may be absolute or leave the bundle (`logs -> /var/log`
+//!   is common, and a directory bundle may hold one too), but no entry is ever written through
+//!   it (the `lstat` walk above), no hard link goes through it, and Install copies it as a
+//!   link; [`link_leaves_bundle`] tells `validate` which links point out;
 //! - hard links must point at a regular file this extraction already wrote;
 //! - devices, FIFOs, sockets, sparse files and unknown entry types are refused;
 //! - the count of entries and the bytes actually written (not the sizes headers claim) are
-//!   capped, so a lying zip bomb stops as soon as it crosses the cap.
+//!   capped, so a lying zip bomb stops as soon as it crosses the cap;
+//! - before a byte is written, a zip is refused from its central directory when its declared
+//!   sizes exceed the cap, when an entry over 4 MiB declares more than 1000:1 compression, or
+//!   when the declared total does not fit the destination's free space with a margin; a tar
+//!   entry is refused when its declared size does not fit; and while writing (a tar.gz
+//!   declares no total, and headers may lie) free space is checked every MiB, stopping while
+//!   the margin (a twentieth of the filesystem, 4 to 256 MiB) is still free.
 //!
-//! Permission bits are kept, minus setuid, setgid and sticky unless allowed; entries without
+//! Permission bits are kept, minus group and other write (another user could otherwise change
+//! a script the agent runs as root) and minus setuid, setgid and sticky unless allowed; entries without
 //! mode information get 0644 (files) or 0755 (directories). Ownership from the archive is
 //! ignored unless asked for (tar only). File and directory mtimes are kept (one the system cannot
 //! represent is dropped); symlinks, and entries whose mtime was dropped, get the time of
@@ -101,6 +107,19 @@ pub enum ExtractError {
     UnsafeEntry { entry: String, reason: String },
     #[error("archive exceeds the limit of {limit}: {what}")]
     LimitExceeded { what: String, limit: u64 },
+    #[error("refusing archive entry {entry:?}: it declares {size} bytes from {compressed} compressed (more than {MAX_COMPRESSION_RATIO}:1), the mark of a zip bomb")]
+    ImplausibleRatio {
+        entry: String,
+        size: u64,
+        compressed: u64,
+    },
+    #[error("not enough space to unpack into {path}: {needed} bytes needed (with a margin of {margin}), {available} available")]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        margin: u64,
+        available: u64,
+    },
     #[error("corrupt archive {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("extraction directory {path} is not empty")]
@@ -112,6 +131,18 @@ pub enum ExtractError {
         source: std::io::Error,
     },
 }
+
+/// Group and other write bits, masked from every mode an archive carries.
+pub const WRITE_BY_OTHERS: u32 = 0o022;
+/// A zip entry larger than this whose declared sizes claim more than
+/// [`MAX_COMPRESSION_RATIO`] is refused before anything is written. Deflate cannot do better
+/// than about 1032:1, reached only by long runs of one byte: no real application file of
+/// this size compresses like that, a zip bomb does.
+pub const RATIO_CHECK_MIN_BYTES: u64 = 4 * 1024 * 1024;
+/// See [`RATIO_CHECK_MIN_BYTES`].
+pub const MAX_COMPRESSION_RATIO: u64 = 1000;
+/// Free space is checked again after this many bytes written.
+const SPACE_CHECK_EVERY: u64 = 1024 * 1024;
 
 /// Bytes read to sniff a format: one tar header block.
 const BLOCK: usize = 512;
@@ -222,6 +253,7 @@ pub fn extract(
         summary: ExtractSummary::default(),
         files: HashSet::new(),
         dirs: BTreeMap::new(),
+        next_space_check: 0,
     };
     let file = File::open(archive).map_err(|source| ExtractError::Io {
         path: archive.to_path_buf(),
@@ -282,6 +314,8 @@ struct Extractor<'a> {
     /// Directories to give their final mode and mtime once everything is written, so that a
     /// read-only directory does not stop its own contents from being extracted.
     dirs: BTreeMap<PathBuf, Meta>,
+    /// `summary.bytes` at which free space is checked next.
+    next_space_check: u64,
 }
 
 impl Extractor<'_> {
@@ -294,6 +328,13 @@ impl Extractor<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Refuses when `needed` more bytes would not leave the margin free on `dest`'s
+    /// filesystem.
+    fn check_space(&self, needed: u64) -> Result<(), ExtractError> {
+        let space = free_space(&self.dest)?;
+        fits(&self.dest, needed, space)
     }
 
     fn corrupt(&self, entry: &str, err: impl std::fmt::Display) -> ExtractError {
@@ -310,7 +351,11 @@ impl Extractor<'_> {
         }
     }
 
+    /// The archive's mode without group and other write (so no other user can change a
+    /// script the agent later runs as root) and, unless allowed, without setuid, setgid and
+    /// sticky.
     fn final_mode(&self, mode: u32) -> u32 {
+        let mode = mode & !WRITE_BY_OTHERS;
         if self.limits.allow_setuid {
             mode & 0o7777
         } else {
@@ -350,7 +395,7 @@ impl Extractor<'_> {
                 self.files.insert(rel);
             }
             Kind::Symlink(link) => {
-                check_symlink_target(name, &rel, &link)?;
+                check_symlink_target(name, &link)?;
                 self.clear_final(name, &rel, &target, false)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)
                     .map_err(Self::write_err(&target))?;
@@ -472,6 +517,12 @@ impl Extractor<'_> {
                     limit: self.limits.max_total_bytes,
                 });
             }
+            // A tar.gz declares no total, and any header may lie: watch the disk itself and
+            // stop while the margin is still free.
+            if self.summary.bytes >= self.next_space_check {
+                self.next_space_check = self.summary.bytes + SPACE_CHECK_EVERY;
+                self.check_space(n as u64)?;
+            }
             file.write_all(&buf[..n]).map_err(Self::write_err(target))?;
         }
         if let Some(expected) = expected_size {
@@ -592,21 +643,26 @@ fn entry_path(name: &str, raw: &[u8]) -> Result<Option<PathBuf>, ExtractError> {
     Ok((!rel.as_os_str().is_empty()).then_some(rel))
 }
 
-/// A symlink at `rel` may point to `target` only if the target stays inside `dest`: relative,
-/// leading `..` no deeper than the link's directory, plain names after that.
-fn check_symlink_target(name: &str, rel: &Path, target: &[u8]) -> Result<(), ExtractError> {
-    let shown = String::from_utf8_lossy(target);
+/// A symlink's target must be non-empty and hold no NUL. Where it points is not restricted:
+/// a link is a leaf, never followed by extraction (every directory on an entry's way is
+/// checked to be a real one) nor by Install, which copies it as a link.
+fn check_symlink_target(name: &str, target: &[u8]) -> Result<(), ExtractError> {
     if target.is_empty() {
         return Err(unsafe_entry(name, "empty symlink target".to_string()));
     }
     if target.contains(&0) {
         return Err(unsafe_entry(name, "NUL byte in symlink target".to_string()));
     }
+    Ok(())
+}
+
+/// Whether a symlink at `rel` (relative to the bundle root) with `target` may resolve outside
+/// the bundle: an absolute target, more leading `..` than the link's directory depth, or a `..`
+/// after a name (the kernel resolves it physically, so `d/up/..` leaves when `d/up` is a link).
+/// Such links are kept as links; `validate` names them.
+pub fn link_leaves_bundle(rel: &Path, target: &[u8]) -> bool {
     if target.starts_with(b"/") {
-        return Err(unsafe_entry(
-            name,
-            format!("symlink to absolute path {shown:?}"),
-        ));
+        return true;
     }
     let depth = rel.components().count().saturating_sub(1);
     let mut ups = 0;
@@ -614,25 +670,17 @@ fn check_symlink_target(name: &str, rel: &Path, target: &[u8]) -> Result<(), Ext
     for part in target.split(|b| *b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." if descended => {
-                return Err(unsafe_entry(
-                    name,
-                    format!("symlink target {shown:?} has `..` after a name"),
-                ));
-            }
+            b".." if descended => return true,
             b".." => {
                 ups += 1;
                 if ups > depth {
-                    return Err(unsafe_entry(
-                        name,
-                        format!("symlink target {shown:?} points outside the bundle"),
-                    ));
+                    return true;
                 }
             }
             _ => descended = true,
         }
     }
-    Ok(())
+    false
 }
 
 fn extract_tar(out: &mut Extractor<'_>, reader: impl Read) -> Result<(), ExtractError> {
@@ -689,6 +737,17 @@ fn extract_tar(out: &mut Extractor<'_>, reader: impl Read) -> Result<(), Extract
             }
         };
         let expected = matches!(kind, Kind::File).then(|| entry.size());
+        if let Some(size) = expected {
+            // The header's size, refused before the first byte of the entry is written.
+            let total = out.summary.bytes.saturating_add(size);
+            if total > out.limits.max_total_bytes {
+                return Err(ExtractError::LimitExceeded {
+                    what: format!("total unpacked bytes (entry {name:?} declares {size})"),
+                    limit: out.limits.max_total_bytes,
+                });
+            }
+            out.check_space(size)?;
+        }
         out.entry(&name, &raw_name, kind, meta, &mut entry, expected)?;
     }
     Ok(())
@@ -707,6 +766,7 @@ fn extract_zip(out: &mut Extractor<'_>, file: File) -> Result<(), ExtractError> 
             limit: out.limits.max_entries,
         });
     }
+    check_zip_declared(out, &mut zip)?;
     for index in 0..zip.len() {
         let listed_name = match zip.name_for_index(index) {
             Some(Ok(name)) => name.into_owned(),
@@ -766,6 +826,91 @@ fn extract_zip(out: &mut Extractor<'_>, file: File) -> Result<(), ExtractError> 
             Kind::File
         };
         out.entry(&name, &path_bytes, kind, meta, &mut entry, None)?;
+    }
+    Ok(())
+}
+
+/// Refuses a zip from its central directory alone, before anything is written: declared
+/// sizes summing past the cap, an entry with an implausible compression ratio, or a total that
+/// does not fit the destination's free space. The cap on bytes actually written still holds
+/// for a zip whose declared sizes lie.
+fn check_zip_declared<R: Read + io::Seek>(
+    out: &Extractor<'_>,
+    zip: &mut zip::ZipArchive<R>,
+) -> Result<(), ExtractError> {
+    let mut total: u64 = 0;
+    let mut implausible = None;
+    for index in 0..zip.len() {
+        let listed_name = match zip.name_for_index(index) {
+            Some(Ok(name)) => name.into_owned(),
+            _ => format!("#{index}"),
+        };
+        let entry = zip
+            .by_index_raw(index)
+            .map_err(|e| out.corrupt(&listed_name, e))?;
+        let (size, compressed) = (entry.size(), entry.compressed_size());
+        let ratio_too_high =
+            size > RATIO_CHECK_MIN_BYTES && size / compressed.max(1) > MAX_COMPRESSION_RATIO;
+        if ratio_too_high && implausible.is_none() {
+            implausible = Some(ExtractError::ImplausibleRatio {
+                entry: listed_name,
+                size,
+                compressed,
+            });
+        }
+        total = total.saturating_add(size);
+    }
+    if total > out.limits.max_total_bytes {
+        return Err(ExtractError::LimitExceeded {
+            what: format!("total unpacked bytes (the zip declares {total})"),
+            limit: out.limits.max_total_bytes,
+        });
+    }
+    if let Some(error) = implausible {
+        return Err(error);
+    }
+    out.check_space(total)
+}
+
+/// Space on a filesystem, from statvfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Space {
+    /// Bytes an unprivileged writer may still use.
+    available: u64,
+    /// Size of the filesystem.
+    total: u64,
+}
+
+// The statvfs fields are 64-bit here but 32-bit on some targets.
+#[allow(clippy::useless_conversion)]
+fn free_space(path: &Path) -> Result<Space, ExtractError> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(|e| ExtractError::Write {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    let block = u64::from(stat.fragment_size());
+    Ok(Space {
+        available: u64::from(stat.blocks_available()).saturating_mul(block),
+        total: u64::from(stat.blocks()).saturating_mul(block),
+    })
+}
+
+/// The space kept free while unpacking: a twentieth of the filesystem, at least 4 MiB and at
+/// most 256 MiB, so the agent can still write its state, logs and reports afterwards.
+fn margin(space: Space) -> u64 {
+    (space.total / 20).clamp(4 * 1024 * 1024, 256 * 1024 * 1024)
+}
+
+/// Whether `needed` more bytes fit in `space` with the margin left free.
+fn fits(path: &Path, needed: u64, space: Space) -> Result<(), ExtractError> {
+    let margin = margin(space);
+    if needed.saturating_add(margin) > space.available {
+        return Err(ExtractError::NoSpace {
+            path: path.to_path_buf(),
+            needed,
+            margin,
+            available: space.available,
+        });
     }
     Ok(())
 }

@@ -303,6 +303,8 @@ enum Refusal {
     /// `Corrupt` whose reason names this entry.
     Corrupt(String),
     Limit,
+    /// `ImplausibleRatio` naming this entry.
+    Ratio(String),
     GzipNotTar,
     Unknown,
 }
@@ -349,6 +351,7 @@ fn check_refused_in(
             reason.contains(&format!("{name:?}"))
         }
         (Refusal::Limit, ExtractError::LimitExceeded { .. }) => true,
+        (Refusal::Ratio(name), ExtractError::ImplausibleRatio { entry, .. }) => entry == name,
         (Refusal::GzipNotTar, ExtractError::GzipNotTar { path }) => path == &archive,
         (Refusal::Unknown, ExtractError::UnknownFormat { path }) => path == &archive,
         _ => false,
@@ -406,7 +409,7 @@ fn hostile_tars(outside: &Path) -> Vec<Case> {
                 .symlink("etc", &abs_dir)
                 .file("etc/passwd", b"pwned")
                 .finish(),
-            unsafe_("etc"),
+            unsafe_("etc/passwd"),
         ),
         (
             "symlink to /etc",
@@ -414,7 +417,7 @@ fn hostile_tars(outside: &Path) -> Vec<Case> {
                 .symlink("etc", "/etc")
                 .file("etc/passwd", b"x")
                 .finish(),
-            unsafe_("etc"),
+            unsafe_("etc/passwd"),
         ),
         (
             "symlink escaping with dot-dot, then a file through it",
@@ -423,21 +426,33 @@ fn hostile_tars(outside: &Path) -> Vec<Case> {
                 .symlink("d/link", "../../victim")
                 .file("d/link/passwd", b"pwned")
                 .finish(),
-            unsafe_("d/link"),
+            unsafe_("d/link/passwd"),
         ),
         (
-            "symlink to the target's parent",
-            RawTar::default().symlink("up", "..").finish(),
-            unsafe_("up"),
+            "file through a symlink to the target's parent",
+            RawTar::default()
+                .symlink("up", "..")
+                .file("up/victim.txt", b"pwned")
+                .finish(),
+            unsafe_("up/victim.txt"),
         ),
         (
-            "symlink climbing through another link",
+            "file through a symlink climbing through another link",
             RawTar::default()
                 .dir("d")
                 .symlink("d/up", "..")
                 .symlink("esc", "d/up/..")
+                .file("esc/victim.txt", b"pwned")
                 .finish(),
-            unsafe_("esc"),
+            unsafe_("esc/victim.txt"),
+        ),
+        (
+            "hard link through a symlink leaving the bundle",
+            RawTar::default()
+                .symlink("out", "..")
+                .hardlink("h", "out/victim.txt")
+                .finish(),
+            unsafe_("h"),
         ),
         (
             "file written through an inside symlink",
@@ -646,7 +661,7 @@ fn hostile_zips(outside: &Path) -> Vec<Case> {
                 .symlink("etc", &abs_dir)
                 .file("etc/passwd", b"pwned")
                 .finish(),
-            unsafe_("etc"),
+            unsafe_("etc/passwd"),
         ),
         (
             "symlink escaping with dot-dot, then a file through it",
@@ -654,7 +669,7 @@ fn hostile_zips(outside: &Path) -> Vec<Case> {
                 .symlink("link", "../victim")
                 .file("link/passwd", b"pwned")
                 .finish(),
-            unsafe_("link"),
+            unsafe_("link/passwd"),
         ),
         (
             "file written through an inside symlink",
@@ -740,13 +755,22 @@ fn zip_bomb_stops_at_the_byte_cap() {
         max_total_bytes: 4 * 1024 * 1024,
         ..ExtractLimits::default()
     };
-    let sandbox = check_refused("zip bomb", "bomb.zip", &honest, &limits, &Refusal::Limit);
-    let written = bytes_under(&sandbox.dest());
-    assert!(
-        written <= limits.max_total_bytes,
-        "wrote {written} bytes past a cap of {}",
-        limits.max_total_bytes
-    );
+    // Honest headers: refused from the central directory, before a byte is written.
+    for limits in [
+        limits.clone(),
+        ExtractLimits {
+            max_total_bytes: u64::MAX,
+            ..ExtractLimits::default()
+        },
+    ] {
+        let want = if limits.max_total_bytes == u64::MAX {
+            Refusal::Ratio("zeros".to_string())
+        } else {
+            Refusal::Limit
+        };
+        let sandbox = check_refused("zip bomb", "bomb.zip", &honest, &limits, &want);
+        assert_eq!(bytes_under(&sandbox.dest()), 0, "nothing may be written");
+    }
 
     // The same bomb whose headers claim 1000 bytes: refused either at the cap or when the
     // data disagrees with the header, never after writing more than the cap.
@@ -897,7 +921,7 @@ fn setuid_setgid_and_sticky_are_stripped_unless_allowed() {
         let dest = sandbox.dest();
         assert_eq!(mode_of(&dest.join("suid")), 0o755, "{name}");
         assert_eq!(mode_of(&dest.join("sgid")), 0o750, "{name}");
-        assert_eq!(mode_of(&dest.join("tmp")), 0o777, "{name}");
+        assert_eq!(mode_of(&dest.join("tmp")), 0o755, "{name}");
 
         let allow = ExtractLimits {
             allow_setuid: true,
@@ -907,7 +931,7 @@ fn setuid_setgid_and_sticky_are_stripped_unless_allowed() {
         let dest = sandbox.dest();
         assert_eq!(mode_of(&dest.join("suid")), 0o4755, "{name}");
         assert_eq!(mode_of(&dest.join("sgid")), 0o2750, "{name}");
-        assert_eq!(mode_of(&dest.join("tmp")), 0o1777, "{name}");
+        assert_eq!(mode_of(&dest.join("tmp")), 0o1755, "{name}");
     }
 }
 
@@ -1282,4 +1306,216 @@ fn github_style_archives_find_their_root() {
         crate::bundle::find_appspec(&root, None).expect("appspec"),
         root.join("appspec.yml")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Symlinks out of the bundle, modes, zip bombs and free space
+
+/// Regression: `logs -> /var/log` was refused in an archive ("symlink to absolute path") but
+/// installed from a directory. Links pointing out are kept as links; nothing goes through them.
+#[test]
+fn symlinks_leaving_the_bundle_are_kept_as_leaves() {
+    // (name, target, whether it may resolve outside the bundle)
+    let links = [
+        ("logs", "/var/log", true),
+        ("up", "..", true),
+        ("d/out", "../../victim", true),
+        ("d/up", "..", false),
+        ("esc", "d/up/..", true),
+    ];
+    let mut tar = RawTar::default();
+    tar.file("appspec.yml", b"version: 0.0\n").dir("d");
+    let mut zip = RawZip::new();
+    zip.file("appspec.yml", b"version: 0.0\n");
+    for (name, target, _) in links {
+        tar.symlink(name, target);
+        zip.symlink(name, target);
+    }
+    let tar = tar.finish();
+    let archives = [
+        ("b.tar", tar.clone()),
+        ("b.tgz", gzip(&tar)),
+        ("b.zip", zip.finish()),
+    ];
+    for (archive_name, bytes) in archives {
+        let sandbox = Sandbox::new();
+        let archive = sandbox.archive(archive_name, &bytes);
+        let before = sandbox.outside();
+        extract(&archive, &sandbox.dest(), &small_limits())
+            .unwrap_or_else(|e| panic!("{archive_name}: {e}"));
+        assert_eq!(before, sandbox.outside(), "{archive_name}");
+        for (name, target, leaves) in links {
+            let path = sandbox.dest().join(name);
+            assert_eq!(
+                fs::read_link(&path).expect("a symlink"),
+                Path::new(target),
+                "{archive_name}: {name}"
+            );
+            assert_eq!(
+                link_leaves_bundle(Path::new(name), target.as_bytes()),
+                leaves,
+                "{name} -> {target}"
+            );
+        }
+    }
+    for (name, target) in [
+        ("a", "b"),
+        ("d/x", "../a"),
+        ("d/e/x", "../../a/b"),
+        ("s", "."),
+    ] {
+        assert!(
+            !link_leaves_bundle(Path::new(name), target.as_bytes()),
+            "{name} -> {target}"
+        );
+    }
+}
+
+/// Regression: a 0777 script from the archive stayed 0777, so another user could rewrite a
+/// script the agent later runs as root.
+#[test]
+fn group_and_other_write_bits_are_masked() {
+    let tar = RawTar::default()
+        .raw(RawEntry {
+            name: "stop.sh",
+            data: b"#!/bin/sh\n",
+            mode: 0o777,
+            ..RawEntry::default()
+        })
+        .raw(RawEntry {
+            name: "data",
+            data: b"x",
+            mode: 0o666,
+            ..RawEntry::default()
+        })
+        .raw(RawEntry {
+            name: "open",
+            kind: b'5',
+            mode: 0o777,
+            ..RawEntry::default()
+        })
+        .finish();
+    let zip = RawZip::new()
+        .file_mode("stop.sh", b"#!/bin/sh\n", Some(S_IFREG | 0o777))
+        .file_mode("data", b"x", Some(S_IFREG | 0o666))
+        .file_mode("open/", b"", Some(S_IFDIR | 0o777))
+        .finish();
+    for (name, bytes) in [("b.tar", &tar), ("b.zip", &zip)] {
+        let (sandbox, _) = extract_ok(name, bytes, &small_limits());
+        let dest = sandbox.dest();
+        assert_eq!(mode_of(&dest.join("stop.sh")), 0o755, "{name}");
+        assert_eq!(mode_of(&dest.join("data")), 0o644, "{name}");
+        assert_eq!(mode_of(&dest.join("open")), 0o755, "{name}");
+    }
+}
+
+/// The bomb builder makes a real archive: a small one extracts to the zeros it declares.
+#[test]
+fn the_zero_zip_bomb_builder_writes_a_valid_zip() {
+    let sandbox = Sandbox::new();
+    let archive = sandbox.path().join("small.zip");
+    hoist_tests::archive::write_zero_zip_bomb(&archive, "zeros", 4).expect("bomb");
+    let summary = extract(&archive, &sandbox.dest(), &ExtractLimits::default()).expect("extract");
+    assert_eq!(summary.bytes, 4 * 1024 * 1024);
+    let data = fs::read(sandbox.dest().join("zeros")).expect("read");
+    assert!(data.len() == 4 * 1024 * 1024 && data.iter().all(|b| *b == 0));
+}
+
+/// Regression: a 10 GiB zip of zeros (1000:1) was refused only after 8 GiB were written.
+/// Its honest headers now refuse it before a byte is written: past the cap with the default
+/// limits, and by its ratio when the cap would allow it.
+#[test]
+fn a_10_gib_zip_of_zeros_is_refused_before_writing() {
+    let sandbox = Sandbox::new();
+    let archive = sandbox.path().join("bomb.zip");
+    hoist_tests::archive::write_zero_zip_bomb(&archive, "zeros", 10 * 1024).expect("bomb");
+    let on_disk = fs::metadata(&archive).expect("stat").len();
+    assert!(on_disk < 20 * 1024 * 1024, "the bomb is {on_disk} bytes");
+    let unlimited = ExtractLimits {
+        max_total_bytes: u64::MAX,
+        ..ExtractLimits::default()
+    };
+    for (limits, want) in [
+        (ExtractLimits::default(), Refusal::Limit),
+        (unlimited, Refusal::Ratio("zeros".to_string())),
+    ] {
+        let bytes = fs::read(&archive).expect("read");
+        let sandbox = check_refused("10 GiB bomb", "bomb.zip", &bytes, &limits, &want);
+        assert!(
+            listing(&sandbox.dest()).is_empty(),
+            "nothing may be written"
+        );
+    }
+}
+
+#[test]
+fn a_declared_total_that_does_not_fit_the_free_space_names_both_figures() {
+    let mib = 1024 * 1024;
+    let space = Space {
+        available: 100 * mib,
+        total: 1000 * mib,
+    };
+    // The margin is a twentieth of the filesystem: 50 MiB here.
+    assert!(fits(Path::new("/d"), 50 * mib, space).is_ok());
+    let error = fits(Path::new("/d"), 50 * mib + 1, space).expect_err("too big");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "not enough space to unpack into /d: {} bytes needed (with a margin of {}), {} available",
+            50 * mib + 1,
+            50 * mib,
+            100 * mib
+        )
+    );
+    let tiny = Space {
+        available: 10 * mib,
+        total: 10 * mib,
+    };
+    assert_eq!(margin(tiny), 4 * mib, "at least 4 MiB");
+    let huge = Space {
+        available: u64::MAX,
+        total: u64::MAX,
+    };
+    assert_eq!(margin(huge), 256 * mib, "at most 256 MiB");
+}
+
+/// A tar.gz declares no total: extraction watches the disk and stops while the margin is
+/// still free. Needs root to mount a small tmpfs.
+#[test]
+fn a_tgz_that_would_fill_the_filesystem_stops_before_it_is_full() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping a_tgz_that_would_fill_the_filesystem: needs root to mount a tmpfs");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mount_point = sandbox.path().join("small");
+    fs::create_dir(&mount_point).expect("mkdir");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(&mount_point)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount_point.clone());
+
+    // Many entries of honest sizes that each fit, 48 MiB in all; the headers say nothing of
+    // the total.
+    let chunk = vec![0u8; 4 * 1024 * 1024];
+    let mut tar = RawTar::default();
+    for i in 0..12 {
+        tar.file(&format!("part{i}"), &chunk);
+    }
+    let tgz = gzip(&tar.finish());
+    let archive = sandbox.archive("fill.tgz", &tgz);
+    let limits = ExtractLimits::default();
+    let error = extract(&archive, &mount_point.join("dest"), &limits).expect_err("must stop");
+    assert!(matches!(error, ExtractError::NoSpace { .. }), "{error:?}");
+    let left = free_space(&mount_point).expect("statvfs").available;
+    assert!(left >= 2 * 1024 * 1024, "only {left} bytes left free");
 }

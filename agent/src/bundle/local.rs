@@ -1,15 +1,65 @@
 //! Local revisions for `hoist-agent deploy --bundle DIR`: the directory is copied into the
 //! deployment directory first, so later deployments can still run this revision's
 //! ApplicationStop even after the developer has changed or removed the original.
+//!
+//! Also who may reach a deployment directory at all ([`share_with_hook_users`]): its copy of
+//! the revision holds scripts the agent runs as root, so other users get no way in, and the
+//! copy itself carries no group or other write bits (as extraction does).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
+use hoist_appspec::AppSpec;
+use nix::unistd::{Uid, User};
 
-/// Copies the tree at `src` into `dst` (created): regular files with their mode and mtime,
-/// directories, symlinks as symlinks. Other file types (sockets, FIFOs, devices) are refused.
+use crate::bundle::extract::WRITE_BY_OTHERS;
+
+/// Limits a deployment directory to the agent and the users its hooks run as: mode 0750,
+/// group root, or the primary group of the `runas` users when they share one (they need to
+/// reach their scripts and working directory). When they have several primary groups the
+/// directory is 0751: those users (and others) may pass through to a path they know, but not
+/// list it; what is inside has no group or other write bits. An agent that is not root cannot
+/// switch users anyway and only sets the mode.
+pub fn share_with_hook_users(dir: &Path, spec: &AppSpec) -> anyhow::Result<()> {
+    let me = nix::unistd::geteuid();
+    let mut groups = BTreeSet::new();
+    for hook in spec.hooks.iter().flat_map(|(_, hooks)| hooks) {
+        let Some(name) = &hook.runas else { continue };
+        // An unknown user fails its hook with a clear message later; nothing to share here.
+        if let Some(user) = lookup(name).filter(|u| u.uid != me && !u.uid.is_root()) {
+            groups.insert(user.gid.as_raw());
+        }
+    }
+    let (mode, group) = match (groups.len(), groups.first()) {
+        (1, Some(&gid)) if me.is_root() => (0o750, Some(gid)),
+        (0 | 1, _) => (0o750, None),
+        _ => (0o751, None),
+    };
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(dir, None, Some(gid))
+            .with_context(|| format!("changing the group of {}", dir.display()))?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", dir.display()))
+}
+
+/// A `runas` value as a user: a name, or a numeric id.
+fn lookup(name: &str) -> Option<User> {
+    match User::from_name(name) {
+        Ok(Some(user)) => Some(user),
+        _ => name
+            .parse()
+            .ok()
+            .and_then(|uid| User::from_uid(Uid::from_raw(uid)).ok().flatten()),
+    }
+}
+
+/// Copies the tree at `src` into `dst` (created): regular files with their mode (minus group
+/// and other write) and mtime, directories, symlinks as symlinks (never followed, wherever they
+/// point). Other file types (sockets, FIFOs, devices) are refused.
 pub fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<u64> {
     let meta = fs::metadata(src).with_context(|| format!("reading {}", src.display()))?;
     if !meta.is_dir() {
@@ -39,11 +89,13 @@ fn copy_dir(src: &Path, dst: &Path) -> anyhow::Result<u64> {
         } else if ft.is_dir() {
             fs::create_dir(&to).with_context(|| format!("creating {}", to.display()))?;
             files += copy_dir(&from, &to)?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(meta.permissions().mode()))
+            fs::set_permissions(&to, fs::Permissions::from_mode(masked(&meta)))
                 .with_context(|| format!("setting the mode of {}", to.display()))?;
         } else if ft.is_file() {
             fs::copy(&from, &to)
                 .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(masked(&meta)))
+                .with_context(|| format!("setting the mode of {}", to.display()))?;
             let mtime = meta
                 .modified()
                 .with_context(|| format!("reading {}", from.display()))?;
@@ -61,6 +113,11 @@ fn copy_dir(src: &Path, dst: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(files)
+}
+
+/// The source's permission bits without group and other write.
+fn masked(meta: &fs::Metadata) -> u32 {
+    meta.permissions().mode() & 0o7777 & !WRITE_BY_OTHERS
 }
 
 #[cfg(test)]

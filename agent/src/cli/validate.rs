@@ -1,6 +1,7 @@
 //! `hoist-agent validate PATH`: checks an appspec file, a bundle directory or an archive and
 //! lists every error and warning. For bundles it also checks that the files and scripts the
-//! appspec names exist in the bundle.
+//! appspec names exist in the bundle, and names the symlinks that point out of it (kept as
+//! links and never followed, but worth knowing about).
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,9 @@ fn validate(path: &Path) -> anyhow::Result<Exit> {
             return Ok(report(path, &[problem("", msg)], &[]));
         }
     };
+    if let Some(root) = &root {
+        print_outward_links(root);
+    }
     match hoist_appspec::parse(&text) {
         Ok(parsed) => {
             let errors = match &root {
@@ -103,6 +107,58 @@ fn check_bundle(spec: &AppSpec, root: &Path) -> Vec<Diagnostic> {
             }
         }
     }
+    out
+}
+
+/// Links shown by name before the rest are only counted.
+const LINKS_SHOWN: usize = 20;
+
+/// Prints an `info:` line for each symlink under `root` whose target is absolute or leaves the
+/// bundle. Names are printed escaped (`{:?}`): they come from the bundle.
+fn print_outward_links(root: &Path) {
+    let links = outward_links(root);
+    for (rel, target) in links.iter().take(LINKS_SHOWN) {
+        println!(
+            "info:    {:?} -> {:?}: symlink pointing out of the bundle; installed as a link, never followed",
+            rel.display().to_string(),
+            target.display().to_string()
+        );
+    }
+    if links.len() > LINKS_SHOWN {
+        println!(
+            "info:    and {} more symlinks pointing out of the bundle",
+            links.len() - LINKS_SHOWN
+        );
+    }
+}
+
+/// Symlinks under `root` (relative paths, sorted) whose target may resolve outside it; real
+/// directories are walked, links never followed. Unreadable directories are skipped.
+fn outward_links(root: &Path) -> Vec<(PathBuf, PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let Ok(listing) = std::fs::read_dir(root.join(&rel_dir)) else {
+            continue;
+        };
+        for entry in listing.flatten() {
+            let rel = rel_dir.join(entry.file_name());
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(rel);
+            } else if kind.is_symlink() {
+                if let Ok(target) = std::fs::read_link(entry.path()) {
+                    if extract::link_leaves_bundle(&rel, target.as_os_str().as_bytes()) {
+                        out.push((rel, target));
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
     out
 }
 

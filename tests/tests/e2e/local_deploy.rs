@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hoist_tests::{alive, bin, example_bundle, root_or_skip, run, Scratch, TestUser};
+use hoist_tests::{alive, bin, copy_dir, example_bundle, root_or_skip, run, Scratch, TestUser};
 
 /// Writes an agent config with everything inside the scratch directory.
 fn agent_config(s: &Scratch) -> PathBuf {
@@ -538,4 +538,195 @@ fn describe_tree(root: &Path) -> Vec<(String, String, u32, String)> {
     }
     out.sort();
     out
+}
+
+/// Packs `src` as `kind` (zip, tar or tgz) at `archive`.
+fn pack(kind: &str, src: &Path, archive: &Path) {
+    match kind {
+        "zip" => hoist_tests::archive::write_zip(src, archive).expect("zip"),
+        "tar" => hoist_tests::archive::write_tar(src, archive, false).expect("tar"),
+        _ => hoist_tests::archive::write_tar(src, archive, true).expect("tgz"),
+    }
+}
+
+/// A bundle whose entries all sit under one folder holding the appspec installs the same tree,
+/// and its hooks run in the same working directory, as the same bundle without the folder.
+#[test]
+fn a_leading_folder_in_zip_tar_and_tgz_changes_neither_the_tree_nor_the_hooks_directory() {
+    let s = Scratch::new();
+    let plain = s.join("plain");
+    write_bundle(
+        &plain,
+        &format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {}\nhooks:\n  AfterInstall:\n    - location: scripts/where.sh\n",
+            s.join("dest").display()
+        ),
+        &[
+            ("app/bin/run.sh", "#!/bin/sh\necho run\n"),
+            (
+                "scripts/where.sh",
+                "#!/bin/sh\nset -eu\nls -A > \"$HOIST_DEMO_DIR/cwd-listing\"\ncat scripts/where.sh > \"$HOIST_DEMO_DIR/cwd-script\"\n",
+            ),
+        ],
+    );
+    fs::write(plain.join("app/config.txt"), "config\n").expect("write");
+    let wrapped = s.join("wrapped");
+    copy_dir(&plain, &wrapped.join("owner-repo-0123abc"));
+
+    let mut outcomes = Vec::new();
+    for kind in ["zip", "tar", "tgz"] {
+        for (layout, src) in [("plain", &plain), ("wrapped", &wrapped)] {
+            let archive = s.join(format!("{layout}.{kind}"));
+            pack(kind, src, &archive);
+            let _ = fs::remove_dir_all(s.join("dest"));
+            let _ = fs::remove_dir_all(s.join("state"));
+            let _ = fs::remove_dir_all(s.join("root"));
+            fs::create_dir_all(s.join("root")).expect("mkdir");
+            let config = agent_config(&s);
+            let out = deploy(&config, &archive, &[]);
+            assert!(out.status.success(), "{layout} {kind} deployment failed");
+            let listing = fs::read_to_string(s.join("root/cwd-listing")).expect("listing");
+            let script = fs::read_to_string(s.join("root/cwd-script")).expect("script");
+            outcomes.push((
+                format!("{layout} {kind}"),
+                describe_tree(&s.join("dest")),
+                listing,
+                script,
+            ));
+        }
+    }
+    let (_, tree, listing, script) = &outcomes[0];
+    assert!(tree.len() >= 3, "{tree:?}");
+    assert_eq!(listing, "app\nappspec.yml\nscripts\n");
+    assert!(script.contains("cwd-listing"), "{script}");
+    for (what, other_tree, other_listing, other_script) in &outcomes[1..] {
+        assert_eq!(other_tree, tree, "{what}: installed tree differs");
+        assert_eq!(
+            other_listing, listing,
+            "{what}: hook working directory differs"
+        );
+        assert_eq!(other_script, script, "{what}");
+    }
+}
+
+/// Regression: `logs -> <absolute path>` was refused in a tar.gz ("symlink to absolute path")
+/// but installed from a directory. Both install it as a link, and no permissions step reaches
+/// through it; `validate` names it.
+#[test]
+fn an_absolute_symlink_installs_as_a_link_from_a_tgz_and_from_a_directory() {
+    let s = Scratch::new();
+    let elsewhere = s.join("elsewhere");
+    fs::create_dir_all(&elsewhere).expect("mkdir");
+    fs::write(elsewhere.join("keep.log"), "untouched\n").expect("write");
+    fs::set_permissions(&elsewhere, fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(
+        elsewhere.join("keep.log"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let dest = s.join("dest");
+    let src = s.join("src");
+    write_bundle(
+        &src,
+        &format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {dest}\npermissions:\n  - object: {dest}\n    mode: 700\n",
+            dest = dest.display()
+        ),
+        &[("app/run.sh", "#!/bin/sh\n")],
+    );
+    std::os::unix::fs::symlink(&elsewhere, src.join("app/logs")).expect("symlink");
+    let archive = s.join("b.tgz");
+    pack("tgz", &src, &archive);
+
+    let validated = run(Command::new(bin("hoist-agent"))
+        .arg("validate")
+        .arg(&archive));
+    assert_eq!(validated.status.code(), Some(0), "{}", stdout(&validated));
+    let text = stdout(&validated);
+    assert!(
+        text.contains("\"app/logs\"") && text.contains("pointing out of the bundle"),
+        "{text}"
+    );
+
+    for bundle in [&src, &archive] {
+        let _ = fs::remove_dir_all(&dest);
+        let _ = fs::remove_dir_all(s.join("state"));
+        let config = agent_config(&s);
+        let out = deploy(&config, bundle, &[]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            bundle.display(),
+            stdout(&out)
+        );
+        assert_eq!(
+            fs::read_link(dest.join("logs")).expect("a symlink"),
+            elsewhere,
+            "{}",
+            bundle.display()
+        );
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dest.join("run.sh")), 0o700, "permissions applied");
+        assert_eq!(mode(&elsewhere), 0o755, "nothing chmods through the link");
+        assert_eq!(mode(&elsewhere.join("keep.log")), 0o644);
+        assert_eq!(
+            fs::read_to_string(elsewhere.join("keep.log")).expect("read"),
+            "untouched\n"
+        );
+    }
+}
+
+/// Regression: a script shipped 0777 stayed 0777 in the deployment directory, so another user
+/// could rewrite the ApplicationStop script the agent later runs as root.
+#[test]
+fn an_unprivileged_user_cannot_change_a_script_the_agent_will_run() {
+    if !root_or_skip("an_unprivileged_user_cannot_change_a_script_the_agent_will_run") {
+        return;
+    }
+    let user = TestUser::ensure("hoistnopriv");
+    let s = Scratch::new();
+    let src = s.join("src");
+    write_bundle(
+        &src,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStop:\n    - location: scripts/stop.sh\n",
+        &[("scripts/stop.sh", "#!/bin/sh\necho stopping\n")],
+    );
+    fs::set_permissions(src.join("scripts"), fs::Permissions::from_mode(0o777)).expect("chmod");
+    fs::set_permissions(
+        src.join("scripts/stop.sh"),
+        fs::Permissions::from_mode(0o777),
+    )
+    .expect("chmod");
+    let archive = s.join("b.tgz");
+    pack("tgz", &src, &archive);
+    for bundle in [&src, &archive] {
+        let _ = fs::remove_dir_all(s.join("state"));
+        let config = agent_config(&s);
+        let out = deploy(&config, bundle, &[]);
+        assert!(out.status.success(), "{}", bundle.display());
+        let copies: Vec<PathBuf> = hoist_tests::walk(&s.join("state"))
+            .into_iter()
+            .filter(|p| p.ends_with("scripts/stop.sh"))
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let script = &copies[0];
+        let as_user = |shell: &str| {
+            run(Command::new("runuser").args(["-u", &user.name, "--", "sh", "-c", shell]))
+        };
+        let quoted = format!("'{}'", script.display());
+        let append = as_user(&format!("echo pwned >> {quoted}"));
+        assert!(!append.status.success(), "{} could append", user.name);
+        let replace = as_user(&format!(
+            "cp /bin/true {quoted}.new && mv -f {quoted}.new {quoted}"
+        ));
+        assert!(!replace.status.success(), "{} could replace", user.name);
+        assert_eq!(
+            fs::read_to_string(script).expect("read"),
+            "#!/bin/sh\necho stopping\n",
+            "{}",
+            bundle.display()
+        );
+        let mode = fs::metadata(script).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode & 0o022, 0, "mode {mode:o}");
+    }
 }

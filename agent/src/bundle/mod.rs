@@ -37,7 +37,9 @@ pub enum BundleError {
 ///
 /// Archives made from a repository hosting service (GitHub's `owner-repo-sha/`) wrap the whole
 /// tree in one top directory: when `extracted` holds exactly one entry, a real directory (not a
-/// symlink) with an appspec in it, and no appspec of its own, that directory is the root.
+/// symlink) holding an appspec, and no appspec of its own, that directory is the root. As in
+/// CodeDeploy's agent, "holding an appspec" means an entry whose name contains `appspec` in any
+/// case, so a deployment naming its own appspec file (`appspec-prod.yml`) finds it too.
 /// Otherwise `extracted` itself is, including when it cannot be read (the appspec lookup that
 /// follows then reports the problem).
 pub fn bundle_root(extracted: &Path) -> PathBuf {
@@ -55,11 +57,25 @@ pub fn bundle_root(extracted: &Path) -> PathBuf {
     let entries: Vec<_> = listing.take(2).collect();
     if let [Ok(only)] = entries.as_slice() {
         let is_dir = only.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if is_dir && has_appspec(&only.path()) {
+        if is_dir && names_an_appspec(&only.path()) {
             return only.path();
         }
     }
     extracted.to_path_buf()
+}
+
+/// Whether `dir` holds an entry whose name contains `appspec`, in any case.
+fn names_an_appspec(dir: &Path) -> bool {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return false;
+    };
+    listing.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_string_lossy()
+            .to_ascii_lowercase()
+            .contains("appspec")
+    })
 }
 
 /// Finds the appspec under `root`: `custom` (a path relative to the root) when given, else
@@ -176,6 +192,23 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         write(&tmp.path().join("top/appspec.yaml"), "version: 0.0\n");
         assert_eq!(bundle_root(tmp.path()), tmp.path().join("top"));
+    }
+
+    /// Regression: a top directory holding only a custom-named appspec was not taken as the
+    /// root, so a deployment naming that appspec did not find it; CodeDeploy's agent strips
+    /// the directory when any name in it contains "appspec".
+    #[test]
+    fn bundle_root_descends_into_a_top_directory_with_a_custom_appspec() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        write(
+            &tmp.path().join("top/AppSpec-prod.yml"),
+            "version: 0.0
+",
+        );
+        write(&tmp.path().join("top/scripts/start.sh"), "");
+        let root = bundle_root(tmp.path());
+        assert_eq!(root, tmp.path().join("top"));
+        assert!(find_appspec(&root, Some("AppSpec-prod.yml")).is_ok());
     }
 
     #[test]

@@ -730,3 +730,26 @@ fn an_unprivileged_user_cannot_change_a_script_the_agent_will_run() {
         assert_eq!(mode & 0o022, 0, "mode {mode:o}");
     }
 }
+
+/// Regression: a 10 GiB zip of zeros (about 10 MB, 1000:1) was refused only after 8 GiB were
+/// written. `hoist-agent deploy` now refuses it from its headers, writing nothing.
+#[test]
+fn a_10_gib_zip_bomb_is_refused_before_anything_is_written() {
+    let s = Scratch::new();
+    let config = agent_config(&s);
+    let bomb = s.join("bomb.zip");
+    hoist_tests::archive::write_zero_zip_bomb(&bomb, "zeros", 10 * 1024).expect("bomb");
+    let out = deploy(&config, &bomb, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("total unpacked bytes"), "{text}");
+    assert!(
+        text.contains("10737418240"),
+        "the declared size is named: {text}"
+    );
+    let written: Vec<PathBuf> = hoist_tests::walk(&s.join("state"))
+        .into_iter()
+        .filter(|p| p.ends_with("zeros"))
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+}

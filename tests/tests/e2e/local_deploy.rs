@@ -728,7 +728,56 @@ fn an_unprivileged_user_cannot_change_a_script_the_agent_will_run() {
         );
         let mode = fs::metadata(script).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode & 0o022, 0, "mode {mode:o}");
+        // The deployment directory: the one whose parent is `deployments`.
+        let deployment_dir = script
+            .ancestors()
+            .find(|p| {
+                p.parent().and_then(Path::file_name) == Some(std::ffi::OsStr::new("deployments"))
+            })
+            .expect("deployment directory");
+        let dir_mode = fs::metadata(deployment_dir)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o750, "{}", deployment_dir.display());
+        let listed = as_user(&format!("ls '{}'", deployment_dir.display()));
+        assert!(!listed.status.success(), "{} could list it", user.name);
     }
+}
+
+/// Regression: a permissions rule that cannot apply (here a pattern on a file object) failed
+/// Install only after the files were copied, leaving a file meant to be 0600 at 0644.
+#[test]
+fn a_permissions_rule_that_cannot_apply_installs_nothing() {
+    let s = Scratch::new();
+    let config = agent_config(&s);
+    let dest = s.join("dest");
+    let src = s.join("src");
+    write_bundle(
+        &src,
+        &format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: app\n    destination: {dest}\npermissions:\n  - object: {dest}/secret.txt\n    pattern: \"*.txt\"\n    mode: 600\n",
+            dest = dest.display()
+        ),
+        &[],
+    );
+    fs::create_dir_all(src.join("app")).expect("mkdir");
+    fs::write(src.join("app/secret.txt"), "s3cret\n").expect("write");
+    fs::set_permissions(
+        src.join("app/secret.txt"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let out = deploy(&config, &src, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("cannot apply to a file object"), "{text}");
+    assert!(
+        !dest.exists(),
+        "Install wrote {:?}",
+        hoist_tests::walk(&dest)
+    );
 }
 
 /// Regression: a 10 GiB zip of zeros (about 10 MB, 1000:1) was refused only after 8 GiB were

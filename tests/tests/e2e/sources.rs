@@ -519,7 +519,8 @@ fn hostile_bundles_from_the_coordinator_are_refused_naming_the_entry() {
                 Raw::Symlink("site", &outside_target),
                 Raw::File("site/index.html", &index),
             ]),
-            "site",
+            // The link itself is a leaf; the entry written through it is refused.
+            "site/index.html",
         ),
     ];
     for (what, bytes, entry) in &cases {

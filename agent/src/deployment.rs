@@ -190,8 +190,7 @@ impl Engine {
         stop: &Stop,
     ) -> anyhow::Result<DeploymentRecord> {
         let dir = self.state.deployment_dir(&req.group, &req.deployment_id);
-        // Private until the appspec says which users its hooks run as (`prepare`).
-        state::create_dir(&dir, 0o750)?;
+        state::create_dir(&dir, 0o755)?;
         state::create_private_dir(&dir.join("logs"))?;
         let log_path = dir.join("logs").join("hooks.log");
         let log = Arc::new(HookLog::open(&log_path).map_err(|e| {
@@ -743,7 +742,7 @@ fn prepare(
             )
         })?
         .spec;
-    bundle::local::share_with_hook_users(dir, &spec)
+    bundle::local::share_with_hook_users(dir, &root, &spec)
         .map_err(|e| PrepareError(ErrorCode::BundleInvalid, format!("{e:#}")))?;
     Ok(Prepared {
         root,

@@ -276,7 +276,13 @@ fn prepare_dest(dest: &Path) -> Result<(), ExtractError> {
         path: dest.to_path_buf(),
         source,
     };
-    fs::create_dir_all(dest).map_err(write_err)?;
+    // Private to the agent while extraction runs (the module's assumption); the caller
+    // decides who may reach it afterwards.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dest)
+        .map_err(write_err)?;
     let mut listing = fs::read_dir(dest).map_err(write_err)?;
     if listing.next().is_some() {
         return Err(ExtractError::DestNotEmpty {

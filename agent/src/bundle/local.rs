@@ -2,13 +2,13 @@
 //! deployment directory first, so later deployments can still run this revision's
 //! ApplicationStop even after the developer has changed or removed the original.
 //!
-//! Also who may reach a deployment directory at all ([`share_with_hook_users`]): its copy of
-//! the revision holds scripts the agent runs as root, so other users get no way in, and the
-//! copy itself carries no group or other write bits (as extraction does).
+//! Also who may reach a deployment's copy of its revision ([`share_with_hook_users`]): it
+//! holds scripts the agent runs as root, so other users get no way in, and the copy itself
+//! carries no group or other write bits (as extraction does).
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -17,13 +17,27 @@ use nix::unistd::{Uid, User};
 
 use crate::bundle::extract::WRITE_BY_OTHERS;
 
-/// Limits a deployment directory to the agent and the users its hooks run as: mode 0750,
-/// group root, or the primary group of the `runas` users when they share one (they need to
-/// reach their scripts and working directory). When they have several primary groups the
-/// directory is 0751: those users (and others) may pass through to a path they know, but not
-/// list it; what is inside has no group or other write bits. An agent that is not root cannot
-/// switch users anyway and only sets the mode.
-pub fn share_with_hook_users(dir: &Path, spec: &AppSpec) -> anyhow::Result<()> {
+/// Limits the directory holding a deployment's copy of its revision (the child of
+/// `deployment_dir` that `root` lies in: `archive`, or `download` for a Git checkout) to the
+/// agent and the users its hooks run as: mode 0750, group root, or the primary group of the
+/// `runas` users when they share one (they need to reach their scripts and working directory).
+/// When they have several primary groups it is 0751: those users (and others) may pass
+/// through to a path they know, but not list it; nothing inside has group or other write. An
+/// agent that is not root cannot switch users anyway and only sets the mode. A root outside
+/// `deployment_dir` (not a copy) is left alone.
+pub fn share_with_hook_users(
+    deployment_dir: &Path,
+    root: &Path,
+    spec: &AppSpec,
+) -> anyhow::Result<()> {
+    let Some(first) = root
+        .strip_prefix(deployment_dir)
+        .ok()
+        .and_then(|rel| rel.components().next())
+    else {
+        return Ok(());
+    };
+    let dir = deployment_dir.join(first);
     let me = nix::unistd::geteuid();
     let mut groups = BTreeSet::new();
     for hook in spec.hooks.iter().flat_map(|(_, hooks)| hooks) {
@@ -39,10 +53,10 @@ pub fn share_with_hook_users(dir: &Path, spec: &AppSpec) -> anyhow::Result<()> {
         _ => (0o751, None),
     };
     if let Some(gid) = group {
-        std::os::unix::fs::chown(dir, None, Some(gid))
+        std::os::unix::fs::chown(&dir, None, Some(gid))
             .with_context(|| format!("changing the group of {}", dir.display()))?;
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+    fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", dir.display()))
 }
 
@@ -65,7 +79,12 @@ pub fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<u64> {
     if !meta.is_dir() {
         anyhow::bail!("{} is not a directory", src.display());
     }
-    fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+    // Private while it is filled; `share_with_hook_users` opens it to the hooks' users.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dst)
+        .with_context(|| format!("creating {}", dst.display()))?;
     copy_dir(src, dst)
 }
 

@@ -728,20 +728,18 @@ fn an_unprivileged_user_cannot_change_a_script_the_agent_will_run() {
         );
         let mode = fs::metadata(script).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode & 0o022, 0, "mode {mode:o}");
-        // The deployment directory: the one whose parent is `deployments`.
-        let deployment_dir = script
+        // The deployment's copy of the revision: the `archive` directory above the script.
+        let archive_dir = script
             .ancestors()
-            .find(|p| {
-                p.parent().and_then(Path::file_name) == Some(std::ffi::OsStr::new("deployments"))
-            })
-            .expect("deployment directory");
-        let dir_mode = fs::metadata(deployment_dir)
+            .find(|p| p.file_name() == Some(std::ffi::OsStr::new("archive")))
+            .expect("archive directory");
+        let dir_mode = fs::metadata(archive_dir)
             .expect("stat")
             .permissions()
             .mode()
             & 0o777;
-        assert_eq!(dir_mode, 0o750, "{}", deployment_dir.display());
-        let listed = as_user(&format!("ls '{}'", deployment_dir.display()));
+        assert_eq!(dir_mode, 0o750, "{}", archive_dir.display());
+        let listed = as_user(&format!("ls '{}'", archive_dir.display()));
         assert!(!listed.status.success(), "{} could list it", user.name);
     }
 }

@@ -142,6 +142,74 @@ fn masked(meta: &fs::Metadata) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn spec_running_as(users: &[&str]) -> AppSpec {
+        let hooks = users
+            .iter()
+            .map(|user| hoist_appspec::Hook {
+                location: "a.sh".into(),
+                timeout_secs: 60,
+                runas: Some(user.to_string()),
+            })
+            .collect();
+        AppSpec {
+            hooks: vec![(hoist_appspec::LifecycleEvent::AfterInstall, hooks)],
+            ..AppSpec::default()
+        }
+    }
+
+    /// Regression: a 0777 script in a bundle directory stayed 0777 in the deployment's copy.
+    #[test]
+    fn the_copy_loses_group_and_other_write() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let dst = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(src.path().join("scripts")).expect("mkdir");
+        fs::write(src.path().join("scripts/stop.sh"), "#!/bin/sh\n").expect("write");
+        for (path, mode) in [("scripts", 0o777), ("scripts/stop.sh", 0o777)] {
+            fs::set_permissions(src.path().join(path), fs::Permissions::from_mode(mode))
+                .expect("chmod");
+        }
+        let out = dst.path().join("copy");
+        copy_tree(src.path(), &out).expect("copy");
+        let mode = |p: &str| fs::metadata(out.join(p)).expect("stat").mode() & 0o7777;
+        assert_eq!(mode("scripts"), 0o755);
+        assert_eq!(mode("scripts/stop.sh"), 0o755);
+        assert_eq!(mode(""), 0o700, "private while it is filled");
+    }
+
+    #[test]
+    fn the_revision_copy_is_shared_only_with_the_hooks_users() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let deployment = tmp.path().join("d1");
+        let root = deployment.join("archive/owner-repo-abc");
+        fs::create_dir_all(&root).expect("mkdir");
+        let archive = deployment.join("archive");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").mode() & 0o7777;
+
+        share_with_hook_users(&deployment, &root, &AppSpec::default()).expect("share");
+        assert_eq!(mode(&archive), 0o750);
+
+        // A root outside the deployment directory is not a copy: left alone.
+        let outside = tmp.path().join("elsewhere");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).expect("chmod");
+        share_with_hook_users(&deployment, &outside, &AppSpec::default()).expect("share");
+        assert_eq!(mode(&outside), 0o755);
+
+        if nix::unistd::geteuid().is_root() {
+            let nobody = User::from_name("nobody")
+                .expect("getpwnam")
+                .expect("nobody");
+            share_with_hook_users(&deployment, &root, &spec_running_as(&["nobody", "root"]))
+                .expect("share");
+            let meta = fs::metadata(&archive).expect("stat");
+            assert_eq!(
+                (meta.mode() & 0o7777, meta.gid()),
+                (0o750, nobody.gid.as_raw())
+            );
+        }
+    }
 
     #[test]
     fn copies_files_modes_and_symlinks() {

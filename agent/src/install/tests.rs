@@ -1230,3 +1230,40 @@ fn permissions_that_cannot_apply_install_nothing() {
         assert!(record.entries.is_empty(), "{why}: {record:?}");
     }
 }
+
+/// A symlink pointing out of the bundle, named as a `files` source or met inside one, is
+/// installed as a link: what it points at is never copied, and permissions change only the
+/// link's own owner (CodeDeploy's v2 agent copies the target directory's contents).
+#[test]
+fn a_symlink_out_of_the_bundle_is_installed_as_a_link_and_never_followed() {
+    let f = Fixture::new();
+    let outside = f._temp.path().join("outside");
+    write(&outside.join("secret.log"), "outside\n");
+    fs::set_permissions(&outside, Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(outside.join("secret.log"), Permissions::from_mode(0o644)).unwrap();
+    f.bundle_file("app/run.sh", "#!/bin/sh\n");
+    std::os::unix::fs::symlink(&outside, f.bundle.join("app/logs")).unwrap();
+    std::os::unix::fs::symlink(&outside, f.bundle.join("logs")).unwrap();
+
+    let mut spec = spec(vec![("app", f.host("opt/app")), ("logs", f.host("var"))]);
+    let mut everything = permission(f.host("opt/app"));
+    everything.mode = Some(0o700);
+    let mut link_object = permission(f.host("var/logs"));
+    link_object.mode = Some(0o700);
+    spec.permissions = vec![everything, link_object];
+    let mut record = InstalledFiles::default();
+    install_files(&spec, &f.bundle, FileExistsBehavior::Disallow, &mut record).unwrap();
+    apply_permissions(&spec, &record).unwrap();
+
+    for link in ["opt/app/logs", "var/logs"] {
+        assert_eq!(fs::read_link(f.host(link)).unwrap(), outside, "{link}");
+    }
+    assert_eq!(
+        tree(&f.host("var")),
+        ["logs"],
+        "nothing copied from the target"
+    );
+    assert_eq!(mode_of(&f.host("opt/app/run.sh")), 0o700);
+    assert_eq!(mode_of(&outside), 0o755, "no chmod through the link");
+    assert_eq!(mode_of(&outside.join("secret.log")), 0o644);
+}

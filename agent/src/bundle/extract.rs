@@ -907,8 +907,12 @@ fn margin(space: Space) -> u64 {
     (space.total / 20).clamp(4 * 1024 * 1024, 256 * 1024 * 1024)
 }
 
-/// Whether `needed` more bytes fit in `space` with the margin left free.
+/// Whether `needed` more bytes fit in `space` with the margin left free. A filesystem that
+/// reports no size at all (some network and virtual ones) gives nothing to check against.
 fn fits(path: &Path, needed: u64, space: Space) -> Result<(), ExtractError> {
+    if space.total == 0 {
+        return Ok(());
+    }
     let margin = margin(space);
     if needed.saturating_add(margin) > space.available {
         return Err(ExtractError::NoSpace {

@@ -1477,6 +1477,14 @@ fn a_declared_total_that_does_not_fit_the_free_space_names_both_figures() {
         total: u64::MAX,
     };
     assert_eq!(margin(huge), 256 * mib, "at most 256 MiB");
+    let unknown = Space {
+        available: 0,
+        total: 0,
+    };
+    assert!(
+        fits(Path::new("/d"), mib, unknown).is_ok(),
+        "no figures, no check"
+    );
 }
 
 /// A tar.gz declares no total: extraction watches the disk and stops while the margin is

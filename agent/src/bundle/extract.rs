@@ -28,8 +28,8 @@
 //!   the margin (a twentieth of the filesystem, 4 to 256 MiB) is still free.
 //!
 //! Permission bits are kept, minus group and other write (another user could otherwise change
-//! a script the agent runs as root) and minus setuid, setgid and sticky unless allowed; entries without
-//! mode information get 0644 (files) or 0755 (directories). Ownership from the archive is
+//! a script the agent runs as root) and minus setuid, setgid and sticky unless allowed; entries
+//! without mode information get 0644 (files) or 0755 (directories). Ownership from the archive is
 //! ignored unless asked for (tar only). File and directory mtimes are kept (one the system cannot
 //! represent is dropped); symlinks, and entries whose mtime was dropped, get the time of
 //! extraction. Zip's MS-DOS timestamps carry no time zone and are read as UTC unless

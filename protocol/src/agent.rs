@@ -36,7 +36,9 @@ pub struct RegisterResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollRequest {
     pub name: String,
-    /// The host's tags from its config, sent on every poll so a change takes effect at once.
+    /// The host's tags from its config, sent on every poll. The coordinator takes a host's
+    /// tags at registration only; a later difference is recorded as a request that an
+    /// operator accepts (`hoist hosts tag HOST --accept`). The name likewise.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub agent_version: String,

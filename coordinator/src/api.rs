@@ -336,6 +336,7 @@ async fn poll(
             }
         };
         if let Some(command) = command {
+            state.engine.command_delivered(&command.command_id);
             return Ok(Json(PollResponse {
                 command: Some(command),
                 heartbeat_ms,

@@ -105,12 +105,17 @@ pub struct Engine {
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
     credentials: Mutex<HashMap<String, HostRow>>,
-    /// Last heartbeat naming each command in progress: a command's lease is renewed by
-    /// its reports and these, never by the host's polls. Lost at a restart, so the lease
-    /// counts from `started_ms` at the latest.
-    beats: Mutex<HashMap<String, u64>>,
-    /// When this engine started.
-    started_ms: u64,
+    /// Commands in progress that a poll has answered with since this engine started: when
+    /// first, and the last heartbeat naming them. Once a command is with its host, only its
+    /// reports and these heartbeats renew its lease, never the host's polls (a host that
+    /// polls but cannot work would otherwise keep it in progress forever).
+    leases: Mutex<HashMap<String, CommandLease>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CommandLease {
+    delivered_ms: u64,
+    beat_ms: u64,
 }
 
 #[derive(Default)]
@@ -400,8 +405,7 @@ impl Engine {
             contacts: Mutex::new(HashMap::new()),
             queued_reports: Mutex::new(ReportQueue::default()),
             credentials: Mutex::new(HashMap::new()),
-            beats: Mutex::new(HashMap::new()),
-            started_ms: now_ms(),
+            leases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -1019,7 +1023,14 @@ impl Engine {
             return Ok(HeartbeatAck { aborted: false });
         }
         if cmd.state == CommandState::InProgress {
-            locked(&self.beats).insert(cmd.id.clone(), now_ms());
+            let now = now_ms();
+            locked(&self.leases)
+                .entry(cmd.id.clone())
+                .and_modify(|l| l.beat_ms = now)
+                .or_insert(CommandLease {
+                    delivered_ms: now,
+                    beat_ms: now,
+                });
         }
         let stopped = match self.store.deployment(&cmd.deployment_id)? {
             Some(d) => d.state == DeploymentState::Stopped,
@@ -1085,6 +1096,18 @@ impl Engine {
             .map(|h| self.host_info(h, now))
             .collect::<Result<_>>()?;
         Ok(op::HostList { hosts })
+    }
+
+    /// Notes that a poll answered with `command_id`: from the first time on, the command's
+    /// lease runs on its reports and heartbeats alone.
+    pub fn command_delivered(&self, command_id: &str) {
+        let now = now_ms();
+        locked(&self.leases)
+            .entry(command_id.to_owned())
+            .or_insert(CommandLease {
+                delivered_ms: now,
+                beat_ms: now,
+            });
     }
 
     /// The command the host should work on: its oldest command in progress (handed out
@@ -1680,31 +1703,42 @@ impl Engine {
             // A host's last poll may not be written yet.
             self.flush_contacts()?;
             let in_progress = self.store.in_progress_commands()?;
-            let beats: HashMap<String, u64> = {
-                let mut beats = locked(&self.beats);
-                beats.retain(|id, _| in_progress.iter().any(|c| c.id == *id));
-                beats.clone()
+            let leases: HashMap<String, CommandLease> = {
+                let ids: HashSet<&str> = in_progress.iter().map(|c| c.id.as_str()).collect();
+                let mut leases = locked(&self.leases);
+                leases.retain(|id, _| ids.contains(id.as_str()));
+                leases.clone()
             };
             let mut deployments = Vec::new();
             for mut c in in_progress {
-                // Heartbeats live in memory: after a restart the lease counts from then.
-                let last = [
-                    c.started_ms,
-                    c.last_report_ms,
-                    beats.get(&c.id).copied(),
-                    Some(self.started_ms),
-                ]
-                .into_iter()
-                .flatten()
-                .max()
-                .unwrap_or(0);
+                let mut seen = None;
+                let last = match leases.get(&c.id) {
+                    Some(l) => [Some(l.delivered_ms), Some(l.beat_ms), c.last_report_ms]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                        .unwrap_or(0),
+                    // Not handed to its host since this engine started: the host may be
+                    // busy with another command (or this engine restarted); it holds while
+                    // the host keeps in touch.
+                    None => {
+                        seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
+                        [c.started_ms, c.last_report_ms, seen]
+                            .into_iter()
+                            .flatten()
+                            .max()
+                            .unwrap_or(0)
+                    }
+                };
                 if self.within_lease(last, now) {
                     continue;
                 }
                 let Some(d) = self.store.deployment(&c.deployment_id)? else {
                     continue;
                 };
-                let seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
+                if seen.is_none() {
+                    seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
+                }
                 let lease = humantime::format_duration(self.config.host_lease);
                 c.state = CommandState::Failed;
                 c.ended_ms = Some(now);

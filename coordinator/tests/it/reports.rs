@@ -194,3 +194,51 @@ async fn a_silent_command_fails_after_the_lease_while_its_host_still_polls() {
         "the failed command is not handed out again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_queued_behind_another_of_its_host_keeps_its_lease_until_handed_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &tmp.path().join("data"),
+        &["--host-lease", "2s"],
+        Some(TOKEN),
+    );
+    let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
+    server.hoist(&["app", "create", "billing"]).await.ok();
+    server
+        .hoist(&[
+            "group", "create", "web", "--app", "billing", "--tag", "role=web",
+        ])
+        .await
+        .ok();
+    let host = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    let dir = bundle_dir(tmp.path(), "v1");
+    let shop = server.push(dir.to_str().unwrap(), "shop").await;
+    let billing = server.push(dir.to_str().unwrap(), "billing").await;
+    let first = server.deploy("shop", "web", &shop).await;
+    let second = server.deploy("billing", "web", &billing).await;
+    let cmd = host.poll(5).await.expect("the first command");
+    assert_eq!(cmd.deployment_id, first);
+    // Busy with the first for two leases, heartbeating; the second waits its turn.
+    for _ in 0..20 {
+        let resp = host
+            .req(reqwest::Method::POST, "/v1/hosts/heartbeat")
+            .json(&agent::Heartbeat {
+                command_id: Some(cmd.command_id.clone()),
+            })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        server.deployment(&second).await.hosts[0].state,
+        CommandState::InProgress
+    );
+    host.run(&cmd, true).await;
+    let next = host.poll(5).await.expect("the second command");
+    assert_eq!(next.deployment_id, second);
+    host.run(&next, true).await;
+    server.wait_state(&second, "succeeded").await;
+}

@@ -774,7 +774,8 @@ impl Engine {
 
     /// Registers a host with a registration token that is known, not revoked, not expired
     /// and not used up, whose tag scope allows the host's tags, under a name no active host
-    /// has. The host counts as seen only from its first poll.
+    /// has (a host of that name that never polled is revoked instead). The host counts as
+    /// seen only from its first poll.
     pub fn register(&self, token: &str, req: RegisterRequest) -> Result<RegisterResponse> {
         let now = now_ms();
         // A token's use count and the uniqueness of names are read, then written.
@@ -815,6 +816,21 @@ impl Engine {
                     )));
                 }
             }
+        }
+        // Whether a host of that name has polled: its last poll may not be written yet.
+        self.flush_contacts()?;
+        if let Some(mut orphan) = self
+            .store
+            .active_host_named(&req.name)?
+            .filter(|h| h.last_seen_ms == 0)
+        {
+            // Registered but never polled: its agent lost the answer (it could not write
+            // host.json, say) and registers again. The orphan never was a target.
+            orphan.revoked = true;
+            self.store.update_host(&orphan)?;
+            locked(&self.credentials).insert(orphan.id.clone(), orphan.clone());
+            tracing::info!(host_id = %orphan.id, name = ?orphan.name,
+                "host that never polled revoked: its name registers again");
         }
         if let Some(taken) = self.store.active_host_named(&req.name)? {
             return Err(EngineError::Conflict(format!(

@@ -287,4 +287,12 @@ async fn a_host_that_registered_but_never_polled_is_no_target() {
     assert!(!listed.hosts[0].online);
     let text = server.hoist(&["hosts", "list"]).await;
     assert!(text.ok().contains("never"), "{}", text.stdout);
+
+    // Its agent lost the answer and registers again under the same name: the orphan,
+    // which never polled, gives the name up.
+    let (status, msg) = register_raw(&server, &reg, "web-1", tags(&[("role", "web")]), "1.0").await;
+    assert_eq!(status, 201, "{msg}");
+    let listed = hosts(&server).await;
+    assert_eq!(listed.hosts.len(), 2);
+    assert_eq!(listed.hosts.iter().filter(|h| h.revoked).count(), 1);
 }

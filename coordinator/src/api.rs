@@ -16,9 +16,11 @@
 //! | GET | `/v1/applications/{app}/groups/{group}` | operator | `DeploymentGroup` |
 //! | POST | `/v1/applications/{app}/revisions` | operator | `CreateRevision` → `RevisionInfo` |
 //! | GET | `/v1/revisions/{id}` | operator | `RevisionInfo` |
-//! | POST | `/v1/registration-tokens` | operator | → `RegistrationToken` |
+//! | POST, GET | `/v1/registration-tokens` | operator | `CreateRegistrationToken` (or no body) → `RegistrationToken`; `RegistrationTokenList` |
+//! | POST | `/v1/registration-tokens/{id}/revoke` | operator | → `RegistrationTokenInfo` |
 //! | GET | `/v1/hosts` | operator | `HostList` |
 //! | POST | `/v1/hosts/{id}/revoke` | operator | → `HostInfo` |
+//! | POST | `/v1/hosts/{id_or_name}/tags` | operator | `SetHostTags` → `HostInfo` |
 //! | POST, GET | `/v1/deployments` | operator | `CreateDeployment` → `Deployment` (counts, no per-host list); `DeploymentList` (`?application=`) |
 //! | GET | `/v1/deployments/{id}` | operator | `Deployment` (`?since=SEQ&wait_secs=N` waits for a change) |
 //! | POST | `/v1/deployments/{id}/stop` | operator | → `Deployment` |
@@ -39,7 +41,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use hoist_protocol::agent::{Heartbeat, PollRequest, PollResponse, RegisterRequest, Report};
-use hoist_protocol::operator::{CreateApplication, CreateDeployment, CreateGroup, CreateRevision};
+use hoist_protocol::operator::{
+    CreateApplication, CreateDeployment, CreateGroup, CreateRegistrationToken, CreateRevision,
+    SetHostTags,
+};
 use hoist_protocol::{ErrorBody, HOST_ID_HEADER};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -83,9 +88,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/applications/{app}/groups/{group}", get(show_group))
         .route("/v1/applications/{app}/revisions", post(create_revision))
         .route("/v1/revisions/{id}", get(show_revision))
-        .route("/v1/registration-tokens", post(create_token))
+        .route(
+            "/v1/registration-tokens",
+            post(create_token).get(list_tokens),
+        )
+        .route("/v1/registration-tokens/{id}/revoke", post(revoke_token))
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{id}/revoke", post(revoke_host))
+        .route("/v1/hosts/{id}/tags", post(set_host_tags))
         .route(
             "/v1/deployments",
             post(create_deployment).get(list_deployments),
@@ -326,6 +336,7 @@ async fn poll(
             }
         };
         if let Some(command) = command {
+            state.engine.command_delivered(&command.command_id);
             return Ok(Json(PollResponse {
                 command: Some(command),
                 heartbeat_ms,
@@ -539,9 +550,46 @@ async fn show_revision(
 async fn create_token(
     State(state): State<AppState>,
     _op: Operator,
+    body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    let t = blocking(&state, |e| e.create_registration_token()).await?;
+    // Older clients post no body: a token with no limits, as before.
+    let req: CreateRegistrationToken = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRegistrationToken::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid request body: {e}"),
+            )
+        })?
+    };
+    let t = blocking(&state, move |e| e.create_registration_token(req)).await?;
     Ok((StatusCode::CREATED, Json(t)))
+}
+
+async fn list_tokens(State(state): State<AppState>, _op: Operator) -> ApiResult<impl IntoResponse> {
+    Ok(Json(blocking(&state, |e| e.registration_tokens()).await?))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        blocking(&state, move |e| e.revoke_registration_token(&id)).await?,
+    ))
+}
+
+async fn set_host_tags(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetHostTags>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        blocking(&state, move |e| e.set_host_tags(&id, req)).await?,
+    ))
 }
 
 async fn list_hosts(State(state): State<AppState>, _op: Operator) -> ApiResult<impl IntoResponse> {

@@ -25,18 +25,20 @@ use hoist_protocol::operator::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, watch, Notify};
 
+use crate::bounds::{self, shown};
 use crate::bundles::BundleStore;
 use crate::rollout::{self, HostState, Outcome, Tally};
 use crate::store::{
-    AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostDetails, HostRow, ReportRow,
-    RevisionRow, Store, StoreError,
+    AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostDetails, HostRow,
+    RegistrationTokenRow, ReportRow, RevisionRow, Store, StoreError,
 };
 
 /// Timing rules of the engine.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
-    /// A command whose host has neither reported nor polled for this long has failed
-    /// ("host lost"); also how recently a host must have been seen to be a target.
+    /// A command with neither a report nor a heartbeat naming it for this long has failed
+    /// ("host lost", or "no report" when the host still polls); also how recently a host
+    /// must have polled to be a target.
     pub host_lease: Duration,
     /// A host seen within this window is online.
     pub online_window: Duration,
@@ -103,6 +105,17 @@ pub struct Engine {
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
     credentials: Mutex<HashMap<String, HostRow>>,
+    /// Commands in progress that a poll has answered with since this engine started: when
+    /// first, and the last heartbeat naming them. Once a command is with its host, only its
+    /// reports and these heartbeats renew its lease, never the host's polls (a host that
+    /// polls but cannot work would otherwise keep it in progress forever).
+    leases: Mutex<HashMap<String, CommandLease>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CommandLease {
+    delivered_ms: u64,
+    beat_ms: u64,
 }
 
 #[derive(Default)]
@@ -392,6 +405,7 @@ impl Engine {
             contacts: Mutex::new(HashMap::new()),
             queued_reports: Mutex::new(ReportQueue::default()),
             credentials: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -631,6 +645,13 @@ impl Engine {
             } => {
                 non_empty(bucket, "bucket")?;
                 non_empty(key, "key")?;
+                // The agent signs a request for the key's path: `..` would leave the bucket.
+                if key.split('/').any(|seg| matches!(seg, "" | "." | "..")) {
+                    return Err(EngineError::Invalid(format!(
+                        "revision.key: {}: an S3 key must not have empty, '.' or '..' segments",
+                        shown(key)
+                    )));
+                }
                 Revision::S3 {
                     bucket: bucket.clone(),
                     key: key.clone(),
@@ -689,23 +710,135 @@ impl Engine {
 
     // ---- registration tokens and hosts ----
 
-    pub fn create_registration_token(&self) -> Result<op::RegistrationToken> {
-        let token = format!("hrt_{}", new_secret());
-        self.store
-            .insert_registration_token(&sha256_hex(&token), now_ms())?;
-        Ok(op::RegistrationToken { token })
-    }
-
-    pub fn register(&self, token: &str, req: RegisterRequest) -> Result<RegisterResponse> {
-        if !self.store.registration_token_exists(&sha256_hex(token))? {
-            return Err(EngineError::Unauthorized(
-                "unknown registration token".into(),
+    pub fn create_registration_token(
+        &self,
+        req: op::CreateRegistrationToken,
+    ) -> Result<op::RegistrationToken> {
+        if req.max_uses == Some(0) {
+            return Err(EngineError::Invalid("max_uses: must be at least 1".into()));
+        }
+        if req.expires_secs == Some(0) {
+            return Err(EngineError::Invalid(
+                "expires_secs: must be at least 1".into(),
             ));
         }
-        if req.name.trim().is_empty() {
-            return Err(EngineError::Invalid("name: must not be empty".into()));
+        for (k, values) in &req.allowed_tags {
+            if values.is_empty() {
+                return Err(EngineError::Invalid(format!(
+                    "allowed_tags.{k}: give at least one allowed value"
+                )));
+            }
+            for v in values {
+                bounds::check_tag(k, v)
+                    .map_err(|e| EngineError::Invalid(format!("allowed_tags: {e}")))?;
+            }
         }
         let now = now_ms();
+        let token = format!("hrt_{}", new_secret());
+        let row = RegistrationTokenRow {
+            id: new_id("t"),
+            token_sha256: sha256_hex(&token),
+            created_ms: now,
+            expires_ms: req
+                .expires_secs
+                .map(|s| now.saturating_add(s.saturating_mul(1000))),
+            max_uses: req.max_uses,
+            uses: 0,
+            revoked: false,
+            allowed_tags: req.allowed_tags,
+        };
+        self.store.insert_registration_token(&row)?;
+        tracing::info!(token_id = %row.id, "registration token created");
+        Ok(op::RegistrationToken { token, id: row.id })
+    }
+
+    pub fn registration_tokens(&self) -> Result<op::RegistrationTokenList> {
+        Ok(op::RegistrationTokenList {
+            tokens: self
+                .store
+                .registration_tokens()?
+                .into_iter()
+                .map(token_info)
+                .collect(),
+        })
+    }
+
+    pub fn revoke_registration_token(&self, id: &str) -> Result<op::RegistrationTokenInfo> {
+        let t = self
+            .store
+            .revoke_registration_token(id)?
+            .ok_or_else(|| EngineError::NotFound(format!("no registration token {}", shown(id))))?;
+        tracing::info!(token_id = %t.id, "registration token revoked");
+        Ok(token_info(t))
+    }
+
+    /// Registers a host with a registration token that is known, not revoked, not expired
+    /// and not used up, whose tag scope allows the host's tags, under a name no active host
+    /// has (a host of that name that never polled is revoked instead). The host counts as
+    /// seen only from its first poll.
+    pub fn register(&self, token: &str, req: RegisterRequest) -> Result<RegisterResponse> {
+        let now = now_ms();
+        // A token's use count and the uniqueness of names are read, then written.
+        let _guard = self.lock();
+        let t = self
+            .store
+            .registration_token(&sha256_hex(token))?
+            .ok_or_else(|| EngineError::Unauthorized("unknown registration token".into()))?;
+        if t.revoked {
+            return Err(EngineError::Unauthorized(format!(
+                "registration token {} was revoked",
+                t.id
+            )));
+        }
+        if let Some(expires) = t.expires_ms.filter(|e| now >= *e) {
+            return Err(EngineError::Unauthorized(format!(
+                "registration token {} expired at {}",
+                t.id,
+                rfc3339(expires)
+            )));
+        }
+        if let Some(max) = t.max_uses.filter(|m| t.uses >= *m) {
+            return Err(EngineError::Unauthorized(format!(
+                "registration token {} is used up ({max} of {max} registrations)",
+                t.id
+            )));
+        }
+        bounds::check_host_name(&req.name).map_err(EngineError::Invalid)?;
+        bounds::check_tags(&req.tags).map_err(EngineError::Invalid)?;
+        bounds::check_agent_version(&req.agent_version).map_err(EngineError::Invalid)?;
+        if !t.allowed_tags.is_empty() {
+            for (k, v) in &req.tags {
+                if !t.allowed_tags.get(k).is_some_and(|vs| vs.contains(v)) {
+                    return Err(EngineError::Unauthorized(format!(
+                        "registration token {} does not allow tag {k}={v} (it allows {})",
+                        t.id,
+                        describe_scope(&t.allowed_tags)
+                    )));
+                }
+            }
+        }
+        // Whether a host of that name has polled: its last poll may not be written yet.
+        self.flush_contacts()?;
+        if let Some(mut orphan) = self
+            .store
+            .active_host_named(&req.name)?
+            .filter(|h| h.last_seen_ms == 0)
+        {
+            // Registered but never polled: its agent lost the answer (it could not write
+            // host.json, say) and registers again. The orphan never was a target.
+            orphan.revoked = true;
+            self.store.update_host(&orphan)?;
+            locked(&self.credentials).insert(orphan.id.clone(), orphan.clone());
+            tracing::info!(host_id = %orphan.id, name = ?orphan.name,
+                "host that never polled revoked: its name registers again");
+        }
+        if let Some(taken) = self.store.active_host_named(&req.name)? {
+            return Err(EngineError::Conflict(format!(
+                "host name {} is taken by active host {}; if that host is gone, revoke it \
+                 with `hoist hosts revoke {}` and register again",
+                req.name, taken.id, taken.id
+            )));
+        }
         let secret = new_secret();
         let host = HostRow {
             id: new_id("h"),
@@ -714,15 +847,86 @@ impl Engine {
             agent_version: req.agent_version,
             secret_sha256: sha256_hex(&secret),
             first_seen_ms: now,
-            last_seen_ms: now,
+            last_seen_ms: 0,
             revoked: false,
+            requested_name: None,
+            requested_tags: None,
         };
-        self.store.insert_host(&host)?;
-        tracing::info!(host_id = %host.id, name = %host.name, "host registered");
+        self.store.register_host(&host, &t.id)?;
+        tracing::info!(host_id = %host.id, name = ?host.name, token_id = %t.id, "host registered");
         Ok(RegisterResponse {
             host_id: host.id,
             host_secret: secret,
         })
+    }
+
+    /// Resolves a host by id, or else by the name of an active host.
+    fn host_by_id_or_name(&self, key: &str) -> Result<HostRow> {
+        if let Some(h) = self.store.host(key)? {
+            return Ok(h);
+        }
+        self.store
+            .active_host_named(key)?
+            .ok_or_else(|| EngineError::NotFound(format!("no host with id or name {}", shown(key))))
+    }
+
+    /// An operator's change of a host's tags (and, on accept, its name): the host's own
+    /// requests take effect only through here.
+    pub fn set_host_tags(&self, key: &str, req: op::SetHostTags) -> Result<op::HostInfo> {
+        if !req.accept && req.set.is_empty() && req.remove.is_empty() {
+            return Err(EngineError::Invalid(
+                "nothing to change: give KEY=VALUE tags, --remove KEY or --accept".into(),
+            ));
+        }
+        // The host's latest requests.
+        self.flush_contacts()?;
+        let _guard = self.lock();
+        let mut host = self.host_by_id_or_name(key)?;
+        if host.revoked {
+            return Err(EngineError::Conflict(format!(
+                "host {} ({}) was revoked",
+                host.name, host.id
+            )));
+        }
+        if req.accept {
+            if host.requested_name.is_none() && host.requested_tags.is_none() {
+                return Err(EngineError::Conflict(format!(
+                    "host {} ({}) asks for no change to accept",
+                    host.name, host.id
+                )));
+            }
+            if let Some(name) = host.requested_name.take() {
+                bounds::check_host_name(&name).map_err(EngineError::Invalid)?;
+                if let Some(taken) = self
+                    .store
+                    .active_host_named(&name)?
+                    .filter(|t| t.id != host.id)
+                {
+                    return Err(EngineError::Conflict(format!(
+                        "host {} asks for the name {name}, which active host {} has",
+                        host.id, taken.id
+                    )));
+                }
+                host.name = name;
+            }
+            if let Some(tags) = host.requested_tags.take() {
+                host.tags = tags;
+            }
+        }
+        for (k, v) in req.set {
+            host.tags.insert(k, v);
+        }
+        for k in &req.remove {
+            host.tags.remove(k);
+        }
+        bounds::check_tags(&host.tags).map_err(EngineError::Invalid)?;
+        if host.requested_tags.as_ref() == Some(&host.tags) {
+            host.requested_tags = None;
+        }
+        self.store.update_host(&host)?;
+        locked(&self.credentials).insert(host.id.clone(), host.clone());
+        tracing::info!(host_id = %host.id, name = ?host.name, tags = ?host.tags, "host tags set");
+        self.host_info(host, now_ms())
     }
 
     /// The host named by `host_id` when `secret` is its secret and it is not revoked.
@@ -749,16 +953,29 @@ impl Engine {
 
     /// Notes what a poll says about its host: name, tags, agent version, last seen. Kept
     /// in memory until the next write of contacts (at most a second or so).
+    /// A name or tags that differ from the host's are recorded as a request for an
+    /// operator; a request that breaks the limits of [`bounds`] is not recorded at all.
     pub fn host_polled(&self, host_id: &str, req: &PollRequest) {
+        let valid = bounds::check_host_name(&req.name)
+            .and_then(|()| bounds::check_tags(&req.tags))
+            .and_then(|()| bounds::check_agent_version(&req.agent_version));
+        let details = match valid {
+            Ok(()) => Some(HostDetails {
+                name: req.name.clone(),
+                tags: req.tags.clone(),
+                agent_version: req.agent_version.clone(),
+            }),
+            Err(why) => {
+                tracing::warn!(host_id = ?host_id, problem = ?why,
+                    "ignoring what a poll says about its host");
+                None
+            }
+        };
         self.note_contact(
             host_id,
             HostContact {
                 last_seen_ms: now_ms(),
-                details: Some(HostDetails {
-                    name: req.name.clone(),
-                    tags: req.tags.clone(),
-                    agent_version: req.agent_version.clone(),
-                }),
+                details,
             },
         );
     }
@@ -821,14 +1038,22 @@ impl Engine {
         if cmd.host_id != host.id {
             return Ok(HeartbeatAck { aborted: false });
         }
+        if cmd.state == CommandState::InProgress {
+            let now = now_ms();
+            locked(&self.leases)
+                .entry(cmd.id.clone())
+                .and_modify(|l| l.beat_ms = now)
+                .or_insert(CommandLease {
+                    delivered_ms: now,
+                    beat_ms: now,
+                });
+        }
         let stopped = match self.store.deployment(&cmd.deployment_id)? {
             Some(d) => d.state == DeploymentState::Stopped,
             None => false,
         };
         Ok(HeartbeatAck {
-            aborted: cmd.state == CommandState::InProgress && stopped
-                || cmd.state == CommandState::Failed
-                    && cmd.error_code.as_deref() == Some("host_lost"),
+            aborted: cmd.state == CommandState::InProgress && stopped || expired_here(&cmd),
         })
     }
 
@@ -871,6 +1096,8 @@ impl Engine {
             first_seen_ms: h.first_seen_ms,
             last_seen_ms: h.last_seen_ms,
             revoked: h.revoked,
+            requested_tags: h.requested_tags,
+            requested_name: h.requested_name,
             deployed,
         })
     }
@@ -885,6 +1112,18 @@ impl Engine {
             .map(|h| self.host_info(h, now))
             .collect::<Result<_>>()?;
         Ok(op::HostList { hosts })
+    }
+
+    /// Notes that a poll answered with `command_id`: from the first time on, the command's
+    /// lease runs on its reports and heartbeats alone.
+    pub fn command_delivered(&self, command_id: &str) {
+        let now = now_ms();
+        locked(&self.leases)
+            .entry(command_id.to_owned())
+            .or_insert(CommandLease {
+                delivered_ms: now,
+                beat_ms: now,
+            });
     }
 
     /// The command the host should work on: its oldest command in progress (handed out
@@ -913,6 +1152,14 @@ impl Engine {
         report: Report,
     ) -> (oneshot::Receiver<Result<ReportAck>>, bool) {
         let (answer, answered) = oneshot::channel();
+        // Refused or capped before it takes a place in the queue.
+        let report = match bounds::bound_report(report) {
+            Ok(r) => r,
+            Err(why) => {
+                let _ = answer.send(Err(EngineError::Invalid(why)));
+                return (answered, false);
+            }
+        };
         let mut queue = locked(&self.queued_reports);
         queue.reports.push(QueuedReport {
             host_id: host.id.clone(),
@@ -977,7 +1224,7 @@ impl Engine {
                 {
                     if let Some((_, cmd)) = staged.rows.get(*row) {
                         tracing::info!(command_id = %cmd.id, deployment_id = %cmd.deployment_id,
-                            host = %q.host_name, state = %cmd.state, "command ended");
+                            host = ?q.host_name, state = %cmd.state, "command ended");
                         if !ended.contains(&cmd.deployment_id.as_str()) {
                             ended.push(&cmd.deployment_id);
                         }
@@ -1036,17 +1283,39 @@ impl Engine {
             }
         };
         let aborted = |cmd: &CommandRow| {
-            cmd.state == CommandState::InProgress && stopped
-                || cmd.state == CommandState::Failed
-                    && cmd.error_code.as_deref() == Some("host_lost")
+            cmd.state == CommandState::InProgress && stopped || expired_here(cmd)
         };
         let seq = q.report.seq;
         let key = (command_id.to_owned(), seq);
-        if staged.seqs.contains(&key) || self.store.report_exists(command_id, seq)? {
-            return Ok(Staging::Answered(ReportAck {
+        let resent = || {
+            Ok(Staging::Answered(ReportAck {
                 recorded: false,
                 aborted: aborted(&cmd),
-            }));
+            }))
+        };
+        if staged.seqs.contains(&key) {
+            return resent();
+        }
+        let body_json = serde_json::to_string(&q.report).unwrap_or_default();
+        // A command that has ended takes no more reports, except an identical resend of
+        // one it recorded (its acknowledgement was lost).
+        let ended_already = !matches!(cmd.state, CommandState::Pending | CommandState::InProgress);
+        match self.store.report(command_id, seq)? {
+            Some(stored) if !ended_already || stored.body_json == body_json => return resent(),
+            Some(_) => {
+                return Err(EngineError::Conflict(format!(
+                    "command {command_id} has ended ({}); report {seq} differs from the one \
+                     recorded under that number",
+                    cmd.state
+                )))
+            }
+            None if ended_already => {
+                return Err(EngineError::Conflict(format!(
+                    "command {command_id} has ended ({}); it takes no more reports",
+                    cmd.state
+                )))
+            }
+            None => {}
         }
         let ended = apply_report(&mut cmd, &q.report.body, now);
         let row = ReportRow {
@@ -1054,7 +1323,7 @@ impl Engine {
             seq,
             at_ms: q.report.at_ms,
             received_ms: now,
-            body_json: serde_json::to_string(&q.report).unwrap_or_default(),
+            body_json,
         };
         let step = Staging::Written {
             row: staged.rows.len(),
@@ -1250,7 +1519,7 @@ impl Engine {
     /// Wakes the hosts of commands just committed as started.
     fn handed_out<'a>(&self, d: &DeploymentRow, started: impl IntoIterator<Item = &'a CommandRow>) {
         for c in started {
-            tracing::info!(deployment_id = %d.id, host = %c.host_name, command_id = %c.id,
+            tracing::info!(deployment_id = %d.id, host = ?c.host_name, command_id = %c.id,
                 "command handed out");
             self.wake(&c.host_id, agent_command(c, d));
         }
@@ -1438,8 +1707,10 @@ impl Engine {
         Ok(op::DeploymentList { deployments })
     }
 
-    /// Fails commands whose host has been silent past the lease, then lets their
-    /// deployments go on. Returns how many commands it failed.
+    /// Fails commands in progress that have had neither a report nor a heartbeat naming
+    /// them for the lease ("host lost" when the host is silent too, "no report" when it
+    /// still polls: its polls do not keep a command alive), then lets their deployments go
+    /// on. Returns how many commands it failed.
     pub fn expire_leases(&self) -> Result<usize> {
         let now = now_ms();
         let mut expired = 0;
@@ -1447,28 +1718,59 @@ impl Engine {
             let _guard = self.lock();
             // A host's last poll may not be written yet.
             self.flush_contacts()?;
+            let in_progress = self.store.in_progress_commands()?;
+            let leases: HashMap<String, CommandLease> = {
+                let ids: HashSet<&str> = in_progress.iter().map(|c| c.id.as_str()).collect();
+                let mut leases = locked(&self.leases);
+                leases.retain(|id, _| ids.contains(id.as_str()));
+                leases.clone()
+            };
             let mut deployments = Vec::new();
-            for mut c in self.store.in_progress_commands()? {
-                let seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
-                let last = [c.started_ms, c.last_report_ms, seen]
-                    .into_iter()
-                    .flatten()
-                    .max()
-                    .unwrap_or(0);
+            for mut c in in_progress {
+                let mut seen = None;
+                let last = match leases.get(&c.id) {
+                    Some(l) => [Some(l.delivered_ms), Some(l.beat_ms), c.last_report_ms]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                        .unwrap_or(0),
+                    // Not handed to its host since this engine started: the host may be
+                    // busy with another command (or this engine restarted); it holds while
+                    // the host keeps in touch.
+                    None => {
+                        seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
+                        [c.started_ms, c.last_report_ms, seen]
+                            .into_iter()
+                            .flatten()
+                            .max()
+                            .unwrap_or(0)
+                    }
+                };
                 if self.within_lease(last, now) {
                     continue;
                 }
                 let Some(d) = self.store.deployment(&c.deployment_id)? else {
                     continue;
                 };
+                if seen.is_none() {
+                    seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
+                }
+                let lease = humantime::format_duration(self.config.host_lease);
                 c.state = CommandState::Failed;
                 c.ended_ms = Some(now);
-                c.error_code = Some("host_lost".into());
-                c.message = Some(format!(
-                    "host lost: no report or poll for {}",
-                    humantime::format_duration(self.config.host_lease)
-                ));
-                tracing::warn!(command_id = %c.id, host = %c.host_name, "host lost");
+                if seen.is_some_and(|s| self.within_lease(s, now)) {
+                    c.error_code = Some("no_report".into());
+                    c.message = Some(format!(
+                        "no report or heartbeat for this command for {lease} although the host \
+                         still polls"
+                    ));
+                    tracing::warn!(command_id = %c.id, host = ?c.host_name,
+                        "command failed: no report while the host polls");
+                } else {
+                    c.error_code = Some("host_lost".into());
+                    c.message = Some(format!("host lost: no report or poll for {lease}"));
+                    tracing::warn!(command_id = %c.id, host = ?c.host_name, "host lost");
+                }
                 self.store.save_deployment(&d, &[c.clone()])?;
                 if !deployments.contains(&c.deployment_id) {
                     deployments.push(c.deployment_id.clone());
@@ -1493,6 +1795,38 @@ impl Engine {
             self.advance_locked(&d.id)?;
         }
         Ok(())
+    }
+}
+
+/// The command was failed by the lease sweep, not by its host: the host is told to stop.
+fn expired_here(cmd: &CommandRow) -> bool {
+    cmd.state == CommandState::Failed
+        && matches!(cmd.error_code.as_deref(), Some("host_lost" | "no_report"))
+}
+
+fn rfc3339(ms: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// `env=prod, role=web|db`
+fn describe_scope(scope: &BTreeMap<String, Vec<String>>) -> String {
+    scope
+        .iter()
+        .map(|(k, vs)| format!("{k}={}", vs.join("|")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn token_info(t: RegistrationTokenRow) -> op::RegistrationTokenInfo {
+    op::RegistrationTokenInfo {
+        id: t.id,
+        created_ms: t.created_ms,
+        expires_ms: t.expires_ms,
+        max_uses: t.max_uses,
+        uses: t.uses,
+        revoked: t.revoked,
+        allowed_tags: t.allowed_tags,
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`api`]: the HTTP API (axum); the only module that knows HTTP on the server side.
 //! - [`engine`]: the rules — registration, polls, reports, deployments, stops, leases,
 //!   auto-rollback — on top of the store.
+//! - [`bounds`]: what is accepted from hosts (names, tags, versions, event reports) and
+//!   how much of it.
 //! - [`rollout`]: the pure minimum-healthy-hosts arithmetic.
 //! - [`store`]: the durable state behind a trait, SQLite by default.
 //! - [`bundles`]: the content-addressed bundle store and `Range` parsing.
@@ -18,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+pub mod bounds;
 pub mod bundles;
 pub mod cli;
 pub mod config;

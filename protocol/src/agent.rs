@@ -36,7 +36,9 @@ pub struct RegisterResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollRequest {
     pub name: String,
-    /// The host's tags from its config, sent on every poll so a change takes effect at once.
+    /// The host's tags from its config, sent on every poll. The coordinator takes a host's
+    /// tags at registration only; a later difference is recorded as a request that an
+    /// operator accepts (`hoist hosts tag HOST --accept`). The name likewise.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     pub agent_version: String,
@@ -159,7 +161,9 @@ fn short(s: &str) -> &str {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// 1, 2, 3, ... per command; the coordinator records each (command, seq) once.
+    /// 1, 2, 3, ... per command; the coordinator records each (command, seq) once, takes
+    /// at most 256 per command, and none on a command that has ended (409) except an
+    /// identical resend. Event names must be lifecycle events; long text is cut.
     pub seq: u64,
     /// Milliseconds since the Unix epoch when the agent wrote the report.
     pub at_ms: u64,

@@ -8,8 +8,11 @@
 //!   `GET /v1/applications/{app}/groups/{group}` → [`DeploymentGroup`].
 //! - `POST /v1/applications/{app}/revisions` [`CreateRevision`] → [`RevisionInfo`];
 //!   `GET /v1/revisions/{id}` → [`RevisionInfo`].
-//! - `POST /v1/registration-tokens` → [`RegistrationToken`].
-//! - `GET /v1/hosts` → [`HostList`]; `POST /v1/hosts/{id}/revoke` → [`HostInfo`].
+//! - `POST /v1/registration-tokens` [`CreateRegistrationToken`] → [`RegistrationToken`];
+//!   `GET /v1/registration-tokens` → [`RegistrationTokenList`];
+//!   `POST /v1/registration-tokens/{id}/revoke` → [`RegistrationTokenInfo`].
+//! - `GET /v1/hosts` → [`HostList`]; `POST /v1/hosts/{id}/revoke` → [`HostInfo`];
+//!   `POST /v1/hosts/{id_or_name}/tags` [`SetHostTags`] → [`HostInfo`].
 //! - `PUT /v1/bundles` with the raw archive as body → [`BundleInfo`];
 //!   `GET /v1/bundles/{sha256}` the bytes (operators and hosts; honours `Range`).
 //! - `POST /v1/deployments` [`CreateDeployment`] → [`Deployment`];
@@ -186,10 +189,66 @@ pub struct RevisionInfo {
     pub created_ms: u64,
 }
 
+/// What a new registration token allows. Every field is optional: `{}` makes a token
+/// that never expires, has no use limit and lets hosts claim any tags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRegistrationToken {
+    /// Refused after this many seconds.
+    #[serde(default)]
+    pub expires_secs: Option<u64>,
+    /// Refused once this many hosts registered with it.
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+    /// When not empty, a host registering with this token may claim only these tags:
+    /// key → allowed values.
+    #[serde(default)]
+    pub allowed_tags: BTreeMap<String, Vec<String>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrationToken {
     /// Shown once; the coordinator keeps only its hash.
     pub token: String,
+    /// The id that `hoist token list` and `hoist token revoke` use. Absent from older
+    /// coordinators.
+    #[serde(default)]
+    pub id: String,
+}
+
+/// A registration token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenInfo {
+    pub id: String,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+    /// How many hosts registered with it.
+    #[serde(default)]
+    pub uses: u32,
+    #[serde(default)]
+    pub revoked: bool,
+    /// Empty: any tags.
+    #[serde(default)]
+    pub allowed_tags: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenList {
+    pub tokens: Vec<RegistrationTokenInfo>,
+}
+
+/// An operator's change to a host's tags, applied in this order: the host's requested
+/// name and tags when `accept`, then `set`, then `remove`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetHostTags {
+    #[serde(default)]
+    pub accept: bool,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,11 +258,19 @@ pub struct HostInfo {
     pub tags: BTreeMap<String, String>,
     pub agent_version: String,
     pub first_seen_ms: u64,
+    /// 0 when the host registered but has not polled yet.
     pub last_seen_ms: u64,
     /// Seen within a few poll periods.
     pub online: bool,
     #[serde(default)]
     pub revoked: bool,
+    /// Tags the host asks for (from its config) that differ from `tags`; applied only when
+    /// an operator accepts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_tags: Option<BTreeMap<String, String>>,
+    /// A name the host asks for that differs from `name`; applied on accept, like tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_name: Option<String>,
     /// Per deployment group, the revision this host last installed successfully.
     #[serde(default)]
     pub deployed: Vec<HostRevision>,

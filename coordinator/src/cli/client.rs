@@ -105,10 +105,11 @@ pub async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
         });
     }
     match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(body) => Err(anyhow!(body.error)),
+        // The sentence may quote what a host sent.
+        Ok(body) => Err(anyhow!(super::esc(&body.error))),
         Err(_) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let text = text.trim();
+            let text = super::esc(String::from_utf8_lossy(&bytes).trim());
+            let text = text.as_str();
             if text.is_empty() {
                 Err(anyhow!("the coordinator answered {status}"))
             } else {

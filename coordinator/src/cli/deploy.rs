@@ -17,7 +17,7 @@ use hoist_protocol::operator::{
 use tokio_util::sync::CancellationToken;
 
 use super::client::{seg, Client};
-use super::{print_json, table, when, UsageError};
+use super::{esc, print_json, table, when, UsageError};
 
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
@@ -197,7 +197,7 @@ pub async fn run(
                                     + d.counts.skipped
                             ),
                             when(d.created_ms),
-                            d.revision.describe(),
+                            esc(&d.revision.describe()),
                         ]
                     })
                     .collect();
@@ -239,16 +239,17 @@ pub async fn run(
     }
 }
 
+/// One host's progress; everything in it came from the host, so it is escaped.
 fn host_line(h: &DeploymentHost) -> String {
-    let mut s = format!("{}: {}", h.host_name, h.state);
+    let mut s = format!("{}: {}", esc(&h.host_name), h.state);
     if let Some(e) = &h.current_event {
-        s.push_str(&format!(" ({e})"));
+        s.push_str(&format!(" ({})", esc(e)));
     }
     if let Some(e) = &h.failed_event {
-        s.push_str(&format!(", failed in {e}"));
+        s.push_str(&format!(", failed in {}", esc(e)));
     }
     if let Some(m) = &h.message {
-        s.push_str(&format!(": {m}"));
+        s.push_str(&format!(": {}", esc(m)));
     }
     s
 }
@@ -287,7 +288,7 @@ async fn wait(client: &Client, mut d: Deployment, cancel: CancellationToken) -> 
         d.id, d.state, c.succeeded, c.failed, c.stopped, c.skipped
     );
     if let Some(m) = &d.message {
-        eprintln!("  {m}");
+        eprintln!("  {}", esc(m));
     }
     if let Some(r) = &d.rolled_back_by {
         eprintln!("  rolling back with deployment {r}");
@@ -306,7 +307,7 @@ fn print_status(d: &Deployment) {
     println!("  state:        {}", d.state);
     println!(
         "  revision:     {}{}",
-        d.revision.describe(),
+        esc(&d.revision.describe()),
         d.revision_id
             .as_deref()
             .map(|r| format!(" ({r})"))
@@ -325,7 +326,7 @@ fn print_status(d: &Deployment) {
         println!("  ended:        {}", when(e));
     }
     if let Some(m) = &d.message {
-        println!("  message:      {m}");
+        println!("  message:      {}", esc(m));
     }
     if let Some(r) = &d.rollback_of {
         println!("  rollback of:  {r}");
@@ -335,29 +336,29 @@ fn print_status(d: &Deployment) {
     }
     println!("hosts:");
     for h in &d.hosts {
-        let mut line = format!("  {}  {}", h.host_name, h.state);
+        let mut line = format!("  {}  {}", esc(&h.host_name), h.state);
         if h.state == CommandState::InProgress {
             if let Some(e) = &h.current_event {
-                line.push_str(&format!("  event {e}"));
+                line.push_str(&format!("  event {}", esc(e)));
             }
         }
         if let Some(e) = &h.failed_event {
-            line.push_str(&format!("  failed event {e}"));
+            line.push_str(&format!("  failed event {}", esc(e)));
         }
         if let Some(s) = &h.script {
-            line.push_str(&format!("  script {s}"));
+            line.push_str(&format!("  script {}", esc(s)));
         }
         if let Some(c) = h.exit_code {
             line.push_str(&format!("  exit code {c}"));
         }
         println!("{line}");
         if let Some(m) = &h.message {
-            println!("      {m}");
+            println!("      {}", esc(m));
         }
         if let Some(t) = h.log_tail.as_deref().filter(|t| !t.trim().is_empty()) {
             println!("      log tail:");
             for l in t.lines() {
-                println!("      | {l}");
+                println!("      | {}", esc(l));
             }
         }
     }

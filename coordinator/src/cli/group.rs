@@ -12,7 +12,7 @@ use clap::Subcommand;
 use hoist_protocol::operator::{CreateGroup, DeploymentGroup, GroupList, RolloutConfig, TagFilter};
 
 use super::client::{seg, Client};
-use super::{print_json, table, UsageError};
+use super::{esc, print_json, table, UsageError};
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
@@ -121,7 +121,7 @@ fn show(g: &DeploymentGroup) {
     let hosts = if g.matching_hosts.is_empty() {
         "none".to_owned()
     } else {
-        g.matching_hosts.join(", ")
+        esc(&g.matching_hosts.join(", "))
     };
     println!("  matching hosts: {hosts}");
     match &g.last_successful_revision {

@@ -1,14 +1,19 @@
-//! `hoist hosts list [--json]` (tags, online, current revision per group) and
+//! `hoist hosts list [--json]` (tags, requested changes, online, current revision per
+//! group), `hoist hosts tag HOST [KEY=VALUE]... [--remove KEY]... [--accept]` and
 //! `hoist hosts revoke ID`.
+//!
+//! A host's tags are the operator's: the host proposes (its config, sent with its polls),
+//! `hosts tag --accept` applies the proposal.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
-use hoist_protocol::operator::{HostInfo, HostList};
+use hoist_protocol::operator::{HostInfo, HostList, SetHostTags};
 
 use super::client::{seg, Client};
-use super::{print_json, table, when};
+use super::{esc, print_json, table, when, UsageError};
 
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
@@ -17,8 +22,47 @@ pub enum HostsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set a host's tags, or accept the name and tags the host asks for.
+    Tag {
+        /// The host's id, or the name of an active host.
+        host: String,
+        /// Tags to set.
+        #[arg(value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// A tag key to remove (repeat the flag for several).
+        #[arg(long, value_name = "KEY")]
+        remove: Vec<String>,
+        /// Apply the name and tags the host asks for (shown by `hosts list`).
+        #[arg(long)]
+        accept: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a host's secret; its requests are refused from then on.
     Revoke { id: String },
+}
+
+fn tag_list(tags: &BTreeMap<String, String>) -> String {
+    tags.iter()
+        .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What the host asks for that differs from what it has, or `-`.
+fn requested(h: &HostInfo) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = &h.requested_name {
+        parts.push(format!("name {}", esc(n)));
+    }
+    if let Some(t) = &h.requested_tags {
+        parts.push(format!("tags {}", tag_list(t)));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
@@ -33,12 +77,6 @@ pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
                 .hosts
                 .iter()
                 .map(|h| {
-                    let tags = h
-                        .tags
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(",");
                     let status = if h.revoked {
                         "revoked"
                     } else if h.online {
@@ -50,20 +88,22 @@ pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
                         .deployed
                         .iter()
                         .map(|d| {
-                            format!(
+                            esc(&format!(
                                 "{}/{}: {}",
                                 d.application,
                                 d.deployment_group,
                                 d.revision.describe()
-                            )
+                            ))
                         })
                         .collect::<Vec<_>>()
                         .join("; ");
                     vec![
-                        h.name.clone(),
-                        h.id.clone(),
+                        esc(&h.name),
+                        esc(&h.id),
                         status.into(),
-                        tags,
+                        tag_list(&h.tags),
+                        requested(h),
+                        esc(&h.agent_version),
                         when(h.last_seen_ms),
                         if deployed.is_empty() {
                             "-".into()
@@ -76,10 +116,60 @@ pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
             println!(
                 "{}",
                 table(
-                    &["NAME", "ID", "STATUS", "TAGS", "LAST SEEN", "DEPLOYED"],
+                    &[
+                        "NAME",
+                        "ID",
+                        "STATUS",
+                        "TAGS",
+                        "REQUESTED",
+                        "AGENT",
+                        "LAST SEEN",
+                        "DEPLOYED"
+                    ],
                     &rows
                 )
             );
+        }
+        HostsCommand::Tag {
+            host,
+            tags,
+            remove,
+            accept,
+            json,
+        } => {
+            let mut set = BTreeMap::new();
+            for t in &tags {
+                let (k, v) = t
+                    .split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .ok_or_else(|| UsageError(format!("tag {t:?} must look like KEY=VALUE")))?;
+                set.insert(k.to_owned(), v.to_owned());
+            }
+            if set.is_empty() && remove.is_empty() && !accept {
+                return Err(
+                    UsageError("give KEY=VALUE tags, --remove KEY or --accept".into()).into(),
+                );
+            }
+            let h: HostInfo = client
+                .post(
+                    &format!("/v1/hosts/{}/tags", seg(&host)),
+                    &SetHostTags {
+                        accept,
+                        set,
+                        remove,
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&h)?;
+            } else {
+                eprintln!(
+                    "host {} ({}) tags: {}",
+                    esc(&h.name),
+                    esc(&h.id),
+                    tag_list(&h.tags)
+                );
+            }
         }
         HostsCommand::Revoke { id } => {
             let h: HostInfo = client
@@ -88,7 +178,7 @@ pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
                     &serde_json::json!({}),
                 )
                 .await?;
-            eprintln!("host {} ({}) revoked", h.name, h.id);
+            eprintln!("host {} ({}) revoked", esc(&h.name), esc(&h.id));
         }
     }
     Ok(ExitCode::SUCCESS)

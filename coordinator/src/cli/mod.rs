@@ -4,6 +4,10 @@
 //! `--server`/`HOIST_SERVER` and `--token`/`HOIST_TOKEN`; read commands take `--json`.
 //! Errors from the coordinator are shown as its sentence, not as JSON. Exit codes: 0 ok,
 //! 1 failed, 2 usage ([`UsageError`], and clap's own usage errors).
+//!
+//! Text that came from a host or a bundle (host names, tags, versions, event messages,
+//! script paths, log tails) is printed through [`esc`], so it cannot move the cursor,
+//! recolour the terminal or forge a line. `--json` output is JSON-escaped already.
 
 pub mod app;
 pub mod client;
@@ -92,14 +96,35 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
     }
 }
 
+/// `s` with every control character (and the bidirectional overrides) written as a
+/// visible escape, `\x1b` or `\u{202e}`: safe to print on an operator's terminal.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            match u32::from(c) {
+                n @ 0..=0xff => out.push_str(&format!("\\x{n:02x}")),
+                n => out.push_str(&format!("\\u{{{n:x}}}")),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-/// Milliseconds since the epoch as a UTC timestamp, seconds precision.
+/// Milliseconds since the epoch as a UTC timestamp, seconds precision; `never` for 0.
 pub fn when(ms: u64) -> String {
+    if ms == 0 {
+        return "never".into();
+    }
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -132,4 +157,18 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn esc_makes_control_characters_visible() {
+        assert_eq!(esc("plain é text"), "plain é text");
+        assert_eq!(esc("a\u{1b}[31mb"), "a\\x1b[31mb");
+        assert_eq!(esc("x\ny\r\t"), "x\\x0ay\\x0d\\x09");
+        assert_eq!(esc("\u{9b}2J"), "\\x9b2J");
+        assert_eq!(esc("\u{202e}txt"), "\\u{202e}txt");
+    }
 }

@@ -76,8 +76,26 @@ pub struct HostRow {
     /// Hex sha256 of the host secret; the secret itself is never stored.
     pub secret_sha256: String,
     pub first_seen_ms: u64,
+    /// 0 until the host's first poll: a host that never polled is no target.
     pub last_seen_ms: u64,
     pub revoked: bool,
+    /// What the host's polls ask for when it differs from `name` / `tags`.
+    pub requested_name: Option<String>,
+    pub requested_tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationTokenRow {
+    pub id: String,
+    /// Hex sha256 of the token; the token itself is never stored.
+    pub token_sha256: String,
+    pub created_ms: u64,
+    pub expires_ms: Option<u64>,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
+    /// Empty: any tags.
+    pub allowed_tags: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +169,7 @@ pub struct HostContact {
     pub details: Option<HostDetails>,
 }
 
+/// What a poll says about its host: a request for its name and tags, and its agent version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDetails {
     pub name: String,
@@ -180,8 +199,16 @@ pub trait Store: Send + Sync + 'static {
     fn group(&self, application: &str, name: &str) -> Result<Option<GroupRow>>;
     fn group_by_id(&self, id: &str) -> Result<Option<GroupRow>>;
 
-    fn insert_registration_token(&self, token_sha256: &str, created_ms: u64) -> Result<()>;
-    fn registration_token_exists(&self, token_sha256: &str) -> Result<bool>;
+    fn insert_registration_token(&self, token: &RegistrationTokenRow) -> Result<()>;
+    fn registration_token(&self, token_sha256: &str) -> Result<Option<RegistrationTokenRow>>;
+    fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRow>>;
+    /// Marks the token revoked; the stored token afterwards, `None` when there is none.
+    fn revoke_registration_token(&self, id: &str) -> Result<Option<RegistrationTokenRow>>;
+    /// Inserts a host and counts one use of the token it registered with, in one
+    /// transaction.
+    fn register_host(&self, host: &HostRow, token_id: &str) -> Result<()>;
+    /// A host with this name that is not revoked.
+    fn active_host_named(&self, name: &str) -> Result<Option<HostRow>>;
 
     fn insert_host(&self, host: &HostRow) -> Result<()>;
     fn update_host(&self, host: &HostRow) -> Result<()>;
@@ -219,6 +246,7 @@ pub trait Store: Send + Sync + 'static {
         -> Result<Vec<(DeploymentRow, CommandRow)>>;
 
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool>;
+    fn report(&self, command_id: &str, seq: u64) -> Result<Option<ReportRow>>;
     /// Records event reports, each with the (stored) command it updated, in one
     /// transaction: one sync of the database for a whole batch. Per report, false when
     /// (command, seq) was already recorded; nothing of that report is written then.

@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
 
 use super::{
-    AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, ReportRow, Result,
-    RevisionRow, Store, StoreError,
+    AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, RegistrationTokenRow,
+    ReportRow, Result, RevisionRow, Store, StoreError,
 };
 use hoist_protocol::operator::{CommandState, Creator, DeploymentState, RolloutConfig};
 
@@ -112,6 +112,22 @@ CREATE TABLE reports (
 -- the older index goes: one less B-tree to update per command written.
 CREATE INDEX commands_by_deployment_state ON commands (deployment_id, state, position);
 DROP INDEX commands_by_deployment;
+"#,
+    r#"
+-- Registration tokens get an id (to list and revoke them), an expiry, a use limit and a
+-- tag scope. Tokens of older databases keep working: no expiry, no limit, any tags.
+ALTER TABLE registration_tokens ADD COLUMN id TEXT;
+ALTER TABLE registration_tokens ADD COLUMN expires_ms INTEGER;
+ALTER TABLE registration_tokens ADD COLUMN max_uses INTEGER;
+ALTER TABLE registration_tokens ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registration_tokens ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registration_tokens ADD COLUMN allowed_tags_json TEXT NOT NULL DEFAULT '{}';
+UPDATE registration_tokens SET id = 't-' || substr(token_sha256, 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX registration_tokens_by_id ON registration_tokens (id);
+-- What a host's polls ask for when it differs from what an operator set.
+ALTER TABLE hosts ADD COLUMN requested_name TEXT;
+ALTER TABLE hosts ADD COLUMN requested_tags_json TEXT;
+CREATE INDEX hosts_by_name ON hosts (name, revoked);
 "#,
 ];
 
@@ -244,8 +260,8 @@ fn group_row(r: Raw) -> Result<GroupRow> {
     })
 }
 
-const HOST_COLS: &str =
-    "id, name, tags_json, agent_version, secret_sha256, first_seen_ms, last_seen_ms, revoked";
+const HOST_COLS: &str = "id, name, tags_json, agent_version, secret_sha256, first_seen_ms, \
+    last_seen_ms, revoked, requested_name, requested_tags_json";
 fn host_row(r: Raw) -> Result<HostRow> {
     Ok(HostRow {
         id: r.text(0),
@@ -256,6 +272,26 @@ fn host_row(r: Raw) -> Result<HostRow> {
         first_seen_ms: u(r.int(5)),
         last_seen_ms: u(r.int(6)),
         revoked: r.int(7) != 0,
+        requested_name: r.opt_text(8),
+        requested_tags: r
+            .opt_text(9)
+            .map(|t| from_json("requested host tags", &t))
+            .transpose()?,
+    })
+}
+
+const TOKEN_COLS: &str =
+    "id, token_sha256, created_ms, expires_ms, max_uses, uses, revoked, allowed_tags_json";
+fn token_row(r: Raw) -> Result<RegistrationTokenRow> {
+    Ok(RegistrationTokenRow {
+        id: r.text(0),
+        token_sha256: r.text(1),
+        created_ms: u(r.int(2)),
+        expires_ms: r.opt_int(3).map(u),
+        max_uses: r.opt_int(4).and_then(|v| u32::try_from(v).ok()),
+        uses: u32::try_from(r.int(5)).unwrap_or(u32::MAX),
+        revoked: r.int(6) != 0,
+        allowed_tags: from_json("token tag scope", &r.text(7))?,
     })
 }
 
@@ -389,6 +425,26 @@ fn write_command(conn: &Connection, c: &CommandRow, how: Write) -> rusqlite::Res
         c.ended_ms.map(i),
         c.last_report_ms.map(i),
     ])
+}
+
+fn insert_host(conn: &Connection, h: &HostRow) -> rusqlite::Result<usize> {
+    conn.execute(
+        &format!(
+            "INSERT INTO hosts ({HOST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
+        params![
+            h.id,
+            h.name,
+            to_json(&h.tags),
+            h.agent_version,
+            h.secret_sha256,
+            i(h.first_seen_ms),
+            i(h.last_seen_ms),
+            h.revoked,
+            h.requested_name,
+            h.requested_tags.as_ref().map(to_json)
+        ],
+    )
 }
 
 impl SqliteStore {
@@ -608,45 +664,84 @@ impl Store for SqliteStore {
         )
     }
 
-    fn insert_registration_token(&self, token_sha256: &str, created_ms: u64) -> Result<()> {
+    fn insert_registration_token(&self, t: &RegistrationTokenRow) -> Result<()> {
         self.conn()
             .execute(
-                "INSERT INTO registration_tokens (token_sha256, created_ms) VALUES (?1, ?2)",
-                params![token_sha256, i(created_ms)],
+                &format!(
+                    "INSERT INTO registration_tokens ({TOKEN_COLS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
+                params![
+                    t.id,
+                    t.token_sha256,
+                    i(t.created_ms),
+                    t.expires_ms.map(i),
+                    t.max_uses,
+                    t.uses,
+                    t.revoked,
+                    to_json(&t.allowed_tags)
+                ],
             )
             .map_err(db("inserting a registration token"))?;
         Ok(())
     }
 
-    fn registration_token_exists(&self, token_sha256: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM registration_tokens WHERE token_sha256 = ?1",
-                [token_sha256],
-                |_| Ok(()),
+    fn registration_token(&self, token_sha256: &str) -> Result<Option<RegistrationTokenRow>> {
+        self.query_one(
+            "reading a registration token",
+            &format!("SELECT {TOKEN_COLS} FROM registration_tokens WHERE token_sha256 = ?1"),
+            [token_sha256],
+            token_row,
+        )
+    }
+
+    fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRow>> {
+        self.query(
+            "listing registration tokens",
+            &format!("SELECT {TOKEN_COLS} FROM registration_tokens ORDER BY created_ms, id"),
+            [],
+            token_row,
+        )
+    }
+
+    fn revoke_registration_token(&self, id: &str) -> Result<Option<RegistrationTokenRow>> {
+        self.conn()
+            .execute(
+                "UPDATE registration_tokens SET revoked = 1 WHERE id = ?1",
+                [id],
             )
-            .optional()
-            .map_err(db("reading a registration token"))?
-            .is_some())
+            .map_err(db("revoking a registration token"))?;
+        self.query_one(
+            "reading a registration token",
+            &format!("SELECT {TOKEN_COLS} FROM registration_tokens WHERE id = ?1"),
+            [id],
+            token_row,
+        )
+    }
+
+    fn register_host(&self, h: &HostRow, token_id: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db("starting a transaction"))?;
+        insert_host(&tx, h).map_err(db("inserting a host"))?;
+        tx.execute(
+            "UPDATE registration_tokens SET uses = uses + 1 WHERE id = ?1",
+            [token_id],
+        )
+        .map_err(db("counting a registration token's use"))?;
+        tx.commit().map_err(db("committing a registration"))
+    }
+
+    fn active_host_named(&self, name: &str) -> Result<Option<HostRow>> {
+        self.query_one(
+            "reading a host by name",
+            &format!("SELECT {HOST_COLS} FROM hosts WHERE name = ?1 AND revoked = 0 LIMIT 1"),
+            [name],
+            host_row,
+        )
     }
 
     fn insert_host(&self, h: &HostRow) -> Result<()> {
-        self.conn()
-            .execute(
-                &format!("INSERT INTO hosts ({HOST_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-                params![
-                    h.id,
-                    h.name,
-                    to_json(&h.tags),
-                    h.agent_version,
-                    h.secret_sha256,
-                    i(h.first_seen_ms),
-                    i(h.last_seen_ms),
-                    h.revoked
-                ],
-            )
-            .map_err(db("inserting a host"))?;
+        insert_host(&self.conn(), h).map_err(db("inserting a host"))?;
         Ok(())
     }
 
@@ -654,14 +749,17 @@ impl Store for SqliteStore {
         self.conn()
             .execute(
                 "UPDATE hosts SET name = ?2, tags_json = ?3, agent_version = ?4, \
-                 last_seen_ms = ?5, revoked = ?6 WHERE id = ?1",
+                 last_seen_ms = max(last_seen_ms, ?5), revoked = ?6, requested_name = ?7, \
+                 requested_tags_json = ?8 WHERE id = ?1",
                 params![
                     h.id,
                     h.name,
                     to_json(&h.tags),
                     h.agent_version,
                     i(h.last_seen_ms),
-                    h.revoked
+                    h.revoked,
+                    h.requested_name,
+                    h.requested_tags.as_ref().map(to_json)
                 ],
             )
             .map_err(db("updating a host"))?;
@@ -855,6 +953,24 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn report(&self, command_id: &str, seq: u64) -> Result<Option<ReportRow>> {
+        self.query_one(
+            "reading a report",
+            "SELECT command_id, seq, at_ms, received_ms, body_json FROM reports \
+             WHERE command_id = ?1 AND seq = ?2",
+            params![command_id, i(seq)],
+            |r| {
+                Ok(ReportRow {
+                    command_id: r.text(0),
+                    seq: u(r.int(1)),
+                    at_ms: u(r.int(2)),
+                    received_ms: u(r.int(3)),
+                    body_json: r.text(4),
+                })
+            },
+        )
+    }
+
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool> {
         Ok(self
             .conn()
@@ -902,10 +1018,15 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db("starting a transaction"))?;
         for (id, c) in contacts {
             match &c.details {
+                // What the host says about itself is only a request: its name and tags
+                // are the operator's. A request equal to what is set clears it.
                 Some(d) => tx
                     .prepare_cached(
-                        "UPDATE hosts SET name = ?2, tags_json = ?3, agent_version = ?4, \
-                         last_seen_ms = max(last_seen_ms, ?5) WHERE id = ?1",
+                        "UPDATE hosts SET agent_version = ?4, \
+                         last_seen_ms = max(last_seen_ms, ?5), \
+                         requested_name = CASE WHEN ?2 = name THEN NULL ELSE ?2 END, \
+                         requested_tags_json = CASE WHEN ?3 = tags_json THEN NULL ELSE ?3 END \
+                         WHERE id = ?1",
                     )
                     .and_then(|mut stmt| {
                         stmt.execute(params![
@@ -981,6 +1102,55 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_version_2_database_keeps_its_tokens_and_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoist.db");
+        {
+            // A database as the coordinator before token limits wrote it.
+            let mut conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                .unwrap();
+            for (n, sql) in MIGRATIONS.iter().take(2).enumerate() {
+                let tx = conn.transaction().unwrap();
+                tx.execute_batch(sql).unwrap();
+                tx.execute("INSERT INTO schema_version VALUES (?1)", [n as i64 + 1])
+                    .unwrap();
+                tx.commit().unwrap();
+            }
+            conn.execute(
+                "INSERT INTO registration_tokens (token_sha256, created_ms) VALUES ('ab12', 7)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO hosts (id, name, tags_json, agent_version, secret_sha256, \
+                 first_seen_ms, last_seen_ms) VALUES ('h-1', 'web-1', '{\"role\":\"web\"}', \
+                 '0.1.0', 'cd', 1, 2)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let t = s
+            .registration_token("ab12")
+            .unwrap()
+            .expect("the old token");
+        assert_eq!(t.id, "t-ab12");
+        assert_eq!(
+            (t.expires_ms, t.max_uses, t.uses, t.revoked),
+            (None, None, 0, false)
+        );
+        assert!(t.allowed_tags.is_empty());
+        let h = s.host("h-1").unwrap().expect("the old host");
+        assert_eq!(h.tags.get("role").map(String::as_str), Some("web"));
+        assert_eq!((h.requested_name, h.requested_tags), (None, None));
+        assert_eq!(
+            s.active_host_named("web-1").unwrap().map(|h| h.id),
+            Some("h-1".into())
+        );
     }
 
     #[test]

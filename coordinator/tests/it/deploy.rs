@@ -560,9 +560,10 @@ async fn a_host_silent_past_its_lease_fails_as_host_lost() {
         .as_deref()
         .unwrap_or("")
         .contains("host lost"));
-    // The host comes back and reports: recorded, but told to stop.
-    let ack = a
-        .report(
+    // The host comes back and reports: the command has ended, so the report is refused;
+    // its heartbeat tells it to stop.
+    let resp = a
+        .report_raw(
             &cmd.command_id,
             1,
             ReportBody::EventStarted {
@@ -570,5 +571,17 @@ async fn a_host_silent_past_its_lease_fails_as_host_lost() {
             },
         )
         .await;
-    assert!(ack.recorded && ack.aborted);
+    assert_eq!(resp.status(), 409);
+    let ack: hoist_protocol::agent::HeartbeatAck = a
+        .req(reqwest::Method::POST, "/v1/hosts/heartbeat")
+        .json(&hoist_protocol::agent::Heartbeat {
+            command_id: Some(cmd.command_id.clone()),
+        })
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ack.aborted);
 }

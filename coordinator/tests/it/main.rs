@@ -6,7 +6,10 @@
 mod auth;
 mod bundles;
 mod deploy;
+mod membership;
+mod reports;
 mod resilience;
+mod revisions;
 mod s3;
 mod server;
 mod support;

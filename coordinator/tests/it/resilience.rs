@@ -1,7 +1,7 @@
 //! Reports and liveness under retries: a completion report sent twice (the same one again,
-//! or a second one for a command already over) changes nothing; reports arriving together
+//! acknowledged; or a second one for a command already over, refused) changes nothing; reports arriving together
 //! (written as one batch) are each recorded once; heartbeats keep a host that is busy and
-//! silent inside its lease and carry a stop to it; what a poll says about its host
+//! silent inside its lease and carry a stop to it; what a poll asks for its host
 //! survives a restart right after it.
 
 use std::time::Duration;
@@ -58,11 +58,12 @@ async fn a_duplicate_completion_report_changes_nothing() {
             aborted: false
         }
     );
-    // A second completion with a new sequence number and another verdict: the first holds.
-    let ack = a
-        .report(&cmd_a.command_id, 6, completed(CommandStatus::Failed))
+    // A second completion with a new sequence number and another verdict: refused, the
+    // first holds.
+    let resp = a
+        .report_raw(&cmd_a.command_id, 6, completed(CommandStatus::Failed))
         .await;
-    assert!(!ack.aborted);
+    assert_eq!(resp.status(), 409);
     let d = server.deployment(&id).await;
     assert_eq!(d.state, DeploymentState::InProgress);
     let ha = d.hosts.iter().find(|h| h.host_name == "web-a").unwrap();
@@ -76,8 +77,10 @@ async fn a_duplicate_completion_report_changes_nothing() {
     assert!(a.poll(0).await.is_none(), "web-a has nothing more to do");
     b.run(&cmd_b, true).await;
     for seq in [5, 6] {
-        b.report(&cmd_b.command_id, seq, completed(CommandStatus::Failed))
+        let resp = b
+            .report_raw(&cmd_b.command_id, seq, completed(CommandStatus::Failed))
             .await;
+        assert_eq!(resp.status(), 409, "seq {seq}");
     }
     let d = server.wait_state(&id, "succeeded").await;
     assert_eq!((d.counts.succeeded, d.counts.failed), (2, 0));
@@ -240,14 +243,14 @@ async fn reports_arriving_together_are_each_recorded_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn what_a_poll_says_survives_a_restart_right_after_it() {
+async fn what_a_poll_asks_for_survives_a_restart_right_after_it() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut server = Server::start_with(&data, &[], Some(TOKEN));
     let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
     let a = SimHost::register(&server.url, &reg, "web-a", tags(&[("role", "web")])).await;
-    // The host is re-tagged; its next poll says so. Contacts are written in batches, so
-    // a stop straight after must still write this one.
+    // The host's config is re-tagged; its next poll asks for it. Contacts are written in
+    // batches, so a stop straight after must still write this request.
     let mut moved = a.clone();
     moved.tags = tags(&[("role", "db")]);
     assert!(moved.poll(0).await.is_none());
@@ -257,5 +260,6 @@ async fn what_a_poll_says_survives_a_restart_right_after_it() {
     let hosts: hoist_protocol::operator::HostList =
         serde_json::from_str(listed.ok()).expect("hosts --json");
     assert_eq!(hosts.hosts.len(), 1);
-    assert_eq!(hosts.hosts[0].tags, tags(&[("role", "db")]));
+    assert_eq!(hosts.hosts[0].tags, tags(&[("role", "web")]));
+    assert_eq!(hosts.hosts[0].requested_tags, Some(tags(&[("role", "db")])));
 }

@@ -111,3 +111,41 @@ fn a_deployment_reaches_the_tagged_hosts_and_a_failing_hook_is_reported_everywhe
         .as_str()
         .is_some_and(|t| t.contains("database migration failed")));
 }
+
+#[test]
+fn a_host_whose_config_asks_for_new_tags_joins_the_group_only_once_an_operator_accepts() {
+    let s = Scratch::new();
+    let coordinator = Coordinator::start(&s.join("coordinator"));
+    let token = coordinator.shop_web(&["--config", "AllAtOnce"]);
+    let mut host = Agent::start(&s, "db-1", &coordinator, &token, "role: db");
+    let listed = || -> serde_json::Value {
+        let out = coordinator.hoist(&["hosts", "list", "--json"]);
+        serde_json::from_slice(&out.stdout).expect("hosts --json")
+    };
+    wait_for("the host polls", Duration::from_secs(30), || {
+        listed()["hosts"][0]["online"] == true
+    });
+    let good = s.join("good");
+    bundle(&good, false);
+    let revision = coordinator.push(&good);
+
+    // Its config now says role=web: the agent's polls ask for it, nothing more.
+    host.stop_with(nix::sys::signal::Signal::SIGTERM);
+    let config = fs::read_to_string(&host.config).expect("config");
+    fs::write(&host.config, config.replace("role: db", "role: web")).expect("config");
+    host.restart();
+    wait_for(
+        "the tag request is recorded",
+        Duration::from_secs(30),
+        || listed()["hosts"][0]["requested_tags"]["role"] == "web",
+    );
+    assert_eq!(listed()["hosts"][0]["tags"]["role"], "db");
+    let (code, _) = coordinator.deploy(&revision, true);
+    assert_eq!(code, Some(1), "the host is not in the group yet");
+    assert!(host.events().is_empty());
+
+    coordinator.hoist_ok(&["hosts", "tag", "db-1", "--accept"]);
+    let (code, _) = coordinator.deploy(&revision, true);
+    assert_eq!(code, Some(0), "the accepted host gets the deployment");
+    assert!(host.events().contains(&"ApplicationStart".to_owned()));
+}

@@ -106,9 +106,11 @@ pub struct PollConfig {
     /// How long the coordinator may hold a poll.
     #[serde(default = "default_poll_wait")]
     pub wait_secs: u64,
-    /// First delay after an error; doubles (with jitter) up to `max_backoff_secs`.
+    /// First delay after an error; doubles (with jitter) up to `max_backoff_secs`. The same
+    /// policy retries bundle downloads.
     #[serde(default = "default_backoff_initial")]
     pub initial_backoff_ms: u64,
+    /// Longest wait between attempts, also the cap on a server's `Retry-After`.
     #[serde(default = "default_backoff_max")]
     pub max_backoff_secs: u64,
 }
@@ -121,6 +123,16 @@ fn default_backoff_initial() -> u64 {
 }
 fn default_backoff_max() -> u64 {
     60
+}
+
+impl PollConfig {
+    /// The agent's one retry policy: for the coordinator and for downloads.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            initial: Duration::from_millis(self.initial_backoff_ms),
+            max: Duration::from_secs(self.max_backoff_secs),
+        }
+    }
 }
 
 impl Default for PollConfig {
@@ -371,6 +383,7 @@ impl Config {
             },
             git,
             max_bytes: self.bundles.max_download_bytes,
+            retry: self.poll.retry_policy(),
             ..fetch::FetchSettings::default()
         }
     }

@@ -32,18 +32,19 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use hoist_protocol::agent::Revision;
+use reqwest::header::RANGE;
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED};
-use reqwest::header::{RANGE, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use rusty_s3::S3Action;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use crate::retry::{retry_after, RetryPolicy};
 
 /// File name of a fetched archive, or directory name of a checked-out Git revision, in the
 /// work directory.
@@ -66,11 +67,9 @@ pub struct FetchSettings {
     /// Retries after the first attempt of an HTTP download. An attempt that made progress
     /// (wrote bytes) resets the count, so a long download over a flaky link keeps going.
     pub retries: u32,
-    /// First backoff delay; doubles per retry, with jitter, up to `backoff_max`.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// Cap on a server's `Retry-After`.
-    pub max_retry_after: Duration,
+    /// The agent's one retry policy (the config's `poll` backoff): delays between attempts,
+    /// and the cap on a server's `Retry-After`.
+    pub retry: RetryPolicy,
     /// Lifetime of the presigned S3 URL made for each attempt.
     pub s3_presign_ttl: Duration,
 }
@@ -83,9 +82,7 @@ impl Default for FetchSettings {
             git: GitSettings::default(),
             max_bytes: 8 * 1024 * 1024 * 1024,
             retries: 5,
-            backoff_min: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
             s3_presign_ttl: Duration::from_secs(3600),
         }
     }
@@ -217,7 +214,8 @@ pub enum FetchError {
     HttpStatus {
         url: String,
         status: u16,
-        /// `: ` and the server's short reason (an S3 error code), or empty.
+        /// ` ` and the status's reason phrase, then `: ` and an S3 error code when the body
+        /// holds a well-formed one; never other text from the body.
         detail: String,
     },
     #[error("fetching {url}")]
@@ -469,6 +467,9 @@ pub async fn fetch(
         Revision::Git { repository, commit } => {
             fetch_git(repository, commit, work_dir, &settings.git, cancel).await
         }
+        Revision::Unknown { kind } => Err(FetchError::InvalidRevision(format!(
+            "unsupported revision kind {kind:?}"
+        ))),
     };
     if result.is_err() {
         // Best effort: the error being returned matters more than a failed cleanup.
@@ -582,15 +583,6 @@ impl From<FetchError> for AttemptError {
 /// Builds each attempt's request afresh (an S3 URL is presigned anew).
 type MakeRequest<'a> = dyn Fn() -> RequestBuilder + 'a;
 
-fn backoff(settings: &FetchSettings) -> ExponentialBackoff {
-    ExponentialBuilder::new()
-        .with_min_delay(settings.backoff_min)
-        .with_max_delay(settings.backoff_max)
-        .with_max_times(settings.retries as usize)
-        .with_jitter()
-        .build()
-}
-
 /// Streams the source to `work_dir/bundle.part`, retrying and resuming, then verifies the
 /// sha256 and renames the file to `work_dir/bundle`.
 async fn download(
@@ -617,8 +609,10 @@ async fn download(
     };
     debug!(url = %source.shown, "fetching bundle");
 
-    let mut delays = backoff(settings);
+    let mut delays = settings.retry.delays();
     let mut attempts = 0u32;
+    // Failed attempts since the last one that made progress.
+    let mut failures = 0u32;
     loop {
         attempts += 1;
         let before = progress.written;
@@ -628,16 +622,18 @@ async fn download(
             Err(AttemptError::Retry { error, after }) => (error, after),
         };
         if progress.written > before {
-            delays = backoff(settings);
+            delays = settings.retry.delays();
+            failures = 0;
         }
-        let Some(delay) = delays.next() else {
+        failures += 1;
+        if failures > settings.retries {
             return Err(FetchError::GaveUp {
                 url: source.shown.clone(),
                 attempts,
                 last: Box::new(error),
             });
-        };
-        let delay = after.map_or(delay, |a| a.min(settings.max_retry_after));
+        }
+        let delay = settings.retry.next_delay(&mut delays, after);
         warn!(
             url = %source.shown,
             attempt = attempts,
@@ -869,23 +865,18 @@ fn content_range_start(headers: &HeaderMap) -> Option<u64> {
     start.trim().parse().ok()
 }
 
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = header_str(headers, &RETRY_AFTER)?;
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(&value).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// A short reason from an error response's body: the S3 error `<Code>`, or the first line of a
-/// text body, prefixed with `: `; empty when there is none. Reads at most a few KB.
+/// What an error response says, safe to put in a report: the status's standard reason phrase
+/// and, from an S3 error body, its `<Code>` when that is a plain identifier
+/// (`SignatureDoesNotMatch`). Nothing else from the body is kept: it is the server's text, of
+/// any size and content, and would otherwise travel into reports and operators' terminals.
+/// Reads at most a few KB.
 async fn error_detail(mut response: reqwest::Response, cancel: &CancellationToken) -> String {
     const MAX: usize = 4096;
+    let reason = response
+        .status()
+        .canonical_reason()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
     let mut body = Vec::new();
     while body.len() < MAX {
         let chunk = tokio::select! {
@@ -899,20 +890,20 @@ async fn error_detail(mut response: reqwest::Response, cancel: &CancellationToke
         }
     }
     let text = String::from_utf8_lossy(&body);
-    if let Some(code) = xml_element(&text, "Code") {
-        return match xml_element(&text, "Message") {
-            Some(message) => format!(": {code}: {message}"),
-            None => format!(": {code}"),
-        };
+    match xml_element(&text, "Code").filter(|code| is_error_code(code)) {
+        Some(code) => format!("{reason}: {code}"),
+        None => reason,
     }
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty());
-    match line {
-        Some(line) if !line.starts_with('<') => {
-            let short: String = line.chars().take(200).collect();
-            format!(": {short}")
-        }
-        _ => String::new(),
-    }
+}
+
+/// An S3 error code: a short identifier (`NoSuchKey`, `SlowDown`), nothing that could carry
+/// a message.
+fn is_error_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
 }
 
 fn xml_element<'t>(text: &'t str, name: &str) -> Option<&'t str> {
@@ -1379,16 +1370,7 @@ mod tests {
     fn header_parsing() {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_RANGE, "bytes 100-199/200".parse().unwrap());
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(content_range_start(&h), Some(100));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let later = SystemTime::now() + Duration::from_secs(120);
-        h.insert(RETRY_AFTER, httpdate::fmt_http_date(later).parse().unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
         assert_eq!(unquote_etag("W/\"abc\""), "abc");
         assert_eq!(unquote_etag("\"abc-2\""), "abc-2");
     }
@@ -1398,5 +1380,9 @@ mod tests {
         let body = "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>\
                     <Message>The request signature we calculated does not match</Message></Error>";
         assert_eq!(xml_element(body, "Code"), Some("SignatureDoesNotMatch"));
+        assert!(is_error_code("SignatureDoesNotMatch"));
+        for bad in ["", "Evil Code", "a\u{1b}[31m", &"A".repeat(65), "x<y"] {
+            assert!(!is_error_code(bad), "{bad:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use hoist_agent::bundle::fetch::{
     fetch, http_client, CoordinatorAccess, FetchError, FetchSettings, Fetched, GitAuth,
     GitSettings, S3Settings, Secret,
 };
+use hoist_agent::retry::RetryPolicy;
 use hoist_protocol::agent::Revision;
 use hoist_tests::servers::{
     bare_repo, moto_or_skip, serve, sha256_hex, start_git_http, start_s3s, GitDaemon, HttpServer,
@@ -35,8 +36,10 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 
 fn settings() -> FetchSettings {
     FetchSettings {
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(50),
+        retry: RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        },
         retries: 3,
         ..FetchSettings::default()
     }
@@ -191,10 +194,54 @@ async fn url_honours_retry_after_on_429() {
         sha256: sha256_hex(&body),
     };
     let started = Instant::now();
-    archive(run(&rev, dir.path(), &settings()).await.unwrap());
-    // The backoff alone would wait at most 50 ms; the second request waited for Retry-After.
+    // The backoff alone waits at most 50 ms; a maximum of 2 s leaves room for Retry-After.
+    let settings = FetchSettings {
+        retry: RetryPolicy {
+            max: Duration::from_secs(2),
+            ..settings().retry
+        },
+        ..settings()
+    };
+    archive(run(&rev, dir.path(), &settings).await.unwrap());
     assert!(
         started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn url_retry_after_is_capped_at_the_maximum_backoff() {
+    let body = content(1000, 5);
+    let served = body.clone();
+    let server = HttpServer::start(move |i, req| {
+        if i == 0 {
+            Reply::status(503).header("Retry-After", "86400")
+        } else {
+            serve(&served, req)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rev = Revision::Url {
+        url: server.url("/b"),
+        sha256: sha256_hex(&body),
+    };
+    let settings = FetchSettings {
+        retry: RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(300),
+        },
+        ..settings()
+    };
+    let started = Instant::now();
+    let fetched = tokio::time::timeout(Duration::from_secs(20), run(&rev, dir.path(), &settings))
+        .await
+        .expect("the second attempt waited for the day the server asked for");
+    archive(fetched.unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
@@ -235,6 +282,40 @@ async fn url_client_errors_are_not_retried_and_hide_the_query() {
             );
         }
         assert_eq!(names(dir.path()), Vec::<String>::new());
+    }
+}
+
+#[tokio::test]
+async fn error_bodies_of_a_failed_download_are_not_copied_into_the_error() {
+    for status in [404u16, 500] {
+        let server = HttpServer::start(move |_, _| {
+            let mut reply = Reply::status(status);
+            reply.body =
+                b"internal path /srv/secret leaked \x1b[31mcrimson\n<Error><Code>Not a code</Code>"
+                    .to_vec();
+            reply
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let rev = Revision::Url {
+            url: server.url("/b.zip"),
+            sha256: "0".repeat(64),
+        };
+        let err = run(&rev, dir.path(), &settings()).await.unwrap_err();
+        let text = hoist_agent::error_chain(&err);
+        assert!(
+            !text.contains("secret") && !text.contains("crimson") && !text.contains("a code"),
+            "{text}"
+        );
+        let reason = if status == 404 {
+            "Not Found"
+        } else {
+            "Internal Server Error"
+        };
+        assert!(
+            text.contains(&format!("server answered {status} {reason}")),
+            "{text}"
+        );
     }
 }
 

@@ -2,5 +2,6 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod daemon;
 mod fetch;
 mod hooks;

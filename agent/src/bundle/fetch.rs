@@ -407,6 +407,7 @@ pub async fn fetch(
             sha256,
         } => {
             let sha256 = check_sha256(sha256)?;
+            check_s3_key(key)?;
             let s3 = &settings.s3;
             let endpoint = match &s3.endpoint {
                 Some(e) => e.clone(),
@@ -502,6 +503,28 @@ fn check_sha256(sha256: &str) -> Result<String, FetchError> {
             "sha256 {sha256:?} is not 64 hex digits"
         )))
     }
+}
+
+/// An S3 key must name an object inside its bucket: `.` and `..` segments would be resolved
+/// by the URL (`s3://bkt/../../meta/x` is a request for `/meta/x`) and empty segments are
+/// a mistake; all are refused before anything is signed.
+fn check_s3_key(key: &str) -> Result<(), FetchError> {
+    let invalid = |what: &str| {
+        Err(FetchError::InvalidRevision(format!(
+            "s3 key {key:?} {what}"
+        )))
+    };
+    if key.is_empty() {
+        return invalid("is empty");
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return invalid("has an empty segment (a leading, trailing or doubled /)"),
+            "." | ".." => return invalid(&format!("has a {segment:?} segment")),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_http_url(url: &str) -> Result<Url, FetchError> {

@@ -577,6 +577,43 @@ async fn s3_signed_get_path_style() {
 }
 
 #[tokio::test]
+async fn s3_keys_with_dot_segments_are_refused_before_signing() {
+    // Any request reaching this "S3 endpoint" would be a signed request for another path.
+    let server = HttpServer::start(|_, _| Reply::status(200)).await;
+    let settings = s3_settings(server.url(""), true, S3_SECRET_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    for key in [
+        "../../meta/x",
+        "a/../../b",
+        "./x",
+        "a/./b",
+        "a/..",
+        "a//b",
+        "/x",
+        "x/",
+        "",
+    ] {
+        let rev = Revision::S3 {
+            bucket: "bkt".into(),
+            key: key.into(),
+            version_id: None,
+            etag: None,
+            sha256: "0".repeat(64),
+        };
+        let err = run(&rev, dir.path(), &settings).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::InvalidRevision(_)),
+            "{key:?}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("s3 key {key:?}")),
+            "{key:?}: {err}"
+        );
+    }
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+}
+
+#[tokio::test]
 async fn s3_wrong_secret_is_a_clear_403() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("bkt")).unwrap();

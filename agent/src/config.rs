@@ -332,6 +332,42 @@ impl Config {
                 "invalid config {origin}: poll.wait_secs and poll.max_backoff_secs must be positive"
             );
         }
+        // Durations are added to clocks and to each other: bounded here, so nothing downstream
+        // can overflow (`Instant + grace` panics) or wait for centuries.
+        let day = 24 * 3600;
+        for (key, value, max, unit) in [
+            ("poll.wait_secs", self.poll.wait_secs, 3600, "s"),
+            (
+                "poll.initial_backoff_ms",
+                self.poll.initial_backoff_ms,
+                3_600_000,
+                "ms",
+            ),
+            (
+                "poll.max_backoff_secs",
+                self.poll.max_backoff_secs,
+                day,
+                "s",
+            ),
+            (
+                "hooks.kill_grace_secs",
+                self.hooks.kill_grace_secs,
+                day,
+                "s",
+            ),
+            (
+                "hooks.stop_grace_secs",
+                self.hooks.stop_grace_secs,
+                day,
+                "s",
+            ),
+        ] {
+            if value > max {
+                anyhow::bail!(
+                    "invalid config {origin}: {key}: {value} is too long, at most {max} {unit}"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -457,6 +493,25 @@ s3:
         assert!(format!("{err:#}").contains("coordinator.url"));
         let err = Config::from_str("state_dir: relative/dir\n", "a").expect_err("relative");
         assert!(format!("{err:#}").contains("state_dir"));
+    }
+
+    #[test]
+    fn huge_durations_are_config_errors_naming_the_key() {
+        for key in [
+            "poll:\n  wait_secs",
+            "poll:\n  initial_backoff_ms",
+            "poll:\n  max_backoff_secs",
+            "hooks:\n  kill_grace_secs",
+            "hooks:\n  stop_grace_secs",
+        ] {
+            let text = format!("{key}: 18446744073709551615\n");
+            let err = Config::from_str(&text, "agent.yaml").expect_err(&text);
+            let name = key.replace(":\n  ", ".");
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&name) && msg.contains("too long"), "{msg}");
+        }
+        let ok = "poll:\n  max_backoff_secs: 86400\nhooks:\n  kill_grace_secs: 86400\n";
+        assert!(Config::from_str(ok, "agent.yaml").is_ok());
     }
 
     #[test]

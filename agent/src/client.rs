@@ -1,7 +1,8 @@
 //! The only module of the agent that speaks HTTP to the coordinator.
 //!
 //! It builds the one `reqwest::Client` (rustls, the system's roots plus `coordinator.ca_file`,
-//! `proxy` from the config or HTTPS_PROXY/NO_PROXY from the environment) and wraps the agent
+//! the coordinator's certificate pinned by `coordinator.pin_sha256`, `proxy` from the config
+//! or HTTPS_PROXY/NO_PROXY from the environment) and wraps the agent
 //! routes of `hoist_protocol::agent`. It decides nothing about retries: callers get a
 //! [`ClientError`] that says whether trying again makes sense and how long the server asked
 //! to wait.
@@ -97,8 +98,10 @@ impl Client {
             .context("the config has no coordinator section")?;
         // A long poll is silent until it answers, so reads may idle a little longer than it.
         let read_timeout = Duration::from_secs(config.poll.wait_secs.max(45) + 15);
+        let pin = coordinator.pin()?;
         let http = crate::bundle::fetch::http_client(
             coordinator.ca_file.as_deref(),
+            pin.as_ref(),
             config.proxy.as_deref(),
             Duration::from_secs(10),
             read_timeout,

@@ -86,8 +86,41 @@ pub struct CoordinatorConfig {
     pub registration_token: Option<Secret>,
     #[serde(default)]
     pub registration_token_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for the coordinator and every other HTTPS host.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the coordinator's DER leaf certificate (hex, colons allowed): the
+    /// coordinator's host then presents exactly that certificate, whoever signed it.
+    #[serde(default)]
+    pub pin_sha256: Option<String>,
+    /// Allow an `http://` coordinator on a host other than loopback (credentials and
+    /// commands then cross the network in the clear).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+impl CoordinatorConfig {
+    /// The certificate pin, when `pin_sha256` is set (checked by [`Config::from_str`]).
+    pub fn pin(&self) -> anyhow::Result<Option<crate::tls::CertPin>> {
+        self.pin_sha256
+            .as_deref()
+            .map(|p| crate::tls::CertPin::new(&self.url, p))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("coordinator.pin_sha256: {e}"))
+    }
+}
+
+/// Whether `url`'s host is this machine's loopback (`127.0.0.0/8`, `::1`, `localhost`).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -315,6 +348,30 @@ impl Config {
                     c.url
                 );
             }
+            let url = url::Url::parse(&c.url).with_context(|| {
+                format!(
+                    "invalid config {origin}: coordinator.url {:?} is not a URL",
+                    c.url
+                )
+            })?;
+            if url.scheme() == "http" && !is_loopback(&url) && !c.allow_insecure_http {
+                anyhow::bail!(
+                    "invalid config {origin}: coordinator.url {:?} is plain HTTP to a host that \
+                     is not loopback: host secrets and commands would cross the network in \
+                     the clear; use https:// (with coordinator.ca_file or \
+                     coordinator.pin_sha256), or set coordinator.allow_insecure_http: true",
+                    c.url
+                );
+            }
+            if c.pin_sha256.is_some() && url.scheme() != "https" {
+                anyhow::bail!(
+                    "invalid config {origin}: coordinator.pin_sha256 needs an https:// \
+                     coordinator.url, got {:?}",
+                    c.url
+                );
+            }
+            c.pin()
+                .with_context(|| format!("invalid config {origin}"))?;
             if c.registration_token.is_some() && c.registration_token_file.is_some() {
                 anyhow::bail!(
                     "invalid config {origin}: give coordinator.registration_token or coordinator.registration_token_file, not both"
@@ -512,6 +569,58 @@ s3:
         }
         let ok = "poll:\n  max_backoff_secs: 86400\nhooks:\n  kill_grace_secs: 86400\n";
         assert!(Config::from_str(ok, "agent.yaml").is_ok());
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        let config = |url: &str, extra: &str| {
+            Config::from_str(
+                &format!("coordinator:\n  url: {url}\n{extra}"),
+                "agent.yaml",
+            )
+        };
+        for url in [
+            "http://127.0.0.1:8443",
+            "http://127.8.9.10",
+            "http://[::1]:8443",
+            "http://localhost:8443",
+            "https://hoist.example.internal:8443",
+        ] {
+            assert!(config(url, "").is_ok(), "{url}");
+        }
+        for url in ["http://10.0.0.5:8443", "http://hoist.example.internal"] {
+            let msg = format!("{:#}", config(url, "").expect_err(url));
+            assert!(
+                msg.contains("coordinator.allow_insecure_http") && msg.contains(url),
+                "{msg}"
+            );
+            assert!(
+                config(url, "  allow_insecure_http: true\n").is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn pin_sha256_is_checked() {
+        let pin = vec!["AB"; 32].join(":");
+        let text = format!("coordinator:\n  url: https://10.0.0.5:8443\n  pin_sha256: {pin}\n");
+        let c = Config::from_str(&text, "agent.yaml").expect("a colon-separated pin");
+        let pin = c.coordinator.as_ref().and_then(|c| c.pin().ok().flatten());
+        assert_eq!(pin.map(|p| p.sha256), Some([0xab; 32]));
+        for (text, what) in [
+            (
+                "coordinator:\n  url: https://h\n  pin_sha256: abc\n",
+                "coordinator.pin_sha256",
+            ),
+            (
+                "coordinator:\n  url: http://127.0.0.1\n  pin_sha256: '00000000000000000000000000000000000000000000000000000000000000ab'\n",
+                "needs an https://",
+            ),
+        ] {
+            let msg = format!("{:#}", Config::from_str(text, "agent.yaml").expect_err(text));
+            assert!(msg.contains(what), "{msg}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`daemon`]: `hoist-agent run`: registration, the long-poll loop, the report sender.
 //! - [`notify`]: telling systemd READY, STOPPING and a status line (`Type=notify`).
 //! - [`status`]: what `hoist-agent status` reads from the state directory.
+//! - [`tls`]: pinning the coordinator's certificate (`coordinator.pin_sha256`).
 //! - [`cli`]: the command line (`run`, `status`, `deploy`, `validate`).
 
 pub mod bundle;
@@ -30,6 +31,7 @@ pub mod recovery;
 pub mod retry;
 pub mod state;
 pub mod status;
+pub mod tls;
 
 /// An error and its sources on one line, as anyhow's `{:#}` prints them, for errors held by
 /// reference or kept as text in records and reports.

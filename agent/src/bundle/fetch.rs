@@ -283,6 +283,8 @@ pub enum FetchError {
     },
     #[error("building the HTTP client")]
     Client(#[source] reqwest::Error),
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }
 
 impl FetchError {
@@ -300,10 +302,12 @@ impl FetchError {
 
 /// The agent's one HTTP client, for bundle downloads and (through `client`) the coordinator's
 /// API: an idle-read timeout rather than a total one (bundles can be large; API calls set
-/// their own per-request limits), an optional PEM bundle of extra CAs, and a proxy from the
-/// config or else reqwest's handling of `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+/// their own per-request limits), an optional PEM bundle of extra CAs, an optional pin of the
+/// coordinator's certificate (see [`crate::tls`]), and a proxy from the config or else
+/// reqwest's handling of `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
 pub fn http_client(
     ca_file: Option<&Path>,
+    pin: Option<&crate::tls::CertPin>,
     proxy: Option<&str>,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -320,6 +324,13 @@ pub fn http_client(
             })?
             .no_proxy(reqwest::NoProxy::from_env());
         builder = builder.proxy(proxy);
+    }
+    if let Some(pin) = pin {
+        let tls = crate::tls::pinned_config(pin, ca_file).map_err(FetchError::Tls)?;
+        return builder
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(FetchError::Client);
     }
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| FetchError::CaFile {

@@ -46,7 +46,14 @@ fn settings() -> FetchSettings {
 }
 
 fn client() -> reqwest::Client {
-    http_client(None, None, Duration::from_secs(5), Duration::from_secs(10)).unwrap()
+    http_client(
+        None,
+        None,
+        None,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    )
+    .unwrap()
 }
 
 /// The names in `dir`, sorted.
@@ -1030,6 +1037,7 @@ fn http_client_rejects_a_ca_file_without_certificates() {
     for path in [&ca, &missing] {
         let err = http_client(
             Some(path),
+            None,
             None,
             Duration::from_secs(1),
             Duration::from_secs(1),

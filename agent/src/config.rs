@@ -308,7 +308,7 @@ pub struct S3Config {
     pub session_token: Option<Secret>,
 }
 
-/// Credentials for Git over HTTP(S).
+/// Credentials for Git over HTTP(S), and the hosts they may be sent to.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitConfig {
@@ -316,6 +316,11 @@ pub struct GitConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The Git servers the credentials are for: `host` (any port) or `host:port`. They are
+    /// offered to a repository on one of these over HTTPS only (plain HTTP to a loopback
+    /// address too), never to another host a revision names. Without it they go nowhere.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Config {
@@ -378,6 +383,17 @@ impl Config {
                 );
             }
         }
+        for (i, host) in self.git.hosts.iter().enumerate() {
+            let bad = host.trim().is_empty()
+                || host.contains("://")
+                || host.contains(['/', '@', '?', '#', ' ']);
+            if bad {
+                anyhow::bail!(
+                    "invalid config {origin}: git.hosts[{i}]: {host:?} is not a host name; give \
+                     HOST or HOST:PORT, without a scheme, user or path"
+                );
+            }
+        }
         if !self.state_dir.is_absolute() {
             anyhow::bail!(
                 "invalid config {origin}: state_dir must be an absolute path, got {}",
@@ -428,6 +444,19 @@ impl Config {
         Ok(())
     }
 
+    /// What is allowed but probably not meant, for the daemon to log at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.git.username.is_some() && self.git.hosts.is_empty() {
+            warnings.push(
+                "git.username and git.password are bound to no host, so they are never sent; \
+                 list the Git servers they are for in git.hosts"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
     /// The host name: from the config, else the system hostname.
     pub fn host_name(&self) -> String {
         if let Some(name) = &self.host.name {
@@ -463,6 +492,7 @@ impl Config {
                 password: password.clone(),
             });
         }
+        git.auth_hosts = self.git.hosts.clone();
         git.ca_file = self.coordinator.as_ref().and_then(|c| c.ca_file.clone());
         fetch::FetchSettings {
             s3,
@@ -620,6 +650,33 @@ s3:
         ] {
             let msg = format!("{:#}", Config::from_str(text, "agent.yaml").expect_err(text));
             assert!(msg.contains(what), "{msg}");
+        }
+    }
+
+    #[test]
+    fn git_credentials_name_their_hosts() {
+        let text = "git:\n  username: ci\n  password: pw\n  hosts: [git.example.com, 'git.internal:8443']\n";
+        let c = Config::from_str(text, "agent.yaml").expect("parses");
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        assert_eq!(
+            c.fetch_settings(None).git.auth_hosts,
+            ["git.example.com", "git.internal:8443"]
+        );
+        let unbound = Config::from_str("git:\n  username: ci\n  password: pw\n", "agent.yaml")
+            .expect("still loads");
+        assert!(unbound.warnings().iter().any(|w| w.contains("git.hosts")));
+        for bad in [
+            "https://git.example.com",
+            "git.example.com/team",
+            "ci@git.example.com",
+            "",
+        ] {
+            let text = format!("git:\n  hosts: [{bad:?}]\n");
+            let msg = format!(
+                "{:#}",
+                Config::from_str(&text, "agent.yaml").expect_err(bad)
+            );
+            assert!(msg.contains("git.hosts[0]"), "{msg}");
         }
     }
 

@@ -158,8 +158,13 @@ pub struct CoordinatorAccess {
 pub struct GitSettings {
     /// The `git` program; looked up on `PATH` when not absolute.
     pub program: PathBuf,
-    /// Credentials for smart HTTP(S) repositories; sent only to the revision's repository URL.
+    /// Credentials for smart HTTP(S) repositories; sent only to a repository on one of
+    /// `auth_hosts`, over HTTPS (or plain HTTP to a loopback address, which never leaves the
+    /// machine), and only when the server asks.
     pub auth: Option<GitAuth>,
+    /// Where `auth` may go: `host` (any port) or `host:port`, as in the config's `git.hosts`.
+    /// Empty: nowhere.
+    pub auth_hosts: Vec<String>,
     /// Limit for each `git` command.
     pub timeout: Duration,
     /// Extra CA bundle for HTTPS repositories (`GIT_SSL_CAINFO`).
@@ -171,6 +176,7 @@ impl Default for GitSettings {
         GitSettings {
             program: PathBuf::from("git"),
             auth: None,
+            auth_hosts: Vec::new(),
             timeout: Duration::from_secs(600),
             ca_file: None,
         }
@@ -1135,10 +1141,17 @@ fn git_env(home: &Path, repository: &str, settings: &GitSettings) -> Vec<(OsStri
     }
     if let Some(auth) = &settings.auth {
         // Credentials reach git through GIT_CONFIG_* and HOIST_GIT_* variables, never through
-        // argv (visible in /proc and echoed in errors), and only for the repository's host.
+        // argv (visible in /proc and echoed in errors), and only for the repository's host,
+        // when the config binds them to it.
         let url = Url::parse(repository)
             .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"));
+            .filter(|u| may_send_credentials(u, &settings.auth_hosts));
+        if url.is_none() {
+            debug!(
+                repository = %redact_repository(repository),
+                "git credentials not offered: the repository is not on a host of git.hosts over https"
+            );
+        }
         if let Some(url) = url {
             let mut scope = url;
             scope.set_path("");
@@ -1165,12 +1178,46 @@ fn git_env(home: &Path, repository: &str, settings: &GitSettings) -> Vec<(OsStri
                     format!("Authorization: Bearer {}", token.expose()),
                 ),
             };
-            env.push(("GIT_CONFIG_COUNT".into(), "1".into()));
+            // A preset header would follow a redirect to another host: no redirects then.
+            let no_redirects = matches!(auth, GitAuth::Bearer { .. });
+            env.push((
+                "GIT_CONFIG_COUNT".into(),
+                if no_redirects { "2" } else { "1" }.into(),
+            ));
             env.push(("GIT_CONFIG_KEY_0".into(), key.into()));
             env.push(("GIT_CONFIG_VALUE_0".into(), value.into()));
+            if no_redirects {
+                env.push(("GIT_CONFIG_KEY_1".into(), "http.followRedirects".into()));
+                env.push(("GIT_CONFIG_VALUE_1".into(), "false".into()));
+            }
         }
     }
     env
+}
+
+/// Whether Git credentials may be offered to `url`: its host (or `host:port`) is one of
+/// `hosts` (case-insensitive), and it is HTTPS, or plain HTTP to a loopback address (which
+/// never leaves the machine). Never over plain HTTP across a network, never to a host the
+/// config did not name, whatever URL a revision gives.
+pub fn may_send_credentials(url: &Url, hosts: &[String]) -> bool {
+    let secure = match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            _ => false,
+        },
+        _ => false,
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let with_port = format!("{host}:{port}");
+    secure
+        && hosts
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .any(|h| h == host || h == with_port)
 }
 
 /// Fetches exactly `commit` from `repository` and checks it out into `work_dir/bundle`
@@ -1358,6 +1405,59 @@ mod tests {
         assert_eq!(configured.session_token, None);
         assert_eq!(configured.region.as_deref(), Some("us-west-2"));
         assert_eq!(configured.endpoint.as_deref(), Some("http://s3.internal"));
+    }
+
+    #[test]
+    fn git_credentials_go_only_to_configured_hosts_over_https() {
+        let hosts = vec![
+            "git.example.com".to_owned(),
+            "Other.Example:8443".to_owned(),
+        ];
+        for (url, expected) in [
+            ("https://git.example.com/team/app.git", true),
+            ("https://GIT.example.com:443/app.git", true),
+            ("https://git.example.com:9000/app.git", true),
+            ("https://other.example:8443/app.git", true),
+            ("https://other.example/app.git", false),
+            ("https://evil.example/app.git", false),
+            ("https://git.example.com.evil.example/app.git", false),
+            ("http://git.example.com/app.git", false),
+            ("git://git.example.com/app.git", false),
+        ] {
+            let parsed = Url::parse(url).unwrap();
+            assert_eq!(may_send_credentials(&parsed, &hosts), expected, "{url}");
+        }
+        let loopback = vec!["127.0.0.1".to_owned(), "[::1]".to_owned()];
+        for (url, expected) in [
+            ("http://127.0.0.1:8080/app.git", true),
+            ("http://[::1]:8080/app.git", true),
+            ("http://localhost:8080/app.git", false),
+        ] {
+            let parsed = Url::parse(url).unwrap();
+            assert_eq!(may_send_credentials(&parsed, &loopback), expected, "{url}");
+        }
+        // Unbound credentials go nowhere; the environment then carries none.
+        assert!(!may_send_credentials(
+            &Url::parse("https://git.example.com/a.git").unwrap(),
+            &[]
+        ));
+        let settings = GitSettings {
+            auth: Some(GitAuth::Basic {
+                username: "ci".into(),
+                password: Secret::new("hunter2"),
+            }),
+            auth_hosts: vec!["git.example.com".into()],
+            ..GitSettings::default()
+        };
+        let home = Path::new("/nonexistent");
+        let carries = |repository: &str| {
+            git_env(home, repository, &settings)
+                .iter()
+                .any(|(k, v)| k == "HOIST_GIT_PASSWORD" || v.to_string_lossy().contains("hunter2"))
+        };
+        assert!(carries("https://git.example.com/a.git"));
+        assert!(!carries("http://git.example.com/a.git"));
+        assert!(!carries("https://elsewhere.example/a.git"));
     }
 
     #[test]

@@ -869,6 +869,7 @@ async fn git_daemon_repository() {
     assert_first_commit(fetched, dir.path(), &first);
 }
 
+/// Basic credentials bound to the test servers' host, 127.0.0.1.
 fn git_auth_settings(username: &str, password: &str) -> FetchSettings {
     FetchSettings {
         git: GitSettings {
@@ -876,10 +877,57 @@ fn git_auth_settings(username: &str, password: &str) -> FetchSettings {
                 username: username.into(),
                 password: Secret::new(password),
             }),
+            auth_hosts: vec!["127.0.0.1".into()],
             ..GitSettings::default()
         },
         ..settings()
     }
+}
+
+#[tokio::test]
+async fn git_credentials_are_not_sent_to_a_host_the_config_did_not_name() {
+    let root = tempfile::tempdir().unwrap();
+    let (first, _) = make_repo(root.path());
+    let server = start_git_http(root.path(), true).await;
+    // The same server under another name: the credentials are bound to 127.0.0.1 only.
+    let repository = server.url("/app.git").replace("127.0.0.1", "localhost");
+    let dir = tempfile::tempdir().unwrap();
+    let rev = Revision::Git {
+        repository,
+        commit: first.clone(),
+    };
+    let settings = git_auth_settings(GIT_HTTP_USER, GIT_HTTP_PASSWORD);
+    let err = run(&rev, dir.path(), &settings).await.unwrap_err();
+    assert!(
+        matches!(err, FetchError::Git { op: "fetch", .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("terminal prompts disabled"),
+        "{err}"
+    );
+    let requests = server.requests();
+    assert!(!requests.is_empty(), "git reached the server");
+    assert!(
+        requests.iter().all(|r| r.header("authorization").is_none()),
+        "credentials were sent: {requests:?}"
+    );
+
+    // Bound to no host at all: nowhere either.
+    let mut unbound = settings.clone();
+    unbound.git.auth_hosts.clear();
+    let rev = Revision::Git {
+        repository: server.url("/app.git"),
+        commit: first,
+    };
+    let before = server.requests().len();
+    run(&rev, dir.path(), &unbound).await.unwrap_err();
+    assert!(
+        server.requests()[before..]
+            .iter()
+            .all(|r| r.header("authorization").is_none()),
+        "unbound credentials were sent"
+    );
 }
 
 #[tokio::test]

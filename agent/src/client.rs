@@ -1,7 +1,8 @@
 //! The only module of the agent that speaks HTTP to the coordinator.
 //!
 //! It builds the one `reqwest::Client` (rustls, the system's roots plus `coordinator.ca_file`,
-//! `proxy` from the config or HTTPS_PROXY/NO_PROXY from the environment) and wraps the agent
+//! the coordinator's certificate pinned by `coordinator.pin_sha256`, `proxy` from the config
+//! or HTTPS_PROXY/NO_PROXY from the environment) and wraps the agent
 //! routes of `hoist_protocol::agent`. It decides nothing about retries: callers get a
 //! [`ClientError`] that says whether trying again makes sense and how long the server asked
 //! to wait.
@@ -45,7 +46,8 @@ pub enum ClientError {
         what: &'static str,
         status: u16,
         message: String,
-        /// From `Retry-After` (seconds) on 429 and 503.
+        /// From `Retry-After` (seconds or a date), as the server sent it: callers cap it
+        /// through [`crate::retry::RetryPolicy::next_delay`].
         retry_after: Option<Duration>,
     },
     #[error("the coordinator's answer to {what} could not be read")]
@@ -96,8 +98,10 @@ impl Client {
             .context("the config has no coordinator section")?;
         // A long poll is silent until it answers, so reads may idle a little longer than it.
         let read_timeout = Duration::from_secs(config.poll.wait_secs.max(45) + 15);
+        let pin = coordinator.pin()?;
         let http = crate::bundle::fetch::http_client(
             coordinator.ca_file.as_deref(),
+            pin.as_ref(),
             config.proxy.as_deref(),
             Duration::from_secs(10),
             read_timeout,
@@ -172,7 +176,8 @@ impl Client {
         command_id: &str,
         report: &Report,
     ) -> Result<ReportAck, ClientError> {
-        let path = format!("/commands/{command_id}/reports");
+        // The id comes from the coordinator: one path segment, whatever it holds.
+        let path = format!("/commands/{}/reports", path_segment(command_id));
         self.post_as_host(host, &path, report, REQUEST_TIMEOUT, "event report")
             .await
     }
@@ -201,6 +206,26 @@ impl Client {
     }
 }
 
+/// `segment` percent-encoded for use as one URL path segment: every byte but RFC 3986's
+/// unreserved characters, so `/`, `..`, `?` and `#` cannot change the route.
+pub fn path_segment(segment: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    // `.` and `..` alone are still dot segments that a URL parser resolves.
+    match out.as_str() {
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => out,
+    }
+}
+
 async fn decode<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     what: &'static str,
@@ -212,12 +237,7 @@ async fn decode<T: serde::de::DeserializeOwned>(
             .await
             .map_err(|source| ClientError::Decode { what, source });
     }
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::retry::retry_after(resp.headers());
     let text = resp.text().await.unwrap_or_default();
     let message = serde_json::from_str::<ErrorBody>(&text)
         .map(|b| b.error)
@@ -235,4 +255,22 @@ async fn decode<T: serde::de::DeserializeOwned>(
         message,
         retry_after,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        for (raw, encoded) in [
+            ("c-1_a.b~", "c-1_a.b~"),
+            ("c 1/../x?y#z", "c%201%2F..%2Fx%3Fy%23z"),
+            ("..", "%2E%2E"),
+            (".", "%2E"),
+            ("é%", "%C3%A9%25"),
+        ] {
+            assert_eq!(path_segment(raw), encoded, "{raw:?}");
+        }
+    }
 }

@@ -86,8 +86,41 @@ pub struct CoordinatorConfig {
     pub registration_token: Option<Secret>,
     #[serde(default)]
     pub registration_token_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for the coordinator and every other HTTPS host.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the coordinator's DER leaf certificate (hex, colons allowed): the
+    /// coordinator's host then presents exactly that certificate, whoever signed it.
+    #[serde(default)]
+    pub pin_sha256: Option<String>,
+    /// Allow an `http://` coordinator on a host other than loopback (credentials and
+    /// commands then cross the network in the clear).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+}
+
+impl CoordinatorConfig {
+    /// The certificate pin, when `pin_sha256` is set (checked by [`Config::from_str`]).
+    pub fn pin(&self) -> anyhow::Result<Option<crate::tls::CertPin>> {
+        self.pin_sha256
+            .as_deref()
+            .map(|p| crate::tls::CertPin::new(&self.url, p))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("coordinator.pin_sha256: {e}"))
+    }
+}
+
+/// Whether `url`'s host is this machine's loopback (`127.0.0.0/8`, `::1`, `localhost`).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -106,9 +139,11 @@ pub struct PollConfig {
     /// How long the coordinator may hold a poll.
     #[serde(default = "default_poll_wait")]
     pub wait_secs: u64,
-    /// First delay after an error; doubles (with jitter) up to `max_backoff_secs`.
+    /// First delay after an error; doubles (with jitter) up to `max_backoff_secs`. The same
+    /// policy retries bundle downloads.
     #[serde(default = "default_backoff_initial")]
     pub initial_backoff_ms: u64,
+    /// Longest wait between attempts, also the cap on a server's `Retry-After`.
     #[serde(default = "default_backoff_max")]
     pub max_backoff_secs: u64,
 }
@@ -121,6 +156,16 @@ fn default_backoff_initial() -> u64 {
 }
 fn default_backoff_max() -> u64 {
     60
+}
+
+impl PollConfig {
+    /// The agent's one retry policy: for the coordinator and for downloads.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            initial: Duration::from_millis(self.initial_backoff_ms),
+            max: Duration::from_secs(self.max_backoff_secs),
+        }
+    }
 }
 
 impl Default for PollConfig {
@@ -263,7 +308,7 @@ pub struct S3Config {
     pub session_token: Option<Secret>,
 }
 
-/// Credentials for Git over HTTP(S).
+/// Credentials for Git over HTTP(S), and the hosts they may be sent to.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitConfig {
@@ -271,6 +316,11 @@ pub struct GitConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The Git servers the credentials are for: `host` (any port) or `host:port`. They are
+    /// offered to a repository on one of these over HTTPS only (plain HTTP to a loopback
+    /// address too), never to another host a revision names. Without it they go nowhere.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Config {
@@ -303,9 +353,44 @@ impl Config {
                     c.url
                 );
             }
+            let url = url::Url::parse(&c.url).with_context(|| {
+                format!(
+                    "invalid config {origin}: coordinator.url {:?} is not a URL",
+                    c.url
+                )
+            })?;
+            if url.scheme() == "http" && !is_loopback(&url) && !c.allow_insecure_http {
+                anyhow::bail!(
+                    "invalid config {origin}: coordinator.url {:?} is plain HTTP to a host that \
+                     is not loopback: host secrets and commands would cross the network in \
+                     the clear; use https:// (with coordinator.ca_file or \
+                     coordinator.pin_sha256), or set coordinator.allow_insecure_http: true",
+                    c.url
+                );
+            }
+            if c.pin_sha256.is_some() && url.scheme() != "https" {
+                anyhow::bail!(
+                    "invalid config {origin}: coordinator.pin_sha256 needs an https:// \
+                     coordinator.url, got {:?}",
+                    c.url
+                );
+            }
+            c.pin()
+                .with_context(|| format!("invalid config {origin}"))?;
             if c.registration_token.is_some() && c.registration_token_file.is_some() {
                 anyhow::bail!(
                     "invalid config {origin}: give coordinator.registration_token or coordinator.registration_token_file, not both"
+                );
+            }
+        }
+        for (i, host) in self.git.hosts.iter().enumerate() {
+            let bad = host.trim().is_empty()
+                || host.contains("://")
+                || host.contains(['/', '@', '?', '#', ' ']);
+            if bad {
+                anyhow::bail!(
+                    "invalid config {origin}: git.hosts[{i}]: {host:?} is not a host name; give \
+                     HOST or HOST:PORT, without a scheme, user or path"
                 );
             }
         }
@@ -320,7 +405,56 @@ impl Config {
                 "invalid config {origin}: poll.wait_secs and poll.max_backoff_secs must be positive"
             );
         }
+        // Durations are added to clocks and to each other: bounded here, so nothing downstream
+        // can overflow (`Instant + grace` panics) or wait for centuries.
+        let day = 24 * 3600;
+        for (key, value, max, unit) in [
+            ("poll.wait_secs", self.poll.wait_secs, 3600, "s"),
+            (
+                "poll.initial_backoff_ms",
+                self.poll.initial_backoff_ms,
+                3_600_000,
+                "ms",
+            ),
+            (
+                "poll.max_backoff_secs",
+                self.poll.max_backoff_secs,
+                day,
+                "s",
+            ),
+            (
+                "hooks.kill_grace_secs",
+                self.hooks.kill_grace_secs,
+                day,
+                "s",
+            ),
+            (
+                "hooks.stop_grace_secs",
+                self.hooks.stop_grace_secs,
+                day,
+                "s",
+            ),
+        ] {
+            if value > max {
+                anyhow::bail!(
+                    "invalid config {origin}: {key}: {value} is too long, at most {max} {unit}"
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// What is allowed but probably not meant, for the daemon to log at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.git.username.is_some() && self.git.hosts.is_empty() {
+            warnings.push(
+                "git.username and git.password are bound to no host, so they are never sent; \
+                 list the Git servers they are for in git.hosts"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 
     /// The host name: from the config, else the system hostname.
@@ -358,6 +492,7 @@ impl Config {
                 password: password.clone(),
             });
         }
+        git.auth_hosts = self.git.hosts.clone();
         git.ca_file = self.coordinator.as_ref().and_then(|c| c.ca_file.clone());
         fetch::FetchSettings {
             s3,
@@ -371,6 +506,7 @@ impl Config {
             },
             git,
             max_bytes: self.bundles.max_download_bytes,
+            retry: self.poll.retry_policy(),
             ..fetch::FetchSettings::default()
         }
     }
@@ -444,6 +580,104 @@ s3:
         assert!(format!("{err:#}").contains("coordinator.url"));
         let err = Config::from_str("state_dir: relative/dir\n", "a").expect_err("relative");
         assert!(format!("{err:#}").contains("state_dir"));
+    }
+
+    #[test]
+    fn huge_durations_are_config_errors_naming_the_key() {
+        for key in [
+            "poll:\n  wait_secs",
+            "poll:\n  initial_backoff_ms",
+            "poll:\n  max_backoff_secs",
+            "hooks:\n  kill_grace_secs",
+            "hooks:\n  stop_grace_secs",
+        ] {
+            let text = format!("{key}: 18446744073709551615\n");
+            let err = Config::from_str(&text, "agent.yaml").expect_err(&text);
+            let name = key.replace(":\n  ", ".");
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&name) && msg.contains("too long"), "{msg}");
+        }
+        let ok = "poll:\n  max_backoff_secs: 86400\nhooks:\n  kill_grace_secs: 86400\n";
+        assert!(Config::from_str(ok, "agent.yaml").is_ok());
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        let config = |url: &str, extra: &str| {
+            Config::from_str(
+                &format!("coordinator:\n  url: {url}\n{extra}"),
+                "agent.yaml",
+            )
+        };
+        for url in [
+            "http://127.0.0.1:8443",
+            "http://127.8.9.10",
+            "http://[::1]:8443",
+            "http://localhost:8443",
+            "https://hoist.example.internal:8443",
+        ] {
+            assert!(config(url, "").is_ok(), "{url}");
+        }
+        for url in ["http://10.0.0.5:8443", "http://hoist.example.internal"] {
+            let msg = format!("{:#}", config(url, "").expect_err(url));
+            assert!(
+                msg.contains("coordinator.allow_insecure_http") && msg.contains(url),
+                "{msg}"
+            );
+            assert!(
+                config(url, "  allow_insecure_http: true\n").is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn pin_sha256_is_checked() {
+        let pin = vec!["AB"; 32].join(":");
+        let text = format!("coordinator:\n  url: https://10.0.0.5:8443\n  pin_sha256: {pin}\n");
+        let c = Config::from_str(&text, "agent.yaml").expect("a colon-separated pin");
+        let pin = c.coordinator.as_ref().and_then(|c| c.pin().ok().flatten());
+        assert_eq!(pin.map(|p| p.sha256), Some([0xab; 32]));
+        for (text, what) in [
+            (
+                "coordinator:\n  url: https://h\n  pin_sha256: abc\n",
+                "coordinator.pin_sha256",
+            ),
+            (
+                "coordinator:\n  url: http://127.0.0.1\n  pin_sha256: '00000000000000000000000000000000000000000000000000000000000000ab'\n",
+                "needs an https://",
+            ),
+        ] {
+            let msg = format!("{:#}", Config::from_str(text, "agent.yaml").expect_err(text));
+            assert!(msg.contains(what), "{msg}");
+        }
+    }
+
+    #[test]
+    fn git_credentials_name_their_hosts() {
+        let text = "git:\n  username: ci\n  password: pw\n  hosts: [git.example.com, 'git.internal:8443']\n";
+        let c = Config::from_str(text, "agent.yaml").expect("parses");
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        assert_eq!(
+            c.fetch_settings(None).git.auth_hosts,
+            ["git.example.com", "git.internal:8443"]
+        );
+        let unbound = Config::from_str("git:\n  username: ci\n  password: pw\n", "agent.yaml")
+            .expect("still loads");
+        assert!(unbound.warnings().iter().any(|w| w.contains("git.hosts")));
+        for bad in [
+            "https://git.example.com",
+            "git.example.com/team",
+            "ci@git.example.com",
+            "",
+        ] {
+            let text = format!("git:\n  hosts: [{bad:?}]\n");
+            let msg = format!(
+                "{:#}",
+                Config::from_str(&text, "agent.yaml").expect_err(bad)
+            );
+            assert!(msg.contains("git.hosts[0]"), "{msg}");
+        }
     }
 
     #[test]

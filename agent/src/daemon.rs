@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use backon::BackoffBuilder;
 use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
 use hoist_protocol::agent::{
     Command, CommandStatus, Heartbeat, PollRequest, RegisterRequest, ReportBody, Revision,
@@ -109,7 +108,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         engine_settings(&config, Some((&client, &host))),
     );
     crate::notify::status("polling the coordinator");
-    let mut delays = backoff(&config.poll);
+    let policy = config.poll.retry_policy();
+    let mut delays = policy.delays();
     while !shutdown.is_cancelled() {
         let req = PollRequest {
             name: info.host_name.clone(),
@@ -123,7 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         };
         match result {
             Ok(resp) => {
-                delays = backoff(&config.poll);
+                delays = policy.delays();
                 note_contact(&state, None);
                 if let Some(command) = resp.command {
                     let alive = Alive {
@@ -154,9 +154,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
             Err(e) => {
                 note_contact(&state, Some(&e));
-                let delay = e
-                    .retry_after()
-                    .unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60)));
+                let delay = policy.next_delay(&mut delays, e.retry_after());
                 if e.is_unauthorized() {
                     // Nothing this host can fix by itself: say what and where, loudly.
                     error!(
@@ -212,16 +210,6 @@ pub fn engine_settings(
     }
 }
 
-/// Exponential delays with jitter from `initial_backoff_ms` up to `max_backoff_secs`.
-fn backoff(poll: &crate::config::PollConfig) -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(poll.initial_backoff_ms.max(1)))
-        .with_max_delay(Duration::from_secs(poll.max_backoff_secs))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// Records a successful exchange with the coordinator, or the error of a failed one (keeping
 /// the time of the last success), for `hoist-agent status`.
 fn note_contact(state: &StateDir, error: Option<&ClientError>) {
@@ -266,7 +254,8 @@ async fn register(
         tags: config.host.tags.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let mut delays = backoff(&config.poll);
+    let policy = config.poll.retry_policy();
+    let mut delays = policy.delays();
     loop {
         match client.register(&token, &req).await {
             Ok(resp) => {
@@ -283,9 +272,7 @@ async fn register(
             }
             Err(e) => {
                 note_contact(state, Some(&e));
-                let delay = e
-                    .retry_after()
-                    .unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60)));
+                let delay = policy.next_delay(&mut delays, e.retry_after());
                 let e = anyhow::Error::new(e);
                 // A refused token may be fixed by the operator without restarting us.
                 error!("registration failed, retrying in {delay:?}: {e:#}");
@@ -472,6 +459,12 @@ fn forget_old_commands(dir: &std::path::Path) {
 
 /// Turns a command into a deployment request, or says why it cannot run.
 fn request_from(command: &Command) -> Result<DeploymentRequest, String> {
+    if let Revision::Unknown { kind } = &command.revision {
+        return Err(format!(
+            "unsupported revision kind {kind:?}: this agent (version {}) cannot fetch it",
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
     let events = command
         .events
         .iter()
@@ -509,7 +502,7 @@ fn request_from(command: &Command) -> Result<DeploymentRequest, String> {
         Revision::Git { commit, .. } => {
             bundle_env.push(("BUNDLE_COMMIT".to_string(), commit.clone()));
         }
-        Revision::Coordinator { .. } | Revision::Url { .. } => {}
+        Revision::Coordinator { .. } | Revision::Url { .. } | Revision::Unknown { .. } => {}
     }
     Ok(DeploymentRequest {
         deployment_id: command.deployment_id.clone(),
@@ -571,7 +564,8 @@ async fn send_reports(
     poll: crate::config::PollConfig,
     stop: CancellationToken,
 ) {
-    let mut delays = backoff(&poll);
+    let policy = poll.retry_policy();
+    let mut delays = policy.delays();
     loop {
         let pending = match outbox.pending() {
             Ok(p) => p,
@@ -584,7 +578,7 @@ async fn send_reports(
         for p in &pending {
             match client.report(&host, &p.command_id, &p.report).await {
                 Ok(ack) => {
-                    delays = backoff(&poll);
+                    delays = policy.delays();
                     if ack.aborted {
                         if let Ok(r) = running.lock() {
                             if let Some((id, token)) = r.as_ref() {
@@ -603,7 +597,7 @@ async fn send_reports(
                     // The host's credentials, not the report, are refused: keep every report
                     // until an operator fixes them (a restored host.json, say).
                     note_contact(&state, Some(&e));
-                    failed = Some(delays.next().unwrap_or(Duration::from_secs(60)));
+                    failed = Some(delays.next_delay());
                     error!(
                         "the coordinator refused this host's credentials; reports kept, retrying in {:?}: {:#}",
                         failed.unwrap_or_default(),
@@ -626,10 +620,7 @@ async fn send_reports(
                 }
                 Err(e) => {
                     note_contact(&state, Some(&e));
-                    failed = Some(
-                        e.retry_after()
-                            .unwrap_or_else(|| delays.next().unwrap_or(Duration::from_secs(60))),
-                    );
+                    failed = Some(policy.next_delay(&mut delays, e.retry_after()));
                     warn!(
                         "sending reports failed, retrying in {:?}: {:#}",
                         failed.unwrap_or_default(),

@@ -9,10 +9,12 @@
 //! - [`deployment`]: drives one deployment through its lifecycle events.
 //! - [`recovery`]: what a starting agent does about a deployment a crash interrupted.
 //! - [`client`]: the only module speaking HTTP to the coordinator.
+//! - [`retry`]: the one retry policy (backoff, capped `Retry-After`) of the client and downloads.
 //! - [`outbox`]: event reports, durable until acknowledged.
 //! - [`daemon`]: `hoist-agent run`: registration, the long-poll loop, the report sender.
 //! - [`notify`]: telling systemd READY, STOPPING and a status line (`Type=notify`).
 //! - [`status`]: what `hoist-agent status` reads from the state directory.
+//! - [`tls`]: pinning the coordinator's certificate (`coordinator.pin_sha256`).
 //! - [`cli`]: the command line (`run`, `status`, `deploy`, `validate`).
 
 pub mod bundle;
@@ -26,8 +28,10 @@ pub mod install;
 pub mod notify;
 pub mod outbox;
 pub mod recovery;
+pub mod retry;
 pub mod state;
 pub mod status;
+pub mod tls;
 
 /// An error and its sources on one line, as anyhow's `{:#}` prints them, for errors held by
 /// reference or kept as text in records and reports.

@@ -686,6 +686,11 @@ impl Engine {
                     commit: commit.to_ascii_lowercase(),
                 }
             }
+            Revision::Unknown { kind } => {
+                return Err(EngineError::Invalid(format!(
+                    "revision.kind: unsupported revision kind {kind:?}"
+                )))
+            }
         })
     }
 

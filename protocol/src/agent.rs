@@ -97,8 +97,12 @@ pub struct Command {
 }
 
 /// Where a revision's bundle is and how to verify it.
+///
+/// A kind this build does not know (from a newer coordinator) decodes as
+/// [`Revision::Unknown`] naming it, so the rest of the message still decodes and the agent can
+/// report what it did not understand; it encodes back as `{"kind": KIND}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", remote = "Self")]
 pub enum Revision {
     /// In the coordinator's own content-addressed store: `GET /v1/bundles/{sha256}`.
     Coordinator { sha256: String, size: u64 },
@@ -115,6 +119,46 @@ pub enum Revision {
     Url { url: String, sha256: String },
     /// A Git repository pinned to a full commit id (40 hex digits, or 64 for SHA-256 repos).
     Git { repository: String, commit: String },
+    /// A revision kind from a newer peer: only its `kind` is kept.
+    #[serde(skip)]
+    Unknown { kind: String },
+}
+
+/// The `kind` tags [`Revision`] knows.
+const REVISION_KINDS: [&str; 4] = ["coordinator", "s3", "url", "git"];
+
+impl Serialize for Revision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Revision::Unknown { kind } => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("kind", kind)?;
+                map.end()
+            }
+            // The derived (remote = "Self") encoding of the known kinds.
+            known => Revision::serialize(known, serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Revision {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // Buffered once, so a known kind is decoded by the derived code (with its precise
+        // errors: a missing field is named) and an unknown one keeps its name.
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let kind = match value.get("kind") {
+            Some(serde_json::Value::String(kind)) => kind.clone(),
+            Some(_) => return Err(D::Error::custom("revision kind must be a string")),
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        if REVISION_KINDS.contains(&kind.as_str()) {
+            Revision::deserialize(value).map_err(D::Error::custom)
+        } else {
+            Ok(Revision::Unknown { kind })
+        }
+    }
 }
 
 impl Revision {
@@ -139,6 +183,7 @@ impl Revision {
             Revision::Git { repository, commit } => {
                 format!("{}@{}", without_secrets(repository), short(commit))
             }
+            Revision::Unknown { kind } => format!("revision of unsupported kind {kind:?}"),
         }
     }
 }
@@ -332,6 +377,61 @@ mod tests {
         let r: Report =
             serde_json::from_str(r#"{"seq":4,"at_ms":1,"type":"teleported"}"#).expect("parses");
         assert_eq!(r.body, ReportBody::Unknown);
+    }
+
+    #[test]
+    fn unknown_revision_kind_decodes_and_keeps_the_rest_of_the_command() {
+        let json = r#"{"command_id":"c1","deployment_id":"d1","application":"shop",
+            "deployment_group":"web","deployment_group_id":"g1","events":["Install"],
+            "revision":{"kind":"oci","image":"registry.example/app@sha256:ab"}}"#;
+        let command: Command = serde_json::from_str(json).expect("an unknown kind still decodes");
+        assert_eq!(command.command_id, "c1");
+        assert_eq!(command.revision, Revision::Unknown { kind: "oci".into() });
+        let poll = format!(r#"{{"command":{json},"heartbeat_ms":500}}"#);
+        let poll: PollResponse = serde_json::from_str(&poll).expect("the poll answer decodes");
+        assert_eq!(
+            poll.command.map(|c| c.revision),
+            Some(command.revision.clone())
+        );
+        // It encodes as its kind alone and decodes back to the same value.
+        let encoded = serde_json::to_string(&command.revision).expect("serializes");
+        assert_eq!(encoded, r#"{"kind":"oci"}"#);
+        assert_eq!(
+            serde_json::from_str::<Revision>(&encoded).expect("parses"),
+            command.revision
+        );
+    }
+
+    #[test]
+    fn known_revision_kinds_keep_their_errors() {
+        let err = serde_json::from_str::<Revision>(r#"{"kind":"url","url":"https://x/b"}"#)
+            .expect_err("sha256 is missing");
+        assert!(err.to_string().contains("sha256"), "{err}");
+        let err =
+            serde_json::from_str::<Revision>(r#"{"url":"https://x/b"}"#).expect_err("no kind");
+        assert!(err.to_string().contains("kind"), "{err}");
+        let err = serde_json::from_str::<Revision>(r#"{"kind":7}"#).expect_err("not a string");
+        assert!(err.to_string().contains("kind"), "{err}");
+        for revision in [
+            Revision::Coordinator {
+                sha256: "ab".into(),
+                size: 3,
+            },
+            Revision::Url {
+                url: "https://x/b".into(),
+                sha256: "ab".into(),
+            },
+            Revision::Git {
+                repository: "https://git.example/r.git".into(),
+                commit: "c".repeat(40),
+            },
+        ] {
+            let json = serde_json::to_string(&revision).expect("serializes");
+            assert_eq!(
+                serde_json::from_str::<Revision>(&json).expect("parses"),
+                revision
+            );
+        }
     }
 
     #[test]

@@ -32,18 +32,19 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use hoist_protocol::agent::Revision;
+use reqwest::header::RANGE;
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED};
-use reqwest::header::{RANGE, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use rusty_s3::S3Action;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use crate::retry::{retry_after, RetryPolicy};
 
 /// File name of a fetched archive, or directory name of a checked-out Git revision, in the
 /// work directory.
@@ -66,11 +67,9 @@ pub struct FetchSettings {
     /// Retries after the first attempt of an HTTP download. An attempt that made progress
     /// (wrote bytes) resets the count, so a long download over a flaky link keeps going.
     pub retries: u32,
-    /// First backoff delay; doubles per retry, with jitter, up to `backoff_max`.
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// Cap on a server's `Retry-After`.
-    pub max_retry_after: Duration,
+    /// The agent's one retry policy (the config's `poll` backoff): delays between attempts,
+    /// and the cap on a server's `Retry-After`.
+    pub retry: RetryPolicy,
     /// Lifetime of the presigned S3 URL made for each attempt.
     pub s3_presign_ttl: Duration,
 }
@@ -83,9 +82,7 @@ impl Default for FetchSettings {
             git: GitSettings::default(),
             max_bytes: 8 * 1024 * 1024 * 1024,
             retries: 5,
-            backoff_min: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
             s3_presign_ttl: Duration::from_secs(3600),
         }
     }
@@ -161,8 +158,13 @@ pub struct CoordinatorAccess {
 pub struct GitSettings {
     /// The `git` program; looked up on `PATH` when not absolute.
     pub program: PathBuf,
-    /// Credentials for smart HTTP(S) repositories; sent only to the revision's repository URL.
+    /// Credentials for smart HTTP(S) repositories; sent only to a repository on one of
+    /// `auth_hosts`, over HTTPS (or plain HTTP to a loopback address, which never leaves the
+    /// machine), and only when the server asks.
     pub auth: Option<GitAuth>,
+    /// Where `auth` may go: `host` (any port) or `host:port`, as in the config's `git.hosts`.
+    /// Empty: nowhere.
+    pub auth_hosts: Vec<String>,
     /// Limit for each `git` command.
     pub timeout: Duration,
     /// Extra CA bundle for HTTPS repositories (`GIT_SSL_CAINFO`).
@@ -174,6 +176,7 @@ impl Default for GitSettings {
         GitSettings {
             program: PathBuf::from("git"),
             auth: None,
+            auth_hosts: Vec::new(),
             timeout: Duration::from_secs(600),
             ca_file: None,
         }
@@ -217,7 +220,8 @@ pub enum FetchError {
     HttpStatus {
         url: String,
         status: u16,
-        /// `: ` and the server's short reason (an S3 error code), or empty.
+        /// ` ` and the status's reason phrase, then `: ` and an S3 error code when the body
+        /// holds a well-formed one; never other text from the body.
         detail: String,
     },
     #[error("fetching {url}")]
@@ -285,6 +289,8 @@ pub enum FetchError {
     },
     #[error("building the HTTP client")]
     Client(#[source] reqwest::Error),
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }
 
 impl FetchError {
@@ -302,10 +308,12 @@ impl FetchError {
 
 /// The agent's one HTTP client, for bundle downloads and (through `client`) the coordinator's
 /// API: an idle-read timeout rather than a total one (bundles can be large; API calls set
-/// their own per-request limits), an optional PEM bundle of extra CAs, and a proxy from the
-/// config or else reqwest's handling of `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+/// their own per-request limits), an optional PEM bundle of extra CAs, an optional pin of the
+/// coordinator's certificate (see [`crate::tls`]), and a proxy from the config or else
+/// reqwest's handling of `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
 pub fn http_client(
     ca_file: Option<&Path>,
+    pin: Option<&crate::tls::CertPin>,
     proxy: Option<&str>,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -322,6 +330,13 @@ pub fn http_client(
             })?
             .no_proxy(reqwest::NoProxy::from_env());
         builder = builder.proxy(proxy);
+    }
+    if let Some(pin) = pin {
+        let tls = crate::tls::pinned_config(pin, ca_file).map_err(FetchError::Tls)?;
+        return builder
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(FetchError::Client);
     }
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| FetchError::CaFile {
@@ -409,6 +424,7 @@ pub async fn fetch(
             sha256,
         } => {
             let sha256 = check_sha256(sha256)?;
+            check_s3_key(key)?;
             let s3 = &settings.s3;
             let endpoint = match &s3.endpoint {
                 Some(e) => e.clone(),
@@ -469,6 +485,9 @@ pub async fn fetch(
         Revision::Git { repository, commit } => {
             fetch_git(repository, commit, work_dir, &settings.git, cancel).await
         }
+        Revision::Unknown { kind } => Err(FetchError::InvalidRevision(format!(
+            "unsupported revision kind {kind:?}"
+        ))),
     };
     if result.is_err() {
         // Best effort: the error being returned matters more than a failed cleanup.
@@ -501,6 +520,28 @@ fn check_sha256(sha256: &str) -> Result<String, FetchError> {
             "sha256 {sha256:?} is not 64 hex digits"
         )))
     }
+}
+
+/// An S3 key must name an object inside its bucket: `.` and `..` segments would be resolved
+/// by the URL (`s3://bkt/../../meta/x` is a request for `/meta/x`) and empty segments are
+/// a mistake; all are refused before anything is signed.
+fn check_s3_key(key: &str) -> Result<(), FetchError> {
+    let invalid = |what: &str| {
+        Err(FetchError::InvalidRevision(format!(
+            "s3 key {key:?} {what}"
+        )))
+    };
+    if key.is_empty() {
+        return invalid("is empty");
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return invalid("has an empty segment (a leading, trailing or doubled /)"),
+            "." | ".." => return invalid(&format!("has a {segment:?} segment")),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_http_url(url: &str) -> Result<Url, FetchError> {
@@ -582,15 +623,6 @@ impl From<FetchError> for AttemptError {
 /// Builds each attempt's request afresh (an S3 URL is presigned anew).
 type MakeRequest<'a> = dyn Fn() -> RequestBuilder + 'a;
 
-fn backoff(settings: &FetchSettings) -> ExponentialBackoff {
-    ExponentialBuilder::new()
-        .with_min_delay(settings.backoff_min)
-        .with_max_delay(settings.backoff_max)
-        .with_max_times(settings.retries as usize)
-        .with_jitter()
-        .build()
-}
-
 /// Streams the source to `work_dir/bundle.part`, retrying and resuming, then verifies the
 /// sha256 and renames the file to `work_dir/bundle`.
 async fn download(
@@ -617,8 +649,10 @@ async fn download(
     };
     debug!(url = %source.shown, "fetching bundle");
 
-    let mut delays = backoff(settings);
+    let mut delays = settings.retry.delays();
     let mut attempts = 0u32;
+    // Failed attempts since the last one that made progress.
+    let mut failures = 0u32;
     loop {
         attempts += 1;
         let before = progress.written;
@@ -628,16 +662,18 @@ async fn download(
             Err(AttemptError::Retry { error, after }) => (error, after),
         };
         if progress.written > before {
-            delays = backoff(settings);
+            delays = settings.retry.delays();
+            failures = 0;
         }
-        let Some(delay) = delays.next() else {
+        failures += 1;
+        if failures > settings.retries {
             return Err(FetchError::GaveUp {
                 url: source.shown.clone(),
                 attempts,
                 last: Box::new(error),
             });
-        };
-        let delay = after.map_or(delay, |a| a.min(settings.max_retry_after));
+        }
+        let delay = settings.retry.next_delay(&mut delays, after);
         warn!(
             url = %source.shown,
             attempt = attempts,
@@ -869,23 +905,18 @@ fn content_range_start(headers: &HeaderMap) -> Option<u64> {
     start.trim().parse().ok()
 }
 
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = header_str(headers, &RETRY_AFTER)?;
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(&value).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-/// A short reason from an error response's body: the S3 error `<Code>`, or the first line of a
-/// text body, prefixed with `: `; empty when there is none. Reads at most a few KB.
+/// What an error response says, safe to put in a report: the status's standard reason phrase
+/// and, from an S3 error body, its `<Code>` when that is a plain identifier
+/// (`SignatureDoesNotMatch`). Nothing else from the body is kept: it is the server's text, of
+/// any size and content, and would otherwise travel into reports and operators' terminals.
+/// Reads at most a few KB.
 async fn error_detail(mut response: reqwest::Response, cancel: &CancellationToken) -> String {
     const MAX: usize = 4096;
+    let reason = response
+        .status()
+        .canonical_reason()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
     let mut body = Vec::new();
     while body.len() < MAX {
         let chunk = tokio::select! {
@@ -899,20 +930,20 @@ async fn error_detail(mut response: reqwest::Response, cancel: &CancellationToke
         }
     }
     let text = String::from_utf8_lossy(&body);
-    if let Some(code) = xml_element(&text, "Code") {
-        return match xml_element(&text, "Message") {
-            Some(message) => format!(": {code}: {message}"),
-            None => format!(": {code}"),
-        };
+    match xml_element(&text, "Code").filter(|code| is_error_code(code)) {
+        Some(code) => format!("{reason}: {code}"),
+        None => reason,
     }
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty());
-    match line {
-        Some(line) if !line.starts_with('<') => {
-            let short: String = line.chars().take(200).collect();
-            format!(": {short}")
-        }
-        _ => String::new(),
-    }
+}
+
+/// An S3 error code: a short identifier (`NoSuchKey`, `SlowDown`), nothing that could carry
+/// a message.
+fn is_error_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
 }
 
 fn xml_element<'t>(text: &'t str, name: &str) -> Option<&'t str> {
@@ -1110,10 +1141,17 @@ fn git_env(home: &Path, repository: &str, settings: &GitSettings) -> Vec<(OsStri
     }
     if let Some(auth) = &settings.auth {
         // Credentials reach git through GIT_CONFIG_* and HOIST_GIT_* variables, never through
-        // argv (visible in /proc and echoed in errors), and only for the repository's host.
+        // argv (visible in /proc and echoed in errors), and only for the repository's host,
+        // when the config binds them to it.
         let url = Url::parse(repository)
             .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"));
+            .filter(|u| may_send_credentials(u, &settings.auth_hosts));
+        if url.is_none() {
+            debug!(
+                repository = %redact_repository(repository),
+                "git credentials not offered: the repository is not on a host of git.hosts over https"
+            );
+        }
         if let Some(url) = url {
             let mut scope = url;
             scope.set_path("");
@@ -1140,12 +1178,46 @@ fn git_env(home: &Path, repository: &str, settings: &GitSettings) -> Vec<(OsStri
                     format!("Authorization: Bearer {}", token.expose()),
                 ),
             };
-            env.push(("GIT_CONFIG_COUNT".into(), "1".into()));
+            // A preset header would follow a redirect to another host: no redirects then.
+            let no_redirects = matches!(auth, GitAuth::Bearer { .. });
+            env.push((
+                "GIT_CONFIG_COUNT".into(),
+                if no_redirects { "2" } else { "1" }.into(),
+            ));
             env.push(("GIT_CONFIG_KEY_0".into(), key.into()));
             env.push(("GIT_CONFIG_VALUE_0".into(), value.into()));
+            if no_redirects {
+                env.push(("GIT_CONFIG_KEY_1".into(), "http.followRedirects".into()));
+                env.push(("GIT_CONFIG_VALUE_1".into(), "false".into()));
+            }
         }
     }
     env
+}
+
+/// Whether Git credentials may be offered to `url`: its host (or `host:port`) is one of
+/// `hosts` (case-insensitive), and it is HTTPS, or plain HTTP to a loopback address (which
+/// never leaves the machine). Never over plain HTTP across a network, never to a host the
+/// config did not name, whatever URL a revision gives.
+pub fn may_send_credentials(url: &Url, hosts: &[String]) -> bool {
+    let secure = match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            _ => false,
+        },
+        _ => false,
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let with_port = format!("{host}:{port}");
+    secure
+        && hosts
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .any(|h| h == host || h == with_port)
 }
 
 /// Fetches exactly `commit` from `repository` and checks it out into `work_dir/bundle`
@@ -1336,6 +1408,59 @@ mod tests {
     }
 
     #[test]
+    fn git_credentials_go_only_to_configured_hosts_over_https() {
+        let hosts = vec![
+            "git.example.com".to_owned(),
+            "Other.Example:8443".to_owned(),
+        ];
+        for (url, expected) in [
+            ("https://git.example.com/team/app.git", true),
+            ("https://GIT.example.com:443/app.git", true),
+            ("https://git.example.com:9000/app.git", true),
+            ("https://other.example:8443/app.git", true),
+            ("https://other.example/app.git", false),
+            ("https://evil.example/app.git", false),
+            ("https://git.example.com.evil.example/app.git", false),
+            ("http://git.example.com/app.git", false),
+            ("git://git.example.com/app.git", false),
+        ] {
+            let parsed = Url::parse(url).unwrap();
+            assert_eq!(may_send_credentials(&parsed, &hosts), expected, "{url}");
+        }
+        let loopback = vec!["127.0.0.1".to_owned(), "[::1]".to_owned()];
+        for (url, expected) in [
+            ("http://127.0.0.1:8080/app.git", true),
+            ("http://[::1]:8080/app.git", true),
+            ("http://localhost:8080/app.git", false),
+        ] {
+            let parsed = Url::parse(url).unwrap();
+            assert_eq!(may_send_credentials(&parsed, &loopback), expected, "{url}");
+        }
+        // Unbound credentials go nowhere; the environment then carries none.
+        assert!(!may_send_credentials(
+            &Url::parse("https://git.example.com/a.git").unwrap(),
+            &[]
+        ));
+        let settings = GitSettings {
+            auth: Some(GitAuth::Basic {
+                username: "ci".into(),
+                password: Secret::new("hunter2"),
+            }),
+            auth_hosts: vec!["git.example.com".into()],
+            ..GitSettings::default()
+        };
+        let home = Path::new("/nonexistent");
+        let carries = |repository: &str| {
+            git_env(home, repository, &settings)
+                .iter()
+                .any(|(k, v)| k == "HOIST_GIT_PASSWORD" || v.to_string_lossy().contains("hunter2"))
+        };
+        assert!(carries("https://git.example.com/a.git"));
+        assert!(!carries("http://git.example.com/a.git"));
+        assert!(!carries("https://elsewhere.example/a.git"));
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let s = CoordinatorAccess {
             base_url: "http://c".into(),
@@ -1379,16 +1504,7 @@ mod tests {
     fn header_parsing() {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_RANGE, "bytes 100-199/200".parse().unwrap());
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(content_range_start(&h), Some(100));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let later = SystemTime::now() + Duration::from_secs(120);
-        h.insert(RETRY_AFTER, httpdate::fmt_http_date(later).parse().unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
         assert_eq!(unquote_etag("W/\"abc\""), "abc");
         assert_eq!(unquote_etag("\"abc-2\""), "abc-2");
     }
@@ -1398,5 +1514,9 @@ mod tests {
         let body = "<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>\
                     <Message>The request signature we calculated does not match</Message></Error>";
         assert_eq!(xml_element(body, "Code"), Some("SignatureDoesNotMatch"));
+        assert!(is_error_code("SignatureDoesNotMatch"));
+        for bad in ["", "Evil Code", "a\u{1b}[31m", &"A".repeat(65), "x<y"] {
+            assert!(!is_error_code(bad), "{bad:?}");
+        }
     }
 }

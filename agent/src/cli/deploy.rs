@@ -156,6 +156,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         settings.fetch = Some(FetchContext {
             client: crate::bundle::fetch::http_client(
                 None,
+                None,
                 config.proxy.as_deref(),
                 Duration::from_secs(10),
                 Duration::from_secs(60),

@@ -51,8 +51,9 @@ pub fn log_filter_default(command: &Command) -> &'static str {
 }
 
 /// Sets up tracing: to the systemd journal when running under systemd (`JOURNAL_STREAM` is
-/// set) and the journal socket can be opened, else to stderr. `HOIST_LOG` (or `RUST_LOG`)
-/// overrides the default filter.
+/// set) and the journal socket can be opened, else to stderr, in colour only when stderr is a
+/// terminal and `NO_COLOR` is not set. `HOIST_LOG` (or `RUST_LOG`) overrides the default
+/// filter.
 pub fn init_tracing(default_filter: &str, journal: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -79,10 +80,33 @@ pub fn init_tracing(default_filter: &str, journal: bool) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    .with_ansi(use_colour(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                        std::env::var_os("NO_COLOR"),
+                    ))
                     .with_target(false),
             )
             .try_init(),
     };
+}
+
+/// Whether log lines get ANSI colour: only on a terminal, and never when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>). A file, a pipe or the journal's
+/// stream gets plain text.
+pub fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Writes `text` to stdout. A reader that went away (`hoist-agent status | head`) is not an
+/// error: the output is simply cut, as with other Unix tools, instead of the panic `print!`
+/// gives on a broken pipe.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.map_err(|e| anyhow::anyhow!("writing to stdout: {e}"))?),
+    }
 }
 
 /// The config file to read: `--config`, else the default path when it exists.
@@ -91,4 +115,26 @@ pub fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
         let default = PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
         default.exists().then_some(default)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        for (terminal, no_color, expected) in [
+            (true, None, true),
+            (true, Some(""), true),
+            (true, Some("1"), false),
+            (false, None, false),
+            (false, Some("1"), false),
+        ] {
+            assert_eq!(
+                use_colour(terminal, no_color.map(Into::into)),
+                expected,
+                "terminal={terminal} NO_COLOR={no_color:?}"
+            );
+        }
+    }
 }

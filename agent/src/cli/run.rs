@@ -24,6 +24,9 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<E
         }
     };
     tracing::debug!(?config, "configuration");
+    for warning in config.warnings() {
+        tracing::warn!("{}: {warning}", args.config.display());
+    }
     crate::daemon::run(config, shutdown).await?;
     Ok(Exit::Ok)
 }

@@ -37,11 +37,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
     let root = args.state_dir.unwrap_or(config.state_dir);
     // Reading never creates anything: a missing state directory reads as "not running".
     let status = Status::read(&StateDir::at(&root))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&status)?)
     } else {
-        print!("{}", status.render());
-    }
+        status.render()
+    };
+    super::print_stdout(&text)?;
     Ok(if status.running {
         Exit::Ok
     } else {

@@ -12,6 +12,7 @@ use hoist_agent::bundle::fetch::{
     fetch, http_client, CoordinatorAccess, FetchError, FetchSettings, Fetched, GitAuth,
     GitSettings, S3Settings, Secret,
 };
+use hoist_agent::retry::RetryPolicy;
 use hoist_protocol::agent::Revision;
 use hoist_tests::servers::{
     bare_repo, moto_or_skip, serve, sha256_hex, start_git_http, start_s3s, GitDaemon, HttpServer,
@@ -35,15 +36,24 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 
 fn settings() -> FetchSettings {
     FetchSettings {
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(50),
+        retry: RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        },
         retries: 3,
         ..FetchSettings::default()
     }
 }
 
 fn client() -> reqwest::Client {
-    http_client(None, None, Duration::from_secs(5), Duration::from_secs(10)).unwrap()
+    http_client(
+        None,
+        None,
+        None,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    )
+    .unwrap()
 }
 
 /// The names in `dir`, sorted.
@@ -191,10 +201,54 @@ async fn url_honours_retry_after_on_429() {
         sha256: sha256_hex(&body),
     };
     let started = Instant::now();
-    archive(run(&rev, dir.path(), &settings()).await.unwrap());
-    // The backoff alone would wait at most 50 ms; the second request waited for Retry-After.
+    // The backoff alone waits at most 50 ms; a maximum of 2 s leaves room for Retry-After.
+    let settings = FetchSettings {
+        retry: RetryPolicy {
+            max: Duration::from_secs(2),
+            ..settings().retry
+        },
+        ..settings()
+    };
+    archive(run(&rev, dir.path(), &settings).await.unwrap());
     assert!(
         started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn url_retry_after_is_capped_at_the_maximum_backoff() {
+    let body = content(1000, 5);
+    let served = body.clone();
+    let server = HttpServer::start(move |i, req| {
+        if i == 0 {
+            Reply::status(503).header("Retry-After", "86400")
+        } else {
+            serve(&served, req)
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rev = Revision::Url {
+        url: server.url("/b"),
+        sha256: sha256_hex(&body),
+    };
+    let settings = FetchSettings {
+        retry: RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(300),
+        },
+        ..settings()
+    };
+    let started = Instant::now();
+    let fetched = tokio::time::timeout(Duration::from_secs(20), run(&rev, dir.path(), &settings))
+        .await
+        .expect("the second attempt waited for the day the server asked for");
+    archive(fetched.unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
@@ -235,6 +289,40 @@ async fn url_client_errors_are_not_retried_and_hide_the_query() {
             );
         }
         assert_eq!(names(dir.path()), Vec::<String>::new());
+    }
+}
+
+#[tokio::test]
+async fn error_bodies_of_a_failed_download_are_not_copied_into_the_error() {
+    for status in [404u16, 500] {
+        let server = HttpServer::start(move |_, _| {
+            let mut reply = Reply::status(status);
+            reply.body =
+                b"internal path /srv/secret leaked \x1b[31mcrimson\n<Error><Code>Not a code</Code>"
+                    .to_vec();
+            reply
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let rev = Revision::Url {
+            url: server.url("/b.zip"),
+            sha256: "0".repeat(64),
+        };
+        let err = run(&rev, dir.path(), &settings()).await.unwrap_err();
+        let text = hoist_agent::error_chain(&err);
+        assert!(
+            !text.contains("secret") && !text.contains("crimson") && !text.contains("a code"),
+            "{text}"
+        );
+        let reason = if status == 404 {
+            "Not Found"
+        } else {
+            "Internal Server Error"
+        };
+        assert!(
+            text.contains(&format!("server answered {status} {reason}")),
+            "{text}"
+        );
     }
 }
 
@@ -496,6 +584,43 @@ async fn s3_signed_get_path_style() {
 }
 
 #[tokio::test]
+async fn s3_keys_with_dot_segments_are_refused_before_signing() {
+    // Any request reaching this "S3 endpoint" would be a signed request for another path.
+    let server = HttpServer::start(|_, _| Reply::status(200)).await;
+    let settings = s3_settings(server.url(""), true, S3_SECRET_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    for key in [
+        "../../meta/x",
+        "a/../../b",
+        "./x",
+        "a/./b",
+        "a/..",
+        "a//b",
+        "/x",
+        "x/",
+        "",
+    ] {
+        let rev = Revision::S3 {
+            bucket: "bkt".into(),
+            key: key.into(),
+            version_id: None,
+            etag: None,
+            sha256: "0".repeat(64),
+        };
+        let err = run(&rev, dir.path(), &settings).await.unwrap_err();
+        assert!(
+            matches!(err, FetchError::InvalidRevision(_)),
+            "{key:?}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("s3 key {key:?}")),
+            "{key:?}: {err}"
+        );
+    }
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+}
+
+#[tokio::test]
 async fn s3_wrong_secret_is_a_clear_403() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("bkt")).unwrap();
@@ -744,6 +869,7 @@ async fn git_daemon_repository() {
     assert_first_commit(fetched, dir.path(), &first);
 }
 
+/// Basic credentials bound to the test servers' host, 127.0.0.1.
 fn git_auth_settings(username: &str, password: &str) -> FetchSettings {
     FetchSettings {
         git: GitSettings {
@@ -751,10 +877,57 @@ fn git_auth_settings(username: &str, password: &str) -> FetchSettings {
                 username: username.into(),
                 password: Secret::new(password),
             }),
+            auth_hosts: vec!["127.0.0.1".into()],
             ..GitSettings::default()
         },
         ..settings()
     }
+}
+
+#[tokio::test]
+async fn git_credentials_are_not_sent_to_a_host_the_config_did_not_name() {
+    let root = tempfile::tempdir().unwrap();
+    let (first, _) = make_repo(root.path());
+    let server = start_git_http(root.path(), true).await;
+    // The same server under another name: the credentials are bound to 127.0.0.1 only.
+    let repository = server.url("/app.git").replace("127.0.0.1", "localhost");
+    let dir = tempfile::tempdir().unwrap();
+    let rev = Revision::Git {
+        repository,
+        commit: first.clone(),
+    };
+    let settings = git_auth_settings(GIT_HTTP_USER, GIT_HTTP_PASSWORD);
+    let err = run(&rev, dir.path(), &settings).await.unwrap_err();
+    assert!(
+        matches!(err, FetchError::Git { op: "fetch", .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("terminal prompts disabled"),
+        "{err}"
+    );
+    let requests = server.requests();
+    assert!(!requests.is_empty(), "git reached the server");
+    assert!(
+        requests.iter().all(|r| r.header("authorization").is_none()),
+        "credentials were sent: {requests:?}"
+    );
+
+    // Bound to no host at all: nowhere either.
+    let mut unbound = settings.clone();
+    unbound.git.auth_hosts.clear();
+    let rev = Revision::Git {
+        repository: server.url("/app.git"),
+        commit: first,
+    };
+    let before = server.requests().len();
+    run(&rev, dir.path(), &unbound).await.unwrap_err();
+    assert!(
+        server.requests()[before..]
+            .iter()
+            .all(|r| r.header("authorization").is_none()),
+        "unbound credentials were sent"
+    );
 }
 
 #[tokio::test]
@@ -912,6 +1085,7 @@ fn http_client_rejects_a_ca_file_without_certificates() {
     for path in [&ca, &missing] {
         let err = http_client(
             Some(path),
+            None,
             None,
             Duration::from_secs(1),
             Duration::from_secs(1),

@@ -2,5 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod cli;
+mod daemon;
 mod fetch;
 mod hooks;

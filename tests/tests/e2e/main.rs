@@ -6,3 +6,4 @@ mod fleet;
 mod local_deploy;
 mod resilience;
 mod sources;
+mod tls;

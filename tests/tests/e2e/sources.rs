@@ -329,7 +329,9 @@ fn git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host() {
     let server = rt.block_on(start_git_http(&git_root, true));
     let (c, hosts) = fleet(
         &s,
-        &format!("git:\n  username: {GIT_HTTP_USER}\n  password: {GIT_HTTP_PASSWORD}\n"),
+        &format!(
+            "git:\n  username: {GIT_HTTP_USER}\n  password: {GIT_HTTP_PASSWORD}\n  hosts: [127.0.0.1]\n"
+        ),
     );
 
     // The first commit, though the branch has moved on.

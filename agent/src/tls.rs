@@ -1,0 +1,230 @@
+//! Pinning the coordinator's certificate (`coordinator.pin_sha256`).
+//!
+//! With a pin, a TLS connection to the coordinator's host accepts exactly the certificate
+//! whose DER encoding has that SHA-256, whoever signed it and whatever its dates (a
+//! self-signed certificate the coordinator generated, say), and the handshake signature is
+//! still verified with that certificate's key, so only the holder of its private key can
+//! complete it. Connections to every other host (S3, artifact servers, Git over HTTPS) share
+//! the agent's one HTTP client and are verified as usual: the system's roots plus
+//! `coordinator.ca_file`.
+//!
+//! This module builds the rustls configuration only; `bundle::fetch::http_client` hands it to
+//! reqwest.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// "Accept exactly this certificate from this host".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPin {
+    /// The coordinator's host, as TLS names it (a DNS name or an IP address).
+    pub server: ServerName<'static>,
+    /// SHA-256 of the server's DER leaf certificate.
+    pub sha256: [u8; 32],
+}
+
+impl CertPin {
+    /// A pin for the host of `url` (an `https://` URL) from `fingerprint`: 64 hex digits,
+    /// optionally separated by colons (`AB:CD:...`, as `openssl x509 -fingerprint -sha256`
+    /// prints it), in either case.
+    pub fn new(url: &str, fingerprint: &str) -> Result<CertPin, String> {
+        let sha256 = parse_fingerprint(fingerprint)?;
+        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let server = match parsed.host() {
+            Some(url::Host::Domain(name)) => ServerName::try_from(name.to_owned())
+                .map_err(|e| format!("{name:?} is not a TLS server name: {e}"))?,
+            Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
+            Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
+            None => return Err(format!("{url:?} names no host")),
+        };
+        Ok(CertPin { server, sha256 })
+    }
+}
+
+/// 32 bytes from 64 hex digits, colons allowed between them.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+        ));
+    }
+    hex::decode_to_slice(&digits, &mut out).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(out)
+}
+
+/// A rustls client configuration that pins `pin` and verifies every other host against the
+/// system's roots plus the PEM certificates of `ca_file`.
+pub fn pinned_config(
+    pin: &CertPin,
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    // Unreadable system certificates are skipped, as reqwest does; what loads is used.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("reading CA file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "reading CA file {}: no PEM certificate in the file",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("reading CA file {}: {e}", path.display()))?;
+        }
+    }
+    // Without any root, other hosts are refused with rustls's own "no root" error.
+    let others = (!roots.is_empty())
+        .then(|| {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()
+        })
+        .transpose()
+        .map_err(|e| format!("building the certificate verifier: {e}"))?;
+    let verifier = PinnedVerifier {
+        pin: pin.clone(),
+        others,
+        provider: provider.clone(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct PinnedVerifier {
+    pin: CertPin,
+    /// Everyone but the coordinator; `None` when no root certificate could be loaded.
+    others: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if *server_name != self.pin.server {
+            return match &self.others {
+                Some(others) => others.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                ),
+                None => Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                )),
+            };
+        }
+        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if got == self.pin.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the certificate of {} has SHA-256 fingerprint {}, not the one in \
+                 coordinator.pin_sha256 ({})",
+                self.pin.server.to_str(),
+                hex::encode(got),
+                hex::encode(self.pin.sha256)
+            )))
+        }
+    }
+
+    // The handshake is signed with the pinned certificate's key: checked as usual, so a
+    // copy of the public certificate alone cannot impersonate the coordinator.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_with_or_without_colons() {
+        let plain = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&plain), Ok([0xab; 32]));
+        assert_eq!(parse_fingerprint(&colons), Ok([0xab; 32]));
+        for bad in [
+            "",
+            "abc",
+            &"ab".repeat(31),
+            &"zz".repeat(32),
+            &"ab".repeat(33),
+        ] {
+            assert!(parse_fingerprint(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_pin_names_the_url_host() {
+        let pin = CertPin::new("https://127.0.0.1:8443/", &"00".repeat(32)).unwrap_or_else(|e| {
+            panic!("{e}");
+        });
+        assert_eq!(pin.server.to_str(), "127.0.0.1");
+        let pin = CertPin::new("https://[::1]:8443", &"00".repeat(32)).unwrap_or_else(|e| {
+            panic!("{e}");
+        });
+        assert_eq!(pin.server.to_str(), "::1");
+        let pin = CertPin::new("https://hoist.example.internal", &"00".repeat(32))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pin.server.to_str(), "hoist.example.internal");
+    }
+}

@@ -77,6 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     state::write_json(&state.root().join("agent.json"), &info)?;
     let client = Client::new(&config)?;
     let outbox = Outbox::open(&state)?;
+    state.migrate()?;
     crate::recovery::recover(&state, Some(&outbox), config.hooks.kill_grace()).await?;
     info!(
         coordinator = %coordinator.url,

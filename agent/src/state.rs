@@ -414,11 +414,15 @@ impl HostLock {
                     .with_context(|| format!("locking {}", path.display()));
             }
         };
-        lock.set_len(0)
-            .with_context(|| format!("writing {}", path.display()))?;
+        // The pid line only names the holder to others; the flock is the lock. A full state
+        // directory must not keep the agent from starting and saying what is wrong.
         let line = format!("pid {} ({role})\n", std::process::id());
-        lock.write_all(line.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        if let Err(e) = lock
+            .set_len(0)
+            .and_then(|()| lock.write_all(line.as_bytes()))
+        {
+            tracing::warn!("writing the holder's pid to {}: {e}", path.display());
+        }
         Ok(HostLock { _lock: lock })
     }
 
@@ -476,6 +480,94 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing directory {}", dir.display()))?;
     Ok(())
+}
+
+/// Space for a file, taken before what goes into it exists: a temp file of `size` bytes
+/// beside `path`, written and synced. Committing overwrites those bytes in place, so a
+/// filesystem that filled up meanwhile still takes content of up to `size` bytes.
+pub struct Reserved {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+/// Reserves `size` bytes for `path` (mode `mode`), or says why that directory cannot take it.
+pub fn reserve(path: &Path, size: usize, mode: u32) -> anyhow::Result<Reserved> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of a temp file in {}", dir.display()))?;
+    tmp.write_all(&vec![b' '; size])
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("reserving {size} bytes for {}", path.display()))?;
+    Ok(Reserved {
+        tmp,
+        path: path.to_path_buf(),
+    })
+}
+
+impl Reserved {
+    /// Writes `value` as pretty JSON into the reserved space and renames it into place.
+    pub fn commit_json<T: Serialize>(mut self, value: &T) -> anyhow::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.path.clone();
+        let mut bytes = serde_json::to_vec_pretty(value)
+            .with_context(|| format!("serializing {}", path.display()))?;
+        bytes.push(b'\n');
+        self.tmp
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.tmp.write_all(&bytes))
+            .and_then(|()| self.tmp.as_file().set_len(bytes.len() as u64))
+            .and_then(|()| self.tmp.as_file().sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+        self.tmp
+            .persist(&path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("renaming a temp file to {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing directory {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `error` comes from a full filesystem (ENOSPC) or a used-up quota (EDQUOT).
+pub fn is_no_space(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            // tempfile wraps the OS error with the path: the kind survives, the code not.
+            matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+                || e.raw_os_error().is_some_and(|code| {
+                    code == nix::errno::Errno::ENOSPC as i32
+                        || code == nix::errno::Errno::EDQUOT as i32
+                })
+        })
+    })
+}
+
+/// What to tell the coordinator when the state directory refused a write: "no space left in
+/// the state directory <path>: ..." for a full disk.
+pub fn write_failure(root: &Path, error: &anyhow::Error) -> String {
+    if is_no_space(error) {
+        format!(
+            "no space left in the state directory {}: {error:#}",
+            root.display()
+        )
+    } else {
+        format!(
+            "the state directory {} cannot be written: {error:#}",
+            root.display()
+        )
+    }
 }
 
 /// Serializes `value` as pretty JSON and writes it atomically (mode 0600).
@@ -693,6 +785,41 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn reserved_space_takes_the_json_and_leaves_nothing_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("host.json");
+        let reserved = reserve(&path, 4096, 0o600).expect("reserve");
+        assert!(!path.exists(), "nothing in place before the commit");
+        reserved.commit_json(&vec!["a", "b"]).expect("commit");
+        let back: Option<Vec<String>> = read_json(&path).expect("read");
+        assert_eq!(back, Some(vec!["a".to_string(), "b".to_string()]));
+        let meta = fs::metadata(&path).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(meta.len() < 4096, "the reserve was cut to the content");
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 1);
+    }
+
+    #[test]
+    fn a_full_disk_is_named_as_such() {
+        use std::io::Write;
+        let err = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .and_then(|mut f| f.write_all(b"x").and_then(|()| f.sync_all()))
+            .expect_err("/dev/full is always full");
+        let err = anyhow::Error::new(err).context("writing x");
+        assert!(is_no_space(&err));
+        assert_eq!(
+            write_failure(Path::new("/s"), &err),
+            "no space left in the state directory /s: writing x: No space left on device (os error 28)"
+        );
+        let other = anyhow::anyhow!("permission denied");
+        assert!(write_failure(Path::new("/s"), &other)
+            .starts_with("the state directory /s cannot be written"));
     }
 
     #[test]

@@ -81,7 +81,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let client = Client::new(&config)?;
     let outbox = Outbox::open(&state)?;
-    state.migrate()?;
+    state
+        .migrate()
+        .context("moving per-group state to the layout keyed by group id")?;
     crate::recovery::recover(&state, Some(&outbox), config.hooks.kill_grace()).await?;
     info!(
         coordinator = %coordinator.url,

@@ -303,6 +303,63 @@ mod tests {
         assert!(!status.success(), "{status}");
     }
 
+    #[tokio::test]
+    async fn a_marker_and_record_of_the_name_keyed_layout_are_recovered_after_migration() {
+        let mut sleep = unrelated_group();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        // As the previous layout wrote them: state under groups/<name>/, a marker with
+        // neither a group id nor the process group's identity.
+        let dep = root.join("groups/web/deployments/d-1");
+        std::fs::create_dir_all(&dep).expect("mkdir");
+        std::fs::write(
+            dep.join("result.json"),
+            format!(
+                r#"{{"schema_version": 1, "deployment_id": "d-1", "command_id": "cmd-1",
+  "application": "shop", "group": "web", "revision": "r", "started_at_ms": 1,
+  "ended_at_ms": null, "status": "in_progress", "events": [], "failed_event": null,
+  "error": null, "log_path": "{}/logs/hooks.log", "log_tail": null}}"#,
+                dep.display()
+            ),
+        )
+        .expect("record");
+        std::fs::write(
+            root.join("in-flight.json"),
+            format!(
+                r#"{{"schema_version": 1, "deployment_id": "d-1", "command_id": "cmd-1",
+  "application": "shop", "group": "web", "agent_pid": 1, "started_at_ms": 1,
+  "event": "ApplicationStart", "event_started_at_ms": 1, "script": "start.sh",
+  "pgid": {}}}"#,
+                sleep.id()
+            ),
+        )
+        .expect("marker");
+        let state = StateDir::open(root).expect("state");
+        state.migrate().expect("migrate");
+        let r = recover(&state, None, Duration::from_millis(200))
+            .await
+            .expect("recover")
+            .expect("something to recover");
+        assert_eq!(r.killed_pgid, None);
+        assert!(
+            alive(&mut sleep),
+            "an unverifiable process group was signalled"
+        );
+        let dir = state
+            .find_deployment_dir("d-1")
+            .expect("the deployment moved");
+        let record: DeploymentRecord = state::read_json(&dir.join("result.json"))
+            .expect("read")
+            .expect("record");
+        assert_eq!(record.status, RecordStatus::Failed);
+        assert_eq!(
+            record.error.as_deref(),
+            Some("agent restarted during ApplicationStart")
+        );
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+    }
+
     #[test]
     fn own_start_time_is_read_and_stable() {
         let me = std::process::id() as i32;

@@ -110,7 +110,9 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         "opening the state directory (choose another with --state-dir)".to_string()
     })?;
     let _lock = HostLock::acquire(&state, "hoist-agent deploy")?;
-    state.migrate()?;
+    state
+        .migrate()
+        .context("moving per-group state to the layout keyed by group id")?;
     if let Some(r) = recovery::recover(&state, None, config.hooks.kill_grace()).await? {
         println!(
             "Recovered deployment {}: it was interrupted during {} and is recorded as failed",

@@ -838,6 +838,11 @@ fn a_full_state_directory_fails_the_command_instead_of_leaving_it_in_progress() 
         "{h}"
     );
     assert!(web.events().is_empty(), "nothing ran: {:?}", web.events());
+    assert!(
+        web.log().contains("sending it directly"),
+        "the outbox took the report: {}",
+        web.log()
+    );
     let handed_again = web.log().matches("command already reported failed").count();
     assert!(handed_again < 10, "polling spun on the failed command");
 

@@ -219,7 +219,7 @@ impl StateDir {
                     .to_str()
                     .map(decode_name)
                     .unwrap_or_default();
-                let (application, local) = legacy_owner(&old)?;
+                let (application, local) = legacy_owner(&old);
                 let target_id = if local {
                     local_group_id(&application, &name)
                 } else {
@@ -311,8 +311,11 @@ fn name_hash(application: &str, group: &str) -> String {
 
 /// The application owning an old-layout group directory, and whether that deployment was
 /// local: its last successful install's deployment, else its newest deployment.
-fn legacy_owner(dir: &Path) -> anyhow::Result<(String, bool)> {
-    let last = read_json::<LastSuccess>(&dir.join("last-successful-install.json"))?;
+fn legacy_owner(dir: &Path) -> (String, bool) {
+    // A damaged file names no owner; it must not keep the agent from starting.
+    let last = read_json::<LastSuccess>(&dir.join("last-successful-install.json"))
+        .ok()
+        .flatten();
     let mut records = Vec::new();
     if let Ok(entries) = fs::read_dir(dir.join("deployments")) {
         for entry in entries.flatten() {
@@ -331,7 +334,7 @@ fn legacy_owner(dir: &Path) -> anyhow::Result<(String, bool)> {
         .or_else(|| owner.map(|r| r.application.clone()))
         .unwrap_or_default();
     let local = owner.map(|r| r.command_id.is_none()).unwrap_or(true);
-    Ok((application, local))
+    (application, local)
 }
 
 /// Moves a group directory from `from` to `to`: first `group.json` and every path recorded
@@ -353,7 +356,8 @@ pub(crate) fn rewrite_group_paths(from: &Path, to: &Path, info: &GroupInfo) -> a
     let moved =
         |p: &Path| -> Option<PathBuf> { p.strip_prefix(from).ok().map(|rest| to.join(rest)) };
     let last_path = from.join("last-successful-install.json");
-    if let Some(mut last) = read_json::<LastSuccess>(&last_path)? {
+    // A damaged record cannot be rewritten; it moves as it is.
+    if let Ok(Some(mut last)) = read_json::<LastSuccess>(&last_path) {
         if let (Some(root), Some(appspec)) = (moved(&last.bundle_root), moved(&last.appspec)) {
             last.bundle_root = root;
             last.appspec = appspec;
@@ -820,6 +824,21 @@ mod tests {
         let other = anyhow::anyhow!("permission denied");
         assert!(write_failure(Path::new("/s"), &other)
             .starts_with("the state directory /s cannot be written"));
+    }
+
+    #[test]
+    fn a_damaged_file_of_the_name_keyed_layout_does_not_stop_the_migration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join("groups/web");
+        fs::create_dir_all(&old).expect("mkdir");
+        fs::write(old.join("last-successful-install.json"), "{").expect("write");
+        let state = StateDir::open(dir.path()).expect("open");
+        let moved = state.migrate().expect("migrate");
+        assert_eq!(moved.len(), 1);
+        assert!(!dir.path().join("groups").exists());
+        let groups = state.groups().expect("groups");
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].1.group, "web");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
 use hoist_protocol::agent::{
-    Command, CommandStatus, Heartbeat, PollRequest, RegisterRequest, ReportBody, Revision,
+    Command, CommandStatus, Heartbeat, PollRequest, RegisterRequest, Report, ReportBody, Revision,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -73,9 +73,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         host_name: config.host_name(),
         tags: config.host.tags.clone(),
     };
-    state::write_json(&state.root().join("agent.json"), &info)?;
+    // For `status` only: a full state directory must not keep the agent from starting (it
+    // then refuses to register, or reports its commands failed, saying why).
+    if let Err(e) = state::write_json(&state.root().join("agent.json"), &info) {
+        warn!("{}", state::write_failure(state.root(), &e));
+    }
     let client = Client::new(&config)?;
     let outbox = Outbox::open(&state)?;
+    state
+        .migrate()
+        .context("moving per-group state to the layout keyed by group id")?;
     crate::recovery::recover(&state, Some(&outbox), config.hooks.kill_grace()).await?;
     info!(
         coordinator = %coordinator.url,
@@ -110,6 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     crate::notify::status("polling the coordinator");
     let policy = config.poll.retry_policy();
     let mut delays = policy.delays();
+    let mut direct = DirectReports::default();
     while !shutdown.is_cancelled() {
         let req = PollRequest {
             name: info.host_name.clone(),
@@ -132,8 +140,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         every: heartbeat_every(resp.heartbeat_ms),
                     };
                     let command_id = command.command_id.clone();
-                    let ran =
-                        run_command(&engine, &outbox, &running, command, &alive, &shutdown).await;
+                    let ran = run_command(
+                        &engine,
+                        &outbox,
+                        &running,
+                        command,
+                        &alive,
+                        &mut direct,
+                        &shutdown,
+                    )
+                    .await;
                     // Poll again once the coordinator has this command's outcome: asked
                     // earlier, it may answer with this same command, still in progress
                     // there, and the next one would wait out the pause below. A command
@@ -246,6 +262,9 @@ async fn register(
     if let Some(host) = state::read_json::<HostCredentials>(&path)? {
         return Ok(Some(host));
     }
+    // Credentials the coordinator issued but this host could not keep would leave a host
+    // registered there that nobody can use: the space for host.json is taken first.
+    const HOST_JSON_RESERVE: usize = 4096;
     let token = config.registration_token()?.context(
         "this host is not registered and the config has no coordinator.registration_token(_file)",
     )?;
@@ -256,7 +275,26 @@ async fn register(
     };
     let policy = config.poll.retry_policy();
     let mut delays = policy.delays();
+    // Kept across attempts: space released between them could be taken by someone else.
+    let mut reserved = None;
     loop {
+        if reserved.is_none() {
+            reserved = match state::reserve(&path, HOST_JSON_RESERVE, 0o600) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let delay = policy.next_delay(&mut delays, None);
+                    error!(
+                        "not registering: {}; retrying in {delay:?}",
+                        state::write_failure(state.root(), &e)
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            };
+        }
         match client.register(&token, &req).await {
             Ok(resp) => {
                 let host = HostCredentials {
@@ -265,7 +303,19 @@ async fn register(
                     host_secret: resp.host_secret,
                     coordinator_url: client.base_url().to_string(),
                 };
-                state::write_json(&path, &host)?;
+                let committed = match reserved.take() {
+                    Some(r) => r.commit_json(&host),
+                    None => state::write_json(&path, &host),
+                };
+                if let Err(e) = committed {
+                    error!(
+                        host_id = %host.host_id,
+                        "registered as host {}, but its credentials could not be kept; revoke \
+                         that host on the coordinator: {e:#}",
+                        host.host_id
+                    );
+                    return Err(e);
+                }
                 info!(host_id = %host.host_id, "registered with the coordinator");
                 note_contact(state, None);
                 return Ok(Some(host));
@@ -349,16 +399,94 @@ async fn heartbeat(
     }
 }
 
+/// Completion reports of commands the state directory could not take (full disk), by command
+/// id. `Some` was sent directly, past the outbox, and is sent again, unchanged, when the
+/// command is handed out again; `None` went to the outbox. Either way such a command is
+/// never run: without its marker, nothing would stop it running again and again.
+#[derive(Default)]
+struct DirectReports(std::collections::HashMap<String, Option<Report>>);
+
+/// At most this many commands are remembered in [`DirectReports`].
+const DIRECT_REPORTS_KEPT: usize = 1000;
+
+impl DirectReports {
+    /// Reports `command_id` failed with `message` without local state: through the outbox
+    /// if it can still be written, else directly. True once the coordinator has it (or the
+    /// outbox does).
+    async fn fail(
+        &mut self,
+        outbox: &Outbox,
+        alive: &Alive<'_>,
+        command_id: &str,
+        message: String,
+    ) -> bool {
+        let body = ReportBody::Completed {
+            status: CommandStatus::Failed,
+            failed_event: None,
+            message: Some(message),
+        };
+        if self.0.len() >= DIRECT_REPORTS_KEPT {
+            self.0.clear();
+        }
+        match outbox.push(command_id, body.clone()) {
+            Ok(_) => {
+                self.0.insert(command_id.to_string(), None);
+                true
+            }
+            Err(e) => {
+                warn!(
+                    command_id,
+                    "the outbox cannot take the report ({e:#}); sending it directly"
+                );
+                let report = Report {
+                    seq: outbox.next_seq(command_id),
+                    at_ms: state::now_ms(),
+                    body,
+                };
+                self.0.insert(command_id.to_string(), Some(report));
+                self.resend(alive, command_id).await
+            }
+        }
+    }
+
+    /// Sends the direct report of `command_id` (again); true when the coordinator took it
+    /// or there is none (the report went to the outbox).
+    async fn resend(&self, alive: &Alive<'_>, command_id: &str) -> bool {
+        let Some(Some(report)) = self.0.get(command_id) else {
+            return true;
+        };
+        match alive.client.report(alive.host, command_id, report).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(
+                    command_id,
+                    "sending the failure report failed; it is sent again when the command is \
+                     handed out again: {:#}",
+                    anyhow::Error::new(e)
+                );
+                false
+            }
+        }
+    }
+}
+
 /// Runs one command; false when nothing ran (handled here already, or its marker could not
-/// be written).
+/// be written and the coordinator was not told).
 async fn run_command(
     engine: &Engine,
     outbox: &Outbox,
     running: &Running,
     command: Command,
     alive: &Alive<'_>,
+    direct: &mut DirectReports,
     shutdown: &CancellationToken,
 ) -> bool {
+    if direct.0.contains_key(&command.command_id) {
+        info!(command_id = %command.command_id, "command already reported failed: the state directory could not record it");
+        // Not run, so the loop pauses before the next poll whatever the answer.
+        direct.resend(alive, &command.command_id).await;
+        return false;
+    }
     let seen_path = engine
         .state
         .root()
@@ -374,8 +502,11 @@ async fn run_command(
         at_ms: state::now_ms(),
     };
     if let Err(e) = state::write_json(&seen_path, &seen) {
-        error!("recording command {}: {e:#}", command.command_id);
-        return false;
+        let message = state::write_failure(engine.state.root(), &e);
+        error!(command_id = %command.command_id, "{message}; reporting the command failed without running it");
+        return direct
+            .fail(outbox, alive, &command.command_id, message)
+            .await;
     }
     if let Some(dir) = seen_path.parent() {
         forget_old_commands(dir);
@@ -417,17 +548,32 @@ async fn run_command(
                 },
                 Err(e) => {
                     error!(deployment_id = %command.deployment_id, "deployment could not run: {e:#}");
+                    let message = if state::is_no_space(&e) {
+                        state::write_failure(engine.state.root(), &e)
+                    } else {
+                        format!("the agent could not run the deployment: {e:#}")
+                    };
                     ReportBody::Completed {
                         status: CommandStatus::Failed,
                         failed_event: None,
-                        message: Some(format!("the agent could not run the deployment: {e:#}")),
+                        message: Some(message),
                     }
                 }
             }
         }
     };
-    if let Err(e) = outbox.push(&command.command_id, completed) {
-        error!("queueing the completion of {}: {e:#}", command.command_id);
+    if let Err(e) = outbox.push(&command.command_id, completed.clone()) {
+        error!(
+            "queueing the completion of {}: {e:#}; sending it directly",
+            command.command_id
+        );
+        let report = Report {
+            seq: outbox.next_seq(&command.command_id),
+            at_ms: state::now_ms(),
+            body: completed,
+        };
+        direct.0.insert(command.command_id.clone(), Some(report));
+        direct.resend(alive, &command.command_id).await;
     }
     if let Ok(mut r) = running.lock() {
         *r = None;

@@ -51,6 +51,15 @@ impl Outbox {
         self.dir.join(state::encode_name(command_id))
     }
 
+    /// The sequence number the next report of `command_id` gets, read without writing
+    /// anything (for a report sent directly because the outbox cannot be written).
+    pub fn next_seq(&self, command_id: &str) -> u64 {
+        std::fs::read_to_string(self.command_dir(command_id).join("next-seq"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(1)
+    }
+
     /// Queues a report durably and returns its sequence number.
     pub fn push(&self, command_id: &str, body: ReportBody) -> anyhow::Result<u64> {
         let _guard = self

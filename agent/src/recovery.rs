@@ -4,6 +4,12 @@
 //! coordinator, so no deployment is left hanging.
 //!
 //! Runs only while holding the host lock, so the process that wrote `in-flight.json` is gone.
+//!
+//! A process group id alone does not name a process group for long: after a reboot, or once
+//! the orphan died and its id was reused, it may be anyone's. The marker therefore records
+//! the boot id and the group leader's start time with it, and recovery signals the group only
+//! when both still match; otherwise it kills nothing and reports the event interrupted all
+//! the same.
 
 use std::time::{Duration, Instant};
 
@@ -40,18 +46,35 @@ pub async fn recover(
         "found a deployment interrupted by an agent restart"
     );
     let killed_pgid = match in_flight.pgid {
-        Some(pgid) if pgid > 1 => {
-            kill_group(pgid, kill_grace).await;
-            Some(pgid)
-        }
+        Some(pgid) if pgid > 1 => match same_group(&in_flight, pgid) {
+            Ok(()) => {
+                kill_group(pgid, kill_grace).await;
+                Some(pgid)
+            }
+            Err(why) => {
+                warn!(
+                    deployment_id = %in_flight.deployment_id,
+                    pgid, "not signalling process group {pgid}: {why}"
+                );
+                None
+            }
+        },
         _ => None,
     };
     let message = format!("agent restarted during {}", in_flight.event);
 
-    let record_path = state
-        .deployment_dir(&in_flight.group, &in_flight.deployment_id)
-        .join("result.json");
-    if let Some(mut record) = state::read_json::<DeploymentRecord>(&record_path)? {
+    let dir = in_flight
+        .group_id
+        .as_deref()
+        .map(|id| state.deployment_dir(id, &in_flight.deployment_id))
+        .filter(|d| d.is_dir())
+        .or_else(|| state.find_deployment_dir(&in_flight.deployment_id));
+    let record_path = dir.map(|d| d.join("result.json"));
+    let record = match &record_path {
+        Some(p) => state::read_json::<DeploymentRecord>(p)?,
+        None => None,
+    };
+    if let (Some(mut record), Some(record_path)) = (record, record_path) {
         if record.status == RecordStatus::InProgress {
             record.events.push(EventRecord {
                 event: in_flight.event.clone(),
@@ -102,6 +125,45 @@ pub async fn recover(
     }))
 }
 
+/// Whether process group `pgid` is still the one the marker recorded: same boot, and its
+/// leader started at the recorded time. Says why not otherwise.
+fn same_group(in_flight: &InFlight, pgid: i32) -> Result<(), String> {
+    let (Some(boot), Some(started)) = (&in_flight.boot_id, in_flight.pgid_start_time) else {
+        return Err("the marker does not record which process led it".to_string());
+    };
+    match boot_id() {
+        Some(now) if now == *boot => {}
+        Some(_) => return Err("the host rebooted since it was recorded".to_string()),
+        None => return Err("the boot id cannot be read".to_string()),
+    }
+    match process_start_time(pgid) {
+        Some(t) if t == started => Ok(()),
+        Some(_) => Err(format!("process {pgid} is another process than the hook")),
+        None => Err(format!("the hook's leader, process {pgid}, is gone")),
+    }
+}
+
+/// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// Start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) is in parentheses and
+/// may itself hold spaces and parentheses, so fields are counted after its last `)`.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Field 3 (state) is the first after the name, so field 22 is the 20th.
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// SIGTERM to the group, then SIGKILL if anything is left after `grace`.
 async fn kill_group(pgid: i32, grace: Duration) {
     let group = Pid::from_raw(pgid);
@@ -109,7 +171,10 @@ async fn kill_group(pgid: i32, grace: Duration) {
         return; // Nothing left of it.
     }
     info!(pgid, "stopping the orphaned hook's process group");
-    let deadline = Instant::now() + grace;
+    // A grace too large for the clock means "wait as long as it takes", capped at a day.
+    let deadline = Instant::now()
+        .checked_add(grace)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if killpg(group, None).is_err() {
@@ -117,4 +182,189 @@ async fn kill_group(pgid: i32, grace: Duration) {
         }
     }
     let _ = killpg(group, Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_is_field_22_whatever_the_command_name_holds() {
+        let rest = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21";
+        for comm in ["sleep", "a b", "x) (y", "((", "))", ") 99 ("] {
+            let line = format!("1234 ({comm}) {rest}");
+            assert_eq!(parse_start_time(&line), Some(424_242), "{line}");
+        }
+        assert_eq!(parse_start_time("1234 (sleep"), None);
+        assert_eq!(parse_start_time("1234 (sleep) S 1 2"), None);
+        assert_eq!(parse_start_time(""), None);
+    }
+
+    /// A `sleep` leading a process group of its own, as an unrelated service would.
+    fn unrelated_group() -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep")
+    }
+
+    fn alive(child: &mut std::process::Child) -> bool {
+        child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Plants `in-flight.json` for command `cmd-1` in ValidateService with `pgid`, as left
+    /// by an agent that died.
+    fn plant(state: &StateDir, pgid: i32, boot_id: Option<String>, start: Option<u64>) {
+        let marker = InFlight {
+            schema_version: state::SCHEMA_VERSION,
+            deployment_id: "d-1".into(),
+            command_id: Some("cmd-1".into()),
+            application: "shop".into(),
+            group: "web".into(),
+            group_id: Some("g-1".into()),
+            agent_pid: 1,
+            started_at_ms: 1,
+            event: "ValidateService".into(),
+            event_started_at_ms: 1,
+            script: Some("check.sh".into()),
+            pgid: Some(pgid),
+            boot_id,
+            pgid_start_time: start,
+        };
+        state::write_json(&state.in_flight_path(), &marker).expect("plant marker");
+    }
+
+    fn reported(outbox: &Outbox) -> Vec<ReportBody> {
+        outbox
+            .pending()
+            .expect("pending")
+            .into_iter()
+            .map(|p| p.report.body)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_recorded_process_group_now_led_by_an_unrelated_process_is_left_alive() {
+        let mut sleep = unrelated_group();
+        let pgid = sleep.id() as i32;
+        let started = process_start_time(pgid).expect("start time");
+        let cases = [
+            // A marker of an earlier version: no identity recorded.
+            (None, None),
+            // The id was reused by another process since.
+            (boot_id(), Some(started + 1)),
+            // The host rebooted since.
+            (Some("another-boot".to_string()), Some(started)),
+        ];
+        for (boot, start) in cases {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let state = StateDir::open(tmp.path()).expect("state");
+            let outbox = Outbox::open(&state).expect("outbox");
+            plant(&state, pgid, boot.clone(), start);
+            let r = recover(&state, Some(&outbox), Duration::from_millis(200))
+                .await
+                .expect("recover")
+                .expect("something to recover");
+            assert_eq!(r.killed_pgid, None, "{boot:?} {start:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                alive(&mut sleep),
+                "an unrelated process was killed ({boot:?} {start:?})"
+            );
+            let reports = reported(&outbox);
+            assert!(
+                matches!(&reports[..], [
+                    ReportBody::EventEnded { event, status: EventStatus::Failed, error_code: Some(ErrorCode::AgentRestarted), .. },
+                    ReportBody::Completed { status: CommandStatus::Failed, .. },
+                ] if event == "ValidateService"),
+                "{reports:?}"
+            );
+            assert!(!state.in_flight_path().exists());
+        }
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+    }
+
+    #[tokio::test]
+    async fn a_recorded_process_group_that_is_still_the_hooks_is_killed() {
+        let mut hook = unrelated_group();
+        let pgid = hook.id() as i32;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(tmp.path()).expect("state");
+        plant(&state, pgid, boot_id(), process_start_time(pgid));
+        let r = recover(&state, None, Duration::from_secs(2))
+            .await
+            .expect("recover")
+            .expect("something to recover");
+        assert_eq!(r.killed_pgid, Some(pgid));
+        let status = hook.wait().expect("wait");
+        assert!(!status.success(), "{status}");
+    }
+
+    #[tokio::test]
+    async fn a_marker_and_record_of_the_name_keyed_layout_are_recovered_after_migration() {
+        let mut sleep = unrelated_group();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        // As the previous layout wrote them: state under groups/<name>/, a marker with
+        // neither a group id nor the process group's identity.
+        let dep = root.join("groups/web/deployments/d-1");
+        std::fs::create_dir_all(&dep).expect("mkdir");
+        std::fs::write(
+            dep.join("result.json"),
+            format!(
+                r#"{{"schema_version": 1, "deployment_id": "d-1", "command_id": "cmd-1",
+  "application": "shop", "group": "web", "revision": "r", "started_at_ms": 1,
+  "ended_at_ms": null, "status": "in_progress", "events": [], "failed_event": null,
+  "error": null, "log_path": "{}/logs/hooks.log", "log_tail": null}}"#,
+                dep.display()
+            ),
+        )
+        .expect("record");
+        std::fs::write(
+            root.join("in-flight.json"),
+            format!(
+                r#"{{"schema_version": 1, "deployment_id": "d-1", "command_id": "cmd-1",
+  "application": "shop", "group": "web", "agent_pid": 1, "started_at_ms": 1,
+  "event": "ApplicationStart", "event_started_at_ms": 1, "script": "start.sh",
+  "pgid": {}}}"#,
+                sleep.id()
+            ),
+        )
+        .expect("marker");
+        let state = StateDir::open(root).expect("state");
+        state.migrate().expect("migrate");
+        let r = recover(&state, None, Duration::from_millis(200))
+            .await
+            .expect("recover")
+            .expect("something to recover");
+        assert_eq!(r.killed_pgid, None);
+        assert!(
+            alive(&mut sleep),
+            "an unverifiable process group was signalled"
+        );
+        let dir = state
+            .find_deployment_dir("d-1")
+            .expect("the deployment moved");
+        let record: DeploymentRecord = state::read_json(&dir.join("result.json"))
+            .expect("read")
+            .expect("record");
+        assert_eq!(record.status, RecordStatus::Failed);
+        assert_eq!(
+            record.error.as_deref(),
+            Some("agent restarted during ApplicationStart")
+        );
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+    }
+
+    #[test]
+    fn own_start_time_is_read_and_stable() {
+        let me = std::process::id() as i32;
+        let t = process_start_time(me).expect("own start time");
+        assert_eq!(process_start_time(me), Some(t));
+        assert!(boot_id().is_some());
+    }
 }

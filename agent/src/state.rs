@@ -5,7 +5,8 @@
 //! ```text
 //! agent.lock                      flock held by the one agent or local deploy; holds its pid
 //! in-flight.json                  the deployment and event running now (absent when idle)
-//! groups/<group>/
+//! deployment-groups/<group id>/
+//!   group.json                    the group's id, name and application (for `status`)
 //!   last-successful-install.json  the revision whose hooks ApplicationStop & co. run next time
 //!   installed-files.json          what the group's last Install put on disk (removed next time)
 //!   deployments/<id>/
@@ -14,6 +15,12 @@
 //!     logs/hooks.log              timestamped output of every script
 //!     result.json                 how the deployment ended
 //! ```
+//! Per-group state is keyed by deployment group **id**, as CodeDeploy keys it: two
+//! applications may each have a group `web` on one host. A coordinator's command carries the
+//! id; a local deployment's id is [`local_group_id`] of its application and group.
+//! Versions before this layout kept `groups/<group name>/`; [`StateDir::migrate`] moves those
+//! on start (see there).
+//!
 //! Every file is written atomically (temp file in the same directory, fsync, rename, fsync of
 //! the directory), so a crash leaves either the old or the new content, never a torn file.
 //! This module decides paths and persistence; it does not decide what a deployment does.
@@ -66,29 +73,49 @@ impl StateDir {
         self.root.join("in-flight.json")
     }
 
-    pub fn group_dir(&self, group: &str) -> PathBuf {
-        self.root.join("groups").join(encode_name(group))
+    fn groups_root(&self) -> PathBuf {
+        self.root.join("deployment-groups")
     }
 
-    pub fn deployments_dir(&self, group: &str) -> PathBuf {
-        self.group_dir(group).join("deployments")
+    /// The state of one deployment group, by its id.
+    pub fn group_dir(&self, group_id: &str) -> PathBuf {
+        self.groups_root().join(encode_name(group_id))
     }
 
-    pub fn deployment_dir(&self, group: &str, deployment_id: &str) -> PathBuf {
-        self.deployments_dir(group).join(encode_name(deployment_id))
+    pub fn deployments_dir(&self, group_id: &str) -> PathBuf {
+        self.group_dir(group_id).join("deployments")
     }
 
-    pub fn last_success_path(&self, group: &str) -> PathBuf {
-        self.group_dir(group).join("last-successful-install.json")
+    pub fn deployment_dir(&self, group_id: &str, deployment_id: &str) -> PathBuf {
+        self.deployments_dir(group_id)
+            .join(encode_name(deployment_id))
     }
 
-    pub fn installed_files_path(&self, group: &str) -> PathBuf {
-        self.group_dir(group).join("installed-files.json")
+    pub fn last_success_path(&self, group_id: &str) -> PathBuf {
+        self.group_dir(group_id)
+            .join("last-successful-install.json")
     }
 
-    /// Names of the groups that have state here.
-    pub fn groups(&self) -> anyhow::Result<Vec<String>> {
-        let dir = self.root.join("groups");
+    pub fn installed_files_path(&self, group_id: &str) -> PathBuf {
+        self.group_dir(group_id).join("installed-files.json")
+    }
+
+    /// The directory of deployment `deployment_id`, in whichever group holds it.
+    pub fn find_deployment_dir(&self, deployment_id: &str) -> Option<PathBuf> {
+        let entries = fs::read_dir(self.groups_root()).ok()?;
+        entries
+            .flatten()
+            .map(|e| {
+                e.path()
+                    .join("deployments")
+                    .join(encode_name(deployment_id))
+            })
+            .find(|p| p.is_dir())
+    }
+
+    /// The groups that have state here, with their names, sorted by name and application.
+    pub fn groups(&self) -> anyhow::Result<Vec<(PathBuf, GroupInfo)>> {
+        let dir = self.groups_root();
         let mut out = Vec::new();
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -97,13 +124,258 @@ impl StateDir {
         };
         for entry in entries {
             let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-            if let Some(name) = entry.file_name().to_str() {
-                out.push(decode_name(name));
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
             }
+            let info = match read_json::<GroupInfo>(&path.join(GROUP_INFO)) {
+                Ok(Some(info)) => info,
+                // A group whose deployment has not written group.json yet (or a damaged
+                // one): still listed, under its directory's name.
+                _ => GroupInfo {
+                    schema_version: SCHEMA_VERSION,
+                    group_id: entry.file_name().to_str().map(decode_name),
+                    application: String::new(),
+                    group: entry
+                        .file_name()
+                        .to_str()
+                        .map(decode_name)
+                        .unwrap_or_default(),
+                },
+            };
+            out.push((path, info));
         }
-        out.sort();
+        out.sort_by(|a, b| (&a.1.group, &a.1.application).cmp(&(&b.1.group, &b.1.application)));
         Ok(out)
     }
+
+    /// Makes sure the state of group `group_id` is in place before a deployment to it:
+    /// `group.json` names it, and a coordinator's group (`claim_legacy`) takes over the state
+    /// [`StateDir::migrate`] set aside for its application and group name, if any.
+    pub fn prepare_group(
+        &self,
+        group_id: &str,
+        application: &str,
+        group: &str,
+        claim_legacy: bool,
+    ) -> anyhow::Result<()> {
+        let dir = self.group_dir(group_id);
+        let info = GroupInfo {
+            schema_version: SCHEMA_VERSION,
+            group_id: Some(group_id.to_string()),
+            application: application.to_string(),
+            group: group.to_string(),
+        };
+        if !dir.exists() && claim_legacy {
+            let unclaimed = self.group_dir(&unclaimed_group_id(application, group));
+            if unclaimed.is_dir() {
+                move_group(&unclaimed, &dir, &info)?;
+                tracing::info!(
+                    deployment_group = group,
+                    application,
+                    "state of group {group} kept from the previous layout now keyed by its id {group_id}"
+                );
+                return Ok(());
+            }
+        }
+        create_dir(&dir, 0o755)?;
+        if read_json::<GroupInfo>(&dir.join(GROUP_INFO))
+            .ok()
+            .flatten()
+            .as_ref()
+            != Some(&info)
+        {
+            write_json(&dir.join(GROUP_INFO), &info)?;
+        }
+        Ok(())
+    }
+
+    /// Moves per-group state written by earlier versions (`groups/<group name>/`) into the
+    /// layout keyed by group id. Run on start, under the host lock, before recovery.
+    ///
+    /// The old layout does not know the group's id. The owner of an old group directory is
+    /// the application of its last successful install (else of its newest deployment):
+    /// - when that deployment was local, the directory becomes [`local_group_id`] of that
+    ///   application and the group name, final;
+    /// - when it came from a coordinator, it becomes `unclaimed-…` ([`unclaimed_group_id`]),
+    ///   and the first command for the same application and group name takes it over under
+    ///   the command's group id ([`StateDir::prepare_group`]).
+    ///
+    /// Each move rewrites the paths recorded inside (last successful install, logs) to the
+    /// new place first, then renames the directory: a crash at any point leaves either the
+    /// old directory (done again next start, to the same result) or the new one. A finished
+    /// claim interrupted before its rename is completed here too. Idempotent.
+    pub fn migrate(&self) -> anyhow::Result<Vec<GroupInfo>> {
+        let mut moved = Vec::new();
+        let legacy_root = self.root.join("groups");
+        if let Ok(entries) = fs::read_dir(&legacy_root) {
+            for entry in entries.flatten() {
+                let old = entry.path();
+                if !old.is_dir() {
+                    continue;
+                }
+                let name = entry
+                    .file_name()
+                    .to_str()
+                    .map(decode_name)
+                    .unwrap_or_default();
+                let (application, local) = legacy_owner(&old);
+                let target_id = if local {
+                    local_group_id(&application, &name)
+                } else {
+                    unclaimed_group_id(&application, &name)
+                };
+                let info = GroupInfo {
+                    schema_version: SCHEMA_VERSION,
+                    group_id: local.then(|| target_id.clone()),
+                    application,
+                    group: name,
+                };
+                let new = self.group_dir(&target_id);
+                if new.exists() {
+                    tracing::warn!(
+                        "not moving {} to {}: it exists already; remove one of them",
+                        old.display(),
+                        new.display()
+                    );
+                    continue;
+                }
+                create_dir(&self.groups_root(), 0o755)?;
+                move_group(&old, &new, &info)?;
+                tracing::info!(
+                    "moved group state {} to {} (keyed by group id)",
+                    old.display(),
+                    new.display()
+                );
+                moved.push(info);
+            }
+            // Empty once everything moved; a left-over directory stays for the operator.
+            let _ = fs::remove_dir(&legacy_root);
+        }
+        // A claim that wrote its group.json but crashed before renaming.
+        if let Ok(entries) = fs::read_dir(self.groups_root()) {
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                let Ok(Some(info)) = read_json::<GroupInfo>(&dir.join(GROUP_INFO)) else {
+                    continue;
+                };
+                let Some(id) = &info.group_id else { continue };
+                let wanted = self.group_dir(id);
+                if wanted != dir && !wanted.exists() {
+                    move_group(&dir, &wanted, &info)?;
+                    moved.push(info);
+                }
+            }
+        }
+        Ok(moved)
+    }
+}
+
+/// `group.json` in every group directory.
+const GROUP_INFO: &str = "group.json";
+
+/// What a group directory belongs to, so `status` can show names and a legacy directory can
+/// be claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub schema_version: u32,
+    /// `None` for state kept from the old layout that no command has claimed yet.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    pub application: String,
+    pub group: String,
+}
+
+/// The deployment group id of a local deployment: `local-` and the first 16 hex digits of
+/// the SHA-256 of `application`, a NUL byte and `group`. Deterministic (every local deploy of
+/// the same application and group shares its state) and unambiguous for any two names.
+pub fn local_group_id(application: &str, group: &str) -> String {
+    format!("local-{}", name_hash(application, group))
+}
+
+/// Where [`StateDir::migrate`] keeps an old group directory written by coordinator
+/// deployments until a command names its id.
+pub fn unclaimed_group_id(application: &str, group: &str) -> String {
+    format!("unclaimed-{}", name_hash(application, group))
+}
+
+fn name_hash(application: &str, group: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(application.as_bytes());
+    h.update([0u8]);
+    h.update(group.as_bytes());
+    let digest = hex::encode(h.finalize());
+    digest[..16].to_string()
+}
+
+/// The application owning an old-layout group directory, and whether that deployment was
+/// local: its last successful install's deployment, else its newest deployment.
+fn legacy_owner(dir: &Path) -> (String, bool) {
+    // A damaged file names no owner; it must not keep the agent from starting.
+    let last = read_json::<LastSuccess>(&dir.join("last-successful-install.json"))
+        .ok()
+        .flatten();
+    let mut records = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir.join("deployments")) {
+        for entry in entries.flatten() {
+            if let Ok(Some(r)) = read_json::<DeploymentRecord>(&entry.path().join("result.json")) {
+                records.push(r);
+            }
+        }
+    }
+    records.sort_by_key(|r| std::cmp::Reverse(r.started_at_ms));
+    let owner = last
+        .as_ref()
+        .and_then(|l| records.iter().find(|r| r.deployment_id == l.deployment_id))
+        .or(records.first());
+    let application = last
+        .map(|l| l.application)
+        .or_else(|| owner.map(|r| r.application.clone()))
+        .unwrap_or_default();
+    let local = owner.map(|r| r.command_id.is_none()).unwrap_or(true);
+    (application, local)
+}
+
+/// Moves a group directory from `from` to `to`: first `group.json` and every path recorded
+/// under `from` rewritten to `to`, each file atomically, then one rename. Repeating it after
+/// a crash gives the same result (paths already rewritten are left alone).
+fn move_group(from: &Path, to: &Path, info: &GroupInfo) -> anyhow::Result<()> {
+    rewrite_group_paths(from, to, info)?;
+    fs::rename(from, to)
+        .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+    if let Some(parent) = to.parent() {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing directory {}", parent.display()))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn rewrite_group_paths(from: &Path, to: &Path, info: &GroupInfo) -> anyhow::Result<()> {
+    let moved =
+        |p: &Path| -> Option<PathBuf> { p.strip_prefix(from).ok().map(|rest| to.join(rest)) };
+    let last_path = from.join("last-successful-install.json");
+    // A damaged record cannot be rewritten; it moves as it is.
+    if let Ok(Some(mut last)) = read_json::<LastSuccess>(&last_path) {
+        if let (Some(root), Some(appspec)) = (moved(&last.bundle_root), moved(&last.appspec)) {
+            last.bundle_root = root;
+            last.appspec = appspec;
+            write_json(&last_path, &last)?;
+        }
+    }
+    if let Ok(entries) = fs::read_dir(from.join("deployments")) {
+        for entry in entries.flatten() {
+            let path = entry.path().join("result.json");
+            if let Ok(Some(mut r)) = read_json::<DeploymentRecord>(&path) {
+                if let Some(log) = moved(&r.log_path) {
+                    r.log_path = log;
+                    write_json(&path, &r)?;
+                }
+            }
+        }
+    }
+    write_json(&from.join(GROUP_INFO), info)
 }
 
 /// The host lock: at most one agent daemon or local deployment per state directory.
@@ -146,11 +418,15 @@ impl HostLock {
                     .with_context(|| format!("locking {}", path.display()));
             }
         };
-        lock.set_len(0)
-            .with_context(|| format!("writing {}", path.display()))?;
+        // The pid line only names the holder to others; the flock is the lock. A full state
+        // directory must not keep the agent from starting and saying what is wrong.
         let line = format!("pid {} ({role})\n", std::process::id());
-        lock.write_all(line.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        if let Err(e) = lock
+            .set_len(0)
+            .and_then(|()| lock.write_all(line.as_bytes()))
+        {
+            tracing::warn!("writing the holder's pid to {}: {e}", path.display());
+        }
         Ok(HostLock { _lock: lock })
     }
 
@@ -210,6 +486,94 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Space for a file, taken before what goes into it exists: a temp file of `size` bytes
+/// beside `path`, written and synced. Committing overwrites those bytes in place, so a
+/// filesystem that filled up meanwhile still takes content of up to `size` bytes.
+pub struct Reserved {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+/// Reserves `size` bytes for `path` (mode `mode`), or says why that directory cannot take it.
+pub fn reserve(path: &Path, size: usize, mode: u32) -> anyhow::Result<Reserved> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of a temp file in {}", dir.display()))?;
+    tmp.write_all(&vec![b' '; size])
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("reserving {size} bytes for {}", path.display()))?;
+    Ok(Reserved {
+        tmp,
+        path: path.to_path_buf(),
+    })
+}
+
+impl Reserved {
+    /// Writes `value` as pretty JSON into the reserved space and renames it into place.
+    pub fn commit_json<T: Serialize>(mut self, value: &T) -> anyhow::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.path.clone();
+        let mut bytes = serde_json::to_vec_pretty(value)
+            .with_context(|| format!("serializing {}", path.display()))?;
+        bytes.push(b'\n');
+        self.tmp
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.tmp.write_all(&bytes))
+            .and_then(|()| self.tmp.as_file().set_len(bytes.len() as u64))
+            .and_then(|()| self.tmp.as_file().sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+        self.tmp
+            .persist(&path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("renaming a temp file to {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing directory {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `error` comes from a full filesystem (ENOSPC) or a used-up quota (EDQUOT).
+pub fn is_no_space(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            // tempfile wraps the OS error with the path: the kind survives, the code not.
+            matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+                || e.raw_os_error().is_some_and(|code| {
+                    code == nix::errno::Errno::ENOSPC as i32
+                        || code == nix::errno::Errno::EDQUOT as i32
+                })
+        })
+    })
+}
+
+/// What to tell the coordinator when the state directory refused a write: "no space left in
+/// the state directory <path>: ..." for a full disk.
+pub fn write_failure(root: &Path, error: &anyhow::Error) -> String {
+    if is_no_space(error) {
+        format!(
+            "no space left in the state directory {}: {error:#}",
+            root.display()
+        )
+    } else {
+        format!(
+            "the state directory {} cannot be written: {error:#}",
+            root.display()
+        )
+    }
+}
+
 /// Serializes `value` as pretty JSON and writes it atomically (mode 0600).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value)
@@ -249,6 +613,9 @@ pub struct InFlight {
     pub command_id: Option<String>,
     pub application: String,
     pub group: String,
+    /// The group's id (the state's key); absent in markers of earlier versions.
+    #[serde(default)]
+    pub group_id: Option<String>,
     /// Pid of the agent process running the deployment.
     pub agent_pid: u32,
     pub started_at_ms: u64,
@@ -260,6 +627,13 @@ pub struct InFlight {
     /// Process group of the running script, so a restarted agent can kill an orphan.
     #[serde(default)]
     pub pgid: Option<i32>,
+    /// The kernel's boot id when `pgid` was recorded: after a reboot the id means nothing.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// Start time of the group's leader (field 22 of `/proc/<pgid>/stat`, clock ticks since
+    /// boot) when `pgid` was recorded: a reused pid has another.
+    #[serde(default)]
+    pub pgid_start_time: Option<u64>,
 }
 
 /// The revision last installed successfully for a group: its hooks run for ApplicationStop,
@@ -415,6 +789,56 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn reserved_space_takes_the_json_and_leaves_nothing_else() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("host.json");
+        let reserved = reserve(&path, 4096, 0o600).expect("reserve");
+        assert!(!path.exists(), "nothing in place before the commit");
+        reserved.commit_json(&vec!["a", "b"]).expect("commit");
+        let back: Option<Vec<String>> = read_json(&path).expect("read");
+        assert_eq!(back, Some(vec!["a".to_string(), "b".to_string()]));
+        let meta = fs::metadata(&path).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(meta.len() < 4096, "the reserve was cut to the content");
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 1);
+    }
+
+    #[test]
+    fn a_full_disk_is_named_as_such() {
+        use std::io::Write;
+        let err = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .and_then(|mut f| f.write_all(b"x").and_then(|()| f.sync_all()))
+            .expect_err("/dev/full is always full");
+        let err = anyhow::Error::new(err).context("writing x");
+        assert!(is_no_space(&err));
+        assert_eq!(
+            write_failure(Path::new("/s"), &err),
+            "no space left in the state directory /s: writing x: No space left on device (os error 28)"
+        );
+        let other = anyhow::anyhow!("permission denied");
+        assert!(write_failure(Path::new("/s"), &other)
+            .starts_with("the state directory /s cannot be written"));
+    }
+
+    #[test]
+    fn a_damaged_file_of_the_name_keyed_layout_does_not_stop_the_migration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join("groups/web");
+        fs::create_dir_all(&old).expect("mkdir");
+        fs::write(old.join("last-successful-install.json"), "{").expect("write");
+        let state = StateDir::open(dir.path()).expect("open");
+        let moved = state.migrate().expect("migrate");
+        assert_eq!(moved.len(), 1);
+        assert!(!dir.path().join("groups").exists());
+        let groups = state.groups().expect("groups");
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].1.group, "web");
     }
 
     #[test]

@@ -47,7 +47,13 @@ pub struct InFlightStatus {
 
 #[derive(Debug, Serialize)]
 pub struct GroupStatus {
+    /// The group's name, as operators know it.
     pub group: String,
+    /// The application the group belongs to (groups of several applications may share a name).
+    pub application: String,
+    /// The group's id, the key of its state; `None` for state kept from an earlier layout
+    /// that no command has claimed yet.
+    pub group_id: Option<String>,
     pub deployments: Vec<DeploymentStatus>,
 }
 
@@ -96,9 +102,9 @@ impl Status {
                 script: f.script,
             });
         let mut groups = Vec::new();
-        for group in state.groups()? {
+        for (dir, info) in state.groups()? {
             let mut records: Vec<DeploymentRecord> = Vec::new();
-            if let Ok(entries) = std::fs::read_dir(state.deployments_dir(&group)) {
+            if let Ok(entries) = std::fs::read_dir(dir.join("deployments")) {
                 for entry in entries.flatten() {
                     if let Ok(Some(r)) =
                         state::read_json::<DeploymentRecord>(&entry.path().join("result.json"))
@@ -133,7 +139,12 @@ impl Status {
                     }
                 })
                 .collect();
-            groups.push(GroupStatus { group, deployments });
+            groups.push(GroupStatus {
+                group: info.group,
+                application: info.application,
+                group_id: info.group_id,
+                deployments,
+            });
         }
         Ok(Status {
             running: daemon.is_some(),
@@ -211,7 +222,11 @@ impl Status {
             None => line("  in flight:    nothing".to_string()),
         }
         for g in &self.groups {
-            line(format!("  group {}:", g.group));
+            if g.application.is_empty() {
+                line(format!("  group {}:", g.group));
+            } else {
+                line(format!("  group {} of {}:", g.group, g.application));
+            }
             for d in &g.deployments {
                 let when = d
                     .ended_at_ms

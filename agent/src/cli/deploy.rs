@@ -31,7 +31,8 @@ pub struct DeployArgs {
     /// Application name (default: the bundle's file name).
     #[arg(long = "app", value_name = "A")]
     pub application: Option<String>,
-    /// Deployment group: previous revisions and installed files are tracked per group.
+    /// Deployment group: previous revisions and installed files are tracked per application
+    /// and group.
     #[arg(long, value_name = "G", default_value = "local")]
     pub group: String,
     /// Lifecycle events to run, comma-separated (default: all).
@@ -109,6 +110,9 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         "opening the state directory (choose another with --state-dir)".to_string()
     })?;
     let _lock = HostLock::acquire(&state, "hoist-agent deploy")?;
+    state
+        .migrate()
+        .context("moving per-group state to the layout keyed by group id")?;
     if let Some(r) = recovery::recover(&state, None, config.hooks.kill_grace()).await? {
         println!(
             "Recovered deployment {}: it was interrupted during {} and is recorded as failed",
@@ -135,7 +139,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         command_id: None,
         application: application.clone(),
         group: args.group.clone(),
-        group_id: args.group.clone(),
+        group_id: state::local_group_id(&application, &args.group),
         source: match &remote {
             Some(r) => Source::Remote(r.clone()),
             None => Source::Local(bundle.clone()),

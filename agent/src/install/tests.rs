@@ -972,11 +972,9 @@ impl Drop for TestAccount {
 }
 
 #[test]
+#[ignore = "needs root: useradd and chown"]
 fn owner_and_group_are_set_by_name_and_setuid_survives_chown() {
-    if !is_root() {
-        eprintln!("skipping owner_and_group_are_set_by_name: needs root for useradd and chown");
-        return;
-    }
+    assert!(is_root(), "needs root for useradd and chown");
     let account = TestAccount::create("own");
     let user = User::from_name(&account.name).unwrap().unwrap();
     let group = Group::from_name(&account.name).unwrap().unwrap();
@@ -1025,11 +1023,12 @@ fn has_tool(tool: &'static str) -> bool {
 }
 
 #[test]
+#[ignore = "needs setfacl and getfacl (apt-get install -y acl)"]
 fn acls_are_applied_with_setfacl() {
-    if !has_tool("setfacl") || !has_tool("getfacl") {
-        eprintln!("skipping acls_are_applied_with_setfacl: setfacl/getfacl missing (apt-get install -y acl)");
-        return;
-    }
+    assert!(
+        has_tool("setfacl") && has_tool("getfacl"),
+        "setfacl/getfacl missing (apt-get install -y acl)"
+    );
     let f = Fixture::new();
     let record = installed_tree(&f);
     let mut files = permission(f.host("opt/app"));

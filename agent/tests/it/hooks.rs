@@ -688,11 +688,9 @@ impl Drop for TestUser {
 }
 
 #[tokio::test]
+#[ignore = "needs root: a real user for runas"]
 async fn runas_switches_user_groups_and_login_variables() {
-    if !is_root() {
-        println!("skipped runas_switches_user_groups_and_login_variables: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root");
     let test_user = TestUser::create("runas");
     let passwd = nix::unistd::User::from_name(&test_user.user)
         .unwrap()
@@ -746,11 +744,9 @@ async fn runas_switches_user_groups_and_login_variables() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: a real user for runas"]
 async fn runas_user_who_cannot_read_the_script_fails_clearly() {
-    if !is_root() {
-        println!("skipped runas_user_who_cannot_read_the_script_fails_clearly: needs root");
-        return;
-    }
+    assert!(is_root(), "needs root");
     let test_user = TestUser::create("noread");
     let bundle = Bundle::new();
     let location = bundle.script("secret.sh", "#!/bin/sh\nexit 0\n");

@@ -104,9 +104,13 @@ fn kill_9_during_a_hook_is_recovered_on_the_next_start() {
         );
     }
     let (_, st) = status_json(&config);
-    let deployments = st["groups"][0]["deployments"]
+    // Two groups named g: one of application `b`, one of `empty`.
+    let deployments: Vec<&serde_json::Value> = st["groups"]
         .as_array()
-        .expect("deployments");
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["deployments"].as_array().expect("deployments"))
+        .collect();
     let failed = deployments
         .iter()
         .find(|d| d["status"] == "failed")
@@ -117,6 +121,90 @@ fn kill_9_during_a_hook_is_recovered_on_the_next_start() {
         "{failed}"
     );
     assert!(st["in_flight"].is_null());
+}
+
+/// A bundle for `app` installing `<app>.txt` into `dest/<app>`, whose ApplicationStop
+/// appends the application's name to `dest/<app>/stops.log`.
+fn app_bundle(dir: &Path, app: &str, dest: &Path) {
+    let target = dest.join(app);
+    fs::create_dir_all(dir.join("files")).expect("mkdir");
+    fs::write(dir.join("files").join(format!("{app}.txt")), app).expect("file");
+    fs::write(
+        dir.join("appspec.yml"),
+        format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: files\n    destination: {}\nhooks:\n  ApplicationStop:\n    - location: stop.sh\n",
+            target.display()
+        ),
+    )
+    .expect("appspec");
+    fs::write(
+        dir.join("stop.sh"),
+        format!("#!/bin/sh\necho {app} >> {}/stops.log\n", target.display()),
+    )
+    .expect("script");
+    fs::set_permissions(dir.join("stop.sh"), fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[test]
+fn two_applications_with_a_group_web_each_keep_their_own_files_and_stop_scripts() {
+    let s = Scratch::new();
+    let dest = s.join("dest");
+    let deploy = |app: &str| {
+        let bundle = s.join(format!("bundle-{app}"));
+        app_bundle(&bundle, app, &dest);
+        let out = run(Command::new(bin("hoist-agent"))
+            .arg("deploy")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--state-dir")
+            .arg(s.join("state"))
+            .args(["--app", app, "--group", "web"]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    let read = |p: &str| fs::read_to_string(dest.join(p)).unwrap_or_default();
+    deploy("shop");
+    deploy("billing");
+    assert_eq!(
+        read("shop/shop.txt"),
+        "shop",
+        "billing removed shop's files"
+    );
+    assert_eq!(
+        read("shop/stops.log"),
+        "",
+        "billing ran shop's ApplicationStop"
+    );
+    deploy("shop");
+    deploy("billing");
+    assert_eq!(read("shop/stops.log"), "shop\n");
+    assert_eq!(read("billing/stops.log"), "billing\n");
+    assert_eq!(read("shop/shop.txt"), "shop");
+    assert_eq!(read("billing/billing.txt"), "billing");
+
+    let config = s.join("agent.yaml");
+    fs::write(
+        &config,
+        format!("state_dir: {}\n", s.join("state").display()),
+    )
+    .expect("config");
+    let (_, st) = status_json(&config);
+    let groups: Vec<(&str, &str, usize)> = st["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap_or(""),
+                g["application"].as_str().unwrap_or(""),
+                g["deployments"].as_array().map_or(0, |d| d.len()),
+            )
+        })
+        .collect();
+    assert_eq!(groups, [("web", "billing", 2), ("web", "shop", 2)], "{st}");
 }
 
 #[test]

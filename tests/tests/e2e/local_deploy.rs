@@ -307,10 +307,12 @@ fn disallow_names_the_existing_file_and_overwrite_replaces_it() {
 }
 
 #[test]
+#[ignore = "needs root: a real user for runas"]
 fn runas_switches_to_a_real_user_and_permissions_apply() {
-    if !root_or_skip("runas_switches_to_a_real_user_and_permissions_apply") {
-        return;
-    }
+    assert!(
+        root_or_skip("runas_switches_to_a_real_user_and_permissions_apply"),
+        "needs root"
+    );
     let user = TestUser::ensure("hoistapp");
     let s = Scratch::new();
     let config = agent_config(&s);

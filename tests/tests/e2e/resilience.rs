@@ -666,11 +666,12 @@ fn versioned_bundle(dir: &Path, dest: &Path, version: &str) {
 }
 
 #[test]
+#[ignore = "needs root: each agent runs in its own mount namespace"]
 fn a_host_restarted_in_its_own_mount_namespace_keeps_its_install_for_the_next_deployment() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIPPED a_host_restarted_in_its_own_mount_namespace_keeps_its_install_for_the_next_deployment: needs root (each agent runs in its own mount namespace); CI runs it as root");
-        return;
-    }
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "needs root: each agent runs in its own mount namespace"
+    );
     let s = Scratch::new();
     let c = Coordinator::start(&s.join("coordinator"));
     let token = c.shop_web(&["--config", "AllAtOnce"]);
@@ -756,4 +757,169 @@ fn a_host_restarted_in_its_own_mount_namespace_keeps_its_install_for_the_next_de
     };
     assert_eq!(starts(&web1), 2, "both runs in one log: {}", web1.log());
     assert_eq!(starts(&web2), 1, "{}", web2.log());
+}
+
+/// A small tmpfs mounted over a directory until dropped (needs root).
+struct SmallFs {
+    dir: std::path::PathBuf,
+}
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        fs::create_dir_all(dir).expect("mkdir");
+        let out = hoist_tests::run(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir),
+        );
+        assert!(out.status.success(), "mount tmpfs on {}", dir.display());
+        SmallFs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Fills it up with a file of zeros.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = fs::File::create(self.dir.join("filler")).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        // What is left is less than a block; take it too.
+        while f.write_all(&[0u8; 512]).is_ok() {}
+        while f.write_all(&[0u8]).is_ok() {}
+    }
+
+    fn free(&self) {
+        fs::remove_file(self.dir.join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_full_state_directory_fails_the_command_instead_of_leaving_it_in_progress() {
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
+    let disk = SmallFs::mount(&s.join("web-1/state"), "2m");
+    let web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_hosts(&c, &["web-1"]);
+    wait_for("host.json", Duration::from_secs(10), || {
+        s.join("web-1/state/host.json").exists()
+    });
+    let dir = s.join("rev");
+    bundle(
+        &dir,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: record.sh\n",
+        &[("record.sh", RECORD)],
+    );
+    let revision = c.push(&dir);
+    disk.fill();
+    let (code, id) = c.deploy(&revision, false);
+    assert_eq!(code, Some(0));
+    // Before, the agent sent nothing and polled on: the command stayed in progress.
+    let d = wait_ended(&c, &id, Duration::from_secs(30));
+    assert_eq!(d["state"], "failed", "{d}");
+    let h = host_of(&d, "web-1");
+    let message = h["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "no space left in the state directory {}",
+            s.join("web-1/state").display()
+        )),
+        "{h}"
+    );
+    assert!(web.events().is_empty(), "nothing ran: {:?}", web.events());
+    assert!(
+        web.log().contains("sending it directly"),
+        "the outbox took the report: {}",
+        web.log()
+    );
+    let handed_again = web.log().matches("command already reported failed").count();
+    assert!(handed_again < 10, "polling spun on the failed command");
+
+    // With space again, the next deployment runs.
+    disk.free();
+    let (code, _) = c.deploy(&revision, true);
+    assert_eq!(code, Some(0), "{}", web.log());
+    assert_eq!(web.events(), ["ApplicationStart"]);
+}
+
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_host_whose_state_directory_is_full_does_not_register_until_there_is_space() {
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
+    let disk = SmallFs::mount(&s.join("web-1/state"), "1m");
+    disk.fill();
+    let mut web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_for("refusals to register", Duration::from_secs(30), || {
+        web.log().matches("not registering: no space left").count() >= 3
+    });
+    assert!(
+        web.child.try_wait().expect("try_wait").is_none(),
+        "the agent exited: {}",
+        web.log()
+    );
+    let hosts = c.hoist_ok(&["hosts", "list", "--json"]);
+    assert!(
+        !hosts.contains("\"web-1\""),
+        "registered without a place for its credentials: {hosts}"
+    );
+
+    disk.free();
+    wait_hosts(&c, &["web-1"]);
+    assert!(s.join("web-1/state/host.json").exists());
+}
+
+#[test]
+#[ignore = "needs root: mounts a small tmpfs"]
+fn a_state_directory_filled_while_registering_leaves_no_orphan_host() {
+    let s = Scratch::new();
+    let data = s.join("coordinator");
+    let mut c = Coordinator::start(&data);
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
+    let addr = c.addr().to_string();
+    c.stop_with(Signal::SIGKILL);
+    let disk = SmallFs::mount(&s.join("web-1/state"), "1m");
+    // Started while nothing listens: the disk fills while it retries its registration.
+    let mut web = Agent::start(&s, "web-1", &c, &token, "role: web");
+    wait_for("a registration retry", Duration::from_secs(30), || {
+        web.log().contains("retrying in")
+    });
+    disk.fill();
+    let c = Coordinator::start_on(&data, &addr);
+    // Before, it registered, could not write host.json and exited: a host nobody can use.
+    wait_hosts(&c, &["web-1"]);
+    wait_for("host.json", Duration::from_secs(10), || {
+        s.join("web-1/state/host.json").exists()
+    });
+    assert!(
+        web.child.try_wait().expect("try_wait").is_none(),
+        "the agent exited: {}",
+        web.log()
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&c.hoist_ok(&["hosts", "list", "--json"])).expect("hosts json");
+    assert_eq!(list["hosts"].as_array().map(Vec::len), Some(1), "{list}");
+
+    disk.free();
+    let dir = s.join("rev");
+    bundle(
+        &dir,
+        "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: record.sh\n",
+        &[("record.sh", RECORD)],
+    );
+    let (code, _) = c.deploy(&c.push(&dir), true);
+    assert_eq!(code, Some(0), "{}", web.log());
+    assert_eq!(web.events(), ["ApplicationStart"]);
 }

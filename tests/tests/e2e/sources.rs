@@ -207,10 +207,12 @@ fn s3_yaml(endpoint: &str, key: &str, secret: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root: each agent runs in its own mount namespace"]
 fn s3_revision_signed_with_sigv4_reaches_every_tagged_host() {
-    if !namespaces_or_skip("s3_revision_signed_with_sigv4_reaches_every_tagged_host") {
-        return;
-    }
+    assert!(
+        namespaces_or_skip("s3_revision_signed_with_sigv4_reaches_every_tagged_host"),
+        "needs root"
+    );
     let s = Scratch::new();
     let rt = runtime();
     let s3_root = s.join("s3");
@@ -232,10 +234,12 @@ fn s3_revision_signed_with_sigv4_reaches_every_tagged_host() {
 }
 
 #[test]
+#[ignore = "needs root: each agent runs in its own mount namespace"]
 fn presigned_url_revision_reaches_every_tagged_host() {
-    if !namespaces_or_skip("presigned_url_revision_reaches_every_tagged_host") {
-        return;
-    }
+    assert!(
+        namespaces_or_skip("presigned_url_revision_reaches_every_tagged_host"),
+        "needs root"
+    );
     let s = Scratch::new();
     let rt = runtime();
     let s3_root = s.join("s3");
@@ -256,14 +260,14 @@ fn presigned_url_revision_reaches_every_tagged_host() {
 }
 
 #[test]
+#[ignore = "needs root (a mount namespace per agent) and moto_server (HOIST_TEST_MOTO)"]
 fn s3_object_version_from_moto_installs_the_older_version() {
-    if !namespaces_or_skip("s3_object_version_from_moto_installs_the_older_version") {
-        return;
-    }
-    let Some(moto_server) = moto_or_skip("s3_object_version_from_moto_installs_the_older_version")
-    else {
-        return;
-    };
+    assert!(
+        namespaces_or_skip("s3_object_version_from_moto_installs_the_older_version"),
+        "needs root"
+    );
+    let moto_server = moto_or_skip("s3_object_version_from_moto_installs_the_older_version")
+        .expect("HOIST_TEST_MOTO");
     let s = Scratch::new();
     let rt = runtime();
     let moto = rt.block_on(Moto::start(&moto_server));
@@ -314,10 +318,12 @@ fn as_strs(files: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 #[test]
+#[ignore = "needs root: each agent runs in its own mount namespace"]
 fn git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host() {
-    if !namespaces_or_skip("git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host") {
-        return;
-    }
+    assert!(
+        namespaces_or_skip("git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host"),
+        "needs root"
+    );
     let s = Scratch::new();
     let rt = runtime();
     let git_root = s.join("git");
@@ -360,10 +366,12 @@ fn git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host() {
 }
 
 #[test]
+#[ignore = "needs root: each agent runs in its own mount namespace"]
 fn a_wrong_sha256_fails_the_deployment_and_installs_nothing() {
-    if !namespaces_or_skip("a_wrong_sha256_fails_the_deployment_and_installs_nothing") {
-        return;
-    }
+    assert!(
+        namespaces_or_skip("a_wrong_sha256_fails_the_deployment_and_installs_nothing"),
+        "needs root"
+    );
     let s = Scratch::new();
     let rt = runtime();
     let s3_root = s.join("s3");
@@ -481,10 +489,12 @@ fn register_raw_bundle(rt: &tokio::runtime::Runtime, c: &Coordinator, bytes: Vec
 }
 
 #[test]
+#[ignore = "needs root: each agent runs in its own mount namespace"]
 fn hostile_bundles_from_the_coordinator_are_refused_naming_the_entry() {
-    if !namespaces_or_skip("hostile_bundles_from_the_coordinator_are_refused_naming_the_entry") {
-        return;
-    }
+    assert!(
+        namespaces_or_skip("hostile_bundles_from_the_coordinator_are_refused_naming_the_entry"),
+        "needs root"
+    );
     let s = Scratch::new();
     let rt = runtime();
     let (c, hosts) = fleet(&s, "");

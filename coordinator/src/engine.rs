@@ -747,6 +747,18 @@ impl Engine {
         Some(check_host(host_id, secret, Some(host)))
     }
 
+    /// Whether `token` is a registration token that may register a host now; the API calls
+    /// it from the request head, before reading a registration's body.
+    pub fn check_registration_token(&self, token: &str) -> Result<()> {
+        if self.store.registration_token_exists(&sha256_hex(token))? {
+            Ok(())
+        } else {
+            Err(EngineError::Unauthorized(
+                "unknown registration token".into(),
+            ))
+        }
+    }
+
     /// Notes what a poll says about its host: name, tags, agent version, last seen. Kept
     /// in memory until the next write of contacts (at most a second or so).
     pub fn host_polled(&self, host_id: &str, req: &PollRequest) {

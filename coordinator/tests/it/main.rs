@@ -10,3 +10,4 @@ mod resilience;
 mod s3;
 mod server;
 mod support;
+mod transport;

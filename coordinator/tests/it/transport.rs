@@ -409,6 +409,19 @@ async fn a_non_loopback_address_serves_tls_with_a_generated_certificate() {
         "the log names the fingerprint:\n{}",
         server.log()
     );
+    // The operator CLI trusts it with --ca-file / HOIST_CA_FILE.
+    let cli = hoist_env(
+        &server.url,
+        &["app", "list"],
+        &[("HOIST_CA_FILE", cert_path.display().to_string())],
+    )
+    .await;
+    cli.ok();
+    let untrusted = hoist_with(&server.url, Some(TOKEN), &["app", "list"]).await;
+    assert_ne!(
+        untrusted.code, 0,
+        "a CLI without --ca-file refuses the certificate"
+    );
     // Plain HTTP on that port is not served.
     let plain = server.url.replace("https://", "http://");
     let r = reqwest::Client::new()

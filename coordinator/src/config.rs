@@ -248,6 +248,31 @@ mod tests {
     }
 
     #[test]
+    fn transport_keys_are_read_and_flags_can_only_turn_them_on() {
+        let file: FileConfig = "insecure_http: true\nhttp2_cleartext: false\n\
+                                max_connections: 500\nmax_bundle_bytes: 1000\n"
+            .parse()
+            .unwrap();
+        let c = ServerConfig::resolve(
+            file,
+            Overrides {
+                http2_cleartext: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert!(c.insecure_http && c.http2_cleartext);
+        assert_eq!(c.max_connections, Some(500));
+        assert_eq!(c.max_bundle_bytes, 1000);
+        let err = ServerConfig::resolve(
+            "max_connections: 0\n".parse().unwrap(),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
+    }
+
+    #[test]
     fn half_a_tls_pair_is_an_error() {
         let err = ServerConfig::resolve(
             FileConfig::default(),

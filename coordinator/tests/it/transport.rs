@@ -530,3 +530,51 @@ async fn rust_log_sets_the_log_level_when_hoist_log_is_unset() {
         server.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_over_max_bundle_bytes_gets_413_json_declared_or_streamed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &tmp.path().join("data"),
+        &["--max-bundle-bytes", "10000"],
+        Some(TOKEN),
+    );
+    let http = server.client();
+    let resp = http
+        .put(format!("{}/v1/bundles", server.url))
+        .bearer_auth(TOKEN)
+        .body(vec![0u8; 20_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let msg = resp.json::<ErrorBody>().await.unwrap().error;
+    assert!(msg.contains("10000"), "{msg}");
+    // No declared length: cut once the stream passes the cap.
+    let chunks =
+        futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(bytes_of(1000))));
+    let resp = http
+        .put(format!("{}/v1/bundles", server.url))
+        .bearer_auth(TOKEN)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let msg = resp.json::<ErrorBody>().await.unwrap().error;
+    assert!(msg.contains("max_bundle_bytes"), "{msg}");
+    // Within the cap it is stored.
+    let resp = http
+        .put(format!("{}/v1/bundles", server.url))
+        .bearer_auth(TOKEN)
+        .body(vec![0u8; 5_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // The refused uploads left no partial file behind.
+    let left = std::fs::read_dir(tmp.path().join("data/bundles/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}

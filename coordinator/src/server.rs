@@ -62,25 +62,7 @@ pub const RESERVED_FDS: u64 = 48;
 pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> {
     let data_dir = config.data_dir.clone();
     private_data_dir(&data_dir)?;
-    let fd_limit = raise_nofile_limit();
-    let allowed = fd_limit.saturating_sub(RESERVED_FDS).max(1);
-    let max_connections = match config.max_connections {
-        Some(n) if n as u64 > allowed => {
-            tracing::warn!(
-                max_connections = n,
-                allowed,
-                "max_connections is over what the open-file limit allows; using the limit"
-            );
-            allowed as usize
-        }
-        Some(n) => n,
-        None => allowed as usize,
-    };
-    tracing::info!(
-        open_file_limit = fd_limit,
-        max_connections,
-        "the open-file limit allows {allowed} hosts (one connection each)"
-    );
+    let max_connections = connection_cap(config.max_connections);
     tracing::debug!(
         header_read_timeout_secs = HEADER_READ_TIMEOUT.as_secs(),
         max_head_bytes = MAX_HEAD_BYTES,
@@ -99,28 +81,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         .with_context(|| format!("opening the database in {}", data_dir.display()))?;
     let bundles =
         BundleStore::open(&config.data_dir.join("bundles")).context("opening the bundle store")?;
-    let tls = match (&config.tls, config.listen.ip().is_loopback()) {
-        (Some(files), _) => Some(files.clone()),
-        (None, true) => None,
-        (None, false) if config.insecure_http => {
-            tracing::warn!(listen = %config.listen,
-                "serving plain HTTP on a non-loopback address (--insecure-http): tokens and host \
-                 secrets cross the network in the clear");
-            None
-        }
-        (None, false) => Some(crate::tls::generated_pair(&config.data_dir, config.listen)?),
-    };
-    let acceptor = match &tls {
-        Some(files) => {
-            let (acceptor, fp) = crate::tls::acceptor(files)?;
-            tracing::info!(
-                certificate = %files.cert.display(),
-                "TLS certificate SHA-256 fingerprint {fp} (agents pin it as coordinator.pin_sha256)"
-            );
-            Some(acceptor)
-        }
-        None => None,
-    };
+    let acceptor = tls_acceptor(&config)?;
     let engine = Arc::new(Engine::new(
         Arc::new(store),
         bundles,
@@ -165,6 +126,54 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     }
     tracing::info!("coordinator stopped");
     result
+}
+
+/// How many connections to serve at once: `configured`, or what the open-file limit
+/// (raised first) allows, and never more than that.
+fn connection_cap(configured: Option<usize>) -> usize {
+    let fd_limit = raise_nofile_limit();
+    let allowed =
+        usize::try_from(fd_limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+    let cap = match configured {
+        Some(n) if n > allowed => {
+            tracing::warn!(
+                max_connections = n,
+                allowed,
+                "max_connections is over what the open-file limit allows; using the limit"
+            );
+            allowed
+        }
+        Some(n) => n,
+        None => allowed,
+    };
+    tracing::info!(
+        open_file_limit = fd_limit,
+        max_connections = cap,
+        "the open-file limit allows {allowed} hosts (one connection each)"
+    );
+    cap
+}
+
+/// TLS for this listen address: the configured certificate; none on loopback or with
+/// `insecure_http`; otherwise the one generated in the data directory.
+fn tls_acceptor(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    let files = match (&config.tls, config.listen.ip().is_loopback()) {
+        (Some(files), _) => files.clone(),
+        (None, true) => return Ok(None),
+        (None, false) if config.insecure_http => {
+            tracing::warn!(listen = %config.listen,
+                "serving plain HTTP on a non-loopback address (--insecure-http): tokens and host \
+                 secrets cross the network in the clear");
+            return Ok(None);
+        }
+        (None, false) => crate::tls::generated_pair(&config.data_dir, config.listen)?,
+    };
+    let (acceptor, fp) = crate::tls::acceptor(&files)?;
+    tracing::info!(
+        certificate = %files.cert.display(),
+        "TLS certificate SHA-256 fingerprint {fp} (agents pin it as coordinator.pin_sha256)"
+    );
+    Ok(Some(acceptor))
 }
 
 /// Creates the data directory (0700, whatever the umask) and makes an existing one 0700;

@@ -115,6 +115,26 @@ async fn register_with_a_bad_token_is_refused_before_its_body_is_read() {
         "{body}"
     );
     closed_by_server(&mut s).await;
+    // The same holds for host and operator credentials.
+    for (method, path, auth) in [
+        (
+            "POST",
+            "/v1/hosts/poll",
+            "X-Hoist-Host: h_x\r\nAuthorization: Bearer wrong",
+        ),
+        ("POST", "/v1/applications", "Authorization: Bearer wrong"),
+        ("PUT", "/v1/bundles", "Authorization: Bearer wrong"),
+    ] {
+        let mut s = TcpStream::connect(server.authority()).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\nContent-Length: 1000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let (status, body) = read_response(&mut s).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        error_message(&body);
+        closed_by_server(&mut s).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -598,3 +598,21 @@ async fn a_bundle_over_max_bundle_bytes_gets_413_json_declared_or_streamed() {
         .count();
     assert_eq!(left, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_held_past_the_header_timeout_is_still_answered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
+    let host = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    let start = std::time::Instant::now();
+    // Held for 12 s, beyond the 10 s a request head may take: the timeouts must not cut it.
+    assert!(host.poll(12).await.is_none());
+    assert!(
+        start.elapsed() >= Duration::from_secs(11),
+        "the poll was held, not cut: {:?}",
+        start.elapsed()
+    );
+    // The same client goes on polling.
+    assert!(host.poll(0).await.is_none());
+}

@@ -284,6 +284,19 @@ impl IntoResponse for ApiError {
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);
         }
+        // A request refused before or while its body was read leaves the rest unread, and
+        // the server closes the connection after answering: say so, so that an HTTP/1.1
+        // client does not send its next request on it. (HTTP/2 drops the header.)
+        if matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::URI_TOO_LONG
+        ) {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

@@ -581,6 +581,8 @@ async fn a_bundle_over_max_bundle_bytes_gets_413_json_declared_or_streamed() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    // The rest of that body is never read, so the connection is not reused.
+    assert_eq!(resp.headers()["connection"], "close");
     let msg = resp.json::<ErrorBody>().await.unwrap().error;
     assert!(msg.contains("max_bundle_bytes"), "{msg}");
     // Within the cap it is stored.

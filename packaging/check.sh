@@ -106,7 +106,7 @@ check "hoist-agent Recommends: git, acl" \
     sh -c "dpkg-query -W -f='\${Recommends}' hoist-agent | grep -qx 'git, acl'"
 check "hoist-agent Depends on libc6" sh -c "dpkg-query -W -f='\${Depends}' hoist-agent | grep -q libc6"
 check "system user hoist exists" getent passwd hoist
-check "/var/lib/hoist-coordinator 0750 hoist" mode_is /var/lib/hoist-coordinator 750 hoist:hoist
+check "/var/lib/hoist-coordinator 0700 hoist" mode_is /var/lib/hoist-coordinator 700 hoist:hoist
 
 step "installed binaries"
 check "hoist-agent --version names itself" sh -c "/usr/bin/hoist-agent --version | grep -q '^hoist-agent '"

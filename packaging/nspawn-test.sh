@@ -307,10 +307,18 @@ check "the coordinator wrote its operator token" waitfor 30 test -s "$token_file
 runs_as_hoist() { [ "$(inside ps -o user= -p "$(inside systemctl show -P MainPID hoist-coordinator)")" = hoist ]; }
 check "the coordinator runs as user hoist" runs_as_hoist
 
-server=http://127.0.0.1:8443
+# The packaged unit listens on 0.0.0.0 with no certificate configured: HTTPS with the
+# certificate it generated in its data directory, trusted below by the CLI and the agent.
+server=https://127.0.0.1:8443
+cert=/var/lib/hoist-coordinator/tls/cert.pem
+check "the coordinator generated its TLS certificate" waitfor 30 test -s "$machine$cert"
+fingerprint_printed() {
+    inside hoist server fingerprint --data-dir /var/lib/hoist-coordinator | grep -Eq '^([0-9A-F]{2}:){31}[0-9A-F]{2}$'
+}
+check "hoist server fingerprint prints its fingerprint" fingerprint_printed
 # hoist ARGS...: the operator CLI inside the container.
 hoist() {
-    inside env HOIST_SERVER="$server" HOIST_TOKEN="$(cat "$token_file")" hoist "$@"
+    inside env HOIST_SERVER="$server" HOIST_CA_FILE="$cert" HOIST_TOKEN="$(cat "$token_file")" hoist "$@"
 }
 check "the coordinator answers on the container's loopback" waitfor 30 hoist app list
 
@@ -324,6 +332,7 @@ pass "hoist token create printed a registration token"
 cat >"$machine/etc/hoist/agent.yaml" <<EOF
 coordinator:
   url: $server
+  ca_file: $cert
   registration_token: "$registration_token"
 host:
   tags:

@@ -26,8 +26,18 @@
 //! | POST | `/v1/deployments/{id}/stop` | operator | → `Deployment` |
 //!
 //! Errors are `ErrorBody` JSON: 400 bad body or value (naming the field), 401 missing or
-//! wrong credentials, 404 unknown thing (also another host's command), 409 conflict,
-//! 416 unsatisfiable range, 500 store failure. Not here: rules (the engine) or storage.
+//! wrong credentials, 404 unknown thing (also another host's command), 405 wrong method,
+//! 408 a body that stalled, 409 conflict, 413 a body over the route's limit, 414 a URI over
+//! [`MAX_URI_LEN`], 416 unsatisfiable range, 500 store failure. Any other error answer (an
+//! axum rejection, say) is rewritten into the same JSON shape by [`json_errors`].
+//!
+//! Request processing, in order: the URI length; every credential, from the head alone
+//! (extractors implementing `FromRequestParts` run before the body is touched, and handlers
+//! take the body last); then the body, bounded by the route's [`BodyLimit`] (64 KiB unless a
+//! route says otherwise, reports 256 KiB, bundle uploads streamed up to the configured cap)
+//! and by [`BODY_TIMEOUT`]. A request refused before its body was read leaves the body
+//! unread: the HTTP/1.1 connection is then closed rather than drained. Not here: rules (the
+//! engine) or storage; connection-level limits (the `server` module).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,41 +47,97 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use futures_util::StreamExt;
 use hoist_protocol::agent::{Heartbeat, PollRequest, PollResponse, RegisterRequest, Report};
 use hoist_protocol::operator::{
     CreateApplication, CreateDeployment, CreateGroup, CreateRegistrationToken, CreateRevision,
     SetHostTags,
 };
 use hoist_protocol::{ErrorBody, HOST_ID_HEADER};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::bundles::BundleError;
 use crate::bundles::{parse_range, RangeRequest};
-use crate::engine::{constant_time_eq, error_chain, Engine, EngineError};
+use crate::engine::{error_chain, Engine, EngineError};
 use crate::store::HostRow;
 
 /// Longest a poll or a deployment watch is held open.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// Body limit of a JSON request on a route that sets no [`BodyLimit`] of its own.
+pub const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+/// Body limit of an event report: a 4 KiB log tail may grow sixfold as JSON escapes, next
+/// to a message and a script path.
+pub const REPORT_BODY_LIMIT: usize = 256 * 1024;
+
+/// Longest a JSON body may take to arrive, from the end of the request head; a body that
+/// stalls is cut with 408.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Longest a bundle upload may go without sending a byte.
+pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest request URI (path and query) answered; longer ones get 414.
+pub const MAX_URI_LEN: usize = 8 * 1024;
+
+/// Default cap on one uploaded bundle (`--max-bundle-bytes`).
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
-    pub operator_token: Arc<str>,
+    pub operator_token: OperatorToken,
     /// Ends long polls and watches at shutdown.
     pub cancel: CancellationToken,
+    /// Largest bundle `PUT /v1/bundles` stores.
+    pub max_bundle_bytes: u64,
 }
+
+/// The operator token, kept as its SHA-256 digest: a presented token is hashed and the two
+/// digests compared in constant time, so neither its contents nor its length show in the
+/// time an answer takes.
+#[derive(Clone)]
+pub struct OperatorToken([u8; 32]);
+
+impl OperatorToken {
+    pub fn new(token: &str) -> OperatorToken {
+        OperatorToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        digest
+            .iter()
+            .zip(self.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// A route's body limit in bytes, as a request extension (`.layer(Extension(BodyLimit(n)))`
+/// on the route); [`ApiJson`] reads it, [`JSON_BODY_LIMIT`] when the route sets none.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/hosts/register", post(register))
         .route("/v1/hosts/poll", post(poll))
         .route("/v1/hosts/heartbeat", post(heartbeat))
-        .route("/v1/commands/{id}/reports", post(report))
+        .route(
+            "/v1/commands/{id}/reports",
+            post(report).layer(Extension(BodyLimit(REPORT_BODY_LIMIT))),
+        )
         .route("/v1/bundles/{sha256}", get(download_bundle))
         .route(
             "/v1/bundles",
@@ -109,7 +175,56 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(limit_uri))
         .with_state(state)
+}
+
+/// 414 for a URI longer than [`MAX_URI_LEN`], before routing or any extractor runs.
+async fn limit_uri(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if len > MAX_URI_LEN {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request URI has {len} bytes; at most {MAX_URI_LEN} are accepted"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Rewrites an error answer that is not JSON (axum's own rejections, such as a path that
+/// is not valid UTF-8 once percent-decoded) into an `ErrorBody` carrying its text.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let mut e = ApiError::new(status, message);
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            e.headers.push((k.clone(), v.clone()));
+        }
+    }
+    e.into_response()
 }
 
 // ---- errors ----
@@ -132,6 +247,13 @@ impl ApiError {
 
     fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    fn too_large(what: impl std::fmt::Display, limit: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} is over this route's limit of {limit} bytes"),
+        )
     }
 }
 
@@ -172,6 +294,19 @@ impl IntoResponse for ApiError {
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);
         }
+        // A request refused before or while its body was read leaves the rest unread, and
+        // the server closes the connection after answering: say so, so that an HTTP/1.1
+        // client does not send its next request on it. (HTTP/2 drops the header.)
+        if matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::URI_TOO_LONG
+        ) {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }
@@ -200,18 +335,56 @@ where
 
 /// A JSON body whose decoding errors answer 400 with an `ErrorBody` naming the problem
 /// (`missing field `name``), unlike axum's plain-text rejection. Unknown fields are ignored.
+/// The body is bounded by the route's [`BodyLimit`] (413: a declared `Content-Length` over
+/// it is refused before a byte is read) and by [`BODY_TIMEOUT`] (408).
 pub struct ApiJson<T>(pub T);
+
+/// The `Content-Length` a request declares, when it declares a valid one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("reading the request body: {e}"),
-            )
-        })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(JSON_BODY_LIMIT, |l| l.0);
+        if let Some(len) = declared_length(req.headers()).filter(|&n| n > limit as u64) {
+            return Err(ApiError::too_large(
+                format_args!("the request body ({len} bytes)"),
+                limit as u64,
+            ));
+        }
+        let body = http_body_util::Limited::new(req.into_body(), limit);
+        let bytes: Bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_TIMEOUT.as_secs()
+                    ),
+                ))
+            }
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::too_large("the request body", limit as u64));
+            }
+            Ok(Err(e)) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}"),
+                ))
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -238,7 +411,7 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         match bearer(&parts.headers) {
-            Some(t) if constant_time_eq(t, &state.operator_token) => Ok(Operator),
+            Some(t) if state.operator_token.matches(t) => Ok(Operator),
             Some(_) => Err(ApiError::unauthorized("wrong operator token")),
             None => Err(ApiError::unauthorized(
                 "missing operator token (Authorization: Bearer ...)",
@@ -291,16 +464,30 @@ impl FromRequestParts<AppState> for HostOrOperator {
     }
 }
 
+/// A registration: `Authorization: Bearer <registration token>`, checked before the body
+/// is read (the engine checks it again, with the body, when it registers the host).
+pub struct RegistrationAuth(pub String);
+
+impl FromRequestParts<AppState> for RegistrationAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let token = bearer(&parts.headers).map(str::to_owned).ok_or_else(|| {
+            ApiError::unauthorized("missing registration token (Authorization: Bearer ...)")
+        })?;
+        let checked = token.clone();
+        blocking(state, move |e| e.check_registration_token(&checked)).await?;
+        Ok(RegistrationAuth(token))
+    }
+}
+
 // ---- agent routes ----
 
 async fn register(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    RegistrationAuth(token): RegistrationAuth,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let token = bearer(&headers)
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::unauthorized("missing registration token"))?;
     let resp = blocking(&state, move |e| e.register(&token, req)).await?;
     Ok((StatusCode::CREATED, Json(resp)))
 }
@@ -385,21 +572,75 @@ async fn report(
 
 // ---- bundles ----
 
+/// Why an upload was cut short while it streamed.
+#[derive(Debug, thiserror::Error)]
+enum UploadCut {
+    #[error("the bundle is over this coordinator's limit of {0} bytes (max_bundle_bytes)")]
+    TooLarge(u64),
+    #[error("the upload sent nothing for {} s", UPLOAD_IDLE_TIMEOUT.as_secs())]
+    Stalled,
+    #[error("reading the upload")]
+    Body(#[source] axum::Error),
+}
+
 async fn upload_bundle(
     State(state): State<AppState>,
     _op: Operator,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
+    let cap = state.max_bundle_bytes;
+    if let Some(len) = declared_length(&headers).filter(|&n| n > cap) {
+        return Err(ApiError::too_large(
+            format_args!("the bundle ({len} bytes)"),
+            cap,
+        ));
+    }
+    // Each chunk must come within the idle timeout and the running total stay under the
+    // cap; the first failure ends the stream, which the store turns into an error.
+    let chunks = futures_util::stream::unfold(
+        (body.into_data_stream(), 0u64, false),
+        move |(mut stream, seen, done)| async move {
+            if done {
+                return None;
+            }
+            let item = match tokio::time::timeout(UPLOAD_IDLE_TIMEOUT, stream.next()).await {
+                Err(_) => Err(UploadCut::Stalled),
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => Err(UploadCut::Body(e)),
+                Ok(Some(Ok(chunk))) if seen + chunk.len() as u64 > cap => {
+                    Err(UploadCut::TooLarge(cap))
+                }
+                Ok(Some(Ok(chunk))) => Ok(chunk),
+            };
+            let seen = seen + item.as_ref().map_or(0, |c| c.len() as u64);
+            let done = item.is_err();
+            Some((item, (stream, seen, done)))
+        },
+    );
     let (sha256, size) = state
         .engine
         .bundles()
-        .put(body.into_data_stream())
+        .put(Box::pin(chunks))
         .await
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("storing the bundle: {}", error_chain(&e)),
-            )
+            let cut = match &e {
+                BundleError::Body(b) => b.downcast_ref::<UploadCut>(),
+                BundleError::Io { .. } => None,
+            };
+            match cut {
+                Some(UploadCut::TooLarge(_)) => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error_chain(&e))
+                }
+                Some(UploadCut::Stalled) => {
+                    ApiError::new(StatusCode::REQUEST_TIMEOUT, error_chain(&e))
+                }
+                Some(UploadCut::Body(_)) => ApiError::new(StatusCode::BAD_REQUEST, error_chain(&e)),
+                None => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("storing the bundle: {}", error_chain(&e)),
+                ),
+            }
         })?;
     tracing::info!(%sha256, size, "bundle stored");
     Ok((
@@ -662,4 +903,19 @@ async fn stop_deployment(
     Ok(Json(
         blocking(&state, move |e| e.stop_deployment(&id)).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_token_matches_only_the_same_token() {
+        let t = OperatorToken::new("hot_abc");
+        assert!(t.matches("hot_abc"));
+        assert!(!t.matches("hot_ab"));
+        assert!(!t.matches("hot_abcd"));
+        assert!(!t.matches("hot_abC"));
+        assert!(!t.matches(""));
+    }
 }

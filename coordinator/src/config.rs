@@ -6,10 +6,18 @@
 //! data_dir: /var/lib/hoist-coordinator
 //! operator_token: "..."             # or operator_token_file: /etc/hoist/operator-token
 //! host_lease: 10m                   # a host silent this long mid-command (no heartbeat) has failed
-//! tls:                              # optional; plain HTTP without it
+//! tls:                              # optional; see below when it is absent
 //!   cert: /etc/hoist/tls/cert.pem
 //!   key: /etc/hoist/tls/key.pem
+//! insecure_http: false              # plain HTTP on a non-loopback address (default false)
+//! http2_cleartext: false            # also HTTP/2 with prior knowledge over plain HTTP
+//! max_connections: 20000            # default: what RLIMIT_NOFILE allows
+//! max_bundle_bytes: 4294967296      # largest bundle an upload may store
 //! ```
+//!
+//! Without `tls`, a loopback listen address serves plain HTTP; any other serves HTTPS with a
+//! self-signed certificate generated in `DATA_DIR/tls/` on first start, unless
+//! `insecure_http` asks for plain HTTP.
 //!
 //! Precedence: flag, then environment, then file, then default. Pure parsing in
 //! [`FileConfig::from_str`]; [`FileConfig::load`] reads the file. Not here: acting on it.
@@ -46,6 +54,10 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_opt")]
     pub host_lease: Option<Duration>,
     pub tls: Option<TlsFiles>,
+    pub insecure_http: Option<bool>,
+    pub http2_cleartext: Option<bool>,
+    pub max_connections: Option<usize>,
+    pub max_bundle_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -88,6 +100,8 @@ pub enum ConfigError {
     },
     #[error("--tls-cert and --tls-key go together")]
     HalfTls,
+    #[error("max_connections: must be at least 1")]
+    NoConnections,
 }
 
 impl std::str::FromStr for FileConfig {
@@ -123,6 +137,13 @@ pub struct ServerConfig {
     pub operator_token: Option<Secret>,
     pub host_lease: Duration,
     pub tls: Option<TlsFiles>,
+    /// Plain HTTP even on a non-loopback address.
+    pub insecure_http: bool,
+    /// HTTP/2 with prior knowledge on a plain-HTTP listener.
+    pub http2_cleartext: bool,
+    /// `None`: as many as the open-file limit allows.
+    pub max_connections: Option<usize>,
+    pub max_bundle_bytes: u64,
 }
 
 /// Flag and environment values; `None` when not given.
@@ -134,6 +155,11 @@ pub struct Overrides {
     pub host_lease: Option<Duration>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Flags that can only turn a setting on.
+    pub insecure_http: bool,
+    pub http2_cleartext: bool,
+    pub max_connections: Option<usize>,
+    pub max_bundle_bytes: Option<u64>,
 }
 
 impl ServerConfig {
@@ -155,6 +181,10 @@ impl ServerConfig {
             (None, None) => file.tls,
             _ => return Err(ConfigError::HalfTls),
         };
+        let max_connections = o.max_connections.or(file.max_connections);
+        if max_connections == Some(0) {
+            return Err(ConfigError::NoConnections);
+        }
         let default_listen: SocketAddr = DEFAULT_LISTEN
             .parse()
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)));
@@ -174,6 +204,13 @@ impl ServerConfig {
                 .or(file.host_lease)
                 .unwrap_or(DEFAULT_HOST_LEASE),
             tls,
+            insecure_http: o.insecure_http || file.insecure_http.unwrap_or(false),
+            http2_cleartext: o.http2_cleartext || file.http2_cleartext.unwrap_or(false),
+            max_connections,
+            max_bundle_bytes: o
+                .max_bundle_bytes
+                .or(file.max_bundle_bytes)
+                .unwrap_or(crate::api::DEFAULT_MAX_BUNDLE_BYTES),
         })
     }
 }
@@ -208,6 +245,31 @@ mod tests {
         assert_eq!(c.host_lease, Duration::from_secs(300));
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.operator_token, Some(Secret("abc".into())));
+    }
+
+    #[test]
+    fn transport_keys_are_read_and_flags_can_only_turn_them_on() {
+        let file: FileConfig = "insecure_http: true\nhttp2_cleartext: false\n\
+                                max_connections: 500\nmax_bundle_bytes: 1000\n"
+            .parse()
+            .unwrap();
+        let c = ServerConfig::resolve(
+            file,
+            Overrides {
+                http2_cleartext: true,
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert!(c.insecure_http && c.http2_cleartext);
+        assert_eq!(c.max_connections, Some(500));
+        assert_eq!(c.max_bundle_bytes, 1000);
+        let err = ServerConfig::resolve(
+            "max_connections: 0\n".parse().unwrap(),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
     }
 
     #[test]

@@ -785,29 +785,7 @@ impl Engine {
         let now = now_ms();
         // A token's use count and the uniqueness of names are read, then written.
         let _guard = self.lock();
-        let t = self
-            .store
-            .registration_token(&sha256_hex(token))?
-            .ok_or_else(|| EngineError::Unauthorized("unknown registration token".into()))?;
-        if t.revoked {
-            return Err(EngineError::Unauthorized(format!(
-                "registration token {} was revoked",
-                t.id
-            )));
-        }
-        if let Some(expires) = t.expires_ms.filter(|e| now >= *e) {
-            return Err(EngineError::Unauthorized(format!(
-                "registration token {} expired at {}",
-                t.id,
-                rfc3339(expires)
-            )));
-        }
-        if let Some(max) = t.max_uses.filter(|m| t.uses >= *m) {
-            return Err(EngineError::Unauthorized(format!(
-                "registration token {} is used up ({max} of {max} registrations)",
-                t.id
-            )));
-        }
+        let t = self.usable_registration_token(token, now)?;
         bounds::check_host_name(&req.name).map_err(EngineError::Invalid)?;
         bounds::check_tags(&req.tags).map_err(EngineError::Invalid)?;
         bounds::check_agent_version(&req.agent_version).map_err(EngineError::Invalid)?;
@@ -954,6 +932,42 @@ impl Engine {
     pub fn authenticate_known_host(&self, host_id: &str, secret: &str) -> Option<Result<HostRow>> {
         let host = locked(&self.credentials).get(host_id).cloned()?;
         Some(check_host(host_id, secret, Some(host)))
+    }
+
+    /// Whether `token` is a registration token that may register a host now; the API calls
+    /// it from the request head, before reading a registration's body. `register` checks
+    /// again under the engine's lock, since a use may have been taken in between.
+    pub fn check_registration_token(&self, token: &str) -> Result<()> {
+        self.usable_registration_token(token, now_ms()).map(|_| ())
+    }
+
+    /// The registration token `token` if it may register a host at `now`: known, not
+    /// revoked, not expired and not used up.
+    fn usable_registration_token(&self, token: &str, now: u64) -> Result<RegistrationTokenRow> {
+        let t = self
+            .store
+            .registration_token(&sha256_hex(token))?
+            .ok_or_else(|| EngineError::Unauthorized("unknown registration token".into()))?;
+        if t.revoked {
+            return Err(EngineError::Unauthorized(format!(
+                "registration token {} was revoked",
+                t.id
+            )));
+        }
+        if let Some(expires) = t.expires_ms.filter(|e| now >= *e) {
+            return Err(EngineError::Unauthorized(format!(
+                "registration token {} expired at {}",
+                t.id,
+                rfc3339(expires)
+            )));
+        }
+        if let Some(max) = t.max_uses.filter(|m| t.uses >= *m) {
+            return Err(EngineError::Unauthorized(format!(
+                "registration token {} is used up ({max} of {max} registrations)",
+                t.id
+            )));
+        }
+        Ok(t)
     }
 
     /// Notes what a poll says about its host: name, tags, agent version, last seen. Kept

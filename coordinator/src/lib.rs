@@ -3,7 +3,7 @@
 //!
 //! Layout:
 //! - [`server`]: wiring of `hoist server` — data directory, store, engine, lease sweeper,
-//!   HTTP or HTTPS listener, graceful shutdown.
+//!   HTTP or HTTPS listener with connection limits, graceful shutdown.
 //! - [`config`]: the server's YAML config file and flag overrides.
 //! - [`api`]: the HTTP API (axum); the only module that knows HTTP on the server side.
 //! - [`engine`]: the rules — registration, polls, reports, deployments, stops, leases,
@@ -13,6 +13,8 @@
 //! - [`rollout`]: the pure minimum-healthy-hosts arithmetic.
 //! - [`store`]: the durable state behind a trait, SQLite by default.
 //! - [`bundles`]: the content-addressed bundle store and `Range` parsing.
+//! - [`tls`]: the TLS certificate: the configured one or a generated self-signed one, and
+//!   its fingerprint.
 //! - [`cli`]: the operator CLI, one file per subcommand.
 //!
 //! The wire types live in the `hoist-protocol` crate.
@@ -28,3 +30,4 @@ pub mod engine;
 pub mod rollout;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 fn main() -> ExitCode {
     let args = Cli::parse();
     let default_level = if args.is_server() { "info" } else { "warn" };
+    // HOIST_LOG first, then RUST_LOG, as the agent reads them.
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

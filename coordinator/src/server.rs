@@ -1,27 +1,40 @@
 //! `hoist server`: opens the data directory (SQLite database, bundle store, operator
 //! token), resumes deployments in progress, sweeps host leases, and serves the API over
-//! HTTP or, given a certificate and key, HTTPS (rustls with the ring provider).
+//! HTTP or HTTPS (rustls with the ring provider).
 //!
 //! On startup it prints `listening on ADDR` (the bound address, e.g. `127.0.0.1:40123`)
 //! alone on a line on stderr, so `--listen 127.0.0.1:0` can be used and the port read back.
 //! It stops when the cancellation token fires (SIGTERM/SIGINT): long polls end at once,
 //! in-flight requests get a grace period. Not here: routes (the `api` module) or rules.
+//!
+//! Transport, in one accept loop for HTTP and HTTPS:
+//! - plain HTTP only on a loopback address or with `--insecure-http`; otherwise HTTPS, with
+//!   the configured certificate or one generated in the data directory ([`crate::tls`]);
+//! - at most `max_connections` connections at once (default: the open-file limit, raised
+//!   to its hard limit at start, less [`RESERVED_FDS`]); further ones wait in the backlog;
+//! - a request head must arrive within [`HEADER_READ_TIMEOUT`] (idle keep-alive connections
+//!   are closed after it too) and fit in [`MAX_HEAD_BYTES`]; bodies are bounded by the api;
+//! - HTTP/1.1 only, unless `--http2-cleartext` also accepts HTTP/2 with prior knowledge on
+//!   plain HTTP, with at most [`H2_MAX_STREAMS`] streams per connection.
+//! - data at rest is private: umask 077, the data directory 0700, the database files 0600.
 
-use std::future::IntoFuture;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, OperatorToken};
 use crate::bundles::BundleStore;
-use crate::config::{ServerConfig, TlsFiles};
+use crate::config::ServerConfig;
 use crate::engine::{new_secret, Engine, EngineConfig};
 use crate::store::SqliteStore;
 
@@ -32,20 +45,43 @@ const CONTACT_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// Time in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// A connection must send a whole request head (or finish its TLS handshake) this soon
+/// after it opens or after its previous answer; otherwise it is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request head (request line and headers) read.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most concurrent HTTP/2 streams per connection (an agent uses two: a poll and a report).
+pub const H2_MAX_STREAMS: u32 = 16;
+
+/// Open files kept for other uses than connections: the database and its WAL and SHM,
+/// bundles being read or written, the listener, the runtime's own descriptors.
+pub const RESERVED_FDS: u64 = 48;
+
 pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> {
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    private_data_dir(&data_dir)?;
+    let max_connections = connection_cap(config.max_connections);
+    tracing::debug!(
+        header_read_timeout_secs = HEADER_READ_TIMEOUT.as_secs(),
+        max_head_bytes = MAX_HEAD_BYTES,
+        h2_max_streams = H2_MAX_STREAMS,
+        max_bundle_bytes = config.max_bundle_bytes,
+        "transport limits"
+    );
     let token = match &config.operator_token {
         Some(t) => t.0.clone(),
         None => operator_token_file(&data_dir)?,
     };
     let db_path = data_dir.join("hoist.db");
+    private_database_files(&db_path)?;
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
         .await?
         .with_context(|| format!("opening the database in {}", data_dir.display()))?;
     let bundles =
         BundleStore::open(&config.data_dir.join("bundles")).context("opening the bundle store")?;
+    let acceptor = tls_acceptor(&config)?;
     let engine = Arc::new(Engine::new(
         Arc::new(store),
         bundles,
@@ -64,8 +100,9 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     let contacts = tokio::spawn(write_contacts(engine.clone(), cancel.clone()));
     let state = AppState {
         engine,
-        operator_token: token.into(),
+        operator_token: OperatorToken::new(&token),
         cancel: cancel.clone(),
+        max_bundle_bytes: config.max_bundle_bytes,
     };
     let router = api::router(state);
     let listener = TcpListener::bind(config.listen)
@@ -74,28 +111,14 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     let addr = listener.local_addr().context("reading the bound address")?;
     // The one line tests and scripts read to learn the port; keep its form.
     eprintln!("listening on {addr}");
-    let result = match &config.tls {
-        None => {
-            tracing::info!(%addr, "serving http");
-            let shutdown = cancel.clone();
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .into_future();
-            tokio::pin!(serve);
-            tokio::select! {
-                r = &mut serve => r.context("serving http"),
-                _ = async { cancel.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-                    tracing::warn!("requests still running after the grace period; stopping");
-                    Ok(())
-                }
-            }
-        }
-        Some(tls) => {
-            let acceptor = tls_acceptor(tls)?;
-            tracing::info!(%addr, "serving https");
-            serve_tls(listener, acceptor, router, cancel.clone()).await
-        }
+    let transport = Transport {
+        tls: acceptor,
+        http2_cleartext: config.http2_cleartext,
+        max_connections,
     };
+    tracing::info!(%addr, scheme = if transport.tls.is_some() { "https" } else { "http" },
+        http2_cleartext = transport.http2_cleartext, "serving");
+    let result = serve(listener, transport, router, cancel.clone()).await;
     sweeper.abort();
     // It writes the last contacts noted before it returns.
     if let Err(e) = contacts.await {
@@ -103,6 +126,126 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     }
     tracing::info!("coordinator stopped");
     result
+}
+
+/// How many connections to serve at once: `configured`, or what the open-file limit
+/// (raised first) allows, and never more than that.
+fn connection_cap(configured: Option<usize>) -> usize {
+    let fd_limit = raise_nofile_limit();
+    let allowed =
+        usize::try_from(fd_limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX);
+    let cap = match configured {
+        Some(n) if n > allowed => {
+            tracing::warn!(
+                max_connections = n,
+                allowed,
+                "max_connections is over what the open-file limit allows; using the limit"
+            );
+            allowed
+        }
+        Some(n) => n,
+        None => allowed,
+    };
+    tracing::info!(
+        open_file_limit = fd_limit,
+        max_connections = cap,
+        "the open-file limit allows {allowed} hosts (one connection each)"
+    );
+    cap
+}
+
+/// TLS for this listen address: the configured certificate; none on loopback or with
+/// `insecure_http`; otherwise the one generated in the data directory.
+fn tls_acceptor(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    let files = match (&config.tls, config.listen.ip().is_loopback()) {
+        (Some(files), _) => files.clone(),
+        (None, true) => return Ok(None),
+        (None, false) if config.insecure_http => {
+            tracing::warn!(listen = %config.listen,
+                "serving plain HTTP on a non-loopback address (--insecure-http): tokens and host \
+                 secrets cross the network in the clear");
+            return Ok(None);
+        }
+        (None, false) => crate::tls::generated_pair(&config.data_dir, config.listen)?,
+    };
+    let (acceptor, fp) = crate::tls::acceptor(&files)?;
+    tracing::info!(
+        certificate = %files.cert.display(),
+        "TLS certificate SHA-256 fingerprint {fp} (agents pin it as coordinator.pin_sha256)"
+    );
+    Ok(Some(acceptor))
+}
+
+/// Creates the data directory (0700, whatever the umask) and makes an existing one 0700;
+/// sets the process umask to 077 so every file created later is private too.
+fn private_data_dir(dir: &Path) -> Result<()> {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making the data directory {} private", dir.display()))
+}
+
+/// Creates the database file 0600 before SQLite opens it (SQLite gives its -wal and -shm
+/// files the database file's mode), and makes existing ones 0600.
+fn private_database_files(db: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)
+        .with_context(|| format!("creating the database {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("making {} private", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one (each host holds a connection, and
+/// systemd's usual soft limit of 1024 would lock a larger fleet out); returns the limit
+/// in force.
+fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the open-file limit; assuming 1024");
+            return 1024;
+        }
+    };
+    // An unlimited hard limit still cannot exceed the kernel's per-process maximum.
+    let target = if hard == RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20)
+    } else {
+        hard
+    };
+    if soft >= target {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => {
+            tracing::info!(from = soft, to = target, "raised the open-file limit");
+            target
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, soft, hard, "raising the open-file limit; keeping it");
+            soft
+        }
+    }
 }
 
 /// Reads `DIR/operator-token`, or writes a new one there (mode 0600) on first start.
@@ -173,40 +316,48 @@ async fn write_contacts(engine: Arc<Engine>, cancel: CancellationToken) {
     }
 }
 
-fn tls_acceptor(tls: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&tls.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("reading TLS certificates {}", tls.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("reading TLS key {}", tls.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("setting TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("loading the TLS certificate and key")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+/// How connections are served.
+struct Transport {
+    /// `None`: plain HTTP.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    http2_cleartext: bool,
+    max_connections: usize,
 }
 
-async fn serve_tls(
+/// The accept loop: a permit per connection, TLS when configured, then HTTP/1.1 (or
+/// HTTP/2 with prior knowledge when allowed) with the limits in the module doc.
+async fn serve(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    transport: Transport,
     router: axum::Router,
     cancel: CancellationToken,
 ) -> Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(transport.max_connections));
+    let tls = transport.tls.clone();
+    let h2c = transport.http2_cleartext;
+    let mut warned_full = false;
     loop {
-        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !warned_full {
+                    tracing::warn!(
+                        max_connections = transport.max_connections,
+                        "connection limit reached; new connections wait"
+                    );
+                    warned_full = true;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        let (tcp, peer): (TcpStream, SocketAddr) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -217,26 +368,53 @@ async fn serve_tls(
                 }
             },
         };
-        let acceptor = acceptor.clone();
+        if permits.available_permits() > transport.max_connections / 10 {
+            warned_full = false;
+        }
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
+            // Held for as long as the connection lives.
+            let _permit = permit;
+            match tls {
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let builder = http_builder(false);
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
+                }
+                None => {
+                    let h2 = h2c
+                        && match tokio::time::timeout(HEADER_READ_TIMEOUT, sends_h2_preface(&tcp))
+                            .await
+                        {
+                            Ok(Ok(h2)) => h2,
+                            Ok(Err(_)) | Err(_) => {
+                                tracing::debug!(%peer, "nothing received in time; closing");
+                                return;
+                            }
+                        };
+                    let builder = http_builder(h2);
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
-                };
-            let builder = Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
             }
         });
     }
@@ -247,4 +425,45 @@ async fn serve_tls(
         tracing::warn!("connections still open after the grace period; stopping");
     }
     Ok(())
+}
+
+/// A connection builder for one protocol: HTTP/2 when `h2`, HTTP/1.1 otherwise.
+fn http_builder(h2: bool) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_pending_accept_reset_streams(Some(H2_MAX_STREAMS as usize))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(HEADER_READ_TIMEOUT);
+    if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    }
+}
+
+/// Whether a plain connection opens with the HTTP/2 preface, waiting for its 24 bytes
+/// without consuming them.
+async fn sends_h2_preface(tcp: &TcpStream) -> std::io::Result<bool> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 || buf.get(..n) != PREFACE.get(..n) {
+            return Ok(false);
+        }
+        if n == PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix so far: peek returns at once until more arrives, so pause between looks.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

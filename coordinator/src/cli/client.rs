@@ -3,6 +3,7 @@
 //!
 //! Not here: what the calls mean (each subcommand's file) or S3 uploads (`push`).
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -19,7 +20,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<&str>) -> Result<Client> {
+    pub fn new(server: &str, token: Option<&str>, ca_file: Option<&Path>) -> Result<Client> {
         let base = server.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(UsageError(format!(
@@ -27,11 +28,26 @@ impl Client {
             ))
             .into());
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --ca-file {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?;
+            if certs.is_empty() {
+                return Err(UsageError(format!(
+                    "--ca-file {} holds no PEM certificate",
+                    path.display()
+                ))
+                .into());
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Client {
             http,
             base,

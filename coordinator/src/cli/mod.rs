@@ -36,6 +36,11 @@ pub struct Cli {
     /// Operator token.
     #[arg(long, global = true, env = "HOIST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM certificate to trust for an https:// coordinator besides the system's roots: its
+    /// CA, or the certificate itself (the one `hoist server` generates is
+    /// DATA_DIR/tls/cert.pem).
+    #[arg(long, global = true, env = "HOIST_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -78,7 +83,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
     if let Command::Server(args) = cli.command {
         return server::run(args, cancel).await;
     }
-    let client = client::Client::new(&cli.server, cli.token.as_deref())?;
+    let client = client::Client::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref())?;
     let work = async {
         match cli.command {
             Command::Server(_) => Ok(ExitCode::SUCCESS),

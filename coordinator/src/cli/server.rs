@@ -1,17 +1,22 @@
-//! `hoist server`: flags (over the config file) for the coordinator.
+//! `hoist server`: flags (over the config file) for the coordinator, and
+//! `hoist server fingerprint`, which prints the SHA-256 fingerprint of the certificate it
+//! serves (the one agents pin with `coordinator.pin_sha256`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FileConfig, Overrides, Secret, ServerConfig};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
     /// YAML config file (unknown keys are rejected).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -33,9 +38,46 @@ pub struct ServerArgs {
     /// heartbeats at a quarter of it while a command runs.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub host_lease: Option<std::time::Duration>,
+    /// Serve plain HTTP on a non-loopback address. Without it, and without --tls-cert, such
+    /// an address serves HTTPS with a certificate generated in DIR/tls on first start.
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Also accept HTTP/2 with prior knowledge on a plain-HTTP listener (off by default).
+    #[arg(long)]
+    pub http2_cleartext: bool,
+    /// Most connections served at once (default: what the open-file limit allows); more
+    /// wait in the listen backlog.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Largest bundle an upload may store, in bytes (default 4 GiB).
+    #[arg(long)]
+    pub max_bundle_bytes: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Print the SHA-256 fingerprint of the server's TLS certificate (the configured one, or
+    /// the one generated in the data directory), as agents pin it.
+    Fingerprint(FingerprintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FingerprintArgs {
+    /// YAML config file of the server (for its data_dir and tls.cert).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The server's data directory (default /var/lib/hoist-coordinator).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A PEM certificate to read instead.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
 }
 
 pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode> {
+    if let Some(ServerCommand::Fingerprint(f)) = args.command {
+        return fingerprint(f);
+    }
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -53,8 +95,31 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
             host_lease: args.host_lease,
             tls_cert: args.tls_cert,
             tls_key: args.tls_key,
+            insecure_http: args.insecure_http,
+            http2_cleartext: args.http2_cleartext,
+            max_connections: args.max_connections,
+            max_bundle_bytes: args.max_bundle_bytes,
         },
     )?;
     crate::server::run(config, cancel).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fingerprint(args: FingerprintArgs) -> Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let cert = match args.tls_cert.or(file.tls.map(|t| t.cert)) {
+        Some(cert) => cert,
+        None => {
+            let data_dir = args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR));
+            crate::tls::generated_cert_path(&data_dir)
+        }
+    };
+    println!("{}", crate::tls::certificate_fingerprint(&cert)?);
     Ok(ExitCode::SUCCESS)
 }

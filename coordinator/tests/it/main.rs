@@ -13,3 +13,4 @@ mod revisions;
 mod s3;
 mod server;
 mod support;
+mod transport;

@@ -34,16 +34,39 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str], token: Option<&str>) -> Server {
-        let mut cmd = Command::new(HOIST);
-        cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        Self::launch(
+            data_dir,
+            Launch {
+                extra,
+                token,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Starts `[PREFIX...] hoist server --listen L --data-dir DIR EXTRA...` as `how` says.
+    pub fn launch(data_dir: &Path, how: Launch<'_>) -> Server {
+        let mut cmd = match how.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(HOIST);
+                c
+            }
+            None => Command::new(HOIST),
+        };
+        cmd.args(["server", "--listen", how.listen, "--data-dir"])
             .arg(data_dir)
-            .args(extra)
+            .args(how.extra)
             .env_remove("HOIST_OPERATOR_TOKEN")
             .env("HOIST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(t) = token {
+        for k in how.env_remove {
+            cmd.env_remove(k);
+        }
+        cmd.envs(how.env.iter().copied());
+        if let Some(t) = how.token {
             cmd.env("HOIST_OPERATOR_TOKEN", t);
         }
         let mut child = cmd.spawn().expect("spawn hoist server");
@@ -63,24 +86,49 @@ impl Server {
                 }
             });
         }
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a,
+        let addr: std::net::SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().unwrap(),
             Err(_) => {
                 let _ = child.kill();
                 panic!("server printed no listening line:\n{}", log.lock().unwrap());
             }
         };
-        let scheme = if extra.contains(&"--tls-cert") {
-            "https"
+        let listen: std::net::SocketAddr = how.listen.parse().unwrap();
+        let tls = how.extra.contains(&"--tls-cert")
+            || (!listen.ip().is_loopback() && !how.extra.contains(&"--insecure-http"));
+        let scheme = if tls { "https" } else { "http" };
+        // A wildcard bind is reached through loopback.
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
         } else {
-            "http"
+            addr.ip().to_string()
         };
         Server {
             child,
-            url: format!("{scheme}://{addr}"),
+            url: format!("{scheme}://{host}:{}", addr.port()),
             data_dir: data_dir.to_owned(),
             stderr: log,
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `host:port` to connect to.
+    pub fn authority(&self) -> String {
+        self.url.split("://").nth(1).unwrap().to_owned()
+    }
+
+    /// The server's resident set size, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
     }
 
     /// SIGTERM, then waits for the exit; returns how long the exit took.
@@ -166,6 +214,30 @@ impl Server {
                 d.state
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// How [`Server::launch`] starts the server.
+pub struct Launch<'a> {
+    pub listen: &'a str,
+    pub extra: &'a [&'a str],
+    pub token: Option<&'a str>,
+    /// A command that runs the server (`prlimit --nofile=...`, `sh -c '...; exec "$0" "$@"'`).
+    pub prefix: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    pub env_remove: &'a [&'a str],
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            listen: "127.0.0.1:0",
+            extra: &[],
+            token: Some(TOKEN),
+            prefix: &[],
+            env: &[],
+            env_remove: &[],
         }
     }
 }

@@ -50,10 +50,15 @@ async fn a_report_naming_an_unknown_event_or_past_the_cap_is_refused() {
     let (status, msg) = error_of(host.report_raw(id, 1, started("Teleport".into())).await).await;
     assert_eq!(status, 400, "{msg}");
     assert!(msg.contains("not a lifecycle event"), "{msg}");
-    let huge = "E".repeat(1_500_000);
-    let (status, msg) = error_of(host.report_raw(id, 1, started(huge)).await).await;
+    // Under the route's body limit: refused by the event check, not echoed back.
+    let long = "E".repeat(200_000);
+    let (status, msg) = error_of(host.report_raw(id, 1, started(long)).await).await;
     assert_eq!(status, 400, "{msg}");
     assert!(msg.len() < 1000, "the refusal does not echo the event");
+    // Over it: refused before it is read whole.
+    let huge = "E".repeat(1_500_000);
+    let (status, msg) = error_of(host.report_raw(id, 1, started(huge)).await).await;
+    assert_eq!(status, 413, "{msg}");
     let (status, msg) = error_of(host.report_raw(id, 257, started("Install".into())).await).await;
     assert_eq!(status, 400, "{msg}");
     assert!(msg.contains("seq 257"), "{msg}");
@@ -62,12 +67,16 @@ async fn a_report_naming_an_unknown_event_or_past_the_cap_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_field_of_one_and_a_half_megabytes_is_capped_and_marked() {
+async fn a_field_over_its_cap_is_cut_and_marked_and_a_report_of_1_5_mb_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (server, host, cmd) = one_command(tmp.path(), &[]).await;
+    // A 1.5 MB field is over the route's body limit as a whole report.
+    let report = ended("ApplicationStart", "m".repeat(1_500_000), String::new());
+    let (status, msg) = error_of(host.report_raw(&cmd.command_id, 1, report).await).await;
+    assert_eq!(status, 413, "{msg}");
     // Under the route's body limit, far over the fields' caps.
-    let big = "m".repeat(1_500_000);
-    let tail = format!("{}the last line\n", "t".repeat(200_000));
+    let big = "m".repeat(150_000);
+    let tail = format!("{}the last line\n", "t".repeat(80_000));
     let ack = host
         .report(&cmd.command_id, 1, ended("ApplicationStart", big, tail))
         .await;

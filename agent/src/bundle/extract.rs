@@ -25,7 +25,7 @@
 //!   when the declared total does not fit the destination's free space with a margin; a tar
 //!   entry is refused when its declared size does not fit; and while writing (a tar.gz
 //!   declares no total, and headers may lie) free space is checked every MiB, stopping while
-//!   the margin (a twentieth of the filesystem, 4 to 256 MiB) is still free.
+//!   the margin (a twentieth of the filesystem, 4 to 256 MiB; an eighth of one under 32 MiB) is still free.
 //!
 //! Permission bits are kept, minus group and other write (another user could otherwise change
 //! a script the agent runs as root) and minus setuid, setgid and sticky unless allowed; entries
@@ -901,10 +901,14 @@ fn free_space(path: &Path) -> Result<Space, ExtractError> {
     })
 }
 
-/// The space kept free while unpacking: a twentieth of the filesystem, at least 4 MiB and at
+/// The space kept free while unpacking: a twentieth of the filesystem, at least 4 MiB (an
+/// eighth of a filesystem smaller than 32 MiB, which could never keep 4 MiB free) and at
 /// most 256 MiB, so the agent can still write its state, logs and reports afterwards.
 fn margin(space: Space) -> u64 {
-    (space.total / 20).clamp(4 * 1024 * 1024, 256 * 1024 * 1024)
+    const MIB: u64 = 1024 * 1024;
+    (space.total / 20)
+        .max((space.total / 8).min(4 * MIB))
+        .min(256 * MIB)
 }
 
 /// Whether `needed` more bytes fit in `space` with the margin left free. A filesystem that

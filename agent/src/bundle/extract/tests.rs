@@ -1465,11 +1465,16 @@ fn a_declared_total_that_does_not_fit_the_free_space_names_both_figures() {
             100 * mib
         )
     );
-    let tiny = Space {
-        available: 10 * mib,
-        total: 10 * mib,
+    let small = Space {
+        available: 40 * mib,
+        total: 40 * mib,
     };
-    assert_eq!(margin(tiny), 4 * mib, "at least 4 MiB");
+    assert_eq!(margin(small), 4 * mib, "at least 4 MiB");
+    let tiny = Space {
+        available: 2 * mib,
+        total: 2 * mib,
+    };
+    assert_eq!(margin(tiny), mib / 4, "an eighth of a filesystem under 32 MiB");
     let huge = Space {
         available: u64::MAX,
         total: u64::MAX,

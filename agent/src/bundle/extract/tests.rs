@@ -1474,7 +1474,11 @@ fn a_declared_total_that_does_not_fit_the_free_space_names_both_figures() {
         available: 2 * mib,
         total: 2 * mib,
     };
-    assert_eq!(margin(tiny), mib / 4, "an eighth of a filesystem under 32 MiB");
+    assert_eq!(
+        margin(tiny),
+        mib / 4,
+        "an eighth of a filesystem under 32 MiB"
+    );
     let huge = Space {
         available: u64::MAX,
         total: u64::MAX,

@@ -14,7 +14,6 @@ use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
 use hoist_protocol::agent::{
     Command, CommandStatus, Heartbeat, PollRequest, RegisterRequest, Report, ReportBody, Revision,
 };
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -24,29 +23,9 @@ use crate::deployment::{
     DeploymentRequest, Engine, EngineSettings, EventResult, FetchContext, Observer, Source, Stop,
 };
 use crate::outbox::Outbox;
-use crate::state::{self, HostLock, RecordStatus, StateDir, SCHEMA_VERSION};
-
-/// What `status` reads to describe the running daemon (`state_dir/agent.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentInfo {
-    pub schema_version: u32,
-    pub pid: u32,
-    pub version: String,
-    pub started_at_ms: u64,
-    pub coordinator_url: String,
-    pub host_name: String,
-    pub tags: std::collections::BTreeMap<String, String>,
-}
-
-/// Last successful exchange with the coordinator (`state_dir/contact.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Contact {
-    pub schema_version: u32,
-    pub at_ms: u64,
-    /// The last error talking to the coordinator since then, if any.
-    #[serde(default)]
-    pub last_error: Option<String>,
-}
+use crate::state::{
+    self, AgentInfo, CommandSeen, Contact, HostLock, RecordStatus, StateDir, SCHEMA_VERSION,
+};
 
 /// Why the daemon stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +54,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     // For `status` only: a full state directory must not keep the agent from starting (it
     // then refuses to register, or reports its commands failed, saying why).
-    if let Err(e) = state::write_json(&state.root().join("agent.json"), &info) {
+    if let Err(e) = state::write_json(&state.agent_info_path(), &info) {
         warn!("{}", state::write_failure(state.root(), &e));
     }
     let client = Client::new(&config)?;
@@ -177,7 +156,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         host_id = %host.host_id,
                         "the coordinator refused this host's credentials (revoked, or a wrong \
                          secret in {}); an operator must re-register it; retrying in {delay:?}: {:#}",
-                        state.root().join("host.json").display(),
+                        state.host_credentials_path().display(),
                         anyhow::Error::new(e)
                     );
                 } else {
@@ -229,7 +208,7 @@ pub fn engine_settings(
 /// Records a successful exchange with the coordinator, or the error of a failed one (keeping
 /// the time of the last success), for `hoist-agent status`.
 fn note_contact(state: &StateDir, error: Option<&ClientError>) {
-    let path = state.root().join("contact.json");
+    let path = state.contact_path();
     let contact = match error {
         None => Contact {
             schema_version: SCHEMA_VERSION,
@@ -258,7 +237,7 @@ async fn register(
     client: &Client,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<HostCredentials>> {
-    let path = state.root().join("host.json");
+    let path = state.host_credentials_path();
     if let Some(host) = state::read_json::<HostCredentials>(&path)? {
         return Ok(Some(host));
     }
@@ -333,15 +312,6 @@ async fn register(
             }
         }
     }
-}
-
-/// Marker of a command this host has started, so a command handed out again (the agent
-/// restarted before its reports arrived) is never run twice.
-#[derive(Debug, Serialize, Deserialize)]
-struct Seen {
-    schema_version: u32,
-    deployment_id: String,
-    at_ms: u64,
 }
 
 /// Longest the poll loop waits, after a command, for its reports to be acknowledged; the
@@ -487,16 +457,12 @@ async fn run_command(
         direct.resend(alive, &command.command_id).await;
         return false;
     }
-    let seen_path = engine
-        .state
-        .root()
-        .join("commands")
-        .join(format!("{}.json", state::encode_name(&command.command_id)));
+    let seen_path = engine.state.command_seen_path(&command.command_id);
     if seen_path.exists() {
         info!(command_id = %command.command_id, "command already handled here; its reports are in the outbox");
         return false;
     }
-    let seen = Seen {
+    let seen = CommandSeen {
         schema_version: SCHEMA_VERSION,
         deployment_id: command.deployment_id.clone(),
         at_ms: state::now_ms(),
@@ -508,9 +474,7 @@ async fn run_command(
             .fail(outbox, alive, &command.command_id, message)
             .await;
     }
-    if let Some(dir) = seen_path.parent() {
-        forget_old_commands(dir);
-    }
+    forget_old_commands(&engine.state.commands_dir());
     let abort = CancellationToken::new();
     if let Ok(mut r) = running.lock() {
         *r = Some((command.command_id.clone(), abort.clone()));

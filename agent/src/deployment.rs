@@ -191,16 +191,17 @@ impl Engine {
     ) -> anyhow::Result<DeploymentRecord> {
         // Per-group state is keyed by the group's id: two applications may each have a
         // group of the same name on this host.
-        self.state.prepare_group(
+        let group = self.state.prepare_group(
             &req.group_id,
             &req.application,
             &req.group,
             req.command_id.is_some(),
         )?;
-        let dir = self.state.deployment_dir(&req.group_id, &req.deployment_id);
+        let deployment = group.deployment(&req.deployment_id);
+        let dir = deployment.path().to_path_buf();
         state::create_dir(&dir, 0o755)?;
-        state::create_private_dir(&dir.join("logs"))?;
-        let log_path = dir.join("logs").join("hooks.log");
+        state::create_private_dir(&deployment.logs_dir())?;
+        let log_path = deployment.hook_log_path();
         let log = Arc::new(HookLog::open(&log_path).map_err(|e| {
             anyhow::Error::new(e).context(format!("opening hook log {}", log_path.display()))
         })?);
@@ -217,7 +218,7 @@ impl Engine {
             command_id: req.command_id.clone(),
             application: req.application.clone(),
             group: req.group.clone(),
-            revision: req.revision.clone(),
+            revision_description: req.revision.clone(),
             started_at_ms,
             ended_at_ms: None,
             status: RecordStatus::InProgress,
@@ -227,7 +228,7 @@ impl Engine {
             log_path: log_path.clone(),
             log_tail: None,
         };
-        let record_path = dir.join("result.json");
+        let record_path = deployment.record_path();
         state::write_json(&record_path, &record)?;
         info!(deployment_id = %req.deployment_id, application = %req.application, deployment_group = %req.group, revision = %req.revision, "deployment started");
         log.note(&format!(
@@ -354,10 +355,10 @@ impl Engine {
                         application: req.application.clone(),
                         bundle_root: p.root.clone(),
                         appspec: p.appspec_path.clone(),
-                        revision: req.revision.clone(),
+                        revision_description: req.revision.clone(),
                         installed_at_ms: state::now_ms(),
                     };
-                    state::write_json(&self.state.last_success_path(&req.group_id), &last)?;
+                    state::write_json(&group.last_success_path(), &last)?;
                 }
             }
         }
@@ -387,8 +388,9 @@ impl Engine {
         stop: &Stop,
     ) -> anyhow::Result<Step> {
         if event.uses_previous_revision() {
-            let Some(last) =
-                state::read_json::<LastSuccess>(&self.state.last_success_path(&req.group_id))?
+            let Some(last) = state::read_json::<LastSuccess>(
+                &self.state.group(&req.group_id).last_success_path(),
+            )?
             else {
                 return Ok(Step::skipped(format!(
                     "no revision was installed before in group {}",
@@ -404,7 +406,7 @@ impl Engine {
                     ));
                     return Ok(Step::skipped(format!(
                         "the previous revision ({}) is no longer on this host",
-                        last.revision
+                        last.revision_description
                     )));
                 }
             };
@@ -479,7 +481,7 @@ impl Engine {
                     .unwrap_or_default();
                 let spec = p.spec.clone();
                 let root = p.root.clone();
-                let record_path = self.state.installed_files_path(&req.group_id);
+                let record_path = self.state.group(&req.group_id).installed_files_path();
                 let log = Arc::clone(log);
                 tokio::task::spawn_blocking(move || {
                     install_step(&spec, &root, behavior, &record_path, &log)
@@ -656,21 +658,19 @@ impl Engine {
     /// Keeps the newest `keep` deployment directories of a group (by id) and always the one
     /// holding the last successful install.
     pub fn prune(&self, group_id: &str) -> anyhow::Result<()> {
-        let keep_root = state::read_json::<LastSuccess>(&self.state.last_success_path(group_id))?
-            .map(|l| l.bundle_root);
-        let dir = self.state.deployments_dir(group_id);
+        let group = self.state.group(group_id);
+        let keep_root =
+            state::read_json::<LastSuccess>(&group.last_success_path())?.map(|l| l.bundle_root);
         let mut dirs = Vec::new();
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let modified = entry
-                .metadata()
+        for deployment in group.deployment_dirs()? {
+            let modified = std::fs::symlink_metadata(deployment.path())
                 .and_then(|m| m.modified())
                 .unwrap_or(std::time::UNIX_EPOCH);
-            let started = state::read_json::<DeploymentRecord>(&entry.path().join("result.json"))
+            let started = state::read_json::<DeploymentRecord>(&deployment.record_path())
                 .ok()
                 .flatten()
                 .map(|r| r.started_at_ms);
-            dirs.push((started, modified, entry.path()));
+            dirs.push((started, modified, deployment.path().to_path_buf()));
         }
         // Newest first: by recorded start time, falling back to the directory's mtime.
         dirs.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
@@ -1085,11 +1085,11 @@ mod tests {
         assert!(engine.state.migrate().unwrap().is_empty(), "idempotent");
         assert!(!state.join("groups").exists());
         let id = state::local_group_id("shop", "web");
-        let last: LastSuccess = state::read_json(&engine.state.last_success_path(&id))
+        let last: LastSuccess = state::read_json(&engine.state.group(&id).last_success_path())
             .unwrap()
             .expect("last success moved");
         assert!(
-            last.appspec.starts_with(engine.state.group_dir(&id)),
+            last.appspec.starts_with(engine.state.group(&id).path()),
             "{last:?}"
         );
 
@@ -1116,7 +1116,7 @@ mod tests {
         assert_eq!(ids, ["n1", "old-1"]);
         assert!(status.groups[0].deployments[1]
             .log_path
-            .starts_with(engine.state.group_dir(&id)));
+            .starts_with(engine.state.group(&id).path()));
     }
 
     #[tokio::test]
@@ -1129,7 +1129,8 @@ mod tests {
         engine.state.migrate().unwrap();
         let unclaimed = engine
             .state
-            .group_dir(&state::unclaimed_group_id("shop", "web"));
+            .group(&state::unclaimed_group_id("shop", "web"));
+        let unclaimed = unclaimed.path();
         assert!(unclaimed.is_dir());
 
         // Another application's group of the same name does not take it.
@@ -1168,8 +1169,8 @@ mod tests {
             group: "web".into(),
         };
         state::rewrite_group_paths(
-            &state.join("groups/web"),
-            &engine.state.group_dir(&id),
+            &engine.state.legacy_group("web"),
+            &engine.state.group(&id),
             &info,
         )
         .unwrap();

@@ -66,10 +66,10 @@ pub async fn recover(
     let dir = in_flight
         .group_id
         .as_deref()
-        .map(|id| state.deployment_dir(id, &in_flight.deployment_id))
-        .filter(|d| d.is_dir())
-        .or_else(|| state.find_deployment_dir(&in_flight.deployment_id));
-    let record_path = dir.map(|d| d.join("result.json"));
+        .map(|id| state.group(id).deployment(&in_flight.deployment_id))
+        .filter(|d| d.path().is_dir())
+        .or_else(|| state.find_deployment(&in_flight.deployment_id));
+    let record_path = dir.map(|d| d.record_path());
     let record = match &record_path {
         Some(p) => state::read_json::<DeploymentRecord>(p)?,
         None => None,
@@ -345,10 +345,8 @@ mod tests {
             alive(&mut sleep),
             "an unverifiable process group was signalled"
         );
-        let dir = state
-            .find_deployment_dir("d-1")
-            .expect("the deployment moved");
-        let record: DeploymentRecord = state::read_json(&dir.join("result.json"))
+        let dir = state.find_deployment("d-1").expect("the deployment moved");
+        let record: DeploymentRecord = state::read_json(&dir.record_path())
             .expect("read")
             .expect("record");
         assert_eq!(record.status, RecordStatus::Failed);

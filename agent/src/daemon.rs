@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
 use hoist_protocol::agent::{
-    Command, CommandStatus, Heartbeat, PollRequest, RegisterRequest, Report, ReportBody, Revision,
+    Command, Heartbeat, PollRequest, RegisterRequest, Report, ReportBody, Revision,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -20,11 +20,12 @@ use tracing::{error, info, warn};
 use crate::client::{Client, ClientError, HostCredentials};
 use crate::config::Config;
 use crate::deployment::{
-    DeploymentRequest, Engine, EngineSettings, EventResult, FetchContext, Observer, Source, Stop,
+    Deployer, DeployerSettings, DeploymentRequest, EventResult, FetchContext, Observer, Source,
+    Stop,
 };
 use crate::outbox::Outbox;
 use crate::state::{
-    self, AgentInfo, CommandSeen, Contact, HostLock, RecordStatus, StateDir, SCHEMA_VERSION,
+    self, AgentInfo, CommandSeen, Contact, Ending, HostLock, StateDir, SCHEMA_VERSION,
 };
 
 /// Why the daemon stopped.
@@ -89,9 +90,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sender_stop.clone(),
     ));
 
-    let engine = Engine::new(
+    let engine = Deployer::new(
         state.clone(),
-        engine_settings(&config, Some((&client, &host))),
+        deployer_settings(&config, Some((&client, &host))),
     );
     crate::notify::status("polling the coordinator");
     let policy = config.poll.retry_policy();
@@ -186,13 +187,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(Stopped::Signal)
 }
 
-/// The engine's settings from the config; with a client and `host`, it can fetch remote
+/// The deployer's settings from the config; with a client and `host`, it can fetch remote
 /// revisions too, over the same HTTP client as the coordinator's API.
-pub fn engine_settings(
+pub fn deployer_settings(
     config: &Config,
     remote: Option<(&Client, &HostCredentials)>,
-) -> EngineSettings {
-    EngineSettings {
+) -> DeployerSettings {
+    DeployerSettings {
         kill_grace: config.hooks.kill_grace(),
         stop_grace: config.hooks.stop_grace(),
         environment_file: config.hooks.environment_file.clone(),
@@ -390,11 +391,7 @@ impl DirectReports {
         command_id: &str,
         message: String,
     ) -> bool {
-        let body = ReportBody::Completed {
-            status: CommandStatus::Failed,
-            failed_event: None,
-            message: Some(message),
-        };
+        let body = Ending::failed(None, message).report();
         if self.0.len() >= DIRECT_REPORTS_KEPT {
             self.0.clear();
         }
@@ -443,7 +440,7 @@ impl DirectReports {
 /// Runs one command; false when nothing ran (handled here already, or its marker could not
 /// be written and the coordinator was not told).
 async fn run_command(
-    engine: &Engine,
+    engine: &Deployer,
     outbox: &Outbox,
     running: &Running,
     command: Command,
@@ -484,11 +481,7 @@ async fn run_command(
         command_id: command.command_id.clone(),
     };
     let completed = match request_from(&command) {
-        Err(message) => ReportBody::Completed {
-            status: CommandStatus::Failed,
-            failed_event: None,
-            message: Some(message),
-        },
+        Err(message) => Ending::failed(None, message).report(),
         Ok(req) => {
             let stop = Stop {
                 abort: abort.clone(),
@@ -501,15 +494,7 @@ async fn run_command(
                 () = heartbeat(alive, &engine.state, &command.command_id, &abort) => run.await,
             };
             match result {
-                Ok(record) => ReportBody::Completed {
-                    status: match record.status {
-                        RecordStatus::Succeeded => CommandStatus::Succeeded,
-                        RecordStatus::Stopped => CommandStatus::Stopped,
-                        RecordStatus::Failed | RecordStatus::InProgress => CommandStatus::Failed,
-                    },
-                    failed_event: record.failed_event,
-                    message: record.error,
-                },
+                Ok(record) => record.ending().report(),
                 Err(e) => {
                     error!(deployment_id = %command.deployment_id, "deployment could not run: {e:#}");
                     let message = if state::is_no_space(&e) {
@@ -517,11 +502,7 @@ async fn run_command(
                     } else {
                         format!("the agent could not run the deployment: {e:#}")
                     };
-                    ReportBody::Completed {
-                        status: CommandStatus::Failed,
-                        failed_event: None,
-                        message: Some(message),
-                    }
+                    Ending::failed(None, message).report()
                 }
             }
         }
@@ -621,7 +602,7 @@ fn request_from(command: &Command) -> Result<DeploymentRequest, String> {
         group: command.deployment_group.clone(),
         group_id: command.deployment_group_id.clone(),
         source: Source::Remote(command.revision.clone()),
-        revision: command.revision.describe(),
+        revision_description: command.revision.describe(),
         appspec_path: command.appspec_path.clone(),
         events,
         file_exists_behavior,
@@ -647,16 +628,7 @@ impl Observer for Reporter {
     }
 
     fn event_ended(&self, r: &EventResult) {
-        let body = ReportBody::EventEnded {
-            event: r.event.to_string(),
-            status: r.status,
-            error_code: r.error_code,
-            message: r.message.clone(),
-            script: r.script.clone(),
-            exit_code: r.exit_code,
-            log_tail: r.log_tail.clone(),
-            duration_ms: r.duration.as_millis() as u64,
-        };
+        let body = r.report();
         if let Err(e) = self.outbox.push(&self.command_id, body) {
             error!("queueing a report for {}: {e:#}", self.command_id);
         }

@@ -53,7 +53,7 @@ pub(crate) use groups::rewrite_group_paths;
 pub use groups::{local_group_id, unclaimed_group_id};
 pub use lock::HostLock;
 pub use records::{
-    AgentInfo, CommandSeen, Contact, DeploymentRecord, EventRecord, GroupInfo, InFlight,
+    AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EventRecord, GroupInfo, InFlight,
     LastSuccess, RecordStatus,
 };
 

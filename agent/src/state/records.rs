@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use hoist_protocol::agent::{CommandStatus, ReportBody};
 use serde::{Deserialize, Serialize};
 
 /// What `status` reads to describe the running daemon (`agent.json`).
@@ -158,4 +159,80 @@ pub struct EventRecord {
     pub script: Option<String>,
     #[serde(default)]
     pub exit_code: Option<i32>,
+}
+
+/// How a deployment ended: what its record keeps and its `Completed` report tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub status: RecordStatus,
+    pub failed_event: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Ending {
+    pub fn succeeded() -> Ending {
+        Ending {
+            status: RecordStatus::Succeeded,
+            failed_event: None,
+            error: None,
+        }
+    }
+
+    /// A failure, in `failed_event` when one event failed.
+    pub fn failed(failed_event: Option<String>, error: String) -> Ending {
+        Ending {
+            status: RecordStatus::Failed,
+            failed_event,
+            error: Some(error),
+        }
+    }
+
+    /// The `Completed` report telling the coordinator this ending.
+    pub fn report(&self) -> ReportBody {
+        ReportBody::Completed {
+            status: match self.status {
+                RecordStatus::Succeeded => CommandStatus::Succeeded,
+                RecordStatus::Stopped => CommandStatus::Stopped,
+                RecordStatus::Failed | RecordStatus::InProgress => CommandStatus::Failed,
+            },
+            failed_event: self.failed_event.clone(),
+            message: self.error.clone(),
+        }
+    }
+}
+
+impl DeploymentRecord {
+    /// How the deployment ended (or, in progress, how it stands).
+    pub fn ending(&self) -> Ending {
+        Ending {
+            status: self.status,
+            failed_event: self.failed_event.clone(),
+            error: self.error.clone(),
+        }
+    }
+
+    /// Records that the deployment ended as `ending`, at `at_ms`.
+    pub fn end(&mut self, ending: Ending, at_ms: u64) {
+        self.status = ending.status;
+        self.failed_event = ending.failed_event;
+        self.error = ending.error;
+        self.ended_at_ms = Some(at_ms);
+    }
+}
+
+impl EventRecord {
+    /// The `EventEnded` report telling the coordinator this event's end, with the last lines
+    /// of its scripts' output.
+    pub fn report(&self, log_tail: Option<String>) -> ReportBody {
+        ReportBody::EventEnded {
+            event: self.event.clone(),
+            status: self.status,
+            error_code: self.error_code,
+            message: self.message.clone(),
+            script: self.script.clone(),
+            exit_code: self.exit_code,
+            log_tail,
+            duration_ms: self.duration_ms,
+        }
+    }
 }

@@ -1,5 +1,6 @@
 use super::*;
-use crate::state::{RecordStatus, SCHEMA_VERSION};
+use crate::state::{EventRecord, RecordStatus, SCHEMA_VERSION};
+use hoist_protocol::agent::{ErrorCode, EventStatus, ReportBody};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -307,5 +308,224 @@ fn events_run_in_lifecycle_order_with_download_when_needed() {
     assert_eq!(
         plan_events(&LifecycleEvent::ALL),
         LifecycleEvent::ALL.to_vec()
+    );
+}
+
+/// The events of a [`Phase::PreviousRevision`], or `None` for another phase.
+fn previous_revision(phase: &Phase) -> Option<(Vec<LifecycleEvent>, Option<Vec<LifecycleEvent>>)> {
+    match phase {
+        Phase::PreviousRevision { events, then } => Some((
+            events.iter().copied().collect(),
+            then.as_ref().map(|t| t.iter().copied().collect()),
+        )),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_deployment_starts_with_the_previous_revisions_events_then_downloads_for_the_new_ones() {
+    assert_eq!(
+        previous_revision(&Phase::start(&[ApplicationStart, ApplicationStop, Install])),
+        Some((vec![ApplicationStop], Some(vec![Install, ApplicationStart])))
+    );
+    // Only previous-revision events: nothing is downloaded.
+    assert_eq!(
+        previous_revision(&Phase::start(&[ApplicationStop, BeforeBlockTraffic])),
+        Some((vec![BeforeBlockTraffic, ApplicationStop], None))
+    );
+    // DownloadBundle alone still downloads.
+    assert_eq!(
+        previous_revision(&Phase::start(&[DownloadBundle])),
+        Some((vec![], Some(vec![])))
+    );
+}
+
+/// Remembers every event result the deployment told it.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<EventResult>>);
+impl Observer for Recorder {
+    fn event_started(&self, _: LifecycleEvent) {}
+    fn event_ended(&self, r: &EventResult) {
+        self.0.lock().unwrap().push(r.clone());
+    }
+}
+
+/// A bundle whose ApplicationStop exits 3.
+fn failing_stop_bundle(dir: &Path, dest: &Path) {
+    bundle(dir, "bad", dest);
+    fs::write(dir.join("stop.sh"), "#!/bin/sh\nexit 3\n").unwrap();
+}
+
+#[tokio::test]
+async fn a_deployment_asked_to_stop_before_its_first_event_ends_stopped_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("b");
+    bundle(&src, "a", &tmp.path().join("dest"));
+    let engine = engine(&tmp.path().join("state"));
+    let stop = Stop::default();
+    stop.abort.cancel();
+    let record = engine
+        .run(&request("d1", "shop", "web", "g", &src), &Quiet, &stop)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Stopped);
+    assert!(record.events.is_empty(), "{record:?}");
+    assert_eq!(record.failed_event, None);
+    assert_eq!(
+        record.error.as_deref(),
+        Some("deployment stopped before BeforeBlockTraffic")
+    );
+    assert!(!engine.state.in_flight_path().exists());
+}
+
+#[tokio::test]
+async fn a_failed_application_stop_is_ignored_only_when_the_deployment_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("dest");
+    let (bad, good) = (tmp.path().join("bad"), tmp.path().join("good"));
+    failing_stop_bundle(&bad, &dest);
+    bundle(&good, "good", &dest);
+    let engine = engine(&tmp.path().join("state"));
+    deploy(&engine, &request("d1", "shop", "web", "g", &bad)).await;
+
+    let failed = engine
+        .run(
+            &request("d2", "shop", "web", "g", &good),
+            &Quiet,
+            &Stop::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status, RecordStatus::Failed);
+    assert_eq!(failed.failed_event.as_deref(), Some("ApplicationStop"));
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("script stop.sh exited with code 3")
+    );
+    let last = failed.events.last().unwrap();
+    assert_eq!(
+        (last.status, last.exit_code),
+        (EventStatus::Failed, Some(3))
+    );
+    assert!(
+        !dest.join("good.txt").exists(),
+        "nothing after the failure ran"
+    );
+
+    let mut req = request("d3", "shop", "web", "g", &good);
+    req.ignore_application_stop_failures = true;
+    let seen = Recorder::default();
+    let record = engine.run(&req, &seen, &Stop::default()).await.unwrap();
+    assert_eq!(record.status, RecordStatus::Succeeded, "{record:?}");
+    let stop = record
+        .events
+        .iter()
+        .find(|e| e.event == "ApplicationStop")
+        .unwrap();
+    assert_eq!(stop.status, EventStatus::FailedIgnored);
+    assert_eq!(read(&dest.join("good.txt")), "good");
+    // What the observer was told (and so reported) is what the record keeps.
+    let told: Vec<EventRecord> = seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(EventResult::record)
+        .collect();
+    assert_eq!(told, record.events);
+}
+
+#[tokio::test]
+async fn download_bundle_alone_prepares_the_revision_and_installs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("b");
+    let dest = tmp.path().join("dest");
+    bundle(&src, "a", &dest);
+    let engine = engine(&tmp.path().join("state"));
+    let mut req = request("d1", "shop", "web", "g", &src);
+    req.events = vec![DownloadBundle];
+    let record = deploy(&engine, &req).await;
+    let events: Vec<(&str, EventStatus)> = record
+        .events
+        .iter()
+        .map(|e| (e.event.as_str(), e.status))
+        .collect();
+    assert_eq!(events, [("DownloadBundle", EventStatus::Succeeded)]);
+    let deployment = engine.state.group("g").deployment("d1");
+    assert!(deployment.archive_dir().join("appspec.yml").is_file());
+    assert!(!dest.exists());
+    assert!(!engine.state.group("g").last_success_path().exists());
+}
+
+#[test]
+fn a_scripts_exit_code_or_signal_becomes_one_failure_each() {
+    use crate::hooks::{HookOutcome, ScriptExit};
+    use records::{Halt, Problem, Step};
+    let exited = Step::of_script("a.sh", HookOutcome::Failed(ScriptExit::Code(3)));
+    assert_eq!(
+        exited,
+        Step::Halted(Halt::Failed(Problem {
+            code: ErrorCode::ScriptFailed,
+            message: "script a.sh exited with code 3".into(),
+            script: Some("a.sh".into()),
+            exit_code: Some(3),
+        }))
+    );
+    let killed = Step::of_script("a.sh", HookOutcome::Failed(ScriptExit::Signal(9)));
+    assert_eq!(
+        killed,
+        Step::Halted(Halt::Failed(Problem {
+            code: ErrorCode::ScriptFailed,
+            message: "script a.sh was killed by signal 9".into(),
+            script: Some("a.sh".into()),
+            exit_code: None,
+        }))
+    );
+    assert!(matches!(
+        Step::of_script("a.sh", HookOutcome::Interrupted),
+        Step::Halted(Halt::Stopped(Problem {
+            code: ErrorCode::Aborted,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn an_events_report_carries_exactly_what_its_record_keeps() {
+    let result = EventResult {
+        event: ValidateService,
+        status: EventStatus::Failed,
+        duration: Duration::from_millis(1234),
+        error_code: Some(ErrorCode::ScriptTimedOut),
+        message: Some("script check.sh timed out after 5 s".into()),
+        script: Some("check.sh".into()),
+        exit_code: None,
+        log_tail: Some("waiting\n".into()),
+    };
+    let record = result.record();
+    assert_eq!(
+        record,
+        EventRecord {
+            event: "ValidateService".into(),
+            status: EventStatus::Failed,
+            duration_ms: 1234,
+            error_code: Some(ErrorCode::ScriptTimedOut),
+            message: Some("script check.sh timed out after 5 s".into()),
+            script: Some("check.sh".into()),
+            exit_code: None,
+        }
+    );
+    assert_eq!(
+        result.report(),
+        ReportBody::EventEnded {
+            event: "ValidateService".into(),
+            status: EventStatus::Failed,
+            error_code: Some(ErrorCode::ScriptTimedOut),
+            message: Some("script check.sh timed out after 5 s".into()),
+            script: Some("check.sh".into()),
+            exit_code: None,
+            log_tail: Some("waiting\n".into()),
+            duration_ms: 1234,
+        }
     );
 }

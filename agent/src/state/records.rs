@@ -236,3 +236,107 @@ impl EventRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoist_protocol::agent::{ErrorCode, EventStatus};
+
+    #[test]
+    fn a_revision_description_keeps_its_field_name_on_disk() {
+        let record = DeploymentRecord {
+            schema_version: 1,
+            deployment_id: "d-1".into(),
+            command_id: None,
+            application: "shop".into(),
+            group: "web".into(),
+            revision_description: "s3://b/k".into(),
+            started_at_ms: 1,
+            ended_at_ms: None,
+            status: RecordStatus::InProgress,
+            events: Vec::new(),
+            failed_event: None,
+            error: None,
+            log_path: PathBuf::from("/l"),
+            log_tail: None,
+        };
+        let json = serde_json::to_value(&record).expect("serialize");
+        assert_eq!(json["revision"], "s3://b/k");
+        assert!(json.get("revision_description").is_none());
+        let last: LastSuccess = serde_json::from_str(
+            r#"{"schema_version": 1, "deployment_id": "d", "application": "a",
+                "bundle_root": "/r", "appspec": "/r/appspec.yml", "revision": "old",
+                "installed_at_ms": 1}"#,
+        )
+        .expect("a record of an earlier version");
+        assert_eq!(last.revision_description, "old");
+    }
+
+    #[test]
+    fn an_ending_is_recorded_and_reported_alike() {
+        let mut record: DeploymentRecord = serde_json::from_str(
+            r#"{"schema_version": 1, "deployment_id": "d", "application": "a", "group": "g",
+                "revision": "r", "started_at_ms": 1, "status": "in_progress", "events": [],
+                "log_path": "/l"}"#,
+        )
+        .expect("record");
+        assert_eq!(
+            record.ending().report(),
+            ReportBody::Completed {
+                status: CommandStatus::Failed,
+                failed_event: None,
+                message: None,
+            },
+            "a record still in progress is reported failed"
+        );
+        let ending = Ending::failed(Some("Install".into()), "disk full".into());
+        record.end(ending.clone(), 9);
+        assert_eq!(record.ending(), ending);
+        assert_eq!(record.ended_at_ms, Some(9));
+        assert_eq!(
+            ending.report(),
+            ReportBody::Completed {
+                status: CommandStatus::Failed,
+                failed_event: Some("Install".into()),
+                message: Some("disk full".into()),
+            }
+        );
+        for (status, reported) in [
+            (RecordStatus::Succeeded, CommandStatus::Succeeded),
+            (RecordStatus::Stopped, CommandStatus::Stopped),
+            (RecordStatus::Failed, CommandStatus::Failed),
+        ] {
+            let ending = Ending {
+                status,
+                failed_event: None,
+                error: None,
+            };
+            assert!(
+                matches!(ending.report(), ReportBody::Completed { status, .. } if status == reported),
+                "{status:?}"
+            );
+        }
+        let event = EventRecord {
+            event: "ApplicationStart".into(),
+            status: EventStatus::Failed,
+            duration_ms: 5,
+            error_code: Some(ErrorCode::AgentRestarted),
+            message: Some("agent restarted during ApplicationStart".into()),
+            script: Some("start.sh".into()),
+            exit_code: None,
+        };
+        assert_eq!(
+            event.report(None),
+            ReportBody::EventEnded {
+                event: "ApplicationStart".into(),
+                status: EventStatus::Failed,
+                error_code: Some(ErrorCode::AgentRestarted),
+                message: Some("agent restarted during ApplicationStart".into()),
+                script: Some("start.sh".into()),
+                exit_code: None,
+                log_tail: None,
+                duration_ms: 5,
+            }
+        );
+    }
+}

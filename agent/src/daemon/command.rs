@@ -137,7 +137,7 @@ impl DirectReports {
 /// Runs one command; false when nothing ran (handled here already, or its marker could not
 /// be written and the coordinator was not told).
 pub(super) async fn run_command(
-    engine: &Deployer,
+    deployer: &Deployer,
     outbox: &Outbox,
     running: &Running,
     command: Command,
@@ -151,7 +151,7 @@ pub(super) async fn run_command(
         direct.resend(alive, &command.command_id).await;
         return false;
     }
-    let seen_path = engine.state.command_seen_path(&command.command_id);
+    let seen_path = deployer.state.command_seen_path(&command.command_id);
     if seen_path.exists() {
         info!(command_id = %command.command_id, "command already handled here; its reports are in the outbox");
         return false;
@@ -162,13 +162,13 @@ pub(super) async fn run_command(
         at_ms: state::now_ms(),
     };
     if let Err(e) = state::write_json(&seen_path, &seen) {
-        let message = state::write_failure(engine.state.root(), &e);
+        let message = state::write_failure(deployer.state.root(), &e);
         error!(command_id = %command.command_id, "{message}; reporting the command failed without running it");
         return direct
             .fail(outbox, alive, &command.command_id, message)
             .await;
     }
-    forget_old_commands(&engine.state.commands_dir());
+    forget_old_commands(&deployer.state.commands_dir());
     let abort = CancellationToken::new();
     if let Ok(mut r) = running.lock() {
         *r = Some((command.command_id.clone(), abort.clone()));
@@ -184,18 +184,18 @@ pub(super) async fn run_command(
                 abort: abort.clone(),
                 shutdown: shutdown.clone(),
             };
-            let run = engine.run(&req, &observer, &stop);
+            let run = deployer.run(&req, &observer, &stop);
             tokio::pin!(run);
             let result = tokio::select! {
                 r = &mut run => r,
-                () = heartbeat(alive, &engine.state, &command.command_id, &abort) => run.await,
+                () = heartbeat(alive, &deployer.state, &command.command_id, &abort) => run.await,
             };
             match result {
                 Ok(record) => record.ending().report(),
                 Err(e) => {
                     error!(deployment_id = %command.deployment_id, "deployment could not run: {e:#}");
                     let message = if state::is_no_space(&e) {
-                        state::write_failure(engine.state.root(), &e)
+                        state::write_failure(deployer.state.root(), &e)
                     } else {
                         format!("the agent could not run the deployment: {e:#}")
                     };

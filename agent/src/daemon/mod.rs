@@ -8,9 +8,9 @@
 //!
 //! Layout: this file is the poll loop; [`register`] gets the host's credentials, [`command`]
 //! runs one command handed out (never twice, heartbeats while it runs), [`reports`] turns
-//! a deployment's progress into queued reports and sends them. The daemon is not a
-//! deployment engine and writes no report itself: reports come from the records of the
-//! deployment and of recovery.
+//! a deployment's progress into queued reports and sends them. The end of an event and of a
+//! command are reported from the same values the host records (`state::EventRecord`,
+//! `state::Ending`), as recovery does, never assembled here field by field.
 
 mod command;
 mod register;
@@ -90,7 +90,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sender_stop.clone(),
     ));
 
-    let engine = Deployer::new(
+    let deployer = Deployer::new(
         state.clone(),
         deployer_settings(&config, Some((&client, &host))),
     );
@@ -121,7 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     };
                     let command_id = command.command_id.clone();
                     let ran = run_command(
-                        &engine,
+                        &deployer,
                         &outbox,
                         &running,
                         command,

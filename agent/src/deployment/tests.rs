@@ -12,7 +12,7 @@ impl Observer for Quiet {
     fn event_ended(&self, _: &EventResult) {}
 }
 
-fn engine(state: &Path) -> Deployer {
+fn deployer(state: &Path) -> Deployer {
     Deployer::new(
         StateDir::open(state).unwrap(),
         DeployerSettings {
@@ -65,8 +65,8 @@ fn request(id: &str, app: &str, group: &str, group_id: &str, src: &Path) -> Depl
     }
 }
 
-async fn deploy(engine: &Deployer, req: &DeploymentRequest) -> DeploymentRecord {
-    let record = engine.run(req, &Quiet, &Stop::default()).await.unwrap();
+async fn deploy(deployer: &Deployer, req: &DeploymentRequest) -> DeploymentRecord {
+    let record = deployer.run(req, &Quiet, &Stop::default()).await.unwrap();
     assert_eq!(record.status, RecordStatus::Succeeded, "{record:?}");
     record
 }
@@ -147,10 +147,10 @@ async fn two_applications_with_groups_of_one_name_keep_their_own_files_and_stop_
     let (shop, billing) = (tmp.path().join("b-shop"), tmp.path().join("b-billing"));
     bundle(&shop, "shop", &shop_dest);
     bundle(&billing, "billing", &billing_dest);
-    let engine = engine(&tmp.path().join("state"));
-    deploy(&engine, &request("s1", "shop", "web", "g-shop", &shop)).await;
+    let deployer = deployer(&tmp.path().join("state"));
+    deploy(&deployer, &request("s1", "shop", "web", "g-shop", &shop)).await;
     deploy(
-        &engine,
+        &deployer,
         &request("b1", "billing", "web", "g-billing", &billing),
     )
     .await;
@@ -164,16 +164,16 @@ async fn two_applications_with_groups_of_one_name_keep_their_own_files_and_stop_
         "",
         "billing ran shop's stop script"
     );
-    deploy(&engine, &request("s2", "shop", "web", "g-shop", &shop)).await;
+    deploy(&deployer, &request("s2", "shop", "web", "g-shop", &shop)).await;
     deploy(
-        &engine,
+        &deployer,
         &request("b2", "billing", "web", "g-billing", &billing),
     )
     .await;
     assert_eq!(read(&shop_dest.join("stops.log")), "shop\n");
     assert_eq!(read(&billing_dest.join("stops.log")), "billing\n");
     assert_eq!(read(&billing_dest.join("billing.txt")), "billing");
-    let groups: Vec<(String, String)> = engine
+    let groups: Vec<(String, String)> = deployer
         .state
         .groups()
         .unwrap()
@@ -195,23 +195,23 @@ async fn state_of_the_layout_keyed_by_group_name_is_migrated_for_a_local_group()
     let state = tmp.path().join("state");
     let dest = tmp.path().join("dest");
     old_layout(&state, "shop", "null", &dest);
-    let engine = engine(&state);
-    let moved = engine.state.migrate().unwrap();
+    let deployer = deployer(&state);
+    let moved = deployer.state.migrate().unwrap();
     assert_eq!(moved.len(), 1);
-    assert!(engine.state.migrate().unwrap().is_empty(), "idempotent");
+    assert!(deployer.state.migrate().unwrap().is_empty(), "idempotent");
     assert!(!state.join("groups").exists());
     let id = state::local_group_id("shop", "web");
-    let last: LastSuccess = state::read_json(&engine.state.group(&id).last_success_path())
+    let last: LastSuccess = state::read_json(&deployer.state.group(&id).last_success_path())
         .unwrap()
         .expect("last success moved");
     assert!(
-        last.appspec.starts_with(engine.state.group(&id).path()),
+        last.appspec.starts_with(deployer.state.group(&id).path()),
         "{last:?}"
     );
 
     let new = tmp.path().join("new");
     bundle(&new, "new", &dest);
-    deploy(&engine, &request("n1", "shop", "web", &id, &new)).await;
+    deploy(&deployer, &request("n1", "shop", "web", &id, &new)).await;
     assert_eq!(
         read(&dest.join("stops.log")),
         "old\n",
@@ -222,7 +222,7 @@ async fn state_of_the_layout_keyed_by_group_name_is_migrated_for_a_local_group()
         "the old revision's files were removed"
     );
     assert_eq!(read(&dest.join("new.txt")), "new");
-    let status = crate::status::Status::read(&engine.state).unwrap();
+    let status = crate::status::Status::read(&deployer.state).unwrap();
     assert_eq!(status.groups.len(), 1);
     let ids: Vec<&str> = status.groups[0]
         .deployments
@@ -232,7 +232,7 @@ async fn state_of_the_layout_keyed_by_group_name_is_migrated_for_a_local_group()
     assert_eq!(ids, ["n1", "old-1"]);
     assert!(status.groups[0].deployments[1]
         .log_path
-        .starts_with(engine.state.group(&id).path()));
+        .starts_with(deployer.state.group(&id).path()));
 }
 
 #[tokio::test]
@@ -241,9 +241,9 @@ async fn old_coordinator_group_state_is_claimed_by_the_first_command_naming_it()
     let state = tmp.path().join("state");
     let dest = tmp.path().join("dest");
     old_layout(&state, "shop", "\"cmd-old\"", &dest);
-    let engine = engine(&state);
-    engine.state.migrate().unwrap();
-    let unclaimed = engine
+    let deployer = deployer(&state);
+    deployer.state.migrate().unwrap();
+    let unclaimed = deployer
         .state
         .group(&state::unclaimed_group_id("shop", "web"));
     let unclaimed = unclaimed.path();
@@ -254,7 +254,7 @@ async fn old_coordinator_group_state_is_claimed_by_the_first_command_naming_it()
     let other_dest = tmp.path().join("other-dest");
     bundle(&other, "other", &other_dest);
     deploy(
-        &engine,
+        &deployer,
         &request("o1", "billing", "web", "g-billing", &other),
     )
     .await;
@@ -263,7 +263,7 @@ async fn old_coordinator_group_state_is_claimed_by_the_first_command_naming_it()
 
     let new = tmp.path().join("new");
     bundle(&new, "new", &dest);
-    deploy(&engine, &request("n1", "shop", "web", "g-shop", &new)).await;
+    deploy(&deployer, &request("n1", "shop", "web", "g-shop", &new)).await;
     assert!(!unclaimed.exists());
     assert_eq!(read(&dest.join("stops.log")), "old\n");
     assert!(!dest.join("old.txt").exists());
@@ -275,7 +275,7 @@ async fn a_migration_interrupted_after_rewriting_paths_is_finished_on_the_next_s
     let state = tmp.path().join("state");
     let dest = tmp.path().join("dest");
     old_layout(&state, "shop", "null", &dest);
-    let engine = engine(&state);
+    let deployer = deployer(&state);
     let id = state::local_group_id("shop", "web");
     // The first half of a move, as a crash before the rename leaves it.
     let info = state::GroupInfo {
@@ -285,15 +285,15 @@ async fn a_migration_interrupted_after_rewriting_paths_is_finished_on_the_next_s
         group: "web".into(),
     };
     state::rewrite_group_paths(
-        &engine.state.legacy_group("web"),
-        &engine.state.group(&id),
+        &deployer.state.legacy_group("web"),
+        &deployer.state.group(&id),
         &info,
     )
     .unwrap();
-    engine.state.migrate().unwrap();
+    deployer.state.migrate().unwrap();
     let new = tmp.path().join("new");
     bundle(&new, "new", &dest);
-    deploy(&engine, &request("n1", "shop", "web", &id, &new)).await;
+    deploy(&deployer, &request("n1", "shop", "web", &id, &new)).await;
     assert_eq!(read(&dest.join("stops.log")), "old\n");
     assert!(!dest.join("old.txt").exists());
 }
@@ -361,10 +361,10 @@ async fn a_deployment_asked_to_stop_before_its_first_event_ends_stopped_and_says
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("b");
     bundle(&src, "a", &tmp.path().join("dest"));
-    let engine = engine(&tmp.path().join("state"));
+    let deployer = deployer(&tmp.path().join("state"));
     let stop = Stop::default();
     stop.abort.cancel();
-    let record = engine
+    let record = deployer
         .run(&request("d1", "shop", "web", "g", &src), &Quiet, &stop)
         .await
         .unwrap();
@@ -375,7 +375,7 @@ async fn a_deployment_asked_to_stop_before_its_first_event_ends_stopped_and_says
         record.error.as_deref(),
         Some("deployment stopped before BeforeBlockTraffic")
     );
-    assert!(!engine.state.in_flight_path().exists());
+    assert!(!deployer.state.in_flight_path().exists());
 }
 
 #[tokio::test]
@@ -385,10 +385,10 @@ async fn a_failed_application_stop_is_ignored_only_when_the_deployment_says_so()
     let (bad, good) = (tmp.path().join("bad"), tmp.path().join("good"));
     failing_stop_bundle(&bad, &dest);
     bundle(&good, "good", &dest);
-    let engine = engine(&tmp.path().join("state"));
-    deploy(&engine, &request("d1", "shop", "web", "g", &bad)).await;
+    let deployer = deployer(&tmp.path().join("state"));
+    deploy(&deployer, &request("d1", "shop", "web", "g", &bad)).await;
 
-    let failed = engine
+    let failed = deployer
         .run(
             &request("d2", "shop", "web", "g", &good),
             &Quiet,
@@ -415,7 +415,7 @@ async fn a_failed_application_stop_is_ignored_only_when_the_deployment_says_so()
     let mut req = request("d3", "shop", "web", "g", &good);
     req.ignore_application_stop_failures = true;
     let seen = Recorder::default();
-    let record = engine.run(&req, &seen, &Stop::default()).await.unwrap();
+    let record = deployer.run(&req, &seen, &Stop::default()).await.unwrap();
     assert_eq!(record.status, RecordStatus::Succeeded, "{record:?}");
     let stop = record
         .events
@@ -441,20 +441,20 @@ async fn download_bundle_alone_prepares_the_revision_and_installs_nothing() {
     let src = tmp.path().join("b");
     let dest = tmp.path().join("dest");
     bundle(&src, "a", &dest);
-    let engine = engine(&tmp.path().join("state"));
+    let deployer = deployer(&tmp.path().join("state"));
     let mut req = request("d1", "shop", "web", "g", &src);
     req.events = vec![DownloadBundle];
-    let record = deploy(&engine, &req).await;
+    let record = deploy(&deployer, &req).await;
     let events: Vec<(&str, EventStatus)> = record
         .events
         .iter()
         .map(|e| (e.event.as_str(), e.status))
         .collect();
     assert_eq!(events, [("DownloadBundle", EventStatus::Succeeded)]);
-    let deployment = engine.state.group("g").deployment("d1");
+    let deployment = deployer.state.group("g").deployment("d1");
     assert!(deployment.archive_dir().join("appspec.yml").is_file());
     assert!(!dest.exists());
-    assert!(!engine.state.group("g").last_success_path().exists());
+    assert!(!deployer.state.group("g").last_success_path().exists());
 }
 
 #[test]

@@ -67,11 +67,8 @@ pub struct ScriptRun {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookOutcome {
     Succeeded,
-    /// Non-zero exit (`code`) or death by a signal (`signal`).
-    Failed {
-        code: Option<i32>,
-        signal: Option<i32>,
-    },
+    /// Non-zero exit or death by a signal.
+    Failed(ScriptExit),
     TimedOut {
         after: Duration,
     },
@@ -90,6 +87,13 @@ pub enum HookOutcome {
     SpawnFailed {
         reason: String,
     },
+}
+
+/// How a script that failed ended: exactly one of an exit code and a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptExit {
+    Code(i32),
+    Signal(i32),
 }
 
 /// The hook log of one deployment: a file of timestamped lines plus the last few KB in memory.
@@ -305,11 +309,10 @@ pub async fn run_script(
     let outcome = run_script_inner(run, log, stop, on_spawn).await;
     let line = match &outcome {
         HookOutcome::Succeeded => "succeeded".to_string(),
-        HookOutcome::Failed { code: Some(c), .. } => format!("failed with exit code {c}"),
-        HookOutcome::Failed {
-            signal: Some(s), ..
-        } => format!("failed: killed by {}", signal_name(*s)),
-        HookOutcome::Failed { .. } => "failed".to_string(),
+        HookOutcome::Failed(ScriptExit::Code(c)) => format!("failed with exit code {c}"),
+        HookOutcome::Failed(ScriptExit::Signal(s)) => {
+            format!("failed: killed by {}", signal_name(*s))
+        }
         HookOutcome::TimedOut { after } => {
             format!("timed out after {}", humantime::format_duration(*after))
         }
@@ -511,10 +514,11 @@ fn outcome_of(status: ExitStatus) -> HookOutcome {
     if status.success() {
         HookOutcome::Succeeded
     } else {
-        HookOutcome::Failed {
-            code: status.code(),
-            signal: status.signal(),
-        }
+        // A status from wait() without WUNTRACED has one or the other.
+        HookOutcome::Failed(match status.code() {
+            Some(code) => ScriptExit::Code(code),
+            None => ScriptExit::Signal(status.signal().unwrap_or(0)),
+        })
     }
 }
 

@@ -2,8 +2,8 @@
 //! once the coordinator acknowledged it, so neither a coordinator outage nor an agent restart
 //! loses one.
 //!
-//! Layout: `state_dir/outbox/<command>/next-seq` (the next sequence number of the command)
-//! and `state_dir/outbox/<command>/<seq, 10 digits>.json` (one [`Report`] each). Sequence
+//! Layout ([`OutboxDir`]): `outbox/<command>/next-seq` (the next sequence number of the
+//! command) and `outbox/<command>/<seq, 10 digits>.json` (one [`Report`] each). Sequence
 //! numbers make the coordinator's recording idempotent, so resending after an unacknowledged
 //! attempt never duplicates a report. This module stores and orders; `daemon` sends.
 
@@ -14,11 +14,11 @@ use anyhow::Context;
 use hoist_protocol::agent::{Report, ReportBody};
 use tokio::sync::Notify;
 
-use crate::state::{self, StateDir};
+use crate::state::{self, OutboxDir, StateDir};
 
 #[derive(Clone)]
 pub struct Outbox {
-    dir: PathBuf,
+    dir: OutboxDir,
     /// Wakes the sender when a report is queued.
     notify: Arc<Notify>,
     /// Wakes whoever waits for a command's reports to be acknowledged.
@@ -37,8 +37,8 @@ pub struct Pending {
 
 impl Outbox {
     pub fn open(state: &StateDir) -> anyhow::Result<Outbox> {
-        let dir = state.root().join("outbox");
-        state::create_private_dir(&dir)?;
+        let dir = state.outbox();
+        state::create_private_dir(dir.path())?;
         Ok(Outbox {
             dir,
             notify: Arc::new(Notify::new()),
@@ -48,13 +48,13 @@ impl Outbox {
     }
 
     fn command_dir(&self, command_id: &str) -> PathBuf {
-        self.dir.join(state::encode_name(command_id))
+        self.dir.command_dir(command_id)
     }
 
     /// The sequence number the next report of `command_id` gets, read without writing
     /// anything (for a report sent directly because the outbox cannot be written).
     pub fn next_seq(&self, command_id: &str) -> u64 {
-        std::fs::read_to_string(self.command_dir(command_id).join("next-seq"))
+        std::fs::read_to_string(self.dir.next_seq_path(command_id))
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(1)
@@ -68,7 +68,7 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = self.command_dir(command_id);
         state::create_private_dir(&dir)?;
-        let seq_path = dir.join("next-seq");
+        let seq_path = self.dir.next_seq_path(command_id);
         let seq = match std::fs::read_to_string(&seq_path) {
             Ok(t) => t
                 .trim()
@@ -84,7 +84,7 @@ impl Outbox {
         };
         // The report first, then the counter: a crash in between re-uses the number for the
         // same report content position, never skips or duplicates one.
-        state::write_json(&dir.join(format!("{seq:010}.json")), &report)?;
+        state::write_json(&self.dir.report_path(command_id, seq), &report)?;
         state::write_atomic(&seq_path, format!("{}\n", seq + 1).as_bytes(), 0o600)?;
         self.notify.notify_one();
         Ok(seq)
@@ -93,10 +93,11 @@ impl Outbox {
     /// Every queued report, oldest command directory first, in sequence order.
     pub fn pending(&self) -> anyhow::Result<Vec<Pending>> {
         let mut commands = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)
-            .with_context(|| format!("reading {}", self.dir.display()))?
+        let root = self.dir.path();
+        for entry in
+            std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))?
         {
-            let entry = entry.with_context(|| format!("reading {}", self.dir.display()))?;
+            let entry = entry.with_context(|| format!("reading {}", root.display()))?;
             if entry.path().is_dir() {
                 let modified = entry.metadata().and_then(|m| m.modified()).ok();
                 commands.push((modified, entry.path()));
@@ -105,15 +106,11 @@ impl Outbox {
         commands.sort();
         let mut out = Vec::new();
         for (_, dir) in commands {
-            let command_id = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(state::decode_name)
-                .unwrap_or_default();
+            let command_id = OutboxDir::command_id_of(&dir);
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .with_context(|| format!("reading {}", dir.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .filter(|p| OutboxDir::is_report(p))
                 .collect();
             files.sort();
             for path in files {
@@ -128,7 +125,7 @@ impl Outbox {
                         // A report that cannot be read can never be sent; keep it aside for
                         // inspection rather than blocking every later report.
                         tracing::error!("unreadable queued report, moved aside: {e:#}");
-                        let _ = std::fs::rename(&path, path.with_extension("corrupt"));
+                        let _ = std::fs::rename(&path, OutboxDir::corrupt_path(&path));
                     }
                 }
             }
@@ -147,7 +144,7 @@ impl Outbox {
                     .map(|entries| {
                         entries
                             .filter_map(|e| e.ok())
-                            .all(|e| e.file_name() == "next-seq")
+                            .all(|e| OutboxDir::is_next_seq(&e.file_name()))
                     })
                     .unwrap_or(false);
                 if only_counter {
@@ -162,7 +159,7 @@ impl Outbox {
     /// Sets aside a report the coordinator will never take, as `*.refused` for inspection;
     /// like an acknowledgement, it no longer waits to be sent.
     pub fn set_aside(&self, pending: &Pending) -> anyhow::Result<()> {
-        let aside = pending.path.with_extension("refused");
+        let aside = OutboxDir::refused_path(&pending.path);
         std::fs::rename(&pending.path, &aside)
             .with_context(|| format!("moving {} aside", pending.path.display()))?;
         self.acked.notify_waiters();
@@ -175,7 +172,7 @@ impl Outbox {
             .map(|entries| {
                 entries
                     .filter_map(|e| e.ok())
-                    .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .any(|e| OutboxDir::is_report(&e.path()))
             })
             .unwrap_or(false)
     }
@@ -200,7 +197,7 @@ impl Outbox {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 }
 

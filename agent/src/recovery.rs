@@ -13,13 +13,13 @@
 
 use std::time::{Duration, Instant};
 
-use hoist_protocol::agent::{CommandStatus, ErrorCode, EventStatus, ReportBody};
+use hoist_protocol::agent::{ErrorCode, EventStatus};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use crate::outbox::Outbox;
-use crate::state::{self, DeploymentRecord, EventRecord, InFlight, RecordStatus, StateDir};
+use crate::state::{self, DeploymentRecord, Ending, EventRecord, InFlight, RecordStatus, StateDir};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,58 +62,40 @@ pub async fn recover(
         _ => None,
     };
     let message = format!("agent restarted during {}", in_flight.event);
+    // One record of the interrupted event and of the deployment's end: what the host keeps
+    // and what the coordinator is told are made from them.
+    let event = EventRecord {
+        event: in_flight.event.clone(),
+        status: EventStatus::Failed,
+        duration_ms: state::now_ms().saturating_sub(in_flight.event_started_at_ms),
+        error_code: Some(ErrorCode::AgentRestarted),
+        message: Some(message.clone()),
+        script: in_flight.script.clone(),
+        exit_code: None,
+    };
+    let ending = Ending::failed(Some(in_flight.event.clone()), message.clone());
 
     let dir = in_flight
         .group_id
         .as_deref()
-        .map(|id| state.deployment_dir(id, &in_flight.deployment_id))
-        .filter(|d| d.is_dir())
-        .or_else(|| state.find_deployment_dir(&in_flight.deployment_id));
-    let record_path = dir.map(|d| d.join("result.json"));
+        .map(|id| state.group(id).deployment(&in_flight.deployment_id))
+        .filter(|d| d.path().is_dir())
+        .or_else(|| state.find_deployment(&in_flight.deployment_id));
+    let record_path = dir.map(|d| d.record_path());
     let record = match &record_path {
         Some(p) => state::read_json::<DeploymentRecord>(p)?,
         None => None,
     };
     if let (Some(mut record), Some(record_path)) = (record, record_path) {
         if record.status == RecordStatus::InProgress {
-            record.events.push(EventRecord {
-                event: in_flight.event.clone(),
-                status: EventStatus::Failed,
-                duration_ms: state::now_ms().saturating_sub(in_flight.event_started_at_ms),
-                error_code: Some(ErrorCode::AgentRestarted),
-                message: Some(message.clone()),
-                script: in_flight.script.clone(),
-                exit_code: None,
-            });
-            record.status = RecordStatus::Failed;
-            record.failed_event = Some(in_flight.event.clone());
-            record.error = Some(message.clone());
-            record.ended_at_ms = Some(state::now_ms());
+            record.events.push(event.clone());
+            record.end(ending.clone(), state::now_ms());
             state::write_json(&record_path, &record)?;
         }
     }
     if let (Some(command_id), Some(outbox)) = (&in_flight.command_id, outbox) {
-        outbox.push(
-            command_id,
-            ReportBody::EventEnded {
-                event: in_flight.event.clone(),
-                status: EventStatus::Failed,
-                error_code: Some(ErrorCode::AgentRestarted),
-                message: Some(message.clone()),
-                script: in_flight.script.clone(),
-                exit_code: None,
-                log_tail: None,
-                duration_ms: state::now_ms().saturating_sub(in_flight.event_started_at_ms),
-            },
-        )?;
-        outbox.push(
-            command_id,
-            ReportBody::Completed {
-                status: CommandStatus::Failed,
-                failed_event: Some(in_flight.event.clone()),
-                message: Some(message.clone()),
-            },
-        )?;
+        outbox.push(command_id, event.report(None))?;
+        outbox.push(command_id, ending.report())?;
     }
     state::remove_file(&state.in_flight_path())?;
     info!(deployment_id = %in_flight.deployment_id, "{message}; reported as failed");
@@ -187,6 +169,7 @@ async fn kill_group(pgid: i32, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hoist_protocol::agent::{CommandStatus, ReportBody};
 
     #[test]
     fn start_time_is_field_22_whatever_the_command_name_holds() {
@@ -345,10 +328,8 @@ mod tests {
             alive(&mut sleep),
             "an unverifiable process group was signalled"
         );
-        let dir = state
-            .find_deployment_dir("d-1")
-            .expect("the deployment moved");
-        let record: DeploymentRecord = state::read_json(&dir.join("result.json"))
+        let dir = state.find_deployment("d-1").expect("the deployment moved");
+        let record: DeploymentRecord = state::read_json(&dir.record_path())
             .expect("read")
             .expect("record");
         assert_eq!(record.status, RecordStatus::Failed);

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::client::HostCredentials;
-use crate::daemon::{AgentInfo, Contact};
-use crate::state::{self, DeploymentRecord, HostLock, InFlight, StateDir};
+use crate::state::{self, AgentInfo, Contact, HostLock, InFlight, StateDir};
 
 /// How many deployments per group are shown.
 const RECENT_PER_GROUP: usize = 3;
@@ -78,15 +77,15 @@ impl Status {
     pub fn read(state: &StateDir) -> anyhow::Result<Status> {
         let now = state::now_ms();
         let pid = HostLock::holder(state);
-        let info = state::read_json::<AgentInfo>(&state.root().join("agent.json"))
+        let info = state::read_json::<AgentInfo>(&state.agent_info_path())
             .ok()
             .flatten();
         // agent.json describes the daemon only while that very process holds the lock.
         let daemon = info.filter(|i| Some(i.pid) == pid);
-        let host = state::read_json::<HostCredentials>(&state.root().join("host.json"))
+        let host = state::read_json::<HostCredentials>(&state.host_credentials_path())
             .ok()
             .flatten();
-        let contact = state::read_json::<Contact>(&state.root().join("contact.json"))
+        let contact = state::read_json::<Contact>(&state.contact_path())
             .ok()
             .flatten();
         let in_flight = state::read_json::<InFlight>(&state.in_flight_path())
@@ -102,19 +101,9 @@ impl Status {
                 script: f.script,
             });
         let mut groups = Vec::new();
-        for (dir, info) in state.groups()? {
-            let mut records: Vec<DeploymentRecord> = Vec::new();
-            if let Ok(entries) = std::fs::read_dir(dir.join("deployments")) {
-                for entry in entries.flatten() {
-                    if let Ok(Some(r)) =
-                        state::read_json::<DeploymentRecord>(&entry.path().join("result.json"))
-                    {
-                        records.push(r);
-                    }
-                }
-            }
-            records.sort_by_key(|r| std::cmp::Reverse(r.started_at_ms));
-            let deployments = records
+        for (group, info) in state.groups()? {
+            let deployments = group
+                .records()
                 .into_iter()
                 .take(RECENT_PER_GROUP)
                 .map(|r| {
@@ -128,7 +117,7 @@ impl Status {
                         exit_code: failed.and_then(|e| e.exit_code),
                         deployment_id: r.deployment_id,
                         application: r.application,
-                        revision: r.revision,
+                        revision: r.revision_description,
                         status: r.status.as_str().to_string(),
                         started_at_ms: r.started_at_ms,
                         ended_at_ms: r.ended_at_ms,

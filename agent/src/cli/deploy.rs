@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Exit;
 use crate::config::Config;
 use crate::deployment::{
-    DeploymentRequest, Engine, EventResult, FetchContext, Observer, Source, Stop,
+    Deployer, DeploymentRequest, EventResult, FetchContext, Observer, Source, Stop,
 };
 use crate::recovery;
 use crate::state::{self, HostLock, RecordStatus, StateDir};
@@ -144,7 +144,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
             Some(r) => Source::Remote(r.clone()),
             None => Source::Local(bundle.clone()),
         },
-        revision: match &remote {
+        revision_description: match &remote {
             Some(r) => r.describe(),
             None => bundle.display().to_string(),
         },
@@ -154,7 +154,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         ignore_application_stop_failures: args.ignore_application_stop_failures,
         bundle_env: Vec::new(),
     };
-    let mut settings = crate::daemon::engine_settings(&config, None);
+    let mut settings = crate::daemon::deployer_settings(&config, None);
     if remote.is_some() {
         // Local deployments fetch only plain URLs, with no coordinator credentials.
         settings.fetch = Some(FetchContext {
@@ -168,7 +168,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
             settings: config.fetch_settings(None),
         });
     }
-    let engine = Engine::new(state, settings);
+    let engine = Deployer::new(state, settings);
     println!(
         "Deploying {} (application {application}, group {}, deployment {deployment_id})",
         bundle.display(),

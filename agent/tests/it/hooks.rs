@@ -6,7 +6,7 @@ use std::process::Command as StdCommand;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hoist_agent::hooks::{run_script, HookLog, HookOutcome, ScriptRun};
+use hoist_agent::hooks::{run_script, HookLog, HookOutcome, ScriptExit, ScriptRun};
 use tokio_util::sync::CancellationToken;
 
 /// A bundle directory and a log directory in one temporary directory.
@@ -168,24 +168,15 @@ async fn exit_codes_and_signals() {
         ("#!/bin/sh\nexit 0\n", HookOutcome::Succeeded),
         (
             "#!/bin/sh\nexit 3\n",
-            HookOutcome::Failed {
-                code: Some(3),
-                signal: None,
-            },
+            HookOutcome::Failed(ScriptExit::Code(3)),
         ),
         (
             "#!/bin/sh\nkill -KILL $$\n",
-            HookOutcome::Failed {
-                code: None,
-                signal: Some(9),
-            },
+            HookOutcome::Failed(ScriptExit::Signal(9)),
         ),
         (
             "#!/bin/sh\nkill -SEGV $$\n",
-            HookOutcome::Failed {
-                code: None,
-                signal: Some(11),
-            },
+            HookOutcome::Failed(ScriptExit::Signal(11)),
         ),
     ];
     for (i, (body, want)) in cases.into_iter().enumerate() {
@@ -603,13 +594,7 @@ async fn stop_lets_a_script_finishing_in_time_report_its_outcome() {
     };
     let outcome = run_script(&spec, &log, stop, &|_| {}).await;
     canceller.await.unwrap();
-    assert_eq!(
-        outcome,
-        HookOutcome::Failed {
-            code: Some(4),
-            signal: None
-        }
-    );
+    assert_eq!(outcome, HookOutcome::Failed(ScriptExit::Code(4)));
 }
 
 #[tokio::test]

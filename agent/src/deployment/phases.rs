@@ -1,0 +1,392 @@
+//! The work of each lifecycle phase: the previous revision's hooks, DownloadBundle (fetch,
+//! verify, extract or copy, find and validate the appspec), Install, and the new revision's
+//! hooks with their environment. Each returns what the event produced; the journal records
+//! it and [`super::Deployer::run`] decides what comes next.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoist_appspec::{AppSpec, FileExistsBehavior, LifecycleEvent};
+use hoist_protocol::agent::{ErrorCode, Revision};
+use tokio_util::sync::CancellationToken;
+
+use super::journal::Journal;
+use super::records::{Halt, Problem, Step};
+use super::{Deployer, DeploymentRequest, Prepared, Source};
+use crate::bundle;
+use crate::bundle::extract::ExtractLimits;
+use crate::bundle::fetch::{self, FetchError, Fetched};
+use crate::hooks::{self, HookLog, ScriptRun};
+use crate::install::{self, InstalledFiles};
+use crate::state::{self, DeploymentDir, LastSuccess};
+
+/// PATH given to every hook.
+const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A revision on this host, ready to be put in the deployment directory.
+enum OnHost {
+    /// A directory to copy (a local deployment of a directory).
+    Tree(std::path::PathBuf),
+    /// An archive to extract.
+    Archive(std::path::PathBuf),
+    /// A checkout already in the deployment directory (Git), used where it is.
+    Checkout(std::path::PathBuf),
+}
+
+impl Deployer {
+    /// BeforeBlockTraffic, AfterBlockTraffic or ApplicationStop: the hooks of the group's
+    /// last successfully installed revision, if it is still on this host.
+    pub(super) async fn previous_revision_hooks(
+        &self,
+        event: LifecycleEvent,
+        journal: &mut Journal<'_>,
+    ) -> anyhow::Result<Step> {
+        let req = journal.req;
+        let last_path = self.state.group(&req.group_id).last_success_path();
+        let Some(last) = state::read_json::<LastSuccess>(&last_path)? else {
+            return Ok(Step::Skipped(format!(
+                "no revision was installed before in group {}",
+                req.group
+            )));
+        };
+        let text = match std::fs::read_to_string(&last.appspec) {
+            Ok(t) => t,
+            Err(e) => {
+                journal.log.note(&format!(
+                    "previous revision's appspec {} cannot be read ({e}); nothing to run",
+                    last.appspec.display()
+                ));
+                return Ok(Step::Skipped(format!(
+                    "the previous revision ({}) is no longer on this host",
+                    last.revision_description
+                )));
+            }
+        };
+        let spec = match hoist_appspec::parse(&text) {
+            Ok(p) => p.spec,
+            Err(invalid) => {
+                return Ok(Step::failed(
+                    ErrorCode::AppspecInvalid,
+                    format!(
+                        "previous revision's appspec {} is invalid: {}",
+                        last.appspec.display(),
+                        join_diagnostics(&invalid.errors)
+                    ),
+                ))
+            }
+        };
+        self.run_hooks(event, &spec, &last.bundle_root, journal)
+            .await
+    }
+
+    /// DownloadBundle: the new revision fetched if remote, put in the deployment directory,
+    /// its root and appspec found and the appspec validated.
+    pub(super) async fn download(
+        &self,
+        journal: &Journal<'_>,
+    ) -> anyhow::Result<Result<Prepared, Halt>> {
+        let req = journal.req;
+        let on_host = match &req.source {
+            Source::Remote(revision) => match self.fetch_remote(revision, journal).await {
+                Ok(on_host) => on_host,
+                Err(halt) => return Ok(Err(halt)),
+            },
+            Source::Local(path) if path.is_dir() => OnHost::Tree(path.clone()),
+            Source::Local(path) => OnHost::Archive(path.clone()),
+        };
+        let deployment = journal.deployment.clone();
+        let limits = self.settings.limits.clone();
+        let custom = req.appspec_path.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            prepare(&on_host, &deployment, &limits, custom.as_deref())
+        })
+        .await?;
+        if let Ok(p) = &result {
+            journal.log.note(&format!(
+                "revision ready at {} (appspec {})",
+                p.root.display(),
+                p.appspec_path.display()
+            ));
+        }
+        Ok(result.map_err(Halt::Failed))
+    }
+
+    /// Install: the files of `revision`, in place of the previous deployment's.
+    pub(super) async fn install(
+        &self,
+        revision: &Prepared,
+        journal: &Journal<'_>,
+    ) -> anyhow::Result<Step> {
+        let req = journal.req;
+        let behavior = revision
+            .spec
+            .file_exists_behavior
+            .or(req.file_exists_behavior)
+            .unwrap_or_default();
+        let spec = revision.spec.clone();
+        let root = revision.root.clone();
+        let record_path = self.state.group(&req.group_id).installed_files_path();
+        let log = Arc::clone(&journal.log);
+        tokio::task::spawn_blocking(move || {
+            install_step(&spec, &root, behavior, &record_path, &log)
+        })
+        .await?
+    }
+
+    /// The scripts `spec` lists for `event`, run from `root` one after the other until one
+    /// does not succeed.
+    pub(super) async fn run_hooks(
+        &self,
+        event: LifecycleEvent,
+        spec: &AppSpec,
+        root: &Path,
+        journal: &mut Journal<'_>,
+    ) -> anyhow::Result<Step> {
+        let scripts = spec.hooks_for(event);
+        if scripts.is_empty() {
+            return Ok(Step::Skipped(format!("the appspec has no {event} scripts")));
+        }
+        let env = self.hook_env(event, journal.req)?;
+        for hook in scripts {
+            if journal.stop.requested() {
+                return Ok(Step::Halted(Halt::stopped(format!(
+                    "deployment stopped before script {}",
+                    hook.location
+                ))));
+            }
+            journal.script_started(event, &hook.location)?;
+            let run = ScriptRun {
+                location: hook.location.clone(),
+                bundle_root: root.to_path_buf(),
+                timeout: Duration::from_secs(hook.timeout_secs),
+                runas: hook.runas.clone(),
+                env: env.clone(),
+                kill_grace: self.settings.kill_grace,
+                stop_grace: self.settings.stop_grace,
+                label: format!("{event} {}", hook.location),
+            };
+            let record_pgid = journal.pgid_recorder();
+            let outcome = hooks::run_script(
+                &run,
+                &journal.log,
+                journal.stop.shutdown.clone(),
+                &record_pgid,
+            )
+            .await;
+            let step = Step::of_script(&hook.location, outcome);
+            if step != Step::Succeeded {
+                return Ok(step);
+            }
+        }
+        Ok(Step::Succeeded)
+    }
+
+    /// Downloads and verifies a remote revision into the deployment directory.
+    async fn fetch_remote(
+        &self,
+        revision: &Revision,
+        journal: &Journal<'_>,
+    ) -> Result<OnHost, Halt> {
+        let Some(ctx) = &self.settings.fetch else {
+            return Err(Halt::failed(
+                ErrorCode::BundleFetchFailed,
+                "this agent is not set up to fetch remote revisions",
+            ));
+        };
+        let (log, stop) = (&journal.log, journal.stop);
+        log.note(&format!("fetching {}", revision.describe()));
+        // Either way of stopping ends a download: it is not a script to let finish.
+        let cancel = CancellationToken::new();
+        let work_dir = journal.deployment.download_dir();
+        let fetched = tokio::select! {
+            r = fetch::fetch(revision, &work_dir, &ctx.client, &ctx.settings, &cancel) => r,
+            _ = stop.abort.cancelled() => { cancel.cancel(); Err(FetchError::Cancelled) }
+            _ = stop.shutdown.cancelled() => { cancel.cancel(); Err(FetchError::Cancelled) }
+        };
+        match fetched {
+            Ok(Fetched::Archive {
+                path,
+                sha256,
+                bytes,
+            }) => {
+                log.note(&format!(
+                    "downloaded {bytes} bytes, sha256 {sha256} verified"
+                ));
+                Ok(OnHost::Archive(path))
+            }
+            Ok(Fetched::Directory { path, commit }) => {
+                log.note(&format!("checked out commit {commit}"));
+                Ok(OnHost::Checkout(path))
+            }
+            Err(e @ FetchError::ChecksumMismatch { .. }) => Err(Halt::failed(
+                ErrorCode::BundleChecksumMismatch,
+                e.to_string(),
+            )),
+            Err(FetchError::Cancelled) => Err(Halt::stopped("download stopped")),
+            Err(e) => Err(Halt::failed(
+                ErrorCode::BundleFetchFailed,
+                crate::error_chain(&e),
+            )),
+        }
+    }
+
+    /// The environment of every hook of `event`: a clean one, never the agent's own.
+    fn hook_env(
+        &self,
+        event: LifecycleEvent,
+        req: &DeploymentRequest,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".to_string());
+        let mut env = vec![
+            ("PATH".to_string(), HOOK_PATH.to_string()),
+            ("LANG".to_string(), lang),
+        ];
+        // The operator's file comes before our variables so it can never override them.
+        if let Some(path) = &self.settings.environment_file {
+            for (k, v) in hooks::read_environment_file(path)? {
+                env.retain(|(key, _)| *key != k);
+                env.push((k, v));
+            }
+        }
+        let ours = [
+            ("LIFECYCLE_EVENT", event.to_string()),
+            ("DEPLOYMENT_ID", req.deployment_id.clone()),
+            ("APPLICATION_NAME", req.application.clone()),
+            ("DEPLOYMENT_GROUP_NAME", req.group.clone()),
+            ("DEPLOYMENT_GROUP_ID", req.group_id.clone()),
+        ];
+        for (k, v) in ours
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(req.bundle_env.iter().cloned())
+        {
+            env.retain(|(key, _)| *key != k);
+            env.push((k, v));
+        }
+        Ok(env)
+    }
+}
+
+/// DownloadBundle for a revision on this host: extract or copy it into the deployment's
+/// `archive/`, find its root and appspec, and validate the appspec.
+fn prepare(
+    on_host: &OnHost,
+    deployment: &DeploymentDir,
+    limits: &ExtractLimits,
+    custom_appspec: Option<&str>,
+) -> Result<Prepared, Problem> {
+    let archive_dir = deployment.archive_dir();
+    if archive_dir.exists() {
+        std::fs::remove_dir_all(&archive_dir).map_err(|e| {
+            Problem::new(
+                ErrorCode::BundleInvalid,
+                format!("removing {}: {e}", archive_dir.display()),
+            )
+        })?;
+    }
+    let root = match on_host {
+        OnHost::Checkout(path) => path.clone(),
+        OnHost::Tree(path) => {
+            bundle::local::copy_tree(path, &archive_dir)
+                .map_err(|e| Problem::new(ErrorCode::BundleInvalid, format!("{e:#}")))?;
+            archive_dir.clone()
+        }
+        OnHost::Archive(path) => {
+            if let Err(e) = bundle::extract::extract(path, &archive_dir, limits) {
+                // Nothing outside archive_dir was written; drop the partial tree.
+                let _ = std::fs::remove_dir_all(&archive_dir);
+                let what = anyhow::Error::new(e);
+                return Err(Problem::new(
+                    ErrorCode::BundleInvalid,
+                    format!("bundle {}: {what:#}", path.display()),
+                ));
+            }
+            archive_dir.clone()
+        }
+    };
+    let root = bundle::bundle_root(&root);
+    let appspec_path = bundle::find_appspec(&root, custom_appspec)
+        .map_err(|e| Problem::new(ErrorCode::AppspecInvalid, e.to_string()))?;
+    let text = std::fs::read_to_string(&appspec_path).map_err(|e| {
+        Problem::new(
+            ErrorCode::AppspecInvalid,
+            format!("reading {}: {e}", appspec_path.display()),
+        )
+    })?;
+    let spec = hoist_appspec::parse(&text)
+        .map_err(|invalid| {
+            Problem::new(
+                ErrorCode::AppspecInvalid,
+                format!(
+                    "{} is invalid: {}",
+                    appspec_path.display(),
+                    join_diagnostics(&invalid.errors)
+                ),
+            )
+        })?
+        .spec;
+    bundle::local::share_with_hook_users(deployment.path(), &root, &spec)
+        .map_err(|e| Problem::new(ErrorCode::BundleInvalid, format!("{e:#}")))?;
+    Ok(Prepared {
+        root,
+        appspec_path,
+        spec,
+    })
+}
+
+/// The Install event: remove what the group's previous deployment installed, install this
+/// revision's files (recording each path durably whatever happens), apply permissions.
+fn install_step(
+    spec: &AppSpec,
+    root: &Path,
+    behavior: FileExistsBehavior,
+    record_path: &Path,
+    log: &HookLog,
+) -> anyhow::Result<Step> {
+    let previous = state::read_json::<InstalledFiles>(record_path)?.unwrap_or_default();
+    if let Err(e) = install::remove_previous(&previous) {
+        return Ok(Step::failed(
+            ErrorCode::InstallFailed,
+            format!(
+                "removing the previous revision's files: {}",
+                crate::error_chain(&e)
+            ),
+        ));
+    }
+    if !previous.entries.is_empty() {
+        log.note(&format!(
+            "removed {} paths installed by the previous deployment",
+            previous.entries.len()
+        ));
+    }
+    let mut record = InstalledFiles::default();
+    let result = install::install_files(spec, root, behavior, &mut record);
+    // Written whatever the outcome: the next deployment must remove what this one placed.
+    state::write_json(record_path, &record)?;
+    if let Err(e) = result {
+        return Ok(Step::failed(
+            ErrorCode::InstallFailed,
+            crate::error_chain(&e),
+        ));
+    }
+    log.note(&format!(
+        "installed {} paths (file_exists_behavior {})",
+        record.entries.len(),
+        behavior.as_str()
+    ));
+    if let Err(e) = install::apply_permissions(spec, &record) {
+        return Ok(Step::failed(
+            ErrorCode::InstallFailed,
+            crate::error_chain(&e),
+        ));
+    }
+    Ok(Step::Succeeded)
+}
+
+fn join_diagnostics(d: &[hoist_appspec::Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

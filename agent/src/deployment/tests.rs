@@ -1,0 +1,531 @@
+use super::*;
+use crate::state::{EventRecord, RecordStatus, SCHEMA_VERSION};
+use hoist_protocol::agent::{ErrorCode, EventStatus, ReportBody};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use LifecycleEvent::*;
+
+struct Quiet;
+impl Observer for Quiet {
+    fn event_started(&self, _: LifecycleEvent) {}
+    fn event_ended(&self, _: &EventResult) {}
+}
+
+fn deployer(state: &Path) -> Deployer {
+    Deployer::new(
+        StateDir::open(state).unwrap(),
+        DeployerSettings {
+            kill_grace: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(1),
+            environment_file: None,
+            limits: ExtractLimits::default(),
+            keep: 5,
+            fetch: None,
+        },
+    )
+}
+
+/// A bundle installing `name.txt` into `dest`, whose ApplicationStop appends `name` to
+/// `dest/stops.log`.
+fn bundle(dir: &Path, name: &str, dest: &Path) {
+    fs::create_dir_all(dir.join("files")).unwrap();
+    fs::write(dir.join("files").join(format!("{name}.txt")), name).unwrap();
+    fs::write(
+        dir.join("appspec.yml"),
+        format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: files\n    destination: {}\nhooks:\n  ApplicationStop:\n    - location: stop.sh\n",
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let stop = dir.join("stop.sh");
+    fs::write(
+        &stop,
+        format!("#!/bin/sh\necho {name} >> {}/stops.log\n", dest.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&stop, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn request(id: &str, app: &str, group: &str, group_id: &str, src: &Path) -> DeploymentRequest {
+    DeploymentRequest {
+        deployment_id: id.to_string(),
+        command_id: (!group_id.starts_with("local-")).then(|| format!("cmd-{id}")),
+        application: app.to_string(),
+        group: group.to_string(),
+        group_id: group_id.to_string(),
+        source: Source::Local(src.to_path_buf()),
+        revision_description: src.display().to_string(),
+        appspec_path: None,
+        events: LifecycleEvent::ALL.to_vec(),
+        file_exists_behavior: None,
+        ignore_application_stop_failures: false,
+        bundle_env: Vec::new(),
+    }
+}
+
+async fn deploy(deployer: &Deployer, req: &DeploymentRequest) -> DeploymentRecord {
+    let record = deployer.run(req, &Quiet, &Stop::default()).await.unwrap();
+    assert_eq!(record.status, RecordStatus::Succeeded, "{record:?}");
+    record
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Writes the state `groups/web/` exactly as the layout keyed by group name left it
+/// after deployment `old-1` of `app` (local when `command_id` is null) installed
+/// `dest/old.txt` from a revision whose ApplicationStop appends "old" to
+/// `dest/stops.log`.
+fn old_layout(state: &Path, app: &str, command_id: &str, dest: &Path) {
+    let group = state.join("groups/web");
+    let dep = group.join("deployments/old-1");
+    let root = dep.join("archive");
+    bundle(&root, "old", dest);
+    fs::create_dir_all(dest).unwrap();
+    fs::write(dest.join("old.txt"), "old").unwrap();
+    let log = dep.join("logs/hooks.log");
+    fs::create_dir_all(log.parent().unwrap()).unwrap();
+    fs::write(&log, "").unwrap();
+    fs::write(
+        group.join("last-successful-install.json"),
+        format!(
+            r#"{{
+  "schema_version": 1,
+  "deployment_id": "old-1",
+  "application": "{app}",
+  "bundle_root": "{root}",
+  "appspec": "{root}/appspec.yml",
+  "revision": "old",
+  "installed_at_ms": 1000
+}}
+"#,
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        group.join("installed-files.json"),
+        format!(
+            "{{\n  \"entries\": [\n    {{\n      \"path\": \"{}/old.txt\",\n      \"kind\": \"file\"\n    }}\n  ]\n}}\n",
+            dest.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dep.join("result.json"),
+        format!(
+            r#"{{
+  "schema_version": 1,
+  "deployment_id": "old-1",
+  "command_id": {command_id},
+  "application": "{app}",
+  "group": "web",
+  "revision": "old",
+  "started_at_ms": 900,
+  "ended_at_ms": 1100,
+  "status": "succeeded",
+  "events": [],
+  "failed_event": null,
+  "error": null,
+  "log_path": "{}",
+  "log_tail": null
+}}
+"#,
+            log.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn two_applications_with_groups_of_one_name_keep_their_own_files_and_stop_scripts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shop_dest, billing_dest) = (tmp.path().join("shop"), tmp.path().join("billing"));
+    let (shop, billing) = (tmp.path().join("b-shop"), tmp.path().join("b-billing"));
+    bundle(&shop, "shop", &shop_dest);
+    bundle(&billing, "billing", &billing_dest);
+    let deployer = deployer(&tmp.path().join("state"));
+    deploy(&deployer, &request("s1", "shop", "web", "g-shop", &shop)).await;
+    deploy(
+        &deployer,
+        &request("b1", "billing", "web", "g-billing", &billing),
+    )
+    .await;
+    assert_eq!(
+        read(&shop_dest.join("shop.txt")),
+        "shop",
+        "billing removed shop's files"
+    );
+    assert_eq!(
+        read(&shop_dest.join("stops.log")),
+        "",
+        "billing ran shop's stop script"
+    );
+    deploy(&deployer, &request("s2", "shop", "web", "g-shop", &shop)).await;
+    deploy(
+        &deployer,
+        &request("b2", "billing", "web", "g-billing", &billing),
+    )
+    .await;
+    assert_eq!(read(&shop_dest.join("stops.log")), "shop\n");
+    assert_eq!(read(&billing_dest.join("stops.log")), "billing\n");
+    assert_eq!(read(&billing_dest.join("billing.txt")), "billing");
+    let groups: Vec<(String, String)> = deployer
+        .state
+        .groups()
+        .unwrap()
+        .into_iter()
+        .map(|(_, g)| (g.group, g.application))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("web".into(), "billing".into()),
+            ("web".into(), "shop".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn state_of_the_layout_keyed_by_group_name_is_migrated_for_a_local_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dest = tmp.path().join("dest");
+    old_layout(&state, "shop", "null", &dest);
+    let deployer = deployer(&state);
+    let moved = deployer.state.migrate().unwrap();
+    assert_eq!(moved.len(), 1);
+    assert!(deployer.state.migrate().unwrap().is_empty(), "idempotent");
+    assert!(!state.join("groups").exists());
+    let id = state::local_group_id("shop", "web");
+    let last: LastSuccess = state::read_json(&deployer.state.group(&id).last_success_path())
+        .unwrap()
+        .expect("last success moved");
+    assert!(
+        last.appspec.starts_with(deployer.state.group(&id).path()),
+        "{last:?}"
+    );
+
+    let new = tmp.path().join("new");
+    bundle(&new, "new", &dest);
+    deploy(&deployer, &request("n1", "shop", "web", &id, &new)).await;
+    assert_eq!(
+        read(&dest.join("stops.log")),
+        "old\n",
+        "the old revision's ApplicationStop ran"
+    );
+    assert!(
+        !dest.join("old.txt").exists(),
+        "the old revision's files were removed"
+    );
+    assert_eq!(read(&dest.join("new.txt")), "new");
+    let status = crate::status::Status::read(&deployer.state).unwrap();
+    assert_eq!(status.groups.len(), 1);
+    let ids: Vec<&str> = status.groups[0]
+        .deployments
+        .iter()
+        .map(|d| d.deployment_id.as_str())
+        .collect();
+    assert_eq!(ids, ["n1", "old-1"]);
+    assert!(status.groups[0].deployments[1]
+        .log_path
+        .starts_with(deployer.state.group(&id).path()));
+}
+
+#[tokio::test]
+async fn old_coordinator_group_state_is_claimed_by_the_first_command_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dest = tmp.path().join("dest");
+    old_layout(&state, "shop", "\"cmd-old\"", &dest);
+    let deployer = deployer(&state);
+    deployer.state.migrate().unwrap();
+    let unclaimed = deployer
+        .state
+        .group(&state::unclaimed_group_id("shop", "web"));
+    let unclaimed = unclaimed.path();
+    assert!(unclaimed.is_dir());
+
+    // Another application's group of the same name does not take it.
+    let other = tmp.path().join("other");
+    let other_dest = tmp.path().join("other-dest");
+    bundle(&other, "other", &other_dest);
+    deploy(
+        &deployer,
+        &request("o1", "billing", "web", "g-billing", &other),
+    )
+    .await;
+    assert!(unclaimed.is_dir());
+    assert_eq!(read(&dest.join("stops.log")), "");
+
+    let new = tmp.path().join("new");
+    bundle(&new, "new", &dest);
+    deploy(&deployer, &request("n1", "shop", "web", "g-shop", &new)).await;
+    assert!(!unclaimed.exists());
+    assert_eq!(read(&dest.join("stops.log")), "old\n");
+    assert!(!dest.join("old.txt").exists());
+}
+
+#[tokio::test]
+async fn a_migration_interrupted_after_rewriting_paths_is_finished_on_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let dest = tmp.path().join("dest");
+    old_layout(&state, "shop", "null", &dest);
+    let deployer = deployer(&state);
+    let id = state::local_group_id("shop", "web");
+    // The first half of a move, as a crash before the rename leaves it.
+    let info = state::GroupInfo {
+        schema_version: SCHEMA_VERSION,
+        group_id: Some(id.clone()),
+        application: "shop".into(),
+        group: "web".into(),
+    };
+    state::rewrite_group_paths(
+        &deployer.state.legacy_group("web"),
+        &deployer.state.group(&id),
+        &info,
+    )
+    .unwrap();
+    deployer.state.migrate().unwrap();
+    let new = tmp.path().join("new");
+    bundle(&new, "new", &dest);
+    deploy(&deployer, &request("n1", "shop", "web", &id, &new)).await;
+    assert_eq!(read(&dest.join("stops.log")), "old\n");
+    assert!(!dest.join("old.txt").exists());
+}
+
+#[test]
+fn events_run_in_lifecycle_order_with_download_when_needed() {
+    assert_eq!(
+        plan_events(&[ApplicationStart, ApplicationStop, Install]),
+        vec![ApplicationStop, DownloadBundle, Install, ApplicationStart]
+    );
+    assert_eq!(plan_events(&[ApplicationStop]), vec![ApplicationStop]);
+    assert_eq!(
+        plan_events(&LifecycleEvent::ALL),
+        LifecycleEvent::ALL.to_vec()
+    );
+}
+
+/// The events of a [`Phase::PreviousRevision`], or `None` for another phase.
+fn previous_revision(phase: &Phase) -> Option<(Vec<LifecycleEvent>, Option<Vec<LifecycleEvent>>)> {
+    match phase {
+        Phase::PreviousRevision { events, then } => Some((
+            events.iter().copied().collect(),
+            then.as_ref().map(|t| t.iter().copied().collect()),
+        )),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_deployment_starts_with_the_previous_revisions_events_then_downloads_for_the_new_ones() {
+    assert_eq!(
+        previous_revision(&Phase::start(&[ApplicationStart, ApplicationStop, Install])),
+        Some((vec![ApplicationStop], Some(vec![Install, ApplicationStart])))
+    );
+    // Only previous-revision events: nothing is downloaded.
+    assert_eq!(
+        previous_revision(&Phase::start(&[ApplicationStop, BeforeBlockTraffic])),
+        Some((vec![BeforeBlockTraffic, ApplicationStop], None))
+    );
+    // DownloadBundle alone still downloads.
+    assert_eq!(
+        previous_revision(&Phase::start(&[DownloadBundle])),
+        Some((vec![], Some(vec![])))
+    );
+}
+
+/// Remembers every event result the deployment told it.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<EventResult>>);
+impl Observer for Recorder {
+    fn event_started(&self, _: LifecycleEvent) {}
+    fn event_ended(&self, r: &EventResult) {
+        self.0.lock().unwrap().push(r.clone());
+    }
+}
+
+/// A bundle whose ApplicationStop exits 3.
+fn failing_stop_bundle(dir: &Path, dest: &Path) {
+    bundle(dir, "bad", dest);
+    fs::write(dir.join("stop.sh"), "#!/bin/sh\nexit 3\n").unwrap();
+}
+
+#[tokio::test]
+async fn a_deployment_asked_to_stop_before_its_first_event_ends_stopped_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("b");
+    bundle(&src, "a", &tmp.path().join("dest"));
+    let deployer = deployer(&tmp.path().join("state"));
+    let stop = Stop::default();
+    stop.abort.cancel();
+    let record = deployer
+        .run(&request("d1", "shop", "web", "g", &src), &Quiet, &stop)
+        .await
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Stopped);
+    assert!(record.events.is_empty(), "{record:?}");
+    assert_eq!(record.failed_event, None);
+    assert_eq!(
+        record.error.as_deref(),
+        Some("deployment stopped before BeforeBlockTraffic")
+    );
+    assert!(!deployer.state.in_flight_path().exists());
+}
+
+#[tokio::test]
+async fn a_failed_application_stop_is_ignored_only_when_the_deployment_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("dest");
+    let (bad, good) = (tmp.path().join("bad"), tmp.path().join("good"));
+    failing_stop_bundle(&bad, &dest);
+    bundle(&good, "good", &dest);
+    let deployer = deployer(&tmp.path().join("state"));
+    deploy(&deployer, &request("d1", "shop", "web", "g", &bad)).await;
+
+    let failed = deployer
+        .run(
+            &request("d2", "shop", "web", "g", &good),
+            &Quiet,
+            &Stop::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status, RecordStatus::Failed);
+    assert_eq!(failed.failed_event.as_deref(), Some("ApplicationStop"));
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("script stop.sh exited with code 3")
+    );
+    let last = failed.events.last().unwrap();
+    assert_eq!(
+        (last.status, last.exit_code),
+        (EventStatus::Failed, Some(3))
+    );
+    assert!(
+        !dest.join("good.txt").exists(),
+        "nothing after the failure ran"
+    );
+
+    let mut req = request("d3", "shop", "web", "g", &good);
+    req.ignore_application_stop_failures = true;
+    let seen = Recorder::default();
+    let record = deployer.run(&req, &seen, &Stop::default()).await.unwrap();
+    assert_eq!(record.status, RecordStatus::Succeeded, "{record:?}");
+    let stop = record
+        .events
+        .iter()
+        .find(|e| e.event == "ApplicationStop")
+        .unwrap();
+    assert_eq!(stop.status, EventStatus::FailedIgnored);
+    assert_eq!(read(&dest.join("good.txt")), "good");
+    // What the observer was told (and so reported) is what the record keeps.
+    let told: Vec<EventRecord> = seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(EventResult::record)
+        .collect();
+    assert_eq!(told, record.events);
+}
+
+#[tokio::test]
+async fn download_bundle_alone_prepares_the_revision_and_installs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("b");
+    let dest = tmp.path().join("dest");
+    bundle(&src, "a", &dest);
+    let deployer = deployer(&tmp.path().join("state"));
+    let mut req = request("d1", "shop", "web", "g", &src);
+    req.events = vec![DownloadBundle];
+    let record = deploy(&deployer, &req).await;
+    let events: Vec<(&str, EventStatus)> = record
+        .events
+        .iter()
+        .map(|e| (e.event.as_str(), e.status))
+        .collect();
+    assert_eq!(events, [("DownloadBundle", EventStatus::Succeeded)]);
+    let deployment = deployer.state.group("g").deployment("d1");
+    assert!(deployment.archive_dir().join("appspec.yml").is_file());
+    assert!(!dest.exists());
+    assert!(!deployer.state.group("g").last_success_path().exists());
+}
+
+#[test]
+fn a_scripts_exit_code_or_signal_becomes_one_failure_each() {
+    use crate::hooks::{HookOutcome, ScriptExit};
+    use records::{Halt, Problem, Step};
+    let exited = Step::of_script("a.sh", HookOutcome::Failed(ScriptExit::Code(3)));
+    assert_eq!(
+        exited,
+        Step::Halted(Halt::Failed(Problem {
+            code: ErrorCode::ScriptFailed,
+            message: "script a.sh exited with code 3".into(),
+            script: Some("a.sh".into()),
+            exit_code: Some(3),
+        }))
+    );
+    let killed = Step::of_script("a.sh", HookOutcome::Failed(ScriptExit::Signal(9)));
+    assert_eq!(
+        killed,
+        Step::Halted(Halt::Failed(Problem {
+            code: ErrorCode::ScriptFailed,
+            message: "script a.sh was killed by signal 9".into(),
+            script: Some("a.sh".into()),
+            exit_code: None,
+        }))
+    );
+    assert!(matches!(
+        Step::of_script("a.sh", HookOutcome::Interrupted),
+        Step::Halted(Halt::Stopped(Problem {
+            code: ErrorCode::Aborted,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn an_events_report_carries_exactly_what_its_record_keeps() {
+    let result = EventResult {
+        event: ValidateService,
+        status: EventStatus::Failed,
+        duration: Duration::from_millis(1234),
+        error_code: Some(ErrorCode::ScriptTimedOut),
+        message: Some("script check.sh timed out after 5 s".into()),
+        script: Some("check.sh".into()),
+        exit_code: None,
+        log_tail: Some("waiting\n".into()),
+    };
+    let record = result.record();
+    assert_eq!(
+        record,
+        EventRecord {
+            event: "ValidateService".into(),
+            status: EventStatus::Failed,
+            duration_ms: 1234,
+            error_code: Some(ErrorCode::ScriptTimedOut),
+            message: Some("script check.sh timed out after 5 s".into()),
+            script: Some("check.sh".into()),
+            exit_code: None,
+        }
+    );
+    assert_eq!(
+        result.report(),
+        ReportBody::EventEnded {
+            event: "ValidateService".into(),
+            status: EventStatus::Failed,
+            error_code: Some(ErrorCode::ScriptTimedOut),
+            message: Some("script check.sh timed out after 5 s".into()),
+            script: Some("check.sh".into()),
+            exit_code: None,
+            log_tail: Some("waiting\n".into()),
+            duration_ms: 1234,
+        }
+    );
+}

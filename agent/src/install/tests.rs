@@ -3,12 +3,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::cmp::Reverse;
+use std::fs::{self, File, Permissions};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use hoist_appspec::FileMapping;
+use hoist_appspec::{FileMapping, ObjectType, Permission, SelinuxContext};
+use nix::unistd::{Group, User};
 
+use super::files::execute;
+use super::permissions::{apply_permissions_searching, find_tool, simple_glob};
+use super::plan::{CopyKind, Op};
 use super::*;
 
 mod properties;

@@ -22,7 +22,8 @@ use super::{io_err, EntryKind, InstallError, InstalledEntry, InstalledFiles};
 pub fn remove_previous(previous: &InstalledFiles) -> Result<(), InstallError> {
     let mut dirs = Vec::new();
     for entry in previous.entries.iter().rev() {
-        // A relative path can only come from a damaged record; acting on it would remove
+        // This guards the record read back from the state directory, not the appspec: a
+        // relative path can only come from a damaged record, and acting on it would remove
         // something relative to the agent's working directory.
         if !entry.path.is_absolute() {
             tracing::warn!(path = %entry.path.display(), "ignoring relative path in the record of installed files");

@@ -77,8 +77,6 @@ pub enum InstallError {
     MissingSource { index: usize, source_path: String },
     #[error("files[{index}].source {source_path:?} is outside the bundle")]
     SourceOutsideBundle { index: usize, source_path: String },
-    #[error("files[{index}].destination {destination:?} is not an absolute path")]
-    RelativeDestination { index: usize, destination: PathBuf },
     #[error("{path}: is a directory, but {from} installs a file there")]
     TargetIsDirectory { path: PathBuf, from: String },
     #[error("{path}: exists and is not a directory, but {from} needs a directory there")]
@@ -135,11 +133,11 @@ pub fn apply_permissions(spec: &AppSpec, installed: &InstalledFiles) -> Result<(
 }
 
 /// Makes an absolute path canonical without touching the filesystem (`.` and `..` resolved,
-/// trailing slashes dropped), as CodeDeploy's `File.expand_path` does. `None` when relative.
-fn normalize_absolute(path: &Path) -> Option<PathBuf> {
-    if !path.is_absolute() {
-        return None;
-    }
+/// trailing slashes dropped), as CodeDeploy's `File.expand_path` does.
+///
+/// `path` is a `files[].destination` or a `permissions[].object`, which a parsed appspec
+/// guarantees absolute (`hoist_appspec::parse` rejects any other), so it is not checked again.
+fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for component in path.components() {
         match component {
@@ -150,7 +148,7 @@ fn normalize_absolute(path: &Path) -> Option<PathBuf> {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
         }
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use hoist_appspec::{AppSpec, ObjectType, Permission, SelinuxContext};
 use nix::unistd::{Gid, Group, Uid, User};
 
-use super::{io_err, normalize_absolute, EntryKind, InstallError, InstalledFiles};
+use super::{io_err, normalize, EntryKind, InstallError, InstalledFiles};
 
 /// Where `setfacl`, `semanage` and `restorecon` are looked for.
 pub(super) fn search_path() -> OsString {
@@ -155,12 +155,7 @@ fn plan_permissions<'a>(
     let mut targets = Vec::new();
     let mut claimed: HashMap<&Path, usize> = HashMap::new();
     for (index, permission) in spec.permissions.iter().enumerate() {
-        let Some(object) = normalize_absolute(&permission.object) else {
-            return Err(InstallError::Permission {
-                path: permission.object.clone(),
-                reason: format!("permissions[{index}].object must be an absolute path"),
-            });
-        };
+        let object = normalize(&permission.object);
         let wants = |t: ObjectType| permission.types.is_empty() || permission.types.contains(&t);
         let mut matches: Vec<(&'a Path, EntryKind)> = Vec::new();
 
@@ -357,6 +352,8 @@ pub(super) fn find_tool(
     path: &Path,
 ) -> Result<PathBuf, InstallError> {
     std::env::split_paths(search_path)
+        // `PATH` comes from the agent's environment, not the appspec: a relative entry
+        // would find a tool relative to the working directory, so it is skipped.
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(tool))
         .find(|candidate| {

@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use hoist_appspec::{AppSpec, FileExistsBehavior};
 
-use super::{io_err, normalize_absolute, EntryKind, InstallError, InstalledEntry, InstalledFiles};
+use super::{io_err, normalize, EntryKind, InstallError, InstalledEntry, InstalledFiles};
 
 /// The record `execute` will produce for `ops` if nothing fails.
 pub(super) fn planned_record(ops: &[Op]) -> InstalledFiles {
@@ -82,12 +82,7 @@ pub(super) fn plan_install(
     };
     for (index, mapping) in spec.files.iter().enumerate() {
         let (source, relative) = resolve_source(index, &mapping.source, &canonical_root)?;
-        let destination = normalize_absolute(&mapping.destination).ok_or_else(|| {
-            InstallError::RelativeDestination {
-                index,
-                destination: mapping.destination.clone(),
-            }
-        })?;
+        let destination = normalize(&mapping.destination);
         let meta = fs::symlink_metadata(&source).map_err(|_| InstallError::MissingSource {
             index,
             source_path: mapping.source.clone(),
@@ -254,6 +249,9 @@ impl Planner {
 /// Resolves a `files[].source` inside the bundle: leading slashes mean the bundle root, `..`
 /// may not climb above it, and no directory on the way may be a symlink leading out of it.
 /// Returns the absolute path and the path relative to the bundle root.
+///
+/// These checks are not the parser's again: it checks only that `source` is a string, and
+/// the bundle's own symlinks are untrusted content.
 fn resolve_source(
     index: usize,
     source: &str,

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
 use crate::bundle::fetch::{self, FetchError, Fetched};
-use crate::hooks::{self, HookLog, HookOutcome, LogFields, ScriptRun};
+use crate::hooks::{self, HookLog, HookOutcome, HookRun, LogFields};
 use crate::install::{self, InstalledFiles};
 use crate::state::{
     self, DeploymentRecord, EventRecord, InFlight, LastSuccess, RecordStatus, StateDir,
@@ -532,7 +532,7 @@ impl Engine {
             in_flight.pgid_start_time = None;
             state::write_json(&self.state.in_flight_path(), &*in_flight)?;
             observer.script_started(event, &hook.location);
-            let run = ScriptRun {
+            let run = HookRun {
                 location: hook.location.clone(),
                 bundle_root: root.to_path_buf(),
                 timeout: Duration::from_secs(hook.timeout_secs),
@@ -555,7 +555,7 @@ impl Engine {
                     warn!("recording the process group of a running script: {e:#}");
                 }
             };
-            let outcome = hooks::run_script(&run, log, stop.shutdown.clone(), &record_pgid).await;
+            let outcome = hooks::run_hook(&run, log, stop.shutdown.clone(), &record_pgid).await;
             let step = outcome_step(&hook.location, outcome);
             if step.status != EventStatus::Succeeded {
                 return Ok(step);

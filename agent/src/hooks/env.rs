@@ -6,8 +6,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::quoted;
-
 /// Reads an operator environment file: `KEY=VALUE` lines, `#` comments and blank lines
 /// ignored, optional `export ` prefix, values optionally in single or double quotes.
 ///
@@ -43,7 +41,7 @@ fn parse_environment_line(line: &str) -> anyhow::Result<(String, String)> {
         _ => line,
     };
     let Some((key, value)) = line.split_once('=') else {
-        bail!("expected KEY=VALUE, found {}", quoted(line));
+        bail!("expected KEY=VALUE, found {line:?}");
     };
     let key = key.trim_end();
     let valid_key = key
@@ -52,7 +50,7 @@ fn parse_environment_line(line: &str) -> anyhow::Result<(String, String)> {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid_key {
-        bail!("{} is not a valid variable name", quoted(key));
+        bail!("{key:?} is not a valid variable name");
     }
     let value = value.trim_start();
     let (value, rest) = if let Some(body) = value.strip_prefix('"') {
@@ -94,10 +92,7 @@ fn parse_environment_line(line: &str) -> anyhow::Result<(String, String)> {
     };
     let rest = rest.trim_start();
     if !(rest.is_empty() || rest.starts_with('#')) {
-        bail!(
-            "unexpected {} after the quoted value of {key}",
-            quoted(rest)
-        );
+        bail!("unexpected {rest:?} after the quoted value of {key}");
     }
     if value.contains('\0') {
         bail!("the value of {key} contains a NUL byte");

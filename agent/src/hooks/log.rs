@@ -122,7 +122,7 @@ impl HookLog {
     }
 
     /// A line about one script, written by the agent.
-    pub(super) fn note_script(&self, label: &str, line: &str) {
+    pub(super) fn note_hook(&self, label: &str, line: &str) {
         let f = self.fields();
         tracing::info!(
             deployment_id = %f.deployment_id,
@@ -263,7 +263,7 @@ mod tests {
         log.set_event("AfterInstall");
         tracing::subscriber::with_default(subscriber, || {
             log.output_line("AfterInstall run.sh", Stream::Stdout, "hello");
-            log.note_script("AfterInstall run.sh", "exited 0");
+            log.note_hook("AfterInstall run.sh", "exited 0");
         });
         let events = capture.0.lock().unwrap().clone();
         assert_eq!(events.len(), 2);

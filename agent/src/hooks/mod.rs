@@ -37,9 +37,10 @@ use tokio_util::sync::CancellationToken;
 pub use env::read_environment_file;
 pub use log::{HookLog, LogFields};
 
-/// One script to run.
+/// One hook to run: its appspec entry (the script's `location`, `timeout`, `runas`) and
+/// what running it needs.
 #[derive(Debug, Clone)]
-pub struct ScriptRun {
+pub struct HookRun {
     /// `location` as written in the appspec (relative to the bundle root; a leading `/` is
     /// the bundle root).
     pub location: String,
@@ -85,14 +86,14 @@ pub enum HookOutcome {
     },
 }
 
-/// Runs one script to its end. `on_spawn` receives the process group id as soon as the
+/// Runs one hook to its end. `on_spawn` receives the process group id as soon as the
 /// script started (so the caller can record it durably).
 ///
 /// If `stop` is already cancelled, the script is not started and the outcome is
 /// `Interrupted`. If the returned future is dropped while the script runs, the script's
 /// process group is killed.
-pub async fn run_script(
-    run: &ScriptRun,
+pub async fn run_hook(
+    run: &HookRun,
     log: &HookLog,
     stop: CancellationToken,
     on_spawn: &(dyn Fn(i32) + Send + Sync),
@@ -108,16 +109,15 @@ pub async fn run_script(
         HookOutcome::TimedOut { after } => {
             format!("timed out after {}", humantime::format_duration(*after))
         }
-        HookOutcome::Missing => format!(
-            "script {} does not exist in the bundle",
-            quoted(&run.location)
-        ),
+        HookOutcome::Missing => {
+            format!("script {:?} does not exist in the bundle", run.location)
+        }
         HookOutcome::NotExecutable { reason } => format!("not executable: {reason}"),
         HookOutcome::RunAsFailed { reason } => format!("runas failed: {reason}"),
         HookOutcome::Interrupted => "interrupted: the agent is stopping".to_string(),
         HookOutcome::SpawnFailed { reason } => format!("could not start: {reason}"),
     };
-    log.note_script(&run.label, &line);
+    log.note_hook(&run.label, &line);
     outcome
 }
 
@@ -137,8 +137,4 @@ fn signal_name(signal: i32) -> String {
         Ok(s) => s.as_str().to_string(),
         Err(_) => format!("signal {signal}"),
     }
-}
-
-pub(super) fn quoted(s: &str) -> String {
-    format!("{s:?}")
 }

@@ -136,7 +136,7 @@ impl StreamTail {
         if let Err(err) = (&mut self.file).take(limit).read_to_end(&mut fresh) {
             if !self.failed {
                 self.failed = true;
-                log.note_script(label, &format!("reading {}: {err}", self.stream.name()));
+                log.note_hook(label, &format!("reading {}: {err}", self.stream.name()));
             }
         }
         self.partial.extend_from_slice(&fresh);

@@ -23,7 +23,7 @@ use super::log::HookLog;
 use super::output::{create_output_files, Tailer};
 use super::runas::{resolve_user, Identity};
 use super::script::{resolve_script, Resolved};
-use super::{outcome_of, quoted, HookOutcome, ScriptRun};
+use super::{outcome_of, HookOutcome, HookRun};
 
 /// How often the output files are read while a script runs.
 const POLL: Duration = Duration::from_millis(50);
@@ -34,9 +34,9 @@ const KILL_SETTLE: Duration = Duration::from_secs(2);
 /// How much the final drain reads at most, because a daemon may still be writing.
 const READ_FINAL: u64 = 16 << 20;
 
-/// Runs the hook to its end; `run_script` documents `stop`, `on_spawn` and dropping.
+/// Runs the hook to its end; `run_hook` documents `stop`, `on_spawn` and dropping.
 pub(super) async fn run_to_end(
-    run: &ScriptRun,
+    run: &HookRun,
     log: &HookLog,
     stop: CancellationToken,
     on_spawn: &(dyn Fn(i32) + Send + Sync),
@@ -47,7 +47,7 @@ pub(super) async fn run_to_end(
             made_executable,
         }) => {
             if made_executable {
-                log.note_script(&run.label, "the script had no execute permission: added it");
+                log.note_hook(&run.label, "the script had no execute permission: added it");
             }
             path
         }
@@ -101,7 +101,7 @@ enum Ending {
 }
 
 async fn supervise(
-    run: &ScriptRun,
+    run: &HookRun,
     log: &HookLog,
     stop: &CancellationToken,
     child: &mut Child,
@@ -166,7 +166,7 @@ async fn supervise(
                 }
             }
             _ = sleep_until(deadline), if ending.is_none() => {
-                log.note_script(&run.label, &format!(
+                log.note_hook(&run.label, &format!(
                     "timeout of {} reached: sending SIGTERM to process group {pgid}",
                     humantime::format_duration(run.timeout),
                 ));
@@ -174,14 +174,14 @@ async fn supervise(
                 ending = Some((Ending::Timeout, after(run.kill_grace)));
             }
             _ = stop.cancelled(), if stop_deadline.is_none() && ending.is_none() => {
-                log.note_script(&run.label, &format!(
+                log.note_hook(&run.label, &format!(
                     "the agent is stopping: the script may run {} more",
                     humantime::format_duration(run.stop_grace),
                 ));
                 stop_deadline = Some(after(run.stop_grace));
             }
             _ = sleep_until(stop_deadline.unwrap_or(far)), if stop_deadline.is_some() && ending.is_none() => {
-                log.note_script(&run.label, &format!(
+                log.note_hook(&run.label, &format!(
                     "stop grace period over: sending SIGTERM to process group {pgid}"
                 ));
                 kill_group(log, &run.label, pgid, Signal::SIGTERM);
@@ -198,8 +198,8 @@ async fn supervise(
     }
 }
 
-fn send_sigkill(log: &HookLog, run: &ScriptRun, pgid: Pid) {
-    log.note_script(
+fn send_sigkill(log: &HookLog, run: &HookRun, pgid: Pid) {
+    log.note_hook(
         &run.label,
         &format!(
             "process group {pgid} still running {} after SIGTERM: sending SIGKILL",
@@ -248,14 +248,14 @@ fn group_alive(pgid: Pid) -> bool {
 fn kill_group(log: &HookLog, label: &str, pgid: Pid, signal: Signal) {
     match killpg(pgid, signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(err) => log.note_script(
+        Err(err) => log.note_hook(
             label,
             &format!("sending {signal} to process group {pgid}: {err}"),
         ),
     }
 }
 
-/// Kills the script's process group if `run_script` is dropped while the script runs, so an
+/// Kills the script's process group if `run_hook` is dropped while the script runs, so an
 /// abandoned script cannot live on unsupervised.
 struct GroupGuard {
     pgid: Option<Pid>,
@@ -276,7 +276,7 @@ impl Drop for GroupGuard {
 }
 
 fn spawn(
-    run: &ScriptRun,
+    run: &HookRun,
     script: &Path,
     identity: Option<&Identity>,
     out: &File,
@@ -286,7 +286,7 @@ fn spawn(
     let first = command(run, script, None, identity, out, err).and_then(|mut c| c.spawn());
     let result = match first {
         Err(e) if e.raw_os_error() == Some(Errno::ENOEXEC as i32) => {
-            log.note_script(
+            log.note_hook(
                 &run.label,
                 "the script has no #! line the kernel can run: running it with /bin/sh",
             );
@@ -302,7 +302,7 @@ fn spawn(
                 if id.switch && (code == Errno::EPERM as i32 || code == Errno::EACCES as i32) =>
             {
                 HookOutcome::RunAsFailed {
-                    reason: format!("{reason} (as user {})", quoted(&id.name)),
+                    reason: format!("{reason} (as user {:?})", id.name),
                 }
             }
             _ => HookOutcome::SpawnFailed { reason },
@@ -311,7 +311,7 @@ fn spawn(
 }
 
 fn command(
-    run: &ScriptRun,
+    run: &HookRun,
     script: &Path,
     interpreter: Option<&Path>,
     identity: Option<&Identity>,

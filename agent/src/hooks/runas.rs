@@ -8,8 +8,6 @@ use std::ffi::CString;
 use nix::unistd::{Gid, Uid, User};
 use tokio::process::Command;
 
-use super::quoted;
-
 /// The user a script runs as, resolved before the fork (the password and group databases
 /// may need NSS modules, which are not safe to call between fork and exec).
 pub(super) struct Identity {
@@ -40,22 +38,20 @@ impl Identity {
 pub(super) fn resolve_user(name: &str) -> Result<Identity, String> {
     let user = match User::from_name(name) {
         Ok(Some(user)) => user,
-        Ok(None) => return Err(format!("user {} does not exist", quoted(name))),
-        Err(err) => return Err(format!("looking up user {}: {err}", quoted(name))),
+        Ok(None) => return Err(format!("user {name:?} does not exist")),
+        Err(err) => return Err(format!("looking up user {name:?}: {err}")),
     };
     let me = nix::unistd::geteuid();
     let switch = user.uid != me;
     if switch && !me.is_root() {
         return Err(format!(
-            "cannot run as user {}: the agent runs as uid {me}, not root",
-            quoted(name)
+            "cannot run as user {name:?}: the agent runs as uid {me}, not root"
         ));
     }
     let groups = if switch {
-        let cname =
-            CString::new(name).map_err(|_| format!("user {} is not a valid name", quoted(name)))?;
+        let cname = CString::new(name).map_err(|_| format!("user {name:?} is not a valid name"))?;
         nix::unistd::getgrouplist(&cname, user.gid)
-            .map_err(|err| format!("reading the groups of user {}: {err}", quoted(name)))?
+            .map_err(|err| format!("reading the groups of user {name:?}: {err}"))?
     } else {
         Vec::new()
     };

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 
-use super::{quoted, HookOutcome};
+use super::HookOutcome;
 
 /// A hook's script found in the bundle.
 pub(super) struct Resolved {
@@ -22,7 +22,7 @@ pub(super) struct Resolved {
 /// `..` or by a symbolic link), and makes it executable if it is not.
 pub(super) fn resolve_script(bundle_root: &Path, location: &str) -> Result<Resolved, HookOutcome> {
     let not_exec = |reason: String| HookOutcome::NotExecutable { reason };
-    let shown = quoted(location);
+    let shown = format!("{location:?}");
     let relative =
         normalize_location(location).map_err(|why| not_exec(format!("{shown} {why}")))?;
     let root = std::fs::canonicalize(bundle_root).map_err(|err| HookOutcome::SpawnFailed {

@@ -27,9 +27,6 @@ use crate::state::{
     SCHEMA_VERSION,
 };
 
-/// PATH given to every hook.
-const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// Settings that hold for every deployment on this host.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -617,24 +614,13 @@ impl Engine {
         }
     }
 
-    /// The environment of every hook of `event`: a clean one, never the agent's own.
+    /// The environment of every hook of `event`: a clean one, never the agent's own, with
+    /// this deployment's variables last (`hooks::hook_environment`).
     fn hook_env(
         &self,
         event: LifecycleEvent,
         req: &DeploymentRequest,
     ) -> anyhow::Result<Vec<(String, String)>> {
-        let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".to_string());
-        let mut env = vec![
-            ("PATH".to_string(), HOOK_PATH.to_string()),
-            ("LANG".to_string(), lang),
-        ];
-        // The operator's file comes before our variables so it can never override them.
-        if let Some(path) = &self.settings.environment_file {
-            for (k, v) in hooks::read_environment_file(path)? {
-                env.retain(|(key, _)| *key != k);
-                env.push((k, v));
-            }
-        }
         let ours = [
             ("LIFECYCLE_EVENT", event.to_string()),
             ("DEPLOYMENT_ID", req.deployment_id.clone()),
@@ -642,15 +628,11 @@ impl Engine {
             ("DEPLOYMENT_GROUP_NAME", req.group.clone()),
             ("DEPLOYMENT_GROUP_ID", req.group_id.clone()),
         ];
-        for (k, v) in ours
+        let deployment = ours
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
-            .chain(req.bundle_env.iter().cloned())
-        {
-            env.retain(|(key, _)| *key != k);
-            env.push((k, v));
-        }
-        Ok(env)
+            .chain(req.bundle_env.iter().cloned());
+        hooks::hook_environment(self.settings.environment_file.as_deref(), deployment)
     }
 
     /// Keeps the newest `keep` deployment directories of a group (by id) and always the one

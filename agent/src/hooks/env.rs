@@ -1,10 +1,41 @@
-//! The operator's environment file (`hooks.environment_file`): `KEY=VALUE` lines added to
-//! every hook's environment. Only the parsing lives here; which variables a hook gets, and
-//! in what order of precedence, is the caller's (`deployment`).
+//! A hook's environment: never the agent's own, but an allowlist (PATH, LANG), then the
+//! operator's environment file (`hooks.environment_file`, `KEY=VALUE` lines), then the
+//! deployment's variables, each later source replacing a variable of an earlier one, so the
+//! operator's file can never override what the deployment says. `runas` adds HOME, USER,
+//! LOGNAME and SHELL when the script starts (`runas`).
+//!
+//! Which deployment variables there are (LIFECYCLE_EVENT, DEPLOYMENT_ID, ...) is the
+//! caller's (`deployment`): this module knows no lifecycle event.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
+
+/// PATH given to every hook.
+const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The complete environment of a hook: PATH and LANG (the agent's, else `C.UTF-8`), then
+/// the variables of `environment_file`, then `deployment`'s, a later one replacing an
+/// earlier one of the same name.
+pub fn hook_environment(
+    environment_file: Option<&Path>,
+    deployment: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".to_string());
+    let mut env = vec![
+        ("PATH".to_string(), HOOK_PATH.to_string()),
+        ("LANG".to_string(), lang),
+    ];
+    let from_file = match environment_file {
+        Some(path) => read_environment_file(path)?,
+        None => Vec::new(),
+    };
+    for (k, v) in from_file.into_iter().chain(deployment) {
+        env.retain(|(key, _)| *key != k);
+        env.push((k, v));
+    }
+    Ok(env)
+}
 
 /// Reads an operator environment file: `KEY=VALUE` lines, `#` comments and blank lines
 /// ignored, optional `export ` prefix, values optionally in single or double quotes.
@@ -12,7 +43,7 @@ use anyhow::{bail, Context};
 /// Nothing is expanded (`$X` stays as written). In double quotes a backslash escapes
 /// `"`, `\`, `$` and `` ` ``; single quotes keep everything literally. An unquoted value ends
 /// at a ` #` comment.
-pub fn read_environment_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+fn read_environment_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading environment file {}", path.display()))?;
     parse_environment(&text).map_err(|(line, why)| {
@@ -162,6 +193,34 @@ mod tests {
         check_err("A='open", 1, "unterminated single quote");
         check_err("A='x' y", 1, "unexpected");
         check_err("export A", 1, "expected KEY=VALUE");
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_file_may_replace_path_but_never_a_deployment_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook.env");
+        std::fs::write(&path, "PATH=/opt/bin\nDEPLOYMENT_ID=forged\nTEAM=web\n").unwrap();
+        let env = hook_environment(Some(&path), pairs(&[("DEPLOYMENT_ID", "d-1")])).unwrap();
+        let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".to_string());
+        assert_eq!(
+            env,
+            pairs(&[
+                ("LANG", &lang),
+                ("PATH", "/opt/bin"),
+                ("TEAM", "web"),
+                ("DEPLOYMENT_ID", "d-1"),
+            ])
+        );
+        let bare = hook_environment(None, Vec::new()).unwrap();
+        assert_eq!(bare, pairs(&[("PATH", HOOK_PATH), ("LANG", &lang)]));
+        let missing = hook_environment(Some(&dir.path().join("nope")), Vec::new()).unwrap_err();
+        assert!(format!("{missing:#}").contains("nope"), "{missing:#}");
     }
 
     #[test]

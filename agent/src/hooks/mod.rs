@@ -34,7 +34,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
-pub use env::read_environment_file;
+pub use env::hook_environment;
 pub use log::{HookLog, LogFields};
 
 /// One hook to run: its appspec entry (the script's `location`, `timeout`, `runas`) and

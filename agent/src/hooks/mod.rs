@@ -13,11 +13,13 @@
 //! `runas` resolves the user before the fork and switches to it between fork and exec;
 //! `run` spawns and supervises the process group (timeout, stop, TERM then KILL); `output`
 //! owns the output files and the tailer that copies them into the log; `log` is the hook log
-//! itself (timestamped lines, the tail for reports, the journal's fields); `env` reads the
-//! operator's environment file.
+//! itself (timestamped lines, the tail for reports, the journal's fields); `env` builds a
+//! hook's environment (the allowlist, the operator's environment file, then the deployment's
+//! variables).
 //!
 //! It deliberately knows nothing of lifecycle events' order or of reports: the caller
-//! (`deployment`) decides what runs and what an outcome means, and builds the environment.
+//! (`deployment`) decides what runs and what an outcome means, and supplies the deployment's
+//! variables.
 
 mod env;
 mod log;

@@ -1,7 +1,7 @@
 //! `runas`: the user a script runs as, resolved from the password and group databases
 //! before the fork, and the switch to it (setgroups, setgid, setuid, in that order) between
-//! fork and exec. A user that does not exist, or an agent that is not root, fails the hook;
-//! nothing ever falls back to running as root.
+//! fork and exec. A user that does not exist, or another user asked of an agent that is not
+//! root, fails the hook; nothing ever falls back to running as the agent's user.
 
 use std::ffi::CString;
 

@@ -17,12 +17,9 @@ use super::{Deployer, DeploymentRequest, Prepared, Source};
 use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
 use crate::bundle::fetch::{self, FetchError, Fetched};
-use crate::hooks::{self, HookLog, ScriptRun};
+use crate::hooks::{self, HookLog, HookRun};
 use crate::install::{self, InstalledFiles};
 use crate::state::{self, DeploymentDir, LastSuccess};
-
-/// PATH given to every hook.
-const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A revision on this host, ready to be put in the deployment directory.
 enum OnHost {
@@ -156,7 +153,7 @@ impl Deployer {
                 ))));
             }
             journal.script_started(event, &hook.location)?;
-            let run = ScriptRun {
+            let run = HookRun {
                 location: hook.location.clone(),
                 bundle_root: root.to_path_buf(),
                 timeout: Duration::from_secs(hook.timeout_secs),
@@ -167,7 +164,7 @@ impl Deployer {
                 label: format!("{event} {}", hook.location),
             };
             let record_pgid = journal.pgid_recorder();
-            let outcome = hooks::run_script(
+            let outcome = hooks::run_hook(
                 &run,
                 &journal.log,
                 journal.stop.shutdown.clone(),
@@ -231,24 +228,13 @@ impl Deployer {
         }
     }
 
-    /// The environment of every hook of `event`: a clean one, never the agent's own.
+    /// The environment of every hook of `event`: a clean one, never the agent's own, with
+    /// this deployment's variables last (`hooks::hook_environment`).
     fn hook_env(
         &self,
         event: LifecycleEvent,
         req: &DeploymentRequest,
     ) -> anyhow::Result<Vec<(String, String)>> {
-        let lang = std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".to_string());
-        let mut env = vec![
-            ("PATH".to_string(), HOOK_PATH.to_string()),
-            ("LANG".to_string(), lang),
-        ];
-        // The operator's file comes before our variables so it can never override them.
-        if let Some(path) = &self.settings.environment_file {
-            for (k, v) in hooks::read_environment_file(path)? {
-                env.retain(|(key, _)| *key != k);
-                env.push((k, v));
-            }
-        }
         let ours = [
             ("LIFECYCLE_EVENT", event.to_string()),
             ("DEPLOYMENT_ID", req.deployment_id.clone()),
@@ -256,15 +242,11 @@ impl Deployer {
             ("DEPLOYMENT_GROUP_NAME", req.group.clone()),
             ("DEPLOYMENT_GROUP_ID", req.group_id.clone()),
         ];
-        for (k, v) in ours
+        let deployment = ours
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
-            .chain(req.bundle_env.iter().cloned())
-        {
-            env.retain(|(key, _)| *key != k);
-            env.push((k, v));
-        }
-        Ok(env)
+            .chain(req.bundle_env.iter().cloned());
+        hooks::hook_environment(self.settings.environment_file.as_deref(), deployment)
     }
 }
 

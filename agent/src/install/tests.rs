@@ -3,12 +3,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::cmp::Reverse;
+use std::fs::{self, File, Permissions};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use hoist_appspec::FileMapping;
+use hoist_appspec::{FileMapping, ObjectType, Permission, SelinuxContext};
+use nix::unistd::{Group, User};
 
+use super::files::execute;
+use super::permissions::{apply_permissions_searching, find_tool, simple_glob};
+use super::plan::{CopyKind, Op};
 use super::*;
 
 mod properties;
@@ -534,16 +540,19 @@ fn bad_sources_name_the_files_entry() {
     assert_eq!(read(&f.host("opt/a")), "a");
 }
 
+/// Install takes `destination` and `object` as absolute without checking again: the
+/// parser, through which every appspec the agent acts on comes, refuses a relative one.
 #[test]
 fn relative_destination_is_rejected() {
-    let f = Fixture::new();
-    f.bundle_file("a", "a");
-    let spec = spec(vec![("a", PathBuf::from("relative/dir"))]);
-    let mut record = InstalledFiles::default();
-    let result = install_files(&spec, &f.bundle, FileExistsBehavior::Disallow, &mut record);
+    let text = "version: 0.0\nos: linux\nfiles:\n  - source: a\n    destination: relative/dir\npermissions:\n  - object: relative/obj\n";
+    let invalid = hoist_appspec::parse(text).unwrap_err();
+    let errors: Vec<String> = invalid.errors.iter().map(|d| d.to_string()).collect();
     assert_eq!(
-        result.unwrap_err().to_string(),
-        "files[0].destination \"relative/dir\" is not an absolute path"
+        errors,
+        [
+            "files[0].destination: must be an absolute path; CodeDeploy would resolve it against the agent's working directory (got \"relative/dir\")",
+            "permissions[0].object: must be an absolute path; CodeDeploy would resolve it against the agent's working directory (got \"relative/obj\")",
+        ]
     );
 }
 
@@ -836,7 +845,7 @@ fn mode_follows_object_pattern_except_and_type() {
             "sub/deep/d.txt",
         ] {
             let path = app.join(path);
-            let path = normalize_absolute(&path).unwrap();
+            let path = normalize(&path);
             let mode = mode_of(&path);
             if expected.contains(&path) {
                 assert_eq!(

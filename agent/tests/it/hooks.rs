@@ -1,4 +1,4 @@
-//! `hoist_agent::hooks::run_script` against real scripts, processes and users.
+//! `hoist_agent::hooks::run_hook` against real scripts, processes and users.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -6,7 +6,7 @@ use std::process::Command as StdCommand;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hoist_agent::hooks::{run_script, HookLog, HookOutcome, ScriptExit, ScriptRun};
+use hoist_agent::hooks::{run_hook, HookLog, HookOutcome, HookRun, ScriptExit};
 use tokio_util::sync::CancellationToken;
 
 /// A bundle directory and a log directory in one temporary directory.
@@ -44,8 +44,8 @@ impl Bundle {
         format!("scripts/{name}")
     }
 
-    fn run(&self, location: &str) -> ScriptRun {
-        ScriptRun {
+    fn run(&self, location: &str) -> HookRun {
+        HookRun {
             location: location.to_string(),
             bundle_root: self.root.clone(),
             timeout: Duration::from_secs(20),
@@ -74,8 +74,8 @@ impl Bundle {
     }
 }
 
-async fn run(run: &ScriptRun, log: &HookLog) -> HookOutcome {
-    run_script(run, log, CancellationToken::new(), &|_| {}).await
+async fn run(run: &HookRun, log: &HookLog) -> HookOutcome {
+    run_hook(run, log, CancellationToken::new(), &|_| {}).await
 }
 
 /// Runs `body` as `scripts/<name>` with defaults; returns the outcome and the log text.
@@ -349,7 +349,7 @@ async fn on_spawn_receives_the_process_group() {
     let log = bundle.log();
     let seen = Mutex::new(Vec::new());
     let record = |pgid: i32| seen.lock().unwrap().push(pgid);
-    let outcome = run_script(
+    let outcome = run_hook(
         &bundle.run(&location),
         &log,
         CancellationToken::new(),
@@ -566,7 +566,7 @@ async fn stop_interrupts_after_the_grace_period() {
         })
     };
     let started = Instant::now();
-    let outcome = run_script(&spec, &log, stop, &|_| {}).await;
+    let outcome = run_hook(&spec, &log, stop, &|_| {}).await;
     let took = started.elapsed();
     canceller.await.unwrap();
     let recorded = pids(&bundle.read("pids"));
@@ -592,7 +592,7 @@ async fn stop_lets_a_script_finishing_in_time_report_its_outcome() {
             stop.cancel();
         })
     };
-    let outcome = run_script(&spec, &log, stop, &|_| {}).await;
+    let outcome = run_hook(&spec, &log, stop, &|_| {}).await;
     canceller.await.unwrap();
     assert_eq!(outcome, HookOutcome::Failed(ScriptExit::Code(4)));
 }
@@ -604,7 +604,7 @@ async fn stop_already_cancelled_starts_nothing() {
     let log = bundle.log();
     let stop = CancellationToken::new();
     stop.cancel();
-    let outcome = run_script(&bundle.run(&location), &log, stop, &|_| {}).await;
+    let outcome = run_hook(&bundle.run(&location), &log, stop, &|_| {}).await;
     assert_eq!(outcome, HookOutcome::Interrupted);
     assert!(!bundle.root.join("ran").exists());
 }

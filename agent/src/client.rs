@@ -17,7 +17,8 @@ use hoist_protocol::agent::{
 use hoist_protocol::{ErrorBody, API_PREFIX, HOST_ID_HEADER};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
+use crate::secret::Secret;
 
 /// Deadline of a request other than a long poll.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -9,6 +9,7 @@
 //! - [`deployment`]: drives one deployment through its lifecycle events.
 //! - [`recovery`]: what a starting agent does about a deployment a crash interrupted.
 //! - [`client`]: the only module speaking HTTP to the coordinator.
+//! - [`secret`]: [`secret::Secret`], a string whose `Debug` and `Display` print `***`.
 //! - [`retry`]: the one retry policy (backoff, capped `Retry-After`) of the client and downloads.
 //! - [`outbox`]: event reports, durable until acknowledged.
 //! - [`daemon`]: `hoist-agent run`: registration, the long-poll loop, the report sender.
@@ -29,6 +30,7 @@ pub mod notify;
 pub mod outbox;
 pub mod recovery;
 pub mod retry;
+pub mod secret;
 pub mod state;
 pub mod status;
 pub mod tls;

@@ -52,8 +52,8 @@ pub const BUNDLE_NAME: &str = "bundle";
 /// File name of an archive while it is being downloaded.
 pub const PART_NAME: &str = "bundle.part";
 
-/// Secrets (S3 keys, host secret, Git passwords) print as `***`; the config's type is shared.
-pub use crate::config::Secret;
+/// Secrets (S3 keys, host secret, Git passwords) print as `***`.
+pub use crate::secret::Secret;
 
 /// Everything [`fetch`] needs besides the revision and the HTTP client.
 #[derive(Debug, Clone)]

@@ -21,9 +21,10 @@ use tracing::{error, info, warn};
 use crate::client::{Client, ClientError, HostCredentials};
 use crate::config::Config;
 use crate::deployment::{
-    DeploymentRequest, Engine, EngineSettings, EventResult, FetchContext, Observer, Source, Stop,
+    engine_settings, DeploymentRequest, Engine, EventResult, Observer, Source, Stop,
 };
 use crate::outbox::Outbox;
+use crate::retry::RetryPolicy;
 use crate::state::{self, HostLock, RecordStatus, StateDir, SCHEMA_VERSION};
 
 /// What `status` reads to describe the running daemon (`state_dir/agent.json`).
@@ -115,7 +116,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         engine_settings(&config, Some((&client, &host))),
     );
     crate::notify::status("polling the coordinator");
-    let policy = config.poll.retry_policy();
+    let policy = RetryPolicy::from_config(&config.poll);
     let mut delays = policy.delays();
     let mut direct = DirectReports::default();
     while !shutdown.is_cancelled() {
@@ -207,25 +208,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(Stopped::Signal)
 }
 
-/// The engine's settings from the config; with a client and `host`, it can fetch remote
-/// revisions too, over the same HTTP client as the coordinator's API.
-pub fn engine_settings(
-    config: &Config,
-    remote: Option<(&Client, &HostCredentials)>,
-) -> EngineSettings {
-    EngineSettings {
-        kill_grace: config.hooks.kill_grace(),
-        stop_grace: config.hooks.stop_grace(),
-        environment_file: config.hooks.environment_file.clone(),
-        limits: config.bundles.extract_limits(),
-        keep: config.deployments.keep,
-        fetch: remote.map(|(client, host)| FetchContext {
-            client: client.http().clone(),
-            settings: config.fetch_settings(Some(host)),
-        }),
-    }
-}
-
 /// Records a successful exchange with the coordinator, or the error of a failed one (keeping
 /// the time of the last success), for `hoist-agent status`.
 fn note_contact(state: &StateDir, error: Option<&ClientError>) {
@@ -273,7 +255,7 @@ async fn register(
         tags: config.host.tags.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let policy = config.poll.retry_policy();
+    let policy = RetryPolicy::from_config(&config.poll);
     let mut delays = policy.delays();
     // Kept across attempts: space released between them could be taken by someone else.
     let mut reserved = None;
@@ -710,7 +692,7 @@ async fn send_reports(
     poll: crate::config::PollConfig,
     stop: CancellationToken,
 ) {
-    let policy = poll.retry_policy();
+    let policy = RetryPolicy::from_config(&poll);
     let mut delays = policy.delays();
     loop {
         let pending = match outbox.pending() {

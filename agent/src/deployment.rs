@@ -19,7 +19,9 @@ use tracing::{info, warn};
 
 use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
-use crate::bundle::fetch::{self, FetchError, Fetched};
+use crate::bundle::fetch::{self, FetchError, FetchSettings, Fetched};
+use crate::client::{Client, HostCredentials};
+use crate::config::Config;
 use crate::hooks::{self, HookLog, HookOutcome, LogFields, ScriptRun};
 use crate::install::{self, InstalledFiles};
 use crate::state::{
@@ -48,6 +50,25 @@ pub struct EngineSettings {
 pub struct FetchContext {
     pub client: reqwest::Client,
     pub settings: fetch::FetchSettings,
+}
+
+/// The engine's settings from the config; with a client and `host`, it can fetch remote
+/// revisions too, over the same HTTP client as the coordinator's API.
+pub fn engine_settings(
+    config: &Config,
+    remote: Option<(&Client, &HostCredentials)>,
+) -> EngineSettings {
+    EngineSettings {
+        kill_grace: config.hooks.kill_grace(),
+        stop_grace: config.hooks.stop_grace(),
+        environment_file: config.hooks.environment_file.clone(),
+        limits: ExtractLimits::from_config(&config.bundles),
+        keep: config.deployments.keep,
+        fetch: remote.map(|(client, host)| FetchContext {
+            client: client.http().clone(),
+            settings: FetchSettings::from_config(config, Some(host)),
+        }),
+    }
 }
 
 /// Where the new revision comes from.

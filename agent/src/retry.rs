@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
 
+use crate::config::PollConfig;
+
 /// How long to wait between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -34,6 +36,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The agent's one retry policy, from the config's `poll` section: for the coordinator
+    /// and for downloads.
+    pub fn from_config(poll: &PollConfig) -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(poll.initial_backoff_ms),
+            max: Duration::from_secs(poll.max_backoff_secs),
+        }
+    }
+
     /// A fresh sequence of delays, to restart after a success.
     pub fn delays(&self) -> Delays {
         let initial = self.initial.max(Duration::from_millis(1)).min(self.max);

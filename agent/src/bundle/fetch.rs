@@ -44,6 +44,8 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::client::HostCredentials;
+use crate::config::Config;
 use crate::retry::{retry_after, RetryPolicy};
 
 /// File name of a fetched archive, or directory name of a checked-out Git revision, in the
@@ -72,6 +74,48 @@ pub struct FetchSettings {
     pub retry: RetryPolicy,
     /// Lifetime of the presigned S3 URL made for each attempt.
     pub s3_presign_ttl: Duration,
+}
+
+impl FetchSettings {
+    /// What the bundle fetchers need from the config: S3 settings (the AWS_* environment fills
+    /// gaps), Git credentials, the download cap, the retry policy, and the coordinator's store
+    /// when the host is registered (`host`).
+    pub fn from_config(config: &Config, host: Option<&HostCredentials>) -> FetchSettings {
+        let s3 = S3Settings {
+            endpoint: config.s3.endpoint.clone(),
+            region: config.s3.region.clone(),
+            // Custom endpoints (MinIO, Garage, Ceph) are usually path-style.
+            path_style: config.s3.path_style.unwrap_or(config.s3.endpoint.is_some()),
+            access_key_id: config.s3.access_key_id.clone(),
+            secret_access_key: config.s3.secret_access_key.clone(),
+            session_token: config.s3.session_token.clone(),
+        }
+        .with_env_defaults();
+        let mut git = GitSettings::default();
+        if let (Some(username), Some(password)) = (&config.git.username, &config.git.password) {
+            git.auth = Some(GitAuth::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            });
+        }
+        git.auth_hosts = config.git.hosts.clone();
+        git.ca_file = config.coordinator.as_ref().and_then(|c| c.ca_file.clone());
+        FetchSettings {
+            s3,
+            coordinator: match (&config.coordinator, host) {
+                (Some(c), Some(h)) => Some(CoordinatorAccess {
+                    base_url: c.url.trim_end_matches('/').to_string(),
+                    host_id: h.host_id.clone(),
+                    host_secret: Secret::new(h.host_secret.clone()),
+                }),
+                _ => None,
+            },
+            git,
+            max_bytes: config.bundles.max_download_bytes,
+            retry: RetryPolicy::from_config(&config.poll),
+            ..FetchSettings::default()
+        }
+    }
 }
 
 impl Default for FetchSettings {
@@ -313,7 +357,7 @@ impl FetchError {
 /// reqwest's handling of `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
 pub fn http_client(
     ca_file: Option<&Path>,
-    pin: Option<&crate::tls::CertPin>,
+    pin: Option<&crate::config::CertPin>,
     proxy: Option<&str>,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -1458,6 +1502,16 @@ mod tests {
         assert!(carries("https://git.example.com/a.git"));
         assert!(!carries("http://git.example.com/a.git"));
         assert!(!carries("https://elsewhere.example/a.git"));
+    }
+
+    #[test]
+    fn git_credentials_name_their_hosts() {
+        let text = "git:\n  username: ci\n  password: pw\n  hosts: [git.example.com, 'git.internal:8443']\n";
+        let c = Config::from_str(text, "agent.yaml").expect("parses");
+        assert_eq!(
+            FetchSettings::from_config(&c, None).git.auth_hosts,
+            ["git.example.com", "git.internal:8443"]
+        );
     }
 
     #[test]

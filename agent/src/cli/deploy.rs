@@ -154,7 +154,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         ignore_application_stop_failures: args.ignore_application_stop_failures,
         bundle_env: Vec::new(),
     };
-    let mut settings = crate::daemon::engine_settings(&config, None);
+    let mut settings = crate::deployment::engine_settings(&config, None);
     if remote.is_some() {
         // Local deployments fetch only plain URLs, with no coordinator credentials.
         settings.fetch = Some(FetchContext {
@@ -165,7 +165,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
                 Duration::from_secs(10),
                 Duration::from_secs(60),
             )?,
-            settings: config.fetch_settings(None),
+            settings: crate::bundle::fetch::FetchSettings::from_config(&config, None),
         });
     }
     let engine = Engine::new(state, settings);

@@ -8,7 +8,7 @@
 //! the agent's one HTTP client and are verified as usual: the system's roots plus
 //! `coordinator.ca_file`.
 //!
-//! This module builds the rustls configuration only; `bundle::fetch::http_client` hands it to
+//! This module builds the rustls configuration only; `client::http_client` hands it to
 //! reqwest.
 
 use std::path::Path;

@@ -19,11 +19,12 @@
 //! Interface (owned by this module):
 //! - [`fetch`]`(revision, work_dir, client, settings, cancel)` → [`Fetched`] or [`FetchError`];
 //!   on error nothing named `bundle` or `bundle.part` is left in `work_dir`.
-//! - [`FetchSettings`] with [`S3Settings`] (see [`S3Settings::with_env_defaults`] for the
-//!   `AWS_*` variables), [`CoordinatorAccess`] and [`GitSettings`] / [`GitAuth`]; secrets are
+//! - [`FetchSettings`] (built by [`FetchSettings::from_config`]) with [`S3Settings`] (see
+//!   [`S3Settings::with_env_defaults`] for the `AWS_*` variables), the coordinator's store
+//!   ([`crate::client::CoordinatorAccess`]) and [`GitSettings`] / [`GitAuth`]; secrets are
 //!   [`Secret`]s, which print as `***`.
-//! - [`http_client`] builds a `reqwest::Client` with an optional extra CA bundle; it keeps
-//!   reqwest's `HTTPS_PROXY`/`NO_PROXY` handling.
+//! - The HTTP client is the agent's one, built by [`crate::client::http_client`] and passed
+//!   in; a coordinator-store request (route and credentials) comes from `client` too.
 //!
 //! Secrets never reach logs or error messages: URLs are shown without their query string and
 //! user info, S3 revisions as `s3://bucket/key`, and Git credentials travel in the child's
@@ -44,7 +45,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::client::HostCredentials;
+use crate::client::{CoordinatorAccess, HostCredentials};
 use crate::config::Config;
 use crate::retry::{retry_after, RetryPolicy};
 
@@ -103,11 +104,7 @@ impl FetchSettings {
         FetchSettings {
             s3,
             coordinator: match (&config.coordinator, host) {
-                (Some(c), Some(h)) => Some(CoordinatorAccess {
-                    base_url: c.url.trim_end_matches('/').to_string(),
-                    host_id: h.host_id.clone(),
-                    host_secret: Secret::new(h.host_secret.clone()),
-                }),
+                (Some(c), Some(h)) => Some(CoordinatorAccess::new(c, h)),
                 _ => None,
             },
             git,
@@ -186,15 +183,6 @@ impl S3Settings {
     fn region(&self) -> &str {
         self.region.as_deref().unwrap_or("us-east-1")
     }
-}
-
-/// The host's credentials for the coordinator's bundle store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoordinatorAccess {
-    /// e.g. `https://hoist.example.internal:8443`.
-    pub base_url: String,
-    pub host_id: String,
-    pub host_secret: Secret,
 }
 
 /// How `git` is run.
@@ -319,22 +307,6 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("reading CA file {path}")]
-    CaFile {
-        path: PathBuf,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("invalid proxy URL {url:?}")]
-    Proxy {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("building the HTTP client")]
-    Client(#[source] reqwest::Error),
-    #[error("TLS settings: {0}")]
-    Tls(String),
 }
 
 impl FetchError {
@@ -348,61 +320,6 @@ impl FetchError {
             source,
         }
     }
-}
-
-/// The agent's one HTTP client, for bundle downloads and (through `client`) the coordinator's
-/// API: an idle-read timeout rather than a total one (bundles can be large; API calls set
-/// their own per-request limits), an optional PEM bundle of extra CAs, an optional pin of the
-/// coordinator's certificate (see [`crate::tls`]), and a proxy from the config or else
-/// reqwest's handling of `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
-pub fn http_client(
-    ca_file: Option<&Path>,
-    pin: Option<&crate::config::CertPin>,
-    proxy: Option<&str>,
-    connect_timeout: Duration,
-    read_timeout: Duration,
-) -> Result<reqwest::Client, FetchError> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("hoist-agent/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(connect_timeout)
-        .read_timeout(read_timeout);
-    if let Some(url) = proxy {
-        let proxy = reqwest::Proxy::all(url)
-            .map_err(|source| FetchError::Proxy {
-                url: url.to_string(),
-                source,
-            })?
-            .no_proxy(reqwest::NoProxy::from_env());
-        builder = builder.proxy(proxy);
-    }
-    if let Some(pin) = pin {
-        let tls = crate::tls::pinned_config(pin, ca_file).map_err(FetchError::Tls)?;
-        return builder
-            .use_preconfigured_tls(tls)
-            .build()
-            .map_err(FetchError::Client);
-    }
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| FetchError::CaFile {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| FetchError::CaFile {
-                path: path.to_path_buf(),
-                source: Box::new(e),
-            })?;
-        if certs.is_empty() {
-            return Err(FetchError::CaFile {
-                path: path.to_path_buf(),
-                source: "no PEM certificate in the file".into(),
-            });
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder.build().map_err(FetchError::Client)
 }
 
 /// Fetches `revision` into `work_dir` (created if missing; an earlier `bundle` or
@@ -433,13 +350,7 @@ pub async fn fetch(
                 .as_ref()
                 .ok_or(FetchError::NotConfigured("coordinator"))?;
             let sha256 = check_sha256(sha256)?;
-            let url = format!(
-                "{}{}/bundles/{}",
-                access.base_url.trim_end_matches('/'),
-                hoist_protocol::API_PREFIX,
-                sha256
-            );
-            let parsed = parse_http_url(&url)?;
+            let parsed = parse_http_url(&access.bundle_url(&sha256))?;
             let shown = redact_url(&parsed);
             if *size > settings.max_bytes {
                 return Err(FetchError::TooLarge {
@@ -447,12 +358,7 @@ pub async fn fetch(
                     limit: settings.max_bytes,
                 });
             }
-            let request = || {
-                client
-                    .get(parsed.clone())
-                    .header(hoist_protocol::HOST_ID_HEADER, &access.host_id)
-                    .bearer_auth(access.host_secret.expose())
-            };
+            let request = || access.bundle_request(client, parsed.clone());
             let source = Source {
                 shown,
                 sha256: &sha256,
@@ -1512,16 +1418,6 @@ mod tests {
             FetchSettings::from_config(&c, None).git.auth_hosts,
             ["git.example.com", "git.internal:8443"]
         );
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let s = CoordinatorAccess {
-            base_url: "http://c".into(),
-            host_id: "h".into(),
-            host_secret: Secret::new("hunter2"),
-        };
-        assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
     if remote.is_some() {
         // Local deployments fetch only plain URLs, with no coordinator credentials.
         settings.fetch = Some(FetchContext {
-            client: crate::bundle::fetch::http_client(
+            client: crate::client::http_client(
                 None,
                 None,
                 config.proxy.as_deref(),

@@ -19,24 +19,14 @@ use hoist_protocol::agent::{
 };
 use hoist_protocol::{ErrorBody, API_PREFIX, HOST_ID_HEADER};
 use reqwest::RequestBuilder;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{CertPin, Config, CoordinatorConfig};
 use crate::secret::Secret;
+use crate::state::HostCredentials;
 
 /// Deadline of a request other than a long poll.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The host's identity at the coordinator, kept in `host.json` (mode 0600).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostCredentials {
-    pub schema_version: u32,
-    pub host_id: String,
-    pub host_secret: String,
-    /// The coordinator that issued them; a changed URL keeps them (same fleet behind a new
-    /// name), but it is shown by `status`.
-    pub coordinator_url: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

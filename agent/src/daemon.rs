@@ -18,36 +18,16 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::client::{Client, ClientError, HostCredentials};
+use crate::client::{Client, ClientError};
 use crate::config::Config;
 use crate::deployment::{
     engine_settings, DeploymentRequest, Engine, EventResult, Observer, Source, Stop,
 };
 use crate::outbox::Outbox;
 use crate::retry::RetryPolicy;
-use crate::state::{self, HostLock, RecordStatus, StateDir, SCHEMA_VERSION};
-
-/// What `status` reads to describe the running daemon (`state_dir/agent.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentInfo {
-    pub schema_version: u32,
-    pub pid: u32,
-    pub version: String,
-    pub started_at_ms: u64,
-    pub coordinator_url: String,
-    pub host_name: String,
-    pub tags: std::collections::BTreeMap<String, String>,
-}
-
-/// Last successful exchange with the coordinator (`state_dir/contact.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Contact {
-    pub schema_version: u32,
-    pub at_ms: u64,
-    /// The last error talking to the coordinator since then, if any.
-    #[serde(default)]
-    pub last_error: Option<String>,
-}
+use crate::state::{
+    self, AgentInfo, Contact, HostCredentials, HostLock, RecordStatus, StateDir, SCHEMA_VERSION,
+};
 
 /// Why the daemon stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,13 +20,13 @@ use tracing::{info, warn};
 use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
 use crate::bundle::fetch::{self, FetchError, FetchSettings, Fetched};
-use crate::client::{Client, HostCredentials};
+use crate::client::Client;
 use crate::config::Config;
 use crate::hooks::{self, HookLog, HookOutcome, LogFields, ScriptRun};
 use crate::install::{self, InstalledFiles};
 use crate::state::{
-    self, DeploymentRecord, EventRecord, InFlight, LastSuccess, RecordStatus, StateDir,
-    SCHEMA_VERSION,
+    self, DeploymentRecord, EventRecord, HostCredentials, InFlight, LastSuccess, RecordStatus,
+    StateDir, SCHEMA_VERSION,
 };
 
 /// PATH given to every hook.

@@ -758,6 +758,41 @@ pub fn decode_name(encoded: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+// The daemon's own files, read back by `status`.
+
+/// The host's identity at the coordinator, kept in `host.json` (mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostCredentials {
+    pub schema_version: u32,
+    pub host_id: String,
+    pub host_secret: String,
+    /// The coordinator that issued them; a changed URL keeps them (same fleet behind a new
+    /// name), but it is shown by `status`.
+    pub coordinator_url: String,
+}
+
+/// What `status` reads to describe the running daemon (`state_dir/agent.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub schema_version: u32,
+    pub pid: u32,
+    pub version: String,
+    pub started_at_ms: u64,
+    pub coordinator_url: String,
+    pub host_name: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Last successful exchange with the coordinator (`state_dir/contact.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Contact {
+    pub schema_version: u32,
+    pub at_ms: u64,
+    /// The last error talking to the coordinator since then, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::client::HostCredentials;
-use crate::daemon::{AgentInfo, Contact};
-use crate::state::{self, DeploymentRecord, HostLock, InFlight, StateDir};
+use crate::state::{
+    self, AgentInfo, Contact, DeploymentRecord, HostCredentials, HostLock, InFlight, StateDir,
+};
 
 /// How many deployments per group are shown.
 const RECENT_PER_GROUP: usize = 3;

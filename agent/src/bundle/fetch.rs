@@ -45,9 +45,10 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::client::{CoordinatorAccess, HostCredentials};
+use crate::client::CoordinatorAccess;
 use crate::config::Config;
 use crate::retry::{retry_after, RetryPolicy};
+use crate::state::HostCredentials;
 
 /// File name of a fetched archive, or directory name of a checked-out Git revision, in the
 /// work directory.

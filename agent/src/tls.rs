@@ -8,8 +8,8 @@
 //! the agent's one HTTP client and are verified as usual: the system's roots plus
 //! `coordinator.ca_file`.
 //!
-//! This module builds the rustls configuration only; `client::http_client` hands it to
-//! reqwest.
+//! This module builds the rustls configuration only, from the pin the config parsed
+//! ([`crate::config::CertPin`]); `client::http_client` hands it to reqwest.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -12,8 +12,10 @@ use hoist_protocol::agent::EventStatus;
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Outcome};
+use crate::bundle::fetch::FetchSettings;
+use crate::client::http_client;
 use crate::deployment::{
-    DeploymentRequest, Engine, EventResult, FetchContext, Observer, Source, Stop,
+    engine_settings, DeploymentRequest, Engine, EventResult, FetchContext, Observer, Source, Stop,
 };
 use crate::recovery;
 use crate::state::{self, HostLock, RecordStatus, StateDir};
@@ -140,18 +142,18 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> Result<Outcom
         ignore_application_stop_failures: args.ignore_application_stop_failures,
         bundle_env: Vec::new(),
     };
-    let mut settings = crate::deployment::engine_settings(&config, None);
+    let mut settings = engine_settings(&config, None);
     if remote.is_some() {
         // Local deployments fetch only plain URLs, with no coordinator credentials.
         settings.fetch = Some(FetchContext {
-            client: crate::client::http_client(
+            client: http_client(
                 None,
                 None,
                 config.proxy.as_deref(),
                 Duration::from_secs(10),
                 Duration::from_secs(60),
             )?,
-            settings: crate::bundle::fetch::FetchSettings::from_config(&config, None),
+            settings: FetchSettings::from_config(&config, None),
         });
     }
     let engine = Engine::new(state, settings);

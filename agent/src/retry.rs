@@ -108,6 +108,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_policy_is_the_configs_poll_backoff() {
+        let config = crate::config::Config::from_str(
+            "poll:\n  initial_backoff_ms: 250\n  max_backoff_secs: 7\n",
+            "agent.yaml",
+        )
+        .expect("parses");
+        assert_eq!(
+            RetryPolicy::from_config(&config.poll),
+            RetryPolicy {
+                initial: Duration::from_millis(250),
+                max: Duration::from_secs(7),
+            }
+        );
+        let defaults = crate::config::PollConfig::default();
+        assert_eq!(RetryPolicy::from_config(&defaults), RetryPolicy::default());
+    }
+
+    #[test]
     fn retry_after_is_capped_at_the_maximum_backoff() {
         let policy = RetryPolicy {
             initial: Duration::from_millis(10),

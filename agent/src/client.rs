@@ -1,12 +1,15 @@
 //! The only module of the agent that speaks HTTP to the coordinator.
 //!
-//! It builds the one `reqwest::Client` (rustls, the system's roots plus `coordinator.ca_file`,
-//! the coordinator's certificate pinned by `coordinator.pin_sha256`, `proxy` from the config
-//! or HTTPS_PROXY/NO_PROXY from the environment) and wraps the agent
-//! routes of `hoist_protocol::agent`. It decides nothing about retries: callers get a
+//! It builds the one `reqwest::Client` ([`http_client`]: rustls, the system's roots plus
+//! `coordinator.ca_file`, the coordinator's certificate pinned by `coordinator.pin_sha256`,
+//! `proxy` from the config or HTTPS_PROXY/NO_PROXY from the environment), which bundle
+//! downloads are handed too, and wraps the agent routes of `hoist_protocol::agent`, the
+//! bundle store's included ([`CoordinatorAccess`]: `bundle::fetch` streams and verifies what
+//! it returns, but the route and the host's credentials are this module's). It decides nothing about retries: callers get a
 //! [`ClientError`] that says whether trying again makes sense and how long the server asked
 //! to wait.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,23 +18,15 @@ use hoist_protocol::agent::{
     ReportAck,
 };
 use hoist_protocol::{ErrorBody, API_PREFIX, HOST_ID_HEADER};
-use serde::{Deserialize, Serialize};
+use reqwest::RequestBuilder;
+use serde::Serialize;
 
-use crate::config::{Config, Secret};
+use crate::config::{CertPin, Config, CoordinatorConfig};
+use crate::secret::Secret;
+use crate::state::HostCredentials;
 
 /// Deadline of a request other than a long poll.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The host's identity at the coordinator, kept in `host.json` (mode 0600).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostCredentials {
-    pub schema_version: u32,
-    pub host_id: String,
-    pub host_secret: String,
-    /// The coordinator that issued them; a changed URL keeps them (same fleet behind a new
-    /// name), but it is shown by `status`.
-    pub coordinator_url: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -82,6 +77,65 @@ impl ClientError {
     }
 }
 
+/// Why the HTTP client could not be built from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error("reading CA file {path}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("invalid proxy URL {url:?}")]
+    Proxy {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("building the HTTP client")]
+    Build(#[source] reqwest::Error),
+    #[error("TLS settings: {0}")]
+    Tls(String),
+}
+
+/// How the host reaches the coordinator's bundle store: the coordinator's URL and the
+/// host's credentials. `bundle::fetch` streams and verifies the download; the route and the
+/// credentials it carries are this module's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorAccess {
+    /// e.g. `https://hoist.example.internal:8443`.
+    pub base_url: String,
+    pub host_id: String,
+    pub host_secret: Secret,
+}
+
+impl CoordinatorAccess {
+    /// Access to the coordinator of the config for the registered host `host`.
+    pub fn new(coordinator: &CoordinatorConfig, host: &HostCredentials) -> CoordinatorAccess {
+        CoordinatorAccess {
+            base_url: coordinator.url.trim_end_matches('/').to_string(),
+            host_id: host.host_id.clone(),
+            host_secret: Secret::new(host.host_secret.clone()),
+        }
+    }
+
+    /// The store's URL of the bundle whose sha256 is `sha256` (64 hex digits, checked by the
+    /// caller).
+    pub fn bundle_url(&self, sha256: &str) -> String {
+        format!(
+            "{}{API_PREFIX}/bundles/{sha256}",
+            self.base_url.trim_end_matches('/')
+        )
+    }
+
+    /// A GET of `url` (from [`CoordinatorAccess::bundle_url`]) with the host's credentials.
+    pub fn bundle_request(&self, http: &reqwest::Client, url: reqwest::Url) -> RequestBuilder {
+        http.get(url)
+            .header(HOST_ID_HEADER, &self.host_id)
+            .bearer_auth(self.host_secret.expose())
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -99,7 +153,7 @@ impl Client {
         // A long poll is silent until it answers, so reads may idle a little longer than it.
         let read_timeout = Duration::from_secs(config.poll.wait_secs.max(45) + 15);
         let pin = coordinator.pin()?;
-        let http = crate::bundle::fetch::http_client(
+        let http = http_client(
             coordinator.ca_file.as_deref(),
             pin.as_ref(),
             config.proxy.as_deref(),
@@ -206,6 +260,61 @@ impl Client {
     }
 }
 
+/// The agent's one HTTP client, for the coordinator's API and (passed to `bundle::fetch`)
+/// bundle downloads: an idle-read timeout rather than a total one (bundles can be large; API calls set
+/// their own per-request limits), an optional PEM bundle of extra CAs, an optional pin of the
+/// coordinator's certificate (see [`crate::tls`]), and a proxy from the config or else
+/// reqwest's handling of `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+pub fn http_client(
+    ca_file: Option<&Path>,
+    pin: Option<&CertPin>,
+    proxy: Option<&str>,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> Result<reqwest::Client, HttpClientError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("hoist-agent/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect_timeout)
+        .read_timeout(read_timeout);
+    if let Some(url) = proxy {
+        let proxy = reqwest::Proxy::all(url)
+            .map_err(|source| HttpClientError::Proxy {
+                url: url.to_string(),
+                source,
+            })?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
+    if let Some(pin) = pin {
+        let tls = crate::tls::pinned_config(pin, ca_file).map_err(HttpClientError::Tls)?;
+        return builder
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(HttpClientError::Build);
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| HttpClientError::CaFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| HttpClientError::CaFile {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?;
+        if certs.is_empty() {
+            return Err(HttpClientError::CaFile {
+                path: path.to_path_buf(),
+                source: "no PEM certificate in the file".into(),
+            });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(HttpClientError::Build)
+}
+
 /// `segment` percent-encoded for use as one URL path segment: every byte but RFC 3986's
 /// unreserved characters, so `/`, `..`, `?` and `#` cannot change the route.
 pub fn path_segment(segment: &str) -> String {
@@ -258,8 +367,42 @@ async fn decode<T: serde::de::DeserializeOwned>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_client_rejects_a_ca_file_without_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for path in [&ca, &missing] {
+            let err = http_client(
+                Some(path),
+                None,
+                None,
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )
+            .unwrap_err();
+            assert!(matches!(err, HttpClientError::CaFile { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!("reading CA file {}", path.display())
+            );
+        }
+    }
+
+    #[test]
+    fn coordinator_access_does_not_print_the_secret() {
+        let s = CoordinatorAccess {
+            base_url: "http://c".into(),
+            host_id: "h".into(),
+            host_secret: Secret::new("hunter2"),
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
 
     #[test]
     fn path_segments_are_percent_encoded() {

@@ -9,44 +9,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
+
+use crate::secret::Secret;
 
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hoist/agent.yaml";
 /// The default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hoist";
-
-/// A string that must not be printed.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(value)
-    }
-}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,13 +72,53 @@ pub struct CoordinatorConfig {
 
 impl CoordinatorConfig {
     /// The certificate pin, when `pin_sha256` is set (checked by [`Config::from_str`]).
-    pub fn pin(&self) -> anyhow::Result<Option<crate::tls::CertPin>> {
+    pub fn pin(&self) -> anyhow::Result<Option<CertPin>> {
         self.pin_sha256
             .as_deref()
-            .map(|p| crate::tls::CertPin::new(&self.url, p))
+            .map(|p| CertPin::new(&self.url, p))
             .transpose()
             .map_err(|e| anyhow::anyhow!("coordinator.pin_sha256: {e}"))
     }
+}
+
+/// "Accept exactly this certificate from this host".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPin {
+    /// The coordinator's host, as TLS names it (a DNS name or an IP address).
+    pub server: ServerName<'static>,
+    /// SHA-256 of the server's DER leaf certificate.
+    pub sha256: [u8; 32],
+}
+
+impl CertPin {
+    /// A pin for the host of `url` (an `https://` URL) from `fingerprint`: 64 hex digits,
+    /// optionally separated by colons (`AB:CD:...`, as `openssl x509 -fingerprint -sha256`
+    /// prints it), in either case.
+    pub fn new(url: &str, fingerprint: &str) -> Result<CertPin, String> {
+        let sha256 = parse_fingerprint(fingerprint)?;
+        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let server = match parsed.host() {
+            Some(url::Host::Domain(name)) => ServerName::try_from(name.to_owned())
+                .map_err(|e| format!("{name:?} is not a TLS server name: {e}"))?,
+            Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
+            Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
+            None => return Err(format!("{url:?} names no host")),
+        };
+        Ok(CertPin { server, sha256 })
+    }
+}
+
+/// 32 bytes from 64 hex digits, colons allowed between them.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+        ));
+    }
+    hex::decode_to_slice(&digits, &mut out).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(out)
 }
 
 /// Whether `url`'s host is this machine's loopback (`127.0.0.0/8`, `::1`, `localhost`).
@@ -156,16 +167,6 @@ fn default_backoff_initial() -> u64 {
 }
 fn default_backoff_max() -> u64 {
     60
-}
-
-impl PollConfig {
-    /// The agent's one retry policy: for the coordinator and for downloads.
-    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
-        crate::retry::RetryPolicy {
-            initial: Duration::from_millis(self.initial_backoff_ms),
-            max: Duration::from_secs(self.max_backoff_secs),
-        }
-    }
 }
 
 impl Default for PollConfig {
@@ -275,17 +276,6 @@ impl Default for BundlesConfig {
             max_entries: default_max_entries(),
             allow_setuid: false,
             preserve_owner: false,
-        }
-    }
-}
-
-impl BundlesConfig {
-    pub fn extract_limits(&self) -> crate::bundle::extract::ExtractLimits {
-        crate::bundle::extract::ExtractLimits {
-            max_total_bytes: self.max_unpacked_bytes,
-            max_entries: self.max_entries,
-            allow_setuid: self.allow_setuid,
-            preserve_owner: self.preserve_owner,
         }
     }
 }
@@ -468,49 +458,6 @@ impl Config {
             .unwrap_or_else(|| "localhost".to_string())
     }
 
-    /// What the bundle fetchers need: S3 settings (the AWS_* environment fills gaps), Git
-    /// credentials, the download cap, and the coordinator's store when registered.
-    pub fn fetch_settings(
-        &self,
-        host: Option<&crate::client::HostCredentials>,
-    ) -> crate::bundle::fetch::FetchSettings {
-        use crate::bundle::fetch::{self, CoordinatorAccess, GitAuth, S3Settings};
-        let s3 = S3Settings {
-            endpoint: self.s3.endpoint.clone(),
-            region: self.s3.region.clone(),
-            // Custom endpoints (MinIO, Garage, Ceph) are usually path-style.
-            path_style: self.s3.path_style.unwrap_or(self.s3.endpoint.is_some()),
-            access_key_id: self.s3.access_key_id.clone(),
-            secret_access_key: self.s3.secret_access_key.clone(),
-            session_token: self.s3.session_token.clone(),
-        }
-        .with_env_defaults();
-        let mut git = fetch::GitSettings::default();
-        if let (Some(username), Some(password)) = (&self.git.username, &self.git.password) {
-            git.auth = Some(GitAuth::Basic {
-                username: username.clone(),
-                password: password.clone(),
-            });
-        }
-        git.auth_hosts = self.git.hosts.clone();
-        git.ca_file = self.coordinator.as_ref().and_then(|c| c.ca_file.clone());
-        fetch::FetchSettings {
-            s3,
-            coordinator: match (&self.coordinator, host) {
-                (Some(c), Some(h)) => Some(CoordinatorAccess {
-                    base_url: c.url.trim_end_matches('/').to_string(),
-                    host_id: h.host_id.clone(),
-                    host_secret: Secret::new(h.host_secret.clone()),
-                }),
-                _ => None,
-            },
-            git,
-            max_bytes: self.bundles.max_download_bytes,
-            retry: self.poll.retry_policy(),
-            ..fetch::FetchSettings::default()
-        }
-    }
-
     /// The registration token, read from the file when configured that way.
     pub fn registration_token(&self) -> anyhow::Result<Option<Secret>> {
         let Some(c) = &self.coordinator else {
@@ -658,10 +605,7 @@ s3:
         let text = "git:\n  username: ci\n  password: pw\n  hosts: [git.example.com, 'git.internal:8443']\n";
         let c = Config::from_str(text, "agent.yaml").expect("parses");
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
-        assert_eq!(
-            c.fetch_settings(None).git.auth_hosts,
-            ["git.example.com", "git.internal:8443"]
-        );
+        assert_eq!(c.git.hosts, ["git.example.com", "git.internal:8443"]);
         let unbound = Config::from_str("git:\n  username: ci\n  password: pw\n", "agent.yaml")
             .expect("still loads");
         assert!(unbound.warnings().iter().any(|w| w.contains("git.hosts")));
@@ -685,5 +629,37 @@ s3:
         let c = Config::from_str("", "a").expect("empty is fine");
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert!(c.coordinator.is_none());
+    }
+
+    #[test]
+    fn fingerprints_with_or_without_colons() {
+        let plain = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_fingerprint(&plain), Ok([0xab; 32]));
+        assert_eq!(parse_fingerprint(&colons), Ok([0xab; 32]));
+        for bad in [
+            "",
+            "abc",
+            &"ab".repeat(31),
+            &"zz".repeat(32),
+            &"ab".repeat(33),
+        ] {
+            assert!(parse_fingerprint(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_pin_names_the_url_host() {
+        let pin = CertPin::new("https://127.0.0.1:8443/", &"00".repeat(32)).unwrap_or_else(|e| {
+            panic!("{e}");
+        });
+        assert_eq!(pin.server.to_str(), "127.0.0.1");
+        let pin = CertPin::new("https://[::1]:8443", &"00".repeat(32)).unwrap_or_else(|e| {
+            panic!("{e}");
+        });
+        assert_eq!(pin.server.to_str(), "::1");
+        let pin = CertPin::new("https://hoist.example.internal", &"00".repeat(32))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pin.server.to_str(), "hoist.example.internal");
     }
 }

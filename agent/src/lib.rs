@@ -1,14 +1,17 @@
 //! hoist-agent: the host daemon and its local commands.
 //!
 //! Layout:
-//! - [`config`]: `/etc/hoist/agent.yaml`, parsed strictly.
+//! - [`config`]: `/etc/hoist/agent.yaml`, parsed strictly; data only (each module builds its
+//!   own settings from it).
 //! - [`state`]: the state directory: layout, atomic writes, the host lock.
 //! - [`bundle`]: opening bundles ([`bundle::extract`] for archives, [`bundle::fetch`] for sources).
 //! - [`install`]: the built-in Install event (files, cleanup of the previous revision, permissions).
 //! - [`hooks`]: running one hook script (process group, runas, timeout, output capture).
 //! - [`deployment`]: drives one deployment through its lifecycle events.
 //! - [`recovery`]: what a starting agent does about a deployment a crash interrupted.
-//! - [`client`]: the only module speaking HTTP to the coordinator.
+//! - [`client`]: the only module speaking HTTP to the coordinator (its API and its bundle
+//!   store); it builds the one HTTP client, which bundle downloads are handed.
+//! - [`secret`]: [`secret::Secret`], a string whose `Debug` and `Display` print `***`.
 //! - [`retry`]: the one retry policy (backoff, capped `Retry-After`) of the client and downloads.
 //! - [`outbox`]: event reports, durable until acknowledged.
 //! - [`daemon`]: `hoist-agent run`: registration, the long-poll loop, the report sender.
@@ -29,6 +32,7 @@ pub mod notify;
 pub mod outbox;
 pub mod recovery;
 pub mod retry;
+pub mod secret;
 pub mod state;
 pub mod status;
 pub mod tls;

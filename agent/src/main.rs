@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hoist_agent::cli::{self, Command, Exit};
+use hoist_agent::cli::{self, CliError, Command, Exit, Outcome};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -27,10 +27,19 @@ fn main() -> ExitCode {
             Command::Deploy(a) => cli::deploy::run(a, shutdown).await,
             Command::Validate(a) => cli::validate::run(a).await,
         };
-        result.unwrap_or_else(|e| {
-            eprintln!("hoist-agent: {e:#}");
-            Exit::Failed
-        })
+        match result {
+            Ok(Outcome::Ok) => Exit::Ok,
+            Ok(Outcome::Failed) => Exit::Failed,
+            Ok(Outcome::NotRunning) => Exit::NotRunning,
+            Err(CliError::Usage(e)) => {
+                eprintln!("hoist-agent: {e:#}");
+                Exit::Usage
+            }
+            Err(CliError::Failed(e)) => {
+                eprintln!("hoist-agent: {e:#}");
+                Exit::Failed
+            }
+        }
     });
     ExitCode::from(exit as u8)
 }

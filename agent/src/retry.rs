@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
 
+use crate::config::PollConfig;
+
 /// How long to wait between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -34,6 +36,15 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The agent's one retry policy, from the config's `poll` section: for the coordinator
+    /// and for downloads.
+    pub fn from_config(poll: &PollConfig) -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(poll.initial_backoff_ms),
+            max: Duration::from_secs(poll.max_backoff_secs),
+        }
+    }
+
     /// A fresh sequence of delays, to restart after a success.
     pub fn delays(&self) -> Delays {
         let initial = self.initial.max(Duration::from_millis(1)).min(self.max);
@@ -95,6 +106,24 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policy_is_the_configs_poll_backoff() {
+        let config = crate::config::Config::from_str(
+            "poll:\n  initial_backoff_ms: 250\n  max_backoff_secs: 7\n",
+            "agent.yaml",
+        )
+        .expect("parses");
+        assert_eq!(
+            RetryPolicy::from_config(&config.poll),
+            RetryPolicy {
+                initial: Duration::from_millis(250),
+                max: Duration::from_secs(7),
+            }
+        );
+        let defaults = crate::config::PollConfig::default();
+        assert_eq!(RetryPolicy::from_config(&defaults), RetryPolicy::default());
+    }
 
     #[test]
     fn retry_after_is_capped_at_the_maximum_backoff() {

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::client::HostCredentials;
-use crate::state::{self, AgentInfo, Contact, HostLock, InFlight, StateDir};
+use crate::state::{self, AgentInfo, Contact, HostCredentials, HostLock, InFlight, StateDir};
 
 /// How many deployments per group are shown.
 const RECENT_PER_GROUP: usize = 3;

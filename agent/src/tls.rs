@@ -8,8 +8,8 @@
 //! the agent's one HTTP client and are verified as usual: the system's roots plus
 //! `coordinator.ca_file`.
 //!
-//! This module builds the rustls configuration only; `bundle::fetch::http_client` hands it to
-//! reqwest.
+//! This module builds the rustls configuration only, from the pin the config parsed
+//! ([`crate::config::CertPin`]); `client::http_client` hands it to reqwest.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,45 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-/// "Accept exactly this certificate from this host".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertPin {
-    /// The coordinator's host, as TLS names it (a DNS name or an IP address).
-    pub server: ServerName<'static>,
-    /// SHA-256 of the server's DER leaf certificate.
-    pub sha256: [u8; 32],
-}
-
-impl CertPin {
-    /// A pin for the host of `url` (an `https://` URL) from `fingerprint`: 64 hex digits,
-    /// optionally separated by colons (`AB:CD:...`, as `openssl x509 -fingerprint -sha256`
-    /// prints it), in either case.
-    pub fn new(url: &str, fingerprint: &str) -> Result<CertPin, String> {
-        let sha256 = parse_fingerprint(fingerprint)?;
-        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        let server = match parsed.host() {
-            Some(url::Host::Domain(name)) => ServerName::try_from(name.to_owned())
-                .map_err(|e| format!("{name:?} is not a TLS server name: {e}"))?,
-            Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
-            Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
-            None => return Err(format!("{url:?} names no host")),
-        };
-        Ok(CertPin { server, sha256 })
-    }
-}
-
-/// 32 bytes from 64 hex digits, colons allowed between them.
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
-    let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
-    let mut out = [0u8; 32];
-    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "{text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
-        ));
-    }
-    hex::decode_to_slice(&digits, &mut out).map_err(|e| format!("{text:?}: {e}"))?;
-    Ok(out)
-}
+use crate::config::CertPin;
 
 /// A rustls client configuration that pins `pin` and verifies every other host against the
 /// system's roots plus the PEM certificates of `ca_file`.
@@ -189,42 +151,5 @@ impl ServerCertVerifier for PinnedVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_with_or_without_colons() {
-        let plain = "ab".repeat(32);
-        let colons = vec!["AB"; 32].join(":");
-        assert_eq!(parse_fingerprint(&plain), Ok([0xab; 32]));
-        assert_eq!(parse_fingerprint(&colons), Ok([0xab; 32]));
-        for bad in [
-            "",
-            "abc",
-            &"ab".repeat(31),
-            &"zz".repeat(32),
-            &"ab".repeat(33),
-        ] {
-            assert!(parse_fingerprint(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn the_pin_names_the_url_host() {
-        let pin = CertPin::new("https://127.0.0.1:8443/", &"00".repeat(32)).unwrap_or_else(|e| {
-            panic!("{e}");
-        });
-        assert_eq!(pin.server.to_str(), "127.0.0.1");
-        let pin = CertPin::new("https://[::1]:8443", &"00".repeat(32)).unwrap_or_else(|e| {
-            panic!("{e}");
-        });
-        assert_eq!(pin.server.to_str(), "::1");
-        let pin = CertPin::new("https://hoist.example.internal", &"00".repeat(32))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(pin.server.to_str(), "hoist.example.internal");
     }
 }

@@ -52,6 +52,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::libc;
 
+use crate::config::BundlesConfig;
+
 /// Caps and switches for extraction. Defaults are safe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtractLimits {
@@ -63,6 +65,18 @@ pub struct ExtractLimits {
     pub allow_setuid: bool,
     /// Apply the archive's numeric uid/gid (tar only; root only).
     pub preserve_owner: bool,
+}
+
+impl ExtractLimits {
+    /// The limits the config's `bundles` section sets.
+    pub fn from_config(bundles: &BundlesConfig) -> ExtractLimits {
+        ExtractLimits {
+            max_total_bytes: bundles.max_unpacked_bytes,
+            max_entries: bundles.max_entries,
+            allow_setuid: bundles.allow_setuid,
+            preserve_owner: bundles.preserve_owner,
+        }
+    }
 }
 
 impl Default for ExtractLimits {

@@ -14,8 +14,10 @@ use std::path::{Component, Path, PathBuf};
 /// The appspec file names looked for, in order, when the deployment names none.
 pub const APPSPEC_NAMES: [&str; 2] = ["appspec.yml", "appspec.yaml"];
 
+/// Why [`find_appspec`] found no appspec to read (the coordinator's bundle store has errors of
+/// its own; these are about a bundle already on this host).
 #[derive(Debug, thiserror::Error)]
-pub enum BundleError {
+pub enum FindAppSpecError {
     #[error("no appspec in bundle {root}: looked for {}", looked_for.join(", "))]
     AppSpecNotFound {
         root: PathBuf,
@@ -83,7 +85,7 @@ fn names_an_appspec(dir: &Path) -> bool {
 ///
 /// The result is a regular file that, symlinks resolved, lies inside `root`: a bundle cannot
 /// make the agent read a file elsewhere on the host as its appspec.
-pub fn find_appspec(root: &Path, custom: Option<&str>) -> Result<PathBuf, BundleError> {
+pub fn find_appspec(root: &Path, custom: Option<&str>) -> Result<PathBuf, FindAppSpecError> {
     let candidates: Vec<String> = match custom {
         Some(custom) => {
             check_relative(custom)?;
@@ -96,18 +98,18 @@ pub fn find_appspec(root: &Path, custom: Option<&str>) -> Result<PathBuf, Bundle
         match fs::symlink_metadata(&path) {
             Ok(_) => return check_inside(root, &path, name),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(BundleError::Io { path, source }),
+            Err(source) => return Err(FindAppSpecError::Io { path, source }),
         }
     }
-    Err(BundleError::AppSpecNotFound {
+    Err(FindAppSpecError::AppSpecNotFound {
         root: root.to_path_buf(),
         looked_for: candidates,
     })
 }
 
 /// A custom appspec path must be relative and must not climb above the root.
-fn check_relative(custom: &str) -> Result<(), BundleError> {
-    let invalid = |reason: &str| BundleError::InvalidAppSpecPath {
+fn check_relative(custom: &str) -> Result<(), FindAppSpecError> {
+    let invalid = |reason: &str| FindAppSpecError::InvalidAppSpecPath {
         path: custom.to_string(),
         reason: reason.to_string(),
     };
@@ -135,9 +137,9 @@ fn check_relative(custom: &str) -> Result<(), BundleError> {
     Ok(())
 }
 
-fn check_inside(root: &Path, path: &Path, name: &str) -> Result<PathBuf, BundleError> {
+fn check_inside(root: &Path, path: &Path, name: &str) -> Result<PathBuf, FindAppSpecError> {
     let canonical = |p: &Path| {
-        fs::canonicalize(p).map_err(|source| BundleError::Io {
+        fs::canonicalize(p).map_err(|source| FindAppSpecError::Io {
             path: p.to_path_buf(),
             source,
         })
@@ -145,17 +147,17 @@ fn check_inside(root: &Path, path: &Path, name: &str) -> Result<PathBuf, BundleE
     let real_root = canonical(root)?;
     let real = canonical(path)?;
     if !real.starts_with(&real_root) {
-        return Err(BundleError::InvalidAppSpecPath {
+        return Err(FindAppSpecError::InvalidAppSpecPath {
             path: name.to_string(),
             reason: "resolves outside the bundle".to_string(),
         });
     }
-    let meta = fs::metadata(&real).map_err(|source| BundleError::Io {
+    let meta = fs::metadata(&real).map_err(|source| FindAppSpecError::Io {
         path: real.clone(),
         source,
     })?;
     if !meta.is_file() {
-        return Err(BundleError::AppSpecNotFile {
+        return Err(FindAppSpecError::AppSpecNotFile {
             path: path.to_path_buf(),
         });
     }
@@ -276,7 +278,7 @@ mod tests {
         );
         let err = find_appspec(tmp.path(), Some("deploy/missing.yml")).expect_err("missing");
         assert!(
-            matches!(err, BundleError::AppSpecNotFound { .. }),
+            matches!(err, FindAppSpecError::AppSpecNotFound { .. }),
             "{err:?}"
         );
         assert!(err.to_string().contains("deploy/missing.yml"), "{err}");
@@ -312,7 +314,7 @@ mod tests {
         ] {
             let err = find_appspec(&root, custom).expect_err("must refuse");
             assert!(
-                matches!(err, BundleError::InvalidAppSpecPath { .. }),
+                matches!(err, FindAppSpecError::InvalidAppSpecPath { .. }),
                 "{custom:?}: {err:?}"
             );
         }
@@ -323,6 +325,9 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         fs::create_dir(tmp.path().join("appspec.yml")).expect("mkdir");
         let err = find_appspec(tmp.path(), None).expect_err("a directory");
-        assert!(matches!(err, BundleError::AppSpecNotFile { .. }), "{err:?}");
+        assert!(
+            matches!(err, FindAppSpecError::AppSpecNotFile { .. }),
+            "{err:?}"
+        );
     }
 }

@@ -11,10 +11,12 @@ use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
 use hoist_protocol::agent::EventStatus;
 use tokio_util::sync::CancellationToken;
 
-use super::Exit;
-use crate::config::Config;
+use super::{CliError, Outcome};
+use crate::bundle::fetch::FetchSettings;
+use crate::client::http_client;
 use crate::deployment::{
-    Deployer, DeploymentRequest, EventResult, FetchContext, Observer, Source, Stop,
+    deployer_settings, Deployer, DeploymentRequest, EventResult, FetchContext, Observer, Source,
+    Stop,
 };
 use crate::recovery;
 use crate::state::{self, HostLock, RecordStatus, StateDir};
@@ -53,24 +55,10 @@ pub struct DeployArgs {
     pub config: Option<PathBuf>,
 }
 
-pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Result<Exit> {
-    let config = match super::config_path(args.config.clone()) {
-        Some(path) => match Config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("hoist-agent: {e:#}");
-                return Ok(Exit::Usage);
-            }
-        },
-        None => Config::from_str("", "defaults")?,
-    };
-    let events = match parse_events(&args.events) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("hoist-agent: --events: {e}");
-            return Ok(Exit::Usage);
-        }
-    };
+pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> Result<Outcome, CliError> {
+    let config = super::load_config(args.config.clone())?;
+    let events = parse_events(&args.events)
+        .map_err(|e| CliError::usage(anyhow::anyhow!("--events: {e}")))?;
     let behavior = match args
         .file_exists_behavior
         .as_deref()
@@ -79,8 +67,9 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         None => None,
         Some(Ok(b)) => Some(b),
         Some(Err(e)) => {
-            eprintln!("hoist-agent: --file-exists-behavior {e}");
-            return Ok(Exit::Usage);
+            return Err(CliError::usage(anyhow::anyhow!(
+                "--file-exists-behavior {e}"
+            )))
         }
     };
     let remote = match (args.bundle.to_str(), &args.sha256) {
@@ -91,19 +80,19 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
             })
         }
         (Some(u), None) if u.starts_with("https://") || u.starts_with("http://") => {
-            eprintln!("hoist-agent: --bundle {u}: a URL needs --sha256 so the bundle is verified before it is unpacked");
-            return Ok(Exit::Usage);
+            return Err(CliError::usage(anyhow::anyhow!(
+                "--bundle {u}: a URL needs --sha256 so the bundle is verified before it is unpacked"
+            )));
         }
         _ => None,
     };
     let bundle = std::path::absolute(&args.bundle)
         .with_context(|| format!("resolving {}", args.bundle.display()))?;
     if remote.is_none() && !bundle.exists() {
-        eprintln!(
-            "hoist-agent: --bundle {}: no such file or directory",
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--bundle {}: no such file or directory",
             bundle.display()
-        );
-        return Ok(Exit::Usage);
+        )));
     }
     let state_root = args.state_dir.clone().unwrap_or(config.state_dir.clone());
     let state = StateDir::open(&state_root).with_context(|| {
@@ -154,18 +143,18 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
         ignore_application_stop_failures: args.ignore_application_stop_failures,
         bundle_env: Vec::new(),
     };
-    let mut settings = crate::daemon::deployer_settings(&config, None);
+    let mut settings = deployer_settings(&config, None);
     if remote.is_some() {
         // Local deployments fetch only plain URLs, with no coordinator credentials.
         settings.fetch = Some(FetchContext {
-            client: crate::bundle::fetch::http_client(
+            client: http_client(
                 None,
                 None,
                 config.proxy.as_deref(),
                 Duration::from_secs(10),
                 Duration::from_secs(60),
             )?,
-            settings: config.fetch_settings(None),
+            settings: FetchSettings::from_config(&config, None),
         });
     }
     let engine = Deployer::new(state, settings);
@@ -206,8 +195,8 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> anyhow::Resul
     }
     println!("  full log:     {}", record.log_path.display());
     Ok(match record.status {
-        RecordStatus::Succeeded => Exit::Ok,
-        _ => Exit::Failed,
+        RecordStatus::Succeeded => Outcome::Ok,
+        _ => Outcome::Failed,
     })
 }
 

@@ -1,9 +1,15 @@
 //! The command line of `hoist-agent`: argument definitions and one module per subcommand.
-//! Each subcommand returns an [`Exit`]; `main` maps it to the process exit code in one place.
+//!
+//! Each subcommand returns an [`Outcome`] when it did its work, or a [`CliError`] that says
+//! whether the usage or config was wrong or the work failed; it prints nothing of that error
+//! itself. `main` prints the error once and maps the result to an [`Exit`] code in one place.
+//! This module does no deploying, validating or status reading of its own.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::config::Config;
 
 pub mod deploy;
 pub mod run;
@@ -20,6 +26,50 @@ pub enum Exit {
     Usage = 2,
     /// `status`: the daemon is not running.
     NotRunning = 3,
+}
+
+/// How a subcommand that did its work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The deployment or validation succeeded, the daemon stopped cleanly, or `status`
+    /// found the daemon running.
+    Ok,
+    /// The deployment or validation failed (and the subcommand said why on stdout).
+    Failed,
+    /// `status`: the daemon is not running.
+    NotRunning,
+}
+
+/// Why a subcommand could not do its work. `?` on any other error makes a [`CliError::Failed`].
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad usage or config: an argument, a config file, a path that does not exist.
+    Usage(anyhow::Error),
+    /// Anything else that stopped the subcommand.
+    Failed(anyhow::Error),
+}
+
+impl CliError {
+    /// A usage error: `error` names the argument or file and what is wrong with it.
+    pub fn usage(error: impl Into<anyhow::Error>) -> CliError {
+        CliError::Usage(error.into())
+    }
+}
+
+// `CliError` is not a `std::error::Error`, so this does not overlap `From<T> for T`.
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(error: E) -> CliError {
+        CliError::Failed(error.into())
+    }
+}
+
+/// The config of a local subcommand: the file `flag` names, else the default path when it
+/// exists, else the defaults. A file that does not load is a usage error.
+pub fn load_config(flag: Option<PathBuf>) -> Result<Config, CliError> {
+    match config_path(flag) {
+        Some(path) => Config::load(&path).map_err(CliError::usage),
+        None => Ok(Config::from_str("", "defaults")?),
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -110,7 +160,7 @@ pub fn print_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// The config file to read: `--config`, else the default path when it exists.
-pub fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
+fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| {
         let default = PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
         default.exists().then_some(default)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::Exit;
+use super::{CliError, Outcome};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
 #[derive(Debug, Args)]
@@ -15,18 +15,12 @@ pub struct RunArgs {
     pub config: PathBuf,
 }
 
-pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<Exit> {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hoist-agent: {e:#}");
-            return Ok(Exit::Usage);
-        }
-    };
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<Outcome, CliError> {
+    let config = Config::load(&args.config).map_err(CliError::usage)?;
     tracing::debug!(?config, "configuration");
     for warning in config.warnings() {
         tracing::warn!("{}: {warning}", args.config.display());
     }
     crate::daemon::run(config, shutdown).await?;
-    Ok(Exit::Ok)
+    Ok(Outcome::Ok)
 }

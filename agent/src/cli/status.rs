@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::Exit;
-use crate::config::Config;
+use super::{CliError, Outcome};
 use crate::state::StateDir;
 use crate::status::Status;
 
@@ -23,17 +22,8 @@ pub struct StatusArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
-    let config = match super::config_path(args.config) {
-        Some(path) => match Config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("hoist-agent: {e:#}");
-                return Ok(Exit::Usage);
-            }
-        },
-        None => Config::from_str("", "defaults")?,
-    };
+pub async fn run(args: StatusArgs) -> Result<Outcome, CliError> {
+    let config = super::load_config(args.config)?;
     let root = args.state_dir.unwrap_or(config.state_dir);
     // Reading never creates anything: a missing state directory reads as "not running".
     let status = Status::read(&StateDir::at(&root))?;
@@ -44,8 +34,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<Exit> {
     };
     super::print_stdout(&text)?;
     Ok(if status.running {
-        Exit::Ok
+        Outcome::Ok
     } else {
-        Exit::NotRunning
+        Outcome::NotRunning
     })
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use hoist_appspec::{AppSpec, Diagnostic};
 
-use super::Exit;
+use super::{CliError, Outcome};
 use crate::bundle;
 use crate::bundle::extract::{self, ExtractLimits};
 
@@ -18,19 +18,14 @@ pub struct ValidateArgs {
     pub path: PathBuf,
 }
 
-pub async fn run(args: ValidateArgs) -> anyhow::Result<Exit> {
+pub async fn run(args: ValidateArgs) -> Result<Outcome, CliError> {
     let path = args.path;
     tokio::task::spawn_blocking(move || validate(&path)).await?
 }
 
-fn validate(path: &Path) -> anyhow::Result<Exit> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("hoist-agent: {}: {e}", path.display());
-            return Ok(Exit::Usage);
-        }
-    };
+fn validate(path: &Path) -> Result<Outcome, CliError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::usage(anyhow::anyhow!("{}: {e}", path.display())))?;
     // Keeps an extracted archive alive until the checks are done.
     let mut _extracted: Option<tempfile::TempDir> = None;
     let (root, appspec_path) = if meta.is_dir() {
@@ -169,7 +164,7 @@ fn problem(path: &str, message: String) -> Diagnostic {
     }
 }
 
-fn report(path: &Path, errors: &[Diagnostic], warnings: &[Diagnostic]) -> Exit {
+fn report(path: &Path, errors: &[Diagnostic], warnings: &[Diagnostic]) -> Outcome {
     for e in errors {
         println!("error:   {e}");
     }
@@ -183,7 +178,7 @@ fn report(path: &Path, errors: &[Diagnostic], warnings: &[Diagnostic]) -> Exit {
             path.display(),
             plural(warnings.len(), "warning")
         );
-        Exit::Ok
+        Outcome::Ok
     } else {
         println!(
             "{}: invalid ({}, {})",
@@ -191,6 +186,6 @@ fn report(path: &Path, errors: &[Diagnostic], warnings: &[Diagnostic]) -> Exit {
             plural(errors.len(), "error"),
             plural(warnings.len(), "warning")
         );
-        Exit::Failed
+        Outcome::Failed
     }
 }

@@ -11,9 +11,10 @@ use tracing::{error, info, warn};
 
 use super::reports::Reporter;
 use super::{note_contact, Running};
-use crate::client::{Client, ClientError, HostCredentials};
+use crate::client::{Client, ClientError};
 use crate::deployment::{Deployer, DeploymentRequest, Source, Stop};
 use crate::outbox::Outbox;
+use crate::state::HostCredentials;
 use crate::state::{self, CommandSeen, Ending, StateDir, SCHEMA_VERSION};
 
 /// Heartbeat interval when the coordinator does not say (an older coordinator).

@@ -24,10 +24,11 @@ use hoist_protocol::agent::PollRequest;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::client::{Client, ClientError, HostCredentials};
+use crate::client::{Client, ClientError};
 use crate::config::Config;
-use crate::deployment::{Deployer, DeployerSettings, FetchContext};
+use crate::deployment::{deployer_settings, Deployer};
 use crate::outbox::Outbox;
+use crate::retry::RetryPolicy;
 use crate::state::{self, AgentInfo, Contact, HostLock, StateDir, SCHEMA_VERSION};
 
 use command::{heartbeat_every, run_command, Alive, DirectReports};
@@ -95,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         deployer_settings(&config, Some((&client, &host))),
     );
     crate::notify::status("polling the coordinator");
-    let policy = config.poll.retry_policy();
+    let policy = RetryPolicy::from_config(&config.poll);
     let mut delays = policy.delays();
     let mut direct = DirectReports::default();
     while !shutdown.is_cancelled() {
@@ -185,25 +186,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = sender.await;
     info!("hoist-agent stopped");
     Ok(())
-}
-
-/// The deployer's settings from the config; with a client and `host`, it can fetch remote
-/// revisions too, over the same HTTP client as the coordinator's API.
-pub fn deployer_settings(
-    config: &Config,
-    remote: Option<(&Client, &HostCredentials)>,
-) -> DeployerSettings {
-    DeployerSettings {
-        kill_grace: config.hooks.kill_grace(),
-        stop_grace: config.hooks.stop_grace(),
-        environment_file: config.hooks.environment_file.clone(),
-        limits: config.bundles.extract_limits(),
-        keep: config.deployments.keep,
-        fetch: remote.map(|(client, host)| FetchContext {
-            client: client.http().clone(),
-            settings: config.fetch_settings(Some(host)),
-        }),
-    }
 }
 
 /// Records a successful exchange with the coordinator, or the error of a failed one (keeping

@@ -8,8 +8,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::note_contact;
-use crate::client::{Client, HostCredentials};
+use crate::client::Client;
 use crate::config::Config;
+use crate::retry::RetryPolicy;
+use crate::state::HostCredentials;
 use crate::state::{self, StateDir, SCHEMA_VERSION};
 
 /// Loads the host's credentials, registering first when there are none. `None` on shutdown.
@@ -34,7 +36,7 @@ pub(super) async fn register(
         tags: config.host.tags.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let policy = config.poll.retry_policy();
+    let policy = RetryPolicy::from_config(&config.poll);
     let mut delays = policy.delays();
     // Kept across attempts: space released between them could be taken by someone else.
     let mut reserved = None;

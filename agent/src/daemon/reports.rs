@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::{note_contact, Running};
-use crate::client::{Client, HostCredentials};
+use crate::client::Client;
 use crate::deployment::{EventResult, Observer};
 use crate::outbox::Outbox;
+use crate::state::HostCredentials;
 use crate::state::StateDir;
 
 /// Turns a deployment's progress into queued reports.
@@ -49,7 +50,7 @@ pub(super) async fn send_reports(
     poll: crate::config::PollConfig,
     stop: CancellationToken,
 ) {
-    let policy = poll.retry_policy();
+    let policy = crate::retry::RetryPolicy::from_config(&poll);
     let mut delays = policy.delays();
     loop {
         let pending = match outbox.pending() {

@@ -30,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::bundle::extract::ExtractLimits;
-use crate::bundle::fetch;
-use crate::state::{self, DeploymentRecord, Ending, LastSuccess, StateDir};
+use crate::bundle::fetch::{self, FetchSettings};
+use crate::client::Client;
+use crate::config::Config;
+use crate::state::{self, DeploymentRecord, Ending, HostCredentials, LastSuccess, StateDir};
 
 use journal::Journal;
 pub use records::EventResult;
@@ -54,6 +56,25 @@ pub struct DeployerSettings {
 pub struct FetchContext {
     pub client: reqwest::Client,
     pub settings: fetch::FetchSettings,
+}
+
+/// The deployer's settings from the config; with a client and `host`, it can fetch remote
+/// revisions too, over the same HTTP client as the coordinator's API.
+pub fn deployer_settings(
+    config: &Config,
+    remote: Option<(&Client, &HostCredentials)>,
+) -> DeployerSettings {
+    DeployerSettings {
+        kill_grace: config.hooks.kill_grace(),
+        stop_grace: config.hooks.stop_grace(),
+        environment_file: config.hooks.environment_file.clone(),
+        limits: ExtractLimits::from_config(&config.bundles),
+        keep: config.deployments.keep,
+        fetch: remote.map(|(client, host)| FetchContext {
+            client: client.http().clone(),
+            settings: FetchSettings::from_config(config, Some(host)),
+        }),
+    }
 }
 
 /// Where the new revision comes from.

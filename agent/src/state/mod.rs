@@ -55,8 +55,8 @@ pub(crate) use groups::rewrite_group_paths;
 pub use groups::{local_group_id, unclaimed_group_id};
 pub use lock::HostLock;
 pub use records::{
-    AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EventRecord, GroupInfo, InFlight,
-    LastSuccess, RecordStatus,
+    AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EventRecord, GroupInfo,
+    HostCredentials, InFlight, LastSuccess, RecordStatus,
 };
 
 /// Version of the on-disk JSON layout; bumped on incompatible changes.

@@ -7,6 +7,17 @@ use std::path::PathBuf;
 use hoist_protocol::agent::{CommandStatus, ReportBody};
 use serde::{Deserialize, Serialize};
 
+/// The host's identity at the coordinator, kept in `host.json` (mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostCredentials {
+    pub schema_version: u32,
+    pub host_id: String,
+    pub host_secret: String,
+    /// The coordinator that issued them; a changed URL keeps them (same fleet behind a new
+    /// name), but it is shown by `status`.
+    pub coordinator_url: String,
+}
+
 /// What `status` reads to describe the running daemon (`agent.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentInfo {

@@ -82,3 +82,116 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(stderr.contains("registration failed"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+/// Runs `hoist-agent ARGS` and returns its exit code and stderr.
+fn run_agent(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("HOIST_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn usage_errors_exit_2_and_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "colour: blue\n").unwrap();
+    let good = dir.path().join("agent.yaml");
+    std::fs::write(
+        &good,
+        format!("state_dir: {}\n", dir.path().join("state").display()),
+    )
+    .unwrap();
+    let missing = dir.path().join("missing");
+    let (bad, good, missing) = (bad.as_os_str(), good.as_os_str(), missing.as_os_str());
+    let bundle = dir.path().as_os_str();
+    let cases: Vec<(Vec<&std::ffi::OsStr>, &str)> = vec![
+        (vec!["run".as_ref(), "--config".as_ref(), bad], "colour"),
+        (vec!["status".as_ref(), "--config".as_ref(), bad], "colour"),
+        (
+            vec![
+                "deploy".as_ref(),
+                "--config".as_ref(),
+                bad,
+                "--bundle".as_ref(),
+                bundle,
+            ],
+            "colour",
+        ),
+        (
+            vec![
+                "deploy".as_ref(),
+                "--config".as_ref(),
+                good,
+                "--bundle".as_ref(),
+                bundle,
+                "--events".as_ref(),
+                "Nope".as_ref(),
+            ],
+            "--events: ",
+        ),
+        (
+            vec![
+                "deploy".as_ref(),
+                "--config".as_ref(),
+                good,
+                "--bundle".as_ref(),
+                bundle,
+                "--file-exists-behavior".as_ref(),
+                "SOMETIMES".as_ref(),
+            ],
+            "--file-exists-behavior ",
+        ),
+        (
+            vec![
+                "deploy".as_ref(),
+                "--config".as_ref(),
+                good,
+                "--bundle".as_ref(),
+                "https://example.invalid/b.zip".as_ref(),
+            ],
+            "a URL needs --sha256",
+        ),
+        (
+            vec![
+                "deploy".as_ref(),
+                "--config".as_ref(),
+                good,
+                "--bundle".as_ref(),
+                missing,
+            ],
+            "no such file or directory",
+        ),
+        (vec!["validate".as_ref(), missing], "missing: "),
+    ];
+    for (args, expected) in cases {
+        let (code, stderr) = run_agent(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+        assert!(
+            lines[0].starts_with("hoist-agent: ") && lines[0].contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn validate_exits_0_for_a_valid_appspec_and_1_for_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let valid = dir.path().join("appspec.yml");
+    std::fs::write(&valid, "version: 0.0\nos: linux\n").unwrap();
+    let invalid = dir.path().join("invalid.yml");
+    std::fs::write(&invalid, "version: 7\nos: linux\n").unwrap();
+    let (code, stderr) = run_agent(&["validate".as_ref(), valid.as_os_str()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = run_agent(&["validate".as_ref(), invalid.as_os_str()]);
+    assert_eq!(code, Some(1), "{stderr}");
+}

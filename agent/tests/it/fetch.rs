@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hoist_agent::bundle::fetch::{
-    fetch, http_client, CoordinatorAccess, FetchError, FetchSettings, Fetched, GitAuth,
-    GitSettings, S3Settings, Secret,
+    fetch, FetchError, FetchSettings, Fetched, GitAuth, GitSettings, S3Settings,
 };
+use hoist_agent::client::{http_client, CoordinatorAccess};
 use hoist_agent::retry::RetryPolicy;
+use hoist_agent::secret::Secret;
 use hoist_protocol::agent::Revision;
 use hoist_tests::servers::{
     bare_repo, moto_or_skip, serve, sha256_hex, start_git_http, start_s3s, GitDaemon, HttpServer,
@@ -1073,27 +1074,4 @@ async fn git_timeout_kills_a_hung_fetch() {
     );
     assert!(!held.lock().unwrap().is_empty(), "git connected");
     assert_eq!(names(dir.path()), Vec::<String>::new());
-}
-
-#[test]
-fn http_client_rejects_a_ca_file_without_certificates() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "not a certificate\n").unwrap();
-    let missing = dir.path().join("missing.pem");
-    for path in [&ca, &missing] {
-        let err = http_client(
-            Some(path),
-            None,
-            None,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
-        assert!(matches!(err, FetchError::CaFile { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            format!("reading CA file {}", path.display())
-        );
-    }
 }

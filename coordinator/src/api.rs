@@ -67,7 +67,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundles::BundleError;
 use crate::bundles::{parse_range, RangeRequest};
-use crate::engine::{error_chain, Engine, EngineError};
+use crate::service::{error_chain, Service, ServiceError};
 use crate::store::HostRow;
 
 /// Longest a poll or a deployment watch is held open.
@@ -95,7 +95,7 @@ pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    pub service: Arc<Service>,
     pub operator_token: OperatorToken,
     /// Ends long polls and watches at shutdown.
     pub cancel: CancellationToken,
@@ -257,20 +257,20 @@ impl ApiError {
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> ApiError {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
         let status = match &e {
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Conflict(_) => StatusCode::CONFLICT,
-            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
-            EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            EngineError::Internal(why) => {
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::Internal(why) => {
                 return ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("internal error: {why}"),
                 );
             }
-            EngineError::Store(err) => {
+            ServiceError::Store(err) => {
                 tracing::error!(error = %error_chain(err), "store failure");
                 return ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -313,14 +313,14 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Runs a blocking engine call off the async runtime.
+/// Runs a blocking service call off the async runtime.
 async fn blocking<T, F>(state: &AppState, f: F) -> ApiResult<T>
 where
-    F: FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+    F: FnOnce(&Service) -> Result<T, ServiceError> + Send + 'static,
     T: Send + 'static,
 {
-    let engine = state.engine.clone();
-    tokio::task::spawn_blocking(move || f(&engine))
+    let service = state.service.clone();
+    tokio::task::spawn_blocking(move || f(&service))
         .await
         .map_err(|e| {
             ApiError::new(
@@ -433,7 +433,7 @@ async fn host_from(parts: &Parts, state: &AppState) -> ApiResult<HostRow> {
     let secret = bearer(&parts.headers)
         .map(str::to_owned)
         .ok_or_else(|| ApiError::unauthorized("missing host secret (Authorization: Bearer ...)"))?;
-    if let Some(known) = state.engine.authenticate_known_host(&id, &secret) {
+    if let Some(known) = state.service.authenticate_known_host(&id, &secret) {
         return known.map_err(ApiError::from);
     }
     blocking(state, move |e| e.authenticate_host(&id, &secret)).await
@@ -465,7 +465,7 @@ impl FromRequestParts<AppState> for HostOrOperator {
 }
 
 /// A registration: `Authorization: Bearer <registration token>`, checked before the body
-/// is read (the engine checks it again, with the body, when it registers the host).
+/// is read (the service checks it again, with the body, when it registers the host).
 pub struct RegistrationAuth(pub String);
 
 impl FromRequestParts<AppState> for RegistrationAuth {
@@ -497,14 +497,14 @@ async fn poll(
     HostAuth(host): HostAuth,
     ApiJson(req): ApiJson<PollRequest>,
 ) -> ApiResult<Json<PollResponse>> {
-    let config = state.engine.config();
+    let config = state.service.config();
     let wait = Duration::from_secs(req.wait_secs.unwrap_or(MAX_WAIT.as_secs()))
         .min(MAX_WAIT)
         .min(config.poll_wait_cap());
     let heartbeat_ms = Some(config.heartbeat_interval().as_millis() as u64);
     let host_id = host.id;
-    state.engine.host_polled(&host_id, &req);
-    let waker = state.engine.host_waker(&host_id);
+    state.service.host_polled(&host_id, &req);
+    let waker = state.service.host_waker(&host_id);
     let deadline = tokio::time::Instant::now() + wait;
     // A command left by an earlier wake-up may since have stopped: the store decides.
     let mut woken = false;
@@ -523,7 +523,7 @@ async fn poll(
             }
         };
         if let Some(command) = command {
-            state.engine.command_delivered(&command.command_id);
+            state.service.command_delivered(&command.command_id);
             return Ok(Json(PollResponse {
                 command: Some(command),
                 heartbeat_ms,
@@ -556,10 +556,10 @@ async fn report(
     Path(id): Path<String>,
     ApiJson(report): ApiJson<Report>,
 ) -> ApiResult<impl IntoResponse> {
-    let (answer, start_writer) = state.engine.queue_report(&host, &id, report);
+    let (answer, start_writer) = state.service.queue_report(&host, &id, report);
     if start_writer {
-        let engine = state.engine.clone();
-        tokio::task::spawn_blocking(move || engine.write_reports());
+        let service = state.service.clone();
+        tokio::task::spawn_blocking(move || service.write_reports());
     }
     let ack = answer.await.map_err(|_| {
         ApiError::new(
@@ -619,7 +619,7 @@ async fn upload_bundle(
         },
     );
     let (sha256, size) = state
-        .engine
+        .service
         .bundles()
         .put(Box::pin(chunks))
         .await
@@ -657,7 +657,7 @@ async fn download_bundle(
 ) -> ApiResult<Response> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no bundle {sha256}"));
     let path = state
-        .engine
+        .service
         .bundles()
         .path_of(&sha256)
         .ok_or_else(not_found)?;
@@ -882,7 +882,7 @@ async fn show_deployment(
     Query(q): Query<WatchQuery>,
 ) -> ApiResult<impl IntoResponse> {
     if let Some(since) = q.since {
-        let mut rx = state.engine.subscribe();
+        let mut rx = state.service.subscribe();
         if *rx.borrow_and_update() == since {
             let wait = Duration::from_secs(q.wait_secs.unwrap_or(MAX_WAIT.as_secs())).min(MAX_WAIT);
             tokio::select! {

@@ -2,11 +2,11 @@
 //! subcommand), in one binary.
 //!
 //! Layout:
-//! - [`server`]: wiring of `hoist server` — data directory, store, engine, lease sweeper,
+//! - [`server`]: wiring of `hoist server` — data directory, store, service, lease sweeper,
 //!   HTTP or HTTPS listener with connection limits, graceful shutdown.
 //! - [`config`]: the server's YAML config file and flag overrides.
 //! - [`api`]: the HTTP API (axum); the only module that knows HTTP on the server side.
-//! - [`engine`]: the rules — registration, polls, reports, deployments, stops, leases,
+//! - [`service`]: the rules — registration, polls, reports, deployments, stops, leases,
 //!   auto-rollback — on top of the store.
 //! - [`bounds`]: what is accepted from hosts (names, tags, versions, event reports) and
 //!   how much of it.
@@ -26,8 +26,8 @@ pub mod bounds;
 pub mod bundles;
 pub mod cli;
 pub mod config;
-pub mod engine;
 pub mod rollout;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tls;

@@ -3,9 +3,9 @@
 //! reports, stops, host leases and auto-rollback.
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
-//! read-modify-write sequence holds [`Engine::lock`], so two reports, a stop and the lease
-//! sweep never interleave; wake-ups ([`Engine::host_waker`]) and the change counter
-//! ([`Engine::subscribe`]) fire after the store has committed.
+//! read-modify-write sequence holds [`Service::lock`], so two reports, a stop and the lease
+//! sweep never interleave; wake-ups ([`Service::host_waker`]) and the change counter
+//! ([`Service::subscribe`]) fire after the store has committed.
 //!
 //! Deliberately not here: HTTP (the `api` module), the rollout arithmetic (`rollout`), SQL
 //! (`store`). With PostgreSQL and several coordinators, `lock` would become a row lock.
@@ -33,9 +33,9 @@ use crate::store::{
     RegistrationTokenRow, ReportRow, RevisionRow, Store, StoreError,
 };
 
-/// Timing rules of the engine.
+/// Timing rules of the service.
 #[derive(Debug, Clone, Copy)]
-pub struct EngineConfig {
+pub struct ServiceConfig {
     /// A command with neither a report nor a heartbeat naming it for this long has failed
     /// ("host lost", or "no report" when the host still polls); also how recently a host
     /// must have polled to be a target.
@@ -44,7 +44,7 @@ pub struct EngineConfig {
     pub online_window: Duration,
 }
 
-impl EngineConfig {
+impl ServiceConfig {
     /// How often an agent running a command says it is alive: a quarter of the lease, so
     /// three heartbeats may be lost before the host counts as lost; at most a minute.
     pub fn heartbeat_interval(&self) -> Duration {
@@ -58,9 +58,9 @@ impl EngineConfig {
     }
 }
 
-impl Default for EngineConfig {
+impl Default for ServiceConfig {
     fn default() -> Self {
-        EngineConfig {
+        ServiceConfig {
             host_lease: Duration::from_secs(600),
             online_window: Duration::from_secs(90),
         }
@@ -68,7 +68,7 @@ impl Default for EngineConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub enum ServiceError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -84,12 +84,12 @@ pub enum EngineError {
     Internal(String),
 }
 
-pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-pub struct Engine {
+pub struct Service {
     store: Arc<dyn Store>,
     bundles: BundleStore,
-    config: EngineConfig,
+    config: ServiceConfig,
     /// Held across every read-modify-write of deployments and commands.
     lock: Mutex<()>,
     /// One waker per host with a poll in flight or recently seen; woken, with the
@@ -98,14 +98,14 @@ pub struct Engine {
     /// Bumped after every change an operator may watch (`--wait`).
     changes: watch::Sender<u64>,
     /// Hosts' last contacts not yet written: written by the server's timer
-    /// ([`Engine::flush_contacts`]), and before anything reads hosts.
+    /// ([`Service::flush_contacts`]), and before anything reads hosts.
     contacts: Mutex<HashMap<String, HostContact>>,
     /// Event reports waiting to be written together (group commit).
     queued_reports: Mutex<ReportQueue>,
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
     credentials: Mutex<HashMap<String, HostRow>>,
-    /// Commands in progress that a poll has answered with since this engine started: when
+    /// Commands in progress that a poll has answered with since this service started: when
     /// first, and the last heartbeat naming them. Once a command is with its host, only its
     /// reports and these heartbeats renew its lease, never the host's polls (a host that
     /// polls but cannot work would otherwise keep it in progress forever).
@@ -121,7 +121,7 @@ struct CommandLease {
 #[derive(Default)]
 struct ReportQueue {
     reports: Vec<QueuedReport>,
-    /// A writer ([`Engine::write_reports`]) is running and will take what is queued.
+    /// A writer ([`Service::write_reports`]) is running and will take what is queued.
     writing: bool,
 }
 
@@ -174,7 +174,7 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Where the polls of one host wait, and where the engine leaves the command it has just
+/// Where the polls of one host wait, and where the service leaves the command it has just
 /// started for that host, so a woken poll answers without reading the store again: with
 /// 20 000 hosts started at once, that read would be 20 000 queries on the one connection.
 ///
@@ -260,7 +260,7 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(EngineError::Invalid(format!(
+        Err(ServiceError::Invalid(format!(
             "{what} name {name:?} must be 1 to 100 letters, digits, '.', '_' or '-'"
         )))
     }
@@ -393,9 +393,9 @@ fn apply_report(cmd: &mut CommandRow, body: &ReportBody, now: u64) -> bool {
     }
 }
 
-impl Engine {
-    pub fn new(store: Arc<dyn Store>, bundles: BundleStore, config: EngineConfig) -> Engine {
-        Engine {
+impl Service {
+    pub fn new(store: Arc<dyn Store>, bundles: BundleStore, config: ServiceConfig) -> Service {
+        Service {
             store,
             bundles,
             config,
@@ -409,7 +409,7 @@ impl Engine {
         }
     }
 
-    pub fn config(&self) -> EngineConfig {
+    pub fn config(&self) -> ServiceConfig {
         self.config
     }
 
@@ -493,13 +493,13 @@ impl Engine {
     fn app(&self, name: &str) -> Result<AppRow> {
         self.store
             .application(name)?
-            .ok_or_else(|| EngineError::NotFound(format!("no application named {name}")))
+            .ok_or_else(|| ServiceError::NotFound(format!("no application named {name}")))
     }
 
     fn group_row(&self, app: &str, name: &str) -> Result<GroupRow> {
         self.app(app)?;
         self.store.group(app, name)?.ok_or_else(|| {
-            EngineError::NotFound(format!(
+            ServiceError::NotFound(format!(
                 "application {app} has no deployment group named {name}"
             ))
         })
@@ -509,30 +509,30 @@ impl Engine {
         self.app(app)?;
         check_name("deployment group", &req.name)?;
         if req.tag_filters.is_empty() {
-            return Err(EngineError::Invalid(
+            return Err(ServiceError::Invalid(
                 "tag_filters: a deployment group needs at least one tag filter".into(),
             ));
         }
         for (i, f) in req.tag_filters.iter().enumerate() {
             if f.is_empty() {
-                return Err(EngineError::Invalid(format!(
+                return Err(ServiceError::Invalid(format!(
                     "tag_filters[{i}]: a tag filter needs at least one key=value"
                 )));
             }
             if f.keys().any(|k| k.is_empty()) {
-                return Err(EngineError::Invalid(format!(
+                return Err(ServiceError::Invalid(format!(
                     "tag_filters[{i}]: a tag key must not be empty"
                 )));
             }
         }
         if to_rollout(req.rollout).is_none() {
-            return Err(EngineError::Invalid(
+            return Err(ServiceError::Invalid(
                 "rollout: unknown rollout configuration".into(),
             ));
         }
         if let RolloutConfig::MinHealthyPercent { percent } = req.rollout {
             if percent > 100 {
-                return Err(EngineError::Invalid(
+                return Err(ServiceError::Invalid(
                     "rollout: the percentage must be at most 100".into(),
                 ));
             }
@@ -611,14 +611,14 @@ impl Engine {
             if is_hex(s, &[64]) {
                 Ok(s.to_ascii_lowercase())
             } else {
-                Err(EngineError::Invalid(format!(
+                Err(ServiceError::Invalid(format!(
                     "revision.{field}: {s:?} is not a sha256 (64 hex digits)"
                 )))
             }
         };
         let non_empty = |s: &str, field: &str| {
             if s.trim().is_empty() {
-                Err(EngineError::Invalid(format!(
+                Err(ServiceError::Invalid(format!(
                     "revision.{field}: must not be empty"
                 )))
             } else {
@@ -629,7 +629,7 @@ impl Engine {
             Revision::Coordinator { sha256, .. } => {
                 let sha256 = sha(sha256, "sha256")?;
                 let size = self.bundles.size_of(&sha256).ok_or_else(|| {
-                    EngineError::Invalid(format!(
+                    ServiceError::Invalid(format!(
                         "revision.sha256: no bundle {sha256} in the coordinator's store \
                          (upload it first)"
                     ))
@@ -647,7 +647,7 @@ impl Engine {
                 non_empty(key, "key")?;
                 // The agent signs a request for the key's path: `..` would leave the bucket.
                 if key.split('/').any(|seg| matches!(seg, "" | "." | "..")) {
-                    return Err(EngineError::Invalid(format!(
+                    return Err(ServiceError::Invalid(format!(
                         "revision.key: {}: an S3 key must not have empty, '.' or '..' segments",
                         shown(key)
                     )));
@@ -662,10 +662,10 @@ impl Engine {
             }
             Revision::Url { url, sha256 } => {
                 let parsed = url::Url::parse(url).map_err(|e| {
-                    EngineError::Invalid(format!("revision.url: {url:?} is not a URL: {e}"))
+                    ServiceError::Invalid(format!("revision.url: {url:?} is not a URL: {e}"))
                 })?;
                 if !matches!(parsed.scheme(), "https" | "http") {
-                    return Err(EngineError::Invalid(format!(
+                    return Err(ServiceError::Invalid(format!(
                         "revision.url: {url:?} must be an https (or http) URL"
                     )));
                 }
@@ -677,7 +677,7 @@ impl Engine {
             Revision::Git { repository, commit } => {
                 non_empty(repository, "repository")?;
                 if !is_hex(commit, &[40, 64]) {
-                    return Err(EngineError::Invalid(format!(
+                    return Err(ServiceError::Invalid(format!(
                         "revision.commit: {commit:?} is not a full commit id (40 or 64 hex digits)"
                     )));
                 }
@@ -687,7 +687,7 @@ impl Engine {
                 }
             }
             Revision::Unknown { kind } => {
-                return Err(EngineError::Invalid(format!(
+                return Err(ServiceError::Invalid(format!(
                     "revision.kind: unsupported revision kind {kind:?}"
                 )))
             }
@@ -710,7 +710,7 @@ impl Engine {
         self.store
             .revision(id)?
             .map(revision_info)
-            .ok_or_else(|| EngineError::NotFound(format!("no revision {id}")))
+            .ok_or_else(|| ServiceError::NotFound(format!("no revision {id}")))
     }
 
     // ---- registration tokens and hosts ----
@@ -720,22 +720,22 @@ impl Engine {
         req: op::CreateRegistrationToken,
     ) -> Result<op::RegistrationToken> {
         if req.max_uses == Some(0) {
-            return Err(EngineError::Invalid("max_uses: must be at least 1".into()));
+            return Err(ServiceError::Invalid("max_uses: must be at least 1".into()));
         }
         if req.expires_secs == Some(0) {
-            return Err(EngineError::Invalid(
+            return Err(ServiceError::Invalid(
                 "expires_secs: must be at least 1".into(),
             ));
         }
         for (k, values) in &req.allowed_tags {
             if values.is_empty() {
-                return Err(EngineError::Invalid(format!(
+                return Err(ServiceError::Invalid(format!(
                     "allowed_tags.{k}: give at least one allowed value"
                 )));
             }
             for v in values {
                 bounds::check_tag(k, v)
-                    .map_err(|e| EngineError::Invalid(format!("allowed_tags: {e}")))?;
+                    .map_err(|e| ServiceError::Invalid(format!("allowed_tags: {e}")))?;
             }
         }
         let now = now_ms();
@@ -769,10 +769,9 @@ impl Engine {
     }
 
     pub fn revoke_registration_token(&self, id: &str) -> Result<op::RegistrationTokenInfo> {
-        let t = self
-            .store
-            .revoke_registration_token(id)?
-            .ok_or_else(|| EngineError::NotFound(format!("no registration token {}", shown(id))))?;
+        let t = self.store.revoke_registration_token(id)?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no registration token {}", shown(id)))
+        })?;
         tracing::info!(token_id = %t.id, "registration token revoked");
         Ok(token_info(t))
     }
@@ -786,13 +785,13 @@ impl Engine {
         // A token's use count and the uniqueness of names are read, then written.
         let _guard = self.lock();
         let t = self.usable_registration_token(token, now)?;
-        bounds::check_host_name(&req.name).map_err(EngineError::Invalid)?;
-        bounds::check_tags(&req.tags).map_err(EngineError::Invalid)?;
-        bounds::check_agent_version(&req.agent_version).map_err(EngineError::Invalid)?;
+        bounds::check_host_name(&req.name).map_err(ServiceError::Invalid)?;
+        bounds::check_tags(&req.tags).map_err(ServiceError::Invalid)?;
+        bounds::check_agent_version(&req.agent_version).map_err(ServiceError::Invalid)?;
         if !t.allowed_tags.is_empty() {
             for (k, v) in &req.tags {
                 if !t.allowed_tags.get(k).is_some_and(|vs| vs.contains(v)) {
-                    return Err(EngineError::Unauthorized(format!(
+                    return Err(ServiceError::Unauthorized(format!(
                         "registration token {} does not allow tag {k}={v} (it allows {})",
                         t.id,
                         describe_scope(&t.allowed_tags)
@@ -816,7 +815,7 @@ impl Engine {
                 "host that never polled revoked: its name registers again");
         }
         if let Some(taken) = self.store.active_host_named(&req.name)? {
-            return Err(EngineError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "host name {} is taken by active host {}; if that host is gone, revoke it \
                  with `hoist hosts revoke {}` and register again",
                 req.name, taken.id, taken.id
@@ -848,16 +847,16 @@ impl Engine {
         if let Some(h) = self.store.host(key)? {
             return Ok(h);
         }
-        self.store
-            .active_host_named(key)?
-            .ok_or_else(|| EngineError::NotFound(format!("no host with id or name {}", shown(key))))
+        self.store.active_host_named(key)?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no host with id or name {}", shown(key)))
+        })
     }
 
     /// An operator's change of a host's tags (and, on accept, its name): the host's own
     /// requests take effect only through here.
     pub fn set_host_tags(&self, key: &str, req: op::SetHostTags) -> Result<op::HostInfo> {
         if !req.accept && req.set.is_empty() && req.remove.is_empty() {
-            return Err(EngineError::Invalid(
+            return Err(ServiceError::Invalid(
                 "nothing to change: give KEY=VALUE tags, --remove KEY or --accept".into(),
             ));
         }
@@ -866,26 +865,26 @@ impl Engine {
         let _guard = self.lock();
         let mut host = self.host_by_id_or_name(key)?;
         if host.revoked {
-            return Err(EngineError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "host {} ({}) was revoked",
                 host.name, host.id
             )));
         }
         if req.accept {
             if host.requested_name.is_none() && host.requested_tags.is_none() {
-                return Err(EngineError::Conflict(format!(
+                return Err(ServiceError::Conflict(format!(
                     "host {} ({}) asks for no change to accept",
                     host.name, host.id
                 )));
             }
             if let Some(name) = host.requested_name.take() {
-                bounds::check_host_name(&name).map_err(EngineError::Invalid)?;
+                bounds::check_host_name(&name).map_err(ServiceError::Invalid)?;
                 if let Some(taken) = self
                     .store
                     .active_host_named(&name)?
                     .filter(|t| t.id != host.id)
                 {
-                    return Err(EngineError::Conflict(format!(
+                    return Err(ServiceError::Conflict(format!(
                         "host {} asks for the name {name}, which active host {} has",
                         host.id, taken.id
                     )));
@@ -902,7 +901,7 @@ impl Engine {
         for k in &req.remove {
             host.tags.remove(k);
         }
-        bounds::check_tags(&host.tags).map_err(EngineError::Invalid)?;
+        bounds::check_tags(&host.tags).map_err(ServiceError::Invalid)?;
         if host.requested_tags.as_ref() == Some(&host.tags) {
             host.requested_tags = None;
         }
@@ -927,7 +926,7 @@ impl Engine {
         check_host(host_id, secret, host)
     }
 
-    /// [`Engine::authenticate_host`] without the store: `None` when the host is not known
+    /// [`Service::authenticate_host`] without the store: `None` when the host is not known
     /// here yet. Cheap enough for the async runtime.
     pub fn authenticate_known_host(&self, host_id: &str, secret: &str) -> Option<Result<HostRow>> {
         let host = locked(&self.credentials).get(host_id).cloned()?;
@@ -936,7 +935,7 @@ impl Engine {
 
     /// Whether `token` is a registration token that may register a host now; the API calls
     /// it from the request head, before reading a registration's body. `register` checks
-    /// again under the engine's lock, since a use may have been taken in between.
+    /// again under the service lock, since a use may have been taken in between.
     pub fn check_registration_token(&self, token: &str) -> Result<()> {
         self.usable_registration_token(token, now_ms()).map(|_| ())
     }
@@ -947,22 +946,22 @@ impl Engine {
         let t = self
             .store
             .registration_token(&sha256_hex(token))?
-            .ok_or_else(|| EngineError::Unauthorized("unknown registration token".into()))?;
+            .ok_or_else(|| ServiceError::Unauthorized("unknown registration token".into()))?;
         if t.revoked {
-            return Err(EngineError::Unauthorized(format!(
+            return Err(ServiceError::Unauthorized(format!(
                 "registration token {} was revoked",
                 t.id
             )));
         }
         if let Some(expires) = t.expires_ms.filter(|e| now >= *e) {
-            return Err(EngineError::Unauthorized(format!(
+            return Err(ServiceError::Unauthorized(format!(
                 "registration token {} expired at {}",
                 t.id,
                 rfc3339(expires)
             )));
         }
         if let Some(max) = t.max_uses.filter(|m| t.uses >= *m) {
-            return Err(EngineError::Unauthorized(format!(
+            return Err(ServiceError::Unauthorized(format!(
                 "registration token {} is used up ({max} of {max} registrations)",
                 t.id
             )));
@@ -1081,7 +1080,7 @@ impl Engine {
         let mut host = self
             .store
             .host(host_id)?
-            .ok_or_else(|| EngineError::NotFound(format!("no host {host_id}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no host {host_id}")))?;
         host.revoked = true;
         self.store.update_host(&host)?;
         // Overwrites whatever the credentials held, so its next request is refused.
@@ -1162,7 +1161,7 @@ impl Engine {
     /// Queues an event report of `host`'s command for writing; idempotent on (command,
     /// seq). The answer comes once the report is durable. Reports queued together are
     /// written in one transaction (group commit) by one writer: when this returns true,
-    /// no writer is running and the caller must run [`Engine::write_reports`] on a
+    /// no writer is running and the caller must run [`Service::write_reports`] on a
     /// blocking thread.
     pub fn queue_report(
         &self,
@@ -1175,7 +1174,7 @@ impl Engine {
         let report = match bounds::bound_report(report) {
             Ok(r) => r,
             Err(why) => {
-                let _ = answer.send(Err(EngineError::Invalid(why)));
+                let _ = answer.send(Err(ServiceError::Invalid(why)));
                 return (answered, false);
             }
         };
@@ -1270,7 +1269,7 @@ impl Engine {
                         recorded: flags.get(row).copied().unwrap_or(false),
                         aborted,
                     }),
-                    Err(why) => Err(EngineError::Internal(why.clone())),
+                    Err(why) => Err(ServiceError::Internal(why.clone())),
                 },
             };
             // The caller may be gone (its request dropped); nothing to tell then.
@@ -1281,7 +1280,7 @@ impl Engine {
     /// Checks one queued report against its command and applies it to the staged copy.
     fn stage_report(&self, q: &QueuedReport, now: u64, staged: &mut Staged) -> Result<Staging> {
         let command_id = q.command_id.as_str();
-        let not_found = || EngineError::NotFound(format!("no command {command_id} for this host"));
+        let not_found = || ServiceError::NotFound(format!("no command {command_id} for this host"));
         let mut cmd = match staged.commands.get(command_id) {
             Some(c) => c.clone(),
             None => self.store.command(command_id)?.ok_or_else(not_found)?,
@@ -1322,14 +1321,14 @@ impl Engine {
         match self.store.report(command_id, seq)? {
             Some(stored) if !ended_already || stored.body_json == body_json => return resent(),
             Some(_) => {
-                return Err(EngineError::Conflict(format!(
+                return Err(ServiceError::Conflict(format!(
                     "command {command_id} has ended ({}); report {seq} differs from the one \
                      recorded under that number",
                     cmd.state
                 )))
             }
             None if ended_already => {
-                return Err(EngineError::Conflict(format!(
+                return Err(ServiceError::Conflict(format!(
                     "command {command_id} has ended ({}); it takes no more reports",
                     cmd.state
                 )))
@@ -1364,9 +1363,9 @@ impl Engine {
                 let r = self
                     .store
                     .revision(&id)?
-                    .ok_or_else(|| EngineError::NotFound(format!("no revision {id}")))?;
+                    .ok_or_else(|| ServiceError::NotFound(format!("no revision {id}")))?;
                 if r.application != req.application {
-                    return Err(EngineError::Invalid(format!(
+                    return Err(ServiceError::Invalid(format!(
                         "revision {id} belongs to application {}, not {}",
                         r.application, req.application
                     )));
@@ -1383,7 +1382,7 @@ impl Engine {
             Some(b) => {
                 let up = b.to_ascii_uppercase();
                 if !["DISALLOW", "OVERWRITE", "RETAIN"].contains(&up.as_str()) {
-                    return Err(EngineError::Invalid(format!(
+                    return Err(ServiceError::Invalid(format!(
                         "file_exists_behavior: {b:?} is not DISALLOW, OVERWRITE or RETAIN"
                     )));
                 }
@@ -1395,7 +1394,7 @@ impl Engine {
         } else {
             for e in &req.events {
                 if !LIFECYCLE_EVENTS.contains(&e.as_str()) {
-                    return Err(EngineError::Invalid(format!(
+                    return Err(ServiceError::Invalid(format!(
                         "events: {e:?} is not a lifecycle event (expected one of {})",
                         LIFECYCLE_EVENTS.join(", ")
                     )));
@@ -1437,7 +1436,7 @@ impl Engine {
         let d = self
             .store
             .deployment(&id)?
-            .ok_or_else(|| EngineError::NotFound(format!("no deployment {id}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no deployment {id}")))?;
         self.deployment_summary(d, self.change_seq())
     }
 
@@ -1453,7 +1452,7 @@ impl Engine {
             .into_iter()
             .find(|d| d.group_id == group.id)
         {
-            return Err(EngineError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "deployment group {} of application {} already has deployment {} in progress; \
                  wait for it or stop it first",
                 group.name, group.application, busy.id
@@ -1471,7 +1470,7 @@ impl Engine {
             })
             .collect();
         if targets.is_empty() {
-            return Err(EngineError::Conflict(format!(
+            return Err(ServiceError::Conflict(format!(
                 "deployment group {} of application {} matches no host seen in the last {}",
                 group.name,
                 group.application,
@@ -1666,9 +1665,9 @@ impl Engine {
             let mut d = self
                 .store
                 .deployment(id)?
-                .ok_or_else(|| EngineError::NotFound(format!("no deployment {id}")))?;
+                .ok_or_else(|| ServiceError::NotFound(format!("no deployment {id}")))?;
             if d.state.is_terminal() {
-                return Err(EngineError::Conflict(format!(
+                return Err(ServiceError::Conflict(format!(
                     "deployment {id} already ended ({})",
                     d.state
                 )));
@@ -1699,7 +1698,7 @@ impl Engine {
         let d = self
             .store
             .deployment(id)?
-            .ok_or_else(|| EngineError::NotFound(format!("no deployment {id}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("no deployment {id}")))?;
         let commands = self.store.commands(id)?;
         let counts = host_counts(commands.iter().map(|c| (c.state, 1)));
         let hosts = commands.into_iter().map(deployment_host).collect();
@@ -1753,8 +1752,8 @@ impl Engine {
                         .flatten()
                         .max()
                         .unwrap_or(0),
-                    // Not handed to its host since this engine started: the host may be
-                    // busy with another command (or this engine restarted); it holds while
+                    // Not handed to its host since this service started: the host may be
+                    // busy with another command (or the coordinator restarted); it holds while
                     // the host keeps in touch.
                     None => {
                         seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
@@ -1869,10 +1868,10 @@ fn agent_command(cmd: &CommandRow, d: &DeploymentRow) -> agent::Command {
 fn check_host(host_id: &str, secret: &str, host: Option<HostRow>) -> Result<HostRow> {
     match host {
         Some(h) if !h.revoked && constant_time_eq(&h.secret_sha256, &sha256_hex(secret)) => Ok(h),
-        Some(h) if h.revoked => Err(EngineError::Unauthorized(format!(
+        Some(h) if h.revoked => Err(ServiceError::Unauthorized(format!(
             "host {host_id} was revoked"
         ))),
-        _ => Err(EngineError::Unauthorized(
+        _ => Err(ServiceError::Unauthorized(
             "unknown host or wrong host secret".into(),
         )),
     }
@@ -1914,10 +1913,10 @@ fn deployment_host(c: CommandRow) -> op::DeploymentHost {
     }
 }
 
-fn conflict(e: StoreError) -> EngineError {
+fn conflict(e: StoreError) -> ServiceError {
     match e {
-        StoreError::Conflict(what) => EngineError::Conflict(format!("{what} already exists")),
-        other => EngineError::Store(other),
+        StoreError::Conflict(what) => ServiceError::Conflict(format!("{what} already exists")),
+        other => ServiceError::Store(other),
     }
 }
 
@@ -1977,9 +1976,9 @@ mod tests {
             (s(1), ms(250), s(1)),
             (ms(200), ms(250), s(1)),
         ] {
-            let c = EngineConfig {
+            let c = ServiceConfig {
                 host_lease: lease,
-                ..EngineConfig::default()
+                ..ServiceConfig::default()
             };
             assert_eq!(c.heartbeat_interval(), beat, "{lease:?}");
             assert_eq!(c.poll_wait_cap(), poll, "{lease:?}");

@@ -8,7 +8,7 @@ use hoist_protocol::operator::{self as op, RolloutConfig, TagFilter};
 
 use super::{new_id, now_ms, Result, Service, ServiceError};
 use crate::bounds::shown;
-use crate::rollout::{self};
+use crate::rollout;
 use crate::store::{AppRow, GroupRow, RevisionRow, StoreError};
 
 fn is_hex(s: &str, lens: &[usize]) -> bool {

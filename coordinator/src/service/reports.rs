@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::leases::expired_here;
 use super::{error_chain, locked, now_ms, Locked, Result, Service, ServiceError};
-use crate::bounds::{self};
+use crate::bounds;
 use crate::store::{CommandRow, DeploymentRow, HostContact, HostRow, ReportRow};
 
 #[derive(Default)]

@@ -8,6 +8,7 @@ use hoist_protocol::operator::{
 };
 
 use super::catalog::{matches, to_rollout};
+use super::states::{command_transition, deployment_transition, CommandEvent, DeploymentEvent};
 use super::{new_id, now_ms, Locked, Result, Service, ServiceError};
 use crate::rollout::{self, HostState, Outcome, Tally};
 use crate::store::{CommandRow, DeploymentRow, GroupRow, HostRow};
@@ -118,7 +119,7 @@ impl Service {
     pub(super) fn start(
         &self,
         lock: &Locked<'_>,
-        mut row: DeploymentRow,
+        row: DeploymentRow,
         group: &GroupRow,
     ) -> Result<()> {
         // Targets are chosen by tags and last contact: take the latest.
@@ -181,7 +182,6 @@ impl Service {
                 last_report_ms: None,
             })
             .collect();
-        row.state = DeploymentState::InProgress;
         // The first batch is written already started, in the same transaction: with a large
         // fleet, writing every command twice before the first host hears of it is slow.
         let all_pending = Tally {
@@ -192,8 +192,7 @@ impl Service {
             to_rollout(row.rollout).map(|config| rollout::decide_tally(config, all_pending))
         {
             for c in commands.iter_mut().take(room) {
-                c.state = CommandState::InProgress;
-                c.started_ms = Some(now);
+                command_transition(c, CommandEvent::Started, now);
             }
         }
         self.store.insert_deployment(&row, &commands)?;
@@ -251,27 +250,22 @@ impl Service {
             Vec::new()
         };
         for c in &mut started {
-            c.state = CommandState::InProgress;
-            c.started_ms = Some(now);
+            command_transition(c, CommandEvent::Started, now);
         }
         let mut skipped: Vec<CommandRow> = Vec::new();
         let mut failed = false;
         match outcome {
             Outcome::Running => {}
             Outcome::Succeeded => {
-                d.state = DeploymentState::Succeeded;
-                d.ended_ms = Some(now);
+                deployment_transition(&mut d, DeploymentEvent::Succeeded, now);
             }
             Outcome::Failed(why) => {
-                failed = true;
-                d.state = DeploymentState::Failed;
-                d.ended_ms = Some(now);
-                d.message = Some(why);
+                failed = deployment_transition(&mut d, DeploymentEvent::Failed(why), now);
                 // A failed deployment starts nothing: every pending host is skipped.
                 for mut c in self.store.pending_commands(id, usize::MAX)? {
-                    c.state = CommandState::Skipped;
-                    c.message = Some("not started: the deployment failed".into());
-                    skipped.push(c);
+                    if command_transition(&mut c, CommandEvent::DeploymentFailed, now) {
+                        skipped.push(c);
+                    }
                 }
             }
         }
@@ -347,25 +341,19 @@ impl Service {
                 .store
                 .deployment(id)?
                 .ok_or_else(|| ServiceError::NotFound(format!("no deployment {id}")))?;
-            if d.state.is_terminal() {
+            let now = now_ms();
+            if !deployment_transition(&mut d, DeploymentEvent::Stopped, now) {
                 return Err(ServiceError::Conflict(format!(
                     "deployment {id} already ended ({})",
                     d.state
                 )));
             }
-            let now = now_ms();
-            d.state = DeploymentState::Stopped;
-            d.ended_ms = Some(now);
-            d.message = Some("stopped by an operator".into());
             let skipped: Vec<CommandRow> = self
                 .store
                 .commands(id)?
                 .into_iter()
-                .filter(|c| c.state == CommandState::Pending)
-                .map(|mut c| {
-                    c.state = CommandState::Skipped;
-                    c.message = Some("not started: the deployment was stopped".into());
-                    c
+                .filter_map(|mut c| {
+                    command_transition(&mut c, CommandEvent::DeploymentStopped, now).then_some(c)
                 })
                 .collect();
             self.store.save_deployment(&d, &skipped)?;

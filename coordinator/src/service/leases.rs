@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use hoist_protocol::agent::{Heartbeat, HeartbeatAck};
 use hoist_protocol::operator::{CommandState, DeploymentState};
 
+use super::states::{command_transition, CommandEvent, LeaseErrorCode};
 use super::{locked, now_ms, Result, Service};
 use crate::store::{CommandRow, HostContact, HostRow};
 
@@ -114,21 +115,21 @@ impl Service {
                 if seen.is_none() {
                     seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
                 }
-                let lease = humantime::format_duration(self.config.host_lease);
-                c.state = CommandState::Failed;
-                c.ended_ms = Some(now);
-                if seen.is_some_and(|s| self.within_lease(s, now)) {
-                    c.error_code = Some("no_report".into());
-                    c.message = Some(format!(
-                        "no report or heartbeat for this command for {lease} although the host \
-                         still polls"
-                    ));
-                    tracing::warn!(command_id = %c.id, host = ?c.host_name,
-                        "command failed: no report while the host polls");
+                let code = if seen.is_some_and(|s| self.within_lease(s, now)) {
+                    LeaseErrorCode::NoReport
                 } else {
-                    c.error_code = Some("host_lost".into());
-                    c.message = Some(format!("host lost: no report or poll for {lease}"));
-                    tracing::warn!(command_id = %c.id, host = ?c.host_name, "host lost");
+                    LeaseErrorCode::HostLost
+                };
+                let lease = self.config.host_lease;
+                if !command_transition(&mut c, CommandEvent::LeaseExpired { code, lease }, now) {
+                    continue;
+                }
+                match code {
+                    LeaseErrorCode::NoReport => tracing::warn!(command_id = %c.id,
+                        host = ?c.host_name, "command failed: no report while the host polls"),
+                    LeaseErrorCode::HostLost => {
+                        tracing::warn!(command_id = %c.id, host = ?c.host_name, "host lost")
+                    }
                 }
                 self.store.save_deployment(&d, &[c.clone()])?;
                 if !deployments.contains(&c.deployment_id) {
@@ -150,5 +151,9 @@ impl Service {
 /// The command was failed by the lease sweep, not by its host: the host is told to stop.
 pub(super) fn expired_here(cmd: &CommandRow) -> bool {
     cmd.state == CommandState::Failed
-        && matches!(cmd.error_code.as_deref(), Some("host_lost" | "no_report"))
+        && cmd
+            .error_code
+            .as_deref()
+            .and_then(LeaseErrorCode::parse)
+            .is_some()
 }

@@ -4,7 +4,8 @@
 //! groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
 //! revocation), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
-//! auto-rollback) and [`leases`] (heartbeats and the lease sweep).
+//! auto-rollback), [`leases`] (heartbeats and the lease sweep) and [`states`] (the one
+//! transition function of a command and the one of a deployment).
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
 //! read-modify-write sequence holds the store lock, whose guard ([`Locked`]) the functions
@@ -21,6 +22,7 @@ mod deployments;
 mod hosts;
 mod leases;
 mod reports;
+mod states;
 
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
 

@@ -5,11 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use hoist_protocol::agent::{self, CommandStatus, EventStatus, Report, ReportAck, ReportBody};
+use hoist_protocol::agent::{self, EventStatus, Report, ReportAck, ReportBody};
 use hoist_protocol::operator::{CommandState, DeploymentState, HostEvent};
 use tokio::sync::oneshot;
 
 use super::leases::expired_here;
+use super::states::{command_transition, CommandEvent};
 use super::{error_chain, locked, now_ms, Locked, Result, Service, ServiceError};
 use crate::bounds;
 use crate::store::{CommandRow, DeploymentRow, HostContact, HostRow, ReportRow};
@@ -140,23 +141,14 @@ fn apply_report(cmd: &mut CommandRow, body: &ReportBody, now: u64) -> bool {
             message,
         } => {
             cmd.current_event = None;
-            if cmd.state != CommandState::InProgress {
-                // Already ended here (host lost, or never handed out): keep that verdict.
-                return false;
-            }
-            cmd.state = match status {
-                CommandStatus::Succeeded => CommandState::Succeeded,
-                CommandStatus::Stopped => CommandState::Stopped,
-                CommandStatus::Failed | CommandStatus::Unknown => CommandState::Failed,
+            // A command that already ended here (host lost, or never handed out) keeps
+            // that verdict.
+            let event = CommandEvent::Completed {
+                status: *status,
+                failed_event: failed_event.as_deref(),
+                message: message.as_deref(),
             };
-            cmd.ended_ms = Some(now);
-            if failed_event.is_some() {
-                cmd.failed_event = failed_event.clone();
-            }
-            if message.is_some() {
-                cmd.message = message.clone();
-            }
-            true
+            command_transition(cmd, event, now)
         }
         ReportBody::Unknown => false,
     }

@@ -8,8 +8,9 @@ use hoist_protocol::operator::{
 };
 
 use super::catalog::{matches, to_rollout};
+use super::lock::Locked;
 use super::states::{command_transition, deployment_transition, CommandEvent, DeploymentEvent};
-use super::{new_id, now_ms, Locked, Result, Service, ServiceError};
+use super::{new_id, now_ms, Result, Service, ServiceError};
 use crate::rollout::{self, HostState, Outcome, Tally};
 use crate::store::{CommandRow, DeploymentRow, GroupRow, HostRow};
 
@@ -336,7 +337,7 @@ impl Service {
 
     pub fn stop_deployment(&self, id: &str) -> Result<op::Deployment> {
         {
-            let _guard = self.lock();
+            let _lock = self.lock();
             let mut d = self
                 .store
                 .deployment(id)?

@@ -8,7 +8,7 @@
 //! transition function of a command and the one of a deployment).
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
-//! read-modify-write sequence holds the store lock, whose guard ([`Locked`]) the functions
+//! read-modify-write sequence holds the store lock, whose guard ([`lock::Locked`]) the functions
 //! that need it take as a parameter, so two reports, a stop and the lease sweep never
 //! interleave; wake-ups ([`Service::host_waker`]) and the change counter
 //! ([`Service::subscribe`]) fire after the store has committed.
@@ -21,6 +21,7 @@ mod catalog;
 mod deployments;
 mod hosts;
 mod leases;
+mod lock;
 mod reports;
 mod states;
 
@@ -36,6 +37,7 @@ use tokio::sync::{watch, Notify};
 use crate::bundles::BundleStore;
 use crate::store::{HostContact, HostRow, Store, StoreError};
 use leases::CommandLease;
+use lock::Locked;
 use reports::ReportQueue;
 
 /// Timing rules of the service.
@@ -116,13 +118,6 @@ pub struct Service {
     /// reports and these heartbeats renew its lease, never the host's polls (a host that
     /// polls but cannot work would otherwise keep it in progress forever).
     leases: Mutex<HashMap<String, CommandLease>>,
-}
-
-/// Proof that the caller holds the store lock: the functions that read, decide and write
-/// deployments and commands take one, so calling them without the lock does not compile.
-/// Only [`Service::lock`] makes one; dropping it releases the lock.
-pub(super) struct Locked<'a> {
-    _guard: MutexGuard<'a, ()>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,10 +205,7 @@ impl Service {
 
     /// Takes the store lock for one read-modify-write sequence.
     fn lock(&self) -> Locked<'_> {
-        // The guarded data is the store, whose transactions stay consistent after a panic.
-        Locked {
-            _guard: locked(&self.lock),
-        }
+        Locked::take(&self.lock)
     }
 
     fn changed(&self) {

@@ -10,8 +10,9 @@ use hoist_protocol::operator::{CommandState, DeploymentState, HostEvent};
 use tokio::sync::oneshot;
 
 use super::leases::expired_here;
+use super::lock::Locked;
 use super::states::{command_transition, CommandEvent};
-use super::{error_chain, locked, now_ms, Locked, Result, Service, ServiceError};
+use super::{error_chain, locked, now_ms, Result, Service, ServiceError};
 use crate::bounds;
 use crate::store::{CommandRow, DeploymentRow, HostContact, HostRow, ReportRow};
 

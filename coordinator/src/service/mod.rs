@@ -8,9 +8,9 @@
 //! transition function of a command and the one of a deployment).
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
-//! read-modify-write sequence holds the store lock, whose guard ([`lock::Locked`]) the functions
-//! that need it take as a parameter, so two reports, a stop and the lease sweep never
-//! interleave; wake-ups ([`Service::host_waker`]) and the change counter
+//! read-modify-write sequence holds the store lock, whose guard ([`lock::Locked`]) the
+//! functions that need it take as a parameter, so two reports, a stop and the lease sweep
+//! never interleave; wake-ups ([`Service::host_waker`]) and the change counter
 //! ([`Service::subscribe`]) fire after the store has committed.
 //!
 //! Deliberately not here: HTTP (the `api` module), the rollout arithmetic (`rollout`), SQL

@@ -9,10 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::bundles::BundleError;
-use crate::bundles::{parse_range, RangeRequest};
+use crate::bundles::{BundleError, ByteRange};
 use crate::service::error_chain;
 
 use super::extract::declared_length;
@@ -102,31 +100,26 @@ pub(super) async fn download_bundle(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no bundle {sha256}"));
-    let path = state
+    let reading = |e: std::io::Error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading bundle: {e}"),
+        )
+    };
+    let bundle = state
         .service
         .bundles()
-        .path_of(&sha256)
+        .open_bundle(&sha256)
+        .await
+        .map_err(reading)?
         .ok_or_else(not_found)?;
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| not_found())?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading bundle: {e}"),
-            )
-        })?
-        .len();
+    let size = bundle.size();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, start, len, content_range) = match parse_range(range, size) {
-        RangeRequest::Whole => (StatusCode::OK, 0, size, None),
+    let (status, range, content_range) = match parse_range(range, size) {
+        RangeRequest::Whole => (StatusCode::OK, None, None),
         RangeRequest::Partial(r) => (
             StatusCode::PARTIAL_CONTENT,
-            r.start,
-            r.end - r.start + 1,
+            Some(r),
             Some(format!("bytes {}-{}/{size}", r.start, r.end)),
         ),
         RangeRequest::Unsatisfiable => {
@@ -143,15 +136,9 @@ pub(super) async fn download_bundle(
             return Err(e);
         }
     };
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading bundle: {e}"),
-            )
-        })?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(len)));
+    let len = range.map_or(size, |r| r.byte_count());
+    let reader = bundle.read(range).await.map_err(reading)?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -168,4 +155,87 @@ pub(super) async fn download_bundle(
         h.insert(header::CONTENT_RANGE, cr);
     }
     Ok(resp)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RangeRequest {
+    /// No usable range (absent, malformed, or several ranges): send the whole bundle.
+    Whole,
+    Partial(ByteRange),
+    /// A well-formed range that does not overlap the bundle: 416.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` header value against a bundle of `size` bytes (RFC 9110 §14.2:
+/// a server may ignore a range it does not support, so anything but one `bytes=` range is
+/// answered with the whole bundle).
+pub(super) fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Whole;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Whole;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let partial = |start: u64, end: u64| RangeRequest::Partial(ByteRange { start, end });
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => RangeRequest::Whole,
+        // Suffix: the last N bytes.
+        (true, false) => match b.parse::<u64>() {
+            Ok(0) => RangeRequest::Unsatisfiable,
+            Ok(_) if size == 0 => RangeRequest::Unsatisfiable,
+            Ok(n) => partial(size.saturating_sub(n), size - 1),
+            Err(_) => RangeRequest::Whole,
+        },
+        (false, _) => {
+            let Ok(start) = a.parse::<u64>() else {
+                return RangeRequest::Whole;
+            };
+            let end = if b.is_empty() {
+                u64::MAX
+            } else {
+                match b.parse::<u64>() {
+                    Ok(e) if e >= start => e,
+                    _ => return RangeRequest::Whole,
+                }
+            };
+            if start >= size {
+                RangeRequest::Unsatisfiable
+            } else {
+                partial(start, end.min(size - 1))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_headers() {
+        use RangeRequest::*;
+        let p = |start, end| Partial(ByteRange { start, end });
+        let table: &[(Option<&str>, u64, RangeRequest)] = &[
+            (None, 10, Whole),
+            (Some("bytes=0-4"), 10, p(0, 4)),
+            (Some("bytes=5-"), 10, p(5, 9)),
+            (Some("bytes=5-100"), 10, p(5, 9)),
+            (Some("bytes=-3"), 10, p(7, 9)),
+            (Some("bytes=-30"), 10, p(0, 9)),
+            (Some("bytes=10-"), 10, Unsatisfiable),
+            (Some("bytes=-0"), 10, Unsatisfiable),
+            (Some("bytes=0-"), 0, Unsatisfiable),
+            (Some("bytes=0-1,3-4"), 10, Whole),
+            (Some("bytes=4-2"), 10, Whole),
+            (Some("items=0-1"), 10, Whole),
+            (Some("bytes=x-1"), 10, Whole),
+        ];
+        for (h, size, want) in table {
+            assert_eq!(parse_range(*h, *size), *want, "{h:?} of {size}");
+        }
+    }
 }

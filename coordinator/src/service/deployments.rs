@@ -250,9 +250,8 @@ impl Service {
         } else {
             Vec::new()
         };
-        for c in &mut started {
-            command_transition(c, CommandEvent::Started, now);
-        }
+        // Read as pending just now, under the lock: each of them starts.
+        started.retain_mut(|c| command_transition(c, CommandEvent::Started, now));
         let mut skipped: Vec<CommandRow> = Vec::new();
         let mut failed = false;
         match outcome {

@@ -158,7 +158,7 @@ pub(super) async fn download_bundle(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RangeRequest {
+enum RangeRequest {
     /// No usable range (absent, malformed, or several ranges): send the whole bundle.
     Whole,
     Partial(ByteRange),
@@ -169,7 +169,7 @@ pub(super) enum RangeRequest {
 /// Reads a `Range` header value against a bundle of `size` bytes (RFC 9110 §14.2:
 /// a server may ignore a range it does not support, so anything but one `bytes=` range is
 /// answered with the whole bundle).
-pub(super) fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return RangeRequest::Whole;
     };

@@ -93,13 +93,13 @@ impl Service {
     }
 }
 
-pub(super) fn rfc3339(ms: u64) -> String {
+fn rfc3339(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// `host` (as stored under `host_id`) when `secret` is its secret and it is not revoked.
-pub(super) fn check_host(host_id: &str, secret: &str, host: Option<HostRow>) -> Result<HostRow> {
+fn check_host(host_id: &str, secret: &str, host: Option<HostRow>) -> Result<HostRow> {
     match host {
         Some(h) if !h.revoked && constant_time_eq(&h.secret_sha256, &sha256_hex(secret)) => Ok(h),
         Some(h) if h.revoked => Err(ServiceError::Unauthorized(format!(

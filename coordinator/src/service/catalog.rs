@@ -137,7 +137,7 @@ impl Service {
         self.group_view(row)
     }
 
-    pub(super) fn group_view(&self, g: GroupRow) -> Result<op::DeploymentGroup> {
+    fn group_view(&self, g: GroupRow) -> Result<op::DeploymentGroup> {
         self.flush_contacts()?;
         let now = now_ms();
         let matching_hosts = self
@@ -193,7 +193,7 @@ impl Service {
 
     // ---- revisions ----
 
-    pub(super) fn check_revision(&self, r: &Revision) -> Result<Revision> {
+    fn check_revision(&self, r: &Revision) -> Result<Revision> {
         let sha = |s: &str, field: &str| {
             if is_hex(s, &[64]) {
                 Ok(s.to_ascii_lowercase())
@@ -301,14 +301,14 @@ impl Service {
     }
 }
 
-pub(super) fn conflict(e: StoreError) -> ServiceError {
+fn conflict(e: StoreError) -> ServiceError {
     match e {
         StoreError::Conflict(what) => ServiceError::Conflict(format!("{what} already exists")),
         other => ServiceError::Store(other),
     }
 }
 
-pub(super) fn revision_info(r: RevisionRow) -> op::RevisionInfo {
+fn revision_info(r: RevisionRow) -> op::RevisionInfo {
     op::RevisionInfo {
         id: r.id,
         application: r.application,

@@ -212,11 +212,7 @@ impl Service {
     }
 
     /// Wakes the hosts of commands just committed as started.
-    pub(super) fn handed_out<'a>(
-        &self,
-        d: &DeploymentRow,
-        started: impl IntoIterator<Item = &'a CommandRow>,
-    ) {
+    fn handed_out<'a>(&self, d: &DeploymentRow, started: impl IntoIterator<Item = &'a CommandRow>) {
         for c in started {
             tracing::info!(deployment_id = %d.id, host = ?c.host_name, command_id = %c.id,
                 "command handed out");
@@ -375,11 +371,7 @@ impl Service {
     }
 
     /// A deployment without its per-host detail: counts only.
-    pub(super) fn deployment_summary(
-        &self,
-        d: DeploymentRow,
-        change_seq: u64,
-    ) -> Result<op::Deployment> {
+    fn deployment_summary(&self, d: DeploymentRow, change_seq: u64) -> Result<op::Deployment> {
         let counts = host_counts(self.store.command_counts(&d.id)?);
         Ok(deployment_view(d, counts, Vec::new(), change_seq))
     }

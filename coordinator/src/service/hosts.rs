@@ -144,7 +144,7 @@ impl Service {
     }
 
     /// Resolves a host by id, or else by the name of an active host.
-    pub(super) fn host_by_id_or_name(&self, key: &str) -> Result<HostRow> {
+    fn host_by_id_or_name(&self, key: &str) -> Result<HostRow> {
         if let Some(h) = self.store.host(key)? {
             return Ok(h);
         }
@@ -293,7 +293,7 @@ impl Service {
         self.host_info(host, now_ms())
     }
 
-    pub(super) fn host_info(&self, h: HostRow, now: u64) -> Result<op::HostInfo> {
+    fn host_info(&self, h: HostRow, now: u64) -> Result<op::HostInfo> {
         let mut deployed: Vec<op::HostRevision> = Vec::new();
         for (d, c) in self.store.succeeded_commands_of_host(&h.id)? {
             if deployed

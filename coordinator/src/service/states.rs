@@ -26,8 +26,7 @@ pub(super) enum LeaseErrorCode {
 }
 
 impl LeaseErrorCode {
-    pub(super) const ALL: [LeaseErrorCode; 2] =
-        [LeaseErrorCode::HostLost, LeaseErrorCode::NoReport];
+    const ALL: [LeaseErrorCode; 2] = [LeaseErrorCode::HostLost, LeaseErrorCode::NoReport];
 
     pub(super) fn as_str(self) -> &'static str {
         match self {

@@ -37,7 +37,7 @@ pub(super) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-pub(super) fn deployment_state(s: &str) -> Result<DeploymentState> {
+fn deployment_state(s: &str) -> Result<DeploymentState> {
     Ok(match s {
         "pending" => DeploymentState::Pending,
         "in_progress" => DeploymentState::InProgress,
@@ -70,7 +70,7 @@ pub(super) fn command_state(s: &str) -> Result<CommandState> {
     })
 }
 
-pub(super) fn creator_str(c: Creator) -> &'static str {
+fn creator_str(c: Creator) -> &'static str {
     match c {
         Creator::Rollback => "rollback",
         Creator::User | Creator::Unknown => "user",
@@ -102,7 +102,7 @@ impl Raw {
             _ => String::new(),
         }
     }
-    pub(super) fn opt_text(&self, i: usize) -> Option<String> {
+    fn opt_text(&self, i: usize) -> Option<String> {
         match self.0.get(i) {
             Some(rusqlite::types::Value::Text(s)) => Some(s.clone()),
             _ => None,
@@ -114,7 +114,7 @@ impl Raw {
             _ => 0,
         }
     }
-    pub(super) fn opt_int(&self, i: usize) -> Option<i64> {
+    fn opt_int(&self, i: usize) -> Option<i64> {
         match self.0.get(i) {
             Some(rusqlite::types::Value::Integer(v)) => Some(*v),
             _ => None,

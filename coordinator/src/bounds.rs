@@ -5,7 +5,7 @@
 //! marked).
 //!
 //! Pure functions, no IO. Not here: what a valid report does to its command (the
-//! engine), or how large a request body may be (the API's limits).
+//! `service`), or how large a request body may be (the API's limits).
 
 use std::collections::BTreeMap;
 

@@ -1,16 +1,17 @@
 //! The coordinator's content-addressed bundle store: `DATA_DIR/bundles/ab/abcd…` keyed by
-//! the sha256 of the bytes, plus the parsing of an HTTP `Range` header value.
+//! the sha256 of the bytes, read whole or by a typed [`ByteRange`].
 //!
 //! An upload streams into a temp file under `DATA_DIR/bundles/tmp` while hashing, then is
 //! fsynced and renamed to its hash; a bundle is never held whole in memory. Not here: HTTP
-//! (the `api` module turns [`ByteRange`] into 206/416 answers) or who may read a bundle.
+//! (the `api` module reads a `Range` header into a [`ByteRange`] and answers 206 or 416)
+//! or who may read a bundle.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, Take};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -55,6 +56,19 @@ impl BundleStore {
         valid_sha256(sha256).then(|| self.dir.join(&sha256[..2]).join(sha256))
     }
 
+    /// Opens the bundle named `sha256` for reading; `Ok(None)` when the store has none by
+    /// that name.
+    pub async fn open_bundle(&self, sha256: &str) -> std::io::Result<Option<StoredBundle>> {
+        let Some(path) = self.path_of(sha256) else {
+            return Ok(None);
+        };
+        let Ok(file) = tokio::fs::File::open(&path).await else {
+            return Ok(None);
+        };
+        let size = file.metadata().await?.len();
+        Ok(Some(StoredBundle { file, size }))
+    }
+
     /// The size of a stored bundle.
     pub fn size_of(&self, sha256: &str) -> Option<u64> {
         let path = self.path_of(sha256)?;
@@ -65,9 +79,10 @@ impl BundleStore {
     }
 
     /// Streams `body` into the store; returns the bundle's sha256 and size.
-    pub async fn put<S, E>(&self, mut body: S) -> Result<(String, u64), BundleError>
+    pub async fn put<S, B, E>(&self, mut body: S) -> Result<(String, u64), BundleError>
     where
-        S: Stream<Item = Result<bytes_like::Bytes, E>> + Unpin,
+        S: Stream<Item = Result<B, E>> + Unpin,
+        B: AsRef<[u8]>,
         E: std::error::Error + Send + Sync + 'static,
     {
         let tmp_dir = self.dir.join("tmp");
@@ -81,9 +96,10 @@ impl BundleStore {
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| BundleError::Body(Box::new(e)))?;
-            hasher.update(&chunk);
+            let chunk = chunk.as_ref();
+            hasher.update(chunk);
             size += chunk.len() as u64;
-            file.write_all(&chunk)
+            file.write_all(chunk)
                 .await
                 .map_err(io("writing", &tmp_path))?;
         }
@@ -127,99 +143,59 @@ impl BundleStore {
     }
 }
 
-/// Re-exported so callers name one `Bytes` type.
-pub mod bytes_like {
-    pub use axum::body::Bytes;
-}
-
-/// A satisfiable single byte range, inclusive bounds.
+/// A byte range of a stored bundle, inclusive bounds (`0..=size-1` is all of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
     pub start: u64,
     pub end: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RangeRequest {
-    /// No usable range (absent, malformed, or several ranges): send the whole bundle.
-    Whole,
-    Partial(ByteRange),
-    /// A well-formed range that does not overlap the bundle: 416.
-    Unsatisfiable,
+impl ByteRange {
+    /// How many bytes the range covers.
+    pub fn byte_count(&self) -> u64 {
+        self.end - self.start + 1
+    }
 }
 
-/// Interprets a `Range` header value against a bundle of `size` bytes (RFC 9110 §14.2:
-/// a server may ignore a range it does not support, so anything but one `bytes=` range is
-/// answered with the whole bundle).
-pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
-        return RangeRequest::Whole;
-    };
-    if spec.contains(',') {
-        return RangeRequest::Whole;
+/// A stored bundle opened for reading.
+#[derive(Debug)]
+pub struct StoredBundle {
+    file: tokio::fs::File,
+    size: u64,
+}
+
+impl StoredBundle {
+    pub fn size(&self) -> u64 {
+        self.size
     }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeRequest::Whole;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let partial = |start: u64, end: u64| RangeRequest::Partial(ByteRange { start, end });
-    match (a.is_empty(), b.is_empty()) {
-        (true, true) => RangeRequest::Whole,
-        // Suffix: the last N bytes.
-        (true, false) => match b.parse::<u64>() {
-            Ok(0) => RangeRequest::Unsatisfiable,
-            Ok(_) if size == 0 => RangeRequest::Unsatisfiable,
-            Ok(n) => partial(size.saturating_sub(n), size - 1),
-            Err(_) => RangeRequest::Whole,
-        },
-        (false, _) => {
-            let Ok(start) = a.parse::<u64>() else {
-                return RangeRequest::Whole;
-            };
-            let end = if b.is_empty() {
-                u64::MAX
-            } else {
-                match b.parse::<u64>() {
-                    Ok(e) if e >= start => e,
-                    _ => return RangeRequest::Whole,
-                }
-            };
-            if start >= size {
-                RangeRequest::Unsatisfiable
-            } else {
-                partial(start, end.min(size - 1))
+
+    /// A reader of the bytes of `range`, or of the whole bundle for `None`; a range that
+    /// does not lie inside the bundle is an `InvalidInput` error.
+    pub async fn read(
+        mut self,
+        range: Option<ByteRange>,
+    ) -> std::io::Result<Take<tokio::fs::File>> {
+        let (start, len) = match range {
+            None => (0, self.size),
+            Some(r) if r.start <= r.end && r.end < self.size => (r.start, r.byte_count()),
+            Some(r) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "bytes {}-{} are not inside the bundle's {} bytes",
+                        r.start, r.end, self.size
+                    ),
+                ))
             }
-        }
+        };
+        self.file.seek(std::io::SeekFrom::Start(start)).await?;
+        Ok(self.file.take(len))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn range_headers() {
-        use RangeRequest::*;
-        let p = |start, end| Partial(ByteRange { start, end });
-        let table: &[(Option<&str>, u64, RangeRequest)] = &[
-            (None, 10, Whole),
-            (Some("bytes=0-4"), 10, p(0, 4)),
-            (Some("bytes=5-"), 10, p(5, 9)),
-            (Some("bytes=5-100"), 10, p(5, 9)),
-            (Some("bytes=-3"), 10, p(7, 9)),
-            (Some("bytes=-30"), 10, p(0, 9)),
-            (Some("bytes=10-"), 10, Unsatisfiable),
-            (Some("bytes=-0"), 10, Unsatisfiable),
-            (Some("bytes=0-"), 0, Unsatisfiable),
-            (Some("bytes=0-1,3-4"), 10, Whole),
-            (Some("bytes=4-2"), 10, Whole),
-            (Some("items=0-1"), 10, Whole),
-            (Some("bytes=x-1"), 10, Whole),
-        ];
-        for (h, size, want) in table {
-            assert_eq!(parse_range(*h, *size), *want, "{h:?} of {size}");
-        }
-    }
 
     #[test]
     fn only_sha256_names_form_paths() {
@@ -236,8 +212,8 @@ mod tests {
         let s = BundleStore::open(dir.path()).unwrap();
         let chunks = || {
             futures_util::stream::iter(vec![
-                Ok::<_, std::io::Error>(bytes_like::Bytes::from_static(b"hello ")),
-                Ok(bytes_like::Bytes::from_static(b"world")),
+                Ok::<_, std::io::Error>(b"hello ".as_slice()),
+                Ok(b"world".as_slice()),
             ])
         };
         let (sha, size) = s.put(chunks()).await.unwrap();
@@ -253,5 +229,35 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn a_stored_bundle_reads_whole_or_by_range_and_refuses_a_range_outside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = BundleStore::open(dir.path()).unwrap();
+        let body =
+            futures_util::stream::iter(vec![Ok::<_, std::io::Error>(b"0123456789".as_slice())]);
+        let (sha, _) = s.put(body).await.unwrap();
+        assert!(s.open_bundle(&"b".repeat(64)).await.unwrap().is_none());
+        assert!(s.open_bundle("../../etc/passwd").await.unwrap().is_none());
+        let read = |range| {
+            let s = s.clone();
+            let sha = sha.clone();
+            async move {
+                let bundle = s.open_bundle(&sha).await.unwrap().unwrap();
+                assert_eq!(bundle.size(), 10);
+                let mut out = Vec::new();
+                bundle.read(range).await?.read_to_end(&mut out).await?;
+                std::io::Result::Ok(out)
+            }
+        };
+        assert_eq!(read(None).await.unwrap(), b"0123456789");
+        let r = |start, end| Some(ByteRange { start, end });
+        assert_eq!(read(r(2, 4)).await.unwrap(), b"234");
+        assert_eq!(read(r(9, 9)).await.unwrap(), b"9");
+        for outside in [r(5, 10), r(10, 12), r(4, 2)] {
+            let e = read(outside).await.unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{outside:?}");
+        }
     }
 }

@@ -2,17 +2,18 @@
 //! subcommand), in one binary.
 //!
 //! Layout:
-//! - [`server`]: wiring of `hoist server` — data directory, store, engine, lease sweeper,
+//! - [`server`]: wiring of `hoist server` — data directory, store, service, lease sweeper,
 //!   HTTP or HTTPS listener with connection limits, graceful shutdown.
 //! - [`config`]: the server's YAML config file and flag overrides.
-//! - [`api`]: the HTTP API (axum); the only module that knows HTTP on the server side.
-//! - [`engine`]: the rules — registration, polls, reports, deployments, stops, leases,
+//! - [`api`]: the HTTP API (axum); the only module that knows HTTP requests and answers
+//!   on the server side (`server` owns the connections beneath it).
+//! - [`service`]: the rules — registration, polls, reports, deployments, stops, leases,
 //!   auto-rollback — on top of the store.
 //! - [`bounds`]: what is accepted from hosts (names, tags, versions, event reports) and
 //!   how much of it.
 //! - [`rollout`]: the pure minimum-healthy-hosts arithmetic.
 //! - [`store`]: the durable state behind a trait, SQLite by default.
-//! - [`bundles`]: the content-addressed bundle store and `Range` parsing.
+//! - [`bundles`]: the content-addressed bundle store, read whole or by byte range.
 //! - [`tls`]: the TLS certificate: the configured one or a generated self-signed one, and
 //!   its fingerprint.
 //! - [`cli`]: the operator CLI, one file per subcommand.
@@ -26,8 +27,8 @@ pub mod bounds;
 pub mod bundles;
 pub mod cli;
 pub mod config;
-pub mod engine;
 pub mod rollout;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tls;

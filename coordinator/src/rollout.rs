@@ -1,7 +1,7 @@
 //! The rollout rules: given the state of every target host of a deployment and its rollout
 //! configuration, which hosts start now, and whether the deployment is over.
 //!
-//! Pure: no IO, no clock, no store. The engine counts stored commands by [`HostState`],
+//! Pure: no IO, no clock, no store. The service counts stored commands by [`HostState`],
 //! calls [`decide_tally`] after every change and applies the result; [`decide`] is the
 //! same over a list of hosts.
 //!

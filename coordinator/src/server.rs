@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState, OperatorToken};
 use crate::bundles::BundleStore;
 use crate::config::ServerConfig;
-use crate::engine::{new_secret, Engine, EngineConfig};
+use crate::service::{new_secret, Service, ServiceConfig};
 use crate::store::SqliteStore;
 
 /// How often hosts' last contacts (polls) are written: batched, as one poll per host every
@@ -82,24 +82,24 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     let bundles =
         BundleStore::open(&config.data_dir.join("bundles")).context("opening the bundle store")?;
     let acceptor = tls_acceptor(&config)?;
-    let engine = Arc::new(Engine::new(
+    let service = Arc::new(Service::new(
         Arc::new(store),
         bundles,
-        EngineConfig {
+        ServiceConfig {
             host_lease: config.host_lease,
-            ..EngineConfig::default()
+            ..ServiceConfig::default()
         },
     ));
     {
-        let engine = engine.clone();
-        tokio::task::spawn_blocking(move || engine.resume())
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || service.resume())
             .await?
             .context("resuming deployments in progress")?;
     }
-    let sweeper = tokio::spawn(sweep_leases(engine.clone(), cancel.clone()));
-    let contacts = tokio::spawn(write_contacts(engine.clone(), cancel.clone()));
+    let sweeper = tokio::spawn(sweep_leases(service.clone(), cancel.clone()));
+    let contacts = tokio::spawn(write_contacts(service.clone(), cancel.clone()));
     let state = AppState {
-        engine,
+        service,
         operator_token: OperatorToken::new(&token),
         cancel: cancel.clone(),
         max_bundle_bytes: config.max_bundle_bytes,
@@ -278,15 +278,15 @@ fn operator_token_file(dir: &Path) -> Result<String> {
     Ok(token)
 }
 
-async fn sweep_leases(engine: Arc<Engine>, cancel: CancellationToken) {
-    let every =
-        (engine.config().host_lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(15));
+async fn sweep_leases(service: Arc<Service>, cancel: CancellationToken) {
+    let every = (service.config().host_lease / 4)
+        .clamp(Duration::from_millis(200), Duration::from_secs(15));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let e = engine.clone();
+        let e = service.clone();
         match tokio::task::spawn_blocking(move || e.expire_leases()).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::warn!(commands = n, "commands failed: host lost"),
@@ -298,13 +298,13 @@ async fn sweep_leases(engine: Arc<Engine>, cancel: CancellationToken) {
 
 /// Writes the hosts' last contacts noted by polls, once a second, and once more at
 /// shutdown.
-async fn write_contacts(engine: Arc<Engine>, cancel: CancellationToken) {
+async fn write_contacts(service: Arc<Service>, cancel: CancellationToken) {
     loop {
         let stopping = tokio::select! {
             _ = cancel.cancelled() => true,
             _ = tokio::time::sleep(CONTACT_WRITE_INTERVAL) => false,
         };
-        let e = engine.clone();
+        let e = service.clone();
         match tokio::task::spawn_blocking(move || e.flush_contacts()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "writing hosts' last contacts"),

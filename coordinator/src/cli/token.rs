@@ -93,7 +93,7 @@ pub async fn run(client: &Client, cmd: TokenCommand) -> Result<ExitCode> {
                 print_json(&list)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let now = crate::engine::now_ms();
+            let now = crate::service::now_ms();
             let rows: Vec<Vec<String>> = list
                 .tokens
                 .iter()

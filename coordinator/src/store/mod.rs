@@ -1,12 +1,12 @@
 //! The coordinator's durable state behind one interface: applications, deployment groups,
 //! hosts, registration tokens, revisions, deployments, commands and event reports.
 //!
-//! [`Store`] is what the engine calls; [`sqlite::SqliteStore`] is the embedded
+//! [`Store`] is what the service calls; [`sqlite::SqliteStore`] is the embedded
 //! implementation (one file, WAL). A PostgreSQL store can implement the same trait later
-//! without touching the API or the engine.
+//! without touching the API or the service.
 //!
 //! Deliberately not here: any rule. The store saves and loads rows; which rows change and
-//! why is the engine's business, and it serialises its read-modify-write sequences itself.
+//! why is the service's business, and it serialises its read-modify-write sequences itself.
 //! Every method is blocking: async callers run them on `spawn_blocking`.
 
 pub mod sqlite;

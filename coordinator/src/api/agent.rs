@@ -1,0 +1,101 @@
+//! The routes hosts call: registration, the long poll, heartbeats and event reports. Not
+//! here: their rules (`service`) or the credentials (`extract`).
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use hoist_protocol::agent::{Heartbeat, PollRequest, PollResponse, RegisterRequest, Report};
+
+use super::{
+    blocking, ApiError, ApiJson, ApiResult, AppState, HostAuth, RegistrationAuth, MAX_WAIT,
+};
+
+pub(super) async fn register(
+    State(state): State<AppState>,
+    RegistrationAuth(token): RegistrationAuth,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let resp = blocking(&state, move |e| e.register(&token, req)).await?;
+    Ok((StatusCode::CREATED, Json(resp)))
+}
+
+pub(super) async fn poll(
+    State(state): State<AppState>,
+    HostAuth(host): HostAuth,
+    ApiJson(req): ApiJson<PollRequest>,
+) -> ApiResult<Json<PollResponse>> {
+    let config = state.service.config();
+    let wait = Duration::from_secs(req.wait_secs.unwrap_or(MAX_WAIT.as_secs()))
+        .min(MAX_WAIT)
+        .min(config.poll_wait_cap());
+    let heartbeat_ms = Some(config.heartbeat_interval().as_millis() as u64);
+    let host_id = host.id;
+    state.service.host_polled(&host_id, &req);
+    let waker = state.service.host_waker(&host_id);
+    let deadline = tokio::time::Instant::now() + wait;
+    // A command left by an earlier wake-up may since have stopped: the store decides.
+    let mut woken = false;
+    loop {
+        // Register for a wake-up before looking, so a command started between the look
+        // and the wait is not missed.
+        let notified = waker.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let handed = waker.take().filter(|_| woken);
+        let command = match handed {
+            Some(command) => Some(command),
+            None => {
+                let id = host_id.clone();
+                blocking(&state, move |e| e.next_command(&id)).await?
+            }
+        };
+        if let Some(command) = command {
+            state.service.command_delivered(&command.command_id);
+            return Ok(Json(PollResponse {
+                command: Some(command),
+                heartbeat_ms,
+            }));
+        }
+        tokio::select! {
+            _ = &mut notified => woken = true,
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = state.cancel.cancelled() => break,
+        }
+    }
+    Ok(Json(PollResponse {
+        command: None,
+        heartbeat_ms,
+    }))
+}
+
+pub(super) async fn heartbeat(
+    State(state): State<AppState>,
+    HostAuth(host): HostAuth,
+    ApiJson(req): ApiJson<Heartbeat>,
+) -> ApiResult<impl IntoResponse> {
+    let ack = blocking(&state, move |e| e.heartbeat(host, &req)).await?;
+    Ok(Json(ack))
+}
+
+pub(super) async fn report(
+    State(state): State<AppState>,
+    HostAuth(host): HostAuth,
+    Path(id): Path<String>,
+    ApiJson(report): ApiJson<Report>,
+) -> ApiResult<impl IntoResponse> {
+    let (answer, start_writer) = state.service.queue_report(&host, &id, report);
+    if start_writer {
+        let service = state.service.clone();
+        tokio::task::spawn_blocking(move || service.write_reports());
+    }
+    let ack = answer.await.map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error: the report was dropped before it was written; send it again",
+        )
+    })??;
+    Ok(Json(ack))
+}

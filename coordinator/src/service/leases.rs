@@ -1,0 +1,159 @@
+//! Command leases: when a command was handed out, heartbeats naming it, and the sweep that
+//! fails a command silent for the lease ("host lost", or "no report" while the host still
+//! polls). Not here: what a failed command does to its deployment (`deployments`).
+
+use std::collections::{HashMap, HashSet};
+
+use hoist_protocol::agent::{Heartbeat, HeartbeatAck};
+use hoist_protocol::operator::{CommandState, DeploymentState};
+
+use super::states::{command_transition, CommandEvent, LeaseErrorCode};
+use super::{locked, now_ms, Result, Service};
+use crate::store::{CommandRow, HostContact, HostRow};
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CommandLease {
+    delivered_ms: u64,
+    beat_ms: u64,
+}
+
+impl Service {
+    /// Records that `host` is alive (its lease holds) and says whether the command it
+    /// runs should stop. A command of another host is answered as not aborted.
+    pub fn heartbeat(&self, host: HostRow, req: &Heartbeat) -> Result<HeartbeatAck> {
+        self.note_contact(
+            &host.id,
+            HostContact {
+                last_seen_ms: now_ms(),
+                details: None,
+            },
+        );
+        let Some(command_id) = req.command_id.as_deref() else {
+            return Ok(HeartbeatAck { aborted: false });
+        };
+        let Some(cmd) = self.store.command(command_id)? else {
+            return Ok(HeartbeatAck { aborted: false });
+        };
+        if cmd.host_id != host.id {
+            return Ok(HeartbeatAck { aborted: false });
+        }
+        if cmd.state == CommandState::InProgress {
+            let now = now_ms();
+            locked(&self.leases)
+                .entry(cmd.id.clone())
+                .and_modify(|l| l.beat_ms = now)
+                .or_insert(CommandLease {
+                    delivered_ms: now,
+                    beat_ms: now,
+                });
+        }
+        let stopped = match self.store.deployment(&cmd.deployment_id)? {
+            Some(d) => d.state == DeploymentState::Stopped,
+            None => false,
+        };
+        Ok(HeartbeatAck {
+            aborted: cmd.state == CommandState::InProgress && stopped || expired_here(&cmd),
+        })
+    }
+    /// Notes that a poll answered with `command_id`: from the first time on, the command's
+    /// lease runs on its reports and heartbeats alone.
+    pub fn command_delivered(&self, command_id: &str) {
+        let now = now_ms();
+        locked(&self.leases)
+            .entry(command_id.to_owned())
+            .or_insert(CommandLease {
+                delivered_ms: now,
+                beat_ms: now,
+            });
+    }
+
+    /// Fails commands in progress that have had neither a report nor a heartbeat naming
+    /// them for the lease ("host lost" when the host is silent too, "no report" when it
+    /// still polls: its polls do not keep a command alive), then lets their deployments go
+    /// on. Returns how many commands it failed.
+    pub fn expire_leases(&self) -> Result<usize> {
+        let now = now_ms();
+        let mut expired = 0;
+        {
+            let lock = self.lock();
+            // A host's last poll may not be written yet.
+            self.flush_contacts()?;
+            let in_progress = self.store.in_progress_commands()?;
+            let leases: HashMap<String, CommandLease> = {
+                let ids: HashSet<&str> = in_progress.iter().map(|c| c.id.as_str()).collect();
+                let mut leases = locked(&self.leases);
+                leases.retain(|id, _| ids.contains(id.as_str()));
+                leases.clone()
+            };
+            let mut deployments = Vec::new();
+            for mut c in in_progress {
+                let mut seen = None;
+                let last = match leases.get(&c.id) {
+                    Some(l) => [Some(l.delivered_ms), Some(l.beat_ms), c.last_report_ms]
+                        .into_iter()
+                        .flatten()
+                        .max()
+                        .unwrap_or(0),
+                    // Not handed to its host since this service started: the host may be
+                    // busy with another command (or the coordinator restarted); it holds while
+                    // the host keeps in touch.
+                    None => {
+                        seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
+                        [c.started_ms, c.last_report_ms, seen]
+                            .into_iter()
+                            .flatten()
+                            .max()
+                            .unwrap_or(0)
+                    }
+                };
+                if self.within_lease(last, now) {
+                    continue;
+                }
+                let Some(d) = self.store.deployment(&c.deployment_id)? else {
+                    continue;
+                };
+                if seen.is_none() {
+                    seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);
+                }
+                let code = if seen.is_some_and(|s| self.within_lease(s, now)) {
+                    LeaseErrorCode::NoReport
+                } else {
+                    LeaseErrorCode::HostLost
+                };
+                let lease = self.config.host_lease;
+                if !command_transition(&mut c, CommandEvent::LeaseExpired { code, lease }, now) {
+                    continue;
+                }
+                match code {
+                    LeaseErrorCode::NoReport => tracing::warn!(command_id = %c.id,
+                        host = ?c.host_name, "command failed: no report while the host polls"),
+                    LeaseErrorCode::HostLost => {
+                        tracing::warn!(command_id = %c.id, host = ?c.host_name, "host lost")
+                    }
+                }
+                self.store.save_deployment(&d, &[c.clone()])?;
+                if !deployments.contains(&c.deployment_id) {
+                    deployments.push(c.deployment_id.clone());
+                }
+                expired += 1;
+            }
+            for id in deployments {
+                self.advance(&lock, &id)?;
+            }
+        }
+        if expired > 0 {
+            self.changed();
+        }
+        Ok(expired)
+    }
+}
+
+/// The command was failed by the lease sweep, not by its host: the host is told to stop.
+pub(super) fn expired_here(cmd: &CommandRow) -> bool {
+    cmd.state == CommandState::Failed
+        && cmd
+            .error_code
+            .as_deref()
+            .and_then(LeaseErrorCode::parse)
+            .is_some()
+}

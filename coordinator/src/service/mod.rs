@@ -1,0 +1,275 @@
+//! The coordinator's service layer: its rules applied to its store. This file holds the
+//! [`Service`] value (construction, timing rules, the store lock, per-host wake-ups, the
+//! change counter); the rules live in the child modules: [`catalog`] (applications,
+//! groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
+//! revocation), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
+//! report queue and its group commit), [`deployments`] (create, advance, stop,
+//! auto-rollback), [`leases`] (heartbeats and the lease sweep) and [`states`] (the one
+//! transition function of a command and the one of a deployment).
+//!
+//! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
+//! read-modify-write sequence holds the store lock, whose guard ([`lock::Locked`]) the
+//! functions that need it take as a parameter, so two reports, a stop and the lease sweep
+//! never interleave; wake-ups ([`Service::host_waker`]) and the change counter
+//! ([`Service::subscribe`]) fire after the store has committed.
+//!
+//! Deliberately not here: HTTP (the `api` module), the rollout arithmetic (`rollout`), SQL
+//! (`store`). With PostgreSQL and several coordinators, the lock would become a row lock.
+
+mod auth;
+mod catalog;
+mod deployments;
+mod hosts;
+mod leases;
+mod lock;
+mod reports;
+mod states;
+
+pub use auth::{constant_time_eq, new_secret, sha256_hex};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hoist_protocol::agent;
+use tokio::sync::{watch, Notify};
+
+use crate::bundles::BundleStore;
+use crate::store::{HostContact, HostRow, Store, StoreError};
+use leases::CommandLease;
+use lock::Locked;
+use reports::ReportQueue;
+
+/// Timing rules of the service.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceConfig {
+    /// A command with neither a report nor a heartbeat naming it for this long has failed
+    /// ("host lost", or "no report" when the host still polls); also how recently a host
+    /// must have polled to be a target.
+    pub host_lease: Duration,
+    /// A host seen within this window is online.
+    pub online_window: Duration,
+}
+
+impl ServiceConfig {
+    /// How often an agent running a command says it is alive: a quarter of the lease, so
+    /// three heartbeats may be lost before the host counts as lost; at most a minute.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.host_lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
+    }
+
+    /// Longest a poll is held: well inside the lease, so a host that keeps polling is
+    /// always seen recently enough to be a deployment target.
+    pub fn poll_wait_cap(&self) -> Duration {
+        (self.host_lease / 2).max(Duration::from_secs(1))
+    }
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            host_lease: Duration::from_secs(600),
+            online_window: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A failure shared by several requests (a batch that could not be written).
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    bundles: BundleStore,
+    config: ServiceConfig,
+    /// Held across every read-modify-write of deployments and commands; taken only by
+    /// [`Service::lock`], whose [`Locked`] guard the functions that need it take.
+    lock: Mutex<()>,
+    /// One waker per host with a poll in flight or recently seen; woken, with the
+    /// command, when a command starts for that host. Bounded by the fleet size.
+    wakers: Mutex<HashMap<String, Arc<HostWaker>>>,
+    /// Bumped after every change an operator may watch (`--wait`).
+    changes: watch::Sender<u64>,
+    /// Hosts' last contacts not yet written: written by the server's timer
+    /// ([`Service::flush_contacts`]), and before anything reads hosts.
+    contacts: Mutex<HashMap<String, HostContact>>,
+    /// Event reports waiting to be written together (group commit).
+    queued_reports: Mutex<ReportQueue>,
+    /// Hosts by id as last read, to authenticate agent requests without reading the
+    /// store each time. Holds only hosts that exist; a revocation updates its entry.
+    credentials: Mutex<HashMap<String, HostRow>>,
+    /// Commands in progress that a poll has answered with since this service started: when
+    /// first, and the last heartbeat naming them. Once a command is with its host, only its
+    /// reports and these heartbeats renew its lease, never the host's polls (a host that
+    /// polls but cannot work would otherwise keep it in progress forever).
+    leases: Mutex<HashMap<String, CommandLease>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each guarded value is whole between statements; a panic cannot leave it half-changed.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where the polls of one host wait, and where the service leaves the command it has just
+/// started for that host, so a woken poll answers without reading the store again: with
+/// 20 000 hosts started at once, that read would be 20 000 queries on the one connection.
+///
+/// The store stays the truth. A poll looks in the store when it starts and takes the
+/// handed-over command only when woken, so a command left here while no poll waited
+/// (since stopped, or lost) is never answered from here.
+#[derive(Default)]
+pub struct HostWaker {
+    notify: Notify,
+    handoff: Mutex<Option<agent::Command>>,
+}
+
+impl HostWaker {
+    /// A wake-up future; enable it before looking in the store so a command started
+    /// between the look and the wait is not missed.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// The command handed over by the last wake-up, if no poll has taken it yet.
+    pub fn take(&self) -> Option<agent::Command> {
+        locked(&self.handoff).take()
+    }
+
+    fn wake(&self, command: agent::Command) {
+        *locked(&self.handoff) = Some(command);
+        self.notify.notify_waiters();
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// An error with its causes, `outer: inner: ...`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>, bundles: BundleStore, config: ServiceConfig) -> Service {
+        Service {
+            store,
+            bundles,
+            config,
+            lock: Mutex::new(()),
+            wakers: Mutex::new(HashMap::new()),
+            changes: watch::Sender::new(0),
+            contacts: Mutex::new(HashMap::new()),
+            queued_reports: Mutex::new(ReportQueue::default()),
+            credentials: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> ServiceConfig {
+        self.config
+    }
+
+    pub fn bundles(&self) -> &BundleStore {
+        &self.bundles
+    }
+
+    /// Takes the store lock for one read-modify-write sequence.
+    fn lock(&self) -> Locked<'_> {
+        Locked::take(&self.lock)
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver of the change counter, bumped after every deployment or command change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn change_seq(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
+    /// The waker the polls of `host_id` wait on.
+    pub fn host_waker(&self, host_id: &str) -> Arc<HostWaker> {
+        let mut wakers = locked(&self.wakers);
+        wakers.entry(host_id.to_owned()).or_default().clone()
+    }
+
+    /// Hands `command`, just committed, to the polls of its host waiting now; a host
+    /// between two polls finds it in the store when its next poll starts.
+    fn wake(&self, host_id: &str, command: agent::Command) {
+        let waker = {
+            let wakers = locked(&self.wakers);
+            wakers.get(host_id).cloned()
+        };
+        if let Some(w) = waker {
+            w.wake(command);
+        }
+    }
+
+    fn online(&self, host: &HostRow, now: u64) -> bool {
+        now.saturating_sub(host.last_seen_ms) <= self.config.online_window.as_millis() as u64
+    }
+
+    fn within_lease(&self, last: u64, now: u64) -> bool {
+        now.saturating_sub(last) <= self.config.host_lease.as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_and_polls_fit_inside_the_lease() {
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        // (lease, heartbeat interval, longest poll)
+        for (lease, beat, poll) in [
+            (s(600), s(60), s(300)),
+            (s(120), s(30), s(60)),
+            (s(2), ms(500), s(1)),
+            (s(1), ms(250), s(1)),
+            (ms(200), ms(250), s(1)),
+        ] {
+            let c = ServiceConfig {
+                host_lease: lease,
+                ..ServiceConfig::default()
+            };
+            assert_eq!(c.heartbeat_interval(), beat, "{lease:?}");
+            assert_eq!(c.poll_wait_cap(), poll, "{lease:?}");
+        }
+    }
+}

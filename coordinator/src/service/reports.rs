@@ -1,0 +1,356 @@
+//! Event reports: queued, checked against their command, applied to it, and written in
+//! batches (group commit) by one writer at a time. Not here: what an ended command does to
+//! its deployment (`deployments`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use hoist_protocol::agent::{self, EventStatus, Report, ReportAck, ReportBody};
+use hoist_protocol::operator::{CommandState, DeploymentState, HostEvent};
+use tokio::sync::oneshot;
+
+use super::leases::expired_here;
+use super::lock::Locked;
+use super::states::{command_transition, CommandEvent};
+use super::{error_chain, locked, now_ms, Result, Service, ServiceError};
+use crate::bounds;
+use crate::store::{CommandRow, DeploymentRow, HostContact, HostRow, ReportRow};
+
+#[derive(Default)]
+pub(super) struct ReportQueue {
+    reports: Vec<QueuedReport>,
+    /// A writer ([`Service::write_reports`]) is running and will take what is queued.
+    writing: bool,
+}
+
+/// An event report waiting for its batch, and where its answer goes.
+struct QueuedReport {
+    host_id: String,
+    host_name: String,
+    command_id: String,
+    report: Report,
+    answer: oneshot::Sender<Result<ReportAck>>,
+}
+
+/// Marks the report writer stopped if it unwinds; a writer that returns has already done
+/// so itself, under the lock with which it found the queue empty (resetting it again here
+/// could clear the flag of a writer started since).
+struct WriterRunning<'a>(&'a Mutex<ReportQueue>);
+
+impl Drop for WriterRunning<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            locked(self.0).writing = false;
+        }
+    }
+}
+
+/// A batch of reports being checked and applied before its one write.
+#[derive(Default)]
+struct Staged {
+    /// Commands as the reports staged so far left them.
+    commands: HashMap<String, CommandRow>,
+    deployments: HashMap<String, DeploymentRow>,
+    seqs: HashSet<(String, u64)>,
+    rows: Vec<(ReportRow, CommandRow)>,
+}
+
+/// What a queued report gets once its batch is staged.
+enum Staging {
+    /// Known already (a resend): answered without writing.
+    Answered(ReportAck),
+    /// Written with the batch as `rows[row]`.
+    Written {
+        row: usize,
+        ended: bool,
+        aborted: bool,
+    },
+}
+
+fn event_status_str(s: EventStatus) -> &'static str {
+    match s {
+        EventStatus::Succeeded => "succeeded",
+        EventStatus::Failed => "failed",
+        EventStatus::FailedIgnored => "failed_ignored",
+        EventStatus::Skipped => "skipped",
+        EventStatus::Unknown => "unknown",
+    }
+}
+
+fn error_code_str(c: agent::ErrorCode) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Applies one event report to its command; returns true when it ended the command.
+fn apply_report(cmd: &mut CommandRow, body: &ReportBody, now: u64) -> bool {
+    cmd.last_report_ms = Some(now);
+    match body {
+        ReportBody::EventStarted { event } => {
+            cmd.current_event = Some(event.clone());
+            cmd.events.push(HostEvent {
+                event: event.clone(),
+                status: "started".into(),
+                duration_ms: None,
+            });
+            false
+        }
+        ReportBody::EventEnded {
+            event,
+            status,
+            error_code,
+            message,
+            script,
+            exit_code,
+            log_tail,
+            duration_ms,
+        } => {
+            let ended = HostEvent {
+                event: event.clone(),
+                status: event_status_str(*status).into(),
+                duration_ms: Some(*duration_ms),
+            };
+            match cmd
+                .events
+                .iter_mut()
+                .rev()
+                .find(|e| e.event == *event && e.status == "started")
+            {
+                Some(e) => *e = ended,
+                None => cmd.events.push(ended),
+            }
+            if cmd.current_event.as_deref() == Some(event.as_str()) {
+                cmd.current_event = None;
+            }
+            if *status == EventStatus::Failed {
+                cmd.failed_event = Some(event.clone());
+                cmd.script = script.clone();
+                cmd.exit_code = *exit_code;
+                cmd.error_code = error_code.map(error_code_str);
+                cmd.message = message.clone();
+            }
+            if log_tail.is_some() {
+                cmd.log_tail = log_tail.clone();
+            }
+            false
+        }
+        ReportBody::Completed {
+            status,
+            failed_event,
+            message,
+        } => {
+            cmd.current_event = None;
+            // A command that already ended here (host lost, or never handed out) keeps
+            // that verdict.
+            let event = CommandEvent::Completed {
+                status: *status,
+                failed_event: failed_event.as_deref(),
+                message: message.as_deref(),
+            };
+            command_transition(cmd, event, now)
+        }
+        ReportBody::Unknown => false,
+    }
+}
+
+impl Service {
+    // ---- event reports ----
+
+    /// Queues an event report of `host`'s command for writing; idempotent on (command,
+    /// seq). The answer comes once the report is durable. Reports queued together are
+    /// written in one transaction (group commit) by one writer: when this returns true,
+    /// no writer is running and the caller must run [`Service::write_reports`] on a
+    /// blocking thread.
+    pub fn queue_report(
+        &self,
+        host: &HostRow,
+        command_id: &str,
+        report: Report,
+    ) -> (oneshot::Receiver<Result<ReportAck>>, bool) {
+        let (answer, answered) = oneshot::channel();
+        // Refused or capped before it takes a place in the queue.
+        let report = match bounds::bound_report(report) {
+            Ok(r) => r,
+            Err(why) => {
+                let _ = answer.send(Err(ServiceError::Invalid(why)));
+                return (answered, false);
+            }
+        };
+        let mut queue = locked(&self.queued_reports);
+        queue.reports.push(QueuedReport {
+            host_id: host.id.clone(),
+            host_name: host.name.clone(),
+            command_id: command_id.to_owned(),
+            report,
+            answer,
+        });
+        let start = !queue.writing;
+        queue.writing = true;
+        (answered, start)
+    }
+
+    /// Writes queued reports, a batch at a time, until none is left. Blocking.
+    pub fn write_reports(&self) {
+        let _running = WriterRunning(&self.queued_reports);
+        loop {
+            let batch = {
+                let mut queue = locked(&self.queued_reports);
+                if queue.reports.is_empty() {
+                    // Stopped under the same lock a new report would see it by.
+                    queue.writing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.reports)
+            };
+            let lock = self.lock();
+            self.record_reports(&lock, batch);
+        }
+    }
+
+    fn record_reports(&self, lock: &Locked<'_>, batch: Vec<QueuedReport>) {
+        let now = now_ms();
+        let mut staged = Staged::default();
+        let steps: Vec<Result<Staging>> = batch
+            .iter()
+            .map(|q| self.stage_report(q, now, &mut staged))
+            .collect();
+        for q in &batch {
+            let contact = HostContact {
+                last_seen_ms: now,
+                details: None,
+            };
+            self.note_contact(&q.host_id, contact);
+        }
+        // The contacts are written by the timer, merged per host: a host reporting five
+        // times a second costs one row update, not five.
+        let written = match self.store.insert_reports(&staged.rows) {
+            Ok(flags) => Ok(flags),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), reports = staged.rows.len(),
+                    "writing event reports");
+                Err(format!("writing the report: {}", error_chain(&e)))
+            }
+        };
+        let mut ended: Vec<&str> = Vec::new();
+        if written.is_ok() {
+            for (q, step) in batch.iter().zip(&steps) {
+                if let Ok(Staging::Written {
+                    row, ended: true, ..
+                }) = step
+                {
+                    if let Some((_, cmd)) = staged.rows.get(*row) {
+                        tracing::info!(command_id = %cmd.id, deployment_id = %cmd.deployment_id,
+                            host = ?q.host_name, state = %cmd.state, "command ended");
+                        if !ended.contains(&cmd.deployment_id.as_str()) {
+                            ended.push(&cmd.deployment_id);
+                        }
+                    }
+                }
+            }
+            for id in &ended {
+                // The reports are written; a failure here leaves the deployment to be
+                // advanced at the next report, sweep or restart.
+                if let Err(e) = self.advance(lock, id) {
+                    tracing::error!(deployment_id = %id, error = %e, "advancing a deployment");
+                }
+            }
+            if !staged.rows.is_empty() {
+                self.changed();
+            }
+        }
+        for (q, step) in batch.into_iter().zip(steps) {
+            let answer = match step {
+                Err(e) => Err(e),
+                Ok(Staging::Answered(ack)) => Ok(ack),
+                Ok(Staging::Written { row, aborted, .. }) => match &written {
+                    Ok(flags) => Ok(ReportAck {
+                        recorded: flags.get(row).copied().unwrap_or(false),
+                        aborted,
+                    }),
+                    Err(why) => Err(ServiceError::Internal(why.clone())),
+                },
+            };
+            // The caller may be gone (its request dropped); nothing to tell then.
+            let _ = q.answer.send(answer);
+        }
+    }
+
+    /// Checks one queued report against its command and applies it to the staged copy.
+    fn stage_report(&self, q: &QueuedReport, now: u64, staged: &mut Staged) -> Result<Staging> {
+        let command_id = q.command_id.as_str();
+        let not_found = || ServiceError::NotFound(format!("no command {command_id} for this host"));
+        let mut cmd = match staged.commands.get(command_id) {
+            Some(c) => c.clone(),
+            None => self.store.command(command_id)?.ok_or_else(not_found)?,
+        };
+        if cmd.host_id != q.host_id {
+            return Err(not_found());
+        }
+        let stopped = match staged.deployments.get(&cmd.deployment_id) {
+            Some(d) => d.state == DeploymentState::Stopped,
+            None => {
+                let d = self
+                    .store
+                    .deployment(&cmd.deployment_id)?
+                    .ok_or_else(not_found)?;
+                let stopped = d.state == DeploymentState::Stopped;
+                staged.deployments.insert(d.id.clone(), d);
+                stopped
+            }
+        };
+        let aborted = |cmd: &CommandRow| {
+            cmd.state == CommandState::InProgress && stopped || expired_here(cmd)
+        };
+        let seq = q.report.seq;
+        let key = (command_id.to_owned(), seq);
+        let resent = || {
+            Ok(Staging::Answered(ReportAck {
+                recorded: false,
+                aborted: aborted(&cmd),
+            }))
+        };
+        if staged.seqs.contains(&key) {
+            return resent();
+        }
+        let body_json = serde_json::to_string(&q.report).unwrap_or_default();
+        // A command that has ended takes no more reports, except an identical resend of
+        // one it recorded (its acknowledgement was lost).
+        let ended_already = !matches!(cmd.state, CommandState::Pending | CommandState::InProgress);
+        match self.store.report(command_id, seq)? {
+            Some(stored) if !ended_already || stored.body_json == body_json => return resent(),
+            Some(_) => {
+                return Err(ServiceError::Conflict(format!(
+                    "command {command_id} has ended ({}); report {seq} differs from the one \
+                     recorded under that number",
+                    cmd.state
+                )))
+            }
+            None if ended_already => {
+                return Err(ServiceError::Conflict(format!(
+                    "command {command_id} has ended ({}); it takes no more reports",
+                    cmd.state
+                )))
+            }
+            None => {}
+        }
+        let ended = apply_report(&mut cmd, &q.report.body, now);
+        let row = ReportRow {
+            command_id: command_id.to_owned(),
+            seq,
+            at_ms: q.report.at_ms,
+            received_ms: now,
+            body_json,
+        };
+        let step = Staging::Written {
+            row: staged.rows.len(),
+            ended,
+            aborted: !ended && aborted(&cmd),
+        };
+        staged.seqs.insert(key);
+        staged.rows.push((row, cmd.clone()));
+        staged.commands.insert(command_id.to_owned(), cmd);
+        Ok(step)
+    }
+}

@@ -1,0 +1,154 @@
+//! The SQLite schema as numbered migrations, each recorded in `schema_version` when it
+//! has run, and the runner that brings a database up to date (refusing one newer than this
+//! build). Not here: reading or writing rows (`rows` and the store's methods).
+
+use rusqlite::{params, Connection};
+
+use crate::store::{Result, StoreError};
+
+use super::rows::db;
+
+/// Each entry moves the schema from version `index` to `index + 1`; never edit a shipped one.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE applications (
+    name TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE deployment_groups (
+    id TEXT PRIMARY KEY,
+    application TEXT NOT NULL REFERENCES applications(name),
+    name TEXT NOT NULL,
+    tag_filters_json TEXT NOT NULL,
+    rollout TEXT NOT NULL,
+    auto_rollback INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    UNIQUE (application, name)
+);
+CREATE TABLE registration_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE hosts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tags_json TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE revisions (
+    id TEXT PRIMARY KEY,
+    application TEXT NOT NULL REFERENCES applications(name),
+    revision_json TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE deployments (
+    id TEXT PRIMARY KEY,
+    application TEXT NOT NULL REFERENCES applications(name),
+    group_id TEXT NOT NULL REFERENCES deployment_groups(id),
+    group_name TEXT NOT NULL,
+    revision_id TEXT,
+    revision_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    rollback_of TEXT,
+    rolled_back_by TEXT,
+    message TEXT,
+    rollout TEXT NOT NULL,
+    file_exists_behavior TEXT,
+    ignore_application_stop_failures INTEGER NOT NULL,
+    events_json TEXT NOT NULL,
+    appspec_path TEXT,
+    created_ms INTEGER NOT NULL,
+    ended_ms INTEGER
+);
+CREATE INDEX deployments_by_group ON deployments (group_id, state);
+CREATE INDEX deployments_by_app ON deployments (application, created_ms);
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    deployment_id TEXT NOT NULL REFERENCES deployments(id),
+    host_id TEXT NOT NULL,
+    host_name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    current_event TEXT,
+    failed_event TEXT,
+    script TEXT,
+    exit_code INTEGER,
+    error_code TEXT,
+    message TEXT,
+    log_tail TEXT,
+    events_json TEXT NOT NULL,
+    started_ms INTEGER,
+    ended_ms INTEGER,
+    last_report_ms INTEGER
+);
+CREATE INDEX commands_by_deployment ON commands (deployment_id, position);
+CREATE INDEX commands_by_host ON commands (host_id, state);
+CREATE TABLE reports (
+    command_id TEXT NOT NULL REFERENCES commands(id),
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    body_json TEXT NOT NULL,
+    PRIMARY KEY (command_id, seq)
+);
+"#,
+    r#"
+-- Rollout decisions count a deployment's commands by state and take its first pending
+-- ones: both from this index alone. It also serves listing a deployment's commands, so
+-- the older index goes: one less B-tree to update per command written.
+CREATE INDEX commands_by_deployment_state ON commands (deployment_id, state, position);
+DROP INDEX commands_by_deployment;
+"#,
+    r#"
+-- Registration tokens get an id (to list and revoke them), an expiry, a use limit and a
+-- tag scope. Tokens of older databases keep working: no expiry, no limit, any tags.
+ALTER TABLE registration_tokens ADD COLUMN id TEXT;
+ALTER TABLE registration_tokens ADD COLUMN expires_ms INTEGER;
+ALTER TABLE registration_tokens ADD COLUMN max_uses INTEGER;
+ALTER TABLE registration_tokens ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registration_tokens ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE registration_tokens ADD COLUMN allowed_tags_json TEXT NOT NULL DEFAULT '{}';
+UPDATE registration_tokens SET id = 't-' || substr(token_sha256, 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX registration_tokens_by_id ON registration_tokens (id);
+-- What a host's polls ask for when it differs from what an operator set.
+ALTER TABLE hosts ADD COLUMN requested_name TEXT;
+ALTER TABLE hosts ADD COLUMN requested_tags_json TEXT;
+CREATE INDEX hosts_by_name ON hosts (name, revoked);
+"#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(db("creating the schema version table"))?;
+    let current: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .map_err(db("reading the schema version"))?
+        .unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(db("starting a migration"))?;
+        tx.execute_batch(sql).map_err(db("migrating the schema"))?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            params![index as i64 + 1],
+        )
+        .map_err(db("recording the schema version"))?;
+        tx.commit().map_err(db("committing a migration"))?;
+    }
+    Ok(())
+}

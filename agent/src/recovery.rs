@@ -18,6 +18,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
+use crate::hooks::identity;
 use crate::outbox::Outbox;
 use crate::state::{self, DeploymentRecord, Ending, EventRecord, InFlight, RecordStatus, StateDir};
 
@@ -113,37 +114,16 @@ fn same_group(in_flight: &InFlight, pgid: i32) -> Result<(), String> {
     let (Some(boot), Some(started)) = (&in_flight.boot_id, in_flight.pgid_start_time) else {
         return Err("the marker does not record which process led it".to_string());
     };
-    match boot_id() {
+    match identity::boot_id() {
         Some(now) if now == *boot => {}
         Some(_) => return Err("the host rebooted since it was recorded".to_string()),
         None => return Err("the boot id cannot be read".to_string()),
     }
-    match process_start_time(pgid) {
+    match identity::process_start_time(pgid) {
         Some(t) if t == started => Ok(()),
         Some(_) => Err(format!("process {pgid} is another process than the hook")),
         None => Err(format!("the hook's leader, process {pgid}, is gone")),
     }
-}
-
-/// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id`).
-pub fn boot_id() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let id = text.trim();
-    (!id.is_empty()).then(|| id.to_string())
-}
-
-/// Start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
-pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
-}
-
-/// Field 22 of a `/proc/<pid>/stat` line. The command name (field 2) is in parentheses and
-/// may itself hold spaces and parentheses, so fields are counted after its last `)`.
-fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // Field 3 (state) is the first after the name, so field 22 is the 20th.
-    after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// SIGTERM to the group, then SIGKILL if anything is left after `grace`.
@@ -169,19 +149,8 @@ async fn kill_group(pgid: i32, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hooks::identity::{boot_id, process_start_time};
     use hoist_protocol::agent::{CommandStatus, ReportBody};
-
-    #[test]
-    fn start_time_is_field_22_whatever_the_command_name_holds() {
-        let rest = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21";
-        for comm in ["sleep", "a b", "x) (y", "((", "))", ") 99 ("] {
-            let line = format!("1234 ({comm}) {rest}");
-            assert_eq!(parse_start_time(&line), Some(424_242), "{line}");
-        }
-        assert_eq!(parse_start_time("1234 (sleep"), None);
-        assert_eq!(parse_start_time("1234 (sleep) S 1 2"), None);
-        assert_eq!(parse_start_time(""), None);
-    }
 
     /// A `sleep` leading a process group of its own, as an unrelated service would.
     fn unrelated_group() -> std::process::Child {

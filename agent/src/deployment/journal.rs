@@ -154,8 +154,8 @@ impl<'a> Journal<'a> {
             marker.pgid = Some(pgid);
             // The script leads its own group: its identity lets recovery tell this group
             // from a later one that got the same id.
-            marker.boot_id = crate::recovery::boot_id();
-            marker.pgid_start_time = crate::recovery::process_start_time(pgid);
+            marker.boot_id = crate::hooks::identity::boot_id();
+            marker.pgid_start_time = crate::hooks::identity::process_start_time(pgid);
             if let Err(e) = state::write_json(&path, &marker) {
                 warn!("recording the process group of a running script: {e:#}");
             }

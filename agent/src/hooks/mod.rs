@@ -15,13 +15,15 @@
 //! owns the output files and the tailer that copies them into the log; `log` is the hook log
 //! itself (timestamped lines, the tail for reports, the journal's fields); `env` builds a
 //! hook's environment (the allowlist, the operator's environment file, then the deployment's
-//! variables).
+//! variables); `identity` tells a hook's process group apart across restarts (boot id and
+//! the leader's start time) for recovery.
 //!
 //! It deliberately knows nothing of lifecycle events' order or of reports: the caller
 //! (`deployment`) decides what runs and what an outcome means, and supplies the deployment's
 //! variables.
 
 mod env;
+pub mod identity;
 mod log;
 mod output;
 mod run;

@@ -31,10 +31,10 @@
 //!
 //! Every file is written atomically (temp file in the same directory, fsync, rename, fsync of
 //! the directory), so a crash leaves either the old or the new content, never a torn file.
-//! The types persisted here are in [`records`], each with a `schema_version`, except two
-//! still defined by the module that fills them: `host.json` (`client::HostCredentials`) and
-//! `installed-files.json` (`install::InstalledFiles`, which has no schema version). This
-//! module decides paths and persistence; it does not decide what a deployment does.
+//! The types persisted here are in [`records`], each with a `schema_version`, except one
+//! still defined by the module that fills it: `installed-files.json`
+//! (`install::InstalledFiles`, which has no schema version). This module decides paths and
+//! persistence; it does not decide what a deployment does.
 
 mod files;
 mod groups;

@@ -4,7 +4,8 @@
 //!
 //! It builds its own inputs (bundles, an S3 server, a coordinator, agents, simulated hosts)
 //! in a scratch directory and removes them at the end. It is not a regression gate: targets
-//! are reported as met or not, and the exit code says only whether every measurement ran.
+//! are reported as met or not, and the exit code says only whether every measurement ran and
+//! gave a well-formed figure (for `all`, every one of them; `.ci/run` runs `all --quick`).
 
 mod apply;
 mod capacity;
@@ -180,7 +181,8 @@ fn run(which: Which) -> anyhow::Result<()> {
         measurements,
         notes,
     };
-    println!("{}", report::table(&doc.measurements));
+    let table = report::table(&doc.measurements);
+    println!("{table}");
     for n in &doc.notes {
         println!("note: {n}");
     }
@@ -189,6 +191,13 @@ fn run(which: Which) -> anyhow::Result<()> {
     }
     if let Some(path) = &o.json {
         report::write_json(path, &doc)?;
+    }
+    // A full run measures at sizes of its own (fleets of 1000 hosts and more), so only a
+    // quick `all` has a fixed list of names.
+    let expected = (all && o.quick).then_some(&report::QUICK_ALL_MEASUREMENTS[..]);
+    let problems = report::problems(&doc, &table, expected);
+    if !problems.is_empty() {
+        anyhow::bail!("malformed results:\n  {}", problems.join("\n  "));
     }
     Ok(())
 }

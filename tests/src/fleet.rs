@@ -12,6 +12,19 @@ use crate::{bin, run, Scratch};
 
 pub const OPERATOR_TOKEN: &str = "e2e-operator-token";
 
+/// Anything that serves the agent API at a base URL: the real [`Coordinator`] or the
+/// [`crate::fake_coordinator::FakeCoordinator`], so one agent starter serves both.
+pub trait Endpoint {
+    /// `http://HOST:PORT`
+    fn url(&self) -> &str;
+}
+
+impl Endpoint for Coordinator {
+    fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 /// A running `hoist server`, killed on drop.
 pub struct Coordinator {
     pub child: Child,
@@ -61,7 +74,7 @@ impl Agent {
     pub fn start(
         s: &Scratch,
         name: &str,
-        coordinator: &Coordinator,
+        coordinator: &impl Endpoint,
         token: &str,
         tags: &str,
     ) -> Agent {
@@ -188,7 +201,7 @@ impl Agent {
     pub fn start_with(
         s: &Scratch,
         name: &str,
-        coordinator: &Coordinator,
+        coordinator: &impl Endpoint,
         token: &str,
         tags: &str,
         options: AgentOptions<'_>,
@@ -206,7 +219,7 @@ impl Agent {
             &config,
             format!(
                 "coordinator:\n  url: {}\n  registration_token: {token}\nhost:\n  name: {name}\n  tags: {{{tags}}}\nstate_dir: {}\npoll:\n  wait_secs: 20\n  initial_backoff_ms: 100\n  max_backoff_secs: 1\nhooks:\n  environment_file: {}\n  kill_grace_secs: 2\n  stop_grace_secs: 2\n{}",
-                coordinator.url,
+                coordinator.url(),
                 dir.join("state").display(),
                 dir.join("hook.env").display(),
                 options.extra_yaml

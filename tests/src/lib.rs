@@ -3,6 +3,7 @@
 //! (`fleet`), bundle archives (`archive`) and real S3, HTTP and Git servers (`servers`).
 
 pub mod archive;
+pub mod fake_coordinator;
 pub mod fleet;
 pub mod servers;
 

@@ -3,14 +3,15 @@
 //! either: both are the binaries the workspace builds.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
+use crate::coordinator::{Launch, Server};
 use crate::{bin, run, Scratch};
 
-pub const OPERATOR_TOKEN: &str = "e2e-operator-token";
+pub use crate::coordinator::OPERATOR_TOKEN;
 
 /// Anything that serves the agent API at a base URL: the real [`Coordinator`] or the
 /// [`crate::fake_coordinator::FakeCoordinator`], so one agent starter serves both.
@@ -25,10 +26,20 @@ impl Endpoint for Coordinator {
     }
 }
 
-/// A running `hoist server`, killed on drop.
-pub struct Coordinator {
-    pub child: Child,
-    pub url: String,
+/// A running `hoist server` ([`Server`], killed on drop) and the operator CLI against it.
+pub struct Coordinator(Server);
+
+impl Deref for Coordinator {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl DerefMut for Coordinator {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.0
+    }
 }
 
 impl Coordinator {
@@ -48,13 +59,6 @@ impl Coordinator {
         let out = self.hoist(args);
         assert!(out.status.success(), "hoist {args:?} failed");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -131,57 +135,15 @@ impl Coordinator {
     /// `hoist server` flags such as `--host-lease 2s`. Its log is echoed on stderr. A port
     /// freed a moment ago may still be taken briefly: starting is retried for 10 s.
     pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Coordinator {
-        let t0 = std::time::Instant::now();
-        loop {
-            let mut child = Command::new(bin("hoist"))
-                .args(["server", "--listen", listen, "--data-dir"])
-                .arg(data_dir)
-                .args(extra)
-                .env("HOIST_OPERATOR_TOKEN", OPERATOR_TOKEN)
-                .env("HOIST_LOG", "info")
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start hoist server");
-            let stderr = child.stderr.take().expect("stderr");
-            let mut lines = BufReader::new(stderr).lines();
-            let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
-                eprintln!("server: {line}");
-                line.strip_prefix("listening on ")
-                    .map(|a| a.trim().to_string())
-            });
-            match addr {
-                Some(addr) => {
-                    std::thread::spawn(move || {
-                        for line in lines.map_while(Result::ok) {
-                            eprintln!("server: {line}");
-                        }
-                    });
-                    return Coordinator {
-                        child,
-                        url: format!("http://{addr}"),
-                    };
-                }
-                None => {
-                    let _ = child.wait();
-                    assert!(
-                        t0.elapsed() < std::time::Duration::from_secs(10),
-                        "hoist server on {listen} exited before listening"
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-            }
-        }
-    }
-
-    /// The `HOST:PORT` it listens on.
-    pub fn addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
-    }
-
-    /// Stops it with `signal` (SIGKILL: a crash; SIGTERM: a clean stop) and waits for it.
-    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
-        let _ = self.child.wait();
+        Coordinator(Server::launch(
+            data_dir,
+            Launch {
+                listen,
+                extra,
+                echo: true,
+                ..Launch::default()
+            },
+        ))
     }
 }
 

@@ -3,8 +3,10 @@
 //! (`fleet`), bundle archives (`archive`) and real S3, HTTP and Git servers (`servers`).
 
 pub mod archive;
+pub mod coordinator;
 pub mod fake_coordinator;
 pub mod fleet;
+pub mod reports;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

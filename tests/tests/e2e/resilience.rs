@@ -306,7 +306,7 @@ fn a_coordinator_stopped_mid_deployment_loses_no_event_report_when_it_comes_back
                 .all(|(a, n)| a.events()[*n..].contains(&"BeforeAllowTraffic".to_string()))
         });
         std::thread::sleep(Duration::from_secs(1));
-        let addr = c.addr().to_string();
+        let addr = c.authority();
         c = Coordinator::start_on(&data, &addr);
 
         let d = wait_ended(&c, &id, Duration::from_secs(60));
@@ -500,7 +500,7 @@ fn an_agent_started_before_its_coordinator_retries_then_registers_and_deploys() 
     let data = s.join("coordinator");
     let mut c = Coordinator::start(&data);
     let token = c.shop_web(&["--config", "AllAtOnce"]);
-    let addr = c.addr().to_string();
+    let addr = c.authority();
     c.stop_with(Signal::SIGKILL);
     // The agent is given the address while nothing listens there.
     let web = Agent::start(&s, "web-1", &c, &token, "role: web");
@@ -888,7 +888,7 @@ fn a_state_directory_filled_while_registering_leaves_no_orphan_host() {
     let data = s.join("coordinator");
     let mut c = Coordinator::start(&data);
     let token = c.shop_web(&["--config", "AllAtOnce"]);
-    let addr = c.addr().to_string();
+    let addr = c.authority();
     c.stop_with(Signal::SIGKILL);
     let disk = SmallFs::mount(&s.join("web-1/state"), "1m");
     // Started while nothing listens: the disk fills while it retries its registration.

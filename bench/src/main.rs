@@ -92,16 +92,12 @@ fn run(which: Which) -> anyhow::Result<()> {
     | Which::Coordinator(o)
     | Which::All(o)) = &which;
     let bins = procs::Bins::locate(o.bin_dir.as_deref())?;
-    let scratch = match &o.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            tempfile::Builder::new()
-                .prefix("hoist-bench-")
-                .tempdir_in(d)
-        }
-        None => tempfile::Builder::new().prefix("hoist-bench-").tempdir(),
+    if let Some(d) = &o.work_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    .context("creating the scratch directory")?;
+    // The tests' scratch directory (0755: the agents' hooks may run as other users).
+    let scratch = hoist_tests::Scratch::named("hoist-bench-", o.work_dir.as_deref())
+        .context("creating the scratch directory")?;
     let work = scratch.path();
     let all = matches!(which, Which::All(_));
     let runs = o.runs.unwrap_or(if o.quick { 3 } else { 5 }).max(1);

@@ -217,8 +217,9 @@ impl Server {
     }
 
     /// SIGTERM, then waits for a clean exit (failing the test on another exit or after 20 s);
-    /// returns how long the exit took.
-    pub fn stop(&mut self) -> Duration {
+    /// returns how long the exit took. Async, so an async test's runtime keeps running (the
+    /// server's clients may be tasks on it) while it waits.
+    pub async fn stop(&mut self) -> Duration {
         let start = Instant::now();
         self.signal(nix::sys::signal::Signal::SIGTERM);
         loop {
@@ -230,7 +231,7 @@ impl Server {
                 let _ = self.child.kill();
                 panic!("server did not stop within 20 s of SIGTERM");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -147,28 +147,31 @@ pub fn presigned_get(endpoint: &str, bucket: &str, key: &str, ttl: Duration) -> 
 // moto_server: versioning and ETags (it checks no signatures).
 
 /// The moto_server binary from `HOIST_TEST_MOTO` (the binary, or a venv holding
-/// `bin/moto_server`); when unset or missing, prints why `test` is skipped and returns None.
-pub fn moto_or_skip(test: &str) -> Option<PathBuf> {
+/// `bin/moto_server`); fails the calling test, naming the variable, when it is unset or
+/// names nothing (see `need_root` in the crate root for the convention).
+#[track_caller]
+pub fn need_moto() -> PathBuf {
     let Some(path) = std::env::var_os("HOIST_TEST_MOTO").map(PathBuf::from) else {
-        println!(
-            "SKIPPED {test}: HOIST_TEST_MOTO (moto_server or its venv) is not set; CI sets it"
-        );
-        return None;
+        panic!("this test needs moto_server: set HOIST_TEST_MOTO to it or its venv, as CI does");
     };
     let binary = if path.is_dir() {
         path.join("bin/moto_server")
     } else {
         path
     };
-    if binary.is_file() {
-        Some(binary)
-    } else {
-        println!(
-            "SKIPPED {test}: HOIST_TEST_MOTO names {}, which does not exist",
-            binary.display()
-        );
-        None
-    }
+    assert!(
+        binary.is_file(),
+        "this test needs moto_server: HOIST_TEST_MOTO names {}, which does not exist",
+        binary.display()
+    );
+    binary
+}
+
+/// [`need_moto`] in the older shape a caller `expect`s: never `None`, it fails the test
+/// instead of skipping it.
+#[track_caller]
+pub fn moto_or_skip(_test: &str) -> Option<PathBuf> {
+    Some(need_moto())
 }
 
 /// A running moto_server, killed on drop.

@@ -19,6 +19,7 @@ use hoist_protocol::HOST_ID_HEADER;
 pub use hoist_tests::coordinator::{Launch, OPERATOR_TOKEN as TOKEN};
 use hoist_tests::reports::started;
 pub use hoist_tests::reports::succeeded;
+pub use hoist_tests::Scratch;
 pub const HOIST: &str = env!("CARGO_BIN_EXE_hoist");
 
 /// The real `hoist server` (`hoist_tests::coordinator::Server`, started from the `hoist`

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hoist_tests::fleet::{Agent, AgentOptions, Coordinator};
-use hoist_tests::{alive, debug_secs, wait_for, walk, Scratch};
+use hoist_tests::{alive, debug_secs, need_root, wait_for, walk, Scratch};
 use nix::sys::signal::Signal;
 
 fn wait_hosts(c: &Coordinator, names: &[&str]) {
@@ -668,10 +668,7 @@ fn versioned_bundle(dir: &Path, dest: &Path, version: &str) {
 #[test]
 #[ignore = "needs root: each agent runs in its own mount namespace"]
 fn a_host_restarted_in_its_own_mount_namespace_keeps_its_install_for_the_next_deployment() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "needs root: each agent runs in its own mount namespace"
-    );
+    need_root("each agent runs in its own mount namespace");
     let s = Scratch::new();
     let c = Coordinator::start(&s.join("coordinator"));
     let token = c.shop_web(&["--config", "AllAtOnce"]);
@@ -766,6 +763,7 @@ struct SmallFs {
 
 impl SmallFs {
     fn mount(dir: &Path, size: &str) -> SmallFs {
+        need_root("mounts a small tmpfs");
         fs::create_dir_all(dir).expect("mkdir");
         let out = hoist_tests::run(
             std::process::Command::new("mount")

@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod fake_coordinator;
 pub mod fleet;
 pub mod reports;
+pub mod scripted_http;
 pub mod servers;
 
 use std::path::{Path, PathBuf};

@@ -214,16 +214,8 @@ impl Agent {
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
-        let log = std::fs::File::create(dir.join("agent.log"))
-            .with_context(|| format!("creating {}/agent.log", dir.display()))?;
-        let child = Command::new(&bins.agent)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("HOIST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+        let log = dir.join("agent.log");
+        let child = hoist_tests::fleet::spawn_agent(&bins.agent, None, &config, &log, "warn")
             .with_context(|| format!("starting {}", bins.agent.display()))?;
         Ok(Agent { child })
     }

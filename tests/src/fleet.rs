@@ -222,34 +222,48 @@ impl Agent {
 /// where `private_dir` shows `DIR/private`: that directory lives on disk, so a daemon
 /// started again in a new namespace sees what the one before it installed.
 fn spawn(dir: &Path, config: &Path, private_dir: Option<&Path>) -> Child {
-    let mut cmd = match private_dir {
-        None => Command::new(bin("hoist-agent")),
-        Some(shared) => {
-            let own = dir.join("private");
-            fs::create_dir_all(&own).expect("mkdir");
-            fs::create_dir_all(shared).expect("mkdir");
-            // unshare and sh exec in turn, so the child's pid is the agent's.
-            let mut cmd = Command::new("unshare");
-            cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                .arg("mount --bind \"$1\" \"$2\" && agent=\"$3\" && shift 3 && exec \"$agent\" \"$@\"")
-                .arg("sh")
-                .arg(&own)
-                .arg(shared)
-                .arg(bin("hoist-agent"));
-            cmd
+    let agent = bin("hoist-agent");
+    let wrapper = private_dir.map(|shared| {
+        let own = dir.join("private");
+        fs::create_dir_all(&own).expect("mkdir");
+        fs::create_dir_all(shared).expect("mkdir");
+        // unshare and sh exec in turn, so the child's pid is the agent's.
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$1\" \"$2\" && agent=\"$3\" && shift 3 && exec \"$agent\" \"$@\"")
+            .arg("sh")
+            .arg(&own)
+            .arg(shared);
+        cmd
+    });
+    spawn_agent(&agent, wrapper, config, &dir.join("agent.log"), "info").expect("start hoist-agent")
+}
+
+/// The one way tests and benchmarks start the agent daemon: `AGENT run --config CONFIG`
+/// (after `wrapper`'s program and arguments when given, which must exec it) with
+/// `HOIST_LOG=log_level`, stdin and stdout null, stderr appended to `log`.
+pub fn spawn_agent(
+    agent: &Path,
+    wrapper: Option<Command>,
+    config: &Path,
+    log: &Path,
+    log_level: &str,
+) -> std::io::Result<Child> {
+    let mut cmd = match wrapper {
+        Some(mut w) => {
+            w.arg(agent);
+            w
         }
+        None => Command::new(agent),
     };
-    let log = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(dir.join("agent.log"))
-        .expect("log");
+    let log = fs::OpenOptions::new().append(true).create(true).open(log)?;
     cmd.args(["run", "--config"])
         .arg(config)
-        .env("HOIST_LOG", "info")
+        .env("HOIST_LOG", log_level)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start hoist-agent")
 }
 
 impl Coordinator {

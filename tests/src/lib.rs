@@ -218,20 +218,6 @@ pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> b
     }
 }
 
-/// The async form of [`wait_for`], for async tests: checks `f` every 20 ms between tokio
-/// sleeps (the runtime's thread is never blocked) and fails the test naming `what` after
-/// `limit`.
-pub async fn wait_until(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// Seconds in a `Duration`'s Debug form (`178.8ms`, `1.2s`, `950µs`), as the agent logs its
 /// retry delays.
 pub fn debug_secs(text: &str) -> Option<f64> {

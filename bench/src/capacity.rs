@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hoist_protocol::agent::{
-    CommandStatus, EventStatus, PollRequest, PollResponse, RegisterRequest, RegisterResponse,
-    Report, ReportAck, ReportBody,
+    PollRequest, PollResponse, RegisterRequest, RegisterResponse, Report, ReportAck,
 };
 use hoist_protocol::HOST_ID_HEADER;
+use hoist_tests::reports;
 use tokio::sync::mpsc;
 
 use crate::procs::{cpu_time, empty_bundle, peak_rss_bytes, rss_bytes, Bins, Coordinator};
@@ -365,19 +365,11 @@ impl Sim {
             let Some(command) = command else { continue };
             let _ = tx.send(Event::Picked(command.deployment_id.clone(), Instant::now()));
             let bodies = [
-                ReportBody::EventStarted {
-                    event: "DownloadBundle".into(),
-                },
-                ended("DownloadBundle"),
-                ReportBody::EventStarted {
-                    event: "Install".into(),
-                },
-                ended("Install"),
-                ReportBody::Completed {
-                    status: CommandStatus::Succeeded,
-                    failed_event: None,
-                    message: None,
-                },
+                reports::started("DownloadBundle"),
+                reports::succeeded("DownloadBundle"),
+                reports::started("Install"),
+                reports::succeeded("Install"),
+                reports::completed_ok(),
             ];
             let Ok(reports_url) = self
                 .poll_url
@@ -432,18 +424,5 @@ impl Sim {
     async fn failed(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn ended(event: &str) -> ReportBody {
-    ReportBody::EventEnded {
-        event: event.into(),
-        status: EventStatus::Succeeded,
-        error_code: None,
-        message: None,
-        script: None,
-        exit_code: None,
-        log_tail: None,
-        duration_ms: 1,
     }
 }

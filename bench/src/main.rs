@@ -4,7 +4,8 @@
 //!
 //! It builds its own inputs (bundles, an S3 server, a coordinator, agents, simulated hosts)
 //! in a scratch directory and removes them at the end. It is not a regression gate: targets
-//! are reported as met or not, and the exit code says only whether every measurement ran.
+//! are reported as met or not, and the exit code says only whether every measurement ran and
+//! gave a well-formed figure (for `all`, every one of them; `.ci/run` runs `all --quick`).
 
 mod apply;
 mod capacity;
@@ -91,16 +92,12 @@ fn run(which: Which) -> anyhow::Result<()> {
     | Which::Coordinator(o)
     | Which::All(o)) = &which;
     let bins = procs::Bins::locate(o.bin_dir.as_deref())?;
-    let scratch = match &o.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            tempfile::Builder::new()
-                .prefix("hoist-bench-")
-                .tempdir_in(d)
-        }
-        None => tempfile::Builder::new().prefix("hoist-bench-").tempdir(),
+    if let Some(d) = &o.work_dir {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    .context("creating the scratch directory")?;
+    // The tests' scratch directory (0755: the agents' hooks may run as other users).
+    let scratch = hoist_tests::Scratch::named("hoist-bench-", o.work_dir.as_deref())
+        .context("creating the scratch directory")?;
     let work = scratch.path();
     let all = matches!(which, Which::All(_));
     let runs = o.runs.unwrap_or(if o.quick { 3 } else { 5 }).max(1);
@@ -180,7 +177,8 @@ fn run(which: Which) -> anyhow::Result<()> {
         measurements,
         notes,
     };
-    println!("{}", report::table(&doc.measurements));
+    let table = report::table(&doc.measurements);
+    println!("{table}");
     for n in &doc.notes {
         println!("note: {n}");
     }
@@ -189,6 +187,13 @@ fn run(which: Which) -> anyhow::Result<()> {
     }
     if let Some(path) = &o.json {
         report::write_json(path, &doc)?;
+    }
+    // A full run measures at sizes of its own (fleets of 1000 hosts and more), so only a
+    // quick `all` has a fixed list of names.
+    let expected = (all && o.quick).then_some(&report::QUICK_ALL_MEASUREMENTS[..]);
+    let problems = report::problems(&doc, &table, expected);
+    if !problems.is_empty() {
+        anyhow::bail!("malformed results:\n  {}", problems.join("\n  "));
     }
     Ok(())
 }

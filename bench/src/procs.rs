@@ -1,17 +1,17 @@
-//! The processes under measurement: the real `hoist server`, real `hoist-agent run` daemons,
-//! the operator CLI, and what `/proc` says about a process (RSS, CPU time).
+//! The processes under measurement: the real `hoist server` (started the way the tests start
+//! it, by `hoist_tests::coordinator`), real `hoist-agent run` daemons, the operator CLI, and
+//! what `/proc` says about a process (RSS, CPU time).
 //!
 //! Every child is killed when its handle drops, so an early error leaves nothing running.
 //! This is not a process supervisor: no restarts, no log handling beyond draining pipes.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hoist_protocol::operator::{Deployment, DeploymentState, HostList};
+use hoist_tests::coordinator::{Launch, Server};
 
 pub const OPERATOR_TOKEN: &str = "bench-operator-token";
 
@@ -50,9 +50,10 @@ impl Bins {
     }
 }
 
-/// A running `hoist server`, killed on drop.
+/// A running `hoist server` (started by the tests' `hoist_tests::coordinator`, killed on
+/// drop) and the operator CLI against it.
 pub struct Coordinator {
-    child: Child,
+    server: Server,
     pub url: String,
     pub data_dir: PathBuf,
     bins: Bins,
@@ -62,41 +63,26 @@ impl Coordinator {
     pub fn start(bins: &Bins, data_dir: &Path) -> anyhow::Result<Coordinator> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
-        let mut child = Command::new(&bins.hoist)
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("HOIST_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .env("HOIST_LOG", "warn")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", bins.hoist.display()))?;
-        let stderr = child.stderr.take().context("server stderr")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let mut c = Coordinator {
-            child,
-            url: String::new(),
+        let server = Server::try_launch(
+            data_dir,
+            Launch {
+                program: Some(&bins.hoist),
+                token: Some(OPERATOR_TOKEN),
+                log_level: "warn",
+                env_remove: &["RUST_LOG"],
+                ..Launch::default()
+            },
+        )?;
+        Ok(Coordinator {
+            url: server.url.clone(),
             data_dir: data_dir.to_path_buf(),
+            server,
             bins: bins.clone(),
-        };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => c.url = format!("http://{addr}"),
-            Err(_) => bail!("hoist server printed no `listening on` line within 30 s"),
-        }
-        Ok(c)
+        })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
 
     /// Runs the operator CLI against this server; its trimmed stdout, or an error with stderr.
@@ -193,13 +179,6 @@ impl Coordinator {
     }
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A bundle with an appspec and no files or hooks: the cheapest real deployment, so what is
 /// measured is the coordination around it.
 pub fn empty_bundle(dir: &Path) -> anyhow::Result<()> {
@@ -235,16 +214,8 @@ impl Agent {
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
-        let log = std::fs::File::create(dir.join("agent.log"))
-            .with_context(|| format!("creating {}/agent.log", dir.display()))?;
-        let child = Command::new(&bins.agent)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("HOIST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+        let log = dir.join("agent.log");
+        let child = hoist_tests::fleet::spawn_agent(&bins.agent, None, &config, &log, "warn")
             .with_context(|| format!("starting {}", bins.agent.display()))?;
         Ok(Agent { child })
     }

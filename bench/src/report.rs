@@ -2,7 +2,8 @@
 //! baseline and ratio, the printed table and the JSON document.
 //!
 //! This module only shapes and prints numbers; it measures nothing and judges nothing beyond
-//! comparing a figure with its stated target.
+//! comparing a figure with its stated target and checking that each figure is well formed
+//! ([`problems`]: what `.ci/run` relies on when it runs `hoist-bench all --quick`).
 
 use std::path::Path;
 
@@ -229,9 +230,171 @@ pub fn write_json(path: &Path, doc: &Document) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
+/// The measurements `hoist-bench all --quick` makes, in order.
+pub const QUICK_ALL_MEASUREMENTS: [&str; 19] = [
+    "apply.tar_gz.seconds",
+    "apply.tar_gz.seconds_vs_durable_floor",
+    "apply.tar_gz.mb_per_s",
+    "apply.zip.seconds",
+    "apply.zip.seconds_vs_durable_floor",
+    "apply.zip.mb_per_s",
+    "pickup.agents_1.seconds",
+    "pickup.agents_5.seconds",
+    "footprint.idle_rss_mib",
+    "footprint.idle_cpu_percent",
+    "footprint.rss_after_deployments_mib",
+    "coordinator.hosts_20.pickup_seconds",
+    "coordinator.hosts_20.all_assigned_seconds",
+    "coordinator.hosts_20.server_cpu_percent",
+    "coordinator.hosts_20.server_rss_mib",
+    "coordinator.hosts_100.pickup_seconds",
+    "coordinator.hosts_100.all_assigned_seconds",
+    "coordinator.hosts_100.server_cpu_percent",
+    "coordinator.hosts_100.server_rss_mib",
+];
+
+/// What is wrong with a document's figures, one sentence each; empty when every figure is
+/// well formed. With `expected`, the measurements must be exactly those names in that order.
+/// No timing is judged here: a slow or busy machine must not fail a run, only a figure that
+/// is missing, not finite, or of the wrong sign.
+pub fn problems(doc: &Document, table: &str, expected: Option<&[&str]>) -> Vec<String> {
+    let mut out = Vec::new();
+    let names: Vec<&str> = doc.measurements.iter().map(|m| m.name.as_str()).collect();
+    if let Some(expected) = expected {
+        if names != expected {
+            out.push(format!("measurements are {names:?}, expected {expected:?}"));
+        }
+    }
+    for m in &doc.measurements {
+        let name = &m.name;
+        let s = &m.stat;
+        if !(s.min <= s.median && s.median <= s.max) {
+            out.push(format!(
+                "{name}: min {} <= median {} <= max {} does not hold",
+                s.min, s.median, s.max
+            ));
+        }
+        // Latencies may be a hair below zero (an agent can start before the CLI process has
+        // exited); CPU may be zero when idle. Everything else is strictly positive.
+        if name.ends_with("cpu_percent") {
+            if s.min < 0.0 {
+                out.push(format!("{name}: negative minimum {}", s.min));
+            }
+        } else if name.starts_with("pickup.") {
+            if !(s.max > -0.1 && s.median < 60.0) {
+                out.push(format!(
+                    "{name}: max {} and median {} are not a pickup latency",
+                    s.max, s.median
+                ));
+            }
+        } else if s.min <= 0.0 {
+            out.push(format!("{name}: minimum {} is not positive", s.min));
+        }
+        if name.starts_with("apply.") || name.ends_with("_mib") && name.starts_with("footprint.") {
+            match (&m.ratio, &m.baseline) {
+                (Some(ratio), Some(baseline)) => {
+                    if !(ratio.median.is_finite() && ratio.median > 0.0) {
+                        out.push(format!(
+                            "{name}: ratio {} is not a positive number",
+                            ratio.median
+                        ));
+                    }
+                    if baseline.median <= 0.0 {
+                        out.push(format!(
+                            "{name}: baseline {} is not positive",
+                            baseline.median
+                        ));
+                    }
+                }
+                _ => out.push(format!("{name}: no baseline or ratio")),
+            }
+        }
+        if m.target.is_some() && m.met.is_none() {
+            out.push(format!("{name}: a target but no verdict"));
+        }
+        if !table.contains(name.as_str()) {
+            out.push(format!("{name}: missing from the table"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn doc(measurements: Vec<Measurement>) -> Document {
+        Document {
+            tool: "hoist-bench test".into(),
+            quick: true,
+            started_utc: String::new(),
+            machine: Machine {
+                cpus: 1,
+                memory_gib: 1.0,
+                kernel: String::new(),
+                load_average_at_start: String::new(),
+            },
+            measurements,
+            notes: Vec::new(),
+        }
+    }
+
+    fn stat(v: &[f64]) -> Stat {
+        Stat::of(v).unwrap()
+    }
+
+    #[test]
+    fn well_formed_figures_have_no_problems() {
+        let d = doc(vec![
+            Measurement::new("apply.zip.seconds", "s", stat(&[1.0, 2.0]), "")
+                .baseline("cp", stat(&[1.0]), None)
+                .target("ratio <= 1.3", true),
+            Measurement::new("pickup.agents_1.seconds", "s", stat(&[-0.01, 0.2]), ""),
+            Measurement::new("footprint.idle_cpu_percent", "%", stat(&[0.0]), ""),
+        ]);
+        let table = table(&d.measurements);
+        let names = [
+            "apply.zip.seconds",
+            "pickup.agents_1.seconds",
+            "footprint.idle_cpu_percent",
+        ];
+        assert_eq!(problems(&d, &table, Some(&names)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_or_malformed_figure_is_a_problem() {
+        let d = doc(vec![
+            Measurement::new("apply.zip.seconds", "s", stat(&[0.0]), ""),
+            Measurement::new("footprint.idle_rss_mib", "MiB", stat(&[3.0]), "").baseline(
+                "sleep",
+                stat(&[0.0]),
+                Some(stat(&[1.0])),
+            ),
+        ]);
+        let table = table(&d.measurements);
+        let found = problems(
+            &d,
+            &table,
+            Some(&["apply.zip.seconds", "apply.tar_gz.seconds"]),
+        );
+        let text = found.join("\n");
+        assert!(text.contains("measurements are"), "{text}");
+        assert!(
+            text.contains("apply.zip.seconds: minimum 0 is not positive"),
+            "{text}"
+        );
+        assert!(
+            text.contains("apply.zip.seconds: no baseline or ratio"),
+            "{text}"
+        );
+        assert!(
+            text.contains("footprint.idle_rss_mib: baseline 0 is not positive"),
+            "{text}"
+        );
+        assert!(problems(&d, "", None)
+            .iter()
+            .any(|p| p.contains("missing from the table")));
+    }
 
     #[test]
     fn stat_median_min_max_p99() {

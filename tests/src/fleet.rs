@@ -3,19 +3,43 @@
 //! either: both are the binaries the workspace builds.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
+use crate::coordinator::{Launch, Server};
 use crate::{bin, run, Scratch};
 
-pub const OPERATOR_TOKEN: &str = "e2e-operator-token";
+pub use crate::coordinator::OPERATOR_TOKEN;
 
-/// A running `hoist server`, killed on drop.
-pub struct Coordinator {
-    pub child: Child,
-    pub url: String,
+/// Anything that serves the agent API at a base URL: the real [`Coordinator`] or the
+/// [`crate::fake_coordinator::FakeCoordinator`], so one agent starter serves both.
+pub trait Endpoint {
+    /// `http://HOST:PORT`
+    fn url(&self) -> &str;
+}
+
+impl Endpoint for Coordinator {
+    fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// A running `hoist server` ([`Server`], killed on drop) and the operator CLI against it.
+pub struct Coordinator(Server);
+
+impl Deref for Coordinator {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.0
+    }
+}
+
+impl DerefMut for Coordinator {
+    fn deref_mut(&mut self) -> &mut Server {
+        &mut self.0
+    }
 }
 
 impl Coordinator {
@@ -38,13 +62,6 @@ impl Coordinator {
     }
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A running `hoist-agent run`, stopped with SIGTERM on drop.
 pub struct Agent {
     pub child: Child,
@@ -61,7 +78,7 @@ impl Agent {
     pub fn start(
         s: &Scratch,
         name: &str,
-        coordinator: &Coordinator,
+        coordinator: &impl Endpoint,
         token: &str,
         tags: &str,
     ) -> Agent {
@@ -118,57 +135,15 @@ impl Coordinator {
     /// `hoist server` flags such as `--host-lease 2s`. Its log is echoed on stderr. A port
     /// freed a moment ago may still be taken briefly: starting is retried for 10 s.
     pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Coordinator {
-        let t0 = std::time::Instant::now();
-        loop {
-            let mut child = Command::new(bin("hoist"))
-                .args(["server", "--listen", listen, "--data-dir"])
-                .arg(data_dir)
-                .args(extra)
-                .env("HOIST_OPERATOR_TOKEN", OPERATOR_TOKEN)
-                .env("HOIST_LOG", "info")
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start hoist server");
-            let stderr = child.stderr.take().expect("stderr");
-            let mut lines = BufReader::new(stderr).lines();
-            let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
-                eprintln!("server: {line}");
-                line.strip_prefix("listening on ")
-                    .map(|a| a.trim().to_string())
-            });
-            match addr {
-                Some(addr) => {
-                    std::thread::spawn(move || {
-                        for line in lines.map_while(Result::ok) {
-                            eprintln!("server: {line}");
-                        }
-                    });
-                    return Coordinator {
-                        child,
-                        url: format!("http://{addr}"),
-                    };
-                }
-                None => {
-                    let _ = child.wait();
-                    assert!(
-                        t0.elapsed() < std::time::Duration::from_secs(10),
-                        "hoist server on {listen} exited before listening"
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-            }
-        }
-    }
-
-    /// The `HOST:PORT` it listens on.
-    pub fn addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
-    }
-
-    /// Stops it with `signal` (SIGKILL: a crash; SIGTERM: a clean stop) and waits for it.
-    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
-        let _ = self.child.wait();
+        Coordinator(Server::launch(
+            data_dir,
+            Launch {
+                listen,
+                extra,
+                echo: true,
+                ..Launch::default()
+            },
+        ))
     }
 }
 
@@ -188,7 +163,7 @@ impl Agent {
     pub fn start_with(
         s: &Scratch,
         name: &str,
-        coordinator: &Coordinator,
+        coordinator: &impl Endpoint,
         token: &str,
         tags: &str,
         options: AgentOptions<'_>,
@@ -206,7 +181,7 @@ impl Agent {
             &config,
             format!(
                 "coordinator:\n  url: {}\n  registration_token: {token}\nhost:\n  name: {name}\n  tags: {{{tags}}}\nstate_dir: {}\npoll:\n  wait_secs: 20\n  initial_backoff_ms: 100\n  max_backoff_secs: 1\nhooks:\n  environment_file: {}\n  kill_grace_secs: 2\n  stop_grace_secs: 2\n{}",
-                coordinator.url,
+                coordinator.url(),
                 dir.join("state").display(),
                 dir.join("hook.env").display(),
                 options.extra_yaml
@@ -247,34 +222,48 @@ impl Agent {
 /// where `private_dir` shows `DIR/private`: that directory lives on disk, so a daemon
 /// started again in a new namespace sees what the one before it installed.
 fn spawn(dir: &Path, config: &Path, private_dir: Option<&Path>) -> Child {
-    let mut cmd = match private_dir {
-        None => Command::new(bin("hoist-agent")),
-        Some(shared) => {
-            let own = dir.join("private");
-            fs::create_dir_all(&own).expect("mkdir");
-            fs::create_dir_all(shared).expect("mkdir");
-            // unshare and sh exec in turn, so the child's pid is the agent's.
-            let mut cmd = Command::new("unshare");
-            cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                .arg("mount --bind \"$1\" \"$2\" && agent=\"$3\" && shift 3 && exec \"$agent\" \"$@\"")
-                .arg("sh")
-                .arg(&own)
-                .arg(shared)
-                .arg(bin("hoist-agent"));
-            cmd
+    let agent = bin("hoist-agent");
+    let wrapper = private_dir.map(|shared| {
+        let own = dir.join("private");
+        fs::create_dir_all(&own).expect("mkdir");
+        fs::create_dir_all(shared).expect("mkdir");
+        // unshare and sh exec in turn, so the child's pid is the agent's.
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$1\" \"$2\" && agent=\"$3\" && shift 3 && exec \"$agent\" \"$@\"")
+            .arg("sh")
+            .arg(&own)
+            .arg(shared);
+        cmd
+    });
+    spawn_agent(&agent, wrapper, config, &dir.join("agent.log"), "info").expect("start hoist-agent")
+}
+
+/// The one way tests and benchmarks start the agent daemon: `AGENT run --config CONFIG`
+/// (after `wrapper`'s program and arguments when given, which must exec it) with
+/// `HOIST_LOG=log_level`, stdin and stdout null, stderr appended to `log`.
+pub fn spawn_agent(
+    agent: &Path,
+    wrapper: Option<Command>,
+    config: &Path,
+    log: &Path,
+    log_level: &str,
+) -> std::io::Result<Child> {
+    let mut cmd = match wrapper {
+        Some(mut w) => {
+            w.arg(agent);
+            w
         }
+        None => Command::new(agent),
     };
-    let log = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(dir.join("agent.log"))
-        .expect("log");
+    let log = fs::OpenOptions::new().append(true).create(true).open(log)?;
     cmd.args(["run", "--config"])
         .arg(config)
-        .env("HOIST_LOG", "info")
+        .env("HOIST_LOG", log_level)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start hoist-agent")
 }
 
 impl Coordinator {

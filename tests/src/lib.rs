@@ -1,9 +1,20 @@
-//! Helpers for the end-to-end tests: locating the built binaries, scratch directories that
-//! hooks running as other users can read, real Unix users, running commands, the real daemons
-//! (`fleet`), bundle archives (`archive`) and real S3, HTTP and Git servers (`servers`).
+//! The one test harness of the workspace, shared by every crate's tests and by the benchmarks:
+//! locating the built binaries, the scratch directory (`Scratch`), the way to require root or a
+//! tool (`need_root`, `servers::need_moto`), real Unix users, running commands and waiting for
+//! conditions; `coordinator` starts the real `hoist server`, `fleet` drives it with the CLI
+//! and starts real `hoist-agent run` daemons, `fake_coordinator` stands in for the server in
+//! the agent's daemon tests, `reports` builds report bodies, `archive` writes bundles and
+//! `servers` runs real S3, HTTP and Git servers.
+//!
+//! Nothing here is a mock of our own code: the binaries are the ones the workspace builds, and
+//! the fake coordinator speaks the real wire protocol.
 
 pub mod archive;
+pub mod coordinator;
+pub mod fake_coordinator;
 pub mod fleet;
+pub mod reports;
+pub mod scripted_http;
 pub mod servers;
 
 use std::path::{Path, PathBuf};
@@ -34,21 +45,30 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A scratch directory, mode 0755 so hooks that run as another user can traverse it.
+/// The one scratch directory of every crate's tests and of the benchmarks: a new directory
+/// removed on drop, mode 0755 so hooks that run as another user can traverse it.
 pub struct Scratch {
     dir: tempfile::TempDir,
 }
 
 impl Scratch {
+    /// A new `hoist-test-*` directory under `$TMPDIR`; fails the test when it cannot be made.
     pub fn new() -> Scratch {
+        Scratch::named("hoist-test-", None).expect("creating a scratch directory")
+    }
+
+    /// A new `PREFIX*` directory under `parent` (default `$TMPDIR`), or the error (for callers
+    /// that are not tests).
+    pub fn named(prefix: &str, parent: Option<&Path>) -> std::io::Result<Scratch> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new()
-            .prefix("hoist-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod scratch");
-        Scratch { dir }
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(prefix);
+        let dir = match parent {
+            Some(parent) => builder.tempdir_in(parent)?,
+            None => builder.tempdir()?,
+        };
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        Ok(Scratch { dir })
     }
 
     pub fn path(&self) -> &Path {
@@ -66,14 +86,19 @@ impl Default for Scratch {
     }
 }
 
-/// True when running as root; otherwise prints why the calling test is skipped.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED {test}: needs root (real chown/runas); CI runs it as root");
-        false
-    }
+// Tests that need something a plain `cargo test` may lack (root, moto_server, a tool) are
+// marked `#[ignore = "needs ROOT-OR-TOOL: why"]`, so the runner lists them as ignored, and
+// start with one of the `need_*` helpers below, which fail the test loudly, naming what is
+// missing, when it is run (`--include-ignored`, as CI does) without it. No test returns early
+// and passes when it could not run.
+
+/// Fails the calling test unless it runs as root; `why` says what needs root.
+#[track_caller]
+pub fn need_root(why: &str) {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root ({why}): run it as root, as CI does"
+    );
 }
 
 /// A real Unix user (and its group) that exists until dropped.

@@ -13,7 +13,7 @@ async fn error_of(resp: reqwest::Response) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_host_cannot_see_or_report_another_hosts_command() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(
         &server,
@@ -113,7 +113,7 @@ async fn one_host_cannot_see_or_report_another_hosts_command() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicated_event_report_is_recorded_once() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
     let a = SimHost::register(&server.url, &reg, "web-a", tags(&[("role", "web")])).await;
@@ -145,7 +145,7 @@ async fn a_duplicated_event_report_is_recorded_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_field_is_a_400_naming_it_and_unknown_fields_are_ignored() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let http = reqwest::Client::new();
     let resp = http

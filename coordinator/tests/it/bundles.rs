@@ -6,7 +6,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upload_then_download_whole_and_by_range() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let http = reqwest::Client::new();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -93,7 +93,7 @@ async fn upload_then_download_whole_and_by_range() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn push_refuses_a_directory_without_an_appspec() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     server.hoist(&["app", "create", "shop"]).await.ok();
     let empty = tmp.path().join("empty");

@@ -10,7 +10,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_flow_push_deploy_and_a_long_polling_host_gets_it_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(
         &server,
@@ -166,7 +166,7 @@ async fn operator_flow_push_deploy_and_a_long_polling_host_gets_it_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_at_a_time_stops_at_the_first_failure_and_leaves_the_rest_untouched() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(
         &server,
@@ -267,7 +267,7 @@ async fn one_at_a_time_stops_at_the_first_failure_and_leaves_the_rest_untouched(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn min_healthy_half_of_ten_hosts_never_runs_more_than_five_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(
         &server,
@@ -327,7 +327,7 @@ async fn min_healthy_half_of_ten_hosts_never_runs_more_than_five_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_rollback_redeploys_the_last_good_revision_after_a_failure() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(
         &server,
@@ -376,7 +376,7 @@ async fn auto_rollback_redeploys_the_last_good_revision_after_a_failure() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_mid_deployment_loses_no_state_or_report() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let data = tmp.path().join("data");
     let mut server = Server::start(&data);
     let reg = setup(
@@ -411,7 +411,7 @@ async fn a_restart_mid_deployment_loses_no_state_or_report() {
         tokio::spawn(async move { b.poll_raw(25).await.status() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let took = server.stop();
+    let took = server.stop().await;
     eprintln!("server stopped {took:?} after SIGTERM with a long poll open");
     assert!(took < Duration::from_secs(8), "{took:?}");
     let status = tokio::time::timeout(Duration::from_secs(5), b_poll)
@@ -456,7 +456,7 @@ async fn a_restart_mid_deployment_loses_no_state_or_report() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_skips_pending_hosts_and_aborts_running_ones() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(
         &server,
@@ -534,7 +534,7 @@ async fn stop_skips_pending_hosts_and_aborts_running_ones() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_silent_past_its_lease_fails_as_host_lost() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start_with(
         &tmp.path().join("data"),
         &["--host-lease", "1s"],

@@ -61,7 +61,7 @@ fn deploy_args(rev: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_polling_with_new_tags_joins_no_group_until_an_operator_accepts() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
     let host = SimHost::register(&server.url, &reg, "h-1", tags(&[("role", "db")])).await;
@@ -120,7 +120,7 @@ async fn a_host_polling_with_new_tags_joins_no_group_until_an_operator_accepts()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_limited_to_one_use_registers_one_host_and_refuses_the_second() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let once = server
         .hoist(&["token", "create", "--max-uses", "1"])
@@ -146,7 +146,7 @@ async fn a_token_limited_to_one_use_registers_one_host_and_refuses_the_second() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_or_expired_token_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let out = server.hoist(&["token", "create"]).await;
     let revoked = out.ok().to_owned();
@@ -178,7 +178,7 @@ async fn a_revoked_or_expired_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scoped_token_refuses_a_tag_it_does_not_allow() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let scoped = server
         .hoist(&[
@@ -217,7 +217,7 @@ async fn a_scoped_token_refuses_a_tag_it_does_not_allow() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_taken_by_an_active_host_is_refused_naming_that_host() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = server.hoist(&["token", "create"]).await.ok().to_owned();
     let first = SimHost::register(&server.url, &reg, "web-1", tags(&[])).await;
@@ -234,7 +234,7 @@ async fn a_name_taken_by_an_active_host_is_refused_naming_that_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_tag_or_version_with_escape_sequences_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = server.hoist(&["token", "create"]).await.ok().to_owned();
     let long = "x".repeat(129);
@@ -271,7 +271,7 @@ async fn a_name_tag_or_version_with_escape_sequences_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_that_registered_but_never_polled_is_no_target() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
     let (status, msg) = register_raw(&server, &reg, "web-1", tags(&[("role", "web")]), "1.0").await;

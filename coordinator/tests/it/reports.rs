@@ -43,7 +43,7 @@ fn ended(event: &str, message: String, log_tail: String) -> ReportBody {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_report_naming_an_unknown_event_or_past_the_cap_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let (server, host, cmd) = one_command(tmp.path(), &[]).await;
     let id = &cmd.command_id;
     let started = |event: String| ReportBody::EventStarted { event };
@@ -68,7 +68,7 @@ async fn a_report_naming_an_unknown_event_or_past_the_cap_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_field_over_its_cap_is_cut_and_marked_and_a_report_of_1_5_mb_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let (server, host, cmd) = one_command(tmp.path(), &[]).await;
     // A 1.5 MB field is over the route's body limit as a whole report.
     let report = ended("ApplicationStart", "m".repeat(1_500_000), String::new());
@@ -112,7 +112,7 @@ async fn a_field_over_its_cap_is_cut_and_marked_and_a_report_of_1_5_mb_is_refuse
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_report_on_a_finished_command_is_refused_unless_it_is_an_identical_resend() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let (server, host, cmd) = one_command(tmp.path(), &[]).await;
     host.run(&cmd, true).await; // seq 1..=5, 5 = Completed(succeeded)
     let done = || ReportBody::Completed {
@@ -142,7 +142,7 @@ async fn a_report_on_a_finished_command_is_refused_unless_it_is_an_identical_res
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_status_escapes_control_characters_a_host_sent() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let (server, host, cmd) = one_command(tmp.path(), &[]).await;
     let ack = host
         .report(
@@ -170,7 +170,7 @@ async fn deploy_status_escapes_control_characters_a_host_sent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_command_fails_after_the_lease_while_its_host_still_polls() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let (server, host, cmd) = one_command(tmp.path(), &["--host-lease", "2s"]).await;
     // The host polls on (its disk is full, say) but never reports on the command.
     let start = std::time::Instant::now();
@@ -206,7 +206,7 @@ async fn a_silent_command_fails_after_the_lease_while_its_host_still_polls() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_queued_behind_another_of_its_host_keeps_its_lease_until_handed_out() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start_with(
         &tmp.path().join("data"),
         &["--host-lease", "2s"],

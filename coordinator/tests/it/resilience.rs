@@ -11,7 +11,7 @@ use hoist_protocol::agent::{
 };
 use hoist_protocol::operator::{CommandState, DeploymentList, DeploymentState};
 
-use crate::support::{bundle_dir, setup, succeeded, tags, Server, SimHost, TOKEN};
+use crate::support::{bundle_dir, setup, succeeded, tags, Scratch, Server, SimHost, TOKEN};
 
 fn completed(status: CommandStatus) -> ReportBody {
     ReportBody::Completed {
@@ -23,7 +23,7 @@ fn completed(status: CommandStatus) -> ReportBody {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicate_completion_report_changes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(
         &server,
@@ -111,7 +111,7 @@ async fn heartbeat(host: &SimHost, command_id: Option<&str>) -> reqwest::Respons
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeats_keep_a_busy_host_inside_its_lease_and_carry_a_stop() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start_with(
         &tmp.path().join("data"),
         &["--host-lease", "1s"],
@@ -175,7 +175,7 @@ async fn heartbeats_keep_a_busy_host_inside_its_lease_and_carry_a_stop() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_arriving_together_are_each_recorded_once() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(
         &server,
@@ -244,7 +244,7 @@ async fn reports_arriving_together_are_each_recorded_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn what_a_poll_asks_for_survives_a_restart_right_after_it() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let data = tmp.path().join("data");
     let mut server = Server::start_with(&data, &[], Some(TOKEN));
     let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
@@ -254,7 +254,7 @@ async fn what_a_poll_asks_for_survives_a_restart_right_after_it() {
     let mut moved = a.clone();
     moved.tags = tags(&[("role", "db")]);
     assert!(moved.poll(0).await.is_none());
-    server.stop();
+    server.stop().await;
     let server = Server::start_with(&data, &[], Some(TOKEN));
     let listed = server.hoist(&["hosts", "list", "--json"]).await;
     let hosts: hoist_protocol::operator::HostList =

@@ -4,7 +4,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_key_with_dot_dot_segments_is_refused_naming_the_key() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
     let host = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;

@@ -1,5 +1,5 @@
-//! `hoist push --s3` against an in-process S3-compatible server (s3s-fs) that checks
-//! SigV4 signatures for real.
+//! `hoist push --s3` against the tests' in-process S3-compatible server
+//! (`hoist_tests::servers::start_s3s`, s3s-fs) that checks SigV4 signatures for real.
 
 use std::time::Duration;
 
@@ -9,38 +9,16 @@ use sha2::Digest;
 
 use crate::support::*;
 
-const AK: &str = "AKIDHOISTTEST";
-const SK: &str = "hoist-test-secret-key";
+use hoist_tests::servers::{start_s3s, S3_ACCESS_KEY as AK, S3_SECRET_KEY as SK};
 
-/// Serves a directory as S3 on 127.0.0.1; returns the endpoint URL.
+/// The tests' one in-process S3 server over `root`; returns the endpoint URL.
 async fn start_s3(root: &std::path::Path) -> String {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
-    let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            let service = service.clone();
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
+    format!("http://{}", start_s3s(root, false).await)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn push_to_s3_uploads_signed_and_registers_an_s3_revision() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     server.hoist(&["app", "create", "shop"]).await.ok();
     let s3_root = tmp.path().join("s3");

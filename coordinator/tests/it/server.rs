@@ -7,7 +7,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_token_the_first_start_writes_one_and_later_starts_reuse_it() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let data = tmp.path().join("data");
     let mut server = Server::start_with(&data, &[], None);
     let path = data.join("operator-token");
@@ -21,7 +21,7 @@ async fn without_a_token_the_first_start_writes_one_and_later_starts_reuse_it() 
     hoist_with(&server.url, Some(&token), &["app", "create", "shop"])
         .await
         .ok();
-    server.stop();
+    server.stop().await;
     drop(server);
     let server = Server::start_with(&data, &[], None);
     let out = hoist_with(&server.url, Some(&token), &["app", "list"]).await;
@@ -33,7 +33,7 @@ async fn without_a_token_the_first_start_writes_one_and_later_starts_reuse_it() 
 
 #[test]
 fn a_config_file_with_an_unknown_key_is_refused_naming_it() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let cfg = tmp.path().join("c.yaml");
     std::fs::write(&cfg, "listen: 127.0.0.1:0\ndata_dri: /tmp/x\n").unwrap();
     let out = Command::new(HOIST)
@@ -48,7 +48,7 @@ fn a_config_file_with_an_unknown_key_is_refused_naming_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_file_sets_the_data_dir_and_token() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let data = tmp.path().join("from-config");
     let cfg = tmp.path().join("c.yaml");
     std::fs::write(
@@ -78,7 +78,7 @@ fn version_is_printed() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the openssl command"]
 async fn tls_serves_https_with_the_given_certificate() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
     let ca = make_certificate(tmp.path(), &cert, &key).expect("openssl makes a test certificate");
     let server = Server::start_with(

@@ -1,11 +1,12 @@
-//! Helpers: the real `hoist server` on a free port in a temp data dir, the real `hoist`
-//! CLI against it, and simulated hosts speaking the agent protocol over HTTP.
+//! Helpers: the real `hoist server` on a free port in a temp data dir (started by
+//! `hoist_tests::coordinator`, the one starter every crate's tests share), the real `hoist`
+//! CLI against it, and simulated hosts speaking the agent protocol over HTTP. Not a fake of
+//! the server: for the agent's side of the protocol see `hoist_tests::fake_coordinator`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hoist_protocol::agent::{
@@ -15,15 +16,27 @@ use hoist_protocol::agent::{
 use hoist_protocol::operator::Deployment;
 use hoist_protocol::HOST_ID_HEADER;
 
-pub const TOKEN: &str = "test-operator-token";
+pub use hoist_tests::coordinator::{Launch, OPERATOR_TOKEN as TOKEN};
+use hoist_tests::reports::started;
+pub use hoist_tests::reports::succeeded;
+pub use hoist_tests::Scratch;
 pub const HOIST: &str = env!("CARGO_BIN_EXE_hoist");
 
-pub struct Server {
-    child: Child,
-    /// `http://127.0.0.1:PORT`
-    pub url: String,
-    pub data_dir: PathBuf,
-    pub stderr: Arc<Mutex<String>>,
+/// The real `hoist server` (`hoist_tests::coordinator::Server`, started from the `hoist`
+/// this package built) with the CLI and HTTP helpers these tests share.
+pub struct Server(hoist_tests::coordinator::Server);
+
+impl Deref for Server {
+    type Target = hoist_tests::coordinator::Server;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Server {
@@ -46,112 +59,14 @@ impl Server {
 
     /// Starts `[PREFIX...] hoist server --listen L --data-dir DIR EXTRA...` as `how` says.
     pub fn launch(data_dir: &Path, how: Launch<'_>) -> Server {
-        let mut cmd = match how.prefix.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(HOIST);
-                c
-            }
-            None => Command::new(HOIST),
-        };
-        cmd.args(["server", "--listen", how.listen, "--data-dir"])
-            .arg(data_dir)
-            .args(how.extra)
-            .env_remove("HOIST_OPERATOR_TOKEN")
-            .env("HOIST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for k in how.env_remove {
-            cmd.env_remove(k);
-        }
-        cmd.envs(how.env.iter().copied());
-        if let Some(t) = how.token {
-            cmd.env("HOIST_OPERATOR_TOKEN", t);
-        }
-        let mut child = cmd.spawn().expect("spawn hoist server");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        let _ = tx.send(addr.trim().to_owned());
-                    }
-                    log.lock().unwrap().push_str(&line);
-                    log.lock().unwrap().push('\n');
-                }
-            });
-        }
-        let addr: std::net::SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server printed no listening line:\n{}", log.lock().unwrap());
-            }
-        };
-        let listen: std::net::SocketAddr = how.listen.parse().unwrap();
-        let tls = how.extra.contains(&"--tls-cert")
-            || (!listen.ip().is_loopback() && !how.extra.contains(&"--insecure-http"));
-        let scheme = if tls { "https" } else { "http" };
-        // A wildcard bind is reached through loopback.
-        let host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            addr.ip().to_string()
-        };
-        Server {
-            child,
-            url: format!("{scheme}://{host}:{}", addr.port()),
-            data_dir: data_dir.to_owned(),
-            stderr: log,
-        }
-    }
-
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// `host:port` to connect to.
-    pub fn authority(&self) -> String {
-        self.url.split("://").nth(1).unwrap().to_owned()
-    }
-
-    /// The server's resident set size, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-
-    /// SIGTERM, then waits for the exit; returns how long the exit took.
-    pub fn stop(&mut self) -> Duration {
-        let start = Instant::now();
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "server exited with {status}");
-                return start.elapsed();
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = self.child.kill();
-                panic!("server did not stop within 20 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        let program = Path::new(HOIST);
+        Server(hoist_tests::coordinator::Server::launch(
+            data_dir,
+            Launch {
+                program: Some(how.program.unwrap_or(program)),
+                ..how
+            },
+        ))
     }
 
     /// Runs the real CLI against this server.
@@ -215,37 +130,6 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-/// How [`Server::launch`] starts the server.
-pub struct Launch<'a> {
-    pub listen: &'a str,
-    pub extra: &'a [&'a str],
-    pub token: Option<&'a str>,
-    /// A command that runs the server (`prlimit --nofile=...`, `sh -c '...; exec "$0" "$@"'`).
-    pub prefix: &'a [&'a str],
-    pub env: &'a [(&'a str, &'a str)],
-    pub env_remove: &'a [&'a str],
-}
-
-impl Default for Launch<'_> {
-    fn default() -> Self {
-        Launch {
-            listen: "127.0.0.1:0",
-            extra: &[],
-            token: Some(TOKEN),
-            prefix: &[],
-            env: &[],
-            env_remove: &[],
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -430,23 +314,9 @@ impl SimHost {
     /// fails with exit code 3 when `succeed` is false; then Completed.
     pub async fn run(&self, cmd: &agent::Command, succeed: bool) {
         let id = &cmd.command_id;
-        self.report(
-            id,
-            1,
-            ReportBody::EventStarted {
-                event: "Install".into(),
-            },
-        )
-        .await;
+        self.report(id, 1, started("Install")).await;
         self.report(id, 2, succeeded("Install")).await;
-        self.report(
-            id,
-            3,
-            ReportBody::EventStarted {
-                event: "ApplicationStart".into(),
-            },
-        )
-        .await;
+        self.report(id, 3, started("ApplicationStart")).await;
         let (status, code, msg) = if succeed {
             (EventStatus::Succeeded, None, None)
         } else {
@@ -487,20 +357,6 @@ impl SimHost {
             )
             .await;
         assert!(ack.recorded);
-    }
-}
-
-/// An event that ended well, as an agent reports it.
-pub fn succeeded(event: &str) -> ReportBody {
-    ReportBody::EventEnded {
-        event: event.into(),
-        status: EventStatus::Succeeded,
-        error_code: None,
-        message: None,
-        script: None,
-        exit_code: None,
-        log_tail: None,
-        duration_ms: 5,
     }
 }
 

@@ -98,7 +98,7 @@ async fn operator_answers(server: &Server) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn register_with_a_bad_token_is_refused_before_its_body_is_read() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let mut s = TcpStream::connect(server.authority()).await.unwrap();
     // A body is announced but never sent: only an answer from the head alone can come.
@@ -139,7 +139,7 @@ async fn register_with_a_bad_token_is_refused_before_its_body_is_read() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_unauthenticated_bodies_over_http1_leave_server_rss_flat() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     operator_answers(&server).await;
     let before = server.rss_kib();
@@ -181,7 +181,7 @@ async fn stalled_unauthenticated_bodies_over_http1_leave_server_rss_flat() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_unauthenticated_bodies_over_http2_leave_server_rss_flat() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start_with(
         &tmp.path().join("data"),
         &["--http2-cleartext"],
@@ -230,7 +230,7 @@ fn bytes_of(n: usize) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cleartext_http2_is_off_unless_asked_for() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -250,7 +250,7 @@ async fn cleartext_http2_is_off_unless_asked_for() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_that_never_finishes_its_request_head_is_closed() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let mut s = TcpStream::connect(server.authority()).await.unwrap();
     s.write_all(b"POST /v1/hosts/poll HTTP/1.1\r\nHost: x\r\n")
@@ -261,7 +261,7 @@ async fn a_connection_that_never_finishes_its_request_head_is_closed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_authenticated_body_that_stalls_is_cut_with_408() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let mut s = TcpStream::connect(server.authority()).await.unwrap();
     let head = format!(
@@ -276,7 +276,7 @@ async fn an_authenticated_body_that_stalls_is_cut_with_408() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_over_the_route_limit_gets_413_json() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let http = server.client();
     // Declared and sent: 100 KiB for a 64 KiB route.
@@ -325,7 +325,7 @@ async fn a_body_over_the_route_limit_gets_413_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hundreds_of_idle_connections_do_not_lock_out_a_poll() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let hard = std::process::Command::new("sh")
         .args(["-c", "ulimit -Hn"])
         .output()
@@ -377,7 +377,7 @@ async fn hundreds_of_idle_connections_do_not_lock_out_a_poll() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_non_loopback_address_serves_tls_with_a_generated_certificate() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let data = tmp.path().join("data");
     let server = Server::launch(
         &data,
@@ -457,7 +457,7 @@ async fn a_non_loopback_address_serves_tls_with_a_generated_certificate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_http_on_a_non_loopback_address_needs_insecure_http() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::launch(
         &tmp.path().join("data"),
         Launch {
@@ -473,7 +473,7 @@ async fn plain_http_on_a_non_loopback_address_needs_insecure_http() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_data_dir_and_database_are_private_under_umask_022() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let data = tmp.path().join("data");
     let server = Server::launch(
         &data,
@@ -501,7 +501,7 @@ async fn the_data_dir_and_database_are_private_under_umask_022() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn error_answers_are_json_for_bad_utf8_and_long_uris() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let http = server.client();
     let resp = http
@@ -534,7 +534,7 @@ async fn error_answers_are_json_for_bad_utf8_and_long_uris() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rust_log_sets_the_log_level_when_hoist_log_is_unset() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::launch(
         &tmp.path().join("data"),
         Launch {
@@ -553,7 +553,7 @@ async fn rust_log_sets_the_log_level_when_hoist_log_is_unset() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bundle_over_max_bundle_bytes_gets_413_json_declared_or_streamed() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start_with(
         &tmp.path().join("data"),
         &["--max-bundle-bytes", "10000"],
@@ -603,7 +603,7 @@ async fn a_bundle_over_max_bundle_bytes_gets_413_json_declared_or_streamed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_poll_held_past_the_header_timeout_is_still_answered() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = Scratch::new();
     let server = Server::start(&tmp.path().join("data"));
     let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
     let host = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;

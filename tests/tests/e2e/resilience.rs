@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hoist_tests::fleet::{Agent, AgentOptions, Coordinator};
-use hoist_tests::{alive, debug_secs, wait_for, walk, Scratch};
+use hoist_tests::{alive, debug_secs, need_root, wait_for, walk, Scratch};
 use nix::sys::signal::Signal;
 
 fn wait_hosts(c: &Coordinator, names: &[&str]) {
@@ -306,7 +306,7 @@ fn a_coordinator_stopped_mid_deployment_loses_no_event_report_when_it_comes_back
                 .all(|(a, n)| a.events()[*n..].contains(&"BeforeAllowTraffic".to_string()))
         });
         std::thread::sleep(Duration::from_secs(1));
-        let addr = c.addr().to_string();
+        let addr = c.authority();
         c = Coordinator::start_on(&data, &addr);
 
         let d = wait_ended(&c, &id, Duration::from_secs(60));
@@ -500,7 +500,7 @@ fn an_agent_started_before_its_coordinator_retries_then_registers_and_deploys() 
     let data = s.join("coordinator");
     let mut c = Coordinator::start(&data);
     let token = c.shop_web(&["--config", "AllAtOnce"]);
-    let addr = c.addr().to_string();
+    let addr = c.authority();
     c.stop_with(Signal::SIGKILL);
     // The agent is given the address while nothing listens there.
     let web = Agent::start(&s, "web-1", &c, &token, "role: web");
@@ -668,10 +668,7 @@ fn versioned_bundle(dir: &Path, dest: &Path, version: &str) {
 #[test]
 #[ignore = "needs root: each agent runs in its own mount namespace"]
 fn a_host_restarted_in_its_own_mount_namespace_keeps_its_install_for_the_next_deployment() {
-    assert!(
-        nix::unistd::Uid::effective().is_root(),
-        "needs root: each agent runs in its own mount namespace"
-    );
+    need_root("each agent runs in its own mount namespace");
     let s = Scratch::new();
     let c = Coordinator::start(&s.join("coordinator"));
     let token = c.shop_web(&["--config", "AllAtOnce"]);
@@ -766,6 +763,7 @@ struct SmallFs {
 
 impl SmallFs {
     fn mount(dir: &Path, size: &str) -> SmallFs {
+        need_root("mounts a small tmpfs");
         fs::create_dir_all(dir).expect("mkdir");
         let out = hoist_tests::run(
             std::process::Command::new("mount")
@@ -888,7 +886,7 @@ fn a_state_directory_filled_while_registering_leaves_no_orphan_host() {
     let data = s.join("coordinator");
     let mut c = Coordinator::start(&data);
     let token = c.shop_web(&["--config", "AllAtOnce"]);
-    let addr = c.addr().to_string();
+    let addr = c.authority();
     c.stop_with(Signal::SIGKILL);
     let disk = SmallFs::mount(&s.join("web-1/state"), "1m");
     // Started while nothing listens: the disk fills while it retries its registration.

@@ -17,10 +17,10 @@ use std::time::Duration;
 use hoist_tests::archive::write_tar;
 use hoist_tests::fleet::{Agent, AgentOptions, Coordinator, OPERATOR_TOKEN};
 use hoist_tests::servers::{
-    bare_repo, moto_or_skip, presigned_get, sha256_hex, start_git_http, start_s3s, GitDaemon, Moto,
+    bare_repo, need_moto, presigned_get, sha256_hex, start_git_http, start_s3s, GitDaemon, Moto,
     GIT_HTTP_PASSWORD, GIT_HTTP_USER, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY,
 };
-use hoist_tests::{wait_for, walk, Scratch};
+use hoist_tests::{need_root, wait_for, walk, Scratch};
 
 const HOSTS: [&str; 2] = ["web-1", "web-2"];
 
@@ -32,16 +32,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// True when running as root; otherwise prints why the calling test is skipped.
-fn namespaces_or_skip(test: &str) -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED {test}: needs root (each agent runs in its own mount namespace); CI runs it as root");
-        false
-    }
 }
 
 /// Where every host installs the bundle's `site/` (each host sees its own `DIR/private`).
@@ -209,10 +199,7 @@ fn s3_yaml(endpoint: &str, key: &str, secret: &str) -> String {
 #[test]
 #[ignore = "needs root: each agent runs in its own mount namespace"]
 fn s3_revision_signed_with_sigv4_reaches_every_tagged_host() {
-    assert!(
-        namespaces_or_skip("s3_revision_signed_with_sigv4_reaches_every_tagged_host"),
-        "needs root"
-    );
+    need_root("each agent runs in its own mount namespace");
     let s = Scratch::new();
     let rt = runtime();
     let s3_root = s.join("s3");
@@ -236,10 +223,7 @@ fn s3_revision_signed_with_sigv4_reaches_every_tagged_host() {
 #[test]
 #[ignore = "needs root: each agent runs in its own mount namespace"]
 fn presigned_url_revision_reaches_every_tagged_host() {
-    assert!(
-        namespaces_or_skip("presigned_url_revision_reaches_every_tagged_host"),
-        "needs root"
-    );
+    need_root("each agent runs in its own mount namespace");
     let s = Scratch::new();
     let rt = runtime();
     let s3_root = s.join("s3");
@@ -262,12 +246,8 @@ fn presigned_url_revision_reaches_every_tagged_host() {
 #[test]
 #[ignore = "needs root (a mount namespace per agent) and moto_server (HOIST_TEST_MOTO)"]
 fn s3_object_version_from_moto_installs_the_older_version() {
-    assert!(
-        namespaces_or_skip("s3_object_version_from_moto_installs_the_older_version"),
-        "needs root"
-    );
-    let moto_server = moto_or_skip("s3_object_version_from_moto_installs_the_older_version")
-        .expect("HOIST_TEST_MOTO");
+    need_root("each agent runs in its own mount namespace");
+    let moto_server = need_moto();
     let s = Scratch::new();
     let rt = runtime();
     let moto = rt.block_on(Moto::start(&moto_server));
@@ -320,10 +300,7 @@ fn as_strs(files: &[(String, String)]) -> Vec<(&str, &str)> {
 #[test]
 #[ignore = "needs root: each agent runs in its own mount namespace"]
 fn git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host() {
-    assert!(
-        namespaces_or_skip("git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host"),
-        "needs root"
-    );
+    need_root("each agent runs in its own mount namespace");
     let s = Scratch::new();
     let rt = runtime();
     let git_root = s.join("git");
@@ -368,10 +345,7 @@ fn git_commits_over_smart_http_and_git_daemon_reach_every_tagged_host() {
 #[test]
 #[ignore = "needs root: each agent runs in its own mount namespace"]
 fn a_wrong_sha256_fails_the_deployment_and_installs_nothing() {
-    assert!(
-        namespaces_or_skip("a_wrong_sha256_fails_the_deployment_and_installs_nothing"),
-        "needs root"
-    );
+    need_root("each agent runs in its own mount namespace");
     let s = Scratch::new();
     let rt = runtime();
     let s3_root = s.join("s3");
@@ -491,10 +465,7 @@ fn register_raw_bundle(rt: &tokio::runtime::Runtime, c: &Coordinator, bytes: Vec
 #[test]
 #[ignore = "needs root: each agent runs in its own mount namespace"]
 fn hostile_bundles_from_the_coordinator_are_refused_naming_the_entry() {
-    assert!(
-        namespaces_or_skip("hostile_bundles_from_the_coordinator_are_refused_naming_the_entry"),
-        "needs root"
-    );
+    need_root("each agent runs in its own mount namespace");
     let s = Scratch::new();
     let rt = runtime();
     let (c, hosts) = fleet(&s, "");

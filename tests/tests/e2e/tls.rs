@@ -83,7 +83,7 @@ fn agent_pinned_to_the_coordinator_certificate_registers_and_a_wrong_pin_is_refu
     fs::create_dir_all(&tls).expect("mkdir");
     let fingerprint = self_signed(&tls);
     let cert = tls.join("cert.pem");
-    let mut coordinator = Coordinator::start_with(
+    let coordinator = Coordinator::start_with(
         &s.join("coordinator"),
         "127.0.0.1:0",
         &[
@@ -93,7 +93,12 @@ fn agent_pinned_to_the_coordinator_certificate_registers_and_a_wrong_pin_is_refu
             tls.join("key.pem").to_str().expect("utf-8"),
         ],
     );
-    coordinator.url = format!("https://{}", coordinator.addr());
+    // A server given a certificate is reached over https.
+    assert!(
+        coordinator.url.starts_with("https://"),
+        "{}",
+        coordinator.url
+    );
     // The operator CLI trusts the certificate through the system-roots override.
     let cli = [("SSL_CERT_FILE", cert.to_str().expect("utf-8"))];
     let out = coordinator.hoist_env(&["token", "create"], &cli);

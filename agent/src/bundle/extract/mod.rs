@@ -40,6 +40,12 @@
 //! under the agent's state directory): it guards against the archive, not against another local
 //! process racing it inside `dest`. It is deliberately not a general unarchiver: no
 //! compression other than deflate and gzip, no encryption, no extended attributes or ACLs.
+//!
+//! Layout: this file holds the limits, the errors and the one `Extractor` that checks and
+//! writes every entry; `sniff` tells the format from the first bytes, `read_tar` and
+//! `read_zip` feed each format's entries to the extractor (`read_zip` after refusing what the
+//! central directory declares too big), `names` checks entry names and link targets, and
+//! `space` measures free space and the margin kept.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
@@ -53,6 +59,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::libc;
 
 use crate::config::BundlesConfig;
+
+mod names;
+mod read_tar;
+mod read_zip;
+mod sniff;
+mod space;
+
+pub use names::link_leaves_bundle;
+use names::{check_symlink_target, entry_path, unsafe_entry};
+use read_tar::extract_tar;
+use read_zip::extract_zip;
+pub use sniff::detect_format;
+use space::{fits, free_space};
+#[cfg(test)]
+use space::{margin, Space};
 
 /// Caps and switches for extraction. Defaults are safe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,84 +192,6 @@ const S_IFIFO: u32 = 0o010_000;
 const S_IFCHR: u32 = 0o020_000;
 const S_IFBLK: u32 = 0o060_000;
 const S_IFSOCK: u32 = 0o140_000;
-
-/// Detects the archive format from its first bytes.
-pub fn detect_format(path: &Path) -> Result<ArchiveFormat, ExtractError> {
-    let io_err = |source| ExtractError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io_err)?;
-    let head = read_up_to(&mut file, BLOCK).map_err(io_err)?;
-    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        return Ok(ArchiveFormat::Zip);
-    }
-    if head.starts_with(b"\x1f\x8b") {
-        let file = File::open(path).map_err(io_err)?;
-        let mut gz = flate2::read::GzDecoder::new(BufReader::new(file));
-        let inner = read_up_to(&mut gz, BLOCK).map_err(|e| ExtractError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("gzip stream: {e}"),
-        })?;
-        return if is_tar_header(&inner) {
-            Ok(ArchiveFormat::TarGz)
-        } else {
-            Err(ExtractError::GzipNotTar {
-                path: path.to_path_buf(),
-            })
-        };
-    }
-    if is_tar_header(&head) {
-        return Ok(ArchiveFormat::Tar);
-    }
-    Err(ExtractError::UnknownFormat {
-        path: path.to_path_buf(),
-    })
-}
-
-/// Reads until `limit` bytes or end of stream, whichever comes first.
-fn read_up_to(reader: &mut dyn Read, limit: usize) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(limit);
-    reader.take(limit as u64).read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-/// A POSIX/GNU header (`ustar` magic at 257), or an old v7 header whose checksum holds.
-fn is_tar_header(block: &[u8]) -> bool {
-    if block.len() < BLOCK {
-        return false;
-    }
-    if &block[257..262] == b"ustar" {
-        return true;
-    }
-    if block[0] == 0 {
-        return false;
-    }
-    let Some(stored) = parse_octal(&block[148..156]) else {
-        return false;
-    };
-    let computed: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(*b)
-            }
-        })
-        .sum();
-    stored == computed
-}
-
-fn parse_octal(field: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(field).ok()?;
-    let text = text.trim_matches(|c: char| c == ' ' || c == '\0');
-    if text.is_empty() {
-        return None;
-    }
-    u64::from_str_radix(text, 8).ok()
-}
 
 /// Extracts `archive` into `dest` (created if missing, must be empty).
 ///
@@ -634,361 +577,10 @@ impl Extractor<'_> {
     }
 }
 
-fn unsafe_entry(entry: &str, reason: String) -> ExtractError {
-    ExtractError::UnsafeEntry {
-        entry: entry.to_string(),
-        reason,
-    }
-}
-
-/// Turns an entry name into a path relative to `dest`, or `None` for the root itself.
-fn entry_path(name: &str, raw: &[u8]) -> Result<Option<PathBuf>, ExtractError> {
-    if raw.is_empty() {
-        return Err(unsafe_entry(name, "empty name".to_string()));
-    }
-    if raw.contains(&0) {
-        return Err(unsafe_entry(name, "NUL byte in name".to_string()));
-    }
-    if raw.starts_with(b"/") {
-        return Err(unsafe_entry(name, "absolute path".to_string()));
-    }
-    let mut rel = PathBuf::new();
-    for part in raw.split(|b| *b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => return Err(unsafe_entry(name, "path contains `..`".to_string())),
-            _ => rel.push(OsStr::from_bytes(part)),
-        }
-    }
-    Ok((!rel.as_os_str().is_empty()).then_some(rel))
-}
-
-/// A symlink's target must be non-empty and hold no NUL. Where it points is not restricted:
-/// a link is a leaf, never followed by extraction (every directory on an entry's way is
-/// checked to be a real one) nor by Install, which copies it as a link.
-fn check_symlink_target(name: &str, target: &[u8]) -> Result<(), ExtractError> {
-    if target.is_empty() {
-        return Err(unsafe_entry(name, "empty symlink target".to_string()));
-    }
-    if target.contains(&0) {
-        return Err(unsafe_entry(name, "NUL byte in symlink target".to_string()));
-    }
-    Ok(())
-}
-
-/// Whether a symlink at `rel` (relative to the bundle root) with `target` may resolve outside
-/// the bundle: an absolute target, more leading `..` than the link's directory depth, or a `..`
-/// after a name (the kernel resolves it physically, so `d/up/..` leaves when `d/up` is a link).
-/// Such links are kept as links; `validate` names them.
-pub fn link_leaves_bundle(rel: &Path, target: &[u8]) -> bool {
-    if target.starts_with(b"/") {
-        return true;
-    }
-    let depth = rel.components().count().saturating_sub(1);
-    let mut ups = 0;
-    let mut descended = false;
-    for part in target.split(|b| *b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." if descended => return true,
-            b".." => {
-                ups += 1;
-                if ups > depth {
-                    return true;
-                }
-            }
-            _ => descended = true,
-        }
-    }
-    false
-}
-
-fn extract_tar(out: &mut Extractor<'_>, reader: impl Read) -> Result<(), ExtractError> {
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| out.corrupt("(start)", e))?;
-    let mut previous = String::from("(start)");
-    for entry in entries {
-        let mut entry = entry.map_err(|e| ExtractError::Corrupt {
-            path: out.archive.clone(),
-            reason: format!("after entry {previous:?}: {e}"),
-        })?;
-        let raw_name = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw_name).into_owned();
-        previous.clone_from(&name);
-        out.count_entry()?;
-        let header = entry.header().clone();
-        let entry_type = header.entry_type();
-        let mode = header.mode().map_err(|e| out.corrupt(&name, e))?;
-        let mtime = header.mtime().ok().and_then(unix_time);
-        let owner = match (header.uid(), header.gid()) {
-            (Ok(uid), Ok(gid)) => u32::try_from(uid).ok().zip(u32::try_from(gid).ok()),
-            _ => None,
-        };
-        let meta = Meta { mode, mtime, owner };
-        let link = entry
-            .link_name_bytes()
-            .map(|l| l.into_owned())
-            .ok_or_else(|| unsafe_entry(&name, "link without a target".to_string()));
-        let kind = match entry_type {
-            tar::EntryType::Regular | tar::EntryType::Continuous if raw_name.ends_with(b"/") => {
-                Kind::Dir
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
-            tar::EntryType::Directory => Kind::Dir,
-            tar::EntryType::Symlink => Kind::Symlink(link?),
-            tar::EntryType::Link => Kind::HardLink(link?),
-            tar::EntryType::Char | tar::EntryType::Block => {
-                return Err(unsafe_entry(&name, "device file".to_string()));
-            }
-            tar::EntryType::Fifo => return Err(unsafe_entry(&name, "FIFO".to_string())),
-            tar::EntryType::GNUSparse => {
-                return Err(unsafe_entry(
-                    &name,
-                    "sparse files are not supported".to_string(),
-                ));
-            }
-            // Archive-wide metadata, such as the commit id `git archive` records.
-            tar::EntryType::XGlobalHeader => continue,
-            other => {
-                return Err(unsafe_entry(
-                    &name,
-                    format!("unsupported entry type {:?}", other.as_byte() as char),
-                ));
-            }
-        };
-        let expected = matches!(kind, Kind::File).then(|| entry.size());
-        if let Some(size) = expected {
-            // The header's size, refused before the first byte of the entry is written.
-            let total = out.summary.bytes.saturating_add(size);
-            if total > out.limits.max_total_bytes {
-                return Err(ExtractError::LimitExceeded {
-                    what: format!("total unpacked bytes (entry {name:?} declares {size})"),
-                    limit: out.limits.max_total_bytes,
-                });
-            }
-            out.check_space(size)?;
-        }
-        out.entry(&name, &raw_name, kind, meta, &mut entry, expected)?;
-    }
-    Ok(())
-}
-
-fn extract_zip(out: &mut Extractor<'_>, file: File) -> Result<(), ExtractError> {
-    let mut zip =
-        zip::ZipArchive::new(BufReader::new(file)).map_err(|e| ExtractError::Corrupt {
-            path: out.archive.clone(),
-            reason: e.to_string(),
-        })?;
-    // The central directory is already in memory: refuse a huge one before writing anything.
-    if zip.len() as u64 > out.limits.max_entries {
-        return Err(ExtractError::LimitExceeded {
-            what: format!("number of entries ({})", zip.len()),
-            limit: out.limits.max_entries,
-        });
-    }
-    check_zip_declared(out, &mut zip)?;
-    for index in 0..zip.len() {
-        let listed_name = match zip.name_for_index(index) {
-            Some(Ok(name)) => name.into_owned(),
-            _ => format!("#{index}"),
-        };
-        let mut entry = zip
-            .by_index(index)
-            .map_err(|e| out.corrupt(&listed_name, e))?;
-        let raw_name = entry.name_raw().to_vec();
-        let name = entry
-            .name()
-            .map(|n| n.into_owned())
-            .unwrap_or_else(|_| String::from_utf8_lossy(&raw_name).into_owned());
-        // Zip names may be CP437 or UTF-8: the decoded name is the file name to create.
-        let path_bytes = name.as_bytes().to_vec();
-        out.count_entry()?;
-        if entry.encrypted() {
-            return Err(unsafe_entry(
-                &name,
-                "encrypted entries are not supported".to_string(),
-            ));
-        }
-        let unix_mode = zip_unix_mode(&entry);
-        let is_dir_name = name.ends_with('/');
-        let file_type = unix_mode.map_or(0, |m| m & S_IFMT);
-        let (is_dir, is_link) = match file_type {
-            0 => (is_dir_name, false),
-            S_IFDIR => (true, false),
-            S_IFREG => (is_dir_name, false),
-            S_IFLNK => (false, true),
-            S_IFCHR | S_IFBLK => return Err(unsafe_entry(&name, "device file".to_string())),
-            S_IFIFO => return Err(unsafe_entry(&name, "FIFO".to_string())),
-            S_IFSOCK => return Err(unsafe_entry(&name, "socket".to_string())),
-            other => {
-                return Err(unsafe_entry(&name, format!("unknown file type {other:o}")));
-            }
-        };
-        let default_mode = if is_dir { 0o755 } else { 0o644 };
-        let meta = Meta {
-            mode: unix_mode.map_or(default_mode, |m| m & 0o7777),
-            mtime: zip_mtime(&entry),
-            owner: None,
-        };
-        let kind = if is_dir {
-            Kind::Dir
-        } else if is_link {
-            let mut target = Vec::new();
-            (&mut entry)
-                .take(MAX_LINK_TARGET + 1)
-                .read_to_end(&mut target)
-                .map_err(|e| out.corrupt(&name, e))?;
-            if target.len() as u64 > MAX_LINK_TARGET {
-                return Err(unsafe_entry(&name, "symlink target too long".to_string()));
-            }
-            Kind::Symlink(target)
-        } else {
-            Kind::File
-        };
-        out.entry(&name, &path_bytes, kind, meta, &mut entry, None)?;
-    }
-    Ok(())
-}
-
-/// Refuses a zip from its central directory alone, before anything is written: declared
-/// sizes summing past the cap, an entry with an implausible compression ratio, or a total that
-/// does not fit the destination's free space. The cap on bytes actually written still holds
-/// for a zip whose declared sizes lie.
-fn check_zip_declared<R: Read + io::Seek>(
-    out: &Extractor<'_>,
-    zip: &mut zip::ZipArchive<R>,
-) -> Result<(), ExtractError> {
-    let mut total: u64 = 0;
-    let mut implausible = None;
-    for index in 0..zip.len() {
-        let listed_name = match zip.name_for_index(index) {
-            Some(Ok(name)) => name.into_owned(),
-            _ => format!("#{index}"),
-        };
-        let entry = zip
-            .by_index_raw(index)
-            .map_err(|e| out.corrupt(&listed_name, e))?;
-        let (size, compressed) = (entry.size(), entry.compressed_size());
-        let ratio_too_high =
-            size > RATIO_CHECK_MIN_BYTES && size / compressed.max(1) > MAX_COMPRESSION_RATIO;
-        if ratio_too_high && implausible.is_none() {
-            implausible = Some(ExtractError::ImplausibleRatio {
-                entry: listed_name,
-                size,
-                compressed,
-            });
-        }
-        total = total.saturating_add(size);
-    }
-    if total > out.limits.max_total_bytes {
-        return Err(ExtractError::LimitExceeded {
-            what: format!("total unpacked bytes (the zip declares {total})"),
-            limit: out.limits.max_total_bytes,
-        });
-    }
-    if let Some(error) = implausible {
-        return Err(error);
-    }
-    out.check_space(total)
-}
-
-/// Space on a filesystem, from statvfs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Space {
-    /// Bytes an unprivileged writer may still use.
-    available: u64,
-    /// Size of the filesystem.
-    total: u64,
-}
-
-// The statvfs fields are 64-bit here but 32-bit on some targets.
-#[allow(clippy::useless_conversion)]
-fn free_space(path: &Path) -> Result<Space, ExtractError> {
-    let stat = nix::sys::statvfs::statvfs(path).map_err(|e| ExtractError::Write {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
-    let block = u64::from(stat.fragment_size());
-    Ok(Space {
-        available: u64::from(stat.blocks_available()).saturating_mul(block),
-        total: u64::from(stat.blocks()).saturating_mul(block),
-    })
-}
-
-/// The space kept free while unpacking: a twentieth of the filesystem, at least 4 MiB (an
-/// eighth of a filesystem smaller than 32 MiB, which could never keep 4 MiB free) and at
-/// most 256 MiB, so the agent can still write its state, logs and reports afterwards.
-fn margin(space: Space) -> u64 {
-    const MIB: u64 = 1024 * 1024;
-    (space.total / 20)
-        .max((space.total / 8).min(4 * MIB))
-        .min(256 * MIB)
-}
-
-/// Whether `needed` more bytes fit in `space` with the margin left free. A filesystem that
-/// reports no size at all (some network and virtual ones) gives nothing to check against.
-fn fits(path: &Path, needed: u64, space: Space) -> Result<(), ExtractError> {
-    if space.total == 0 {
-        return Ok(());
-    }
-    let margin = margin(space);
-    if needed.saturating_add(margin) > space.available {
-        return Err(ExtractError::NoSpace {
-            path: path.to_path_buf(),
-            needed,
-            margin,
-            available: space.available,
-        });
-    }
-    Ok(())
-}
-
-/// The Unix mode from a zip entry's external attributes, with its special bits intact (the
-/// zip crate's own accessor drops them), or `None` when the archiver recorded none.
-fn zip_unix_mode<R: Read + ?Sized>(entry: &zip::read::ZipFile<'_, R>) -> Option<u32> {
-    let high = entry.external_attributes() >> 16;
-    match entry.system() {
-        zip::System::Dos => None,
-        _ if high == 0 => None,
-        _ => Some(high),
-    }
-}
-
-fn zip_mtime<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Option<SystemTime> {
-    for field in entry.extra_data_fields() {
-        if let zip::ExtraField::ExtendedTimestamp(ts) = field {
-            if let Some(secs) = ts.mod_time() {
-                return unix_time(u64::from(secs));
-            }
-        }
-    }
-    let dt = entry.last_modified()?;
-    if !dt.is_valid() {
-        return None;
-    }
-    let days = days_from_civil(i64::from(dt.year()), dt.month().into(), dt.day().into());
-    let secs = days * 86_400
-        + i64::from(dt.hour()) * 3600
-        + i64::from(dt.minute()) * 60
-        + i64::from(dt.second());
-    u64::try_from(secs).ok().and_then(unix_time)
-}
-
 /// Seconds since the epoch as a time, or `None` when the system cannot represent it (a tar
 /// header's base-256 field can hold any 64-bit value; `SystemTime + Duration` would panic).
 fn unix_time(secs: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

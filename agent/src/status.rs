@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use hoist_protocol::text::esc;
 use serde::Serialize;
 
 use crate::state::{self, AgentInfo, Contact, HostCredentials, HostLock, InFlight, StateDir};
@@ -189,21 +190,21 @@ impl Status {
             };
             line(format!("  coordinator:  {url} ({contact})"));
             if let Some(e) = &self.last_contact_error {
-                line(format!("                last error: {e}"));
+                line(format!("                last error: {}", esc(e)));
             }
         }
         match &self.in_flight {
             Some(f) => {
                 line(format!(
                     "  in flight:    {} of {} to {}: {} for {}{}",
-                    f.deployment_id,
-                    f.application,
-                    f.group,
+                    esc(&f.deployment_id),
+                    esc(&f.application),
+                    esc(&f.group),
                     f.event,
                     ago(f.event_elapsed_secs * 1000),
                     f.script
                         .as_deref()
-                        .map(|s| format!(", running {s}"))
+                        .map(|s| format!(", running {}", esc(s)))
                         .unwrap_or_default()
                 ));
             }
@@ -211,9 +212,13 @@ impl Status {
         }
         for g in &self.groups {
             if g.application.is_empty() {
-                line(format!("  group {}:", g.group));
+                line(format!("  group {}:", esc(&g.group)));
             } else {
-                line(format!("  group {} of {}:", g.group, g.application));
+                line(format!(
+                    "  group {} of {}:",
+                    esc(&g.group),
+                    esc(&g.application)
+                ));
             }
             for d in &g.deployments {
                 let when = d
@@ -222,12 +227,15 @@ impl Status {
                     .unwrap_or_else(|| "not finished".to_string());
                 line(format!(
                     "    {} {} ({}, {when}) {}",
-                    d.deployment_id, d.status, d.application, d.revision
+                    esc(&d.deployment_id),
+                    d.status,
+                    esc(&d.application),
+                    esc(&d.revision)
                 ));
                 if let Some(event) = &d.failed_event {
                     let mut what = format!("      failed in {event}");
                     if let Some(s) = &d.failed_script {
-                        what.push_str(&format!(", script {s}"));
+                        what.push_str(&format!(", script {}", esc(s)));
                     }
                     if let Some(c) = d.exit_code {
                         what.push_str(&format!(", exit code {c}"));
@@ -235,12 +243,12 @@ impl Status {
                     line(what);
                 }
                 if let Some(e) = &d.error {
-                    line(format!("      error: {e}"));
+                    line(format!("      error: {}", esc(e)));
                 }
                 if d.status != "succeeded" {
                     if let Some(tail) = &d.log_tail {
                         for l in tail.lines() {
-                            line(format!("      | {l}"));
+                            line(format!("      | {}", esc(l)));
                         }
                     }
                     line(format!("      log: {}", d.log_path.display()));

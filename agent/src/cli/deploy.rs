@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use hoist_appspec::{FileExistsBehavior, LifecycleEvent};
 use hoist_protocol::agent::EventStatus;
+use hoist_protocol::text::esc;
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Outcome};
@@ -177,19 +178,19 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> Result<Outcom
         }
         if let Some(ev) = record.events.last() {
             if let Some(script) = &ev.script {
-                println!("  script:       {script}");
+                println!("  script:       {}", esc(script));
             }
             if let Some(code) = ev.exit_code {
                 println!("  exit code:    {code}");
             }
         }
         if let Some(error) = &record.error {
-            println!("  reason:       {error}");
+            println!("  reason:       {}", esc(error));
         }
         if let Some(tail) = &record.log_tail {
             println!("  log tail:");
             for line in tail.lines() {
-                println!("    {line}");
+                println!("    {}", esc(line));
             }
         }
     }
@@ -223,7 +224,7 @@ impl Observer for Progress {
     }
 
     fn script_started(&self, _event: LifecycleEvent, location: &str) {
-        println!("  {:<20}   running {location}", "");
+        println!("  {:<20}   running {}", "", esc(location));
         let _ = std::io::stdout().flush();
     }
 
@@ -237,7 +238,7 @@ impl Observer for Progress {
         };
         let detail = match (&r.status, &r.message) {
             (EventStatus::Succeeded, _) | (_, None) => String::new(),
-            (_, Some(m)) => format!(": {m}"),
+            (_, Some(m)) => format!(": {}", esc(m)),
         };
         println!(
             "  {:<20} {word} in {}{detail}",

@@ -268,6 +268,37 @@ fn failing_hook_summary_names_event_script_exit_code_and_log_tail() {
 }
 
 #[test]
+fn escape_sequences_a_hook_prints_are_shown_escaped_by_deploy_and_status() {
+    let s = Scratch::new();
+    let config = agent_config(&s);
+    let bundle = s.join("b");
+    write_bundle(
+        &bundle,
+        "version: 0.0\nos: linux\nhooks:\n  AfterInstall:\n    - location: scripts/fail.sh\n",
+        &[(
+            "scripts/fail.sh",
+            "#!/bin/sh\nprintf 'title \\033]0;owned\\007 red \\033[31mX\\n'\nexit 3\n",
+        )],
+    );
+    let out = deploy(&config, &bundle, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let status = run(Command::new(bin("hoist-agent"))
+        .arg("status")
+        .arg("--config")
+        .arg(&config));
+    for (what, text) in [("deploy", stdout(&out)), ("status", stdout(&status))] {
+        assert!(
+            text.contains("red \\x1b[31mX"),
+            "{what} shows the sequence escaped:\n{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{what} printed a raw control character:\n{text:?}"
+        );
+    }
+}
+
+#[test]
 fn disallow_names_the_existing_file_and_overwrite_replaces_it() {
     let s = Scratch::new();
     let config = agent_config(&s);

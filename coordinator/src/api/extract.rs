@@ -29,11 +29,7 @@ impl OperatorToken {
 
     pub fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest
-            .iter()
-            .zip(self.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        crate::service::constant_time_eq(&digest, &self.0)
     }
 }
 

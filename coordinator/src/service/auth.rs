@@ -19,14 +19,11 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// Compares two strings in time independent of where they differ (their lengths, fixed
+/// Compares two byte strings in time independent of where they differ (their lengths, fixed
 /// by the token formats, are not secret).
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Lengths are compared first and are not secret (digests have one length).
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 impl Service {
@@ -101,7 +98,12 @@ fn rfc3339(ms: u64) -> String {
 /// `host` (as stored under `host_id`) when `secret` is its secret and it is not revoked.
 fn check_host(host_id: &str, secret: &str, host: Option<HostRow>) -> Result<HostRow> {
     match host {
-        Some(h) if !h.revoked && constant_time_eq(&h.secret_sha256, &sha256_hex(secret)) => Ok(h),
+        Some(h)
+            if !h.revoked
+                && constant_time_eq(h.secret_sha256.as_bytes(), sha256_hex(secret).as_bytes()) =>
+        {
+            Ok(h)
+        }
         Some(h) if h.revoked => Err(ServiceError::Unauthorized(format!(
             "host {host_id} was revoked"
         ))),
@@ -118,10 +120,16 @@ mod tests {
     #[test]
     fn secrets_compare_equal_only_when_equal() {
         let hash = sha256_hex("s3cret");
-        assert!(constant_time_eq(&hash, &sha256_hex("s3cret")));
-        assert!(!constant_time_eq(&hash, &sha256_hex("s3creT")));
-        assert!(!constant_time_eq(&hash, &hash[..63]));
-        assert!(!constant_time_eq("", &hash));
-        assert!(constant_time_eq("", ""));
+        assert!(constant_time_eq(
+            hash.as_bytes(),
+            sha256_hex("s3cret").as_bytes()
+        ));
+        assert!(!constant_time_eq(
+            hash.as_bytes(),
+            sha256_hex("s3creT").as_bytes()
+        ));
+        assert!(!constant_time_eq(hash.as_bytes(), &hash.as_bytes()[..63]));
+        assert!(!constant_time_eq(b"", hash.as_bytes()));
+        assert!(constant_time_eq(b"", b""));
     }
 }

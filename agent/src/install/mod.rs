@@ -31,31 +31,10 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use hoist_appspec::{AppSpec, FileExistsBehavior};
-use serde::{Deserialize, Serialize};
 
+/// The record of installed paths is persisted by `state` (`installed-files.json`).
+pub use crate::state::{EntryKind, InstalledEntry, InstalledFiles};
 pub use files::remove_previous;
-
-/// What one deployment installed, persisted per deployment group so the next deployment can
-/// remove it. Entries are in installation order (parents before children).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledFiles {
-    pub entries: Vec<InstalledEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledEntry {
-    pub path: PathBuf,
-    pub kind: EntryKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryKind {
-    File,
-    Symlink,
-    /// A directory Hoist created (pre-existing directories are never recorded).
-    Directory,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {

@@ -34,7 +34,7 @@ pub(super) fn planned_record(ops: &[Op]) -> InstalledFiles {
             },
         })
         .collect();
-    InstalledFiles { entries }
+    InstalledFiles::new(entries)
 }
 
 /// One step of an installation, decided before anything is written.

@@ -267,22 +267,20 @@ fn second_deployment_removes_what_the_first_installed() {
 #[test]
 fn remove_previous_ignores_missing_paths() {
     let f = Fixture::new();
-    let record = InstalledFiles {
-        entries: vec![
-            InstalledEntry {
-                path: f.host("no/dir"),
-                kind: EntryKind::Directory,
-            },
-            InstalledEntry {
-                path: f.host("no/dir/file"),
-                kind: EntryKind::File,
-            },
-            InstalledEntry {
-                path: f.host("no/dir/link"),
-                kind: EntryKind::Symlink,
-            },
-        ],
-    };
+    let record = InstalledFiles::new(vec![
+        InstalledEntry {
+            path: f.host("no/dir"),
+            kind: EntryKind::Directory,
+        },
+        InstalledEntry {
+            path: f.host("no/dir/file"),
+            kind: EntryKind::File,
+        },
+        InstalledEntry {
+            path: f.host("no/dir/link"),
+            kind: EntryKind::Symlink,
+        },
+    ]);
     remove_previous(&record).unwrap();
     assert!(f.host.exists());
 }
@@ -292,12 +290,10 @@ fn remove_previous_removes_symlinks_not_their_targets() {
     let f = Fixture::new();
     let target = f.host_file("data/target.txt", "t");
     std::os::unix::fs::symlink(&target, f.host("link")).unwrap();
-    let record = InstalledFiles {
-        entries: vec![InstalledEntry {
-            path: f.host("link"),
-            kind: EntryKind::Symlink,
-        }],
-    };
+    let record = InstalledFiles::new(vec![InstalledEntry {
+        path: f.host("link"),
+        kind: EntryKind::Symlink,
+    }]);
     remove_previous(&record).unwrap();
     assert!(fs::symlink_metadata(f.host("link")).is_err());
     assert_eq!(read(&target), "t");
@@ -1154,17 +1150,19 @@ fn simple_glob_escapes_everything_but_star() {
 
 #[test]
 fn installed_files_serialize_with_snake_case_kinds() {
-    let record = InstalledFiles {
-        entries: vec![InstalledEntry {
-            path: "/opt/app".into(),
-            kind: EntryKind::Directory,
-        }],
-    };
+    let record = InstalledFiles::new(vec![InstalledEntry {
+        path: "/opt/app".into(),
+        kind: EntryKind::Directory,
+    }]);
     let json = serde_json::to_string(&record).unwrap();
     assert_eq!(
         json,
-        r#"{"entries":[{"path":"/opt/app","kind":"directory"}]}"#
+        r#"{"schema_version":1,"entries":[{"path":"/opt/app","kind":"directory"}]}"#
     );
+    // A record written before it carried a schema version reads as version 1.
+    let old: InstalledFiles =
+        serde_json::from_str(r#"{"entries":[{"path":"/opt/app","kind":"directory"}]}"#).unwrap();
+    assert_eq!(old, record);
 }
 
 /// Regression: permissions that cannot apply were found only after Install had copied the

@@ -31,10 +31,8 @@
 //!
 //! Every file is written atomically (temp file in the same directory, fsync, rename, fsync of
 //! the directory), so a crash leaves either the old or the new content, never a torn file.
-//! The types persisted here are in [`records`], each with a `schema_version`, except one
-//! still defined by the module that fills it: `installed-files.json`
-//! (`install::InstalledFiles`, which has no schema version). This module decides paths and
-//! persistence; it does not decide what a deployment does.
+//! The types persisted here are in [`records`], each with a `schema_version`. This module
+//! decides paths and persistence; it does not decide what a deployment does.
 
 mod files;
 mod groups;
@@ -55,8 +53,8 @@ pub(crate) use groups::rewrite_group_paths;
 pub use groups::{local_group_id, unclaimed_group_id};
 pub use lock::HostLock;
 pub use records::{
-    AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EventRecord, GroupInfo,
-    HostCredentials, InFlight, LastSuccess, RecordStatus,
+    AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EntryKind, EventRecord, GroupInfo,
+    HostCredentials, InFlight, InstalledEntry, InstalledFiles, LastSuccess, RecordStatus,
 };
 
 /// Version of the on-disk JSON layout; bumped on incompatible changes.

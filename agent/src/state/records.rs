@@ -248,6 +248,51 @@ impl EventRecord {
     }
 }
 
+/// What one deployment installed, persisted per deployment group so the next deployment can
+/// remove it. Entries are in installation order (parents before children).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledFiles {
+    /// Absent from records written before it had one (read as 1).
+    #[serde(default = "schema_version_1")]
+    pub schema_version: u32,
+    pub entries: Vec<InstalledEntry>,
+}
+
+impl InstalledFiles {
+    /// A record of `entries`, in installation order.
+    pub fn new(entries: Vec<InstalledEntry>) -> InstalledFiles {
+        InstalledFiles {
+            schema_version: super::SCHEMA_VERSION,
+            entries,
+        }
+    }
+}
+
+impl Default for InstalledFiles {
+    fn default() -> InstalledFiles {
+        InstalledFiles::new(Vec::new())
+    }
+}
+
+fn schema_version_1() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledEntry {
+    pub path: PathBuf,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Symlink,
+    /// A directory Hoist created (pre-existing directories are never recorded).
+    Directory,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,13 +169,6 @@ pub fn need_moto() -> PathBuf {
     binary
 }
 
-/// [`need_moto`] in the older shape a caller `expect`s: never `None`, it fails the test
-/// instead of skipping it.
-#[track_caller]
-pub fn moto_or_skip(_test: &str) -> Option<PathBuf> {
-    Some(need_moto())
-}
-
 /// A running moto_server, killed on drop.
 pub struct Moto {
     _child: ChildGuard,

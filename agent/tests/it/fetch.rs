@@ -16,7 +16,7 @@ use hoist_agent::retry::RetryPolicy;
 use hoist_agent::secret::Secret;
 use hoist_protocol::agent::Revision;
 use hoist_tests::servers::{
-    bare_repo, moto_or_skip, serve, sha256_hex, start_git_http, start_s3s, GitDaemon, HttpServer,
+    bare_repo, need_moto, serve, sha256_hex, start_git_http, start_s3s, GitDaemon, HttpServer,
     Moto, Reply, GIT_HTTP_PASSWORD, GIT_HTTP_USER, S3_ACCESS_KEY, S3_SECRET_KEY,
 };
 use tokio::net::TcpListener;
@@ -698,7 +698,7 @@ async fn s3_signed_get_virtual_host_style() {
 #[tokio::test]
 #[ignore = "needs moto_server: set HOIST_TEST_MOTO"]
 async fn s3_version_id_and_etag_with_moto() {
-    let binary = moto_or_skip("s3_version_id_and_etag_with_moto").expect("HOIST_TEST_MOTO");
+    let binary = need_moto();
     let moto = Moto::start(&binary).await;
     moto.versioned_bucket("vers").await;
     let v1 = content(20_000, 12);

@@ -22,8 +22,8 @@ use reqwest::RequestBuilder;
 use serde::Serialize;
 
 use crate::config::{CertPin, Config, CoordinatorConfig};
-use crate::secret::Secret;
 use crate::state::HostCredentials;
+use hoist_protocol::secret::Secret;
 
 /// Deadline of a request other than a long poll.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

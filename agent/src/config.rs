@@ -12,7 +12,7 @@ use anyhow::Context;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
 
-use crate::secret::Secret;
+use hoist_protocol::secret::Secret;
 
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hoist/agent.yaml";

@@ -22,27 +22,16 @@
 //! Precedence: flag, then environment, then file, then default. Pure parsing in
 //! [`FileConfig::from_str`]; [`FileConfig::load`] reads the file. Not here: acting on it.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hoist_protocol::secret::Secret;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hoist-coordinator";
 pub const DEFAULT_HOST_LEASE: Duration = Duration::from_secs(600);
-
-/// A secret whose `Debug` does not print it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,7 +154,7 @@ pub struct Overrides {
 impl ServerConfig {
     pub fn resolve(file: FileConfig, o: Overrides) -> Result<ServerConfig, ConfigError> {
         let token_from_file = match &file.operator_token_file {
-            Some(path) => Some(Secret(
+            Some(path) => Some(Secret::new(
                 std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::TokenFile {
                         path: path.clone(),
@@ -198,7 +187,7 @@ impl ServerConfig {
                 .operator_token
                 .or(file.operator_token)
                 .or(token_from_file)
-                .filter(|t| !t.0.is_empty()),
+                .filter(|t| !t.expose().is_empty()),
             host_lease: o
                 .host_lease
                 .or(file.host_lease)
@@ -244,7 +233,7 @@ mod tests {
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.host_lease, Duration::from_secs(300));
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        assert_eq!(c.operator_token, Some(Secret("abc".into())));
+        assert_eq!(c.operator_token, Some(Secret::new("abc")));
     }
 
     #[test]

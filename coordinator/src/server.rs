@@ -71,7 +71,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         "transport limits"
     );
     let token = match &config.operator_token {
-        Some(t) => t.0.clone(),
+        Some(t) => t.expose().to_owned(),
         None => operator_token_file(&data_dir)?,
     };
     let db_path = data_dir.join("hoist.db");

@@ -4,6 +4,7 @@
 //! - [`agent`]: what a host sends and receives under `/v1/hosts/...` and `/v1/commands/...`.
 //! - [`operator`]: what the `hoist` CLI sends and receives under `/v1/...` with an operator token.
 //! - [`text`]: how text that came over the wire is shown on a terminal (pure).
+//! - [`secret`]: a string that prints as `***` (tokens, host secrets, keys).
 //!
 //! Serde and plain functions only, no IO. Every message tolerates unknown fields from newer peers (no
 //! `deny_unknown_fields`), and enums that may grow carry an `Unknown` fallback so an older
@@ -11,6 +12,7 @@
 
 pub mod agent;
 pub mod operator;
+pub mod secret;
 pub mod text;
 
 /// Path prefix of every API route; bumped only on incompatible changes.

@@ -232,6 +232,35 @@ pub struct RegistrationTokenInfo {
     /// Empty: any tags.
     #[serde(default)]
     pub allowed_tags: BTreeMap<String, Vec<String>>,
+    /// Whether it registers hosts now, judged by the coordinator's clock.
+    #[serde(default)]
+    pub status: TokenStatus,
+}
+
+/// Whether a registration token registers hosts now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Usable,
+    Expired,
+    UsedUp,
+    Revoked,
+    /// A status of a newer coordinator, or none from an older one.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl TokenStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Usable => "usable",
+            TokenStatus::Expired => "expired",
+            TokenStatus::UsedUp => "used up",
+            TokenStatus::Revoked => "revoked",
+            TokenStatus::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,8 +13,8 @@ use hoist_agent::bundle::fetch::{
 };
 use hoist_agent::client::{http_client, CoordinatorAccess};
 use hoist_agent::retry::RetryPolicy;
-use hoist_agent::secret::Secret;
 use hoist_protocol::agent::Revision;
+use hoist_protocol::secret::Secret;
 use hoist_tests::servers::{
     bare_repo, need_moto, serve, sha256_hex, start_git_http, start_s3s, GitDaemon, HttpServer,
     Moto, Reply, GIT_HTTP_PASSWORD, GIT_HTTP_USER, S3_ACCESS_KEY, S3_SECRET_KEY,

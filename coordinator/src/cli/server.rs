@@ -10,7 +10,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{FileConfig, Overrides, Secret, ServerConfig};
+use hoist_protocol::secret::Secret;
+
+use crate::config::{FileConfig, Overrides, ServerConfig};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -85,7 +87,7 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
     let env_token = std::env::var("HOIST_OPERATOR_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty())
-        .map(|t| Secret(t.trim().to_owned()));
+        .map(|t| Secret::new(t.trim()));
     let config = ServerConfig::resolve(
         file,
         Overrides {

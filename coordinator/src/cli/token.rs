@@ -93,7 +93,6 @@ pub async fn run(client: &Client, cmd: TokenCommand) -> Result<ExitCode> {
                 print_json(&list)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let now = crate::service::now_ms();
             let rows: Vec<Vec<String>> = list
                 .tokens
                 .iter()
@@ -106,7 +105,7 @@ pub async fn run(client: &Client, cmd: TokenCommand) -> Result<ExitCode> {
                             Some(m) => format!("{}/{m}", t.uses),
                             None => t.uses.to_string(),
                         },
-                        status(t, now).into(),
+                        t.status.as_str().into(),
                         describe_scope(&t.allowed_tags),
                     ]
                 })
@@ -130,16 +129,4 @@ pub async fn run(client: &Client, cmd: TokenCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn status(t: &RegistrationTokenInfo, now: u64) -> &'static str {
-    if t.revoked {
-        "revoked"
-    } else if t.expires_ms.is_some_and(|e| now >= e) {
-        "expired"
-    } else if t.max_uses.is_some_and(|m| t.uses >= m) {
-        "used up"
-    } else {
-        "usable"
-    }
 }

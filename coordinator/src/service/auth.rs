@@ -5,6 +5,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use hoist_protocol::operator::TokenStatus;
 use sha2::{Digest, Sha256};
 
 use super::{locked, now_ms, Result, Service, ServiceError};
@@ -67,26 +68,38 @@ impl Service {
             .store
             .registration_token(&sha256_hex(token))?
             .ok_or_else(|| ServiceError::Unauthorized("unknown registration token".into()))?;
-        if t.revoked {
-            return Err(ServiceError::Unauthorized(format!(
-                "registration token {} was revoked",
-                t.id
-            )));
-        }
-        if let Some(expires) = t.expires_ms.filter(|e| now >= *e) {
-            return Err(ServiceError::Unauthorized(format!(
+        let refusal = match token_status(&t, now) {
+            TokenStatus::Usable => return Ok(t),
+            TokenStatus::Unknown => format!("registration token {} is not usable", t.id),
+            TokenStatus::Revoked => format!("registration token {} was revoked", t.id),
+            TokenStatus::Expired => format!(
                 "registration token {} expired at {}",
                 t.id,
-                rfc3339(expires)
-            )));
-        }
-        if let Some(max) = t.max_uses.filter(|m| t.uses >= *m) {
-            return Err(ServiceError::Unauthorized(format!(
-                "registration token {} is used up ({max} of {max} registrations)",
-                t.id
-            )));
-        }
-        Ok(t)
+                rfc3339(t.expires_ms.unwrap_or(now))
+            ),
+            TokenStatus::UsedUp => {
+                let max = t.max_uses.unwrap_or(t.uses);
+                format!(
+                    "registration token {} is used up ({max} of {max} registrations)",
+                    t.id
+                )
+            }
+        };
+        Err(ServiceError::Unauthorized(refusal))
+    }
+}
+
+/// Whether `t` registers hosts at `now`: the one judgement of a token's usability, for
+/// registration and for listing.
+pub(super) fn token_status(t: &RegistrationTokenRow, now: u64) -> TokenStatus {
+    if t.revoked {
+        TokenStatus::Revoked
+    } else if t.expires_ms.is_some_and(|e| now >= e) {
+        TokenStatus::Expired
+    } else if t.max_uses.is_some_and(|m| t.uses >= m) {
+        TokenStatus::UsedUp
+    } else {
+        TokenStatus::Usable
     }
 }
 

@@ -361,6 +361,7 @@ fn describe_scope(scope: &BTreeMap<String, Vec<String>>) -> String {
 
 fn token_info(t: RegistrationTokenRow) -> op::RegistrationTokenInfo {
     op::RegistrationTokenInfo {
+        status: super::auth::token_status(&t, now_ms()),
         id: t.id,
         created_ms: t.created_ms,
         expires_ms: t.expires_ms,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hoist_protocol::agent::RegisterRequest;
-use hoist_protocol::operator::{HostList, RegistrationTokenList};
+use hoist_protocol::operator::{HostList, RegistrationTokenList, TokenStatus};
 use hoist_protocol::ErrorBody;
 
 use crate::support::*;
@@ -139,6 +139,7 @@ async fn a_token_limited_to_one_use_registers_one_host_and_refuses_the_second() 
     let list: RegistrationTokenList = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(list.tokens.len(), 1);
     assert_eq!((list.tokens[0].uses, list.tokens[0].max_uses), (1, Some(1)));
+    assert_eq!(list.tokens[0].status, TokenStatus::UsedUp);
     let out = server.hoist(&["token", "list"]).await;
     assert!(out.ok().contains("used up"), "{}", out.stdout);
     assert!(out.stdout.contains("1/1"), "{}", out.stdout);
@@ -172,6 +173,17 @@ async fn a_revoked_or_expired_token_is_refused() {
     let (status, msg) = register_raw(&server, &expiring, "b", tags(&[]), "1.0").await;
     assert_eq!(status, 401, "{msg}");
     assert!(msg.contains("expired"), "{msg}");
+    // The coordinator's clock judges each token, for the list as for registration.
+    let list: RegistrationTokenList =
+        serde_json::from_str(server.hoist(&["token", "list", "--json"]).await.ok()).unwrap();
+    let statuses: Vec<TokenStatus> = list.tokens.iter().map(|t| t.status).collect();
+    assert_eq!(statuses, [TokenStatus::Revoked, TokenStatus::Expired]);
+    let out = server.hoist(&["token", "list"]).await;
+    assert!(
+        out.ok().contains("revoked") && out.stdout.contains("expired"),
+        "{}",
+        out.stdout
+    );
     let out = server.hoist(&["token", "revoke", "t-nope"]).await;
     assert_eq!(out.code, 1);
 }

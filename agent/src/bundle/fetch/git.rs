@@ -19,7 +19,7 @@ use tracing::debug;
 
 use super::http::redact_url;
 use super::{FetchError, Fetched, BUNDLE_NAME};
-use crate::secret::Secret;
+use hoist_protocol::secret::Secret;
 
 /// How `git` is run.
 #[derive(Debug, Clone, PartialEq, Eq)]

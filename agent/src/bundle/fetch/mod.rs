@@ -27,7 +27,7 @@
 //! - [`FetchSettings`] (built by [`FetchSettings::from_config`]) with [`S3Settings`] (see
 //!   [`S3Settings::with_env_defaults`] for the `AWS_*` variables), the coordinator's store
 //!   ([`crate::client::CoordinatorAccess`]) and [`GitSettings`] / [`GitAuth`]; secrets are
-//!   [`Secret`]s, which print as `***`.
+//!   [`Secret`](hoist_protocol::secret::Secret)s, which print as `***`.
 //! - The HTTP client is the agent's one, built by [`crate::client::http_client`] and passed
 //!   in; a coordinator-store request (route and credentials) comes from `client` too.
 //!
@@ -62,9 +62,6 @@ pub use s3::S3Settings;
 pub const BUNDLE_NAME: &str = "bundle";
 /// File name of an archive while it is being downloaded.
 pub const PART_NAME: &str = "bundle.part";
-
-/// Secrets (S3 keys, host secret, Git passwords) print as `***`.
-pub use crate::secret::Secret;
 
 /// Everything [`fetch`] needs besides the revision and the HTTP client.
 #[derive(Debug, Clone)]

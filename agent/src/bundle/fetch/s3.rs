@@ -11,7 +11,7 @@ use reqwest::{RequestBuilder, Url};
 use rusty_s3::S3Action;
 
 use super::FetchError;
-use crate::secret::Secret;
+use hoist_protocol::secret::Secret;
 
 /// S3-compatible storage: where it is and the agent's credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

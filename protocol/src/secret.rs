@@ -1,5 +1,5 @@
-//! [`Secret`]: a string that must not be printed (registration tokens, the host secret, S3
-//! keys, Git passwords).
+//! [`Secret`]: a string that must not be printed (registration tokens, host secrets,
+//! operator tokens, S3 keys, Git passwords), shared by the agent and the coordinator.
 //!
 //! `Debug` and `Display` print `***`, so a config, a settings struct or an error that holds
 //! one can be logged whole. Only [`Secret::expose`] gives the text, at the one place it is

@@ -104,6 +104,8 @@ pub fn need_root(why: &str) {
 /// A real Unix user (and its group) that exists until dropped.
 pub struct TestUser {
     pub name: String,
+    /// A supplementary group made for the user ([`TestUser::with_group`]), removed with it.
+    pub group: Option<String>,
     created: bool,
 }
 
@@ -124,7 +126,31 @@ impl TestUser {
         }
         TestUser {
             name: name.to_string(),
+            group: None,
             created: !exists,
+        }
+    }
+
+    /// Creates a user `name` (with a home directory) that is also a member of a new group
+    /// `group`, both names suffixed with this process's id so parallel runs do not collide.
+    pub fn with_group(name: &str, group: &str) -> TestUser {
+        let pid = std::process::id();
+        let (name, group) = (format!("{name}-{pid}"), format!("{group}-{pid}"));
+        let st = Command::new("groupadd")
+            .arg(&group)
+            .status()
+            .expect("run groupadd");
+        assert!(st.success(), "groupadd {group} failed");
+        let st = Command::new("useradd")
+            .args(["--create-home", "--user-group", "--shell", "/bin/sh"])
+            .args(["--groups", &group, &name])
+            .status()
+            .expect("run useradd");
+        assert!(st.success(), "useradd {name} failed");
+        TestUser {
+            name,
+            group: Some(group),
+            created: true,
         }
     }
 }
@@ -136,6 +162,9 @@ impl Drop for TestUser {
                 .args(["-KILL", "-u", &self.name])
                 .status();
             let _ = Command::new("userdel").args(["-r", &self.name]).output();
+        }
+        if let Some(group) = &self.group {
+            let _ = Command::new("groupdel").arg(group).output();
         }
     }
 }

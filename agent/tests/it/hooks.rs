@@ -2,11 +2,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hoist_agent::hooks::{run_hook, HookLog, HookOutcome, HookRun, ScriptExit};
+use hoist_tests::{need_root, TestUser};
 use tokio_util::sync::CancellationToken;
 
 /// A bundle directory and a log directory in one temporary directory.
@@ -446,7 +447,7 @@ async fn dropping_the_run_kills_the_group() {
     assert_eq!(recorded.len(), 2);
     let deadline = Instant::now() + Duration::from_secs(2);
     while recorded.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for pid in recorded {
         assert!(!alive(pid), "pid {pid} outlived its dropped run");
@@ -464,14 +465,11 @@ async fn backgrounded_daemon_holding_output_neither_hangs_nor_dies() {
          exec sleep 30' &\necho started\nexit 0\n",
     );
     let log = bundle.log();
-    let started = Instant::now();
-    let outcome = run(&bundle.run(&location), &log).await;
+    // The run ends with its script, not with the daemon 30 s later.
+    let outcome = tokio::time::timeout(Duration::from_secs(20), run(&bundle.run(&location), &log))
+        .await
+        .expect("the run waited for the background daemon");
     assert_eq!(outcome, HookOutcome::Succeeded);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
     let output_dir = log.output_dir();
     drop(log);
     // Give the background process time to write its pid.
@@ -480,14 +478,11 @@ async fn backgrounded_daemon_holding_output_neither_hangs_nor_dies() {
     while !std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
         && Instant::now() < deadline
     {
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let daemon = pids(&bundle.read("daemon.pid"))[0];
     let _cleanup = KillOnDrop(vec![daemon]);
     assert!(alive(daemon), "the daemon died with its script");
-    // Past its late writes: still alive, and its output went to its file.
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(alive(daemon), "the daemon died after the log was dropped");
     let outputs: Vec<PathBuf> = std::fs::read_dir(&output_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -500,6 +495,14 @@ async fn backgrounded_daemon_holding_output_neither_hangs_nor_dies() {
         .iter()
         .find(|p| p.to_string_lossy().ends_with(".stderr"))
         .unwrap();
+    // Past its late writes (after `exec sleep 30`): still alive, its output in its files.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(stderr).is_ok_and(|t| t.ends_with('\n'))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alive(daemon), "the daemon died after the log was dropped");
     assert_eq!(
         std::fs::read_to_string(stdout).unwrap(),
         "started\nlate line\n"
@@ -625,62 +628,15 @@ async fn unknown_runas_user_fails() {
     assert!(!bundle.root.join("ran").exists());
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn sh(program: &str, args: &[&str]) {
-    let status = StdCommand::new(program).args(args).status().unwrap();
-    assert!(status.success(), "{program} {args:?}: {status}");
-}
-
-/// A Unix user and a supplementary group of it, removed when dropped.
-struct TestUser {
-    user: String,
-    group: String,
-}
-
-impl TestUser {
-    fn create(purpose: &str) -> TestUser {
-        let pid = std::process::id();
-        let made = TestUser {
-            user: format!("hoist-t-{purpose}-{pid}"),
-            group: format!("hoist-t-{purpose}g-{pid}"),
-        };
-        sh("groupadd", &[&made.group]);
-        sh(
-            "useradd",
-            &[
-                "--no-create-home",
-                "--home-dir",
-                &format!("/nonexistent/{}", made.user),
-                "--shell",
-                "/bin/sh",
-                "--groups",
-                &made.group,
-                &made.user,
-            ],
-        );
-        made
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = StdCommand::new("userdel").arg(&self.user).status();
-        let _ = StdCommand::new("groupdel").arg(&self.group).status();
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs root: a real user for runas"]
 async fn runas_switches_user_groups_and_login_variables() {
-    assert!(is_root(), "needs root");
-    let test_user = TestUser::create("runas");
-    let passwd = nix::unistd::User::from_name(&test_user.user)
+    need_root("a real user for runas");
+    let test_user = TestUser::with_group("hoist-t-runas", "hoist-t-runasg");
+    let passwd = nix::unistd::User::from_name(&test_user.name)
         .unwrap()
         .unwrap();
-    let group = nix::unistd::Group::from_name(&test_user.group)
+    let group = nix::unistd::Group::from_name(test_user.group.as_deref().unwrap())
         .unwrap()
         .unwrap();
     let bundle = Bundle::new();
@@ -691,7 +647,7 @@ async fn runas_switches_user_groups_and_login_variables() {
     );
     let log = bundle.log();
     let mut spec = bundle.run(&location);
-    spec.runas = Some(test_user.user.clone());
+    spec.runas = Some(test_user.name.clone());
     // Whatever the caller passes for these, runas sets them from the password database.
     spec.env.push(("HOME".into(), "/root".into()));
     spec.env.push(("USER".into(), "root".into()));
@@ -705,14 +661,14 @@ async fn runas_switches_user_groups_and_login_variables() {
         &text,
         label,
         "stdout",
-        &format!("home=/nonexistent/{}", test_user.user),
+        &format!("home={}", passwd.dir.display()),
     );
-    assert_line(&text, label, "stdout", &format!("user={}", test_user.user));
+    assert_line(&text, label, "stdout", &format!("user={}", test_user.name));
     assert_line(
         &text,
         label,
         "stdout",
-        &format!("logname={}", test_user.user),
+        &format!("logname={}", test_user.name),
     );
     assert_line(&text, label, "stdout", "shell=/bin/sh");
     let groups_line = text
@@ -731,8 +687,8 @@ async fn runas_switches_user_groups_and_login_variables() {
 #[tokio::test]
 #[ignore = "needs root: a real user for runas"]
 async fn runas_user_who_cannot_read_the_script_fails_clearly() {
-    assert!(is_root(), "needs root");
-    let test_user = TestUser::create("noread");
+    need_root("a real user for runas");
+    let test_user = TestUser::ensure("hoist-t-noread");
     let bundle = Bundle::new();
     let location = bundle.script("secret.sh", "#!/bin/sh\nexit 0\n");
     std::fs::set_permissions(
@@ -742,10 +698,10 @@ async fn runas_user_who_cannot_read_the_script_fails_clearly() {
     .unwrap();
     let log = bundle.log();
     let mut spec = bundle.run(&location);
-    spec.runas = Some(test_user.user.clone());
+    spec.runas = Some(test_user.name.clone());
     match run(&spec, &log).await {
         HookOutcome::RunAsFailed { reason } => {
-            assert!(reason.contains(&test_user.user), "{reason}");
+            assert!(reason.contains(&test_user.name), "{reason}");
             assert!(reason.contains("ermission denied"), "{reason}");
         }
         other => panic!("{other:?}"),

@@ -32,6 +32,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hoist-coordinator";
 pub const DEFAULT_HOST_LEASE: Duration = Duration::from_secs(600);
+/// Default cap on one uploaded bundle (`--max-bundle-bytes`).
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,7 +201,7 @@ impl ServerConfig {
             max_bundle_bytes: o
                 .max_bundle_bytes
                 .or(file.max_bundle_bytes)
-                .unwrap_or(crate::api::DEFAULT_MAX_BUNDLE_BYTES),
+                .unwrap_or(DEFAULT_MAX_BUNDLE_BYTES),
         })
     }
 }

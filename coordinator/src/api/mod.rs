@@ -96,9 +96,6 @@ pub const UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest request URI (path and query) answered; longer ones get 414.
 pub const MAX_URI_LEN: usize = 8 * 1024;
 
-/// Default cap on one uploaded bundle (`--max-bundle-bytes`).
-pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
-
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,

@@ -103,6 +103,10 @@ async fn url_download_is_verified_and_renamed() {
     assert_eq!(bytes, body.len() as u64);
     assert_eq!(std::fs::read(&path).unwrap(), body);
     assert_eq!(names(&work), ["bundle"]);
+    // A bundle may carry an application's secrets: only the agent reads it.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].method, "GET");

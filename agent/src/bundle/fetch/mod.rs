@@ -416,10 +416,13 @@ async fn download(
     cancel: &CancellationToken,
 ) -> Result<Fetched, FetchError> {
     let part = work_dir.join(PART_NAME);
+    // 0600: a bundle may carry the application's secrets, and the work directory is 0755
+    // so that `hoist-agent status` works unprivileged.
     let file = tokio::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&part)
         .await
         .map_err(FetchError::io("creating", &part))?;

@@ -5,12 +5,21 @@
 //! `proxy` from the config or HTTPS_PROXY/NO_PROXY from the environment), which bundle
 //! downloads are handed too, and wraps the agent routes of `hoist_protocol::agent`, the
 //! bundle store's included ([`CoordinatorAccess`]: `bundle::fetch` streams and verifies what
-//! it returns, but the route and the host's credentials are this module's). It decides nothing about retries: callers get a
-//! [`ClientError`] that says whether trying again makes sense and how long the server asked
-//! to wait.
+//! it returns, but the route and the host's credentials are this module's).
+//!
+//! With several coordinator URLs (`coordinator.urls`, replicas of one coordinator), a
+//! request goes to the URL that answered last; a connection error or a 5xx sends it on to
+//! the next URL at once, within the same call, so a dying replica costs a host no backoff.
+//! Once requests have left the first URL, one request every `poll.max_backoff_secs` (the
+//! longest the agent waits before trying a failed coordinator again) tries the first again. Replicas share one database, and reports are idempotent on (command id, seq), so a
+//! request resent to another replica is recorded once.
+//!
+//! It decides nothing about retries beyond that: callers get a [`ClientError`] that says
+//! whether trying again makes sense and how long the server asked to wait.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hoist_protocol::agent::{
@@ -20,8 +29,10 @@ use hoist_protocol::agent::{
 use hoist_protocol::{ErrorBody, API_PREFIX, HOST_ID_HEADER};
 use reqwest::RequestBuilder;
 use serde::Serialize;
+use tracing::{debug, info, warn};
 
-use crate::config::{CertPin, Config, CoordinatorConfig};
+use crate::config::{CertPin, Config};
+use crate::retry::RetryPolicy;
 use crate::state::HostCredentials;
 use hoist_protocol::secret::Secret;
 
@@ -110,15 +121,6 @@ pub struct CoordinatorAccess {
 }
 
 impl CoordinatorAccess {
-    /// Access to the coordinator of the config for the registered host `host`.
-    pub fn new(coordinator: &CoordinatorConfig, host: &HostCredentials) -> CoordinatorAccess {
-        CoordinatorAccess {
-            base_url: coordinator.url.trim_end_matches('/').to_string(),
-            host_id: host.host_id.clone(),
-            host_secret: Secret::new(host.host_secret.clone()),
-        }
-    }
-
     /// The store's URL of the bundle whose sha256 is `sha256` (64 hex digits, checked by the
     /// caller).
     pub fn bundle_url(&self, sha256: &str) -> String {
@@ -136,10 +138,87 @@ impl CoordinatorAccess {
     }
 }
 
+/// The coordinator's URLs and which of them requests go to now.
+#[derive(Debug)]
+struct Endpoints {
+    /// Base URLs without a trailing `/`, in the config's order.
+    bases: Vec<String>,
+    /// How long requests stay on a later URL before one tries the first again.
+    return_after: Duration,
+    now: Mutex<Current>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    /// Index into `bases` of the URL requests go to.
+    index: usize,
+    /// When the first URL last failed, while requests go elsewhere.
+    first_failed: Option<Instant>,
+}
+
+impl Endpoints {
+    fn new(urls: &[&str], return_after: Duration) -> Endpoints {
+        Endpoints {
+            bases: urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
+            return_after,
+            now: Mutex::new(Current {
+                index: 0,
+                first_failed: None,
+            }),
+        }
+    }
+
+    fn current(&self) -> Current {
+        // The guarded value is two plain fields, consistent after any panic.
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the next request starts: the URL in use, or the first once `return_after` has
+    /// passed since it failed.
+    fn start(&self) -> usize {
+        let c = self.current();
+        match c.first_failed {
+            Some(at) if c.index != 0 && at.elapsed() >= self.return_after => 0,
+            _ => c.index,
+        }
+    }
+
+    /// `index` could not be reached or answered 5xx.
+    fn failed(&self, index: usize) {
+        let mut c = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        if index == 0 {
+            c.first_failed = Some(Instant::now());
+        }
+        if c.index == index && self.bases.len() > 1 {
+            c.index = (index + 1) % self.bases.len();
+            warn!(
+                from = %self.bases[index],
+                to = %self.bases[c.index],
+                "coordinator unreachable; switching to the next URL"
+            );
+        }
+    }
+
+    /// `index` answered: requests stay on it.
+    fn answered(&self, index: usize) {
+        let mut c = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        if c.index != index {
+            info!(url = %self.bases[index], "coordinator answers; requests go to it");
+            c.index = index;
+        }
+        if index == 0 {
+            c.first_failed = None;
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    endpoints: Arc<Endpoints>,
 }
 
 impl Client {
@@ -160,9 +239,16 @@ impl Client {
             Duration::from_secs(10),
             read_timeout,
         )?;
+        let urls = coordinator.urls();
+        if urls.is_empty() {
+            anyhow::bail!("the config names no coordinator URL");
+        }
         Ok(Client {
             http,
-            base: coordinator.url.trim_end_matches('/').to_string(),
+            endpoints: Arc::new(Endpoints::new(
+                &urls,
+                RetryPolicy::from_config(&config.poll).max,
+            )),
         })
     }
 
@@ -171,12 +257,62 @@ impl Client {
         &self.http
     }
 
+    /// The coordinator URL requests go to now.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.endpoints.bases[self.endpoints.current().index]
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{API_PREFIX}{path}", self.base)
+    /// The bundle store of the coordinator URL in use, for the registered host `host`.
+    pub fn coordinator_access(&self, host: &HostCredentials) -> CoordinatorAccess {
+        CoordinatorAccess {
+            base_url: self.base_url().to_string(),
+            host_id: host.host_id.clone(),
+            host_secret: Secret::new(host.host_secret.clone()),
+        }
+    }
+
+    /// Sends the request `build` makes for a base URL, from the URL in use on through the
+    /// others while they cannot be reached or answer 5xx; the last answer or error is the
+    /// caller's.
+    async fn send(
+        &self,
+        path: &str,
+        build: impl Fn(String) -> RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let e = &self.endpoints;
+        let n = e.bases.len();
+        let start = e.start();
+        let mut last = None;
+        for k in 0..n {
+            let index = (start + k) % n;
+            let url = format!("{}{API_PREFIX}{path}", e.bases[index]);
+            match build(url.clone()).send().await {
+                Ok(resp) if resp.status().is_server_error() && k + 1 < n => {
+                    debug!(url = %url, status = %resp.status(), "trying the next coordinator URL");
+                    e.failed(index);
+                }
+                Ok(resp) => {
+                    if !resp.status().is_server_error() {
+                        e.answered(index);
+                    } else {
+                        e.failed(index);
+                    }
+                    return Ok(resp);
+                }
+                Err(source) => {
+                    e.failed(index);
+                    last = Some(ClientError::Network { url, source });
+                }
+            }
+        }
+        // n >= 1 (checked in `new`), and every pass that does not return sets `last` or
+        // answers: only a network error can end the loop.
+        Err(last.unwrap_or_else(|| ClientError::Status {
+            what: "request",
+            status: 503,
+            message: "no coordinator URL answered".into(),
+            retry_after: None,
+        }))
     }
 
     pub async fn register(
@@ -184,16 +320,15 @@ impl Client {
         token: &Secret,
         req: &RegisterRequest,
     ) -> Result<RegisterResponse, ClientError> {
-        let url = self.url("/hosts/register");
         let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(token.expose())
-            .json(req)
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|source| ClientError::Network { url, source })?;
+            .send("/hosts/register", |url| {
+                self.http
+                    .post(url)
+                    .bearer_auth(token.expose())
+                    .json(req)
+                    .timeout(REQUEST_TIMEOUT)
+            })
+            .await?;
         decode(resp, "registration").await
     }
 
@@ -245,17 +380,16 @@ impl Client {
         timeout: Duration,
         what: &'static str,
     ) -> Result<T, ClientError> {
-        let url = self.url(path);
         let resp = self
-            .http
-            .post(&url)
-            .header(HOST_ID_HEADER, &host.host_id)
-            .bearer_auth(&host.host_secret)
-            .json(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|source| ClientError::Network { url, source })?;
+            .send(path, |url| {
+                self.http
+                    .post(url)
+                    .header(HOST_ID_HEADER, &host.host_id)
+                    .bearer_auth(&host.host_secret)
+                    .json(body)
+                    .timeout(timeout)
+            })
+            .await?;
         decode(resp, what).await
     }
 }

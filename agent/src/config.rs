@@ -52,7 +52,13 @@ fn default_state_dir() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoordinatorConfig {
-    pub url: String,
+    /// The coordinator; or `urls` instead.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Several replicas of one coordinator, tried in this order (see `client`): requests go
+    /// to the first that answers, and back to the first once it answers again.
+    #[serde(default)]
+    pub urls: Vec<String>,
     #[serde(default)]
     pub registration_token: Option<Secret>,
     #[serde(default)]
@@ -70,41 +76,61 @@ pub struct CoordinatorConfig {
     pub allow_insecure_http: bool,
 }
 
+/// At most this many `coordinator.urls`.
+pub const MAX_COORDINATOR_URLS: usize = 16;
+
 impl CoordinatorConfig {
-    /// The certificate pin, when `pin_sha256` is set (checked by [`Config::from_str`]).
+    /// The coordinator's URLs in the order to try them: `url` alone, or `urls` (exactly one
+    /// of the two is set, checked by [`Config::from_str`]).
+    pub fn urls(&self) -> Vec<&str> {
+        match &self.url {
+            Some(url) => vec![url.as_str()],
+            None => self.urls.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// The certificate pin, when `pin_sha256` is set (checked by [`Config::from_str`]): the
+    /// one certificate every coordinator URL's host presents.
     pub fn pin(&self) -> anyhow::Result<Option<CertPin>> {
         self.pin_sha256
             .as_deref()
-            .map(|p| CertPin::new(&self.url, p))
+            .map(|p| CertPin::new(&self.urls(), p))
             .transpose()
             .map_err(|e| anyhow::anyhow!("coordinator.pin_sha256: {e}"))
     }
 }
 
-/// "Accept exactly this certificate from this host".
+/// "Accept exactly this certificate from these hosts".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPin {
-    /// The coordinator's host, as TLS names it (a DNS name or an IP address).
-    pub server: ServerName<'static>,
+    /// The coordinator's hosts (one per replica URL), as TLS names them (DNS names or IP
+    /// addresses).
+    pub servers: Vec<ServerName<'static>>,
     /// SHA-256 of the server's DER leaf certificate.
     pub sha256: [u8; 32],
 }
 
 impl CertPin {
-    /// A pin for the host of `url` (an `https://` URL) from `fingerprint`: 64 hex digits,
+    /// A pin for the hosts of `urls` (`https://` URLs) from `fingerprint`: 64 hex digits,
     /// optionally separated by colons (`AB:CD:...`, as `openssl x509 -fingerprint -sha256`
     /// prints it), in either case.
-    pub fn new(url: &str, fingerprint: &str) -> Result<CertPin, String> {
+    pub fn new(urls: &[&str], fingerprint: &str) -> Result<CertPin, String> {
         let sha256 = parse_fingerprint(fingerprint)?;
-        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        let server = match parsed.host() {
-            Some(url::Host::Domain(name)) => ServerName::try_from(name.to_owned())
-                .map_err(|e| format!("{name:?} is not a TLS server name: {e}"))?,
-            Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
-            Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
-            None => return Err(format!("{url:?} names no host")),
-        };
-        Ok(CertPin { server, sha256 })
+        let mut servers = Vec::with_capacity(urls.len());
+        for url in urls {
+            let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+            let server = match parsed.host() {
+                Some(url::Host::Domain(name)) => ServerName::try_from(name.to_owned())
+                    .map_err(|e| format!("{name:?} is not a TLS server name: {e}"))?,
+                Some(url::Host::Ipv4(ip)) => ServerName::IpAddress(std::net::IpAddr::V4(ip).into()),
+                Some(url::Host::Ipv6(ip)) => ServerName::IpAddress(std::net::IpAddr::V6(ip).into()),
+                None => return Err(format!("{url:?} names no host")),
+            };
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+        Ok(CertPin { servers, sha256 })
     }
 }
 
@@ -119,6 +145,37 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
     }
     hex::decode_to_slice(&digits, &mut out).map_err(|e| format!("{text:?}: {e}"))?;
     Ok(out)
+}
+
+/// Checks one coordinator URL (`key` names it in errors): http(s), a URL, plain HTTP only
+/// to loopback unless allowed, https when a certificate is pinned.
+fn check_coordinator_url(
+    raw: &str,
+    key: &str,
+    c: &CoordinatorConfig,
+    origin: &str,
+) -> anyhow::Result<()> {
+    if !(raw.starts_with("https://") || raw.starts_with("http://")) {
+        anyhow::bail!(
+            "invalid config {origin}: {key} must start with https:// or http://, got {raw:?}"
+        );
+    }
+    let url = url::Url::parse(raw)
+        .with_context(|| format!("invalid config {origin}: {key} {raw:?} is not a URL"))?;
+    if url.scheme() == "http" && !is_loopback(&url) && !c.allow_insecure_http {
+        anyhow::bail!(
+            "invalid config {origin}: {key} {raw:?} is plain HTTP to a host that is not \
+             loopback: host secrets and commands would cross the network in the clear; use \
+             https:// (with coordinator.ca_file or coordinator.pin_sha256), or set \
+             coordinator.allow_insecure_http: true"
+        );
+    }
+    if c.pin_sha256.is_some() && url.scheme() != "https" {
+        anyhow::bail!(
+            "invalid config {origin}: coordinator.pin_sha256 needs an https:// {key}, got {raw:?}"
+        );
+    }
+    Ok(())
 }
 
 /// Whether `url`'s host is this machine's loopback (`127.0.0.0/8`, `::1`, `localhost`).
@@ -337,33 +394,35 @@ impl Config {
 
     fn check(&self, origin: &str) -> anyhow::Result<()> {
         if let Some(c) = &self.coordinator {
-            if !(c.url.starts_with("https://") || c.url.starts_with("http://")) {
+            let key = match (&c.url, c.urls.is_empty()) {
+                (Some(_), true) => "coordinator.url",
+                (None, false) => "coordinator.urls",
+                (Some(_), false) => anyhow::bail!(
+                    "invalid config {origin}: give coordinator.url or coordinator.urls, not both"
+                ),
+                (None, true) => anyhow::bail!(
+                    "invalid config {origin}: the coordinator section needs coordinator.url \
+                     (or coordinator.urls for several replicas)"
+                ),
+            };
+            if c.urls.len() > MAX_COORDINATOR_URLS {
                 anyhow::bail!(
-                    "invalid config {origin}: coordinator.url must start with https:// or http://, got {:?}",
-                    c.url
+                    "invalid config {origin}: coordinator.urls lists {} URLs; at most \
+                     {MAX_COORDINATOR_URLS} are allowed",
+                    c.urls.len()
                 );
             }
-            let url = url::Url::parse(&c.url).with_context(|| {
-                format!(
-                    "invalid config {origin}: coordinator.url {:?} is not a URL",
-                    c.url
-                )
-            })?;
-            if url.scheme() == "http" && !is_loopback(&url) && !c.allow_insecure_http {
-                anyhow::bail!(
-                    "invalid config {origin}: coordinator.url {:?} is plain HTTP to a host that \
-                     is not loopback: host secrets and commands would cross the network in \
-                     the clear; use https:// (with coordinator.ca_file or \
-                     coordinator.pin_sha256), or set coordinator.allow_insecure_http: true",
-                    c.url
-                );
-            }
-            if c.pin_sha256.is_some() && url.scheme() != "https" {
-                anyhow::bail!(
-                    "invalid config {origin}: coordinator.pin_sha256 needs an https:// \
-                     coordinator.url, got {:?}",
-                    c.url
-                );
+            let urls = c.urls();
+            for (i, raw) in urls.iter().enumerate() {
+                let key = if c.url.is_some() {
+                    key.to_owned()
+                } else {
+                    format!("{key}[{i}]")
+                };
+                check_coordinator_url(raw, &key, c, origin)?;
+                if urls[..i].contains(raw) {
+                    anyhow::bail!("invalid config {origin}: {key} {raw:?} is listed twice");
+                }
             }
             c.pin()
                 .with_context(|| format!("invalid config {origin}"))?;
@@ -649,17 +708,69 @@ s3:
     }
 
     #[test]
-    fn the_pin_names_the_url_host() {
-        let pin = CertPin::new("https://127.0.0.1:8443/", &"00".repeat(32)).unwrap_or_else(|e| {
-            panic!("{e}");
-        });
-        assert_eq!(pin.server.to_str(), "127.0.0.1");
-        let pin = CertPin::new("https://[::1]:8443", &"00".repeat(32)).unwrap_or_else(|e| {
-            panic!("{e}");
-        });
-        assert_eq!(pin.server.to_str(), "::1");
-        let pin = CertPin::new("https://hoist.example.internal", &"00".repeat(32))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(pin.server.to_str(), "hoist.example.internal");
+    fn the_pin_names_each_url_host() {
+        let names = |urls: &[&str]| -> Vec<String> {
+            let pin = CertPin::new(urls, &"00".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+            pin.servers
+                .iter()
+                .map(|s| s.to_str().into_owned())
+                .collect()
+        };
+        assert_eq!(names(&["https://127.0.0.1:8443/"]), ["127.0.0.1"]);
+        assert_eq!(names(&["https://[::1]:8443"]), ["::1"]);
+        assert_eq!(
+            names(&["https://hoist.example.internal"]),
+            ["hoist.example.internal"]
+        );
+        // Replicas: every host, each once.
+        assert_eq!(
+            names(&["https://c1:8443", "https://c2:8443", "https://c1:9443"]),
+            ["c1", "c2"]
+        );
+    }
+
+    #[test]
+    fn coordinator_urls_list_replicas_in_order() {
+        let c = Config::from_str(
+            "coordinator:\n  urls: [https://c1:8443, 'https://c2:8443/']\n",
+            "a",
+        )
+        .unwrap();
+        let c = c.coordinator.unwrap();
+        assert_eq!(c.urls(), ["https://c1:8443", "https://c2:8443/"]);
+        let one = Config::from_str("coordinator:\n  url: https://c1:8443\n", "a").unwrap();
+        assert_eq!(one.coordinator.unwrap().urls(), ["https://c1:8443"]);
+    }
+
+    #[test]
+    fn coordinator_urls_are_checked_one_by_one() {
+        for (yaml, needle) in [
+            (
+                "coordinator:\n  url: https://c1\n  urls: [https://c2]\n",
+                "coordinator.url or coordinator.urls, not both",
+            ),
+            ("coordinator:\n  urls: []\n", "needs coordinator.url"),
+            ("coordinator: {}\n", "needs coordinator.url"),
+            (
+                "coordinator:\n  urls: [https://c1, ftp://c2]\n",
+                "coordinator.urls[1] must start with https:// or http://",
+            ),
+            (
+                "coordinator:\n  urls: [https://c1, http://10.0.0.2:8080]\n",
+                "coordinator.urls[1] \"http://10.0.0.2:8080\" is plain HTTP",
+            ),
+            (
+                "coordinator:\n  urls: [https://c1, https://c1]\n",
+                "coordinator.urls[1] \"https://c1\" is listed twice",
+            ),
+        ] {
+            let err = Config::from_str(yaml, "a").expect_err(yaml);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle), "{yaml}: {msg}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("https://c{i}")).collect();
+        let yaml = format!("coordinator:\n  urls: [{}]\n", many.join(", "));
+        let msg = format!("{:#}", Config::from_str(&yaml, "a").expect_err("17 urls"));
+        assert!(msg.contains("at most 16"), "{msg}");
     }
 }

@@ -89,7 +89,7 @@ impl ServerCertVerifier for PinnedVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if *server_name != self.pin.server {
+        if !self.pin.servers.iter().any(|s| s == server_name) {
             return match &self.others {
                 Some(others) => others.verify_server_cert(
                     end_entity,
@@ -110,7 +110,7 @@ impl ServerCertVerifier for PinnedVerifier {
             Err(rustls::Error::General(format!(
                 "the certificate of {} has SHA-256 fingerprint {}, not the one in \
                  coordinator.pin_sha256 ({})",
-                self.pin.server.to_str(),
+                server_name.to_str(),
                 hex::encode(got),
                 hex::encode(self.pin.sha256)
             )))

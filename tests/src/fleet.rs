@@ -20,6 +20,13 @@ pub trait Endpoint {
     fn url(&self) -> &str;
 }
 
+/// A bare URL: for a coordinator that is not there (a closed port).
+impl Endpoint for String {
+    fn url(&self) -> &str {
+        self
+    }
+}
+
 impl Endpoint for Coordinator {
     fn url(&self) -> &str {
         &self.url
@@ -156,6 +163,9 @@ pub struct AgentOptions<'a> {
     /// the agent's own `DIR/private` instead: agents on one machine then install an appspec's
     /// destination into separate trees, as separate hosts would. Needs root and `unshare`.
     pub private_dir: Option<&'a Path>,
+    /// Replicas after the coordinator's URL: the config then lists them all in
+    /// `coordinator.urls`, the coordinator's first.
+    pub more_urls: &'a [&'a str],
 }
 
 impl Agent {
@@ -180,8 +190,12 @@ impl Agent {
         fs::write(
             &config,
             format!(
-                "coordinator:\n  url: {}\n  registration_token: {token}\nhost:\n  name: {name}\n  tags: {{{tags}}}\nstate_dir: {}\npoll:\n  wait_secs: 20\n  initial_backoff_ms: 100\n  max_backoff_secs: 1\nhooks:\n  environment_file: {}\n  kill_grace_secs: 2\n  stop_grace_secs: 2\n{}",
-                coordinator.url(),
+                "coordinator:\n  {}\n  registration_token: {token}\nhost:\n  name: {name}\n  tags: {{{tags}}}\nstate_dir: {}\npoll:\n  wait_secs: 20\n  initial_backoff_ms: 100\n  max_backoff_secs: 1\nhooks:\n  environment_file: {}\n  kill_grace_secs: 2\n  stop_grace_secs: 2\n{}",
+                if options.more_urls.is_empty() {
+                    format!("url: {}", coordinator.url())
+                } else {
+                    format!("urls: [{}, {}]", coordinator.url(), options.more_urls.join(", "))
+                },
                 dir.join("state").display(),
                 dir.join("hook.env").display(),
                 options.extra_yaml

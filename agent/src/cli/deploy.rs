@@ -155,7 +155,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> Result<Outcom
                 Duration::from_secs(10),
                 Duration::from_secs(60),
             )?,
-            settings: FetchSettings::from_config(&config, None),
+            settings: FetchSettings::from_config(&config),
         });
     }
     let engine = Deployer::new(state, settings);

@@ -41,7 +41,7 @@ type Running = Arc<Mutex<Option<(String, CancellationToken)>>>;
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let coordinator = config.coordinator.clone().context(
-        "the config has no coordinator section; `hoist-agent run` needs coordinator.url",
+        "the config has no coordinator section; `hoist-agent run` needs coordinator.url (or coordinator.urls)",
     )?;
     let state = StateDir::open(&config.state_dir)?;
     let _lock = HostLock::acquire(&state, "hoist-agent run")?;
@@ -50,7 +50,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at_ms: state::now_ms(),
-        coordinator_url: coordinator.url.clone(),
+        coordinator_url: coordinator.urls().join(", "),
         host_name: config.host_name(),
         tags: config.host.tags.clone(),
     };
@@ -66,7 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("moving per-group state to the layout keyed by group id")?;
     crate::recovery::recover(&state, Some(&outbox), config.hooks.kill_grace()).await?;
     info!(
-        coordinator = %coordinator.url,
+        coordinator = %coordinator.urls().join(", "),
         host = %info.host_name,
         state_dir = %state.root().display(),
         "hoist-agent {} started",

@@ -72,7 +72,10 @@ pub fn deployer_settings(
         keep: config.deployments.keep,
         fetch: remote.map(|(client, host)| FetchContext {
             client: client.http().clone(),
-            settings: FetchSettings::from_config(config, Some(host)),
+            settings: FetchSettings {
+                coordinator: Some(client.coordinator_access(host)),
+                ..FetchSettings::from_config(config)
+            },
         }),
     }
 }

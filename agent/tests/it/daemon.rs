@@ -5,12 +5,14 @@
 //! well under a few seconds: the fake answers at once and the agent's backoff starts at
 //! 100 ms (`hoist_tests::fleet::Agent`'s configuration).
 
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hoist_tests::fake_coordinator::{
     coordinator_revision, Answer, FakeCoordinator, Request, Route,
 };
-use hoist_tests::fleet::Agent;
+use hoist_tests::fleet::{Agent, AgentOptions};
 use hoist_tests::{debug_secs, Scratch};
 use serde_json::{json, Value};
 
@@ -406,4 +408,138 @@ async fn command_id_is_percent_encoded_in_the_report_url() {
     for path in paths {
         assert_eq!(path, "/v1/commands/c%201%2F..%2Fx%3Fy/reports");
     }
+}
+
+/// A fake coordinator replica that answers 503 to everything once `down` is set (a failing
+/// replica, or a load balancer in front of a dead one); until then, the fake's defaults.
+async fn replica(down: Arc<AtomicBool>) -> FakeCoordinator {
+    FakeCoordinator::start(move |_| down.load(SeqCst).then(|| Answer::unavailable(None))).await
+}
+
+fn registered(requests: &[Request]) -> bool {
+    requests.iter().any(|r| r.route == Route::Register)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_urls_a_failing_replica_is_skipped_and_the_first_used_again_once_it_answers() {
+    let s = Scratch::new();
+    let first_down = Arc::new(AtomicBool::new(true));
+    let first = replica(first_down.clone()).await;
+    let second = FakeCoordinator::start(|_| None).await;
+    let options = AgentOptions {
+        more_urls: &[&second.url],
+        ..AgentOptions::default()
+    };
+    let _agent = Agent::start_with(&s, "host-1", &first, "reg-token", "role: web", options);
+    second
+        .wait_for("registration and polls on the second URL", LIMIT, |r| {
+            registered(r) && polls(r) >= 2
+        })
+        .await;
+    assert!(
+        registered(&first.requests()),
+        "the first URL was not tried first"
+    );
+
+    // Back up: within poll.max_backoff_secs (1 s here) a request tries the first URL again,
+    // and requests then stay there.
+    first_down.store(false, SeqCst);
+    let answered_at = first.requests().len();
+    first
+        .wait_for("a poll the first URL answers", LIMIT, |r| {
+            r[answered_at..].iter().any(Request::is_poll)
+        })
+        .await;
+    let on_second = polls(&second.requests());
+    let seen = first.requests().len();
+    first
+        .wait_for("three more polls on the first URL", LIMIT, |r| {
+            polls(&r[seen..]) >= 3
+        })
+        .await;
+    assert_eq!(
+        polls(&second.requests()),
+        on_second,
+        "polls went back to the second URL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_urls_a_closed_port_is_skipped_at_once() {
+    let s = Scratch::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let second = FakeCoordinator::start(|_| None).await;
+    let options = AgentOptions {
+        more_urls: &[&second.url],
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start_with(&s, "host-1", &closed, "reg-token", "role: web", options);
+    second
+        .wait_for("registration and a poll on the second URL", LIMIT, |r| {
+            registered(r) && polls(r) >= 1
+        })
+        .await;
+    // Moving on is not a failure to retry: nothing waited for a backoff.
+    assert!(
+        !agent.log().contains("retrying in"),
+        "the agent backed off:\n{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_the_dying_replica_did_not_take_is_resent_to_the_next() {
+    let s = Scratch::new();
+    let bundle = bundle(&s, &[("BeforeInstall", ""), ("AfterInstall", "")]);
+    let answer = Answer::command(
+        command("c-1", coordinator_revision(&bundle), &EVENTS),
+        60_000,
+    );
+    let dead = Arc::new(AtomicBool::new(false));
+    let first = {
+        let dead = dead.clone();
+        FakeCoordinator::start(move |r| {
+            // The replica dies on the report that AfterInstall started.
+            if r.is_report()
+                && r.json()["type"] == "event_started"
+                && r.json()["event"] == "AfterInstall"
+            {
+                dead.store(true, SeqCst);
+            }
+            if dead.load(SeqCst) {
+                return Some(Answer::unavailable(None));
+            }
+            (r.is_poll() && r.n == 0).then(|| answer.clone())
+        })
+        .await
+    };
+    first.add_bundle(bundle);
+    let second = FakeCoordinator::start(|_| None).await;
+    let options = AgentOptions {
+        more_urls: &[&second.url],
+        ..AgentOptions::default()
+    };
+    let _agent = Agent::start_with(&s, "host-1", &first, "reg-token", "role: web", options);
+    let on_second = second
+        .wait_for(
+            "the command's completion on the second URL",
+            LIMIT,
+            completed,
+        )
+        .await;
+    let refused: Vec<Value> = report_bodies(&first.requests())
+        .into_iter()
+        .filter(|b| b["event"] == "AfterInstall")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    // The refused report went to the second replica with its seq, and the rest after it.
+    let resent = report_bodies(&on_second);
+    assert_eq!(resent[0]["seq"], refused[0]["seq"], "{resent:?}");
+    assert_eq!(resent[0]["event"], "AfterInstall");
+    let seqs: Vec<u64> = resent.iter().map(|b| b["seq"].as_u64().unwrap()).collect();
+    let from = seqs[0];
+    assert_eq!(seqs, (from..from + seqs.len() as u64).collect::<Vec<_>>());
 }

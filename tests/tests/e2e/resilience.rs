@@ -677,6 +677,7 @@ fn a_host_restarted_in_its_own_mount_namespace_keeps_its_install_for_the_next_de
     let options = AgentOptions {
         extra_yaml: "",
         private_dir: Some(&dest),
+        ..AgentOptions::default()
     };
     let mut web1 = Agent::start_with(&s, "web-1", &c, &token, "role: web", options);
     let web2 = Agent::start_with(&s, "web-2", &c, &token, "role: web", options);

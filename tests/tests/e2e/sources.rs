@@ -48,6 +48,7 @@ fn fleet(s: &Scratch, extra_yaml: &str) -> (Coordinator, Vec<Agent>) {
     let options = AgentOptions {
         extra_yaml,
         private_dir: Some(&dest),
+        ..AgentOptions::default()
     };
     let agents = HOSTS
         .iter()

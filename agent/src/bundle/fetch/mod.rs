@@ -48,7 +48,6 @@ use tracing::{debug, warn};
 use crate::client::CoordinatorAccess;
 use crate::config::Config;
 use crate::retry::RetryPolicy;
-use crate::state::HostCredentials;
 
 mod git;
 mod http;
@@ -84,9 +83,10 @@ pub struct FetchSettings {
 
 impl FetchSettings {
     /// What the bundle fetchers need from the config: S3 settings (the AWS_* environment fills
-    /// gaps), Git credentials, the download cap, the retry policy, and the coordinator's store
-    /// when the host is registered (`host`).
-    pub fn from_config(config: &Config, host: Option<&HostCredentials>) -> FetchSettings {
+    /// gaps), Git credentials, the download cap and the retry policy. The coordinator's store
+    /// is not the config's: `client` gives it for a registered host
+    /// ([`crate::client::Client::coordinator_access`]).
+    pub fn from_config(config: &Config) -> FetchSettings {
         let s3 = S3Settings {
             endpoint: config.s3.endpoint.clone(),
             region: config.s3.region.clone(),
@@ -108,10 +108,8 @@ impl FetchSettings {
         git.ca_file = config.coordinator.as_ref().and_then(|c| c.ca_file.clone());
         FetchSettings {
             s3,
-            coordinator: match (&config.coordinator, host) {
-                (Some(c), Some(h)) => Some(CoordinatorAccess::new(c, h)),
-                _ => None,
-            },
+            // Set by the caller from `client` for a registered host.
+            coordinator: None,
             git,
             max_bytes: config.bundles.max_download_bytes,
             retry: RetryPolicy::from_config(&config.poll),
@@ -515,7 +513,7 @@ mod tests {
         let text = "git:\n  username: ci\n  password: pw\n  hosts: [git.example.com, 'git.internal:8443']\n";
         let c = Config::from_str(text, "agent.yaml").expect("parses");
         assert_eq!(
-            FetchSettings::from_config(&c, None).git.auth_hosts,
+            FetchSettings::from_config(&c).git.auth_hosts,
             ["git.example.com", "git.internal:8443"]
         );
     }

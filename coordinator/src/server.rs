@@ -74,11 +74,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         Some(t) => t.expose().to_owned(),
         None => operator_token_file(&data_dir)?,
     };
-    let db_path = data_dir.join("hoist.db");
-    private_database_files(&db_path)?;
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
-        .await?
-        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    let store = open_store(&data_dir).await?;
     let bundles =
         BundleStore::open(&config.data_dir.join("bundles")).context("opening the bundle store")?;
     let acceptor = tls_acceptor(&config)?;
@@ -178,6 +174,17 @@ fn tls_acceptor(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsAccepto
 
 /// Creates the data directory (0700, whatever the umask) and makes an existing one 0700;
 /// sets the process umask to 077 so every file created later is private too.
+/// Opens the database in `data_dir` (created private when missing), applying the
+/// migrations it lacks; a database newer than this build is refused.
+pub async fn open_store(data_dir: &Path) -> Result<SqliteStore> {
+    private_data_dir(data_dir)?;
+    let db_path = data_dir.join("hoist.db");
+    private_database_files(&db_path)?;
+    tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
+        .await?
+        .with_context(|| format!("opening the database in {}", data_dir.display()))
+}
+
 fn private_data_dir(dir: &Path) -> Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::DirBuilder::new()

@@ -1,6 +1,7 @@
-//! `hoist server`: flags (over the config file) for the coordinator, and
+//! `hoist server`: flags (over the config file) for the coordinator;
 //! `hoist server fingerprint`, which prints the SHA-256 fingerprint of the certificate it
-//! serves (the one agents pin with `coordinator.pin_sha256`).
+//! serves (the one agents pin with `coordinator.pin_sha256`); and `hoist server migrate`,
+//! which brings the database's schema up to date without serving.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +62,20 @@ pub enum ServerCommand {
     /// Print the SHA-256 fingerprint of the server's TLS certificate (the configured one, or
     /// the one generated in the data directory), as agents pin it.
     Fingerprint(FingerprintArgs),
+    /// Apply the database migrations this build has and the database lacks, then exit
+    /// (`hoist server` applies them at start too); a database newer than this build is
+    /// refused, untouched.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// YAML config file of the server (for its data_dir).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The server's data directory (default /var/lib/hoist-coordinator).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -77,8 +92,10 @@ pub struct FingerprintArgs {
 }
 
 pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode> {
-    if let Some(ServerCommand::Fingerprint(f)) = args.command {
-        return fingerprint(f);
+    match args.command {
+        Some(ServerCommand::Fingerprint(f)) => return fingerprint(f),
+        Some(ServerCommand::Migrate(m)) => return migrate(m).await,
+        None => {}
     }
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
@@ -104,6 +121,24 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
         },
     )?;
     crate::server::run(config, cancel).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(args: MigrateArgs) -> Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR));
+    crate::server::open_store(&data_dir).await?;
+    println!(
+        "database {} is at schema version {}",
+        data_dir.join("hoist.db").display(),
+        crate::store::sqlite::SCHEMA_VERSION
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -194,3 +194,63 @@ fn make_certificate(
     }
     Some(ca)
 }
+
+#[test]
+fn migrate_brings_a_new_database_up_to_date_and_refuses_a_newer_one() {
+    let tmp = Scratch::new();
+    let data = tmp.path().join("data");
+    let out = Command::new(HOIST)
+        .args(["server", "migrate", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = data.join("hoist.db");
+    let version = hoist_coordinator::store::sqlite::SCHEMA_VERSION;
+    assert_eq!(
+        stdout.trim(),
+        format!("database {} is at schema version {version}", db.display())
+    );
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, version);
+
+    // A database a newer coordinator migrated is refused and left as it was.
+    conn.execute(
+        "INSERT INTO schema_version (version) VALUES (?1)",
+        [version + 1],
+    )
+    .unwrap();
+    drop(conn);
+    let before = std::fs::read(&db).unwrap();
+    let out = Command::new(HOIST)
+        .args(["server", "migrate", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "database schema version {} is newer than this coordinator's {version}",
+            version + 1
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+}

@@ -14,6 +14,7 @@ pub mod client;
 pub mod deploy;
 pub mod group;
 pub mod hosts;
+pub mod progress;
 pub mod push;
 pub mod server;
 pub mod token;

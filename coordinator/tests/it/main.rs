@@ -7,6 +7,7 @@ mod auth;
 mod bundles;
 mod deploy;
 mod membership;
+mod progress;
 mod reports;
 mod resilience;
 mod revisions;

@@ -140,6 +140,28 @@ fn the_fleet_demo_succeeds_on_every_host_as_an_unprivileged_user_and_leaves_noth
         );
     }
     assert!(stdout.contains("state:        succeeded"), "{stdout}");
+    // `--wait`, piped, wrote a line when each host started and one when it ended: never one
+    // per lifecycle event (each host ran eleven).
+    for host in ["web-1", "web-2", "web-3"] {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with('[') && l.contains(&format!("] {host} ")))
+            .collect();
+        assert_eq!(
+            lines
+                .iter()
+                .map(|l| l.split("] ").nth(1).unwrap_or(""))
+                .collect::<Vec<_>>(),
+            [format!("{host} started"), format!("{host} succeeded")],
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.lines().any(|l| l.starts_with("deployment ")
+            && l.contains(" succeeded in ")
+            && l.ends_with(": 3 succeeded, 0 failed, 0 stopped, 0 skipped")),
+        "no summary line:\n{stderr}"
+    );
     // `hoist hosts list` shows each host online with its zone; `hoist-agent status` runs.
     for (host, zone) in [("web-1", "a"), ("web-2", "b"), ("web-3", "c")] {
         assert!(

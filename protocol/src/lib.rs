@@ -4,6 +4,7 @@
 //! - [`agent`]: what a host sends and receives under `/v1/hosts/...` and `/v1/commands/...`.
 //! - [`operator`]: what the `hoist` CLI sends and receives under `/v1/...` with an operator token.
 //! - [`text`]: how text that came over the wire is shown on a terminal (pure).
+//! - `usage` (feature `cli`): how both CLIs word a command-line usage error.
 //!
 //! Serde and plain functions only, no IO. Every message tolerates unknown fields from newer peers (no
 //! `deny_unknown_fields`), and enums that may grow carry an `Unknown` fallback so an older
@@ -12,6 +13,8 @@
 pub mod agent;
 pub mod operator;
 pub mod text;
+#[cfg(feature = "cli")]
+pub mod usage;
 
 /// Path prefix of every API route; bumped only on incompatible changes.
 pub const API_PREFIX: &str = "/v1";

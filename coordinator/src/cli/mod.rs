@@ -111,6 +111,13 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// A duration flag (`--expires 12h`): humantime's forms, with an error that says what is
+/// expected.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|_| "expected a duration such as 90s, 10m, 12h or 7d".to_owned())
+}
+
 /// Milliseconds since the epoch as a UTC timestamp, seconds precision; `never` for 0.
 pub fn when(ms: u64) -> String {
     if ms == 0 {

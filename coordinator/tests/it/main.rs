@@ -15,3 +15,4 @@ mod s3;
 mod server;
 mod support;
 mod transport;
+mod usage;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cli::status::run(a).await,
             Command::Deploy(a) => cli::deploy::run(a, shutdown).await,
             Command::Validate(a) => cli::validate::run(a).await,
+            Command::Generate(what) => cli::generate(&what),
         };
         match result {
             Ok(Outcome::Ok) => Exit::Ok,

@@ -239,3 +239,53 @@ fn command_line_usage_errors_are_sentences_about_the_subcommand_and_exit_2() {
         );
     }
 }
+
+#[test]
+fn hoist_agent_generates_completions_and_man_pages_and_hides_the_command() {
+    let out = Command::new(BIN)
+        .args(["generate", "completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bash = String::from_utf8_lossy(&out.stdout);
+    assert!(bash.starts_with("_hoist__agent()"), "{bash}");
+    for word in ["deploy", "validate", "--bundle", "--events"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    // The script completes a subcommand's options (clap_complete's own script for a name
+    // with a `-` does not).
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hoist-agent.bash");
+    std::fs::write(&script, bash.as_bytes()).unwrap();
+    let completed = Command::new("bash")
+        .arg("-c")
+        .arg("source \"$0\" && COMP_WORDS=(hoist-agent deploy --bu) && COMP_CWORD=2 && _hoist__agent hoist-agent --bu deploy && echo \"${COMPREPLY[*]}\"")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&completed.stdout).trim(),
+        "--bundle"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["generate", "man"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "hoist-agent.1",
+        "hoist-agent-deploy.1",
+        "hoist-agent-status.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).expect(page);
+        assert!(text.contains(".TH hoist-agent"), "{page}: {text}");
+    }
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("generate"));
+}

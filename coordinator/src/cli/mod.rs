@@ -67,6 +67,9 @@ pub enum Command {
     /// Deployments.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// Shell completions and man pages, for the packages.
+    #[command(subcommand, hide = true)]
+    Generate(hoist_protocol::assets::Generate),
 }
 
 impl Cli {
@@ -84,10 +87,16 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
     if let Command::Server(args) = cli.command {
         return server::run(args, cancel).await;
     }
+    if let Command::Generate(what) = &cli.command {
+        use clap::CommandFactory;
+        hoist_protocol::assets::generate(Cli::command(), what, &mut std::io::stdout())
+            .map_err(anyhow::Error::msg)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = client::Client::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref())?;
     let work = async {
         match cli.command {
-            Command::Server(_) => Ok(ExitCode::SUCCESS),
+            Command::Server(_) | Command::Generate(_) => Ok(ExitCode::SUCCESS),
             Command::App(c) => app::run(&client, c).await,
             Command::Group(c) => group::run(&client, c).await,
             Command::Token(c) => token::run(&client, c).await,

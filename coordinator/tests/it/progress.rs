@@ -345,3 +345,18 @@ async fn on_a_terminal_the_live_view_of_50_hosts_fits_one_screen() {
         "the live view is cleared at the end:\n{all}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_without_wait_prints_the_created_deployment() {
+    let tmp = Scratch::new();
+    let (server, _hosts, rev) = fleet(&tmp, 1).await;
+    let mut args = create_args(&rev);
+    args.retain(|a| *a != "--wait");
+    args.push("--json");
+    let out = server.hoist(&args).await;
+    let d: hoist_protocol::operator::Deployment =
+        serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    assert!(d.id.starts_with("d-"), "{}", d.id);
+    assert_eq!(d.application, "shop");
+    assert_eq!(d.revision_id.as_deref(), Some(rev.as_str()));
+}

@@ -22,9 +22,9 @@ fn tmp_dir_of(user: &str, scratch: &Scratch) -> PathBuf {
     dir
 }
 
-/// `examples/fleet-demo.sh ARGS` as `user`, through `setpriv` (which execs, so the child's
-/// pid is the script's own), with a login-like environment and `HOIST_BIN_DIR` set.
-fn demo_command(user: &str, bin_dir: &Path, args: &[&str]) -> Command {
+/// `setpriv` running what follows as `user` (its uid, gid and groups); it execs, so the
+/// child's pid is the program's own.
+fn as_user(user: &str) -> Command {
     let id = |flag: &str| {
         let out = Command::new("id").args([flag, user]).output().expect("id");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -33,8 +33,15 @@ fn demo_command(user: &str, bin_dir: &Path, args: &[&str]) -> Command {
     cmd.arg(format!("--reuid={}", id("-u")))
         .arg(format!("--regid={}", id("-g")))
         .arg("--init-groups")
-        .arg("--")
-        .arg(repo_root().join("examples/fleet-demo.sh"))
+        .arg("--");
+    cmd
+}
+
+/// `examples/fleet-demo.sh ARGS` as `user`, with a login-like environment and
+/// `HOIST_BIN_DIR` set.
+fn demo_command(user: &str, bin_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = as_user(user);
+    cmd.arg(repo_root().join("examples/fleet-demo.sh"))
         .args(args)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -54,10 +61,8 @@ fn bin_dir_for(user: &str) -> PathBuf {
         .expect("a binary's directory")
         .to_path_buf();
     let script = repo_root().join("examples/fleet-demo.sh");
-    let reachable = Command::new("setpriv")
-        .arg(format!("--reuid={user}"))
-        .arg("--init-groups")
-        .args(["--", "test", "-x"])
+    let reachable = as_user(user)
+        .args(["test", "-x"])
         .arg(dir.join("hoist-agent"))
         .args(["-a", "-x"])
         .arg(dir.join("hoist"))
@@ -241,5 +246,49 @@ fn the_fleet_demo_interrupted_while_its_hosts_run_stops_everything_it_started() 
         !demo_dir(&seen).exists(),
         "the demo directory was not removed"
     );
+    assert_nothing_left(&user.name);
+}
+
+#[test]
+#[ignore = "needs root: runs the demo as an unprivileged user the test creates"]
+fn the_fleet_demo_with_keep_leaves_its_fleet_running_until_its_stop_script() {
+    need_root("creating the unprivileged user that runs the demo");
+    let user = TestUser::ensure("hoist-demo-keep");
+    let bin_dir = bin_dir_for(&user.name);
+    let scratch = Scratch::new();
+    let out = demo_command(&user.name, &bin_dir, &["--keep"])
+        .env("TMPDIR", tmp_dir_of(&user.name, &scratch))
+        .output()
+        .expect("run fleet-demo.sh --keep");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "--- stdout\n{stdout}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "fleet-demo.sh --keep failed: {}",
+        out.status
+    );
+    let dir = demo_dir(&stdout);
+    let stop = dir.join("stop.sh");
+    assert!(
+        stdout.contains(&format!("   {}\n", stop.display())),
+        "no stop command:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("export HOIST_SERVER=http://127.0.0.1:"),
+        "{stdout}"
+    );
+    let running = processes_of(&user.name);
+    let count = |what: &str| running.iter().filter(|p| p.contains(what)).count();
+    assert_eq!(count("hoist-agent run"), 3, "{running:#?}");
+    assert_eq!(count("hoist server"), 1, "{running:#?}");
+    let st = as_user(&user.name)
+        .arg(&stop)
+        .status()
+        .expect("run stop.sh");
+    assert!(st.success(), "stop.sh failed");
+    assert!(!dir.exists(), "stop.sh did not remove {}", dir.display());
     assert_nothing_left(&user.name);
 }

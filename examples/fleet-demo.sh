@@ -73,28 +73,35 @@ chmod 755 "$demo/stop.sh"
 
 cleanup() {
     status=$?
-    trap - EXIT INT TERM
+    # Whatever happens from here on (a closed stdout included), everything gets stopped.
+    set +e
+    trap - EXIT INT TERM HUP
+    trap '' PIPE
     if [ "$keep" = yes ] && [ "$ok" = yes ]; then
         return
     fi
     if [ "$ok" != yes ]; then
         # Keep the logs of a failed run: they say what went wrong.
         logs="$(mktemp -d "${TMPDIR:-/tmp}/hoist-fleet-demo-logs.XXXXXX")"
-        cp "$demo"/*.log "$logs/" 2>/dev/null || true
-        for h in "${hosts[@]}"; do cp "$demo/$h/agent.log" "$logs/$h.log" 2>/dev/null || true; done
+        cp "$demo"/*.log "$logs/" 2>/dev/null
+        for h in "${hosts[@]}"; do cp "$demo/$h/agent.log" "$logs/$h.log" 2>/dev/null; done
+    fi
+    "$demo/stop.sh"
+    # Reap the agents and the coordinator (children of this shell).
+    wait 2>/dev/null
+    if [ "$ok" != yes ]; then
         case $status in
-            130 | 143) echo "fleet demo interrupted; stopping everything (logs kept in $logs)" >&2 ;;
-            *) echo "fleet demo failed (exit $status); logs kept in $logs" >&2 ;;
+            129 | 130 | 141 | 143) echo "fleet demo interrupted; everything it started is stopped (logs kept in $logs)" >&2 ;;
+            *) echo "fleet demo failed (exit $status); everything it started is stopped (logs kept in $logs)" >&2 ;;
         esac
     fi
-    # Wait for the agents and the coordinator (children of this shell) to be reaped.
-    "$demo/stop.sh"
-    wait 2>/dev/null || true
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
 
 echo "== starting the coordinator (data in $demo/coordinator)"
 "$hoist" server --listen 127.0.0.1:0 --data-dir "$demo/coordinator" \

@@ -190,11 +190,20 @@ fn the_fleet_demo_succeeds_on_every_host_as_an_unprivileged_user_and_leaves_noth
     assert_nothing_left(&user.name);
 }
 
-#[test]
-#[ignore = "needs root: runs the demo as an unprivileged user the test creates"]
-fn the_fleet_demo_interrupted_while_its_hosts_run_stops_everything_it_started() {
+/// How a run of the demo is cut short once its fleet runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Ctrl-C (SIGINT to the script).
+    Interrupt,
+    /// Its output closed (`fleet-demo.sh | head`).
+    CloseOutput,
+}
+
+/// Runs the demo as a new user, cuts it short as `how` says once the coordinator and the
+/// three agents run, and checks that it stopped everything and removed its directory.
+fn cut_short(user: &str, how: Cut) {
     need_root("creating the unprivileged user that runs the demo");
-    let user = TestUser::ensure("hoist-demo-intr");
+    let user = TestUser::ensure(user);
     let bin_dir = bin_dir_for(&user.name);
     let scratch = Scratch::new();
     let mut child = demo_command(&user.name, &bin_dir, &[])
@@ -207,7 +216,7 @@ fn the_fleet_demo_interrupted_while_its_hosts_run_stops_everything_it_started() 
     let drain = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let mut seen = String::new();
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    // Interrupt once the coordinator and the three agents run (the push comes next).
+    // The push comes once the coordinator and the three agents run.
     for line in lines.by_ref() {
         let line = line.expect("stdout line");
         seen.push_str(&line);
@@ -220,33 +229,58 @@ fn the_fleet_demo_interrupted_while_its_hosts_run_stops_everything_it_started() 
         seen.contains("== pushing"),
         "the demo never got to its push:\n{seen}"
     );
-    assert!(
-        processes_of(&user.name)
+    let running = processes_of(&user.name);
+    assert_eq!(
+        running
             .iter()
             .filter(|p| p.contains("hoist-agent run"))
-            .count()
-            == 3,
-        "three agents should run now: {:#?}",
-        processes_of(&user.name)
+            .count(),
+        3,
+        "three agents should run now: {running:#?}"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
-    for line in lines {
-        seen.push_str(&line.expect("stdout line"));
-        seen.push('\n');
+    match how {
+        Cut::Interrupt => {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .expect("SIGINT");
+            for line in lines {
+                seen.push_str(&line.expect("stdout line"));
+                seen.push('\n');
+            }
+        }
+        Cut::CloseOutput => drop(lines),
     }
     let status = child.wait().expect("wait");
     let stderr = drain.join().expect("stderr reader");
     eprintln!("--- stdout\n{seen}--- stderr\n{stderr}");
-    assert_eq!(status.code(), Some(130), "an interrupted demo exits 130");
+    let expected = match how {
+        Cut::Interrupt => 130,
+        Cut::CloseOutput => 141,
+    };
+    assert_eq!(status.code(), Some(expected), "{how:?}");
+    assert!(
+        stderr.contains("everything it started is stopped"),
+        "{stderr}"
+    );
     assert!(
         !demo_dir(&seen).exists(),
         "the demo directory was not removed"
     );
     assert_nothing_left(&user.name);
+}
+
+#[test]
+#[ignore = "needs root: runs the demo as an unprivileged user the test creates"]
+fn the_fleet_demo_interrupted_while_its_hosts_run_stops_everything_it_started() {
+    cut_short("hoist-demo-intr", Cut::Interrupt);
+}
+
+#[test]
+#[ignore = "needs root: runs the demo as an unprivileged user the test creates"]
+fn the_fleet_demo_whose_output_is_closed_stops_everything_it_started() {
+    cut_short("hoist-demo-pipe", Cut::CloseOutput);
 }
 
 #[test]

@@ -31,7 +31,9 @@ if [ -n "${HOIST_BIN_DIR:-}" ]; then
     bin="$HOIST_BIN_DIR"
 else
     echo "building hoist and hoist-agent (cargo build) ..."
-    (cd "$repo" && cargo build --quiet -p hoist-agent -p hoist-coordinator --bins)
+    # The whole workspace's binaries, as `cargo test --workspace` builds them: the same
+    # features, so neither build undoes the other.
+    (cd "$repo" && cargo build --quiet --workspace --bins)
     bin="${CARGO_TARGET_DIR:-$repo/target}/debug"
     case "$bin" in /*) ;; *) bin="$repo/$bin" ;; esac
 fi

@@ -79,16 +79,34 @@ fn bin_dir_for(user: &str) -> PathBuf {
     dir
 }
 
-/// The processes `user` runs now.
+/// The processes `user` runs now, as `PID ARGS` (read from /proc: no `ps` needed).
 fn processes_of(user: &str) -> Vec<String> {
-    let out = Command::new("ps")
-        .args(["-u", user, "-o", "pid=,args="])
-        .output()
-        .expect("ps");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    let out = Command::new("id").args(["-u", user]).output().expect("id");
+    let uid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let real_uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next());
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains("zombie"));
+        if real_uid == Some(uid.as_str()) && !zombie {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push(format!("{name} {}", args.trim_end()));
+        }
+    }
+    found
 }
 
 fn assert_nothing_left(user: &str) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the packages that packaging/build.sh wrote, on this machine, as root: installs both
-# .debs, checks files, modes, conffiles and metadata, runs the installed binaries, runs the
+# .debs, checks files, modes, conffiles and metadata, shell completions and man pages (`man
+# hoist`), runs the installed binaries, runs the
 # maintainer scripts' systemd branches against a recording `systemctl` in a private mount
 # namespace, verifies the installed systemd units (any output from `systemd-analyze verify`
 # fails), prints their `systemd-analyze security` exposure, inspects both .rpms and installs
@@ -127,6 +128,35 @@ check "packaging/agent.yaml with every key uncommented is accepted" \
 check "an unknown key is still rejected (the check above can fail)" \
     sh -c "printf 'colour: blue\n' >'$scratch/bad.yaml' && test \"\$(/usr/bin/hoist-agent status --config '$scratch/bad.yaml' --state-dir '$scratch/no-state' >/dev/null 2>&1; echo \$?)\" = 2"
 
+step "shell completions and man pages"
+for bin in hoist-agent hoist; do
+    check "$bin: bash completion in /usr/share/bash-completion/completions/$bin" \
+        test -s "/usr/share/bash-completion/completions/$bin"
+    check "$bin: zsh completion in /usr/share/zsh/vendor-completions/_$bin" \
+        test -s "/usr/share/zsh/vendor-completions/_$bin"
+    check "$bin: fish completion in /usr/share/fish/vendor_completions.d/$bin.fish" \
+        test -s "/usr/share/fish/vendor_completions.d/$bin.fish"
+    check "$bin: man page /usr/share/man/man1/$bin.1.gz" test -s "/usr/share/man/man1/$bin.1.gz"
+done
+check "a man page per subcommand (hoist-deploy-create.1.gz, hoist-agent-deploy.1.gz)" \
+    test -s /usr/share/man/man1/hoist-deploy-create.1.gz -a -s /usr/share/man/man1/hoist-agent-deploy.1.gz
+check "no man page for the hidden generate subcommand" \
+    sh -c '! ls /usr/share/man/man1/hoist*-generate*.1.gz 2>/dev/null | grep -q .'
+if command -v man >/dev/null 2>&1; then
+    check "man -w hoist finds /usr/share/man/man1/hoist.1.gz" \
+        sh -c '[ "$(man -w hoist)" = /usr/share/man/man1/hoist.1.gz ]'
+    check "man -w hoist-agent finds /usr/share/man/man1/hoist-agent.1.gz" \
+        sh -c '[ "$(man -w hoist-agent)" = /usr/share/man/man1/hoist-agent.1.gz ]'
+    check "man hoist renders the page" sh -c 'man -P cat hoist 2>/dev/null | grep -q "Hoist coordinator and operator CLI"'
+else
+    fail "man is not installed (man-db): cannot check that \`man hoist\` works"
+fi
+# The installed bash completion completes a subcommand and an option.
+check "bash completes 'hoist gr' to group" bash -c \
+    'source /usr/share/bash-completion/completions/hoist && COMP_WORDS=(hoist gr) COMP_CWORD=1 && _hoist hoist gr hoist && [ "${COMPREPLY[*]}" = group ]'
+check "bash completes 'hoist-agent deploy --bu' to --bundle" bash -c \
+    'source /usr/share/bash-completion/completions/hoist-agent && COMP_WORDS=(hoist-agent deploy --bu) COMP_CWORD=2 && _hoist__agent hoist-agent --bu deploy && [ "${COMPREPLY[*]}" = --bundle ]'
+
 step "maintainer scripts under a simulated systemd"
 # Each case runs one maintainer script in a private mount namespace where /run/systemd/system
 # exists (so the scripts believe systemd runs), /etc/hoist and /var/lib/hoist are scratch
@@ -252,6 +282,17 @@ done
 for f in /usr/bin/hoist /usr/lib/systemd/system/hoist-coordinator.service /usr/share/doc/hoist/README.md; do
     check "$(basename "$hoist_rpm") lists $f" rpm_lists "$hoist_rpm" "$f"
 done
+# Completions and man pages where RHEL-family systems look for them (zsh: site-functions).
+for pair in "hoist-agent:$agent_rpm" "hoist:$hoist_rpm"; do
+    bin=${pair%%:*}
+    file=${pair#*:}
+    for f in "/usr/share/bash-completion/completions/$bin" "/usr/share/zsh/site-functions/_$bin" \
+        "/usr/share/fish/vendor_completions.d/$bin.fish" "/usr/share/man/man1/$bin.1.gz"; do
+        check "$(basename "$file") lists $f" rpm_lists "$file" "$f"
+    done
+done
+check "$(basename "$hoist_rpm") lists a man page per subcommand" \
+    rpm_lists "$hoist_rpm" /usr/share/man/man1/hoist-deploy-create.1.gz
 flags=$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$agent_rpm" 2>/dev/null)
 check "hoist-agent rpm: /etc/hoist/agent.yaml is %config(noreplace)" grep -qx '/etc/hoist/agent.yaml cn' <<<"$flags"
 recommends=$(rpm -qp --recommends "$agent_rpm" 2>/dev/null)
@@ -276,6 +317,10 @@ check "sandbox: /etc/hoist/agent.yaml 0600" mode_is "$sandbox/etc/hoist/agent.ya
 check "sandbox: hoist-agent.service" test -s "$sandbox/usr/lib/systemd/system/hoist-agent.service"
 check "sandbox: hoist-coordinator.service" test -s "$sandbox/usr/lib/systemd/system/hoist-coordinator.service"
 check "sandbox: the rpm binary runs" "$sandbox/usr/bin/hoist-agent" --version
+check "sandbox: man page hoist.1.gz is gzip'd roff" \
+    sh -c "gzip -dc '$sandbox/usr/share/man/man1/hoist.1.gz' | grep -q '^.TH hoist 1'"
+check "sandbox: bash completion for hoist-agent" \
+    test -s "$sandbox/usr/share/bash-completion/completions/hoist-agent"
 
 step "remove, then purge"
 check "dpkg --remove both" dpkg --remove hoist-agent hoist
@@ -289,6 +334,8 @@ check "dpkg --purge both" dpkg --purge hoist-agent hoist
 for gone in /etc/hoist/agent.yaml /etc/hoist /var/lib/hoist /var/lib/hoist-coordinator \
     /usr/bin/hoist-agent /usr/bin/hoist /lib/systemd/system/hoist-agent.service \
     /lib/systemd/system/hoist-coordinator.service /usr/share/doc/hoist-agent /usr/share/doc/hoist \
+    /usr/share/man/man1/hoist.1.gz /usr/share/man/man1/hoist-agent.1.gz \
+    /usr/share/bash-completion/completions/hoist /usr/share/bash-completion/completions/hoist-agent \
     /etc/systemd/system/multi-user.target.wants/hoist-agent.service; do
     check "purge leaves no $gone" test ! -e "$gone"
 done

@@ -3,12 +3,23 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use hoist_agent::cli::{self, CliError, Command, Exit, Outcome};
+use hoist_protocol::usage;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => match usage::render(&e, cli::Cli::command(), std::env::args_os(), "hoist-agent:")
+        {
+            Some(text) => {
+                eprint!("{text}");
+                return ExitCode::from(Exit::Usage as u8);
+            }
+            None => e.exit(),
+        },
+    };
     let journal = matches!(args.command, Command::Run(_));
     cli::init_tracing(cli::log_filter_default(&args.command), journal);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -26,6 +37,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cli::status::run(a).await,
             Command::Deploy(a) => cli::deploy::run(a, shutdown).await,
             Command::Validate(a) => cli::validate::run(a).await,
+            Command::Generate(what) => cli::generate(&what),
         };
         match result {
             Ok(Outcome::Ok) => Exit::Ok,

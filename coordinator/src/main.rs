@@ -3,13 +3,23 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use hoist_coordinator::cli::{self, Cli, UsageError};
 use hoist_coordinator::config::ConfigError;
+use hoist_protocol::usage;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    let args = match Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => match usage::render(&e, Cli::command(), std::env::args_os(), "hoist: error:") {
+            Some(text) => {
+                eprint!("{text}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     let default_level = if args.is_server() { "info" } else { "warn" };
     // HOIST_LOG first, then RUST_LOG, as the agent reads them.
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")

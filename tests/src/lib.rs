@@ -88,7 +88,7 @@ impl Default for Scratch {
 
 // Tests that need something a plain `cargo test` may lack (root, moto_server, a tool) are
 // marked `#[ignore = "needs ROOT-OR-TOOL: why"]`, so the runner lists them as ignored, and
-// start with one of the `need_*` helpers below, which fail the test loudly, naming what is
+// start with one of the `need_*` helpers below (`need_root`, `need_tool`), which fail the test loudly, naming what is
 // missing, when it is run (`--include-ignored`, as CI does) without it. No test returns early
 // and passes when it could not run.
 
@@ -98,6 +98,19 @@ pub fn need_root(why: &str) {
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "this test needs root ({why}): run it as root, as CI does"
+    );
+}
+
+/// Fails the calling test unless `tool` is on PATH; `why` says what it is for.
+#[track_caller]
+pub fn need_tool(tool: &str, why: &str) {
+    let found = Command::new("sh")
+        .args(["-c", "command -v \"$1\" >/dev/null", "sh", tool])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "this test needs {tool} ({why}): install it (CI's apt line does)"
     );
 }
 

@@ -89,6 +89,17 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// Check an appspec file, a bundle directory or an archive, listing every problem.
     Validate(validate::ValidateArgs),
+    /// Shell completions and man pages, for the packages.
+    #[command(subcommand, hide = true)]
+    Generate(hoist_protocol::assets::Generate),
+}
+
+/// `hoist-agent generate ...`: completions on stdout, or man pages into a directory.
+pub fn generate(what: &hoist_protocol::assets::Generate) -> Result<Outcome, CliError> {
+    use clap::CommandFactory;
+    hoist_protocol::assets::generate(Cli::command(), what, &mut std::io::stdout())
+        .map_err(anyhow::Error::msg)?;
+    Ok(Outcome::Ok)
 }
 
 /// Which log output a subcommand wants.
@@ -96,7 +107,9 @@ pub fn log_filter_default(command: &Command) -> &'static str {
     match command {
         Command::Run(_) => "info",
         // Local commands print their own progress; logs only for warnings.
-        Command::Deploy(_) | Command::Validate(_) | Command::Status(_) => "warn",
+        Command::Deploy(_) | Command::Validate(_) | Command::Status(_) | Command::Generate(_) => {
+            "warn"
+        }
     }
 }
 

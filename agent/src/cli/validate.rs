@@ -25,7 +25,7 @@ pub async fn run(args: ValidateArgs) -> Result<Outcome, CliError> {
 
 fn validate(path: &Path) -> Result<Outcome, CliError> {
     let meta = std::fs::metadata(path)
-        .map_err(|e| CliError::usage(anyhow::anyhow!("{}: {e}", path.display())))?;
+        .map_err(|e| CliError::usage(anyhow::anyhow!("cannot validate {}: {e}", path.display())))?;
     // Keeps an extracted archive alive until the checks are done.
     let mut _extracted: Option<tempfile::TempDir> = None;
     let (root, appspec_path) = if meta.is_dir() {

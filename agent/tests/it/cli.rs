@@ -166,7 +166,7 @@ fn usage_errors_exit_2_and_are_printed_once() {
             ],
             "no such file or directory",
         ),
-        (vec!["validate".as_ref(), missing], "missing: "),
+        (vec!["validate".as_ref(), missing], "cannot validate "),
     ];
     for (args, expected) in cases {
         let (code, stderr) = run_agent(&args);
@@ -191,4 +191,98 @@ fn validate_exits_0_for_a_valid_appspec_and_1_for_an_invalid_one() {
     assert_eq!(code, Some(0), "{stderr}");
     let (code, stderr) = run_agent(&["validate".as_ref(), invalid.as_os_str()]);
     assert_eq!(code, Some(1), "{stderr}");
+}
+
+#[test]
+fn command_line_usage_errors_are_sentences_about_the_subcommand_and_exit_2() {
+    for (args, first, usage) in [
+        (
+            &["deploy"][..],
+            "hoist-agent: `hoist-agent deploy` needs --bundle <PATH_OR_URL>",
+            "Usage: hoist-agent deploy [OPTIONS] --bundle <PATH_OR_URL>",
+        ),
+        (
+            &["status", "--jsn"][..],
+            "hoist-agent: `hoist-agent status` has no option '--jsn'; did you mean '--json'?",
+            "Usage: hoist-agent status [OPTIONS]",
+        ),
+        (
+            &["stauts"][..],
+            "hoist-agent: `hoist-agent` has no subcommand 'stauts'; did you mean 'status'?",
+            "Usage: hoist-agent <COMMAND>",
+        ),
+        (
+            &["validate"][..],
+            "hoist-agent: `hoist-agent validate` needs <PATH>",
+            "Usage: hoist-agent validate <PATH>",
+        ),
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let (code, stderr) = run_agent(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.first(), Some(&first), "{args:?}: {stderr}");
+        assert_eq!(lines.get(2), Some(&usage), "{args:?}: {stderr}");
+        let path = usage
+            .trim_start_matches("Usage: ")
+            .split(' ')
+            .take_while(|w| !w.starts_with(['-', '<', '[']))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            lines.last().copied(),
+            Some(format!("For more information, try '{path} --help'.").as_str()),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn hoist_agent_generates_completions_and_man_pages_and_hides_the_command() {
+    let out = Command::new(BIN)
+        .args(["generate", "completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bash = String::from_utf8_lossy(&out.stdout);
+    assert!(bash.starts_with("_hoist__agent()"), "{bash}");
+    for word in ["deploy", "validate", "--bundle", "--events"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    // The script completes a subcommand's options (clap_complete's own script for a name
+    // with a `-` does not).
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hoist-agent.bash");
+    std::fs::write(&script, bash.as_bytes()).unwrap();
+    let completed = Command::new("bash")
+        .arg("-c")
+        .arg("source \"$0\" && COMP_WORDS=(hoist-agent deploy --bu) && COMP_CWORD=2 && _hoist__agent hoist-agent --bu deploy && echo \"${COMPREPLY[*]}\"")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&completed.stdout).trim(),
+        "--bundle"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["generate", "man"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "hoist-agent.1",
+        "hoist-agent-deploy.1",
+        "hoist-agent-status.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).expect(page);
+        assert!(text.contains(".TH hoist-agent"), "{page}: {text}");
+    }
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("generate"));
 }

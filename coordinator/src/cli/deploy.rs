@@ -1,18 +1,16 @@
 //! `hoist deploy create|status|list|stop`.
 //!
 //! `create` prints the deployment id alone on stdout; with `--wait` it follows the
-//! deployment (long-polling the coordinator for changes), shows per-host progress on
-//! stderr and exits 0 when it succeeded, 1 when it failed or was stopped.
+//! deployment (`progress`: long-polling the coordinator for changes, progress on stderr)
+//! and exits 0 when it succeeded, 1 when it failed or was stopped.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{ArgGroup, Args, Subcommand};
 use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{
-    CommandState, CreateDeployment, Deployment, DeploymentHost, DeploymentList, DeploymentState,
-    RevisionSource,
+    CommandState, CreateDeployment, Deployment, DeploymentList, RevisionSource,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -90,6 +88,9 @@ pub struct CreateArgs {
     /// Follow the deployment to its end; exit 1 unless it succeeds.
     #[arg(long)]
     pub wait: bool,
+    /// Print the deployment as JSON; with --wait, one JSON object per change, one a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn source(a: &CreateArgs) -> Result<RevisionSource, UsageError> {
@@ -153,11 +154,19 @@ pub async fn run(
                 appspec_path: args.appspec.clone(),
             };
             let d: Deployment = client.post("/v1/deployments", &req).await?;
-            println!("{}", d.id);
             if !args.wait {
+                if args.json {
+                    print_json(&d)?;
+                } else {
+                    println!("{}", d.id);
+                }
                 return Ok(ExitCode::SUCCESS);
             }
-            wait(client, d, cancel).await
+            if !args.json {
+                println!("{}", d.id);
+            }
+            let output = super::progress::Output::choose(args.json);
+            super::progress::follow(client, d, output, cancel).await
         }
         DeployCommand::Status { id, json } => {
             let d: Deployment = client.get(&format!("/v1/deployments/{}", seg(&id))).await?;
@@ -237,67 +246,6 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// One host's progress; everything in it came from the host, so it is escaped.
-fn host_line(h: &DeploymentHost) -> String {
-    let mut s = format!("{}: {}", esc(&h.host_name), h.state);
-    if let Some(e) = &h.current_event {
-        s.push_str(&format!(" ({})", esc(e)));
-    }
-    if let Some(e) = &h.failed_event {
-        s.push_str(&format!(", failed in {}", esc(e)));
-    }
-    if let Some(m) = &h.message {
-        s.push_str(&format!(": {}", esc(m)));
-    }
-    s
-}
-
-/// Follows a deployment to its end, printing each host's changes on stderr.
-async fn wait(client: &Client, mut d: Deployment, cancel: CancellationToken) -> Result<ExitCode> {
-    let mut shown: HashMap<String, String> = HashMap::new();
-    let started = std::time::Instant::now();
-    loop {
-        for h in &d.hosts {
-            let line = host_line(h);
-            if shown.get(&h.host_id) != Some(&line) {
-                eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
-                shown.insert(h.host_id.clone(), line);
-            }
-        }
-        if d.state.is_terminal() {
-            break;
-        }
-        let path = format!(
-            "/v1/deployments/{}?since={}&wait_secs=25",
-            seg(&d.id),
-            d.change_seq
-        );
-        d = tokio::select! {
-            r = client.get(&path) => r?,
-            _ = cancel.cancelled() => {
-                eprintln!("stopped waiting; deployment {} goes on", d.id);
-                return Ok(ExitCode::FAILURE);
-            }
-        };
-    }
-    let c = &d.counts;
-    eprintln!(
-        "deployment {} {}: {} succeeded, {} failed, {} stopped, {} skipped",
-        d.id, d.state, c.succeeded, c.failed, c.stopped, c.skipped
-    );
-    if let Some(m) = &d.message {
-        eprintln!("  {}", esc(m));
-    }
-    if let Some(r) = &d.rolled_back_by {
-        eprintln!("  rolling back with deployment {r}");
-    }
-    Ok(if d.state == DeploymentState::Succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 fn print_status(d: &Deployment) {

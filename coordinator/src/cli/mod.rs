@@ -14,6 +14,7 @@ pub mod client;
 pub mod deploy;
 pub mod group;
 pub mod hosts;
+pub mod progress;
 pub mod push;
 pub mod server;
 pub mod token;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Deployments.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// Shell completions and man pages, for the packages.
+    #[command(subcommand, hide = true)]
+    Generate(hoist_protocol::assets::Generate),
 }
 
 impl Cli {
@@ -83,10 +87,16 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
     if let Command::Server(args) = cli.command {
         return server::run(args, cancel).await;
     }
+    if let Command::Generate(what) = &cli.command {
+        use clap::CommandFactory;
+        hoist_protocol::assets::generate(Cli::command(), what, &mut std::io::stdout())
+            .map_err(anyhow::Error::msg)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = client::Client::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref())?;
     let work = async {
         match cli.command {
-            Command::Server(_) => Ok(ExitCode::SUCCESS),
+            Command::Server(_) | Command::Generate(_) => Ok(ExitCode::SUCCESS),
             Command::App(c) => app::run(&client, c).await,
             Command::Group(c) => group::run(&client, c).await,
             Command::Token(c) => token::run(&client, c).await,
@@ -108,6 +118,13 @@ pub use hoist_protocol::text::esc;
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// A duration flag (`--expires 12h`): humantime's forms, with an error that says what is
+/// expected.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|_| "expected a duration such as 90s, 10m, 12h or 7d".to_owned())
 }
 
 /// Milliseconds since the epoch as a UTC timestamp, seconds precision; `never` for 0.

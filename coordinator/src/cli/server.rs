@@ -39,7 +39,7 @@ pub struct ServerArgs {
     pub tls_key: Option<PathBuf>,
     /// A host silent this long mid-command has failed, e.g. `10m` (default 10m); agents send
     /// heartbeats at a quarter of it while a command runs.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = super::duration)]
     pub host_lease: Option<std::time::Duration>,
     /// Serve plain HTTP on a non-loopback address. Without it, and without --tls-cert, such
     /// an address serves HTTPS with a certificate generated in DIR/tls on first start.

@@ -20,7 +20,7 @@ pub enum TokenCommand {
     /// Create a registration token for new hosts (shown once).
     Create {
         /// Refuse the token after this long, e.g. `1h`, `7d`.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = super::duration)]
         expires: Option<Duration>,
         /// Refuse the token once this many hosts registered with it.
         #[arg(long)]

@@ -161,7 +161,7 @@ async fn operator_flow_push_deploy_and_a_long_polling_host_gets_it_at_once() {
     }
     let out = wait.await.unwrap();
     out.ok();
-    assert!(out.stderr.contains("web-1: succeeded"), "{}", out.stderr);
+    assert!(out.stderr.contains("web-1 succeeded"), "{}", out.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]

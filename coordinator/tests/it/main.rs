@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod assets;
 mod auth;
 mod bundles;
 mod deploy;
 mod membership;
+mod progress;
 mod reports;
 mod resilience;
 mod revisions;
@@ -14,3 +16,4 @@ mod s3;
 mod server;
 mod support;
 mod transport;
+mod usage;

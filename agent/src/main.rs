@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use hoist_agent::cli::{self, CliError, Command, Exit, Outcome};
-use hoist_protocol::usage;
+use hoist_cli::usage;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {

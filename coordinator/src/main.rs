@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use hoist_cli::usage;
 use hoist_coordinator::cli::{self, Cli, UsageError};
 use hoist_coordinator::config::ConfigError;
-use hoist_protocol::usage;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {

@@ -5,21 +5,15 @@
 //! - [`operator`]: what the `hoist` CLI sends and receives under `/v1/...` with an operator token.
 //! - [`text`]: how text that came over the wire is shown on a terminal (pure).
 //! - [`secret`]: a string that prints as `***` (tokens, host secrets, keys).
-//! - `usage` (feature `cli`): how both CLIs word a command-line usage error.
-//! - `assets` (feature `cli`): both CLIs' shell completions and man pages.
 //!
 //! Serde and plain functions only, no IO. Every message tolerates unknown fields from newer peers (no
 //! `deny_unknown_fields`), and enums that may grow carry an `Unknown` fallback so an older
 //! peer still decodes the rest of the message.
 
 pub mod agent;
-#[cfg(feature = "cli")]
-pub mod assets;
 pub mod operator;
 pub mod secret;
 pub mod text;
-#[cfg(feature = "cli")]
-pub mod usage;
 
 /// Path prefix of every API route; bumped only on incompatible changes.
 pub const API_PREFIX: &str = "/v1";

@@ -91,13 +91,13 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Shell completions and man pages, for the packages.
     #[command(subcommand, hide = true)]
-    Generate(hoist_protocol::assets::Generate),
+    Generate(hoist_cli::assets::Generate),
 }
 
 /// `hoist-agent generate ...`: completions on stdout, or man pages into a directory.
-pub fn generate(what: &hoist_protocol::assets::Generate) -> Result<Outcome, CliError> {
+pub fn generate(what: &hoist_cli::assets::Generate) -> Result<Outcome, CliError> {
     use clap::CommandFactory;
-    hoist_protocol::assets::generate(Cli::command(), what, &mut std::io::stdout())
+    hoist_cli::assets::generate(Cli::command(), what, &mut std::io::stdout())
         .map_err(anyhow::Error::msg)?;
     Ok(Outcome::Ok)
 }

@@ -69,7 +69,7 @@ pub enum Command {
     Deploy(deploy::DeployCommand),
     /// Shell completions and man pages, for the packages.
     #[command(subcommand, hide = true)]
-    Generate(hoist_protocol::assets::Generate),
+    Generate(hoist_cli::assets::Generate),
 }
 
 impl Cli {
@@ -89,7 +89,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
     }
     if let Command::Generate(what) = &cli.command {
         use clap::CommandFactory;
-        hoist_protocol::assets::generate(Cli::command(), what, &mut std::io::stdout())
+        hoist_cli::assets::generate(Cli::command(), what, &mut std::io::stdout())
             .map_err(anyhow::Error::msg)?;
         return Ok(ExitCode::SUCCESS);
     }

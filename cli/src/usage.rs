@@ -3,8 +3,7 @@
 //! clap's usage line of that subcommand and where its help is (`hoist group list --help`).
 //!
 //! Only the words: clap still parses, finds the error and builds the usage line; help and
-//! version requests are left to clap. Built with the `cli` feature, the one part of this crate
-//! that knows clap.
+//! version requests are left to clap.
 
 use std::error::Error as _;
 use std::ffi::OsString;

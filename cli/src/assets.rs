@@ -2,8 +2,7 @@
 //! hidden `generate` subcommand (`hoist generate completions bash`, `hoist-agent generate man
 //! DIR`), which `packaging/build.sh` runs to put them in the .deb and .rpm.
 //!
-//! What is generated only: where the files are installed is the packages' business. Built
-//! with the `cli` feature.
+//! What is generated only: where the files are installed is the packages' business.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

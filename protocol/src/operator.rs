@@ -5,14 +5,16 @@
 //!   `GET /v1/applications` → [`ApplicationList`].
 //! - `POST /v1/applications/{app}/groups` [`CreateGroup`] → [`DeploymentGroup`];
 //!   `GET /v1/applications/{app}/groups` → [`GroupList`];
-//!   `GET /v1/applications/{app}/groups/{group}` → [`DeploymentGroup`].
+//!   `GET /v1/applications/{app}/groups/{group}` → [`DeploymentGroup`];
+//!   `PATCH /v1/applications/{app}/groups/{group}` [`UpdateGroup`] → [`DeploymentGroup`].
 //! - `POST /v1/applications/{app}/revisions` [`CreateRevision`] → [`RevisionInfo`];
 //!   `GET /v1/revisions/{id}` → [`RevisionInfo`].
 //! - `POST /v1/registration-tokens` [`CreateRegistrationToken`] → [`RegistrationToken`];
 //!   `GET /v1/registration-tokens` → [`RegistrationTokenList`];
 //!   `POST /v1/registration-tokens/{id}/revoke` → [`RegistrationTokenInfo`].
 //! - `GET /v1/hosts` → [`HostList`]; `POST /v1/hosts/{id}/revoke` → [`HostInfo`];
-//!   `POST /v1/hosts/{id_or_name}/tags` [`SetHostTags`] → [`HostInfo`].
+//!   `POST /v1/hosts/{id_or_name}/tags` [`SetHostTags`] → [`HostInfo`];
+//!   `POST /v1/hosts/{id_or_name}/retry` → [`HostInfo`] (one more catch-up try).
 //! - `PUT /v1/bundles` with the raw archive as body → [`BundleInfo`];
 //!   `GET /v1/bundles/{sha256}` the bytes (operators and hosts; honours `Range`).
 //! - `POST /v1/deployments` [`CreateDeployment`] → [`Deployment`];
@@ -152,6 +154,91 @@ pub struct CreateGroup {
     pub rollout: RolloutConfig,
     #[serde(default)]
     pub auto_rollback: bool,
+    /// Hosts that come to match the group, or come back after its last successful
+    /// deployment, get its target revision by a catch-up deployment. On unless set false.
+    #[serde(default = "on")]
+    pub catch_up: bool,
+    /// Seconds to wait after each batch of a rollout succeeds before the next starts.
+    #[serde(default)]
+    pub bake_secs: u64,
+}
+
+fn on() -> bool {
+    true
+}
+
+/// A change to a deployment group's options; what is absent stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateGroup {
+    #[serde(default)]
+    pub catch_up: Option<bool>,
+    #[serde(default)]
+    pub bake_secs: Option<u64>,
+    #[serde(default)]
+    pub rollout: Option<RolloutConfig>,
+    #[serde(default)]
+    pub auto_rollback: Option<bool>,
+}
+
+/// What a host of a group should run: the revision of the group's last successful
+/// deployment by an operator or an auto-rollback, and that deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupTarget {
+    pub revision: RevisionInfo,
+    pub deployment_id: String,
+    /// When that deployment ended.
+    #[serde(default)]
+    pub set_ms: u64,
+}
+
+/// Whether a host runs its group's target revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// It runs the target revision (or the group has none and the host runs something).
+    InSync,
+    /// A catch-up deployment is on its way to it, or due at its next poll.
+    CatchingUp,
+    /// It does not run the target and nothing will change that without an operator: a
+    /// command of an operator's deployment ended badly on it, its catch-ups failed four
+    /// times, or the group's catch-up is off.
+    OutOfSync,
+    /// It never ran a revision of the group.
+    NeverDeployed,
+    /// A state from a newer coordinator.
+    #[serde(other)]
+    Unknown,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::InSync => "in_sync",
+            SyncState::CatchingUp => "catching_up",
+            SyncState::OutOfSync => "out_of_sync",
+            SyncState::NeverDeployed => "never_deployed",
+            SyncState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for SyncState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many of a group's hosts are in each [`SyncState`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCounts {
+    #[serde(default)]
+    pub in_sync: u32,
+    #[serde(default)]
+    pub catching_up: u32,
+    #[serde(default)]
+    pub out_of_sync: u32,
+    #[serde(default)]
+    pub never_deployed: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +256,17 @@ pub struct DeploymentGroup {
     /// The revision of the group's last successful deployment.
     #[serde(default)]
     pub last_successful_revision: Option<RevisionInfo>,
+    /// Absent from older coordinators (read as on).
+    #[serde(default = "on")]
+    pub catch_up: bool,
+    #[serde(default)]
+    pub bake_secs: u64,
+    /// What the group's hosts should run; `None` before its first successful deployment.
+    #[serde(default)]
+    pub target: Option<GroupTarget>,
+    /// The matching hosts by sync state.
+    #[serde(default)]
+    pub sync_counts: SyncCounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +372,37 @@ pub struct HostInfo {
     /// Per deployment group, the revision this host last installed successfully.
     #[serde(default)]
     pub deployed: Vec<HostRevision>,
+    /// Per deployment group the host matches: what it runs and whether that is the
+    /// group's target.
+    #[serde(default)]
+    pub groups: Vec<HostGroupSync>,
+}
+
+/// One host in one deployment group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostGroupSync {
+    pub application: String,
+    pub deployment_group: String,
+    /// The revision of its last successful command in the group.
+    #[serde(default)]
+    pub revision: Option<Revision>,
+    #[serde(default)]
+    pub revision_id: Option<String>,
+    pub sync: SyncState,
+    /// Out of sync: the state its last command ended in (`failed`, `interrupted`,
+    /// `unknown`, `stopped`), the failing event and the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_state: Option<CommandState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failed catch-up tries since it last ran a revision of the group (at most 4).
+    #[serde(default)]
+    pub catch_up_attempts: u32,
+    /// When the next catch-up may start (ms since the epoch), after a failed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,8 +492,28 @@ impl fmt::Display for DeploymentState {
 pub enum Creator {
     User,
     Rollback,
+    /// The coordinator itself, bringing hosts to their group's target revision.
+    #[serde(rename = "catch-up")]
+    CatchUp,
     #[serde(other)]
     Unknown,
+}
+
+impl Creator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Creator::User => "user",
+            Creator::Rollback => "rollback",
+            Creator::CatchUp => "catch-up",
+            Creator::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Creator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One host's command within a deployment.
@@ -380,6 +529,10 @@ pub enum CommandState {
     Stopped,
     /// Never handed out: the deployment ended first.
     Skipped,
+    /// Its host's agent restarted in the middle of an event.
+    Interrupted,
+    /// Its host was lost (silent past the lease) mid-command: it may or may not have run.
+    /// Also what a state from a newer coordinator decodes as.
     #[serde(other)]
     Unknown,
 }
@@ -393,6 +546,7 @@ impl CommandState {
             CommandState::Failed => "failed",
             CommandState::Stopped => "stopped",
             CommandState::Skipped => "skipped",
+            CommandState::Interrupted => "interrupted",
             CommandState::Unknown => "unknown",
         }
     }
@@ -450,9 +604,16 @@ pub struct HostCounts {
     pub pending: u32,
     pub in_progress: u32,
     pub succeeded: u32,
+    /// Every command that failed, `interrupted` and `unknown` ones included.
     pub failed: u32,
     pub stopped: u32,
     pub skipped: u32,
+    /// Of `failed`: interrupted by an agent restart.
+    #[serde(default)]
+    pub interrupted: u32,
+    /// Of `failed`: their host was lost mid-command.
+    #[serde(default)]
+    pub unknown: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,6 +653,12 @@ pub struct Deployment {
     /// to wait for the next change.
     #[serde(default)]
     pub change_seq: u64,
+    /// The group's bake time when the deployment was created.
+    #[serde(default)]
+    pub bake_secs: u64,
+    /// Baking: a batch succeeded and the next starts at this time (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baking_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -537,6 +704,39 @@ mod tests {
         let r: RolloutConfig =
             serde_json::from_str(r#"{"type":"canary_10_percent_5_minutes"}"#).expect("parses");
         assert_eq!(r, RolloutConfig::Unknown);
+    }
+
+    #[test]
+    fn new_creators_and_states_keep_the_wire_compatible() {
+        let json = serde_json::to_string(&Creator::CatchUp).expect("serializes");
+        assert_eq!(json, r#""catch-up""#);
+        assert_eq!(
+            serde_json::from_str::<Creator>(r#""catch-up""#).expect("parses"),
+            Creator::CatchUp
+        );
+        assert_eq!(
+            serde_json::from_str::<Creator>(r#""scheduler""#).expect("parses"),
+            Creator::Unknown
+        );
+        for state in [CommandState::Interrupted, CommandState::Unknown] {
+            let json = serde_json::to_string(&state).expect("serializes");
+            assert_eq!(json, format!("\"{state}\""));
+            assert_eq!(
+                serde_json::from_str::<CommandState>(&json).expect("parses"),
+                state
+            );
+        }
+        // A state from a newer coordinator reads as unknown, as before.
+        assert_eq!(
+            serde_json::from_str::<CommandState>(r#""quarantined""#).expect("parses"),
+            CommandState::Unknown
+        );
+        // An older coordinator's group has catch-up on and no bake.
+        let g: CreateGroup =
+            serde_json::from_str(r#"{"name":"web","tag_filters":[{"role":"web"}]}"#)
+                .expect("parses");
+        assert!(g.catch_up);
+        assert_eq!(g.bake_secs, 0);
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub(super) fn insert_group(s: &SqliteStore, g: &GroupRow) -> Result<()> {
     s.conn()
         .execute(
             &format!(
-                "INSERT INTO deployment_groups ({GROUP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                "INSERT INTO deployment_groups ({GROUP_COLS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             ),
             params![
                 g.id,
@@ -64,7 +65,10 @@ pub(super) fn insert_group(s: &SqliteStore, g: &GroupRow) -> Result<()> {
                 to_json(&g.tag_filters),
                 g.rollout.to_string(),
                 g.auto_rollback,
-                i(g.created_ms)
+                i(g.created_ms),
+                g.catch_up,
+                i(g.bake_secs),
+                g.target_deployment_id
             ],
         )
         .map_err(|e| {
@@ -105,6 +109,33 @@ pub(super) fn group_by_id(s: &SqliteStore, id: &str) -> Result<Option<GroupRow>>
         [id],
         group_row,
     )
+}
+
+pub(super) fn all_groups(s: &SqliteStore) -> Result<Vec<GroupRow>> {
+    s.query(
+        "listing deployment groups",
+        &format!("SELECT {GROUP_COLS} FROM deployment_groups ORDER BY application, name"),
+        [],
+        group_row,
+    )
+}
+
+/// Writes the options an operator may change; the target moves only with a deployment.
+pub(super) fn update_group(s: &SqliteStore, g: &GroupRow) -> Result<()> {
+    s.conn()
+        .execute(
+            "UPDATE deployment_groups SET rollout = ?2, auto_rollback = ?3, catch_up = ?4, \
+             bake_secs = ?5 WHERE id = ?1",
+            params![
+                g.id,
+                g.rollout.to_string(),
+                g.auto_rollback,
+                g.catch_up,
+                i(g.bake_secs)
+            ],
+        )
+        .map_err(db("updating a deployment group"))?;
+    Ok(())
 }
 
 pub(super) fn insert_revision(s: &SqliteStore, r: &RevisionRow) -> Result<()> {

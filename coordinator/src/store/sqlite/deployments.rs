@@ -4,18 +4,63 @@
 use rusqlite::params;
 
 use super::rows::{
-    command_row, command_state, deployment_row, Write, COMMAND_COLS, DEPLOYMENT_COLS,
+    command_row, command_state, db, deployment_row, write_command, write_deployment, write_sync,
+    Write, COMMAND_COLS, DEPLOYMENT_COLS,
 };
 use super::SqliteStore;
-use crate::store::{CommandRow, DeploymentRow, Result};
+use crate::store::{Changes, CommandRow, DeploymentRow, HostSyncRow, Result};
 use hoist_protocol::operator::CommandState;
 
-pub(super) fn insert_deployment(
+pub(super) fn insert_deployment_with(
     s: &SqliteStore,
     d: &DeploymentRow,
     commands: &[CommandRow],
+    syncs: &[HostSyncRow],
 ) -> Result<()> {
-    s.write_deployment_with(d, commands, Write::Insert)
+    let mut conn = s.conn();
+    let tx = conn.transaction().map_err(db("starting a transaction"))?;
+    write_deployment(&tx, d, Write::Insert).map_err(db("writing a deployment"))?;
+    for c in commands {
+        write_command(&tx, c, Write::Insert).map_err(db("writing a command"))?;
+    }
+    for h in syncs {
+        write_sync(&tx, h).map_err(db("writing a host's sync row"))?;
+    }
+    tx.commit().map_err(db("committing a deployment"))
+}
+
+pub(super) fn save_changes(s: &SqliteStore, c: &Changes<'_>) -> Result<()> {
+    let d = c.deployment;
+    let mut conn = s.conn();
+    let tx = conn.transaction().map_err(db("starting a transaction"))?;
+    write_deployment(&tx, d, Write::Update).map_err(db("writing a deployment"))?;
+    for cmd in c.commands {
+        write_command(&tx, cmd, Write::Update).map_err(db("writing a command"))?;
+    }
+    for cmd in c.new_commands {
+        write_command(&tx, cmd, Write::Insert).map_err(db("adding a command"))?;
+    }
+    for h in c.syncs {
+        write_sync(&tx, h).map_err(db("writing a host's sync row"))?;
+    }
+    if c.sets_target {
+        tx.execute(
+            "UPDATE deployment_groups SET target_deployment_id = ?2 WHERE id = ?1",
+            params![d.group_id, d.id],
+        )
+        .map_err(db("setting a group's target"))?;
+    }
+    tx.commit().map_err(db("committing a deployment"))
+}
+
+pub(super) fn command_total(s: &SqliteStore, deployment_id: &str) -> Result<u32> {
+    let n = s.query_one(
+        "counting commands",
+        "SELECT count(*) FROM commands WHERE deployment_id = ?1",
+        [deployment_id],
+        |r| Ok(r.int(0)),
+    )?;
+    Ok(u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX))
 }
 
 pub(super) fn deployment(s: &SqliteStore, id: &str) -> Result<Option<DeploymentRow>> {
@@ -68,14 +113,6 @@ pub(super) fn last_successful_deployment(
         [group_id],
         deployment_row,
     )
-}
-
-pub(super) fn save_deployment(
-    s: &SqliteStore,
-    d: &DeploymentRow,
-    commands: &[CommandRow],
-) -> Result<()> {
-    s.write_deployment_with(d, commands, Write::Update)
 }
 
 pub(super) fn commands(s: &SqliteStore, deployment_id: &str) -> Result<Vec<CommandRow>> {

@@ -8,7 +8,7 @@
 //! Files: this one (the connection, and the [`Store`] methods, each handed to the file of
 //! its concern), [`catalog`] (applications, groups, revisions), [`hosts`] (registration
 //! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`reports`]
-//! (event reports), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
+//! (event reports), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
 mod catalog;
@@ -17,6 +17,7 @@ mod hosts;
 mod reports;
 mod rows;
 mod schema;
+mod sync;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -26,11 +27,11 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 use super::{
-    AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, RegistrationTokenRow,
-    ReportRow, Result, RevisionRow, Store,
+    AppRow, Changes, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, HostSyncRow,
+    RegistrationTokenRow, ReportRow, Result, RevisionRow, Store,
 };
 use hoist_protocol::operator::CommandState;
-use rows::{db, write_command, write_deployment, Raw, Write};
+use rows::{db, Raw};
 use schema::migrate;
 
 pub struct SqliteStore {
@@ -69,21 +70,6 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
-    }
-
-    fn write_deployment_with(
-        &self,
-        d: &DeploymentRow,
-        commands: &[CommandRow],
-        how: Write,
-    ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db("starting a transaction"))?;
-        write_deployment(&tx, d, how).map_err(db("writing a deployment"))?;
-        for c in commands {
-            write_command(&tx, c, how).map_err(db("writing a command"))?;
-        }
-        tx.commit().map_err(db("committing a deployment"))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -149,6 +135,14 @@ impl Store for SqliteStore {
         catalog::group_by_id(self, id)
     }
 
+    fn all_groups(&self) -> Result<Vec<GroupRow>> {
+        catalog::all_groups(self)
+    }
+
+    fn update_group(&self, g: &GroupRow) -> Result<()> {
+        catalog::update_group(self, g)
+    }
+
     fn insert_registration_token(&self, t: &RegistrationTokenRow) -> Result<()> {
         hosts::insert_registration_token(self, t)
     }
@@ -197,8 +191,13 @@ impl Store for SqliteStore {
         catalog::revision(self, id)
     }
 
-    fn insert_deployment(&self, d: &DeploymentRow, commands: &[CommandRow]) -> Result<()> {
-        deployments::insert_deployment(self, d, commands)
+    fn insert_deployment_with(
+        &self,
+        d: &DeploymentRow,
+        commands: &[CommandRow],
+        syncs: &[HostSyncRow],
+    ) -> Result<()> {
+        deployments::insert_deployment_with(self, d, commands, syncs)
     }
 
     fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>> {
@@ -217,8 +216,24 @@ impl Store for SqliteStore {
         deployments::last_successful_deployment(self, group_id)
     }
 
-    fn save_deployment(&self, d: &DeploymentRow, commands: &[CommandRow]) -> Result<()> {
-        deployments::save_deployment(self, d, commands)
+    fn save_changes(&self, changes: &Changes<'_>) -> Result<()> {
+        deployments::save_changes(self, changes)
+    }
+
+    fn command_total(&self, deployment_id: &str) -> Result<u32> {
+        deployments::command_total(self, deployment_id)
+    }
+
+    fn host_sync(&self, host_id: &str, group_id: &str) -> Result<Option<HostSyncRow>> {
+        sync::host_sync(self, host_id, group_id)
+    }
+
+    fn host_syncs(&self) -> Result<Vec<HostSyncRow>> {
+        sync::host_syncs(self)
+    }
+
+    fn save_host_syncs(&self, rows: &[HostSyncRow]) -> Result<()> {
+        sync::save_host_syncs(self, rows)
     }
 
     fn commands(&self, deployment_id: &str) -> Result<Vec<CommandRow>> {
@@ -260,8 +275,12 @@ impl Store for SqliteStore {
         reports::report_exists(self, command_id, seq)
     }
 
-    fn insert_reports(&self, reports: &[(ReportRow, CommandRow)]) -> Result<Vec<bool>> {
-        reports::insert_reports(self, reports)
+    fn insert_reports_with(
+        &self,
+        reports: &[(ReportRow, CommandRow)],
+        syncs: &[HostSyncRow],
+    ) -> Result<Vec<bool>> {
+        reports::insert_reports_with(self, reports, syncs)
     }
 
     fn write_contacts(&self, contacts: &[(String, HostContact)]) -> Result<()> {

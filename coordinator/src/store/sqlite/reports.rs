@@ -3,9 +3,9 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::rows::{db, i, u, write_command, Write};
+use super::rows::{db, i, u, write_command, write_sync, Write};
 use super::SqliteStore;
-use crate::store::{CommandRow, ReportRow, Result};
+use crate::store::{CommandRow, HostSyncRow, ReportRow, Result};
 
 pub(super) fn report(s: &SqliteStore, command_id: &str, seq: u64) -> Result<Option<ReportRow>> {
     s.query_one(
@@ -37,9 +37,10 @@ pub(super) fn report_exists(s: &SqliteStore, command_id: &str, seq: u64) -> Resu
         .is_some())
 }
 
-pub(super) fn insert_reports(
+pub(super) fn insert_reports_with(
     s: &SqliteStore,
     reports: &[(ReportRow, CommandRow)],
+    syncs: &[HostSyncRow],
 ) -> Result<Vec<bool>> {
     let mut conn = s.conn();
     let tx = conn.transaction().map_err(db("starting a transaction"))?;
@@ -64,6 +65,9 @@ pub(super) fn insert_reports(
             write_command(&tx, command, Write::Update).map_err(db("writing a command"))?;
         }
         recorded.push(inserted > 0);
+    }
+    for h in syncs {
+        write_sync(&tx, h).map_err(db("writing a host's sync row"))?;
     }
     tx.commit().map_err(db("committing reports"))?;
     Ok(recorded)

@@ -5,6 +5,7 @@
 
 mod auth;
 mod bundles;
+mod convergence;
 mod deploy;
 mod membership;
 mod reports;

@@ -57,6 +57,7 @@ pub(super) async fn poll(
             return Ok(Json(PollResponse {
                 command: Some(command),
                 heartbeat_ms,
+                sync: None,
             }));
         }
         tokio::select! {
@@ -65,9 +66,12 @@ pub(super) async fn poll(
             _ = state.cancel.cancelled() => break,
         }
     }
+    // An idle host hears where it stands in its groups (shown by `hoist-agent status`).
+    let sync = blocking(&state, move |e| e.host_sync_view(&host)).await?;
     Ok(Json(PollResponse {
         command: None,
         heartbeat_ms,
+        sync: Some(sync),
     }))
 }
 

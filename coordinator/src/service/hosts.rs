@@ -294,8 +294,7 @@ impl Service {
     }
 
     pub(super) fn host_info(&self, h: HostRow, now: u64) -> Result<op::HostInfo> {
-        let mut groups = self.all_host_groups(std::slice::from_ref(&h))?;
-        let groups = groups.remove(&h.id).unwrap_or_default();
+        let groups = self.one_host_groups(&h)?;
         self.host_view(h, groups, now)
     }
 

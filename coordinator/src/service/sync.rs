@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use hoist_protocol::agent;
 use hoist_protocol::operator::{self as op, CommandState, Creator, SyncCounts, SyncState};
 
 use super::catalog::matches;
@@ -208,6 +209,44 @@ impl Service {
                 }
             })
             .collect()
+    }
+
+    /// One host's standing in every group it matches.
+    pub(super) fn one_host_groups(&self, h: &HostRow) -> Result<Vec<op::HostGroupSync>> {
+        let groups = self.groups_with_targets()?;
+        let rows: HashMap<String, HostSyncRow> = self
+            .store
+            .host_syncs_of(&h.id)?
+            .into_iter()
+            .map(|r| (r.group_id.clone(), r))
+            .collect();
+        Ok(self.host_groups(h, &groups, Some(&rows)))
+    }
+
+    /// What a poll answer tells the host of its groups.
+    pub fn host_sync_view(&self, h: &HostRow) -> Result<Vec<agent::GroupSync>> {
+        let ids: HashMap<(String, String), String> = self
+            .store
+            .all_groups()?
+            .into_iter()
+            .map(|g| ((g.application, g.name), g.id))
+            .collect();
+        Ok(self
+            .one_host_groups(h)?
+            .into_iter()
+            .map(|g| agent::GroupSync {
+                deployment_group_id: ids
+                    .get(&(g.application.clone(), g.deployment_group.clone()))
+                    .cloned()
+                    .unwrap_or_default(),
+                application: g.application,
+                deployment_group: g.deployment_group,
+                sync: g.sync,
+                revision: g.revision.map(|r| r.describe()),
+                failed_event: g.failed_event,
+                error: g.error,
+            })
+            .collect())
     }
 
     /// Every host's standing, by host id.

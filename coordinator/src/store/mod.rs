@@ -329,6 +329,8 @@ pub trait Store: Send + Sync + 'static {
     fn host_sync(&self, host_id: &str, group_id: &str) -> Result<Option<HostSyncRow>>;
     /// Every host's rows.
     fn host_syncs(&self) -> Result<Vec<HostSyncRow>>;
+    /// One host's rows.
+    fn host_syncs_of(&self, host_id: &str) -> Result<Vec<HostSyncRow>>;
     /// Writes rows, replacing stored ones.
     fn save_host_syncs(&self, rows: &[HostSyncRow]) -> Result<()>;
 

@@ -147,6 +147,13 @@ fn a_host_registered_after_a_deployment_runs_the_revision_and_all_three_are_in_s
     let list = c.hoist_ok(&["deploy", "list", "--app", "shop"]);
     assert!(list.contains("catch-up"), "{list}");
     assert!(web3.events().contains(&"ApplicationStart".to_owned()));
+    // The host itself shows the same, from what its polls heard.
+    wait_for("web-3's status says in sync", LIMIT, || {
+        web3.status()["sync"][0]["sync"] == "in_sync"
+    });
+    let st = web3.status();
+    assert_eq!(st["sync"][0]["group"], "web", "{st}");
+    assert_eq!(st["sync"][0]["application"], "shop", "{st}");
 }
 
 #[test]
@@ -242,6 +249,18 @@ fn a_host_whose_install_always_fails_is_tried_four_times_then_out_of_sync_until_
         text.contains("out_of_sync (failed in BeforeInstall)"),
         "{text}"
     );
+    wait_for("web-2's status says out of sync", LIMIT, || {
+        web2.status()["sync"][0]["sync"] == "out_of_sync"
+    });
+    let st = web2.status();
+    assert_eq!(st["sync"][0]["failed_event"], "BeforeInstall", "{st}");
+    let out = std::process::Command::new(hoist_tests::bin("hoist-agent"))
+        .args(["status", "--config"])
+        .arg(&web2.config)
+        .output()
+        .expect("hoist-agent status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("web of shop: out_of_sync"), "{text}");
 
     // Left alone: it keeps polling well past the longest retry delay (2 s) with no fifth try.
     let held_at = now_ms();

@@ -232,6 +232,10 @@ impl Store for SqliteStore {
         sync::host_syncs(self)
     }
 
+    fn host_syncs_of(&self, host_id: &str) -> Result<Vec<HostSyncRow>> {
+        sync::host_syncs_of(self, host_id)
+    }
+
     fn save_host_syncs(&self, rows: &[HostSyncRow]) -> Result<()> {
         sync::save_host_syncs(self, rows)
     }

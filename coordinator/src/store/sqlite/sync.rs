@@ -28,6 +28,15 @@ pub(super) fn host_syncs(s: &SqliteStore) -> Result<Vec<HostSyncRow>> {
     )
 }
 
+pub(super) fn host_syncs_of(s: &SqliteStore, host_id: &str) -> Result<Vec<HostSyncRow>> {
+    s.query(
+        "listing a host's sync rows",
+        &format!("SELECT {SYNC_COLS} FROM host_sync WHERE host_id = ?1"),
+        [host_id],
+        sync_row,
+    )
+}
+
 pub(super) fn save_host_syncs(s: &SqliteStore, rows: &[HostSyncRow]) -> Result<()> {
     let mut conn = s.conn();
     let tx = conn.transaction().map_err(db("starting a transaction"))?;

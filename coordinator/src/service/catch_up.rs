@@ -36,13 +36,15 @@ impl Service {
             if !self.is_due(host, &group, &target, now)? {
                 continue;
             }
-            let handed = {
+            let started = {
                 let lock = self.lock();
                 self.start_catch_up(&lock, host, &group.id, now)?
             };
-            self.changed();
-            if handed.is_some() {
-                return Ok(handed);
+            if let Some(handed) = started {
+                self.changed();
+                if handed.is_some() {
+                    return Ok(handed);
+                }
             }
         }
         Ok(None)
@@ -66,14 +68,14 @@ impl Service {
     }
 
     /// Under the lock, decides again and starts (or joins) the group's catch-up for
-    /// `host`; the command when it started at once.
+    /// `host`: `None` when it did neither, else the command when it started at once.
     fn start_catch_up(
         &self,
         lock: &Locked<'_>,
         host: &HostRow,
         group_id: &str,
         now: u64,
-    ) -> Result<Option<agent::Command>> {
+    ) -> Result<Option<Option<agent::Command>>> {
         let Some(group) = self.store.group_by_id(group_id)? else {
             return Ok(None);
         };
@@ -150,11 +152,12 @@ impl Service {
                 (d, command)
             }
         };
-        Ok(self
-            .store
-            .command(&command.id)?
-            .filter(|c| c.state == CommandState::InProgress)
-            .map(|c| agent_command(&c, &deployment)))
+        Ok(Some(
+            self.store
+                .command(&command.id)?
+                .filter(|c| c.state == CommandState::InProgress)
+                .map(|c| agent_command(&c, &deployment)),
+        ))
     }
 
     /// Stops the group's catch-up in progress, if any, for an operator's deployment `by`:

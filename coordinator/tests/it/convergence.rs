@@ -502,3 +502,110 @@ async fn a_bake_separates_two_batches_and_a_stop_during_it_halts_the_rollout() {
         assert!(web[second].poll(1).await.is_none());
     }
 }
+
+/// Stops the server and starts it again on the same address and data directory.
+async fn restart(s: &Scratch, mut server: Server) -> Server {
+    let addr = server.authority();
+    server.stop().await;
+    Server::launch(
+        &s.join("data"),
+        crate::support::Launch {
+            listen: &addr,
+            token: Some(crate::support::TOKEN),
+            ..crate::support::Launch::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_restart_keeps_a_host_retry_count_and_a_bake_with_the_time_left() {
+    let s = Scratch::new();
+    let (server, token, web, _revision, _first) = deployed(&s, &[], &[]).await;
+    // web-3's first catch-up fails: one try counted, the next due after a delay.
+    let web3 = SimHost::register(&server.url, &token, "web-3", tags(&[("role", "web")])).await;
+    let cmd = web3.first.clone().expect("a catch-up at the first poll");
+    fail(
+        &web3,
+        &cmd,
+        ErrorCode::InstallFailed,
+        "no space left on device",
+    )
+    .await;
+    let before = hosts(&server).await;
+    let row = |list: &HostList| {
+        let h = list.hosts.iter().find(|h| h.name == "web-3").unwrap();
+        (h.groups[0].catch_up_attempts, h.groups[0].next_attempt_ms)
+    };
+    let (attempts, next) = row(&before);
+    assert_eq!(attempts, 1);
+    assert!(next.is_some());
+    let server = restart(&s, server).await;
+    assert_eq!(
+        row(&hosts(&server).await),
+        (attempts, next),
+        "kept across the restart"
+    );
+    let web3 = web3.at(&server.url);
+    assert!(web3.poll(0).await.is_none(), "not due before its delay");
+    server.hoist(&["hosts", "revoke", &web3.id]).await.ok();
+
+    // A OneAtATime rollout with a bake: the coordinator restarts while it bakes.
+    server
+        .hoist(&[
+            "group",
+            "update",
+            "web",
+            "--app",
+            "shop",
+            "--bake",
+            "3",
+            "--config",
+            "OneAtATime",
+        ])
+        .await
+        .ok();
+    let web: Vec<SimHost> = web.iter().map(|h| h.at(&server.url)).collect();
+    let dir = bundle_dir(&s.join("b"), "v2");
+    let v2 = server.push(dir.to_str().unwrap(), "shop").await;
+    let id = server.deploy("shop", "web", &v2).await;
+    let d = server.deployment(&id).await;
+    assert_eq!(d.hosts.len(), 2);
+    let first = d
+        .hosts
+        .iter()
+        .position(|h| h.state == CommandState::InProgress)
+        .unwrap();
+    let first_name = d.hosts[first].host_name.clone();
+    let (first, second): (Vec<&SimHost>, Vec<&SimHost>) =
+        web.iter().partition(|h| h.name == first_name);
+    let cmd = next_command(first[0]).await;
+    first[0].run(&cmd, true).await;
+    let until = eventually("baking", Duration::from_secs(10), || async {
+        server.deployment(&id).await.baking_until_ms
+    })
+    .await;
+    let server = restart(&s, server).await;
+    let d = server.deployment(&id).await;
+    if d.counts.pending > 0 {
+        assert_eq!(d.baking_until_ms, Some(until), "the bake's end is kept");
+    }
+    // The second batch starts once the bake is over, after the restart.
+    let second = second[0].at(&server.url);
+    let cmd = next_command(&second).await;
+    assert_eq!(cmd.deployment_id, id);
+    let started = server
+        .deployment(&id)
+        .await
+        .hosts
+        .iter()
+        .find(|h| h.host_name == second.name)
+        .unwrap()
+        .started_ms
+        .unwrap();
+    assert!(
+        started >= until,
+        "started {started} before the bake ended {until}"
+    );
+    second.run(&cmd, true).await;
+    server.wait_state(&id, "succeeded").await;
+}

@@ -41,6 +41,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::bundles::BundleStore;
 use crate::store::{HostContact, HostRow, Store, StoreError};
+use catch_up::CatchUpQueue;
 use leases::CommandLease;
 use lock::Locked;
 use reports::ReportQueue;
@@ -122,6 +123,8 @@ pub struct Service {
     contacts: Mutex<HashMap<String, HostContact>>,
     /// Event reports waiting to be written together (group commit).
     queued_reports: Mutex<ReportQueue>,
+    /// Hosts due a catch-up, waiting to be started together.
+    catch_ups: Mutex<CatchUpQueue>,
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
     credentials: Mutex<HashMap<String, HostRow>>,
@@ -202,6 +205,7 @@ impl Service {
             changes: watch::Sender::new(0),
             contacts: Mutex::new(HashMap::new()),
             queued_reports: Mutex::new(ReportQueue::default()),
+            catch_ups: Mutex::new(CatchUpQueue::default()),
             credentials: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
         }

@@ -609,3 +609,45 @@ async fn a_restart_keeps_a_host_retry_count_and_a_bake_with_the_time_left() {
     second.run(&cmd, true).await;
     server.wait_state(&id, "succeeded").await;
 }
+
+#[tokio::test]
+async fn hosts_due_while_a_catch_up_runs_share_it() {
+    let s = Scratch::new();
+    let (server, token, _web, _revision, _first) = deployed(&s, &[], &[]).await;
+    let mut joined = Vec::new();
+    for name in ["web-3", "web-4", "web-5"] {
+        joined.push(SimHost::register(&server.url, &token, name, tags(&[("role", "db")])).await);
+    }
+    for h in &joined {
+        server
+            .hoist(&["hosts", "tag", &h.name, "role=web"])
+            .await
+            .ok();
+    }
+    // All three poll at once, then each again until it holds a command.
+    let polls = joined.iter().map(|h| h.poll(0));
+    let mut commands: Vec<Option<agent::Command>> = futures_util::future::join_all(polls).await;
+    for (h, c) in joined.iter().zip(commands.iter_mut()) {
+        if c.is_none() {
+            *c = Some(next_command(h).await);
+        }
+    }
+    let ids: Vec<String> = commands
+        .iter()
+        .flatten()
+        .map(|c| c.deployment_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one catch-up for all: {ids:?}"
+    );
+    let d = server.deployment(&ids[0]).await;
+    assert_eq!(d.creator, Creator::CatchUp);
+    assert_eq!(d.hosts.len(), 3);
+    for (h, c) in joined.iter().zip(commands.iter().flatten()) {
+        h.run(c, true).await;
+    }
+    server.wait_state(&ids[0], "succeeded").await;
+    assert_eq!(group(&server).await.sync_counts.in_sync, 5);
+}

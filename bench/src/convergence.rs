@@ -3,8 +3,9 @@
 //! at once, against an operator's deployment to another, small group of M hosts started at
 //! the same moment. The figure is that deployment's time (create → every host's Completed
 //! acknowledged) during the catch-up wave, against the same deployment with no wave, in the
-//! same run (runs alternate: without, with, without, ...); and how long the wave took to
-//! be caught up.
+//! same run (runs alternate: without, with, ...), and against the same deployment started
+//! with an ordinary deployment of as many hosts of a third group (what the wave's work would
+//! cost if an operator had asked for it); and how long the wave took to be caught up.
 //!
 //! The returning hosts registered at the start and stay silent until their wave, so they
 //! come back to a group whose target revision they do not run. Not measured here: how
@@ -65,19 +66,31 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
     let coordinator = Coordinator::start(bins, &work.join("coordinator"))?;
     empty_bundle(&work.join("bundle"))?;
     let (token, revision) = coordinator.setup("sim", &work.join("bundle"))?;
-    coordinator.hoist(&[
-        "group",
-        "create",
-        "other",
-        "--app",
-        "bench",
-        "--tag",
-        "role=other",
-        "--config",
-        "AllAtOnce",
-    ])?;
+    for group in ["other", "peer"] {
+        coordinator.hoist(&[
+            "group",
+            "create",
+            group,
+            "--app",
+            "bench",
+            "--tag",
+            &format!("role={group}"),
+            "--config",
+            "AllAtOnce",
+        ])?;
+    }
     let url = coordinator.url.clone();
-    let total = n + p.other;
+    // The fleet's group, the other group, and a peer group as large as a wave.
+    let total = n + p.other + p.wave;
+    let role = |i: usize| {
+        if i < n {
+            "sim"
+        } else if i < n + p.other {
+            "other"
+        } else {
+            "peer"
+        }
+    };
     let clients = clients(total)?;
 
     // Everyone registers; the fleet's group first, then the other group's hosts.
@@ -91,7 +104,7 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
         }
         let client = clients[i / HOSTS_PER_CLIENT].clone();
         let (url, token) = (url.clone(), token.clone());
-        let role = if i < n { "sim" } else { "other" };
+        let role = role(i);
         pending.spawn(async move {
             let r = register(&client, &url, &token, &sim_name(i), role).await;
             r.map(|h| (i, h))
@@ -117,7 +130,7 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
             poll_url: poll_url.clone(),
             host,
             name: sim_name(i),
-            role: if i < n { "sim" } else { "other" }.into(),
+            role: role(i).into(),
             errors: errors.clone(),
         };
         let from_end = n.checked_sub(i + 1);
@@ -146,7 +159,7 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
         .context("pushing the other group's revision")?;
     tokio::time::sleep(Duration::from_secs(1) + Duration::from_millis(total as u64 / 10)).await;
 
-    let deploy_other = || {
+    let deploy = |group: &str| {
         tokio::task::block_in_place(|| {
             coordinator.hoist(&[
                 "deploy",
@@ -154,13 +167,15 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
                 "--app",
                 "bench",
                 "--group",
-                "other",
+                group,
                 "--revision",
                 &other_revision,
             ])
         })
     };
+    let deploy_other = || deploy("other");
     let mut quiet = Vec::new();
+    let mut beside_peer = Vec::new();
     let mut during = Vec::new();
     let mut caught_up = Vec::new();
     let mut catch_up_deployments = 0;
@@ -172,6 +187,16 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
         quiet.push(t0.elapsed().as_secs_f64());
         tokio::time::sleep(Duration::from_millis(500)).await;
 
+        // Beside an operator's deployment to as many hosts as a wave, just started (timed
+        // from then, as the wave is timed from its hosts' return).
+        let peer = deploy("peer")?;
+        let t0 = Instant::now();
+        let id = deploy_other()?;
+        let (other_secs, _, _) =
+            wait_both(&mut rx, &id, p.other, p.wave, t0, |d| d == peer).await?;
+        beside_peer.push(other_secs);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
         // With one: the wave's hosts come back as the other group's deployment starts.
         let t0 = Instant::now();
         for sim in wave {
@@ -180,7 +205,7 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
         }
         let id = deploy_other()?;
         let (other_secs, wave_secs, ids) =
-            wait_both(&mut rx, &id, p.other, &first, p.wave, t0).await?;
+            wait_both(&mut rx, &id, p.other, p.wave, t0, |d| d != id && d != first).await?;
         during.push(other_secs);
         caught_up.push(wave_secs);
         for d in &ids {
@@ -200,12 +225,14 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
     let errors = errors.load(Ordering::Relaxed);
     let quiet_stat = Stat::of(&quiet).context("no samples")?;
     let during_stat = Stat::of(&during).context("no samples")?;
+    let peer_stat = Stat::of(&beside_peer).context("no samples")?;
     let ratio = during_stat.median / quiet_stat.median;
+    let peer_ratio = during_stat.median / peer_stat.median;
     Ok(vec![
         Measurement::new(
             &format!("convergence.hosts_{n}.other_group_seconds"),
             "s",
-            during_stat,
+            during_stat.clone(),
             format!(
                 "an operator's deployment to another group of {} hosts (create -> every Completed acknowledged) while {} hosts of a {n}-host group come back at once and are caught up; {} request error(s); ratio is median over the baseline's median",
                 p.other, p.wave, errors
@@ -213,6 +240,21 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
         )
         .baseline("the same deployment with no hosts coming back", quiet_stat, None)
         .target("ratio <= 1.5", ratio <= 1.5),
+        Measurement::new(
+            &format!("convergence.hosts_{n}.other_group_seconds_vs_ordinary_deployment"),
+            "s",
+            during_stat,
+            format!(
+                "the same figure against the same deployment started with an operator's deployment to {} hosts of a third group: what catching up costs beyond the work of deploying to as many hosts",
+                p.wave
+            ),
+        )
+        .baseline(
+            "beside an operator's deployment to as many hosts",
+            peer_stat,
+            None,
+        )
+        .target("ratio <= 1.5", peer_ratio <= 1.5),
         Measurement::new(
             &format!("convergence.hosts_{n}.catch_up_seconds"),
             "s",
@@ -250,15 +292,15 @@ async fn wait_done(
 }
 
 /// Waits for both: `other` hosts completing deployment `id`, and `wave` hosts completing
-/// a deployment other than `id` and `target` (their catch-ups). Seconds since `t0` for
-/// each, and the catch-up deployments seen.
+/// a deployment that `theirs` accepts (their catch-ups, or an operator's). Seconds since
+/// `t0` for each, and those deployments.
 async fn wait_both(
     rx: &mut mpsc::UnboundedReceiver<Event>,
     id: &str,
     other: usize,
-    target: &str,
     wave: usize,
     t0: Instant,
+    theirs: impl Fn(&str) -> bool,
 ) -> anyhow::Result<(f64, f64, Vec<String>)> {
     let limit = Instant::now() + LIMIT;
     let (mut done_other, mut done_wave) = (0, 0);
@@ -279,7 +321,7 @@ async fn wait_both(
             if done_other == other {
                 other_secs = Some(t0.elapsed().as_secs_f64());
             }
-        } else if d != target {
+        } else if theirs(&d) {
             done_wave += 1;
             if !catch_ups.contains(&d) {
                 catch_ups.push(d);

@@ -231,7 +231,7 @@ pub fn write_json(path: &Path, doc: &Document) -> anyhow::Result<()> {
 }
 
 /// The measurements `hoist-bench all --quick` makes, in order.
-pub const QUICK_ALL_MEASUREMENTS: [&str; 21] = [
+pub const QUICK_ALL_MEASUREMENTS: [&str; 22] = [
     "apply.tar_gz.seconds",
     "apply.tar_gz.seconds_vs_durable_floor",
     "apply.tar_gz.mb_per_s",
@@ -252,6 +252,7 @@ pub const QUICK_ALL_MEASUREMENTS: [&str; 21] = [
     "coordinator.hosts_100.server_cpu_percent",
     "coordinator.hosts_100.server_rss_mib",
     "convergence.hosts_50.other_group_seconds",
+    "convergence.hosts_50.other_group_seconds_vs_ordinary_deployment",
     "convergence.hosts_50.catch_up_seconds",
 ];
 

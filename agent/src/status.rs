@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use hoist_protocol::text::esc;
 use serde::Serialize;
 
-use crate::state::{self, AgentInfo, Contact, HostCredentials, HostLock, InFlight, StateDir};
+use crate::state::{
+    self, AgentInfo, Contact, GroupSyncEntry, HostCredentials, HostLock, InFlight, StateDir,
+    SyncRecord,
+};
 
 /// How many deployments per group are shown.
 const RECENT_PER_GROUP: usize = 3;
@@ -31,6 +34,10 @@ pub struct Status {
     pub last_contact_error: Option<String>,
     pub in_flight: Option<InFlightStatus>,
     pub groups: Vec<GroupStatus>,
+    /// Per deployment group the host matches, whether it runs the group's target revision,
+    /// as the coordinator last said (`sync_at_ms`); empty before it said anything.
+    pub sync: Vec<GroupSyncEntry>,
+    pub sync_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +93,9 @@ impl Status {
             .ok()
             .flatten();
         let contact = state::read_json::<Contact>(&state.contact_path())
+            .ok()
+            .flatten();
+        let sync = state::read_json::<SyncRecord>(&state.sync_path())
             .ok()
             .flatten();
         let in_flight = state::read_json::<InFlight>(&state.in_flight_path())
@@ -154,6 +164,8 @@ impl Status {
             last_contact_error: contact.and_then(|c| c.last_error),
             in_flight,
             groups,
+            sync: sync.as_ref().map(|s| s.groups.clone()).unwrap_or_default(),
+            sync_at_ms: sync.map(|s| s.received_ms),
         })
     }
 
@@ -255,6 +267,30 @@ impl Status {
                 }
             }
         }
+        if let Some(at) = self.sync_at_ms {
+            line(format!("  sync ({} ago):", ago(now.saturating_sub(at))));
+            if self.sync.is_empty() {
+                line("    no deployment group matches this host".to_string());
+            }
+            for g in &self.sync {
+                let mut s = format!(
+                    "    {} of {}: {}",
+                    esc(&g.group),
+                    esc(&g.application),
+                    esc(&g.sync)
+                );
+                if let Some(r) = &g.revision {
+                    s.push_str(&format!(", runs {}", esc(r)));
+                }
+                line(s);
+                if let Some(e) = &g.failed_event {
+                    line(format!("      failed in {}", esc(e)));
+                }
+                if let Some(e) = &g.error {
+                    line(format!("      error: {}", esc(e)));
+                }
+            }
+        }
         out
     }
 }
@@ -272,5 +308,60 @@ fn ago(ms: u64) -> String {
         120..=7199 => format!("{} min", s / 60),
         7200..=172_799 => format!("{} h", s / 3600),
         _ => format!("{} d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coordinators_sync_view_is_shown_per_group_with_its_reason_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let before = Status::read(&state).unwrap();
+        assert!(before.sync.is_empty() && before.sync_at_ms.is_none());
+        assert!(!before.render().contains("sync ("));
+        let record = SyncRecord {
+            schema_version: state::SCHEMA_VERSION,
+            received_ms: state::now_ms(),
+            groups: vec![
+                GroupSyncEntry {
+                    application: "shop".into(),
+                    group: "web".into(),
+                    group_id: "g-1".into(),
+                    sync: "out_of_sync".into(),
+                    revision: Some("git https://git.example/shop@0123456789ab".into()),
+                    failed_event: Some("BeforeInstall".into()),
+                    error: Some("script_failed: disk \u{1b}[31mfull".into()),
+                },
+                GroupSyncEntry {
+                    application: "shop".into(),
+                    group: "api".into(),
+                    group_id: "g-2".into(),
+                    sync: "in_sync".into(),
+                    revision: None,
+                    failed_event: None,
+                    error: None,
+                },
+            ],
+        };
+        state::write_json(&state.sync_path(), &record).unwrap();
+        let status = Status::read(&state).unwrap();
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["sync"][0]["sync"], "out_of_sync");
+        assert_eq!(json["sync"][0]["failed_event"], "BeforeInstall");
+        assert_eq!(json["sync"][1]["sync"], "in_sync");
+        let text = status.render();
+        assert!(
+            text.contains("web of shop: out_of_sync, runs git"),
+            "{text}"
+        );
+        assert!(text.contains("failed in BeforeInstall"), "{text}");
+        assert!(text.contains("api of shop: in_sync"), "{text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "control characters escaped: {text}"
+        );
     }
 }

@@ -38,7 +38,7 @@ pub struct Params {
 
 const MB: f64 = 1024.0 * 1024.0;
 /// Hosts per loopback source address.
-const HOSTS_PER_CLIENT: usize = 5000;
+pub(crate) const HOSTS_PER_CLIENT: usize = 5000;
 
 /// What one fleet size gave.
 struct Run {
@@ -137,8 +137,25 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
     Ok(out)
 }
 
+/// HTTP clients for `hosts` simulated hosts: one per loopback source address, each for
+/// [`HOSTS_PER_CLIENT`] hosts.
+pub(crate) fn clients(hosts: usize) -> anyhow::Result<Vec<reqwest::Client>> {
+    (0..hosts.div_ceil(HOSTS_PER_CLIENT))
+        .map(|k| {
+            reqwest::Client::builder()
+                .http1_only()
+                .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + k as u8)))
+                .pool_idle_timeout(None)
+                .pool_max_idle_per_host(usize::MAX)
+                .timeout(Duration::from_secs(90))
+                .build()
+                .context("building an HTTP client")
+        })
+        .collect()
+}
+
 /// What simulated hosts tell the driver.
-enum Event {
+pub(crate) enum Event {
     /// A host holds the command of this deployment.
     Picked(String, Instant),
     /// A host's Completed report was acknowledged.
@@ -153,18 +170,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
     let url = coordinator.url.clone();
     let pid = coordinator.pid();
 
-    let clients = (0..hosts.div_ceil(HOSTS_PER_CLIENT))
-        .map(|k| {
-            reqwest::Client::builder()
-                .http1_only()
-                .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + k as u8)))
-                .pool_idle_timeout(None)
-                .pool_max_idle_per_host(usize::MAX)
-                .timeout(Duration::from_secs(90))
-                .build()
-                .context("building an HTTP client")
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = clients(hosts)?;
 
     // Register every host, 64 at a time.
     let t_reg = Instant::now();
@@ -178,7 +184,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
         }
         let client = clients[i / HOSTS_PER_CLIENT].clone();
         let (url, token) = (url.clone(), token.clone());
-        pending.spawn(async move { register(&client, &url, &token, i).await });
+        pending.spawn(async move { register(&client, &url, &token, &sim_name(i), "sim").await });
     }
     while let Some(r) = pending.join_next().await {
         ids.push(r.context("registration task")??);
@@ -196,7 +202,8 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
             client: clients[i / HOSTS_PER_CLIENT].clone(),
             poll_url: poll_url.clone(),
             host,
-            name: format!("sim-{i:05}"),
+            name: sim_name(i),
+            role: "sim".into(),
             errors: errors.clone(),
         };
         let tx = tx.clone();
@@ -296,30 +303,36 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
     })
 }
 
-struct HostId {
+pub(crate) fn sim_name(i: usize) -> String {
+    format!("sim-{i:05}")
+}
+
+pub(crate) struct HostId {
     id: String,
     secret: String,
 }
 
-async fn register(
+/// Registers simulated host `name` tagged `role=ROLE`.
+pub(crate) async fn register(
     client: &reqwest::Client,
     url: &str,
     token: &str,
-    i: usize,
+    name: &str,
+    role: &str,
 ) -> anyhow::Result<HostId> {
     let resp = client
         .post(format!("{url}/v1/hosts/register"))
         .bearer_auth(token)
         .json(&RegisterRequest {
-            name: format!("sim-{i:05}"),
-            tags: [("role".to_string(), "sim".to_string())].into(),
+            name: name.to_owned(),
+            tags: [("role".to_string(), role.to_string())].into(),
             agent_version: "0.1.0-bench".into(),
         })
         .send()
         .await
-        .with_context(|| format!("registering host {i}"))?;
+        .with_context(|| format!("registering host {name}"))?;
     if !resp.status().is_success() {
-        bail!("registering host {i}: {}", resp.status());
+        bail!("registering host {name}: {}", resp.status());
     }
     let r: RegisterResponse = resp.json().await.context("registration answer")?;
     Ok(HostId {
@@ -328,19 +341,23 @@ async fn register(
     })
 }
 
-struct Sim {
-    client: reqwest::Client,
+/// One simulated host: long-polls, and reports each command it is handed as an agent
+/// would, telling the driver when it holds one and when its reports are acknowledged.
+pub(crate) struct Sim {
+    pub(crate) client: reqwest::Client,
     /// Parsed once, like an agent's configured coordinator address.
-    poll_url: reqwest::Url,
-    host: HostId,
-    name: String,
-    errors: Arc<AtomicU64>,
+    pub(crate) poll_url: reqwest::Url,
+    pub(crate) host: HostId,
+    pub(crate) name: String,
+    /// Its `role` tag.
+    pub(crate) role: String,
+    pub(crate) errors: Arc<AtomicU64>,
 }
 
 impl Sim {
-    async fn run(self, tx: mpsc::UnboundedSender<Event>) {
+    pub(crate) async fn run(self, tx: mpsc::UnboundedSender<Event>) {
         let tags: std::collections::BTreeMap<String, String> =
-            [("role".to_string(), "sim".to_string())].into();
+            [("role".to_string(), self.role.clone())].into();
         loop {
             let poll = PollRequest {
                 name: self.name.clone(),

@@ -1,5 +1,5 @@
 //! `hoist-bench`: measures the real `hoist` and `hoist-agent` binaries — bundle apply, pickup
-//! latency, agent footprint, coordinator capacity — each against a baseline run in the same
+//! latency, agent footprint, coordinator capacity, catch-up at scale — each against a baseline run in the same
 //! invocation, prints a table (median, min, max, ratio) and writes the same as JSON.
 //!
 //! It builds its own inputs (bundles, an S3 server, a coordinator, agents, simulated hosts)
@@ -9,6 +9,7 @@
 
 mod apply;
 mod capacity;
+mod convergence;
 mod footprint;
 mod pickup;
 mod procs;
@@ -41,6 +42,9 @@ enum Which {
     Footprint(#[command(flatten)] Opts),
     /// Assignment latency, CPU and RSS of the coordinator with many simulated hosts.
     Coordinator(#[command(flatten)] Opts),
+    /// An operator's deployment to one group while many hosts of another come back at once
+    /// and catch up, against the same deployment with none coming back.
+    Convergence(#[command(flatten)] Opts),
     /// Everything above, in that order.
     All(#[command(flatten)] Opts),
 }
@@ -90,6 +94,7 @@ fn run(which: Which) -> anyhow::Result<()> {
     | Which::Pickup(o)
     | Which::Footprint(o)
     | Which::Coordinator(o)
+    | Which::Convergence(o)
     | Which::All(o)) = &which;
     let bins = procs::Bins::locate(o.bin_dir.as_deref())?;
     if let Some(d) = &o.work_dir {
@@ -164,6 +169,27 @@ fn run(which: Which) -> anyhow::Result<()> {
             deployments: if o.quick { 2 } else { 3 },
         };
         measurements.extend(capacity::run(&bins, work, &p)?);
+    }
+
+    if all || matches!(which, Which::Convergence(_)) {
+        let p = if o.quick {
+            convergence::Params {
+                fleet: 50,
+                wave: 10,
+                other: 5,
+                runs: 2,
+            }
+        } else {
+            convergence::Params {
+                fleet: 5000,
+                wave: 500,
+                other: 50,
+                runs: 3,
+            }
+        };
+        let (note, _) = raise_nofile((p.fleet + p.other) as u64 + FD_MARGIN)?;
+        notes.push(note);
+        measurements.extend(convergence::run(&bins, work, &p)?);
     }
 
     notes.push(

@@ -231,7 +231,7 @@ pub fn write_json(path: &Path, doc: &Document) -> anyhow::Result<()> {
 }
 
 /// The measurements `hoist-bench all --quick` makes, in order.
-pub const QUICK_ALL_MEASUREMENTS: [&str; 19] = [
+pub const QUICK_ALL_MEASUREMENTS: [&str; 22] = [
     "apply.tar_gz.seconds",
     "apply.tar_gz.seconds_vs_durable_floor",
     "apply.tar_gz.mb_per_s",
@@ -251,6 +251,9 @@ pub const QUICK_ALL_MEASUREMENTS: [&str; 19] = [
     "coordinator.hosts_100.all_assigned_seconds",
     "coordinator.hosts_100.server_cpu_percent",
     "coordinator.hosts_100.server_rss_mib",
+    "convergence.hosts_50.other_group_seconds",
+    "convergence.hosts_50.other_group_seconds_vs_ordinary_deployment",
+    "convergence.hosts_50.catch_up_seconds",
 ];
 
 /// What is wrong with a document's figures, one sentence each; empty when every figure is

@@ -42,6 +42,9 @@ use crate::store::SqliteStore;
 /// 30 s would otherwise be hundreds of database syncs a second with a large fleet.
 const CONTACT_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often bakes between batches are checked for their end.
+const BAKE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Time in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -93,6 +96,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
             .context("resuming deployments in progress")?;
     }
     let sweeper = tokio::spawn(sweep_leases(service.clone(), cancel.clone()));
+    let bakes = tokio::spawn(end_bakes(service.clone(), cancel.clone()));
     let contacts = tokio::spawn(write_contacts(service.clone(), cancel.clone()));
     let state = AppState {
         service,
@@ -116,6 +120,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         http2_cleartext = transport.http2_cleartext, "serving");
     let result = serve(listener, transport, router, cancel.clone()).await;
     sweeper.abort();
+    bakes.abort();
     // It writes the last contacts noted before it returns.
     if let Err(e) = contacts.await {
         tracing::error!(error = %e, "writing hosts' last contacts");
@@ -299,6 +304,23 @@ async fn sweep_leases(service: Arc<Service>, cancel: CancellationToken) {
             Ok(Ok(n)) => tracing::warn!(commands = n, "commands failed: host lost"),
             Ok(Err(e)) => tracing::error!(error = %e, "sweeping host leases"),
             Err(e) => tracing::error!(error = %e, "sweeping host leases"),
+        }
+    }
+}
+
+/// Ends bakes that are over (and fails hosts lost during one), twice a second: a bake's
+/// end is stored, so this only notices it.
+async fn end_bakes(service: Arc<Service>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(BAKE_CHECK_INTERVAL) => {}
+        }
+        let e = service.clone();
+        match tokio::task::spawn_blocking(move || e.advance_bakes()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "ending bakes"),
+            Err(e) => tracing::error!(error = %e, "ending bakes"),
         }
     }
 }

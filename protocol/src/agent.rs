@@ -56,6 +56,27 @@ pub struct PollResponse {
     /// from the coordinator's host lease. Absent from older coordinators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<u64>,
+    /// Where this host stands in each deployment group it matches, as the coordinator
+    /// sees it. Absent from older coordinators (`None`, unlike an empty list: no groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Vec<GroupSync>>,
+}
+
+/// This host in one of its deployment groups: whether it runs the group's target revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSync {
+    pub application: String,
+    pub deployment_group: String,
+    pub deployment_group_id: String,
+    pub sync: crate::operator::SyncState,
+    /// The revision it runs for the group, described ([`Revision::describe`]).
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Out of sync: the failing event and the error.
+    #[serde(default)]
+    pub failed_event: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// "This host is alive and still working": keeps the host's lease while a command runs
@@ -388,6 +409,8 @@ mod tests {
         assert_eq!(command.command_id, "c1");
         assert_eq!(command.revision, Revision::Unknown { kind: "oci".into() });
         let poll = format!(r#"{{"command":{json},"heartbeat_ms":500}}"#);
+        let old: PollResponse = serde_json::from_str(&poll).expect("an older answer decodes");
+        assert_eq!(old.sync, None, "an older coordinator says nothing of sync");
         let poll: PollResponse = serde_json::from_str(&poll).expect("the poll answer decodes");
         assert_eq!(
             poll.command.map(|c| c.revision),

@@ -5,14 +5,16 @@
 //!   `GET /v1/applications` → [`ApplicationList`].
 //! - `POST /v1/applications/{app}/groups` [`CreateGroup`] → [`DeploymentGroup`];
 //!   `GET /v1/applications/{app}/groups` → [`GroupList`];
-//!   `GET /v1/applications/{app}/groups/{group}` → [`DeploymentGroup`].
+//!   `GET /v1/applications/{app}/groups/{group}` → [`DeploymentGroup`];
+//!   `PATCH /v1/applications/{app}/groups/{group}` [`UpdateGroup`] → [`DeploymentGroup`].
 //! - `POST /v1/applications/{app}/revisions` [`CreateRevision`] → [`RevisionInfo`];
 //!   `GET /v1/revisions/{id}` → [`RevisionInfo`].
 //! - `POST /v1/registration-tokens` [`CreateRegistrationToken`] → [`RegistrationToken`];
 //!   `GET /v1/registration-tokens` → [`RegistrationTokenList`];
 //!   `POST /v1/registration-tokens/{id}/revoke` → [`RegistrationTokenInfo`].
 //! - `GET /v1/hosts` → [`HostList`]; `POST /v1/hosts/{id}/revoke` → [`HostInfo`];
-//!   `POST /v1/hosts/{id_or_name}/tags` [`SetHostTags`] → [`HostInfo`].
+//!   `POST /v1/hosts/{id_or_name}/tags` [`SetHostTags`] → [`HostInfo`];
+//!   `POST /v1/hosts/{id_or_name}/retry` → [`HostInfo`] (one more catch-up try).
 //! - `PUT /v1/bundles` with the raw archive as body → [`BundleInfo`];
 //!   `GET /v1/bundles/{sha256}` the bytes (operators and hosts; honours `Range`).
 //! - `POST /v1/deployments` [`CreateDeployment`] → [`Deployment`];
@@ -31,6 +33,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Revision;
+
+mod convergence;
+
+use convergence::on;
+pub use convergence::{GroupTarget, HostGroupSync, SyncCounts, SyncState, UpdateGroup};
 
 /// The lifecycle events in the order the agent runs them; a deployment runs all of them
 /// unless it names a subset.
@@ -152,6 +159,13 @@ pub struct CreateGroup {
     pub rollout: RolloutConfig,
     #[serde(default)]
     pub auto_rollback: bool,
+    /// Hosts that come to match the group, or come back after its last successful
+    /// deployment, get its target revision by a catch-up deployment. On unless set false.
+    #[serde(default = "on")]
+    pub catch_up: bool,
+    /// Seconds to wait after each batch of a rollout succeeds before the next starts.
+    #[serde(default)]
+    pub bake_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,6 +183,17 @@ pub struct DeploymentGroup {
     /// The revision of the group's last successful deployment.
     #[serde(default)]
     pub last_successful_revision: Option<RevisionInfo>,
+    /// Absent from older coordinators (read as on).
+    #[serde(default = "on")]
+    pub catch_up: bool,
+    #[serde(default)]
+    pub bake_secs: u64,
+    /// What the group's hosts should run; `None` before its first successful deployment.
+    #[serde(default)]
+    pub target: Option<GroupTarget>,
+    /// The matching hosts by sync state.
+    #[serde(default)]
+    pub sync_counts: SyncCounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +328,10 @@ pub struct HostInfo {
     /// Per deployment group, the revision this host last installed successfully.
     #[serde(default)]
     pub deployed: Vec<HostRevision>,
+    /// Per deployment group the host matches: what it runs and whether that is the
+    /// group's target.
+    #[serde(default)]
+    pub groups: Vec<HostGroupSync>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,8 +421,28 @@ impl fmt::Display for DeploymentState {
 pub enum Creator {
     User,
     Rollback,
+    /// The coordinator itself, bringing hosts to their group's target revision.
+    #[serde(rename = "catch-up")]
+    CatchUp,
     #[serde(other)]
     Unknown,
+}
+
+impl Creator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Creator::User => "user",
+            Creator::Rollback => "rollback",
+            Creator::CatchUp => "catch-up",
+            Creator::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Creator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One host's command within a deployment.
@@ -409,6 +458,10 @@ pub enum CommandState {
     Stopped,
     /// Never handed out: the deployment ended first.
     Skipped,
+    /// Its host's agent restarted in the middle of an event.
+    Interrupted,
+    /// Its host was lost (silent past the lease) mid-command: it may or may not have run.
+    /// Also what a state from a newer coordinator decodes as.
     #[serde(other)]
     Unknown,
 }
@@ -422,6 +475,7 @@ impl CommandState {
             CommandState::Failed => "failed",
             CommandState::Stopped => "stopped",
             CommandState::Skipped => "skipped",
+            CommandState::Interrupted => "interrupted",
             CommandState::Unknown => "unknown",
         }
     }
@@ -479,9 +533,16 @@ pub struct HostCounts {
     pub pending: u32,
     pub in_progress: u32,
     pub succeeded: u32,
+    /// Every command that failed, `interrupted` and `unknown` ones included.
     pub failed: u32,
     pub stopped: u32,
     pub skipped: u32,
+    /// Of `failed`: interrupted by an agent restart.
+    #[serde(default)]
+    pub interrupted: u32,
+    /// Of `failed`: their host was lost mid-command.
+    #[serde(default)]
+    pub unknown: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -521,6 +582,12 @@ pub struct Deployment {
     /// to wait for the next change.
     #[serde(default)]
     pub change_seq: u64,
+    /// The group's bake time when the deployment was created.
+    #[serde(default)]
+    pub bake_secs: u64,
+    /// Baking: a batch succeeded and the next starts at this time (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baking_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -566,6 +633,39 @@ mod tests {
         let r: RolloutConfig =
             serde_json::from_str(r#"{"type":"canary_10_percent_5_minutes"}"#).expect("parses");
         assert_eq!(r, RolloutConfig::Unknown);
+    }
+
+    #[test]
+    fn new_creators_and_states_keep_the_wire_compatible() {
+        let json = serde_json::to_string(&Creator::CatchUp).expect("serializes");
+        assert_eq!(json, r#""catch-up""#);
+        assert_eq!(
+            serde_json::from_str::<Creator>(r#""catch-up""#).expect("parses"),
+            Creator::CatchUp
+        );
+        assert_eq!(
+            serde_json::from_str::<Creator>(r#""scheduler""#).expect("parses"),
+            Creator::Unknown
+        );
+        for state in [CommandState::Interrupted, CommandState::Unknown] {
+            let json = serde_json::to_string(&state).expect("serializes");
+            assert_eq!(json, format!("\"{state}\""));
+            assert_eq!(
+                serde_json::from_str::<CommandState>(&json).expect("parses"),
+                state
+            );
+        }
+        // A state from a newer coordinator reads as unknown, as before.
+        assert_eq!(
+            serde_json::from_str::<CommandState>(r#""quarantined""#).expect("parses"),
+            CommandState::Unknown
+        );
+        // An older coordinator's group has catch-up on and no bake.
+        let g: CreateGroup =
+            serde_json::from_str(r#"{"name":"web","tag_filters":[{"role":"web"}]}"#)
+                .expect("parses");
+        assert!(g.catch_up);
+        assert_eq!(g.bake_secs, 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use hoist_protocol::agent::PollRequest;
+use hoist_protocol::agent::{GroupSync, PollRequest};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -29,7 +29,9 @@ use crate::config::Config;
 use crate::deployment::{deployer_settings, Deployer};
 use crate::outbox::Outbox;
 use crate::retry::RetryPolicy;
-use crate::state::{self, AgentInfo, Contact, HostLock, StateDir, SCHEMA_VERSION};
+use crate::state::{
+    self, AgentInfo, Contact, GroupSyncEntry, HostLock, StateDir, SyncRecord, SCHEMA_VERSION,
+};
 
 use command::{heartbeat_every, run_command, Alive, DirectReports};
 use register::register;
@@ -99,6 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let policy = RetryPolicy::from_config(&config.poll);
     let mut delays = policy.delays();
     let mut direct = DirectReports::default();
+    let mut synced: Option<Vec<GroupSyncEntry>> = None;
     while !shutdown.is_cancelled() {
         let req = PollRequest {
             name: info.host_name.clone(),
@@ -114,6 +117,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Ok(resp) => {
                 delays = policy.delays();
                 note_contact(&state, None);
+                if let Some(groups) = &resp.sync {
+                    note_sync(&state, groups, &mut synced);
+                }
                 if let Some(command) = resp.command {
                     let alive = Alive {
                         client: &client,
@@ -210,6 +216,24 @@ fn note_contact(state: &StateDir, error: Option<&ClientError>) {
     };
     if let Err(e) = state::write_json(&path, &contact) {
         warn!("recording coordinator contact: {e:#}");
+    }
+}
+
+/// Keeps what the coordinator says of the host's groups for `status`, written only when it
+/// changed since the last write.
+fn note_sync(state: &StateDir, groups: &[GroupSync], last: &mut Option<Vec<GroupSyncEntry>>) {
+    let groups: Vec<GroupSyncEntry> = groups.iter().map(GroupSyncEntry::from_wire).collect();
+    if last.as_ref() == Some(&groups) {
+        return;
+    }
+    let record = SyncRecord {
+        schema_version: SCHEMA_VERSION,
+        received_ms: state::now_ms(),
+        groups: groups.clone(),
+    };
+    match state::write_json(&state.sync_path(), &record) {
+        Ok(()) => *last = Some(groups),
+        Err(e) => warn!("recording the host's sync state: {e:#}"),
     }
 }
 

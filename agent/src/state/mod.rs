@@ -8,6 +8,7 @@
 //! agent.json                      the running daemon: pid, version, coordinator (for `status`)
 //! host.json                       the host's id and secret at the coordinator (0600)
 //! contact.json                    the last exchange with the coordinator and its last error
+//! sync.json                       the host's sync state per group, as the coordinator said
 //! in-flight.json                  the deployment and event running now (absent when idle)
 //! commands/<command id>.json      a command this host has started (never run twice)
 //! outbox/<command id>/            reports not yet acknowledged by the coordinator (0700)
@@ -31,13 +32,14 @@
 //!
 //! Every file is written atomically (temp file in the same directory, fsync, rename, fsync of
 //! the directory), so a crash leaves either the old or the new content, never a torn file.
-//! The types persisted here are in [`records`], each with a `schema_version`. This module
+//! The types persisted here are in [`records`] (and [`sync`]), each with a `schema_version`. This module
 //! decides paths and persistence; it does not decide what a deployment does.
 
 mod files;
 mod groups;
 mod lock;
 pub mod records;
+pub mod sync;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -56,6 +58,7 @@ pub use records::{
     AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EntryKind, EventRecord, GroupInfo,
     HostCredentials, InFlight, InstalledEntry, InstalledFiles, LastSuccess, RecordStatus,
 };
+pub use sync::{GroupSyncEntry, SyncRecord};
 
 /// Version of the on-disk JSON layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -105,6 +108,11 @@ impl StateDir {
     /// `contact.json`: the last exchange with the coordinator ([`Contact`]).
     pub fn contact_path(&self) -> PathBuf {
         self.root.join("contact.json")
+    }
+
+    /// `sync.json`: the host's standing per group ([`SyncRecord`]).
+    pub fn sync_path(&self) -> PathBuf {
+        self.root.join("sync.json")
     }
 
     pub fn in_flight_path(&self) -> PathBuf {

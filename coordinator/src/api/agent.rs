@@ -32,7 +32,7 @@ pub(super) async fn poll(
         .min(MAX_WAIT)
         .min(config.poll_wait_cap());
     let heartbeat_ms = Some(config.heartbeat_interval().as_millis() as u64);
-    let host_id = host.id;
+    let host_id = host.id.clone();
     state.service.host_polled(&host_id, &req);
     let waker = state.service.host_waker(&host_id);
     let deadline = tokio::time::Instant::now() + wait;
@@ -48,8 +48,8 @@ pub(super) async fn poll(
         let command = match handed {
             Some(command) => Some(command),
             None => {
-                let id = host_id.clone();
-                blocking(&state, move |e| e.next_command(&id)).await?
+                let host = host.clone();
+                blocking(&state, move |e| e.next_command(&host)).await?
             }
         };
         if let Some(command) = command {
@@ -57,6 +57,7 @@ pub(super) async fn poll(
             return Ok(Json(PollResponse {
                 command: Some(command),
                 heartbeat_ms,
+                sync: None,
             }));
         }
         tokio::select! {
@@ -65,9 +66,12 @@ pub(super) async fn poll(
             _ = state.cancel.cancelled() => break,
         }
     }
+    // An idle host hears where it stands in its groups (shown by `hoist-agent status`).
+    let sync = blocking(&state, move |e| e.host_sync_view(&host)).await?;
     Ok(Json(PollResponse {
         command: None,
         heartbeat_ms,
+        sync: Some(sync),
     }))
 }
 

@@ -13,7 +13,7 @@
 //! | PUT | `/v1/bundles` | operator | bytes → `BundleInfo` |
 //! | POST, GET | `/v1/applications` | operator | `CreateApplication` → `Application`; `ApplicationList` |
 //! | POST, GET | `/v1/applications/{app}/groups` | operator | `CreateGroup` → `DeploymentGroup`; `GroupList` |
-//! | GET | `/v1/applications/{app}/groups/{group}` | operator | `DeploymentGroup` |
+//! | GET, PATCH | `/v1/applications/{app}/groups/{group}` | operator | `DeploymentGroup`; `UpdateGroup` → `DeploymentGroup` |
 //! | POST | `/v1/applications/{app}/revisions` | operator | `CreateRevision` → `RevisionInfo` |
 //! | GET | `/v1/revisions/{id}` | operator | `RevisionInfo` |
 //! | POST, GET | `/v1/registration-tokens` | operator | `CreateRegistrationToken` (or no body) → `RegistrationToken`; `RegistrationTokenList` |
@@ -21,6 +21,7 @@
 //! | GET | `/v1/hosts` | operator | `HostList` |
 //! | POST | `/v1/hosts/{id}/revoke` | operator | → `HostInfo` |
 //! | POST | `/v1/hosts/{id_or_name}/tags` | operator | `SetHostTags` → `HostInfo` |
+//! | POST | `/v1/hosts/{id_or_name}/retry` | operator | → `HostInfo` (one more catch-up try) |
 //! | POST, GET | `/v1/deployments` | operator | `CreateDeployment` → `Deployment` (counts, no per-host list); `DeploymentList` (`?application=`) |
 //! | GET | `/v1/deployments/{id}` | operator | `Deployment` (`?since=SEQ&wait_secs=N` waits for a change) |
 //! | POST | `/v1/deployments/{id}/stop` | operator | → `Deployment` |
@@ -72,8 +73,9 @@ use agent::{heartbeat, poll, register, report};
 use bundles::{download_bundle, upload_bundle};
 use operator::{
     create_application, create_deployment, create_group, create_revision, create_token,
-    list_applications, list_deployments, list_groups, list_hosts, list_tokens, revoke_host,
-    revoke_token, set_host_tags, show_deployment, show_group, show_revision, stop_deployment,
+    list_applications, list_deployments, list_groups, list_hosts, list_tokens, retry_host,
+    revoke_host, revoke_token, set_host_tags, show_deployment, show_group, show_revision,
+    stop_deployment, update_group,
 };
 
 /// Longest a poll or a deployment watch is held open.
@@ -133,7 +135,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/applications/{app}/groups",
             post(create_group).get(list_groups),
         )
-        .route("/v1/applications/{app}/groups/{group}", get(show_group))
+        .route(
+            "/v1/applications/{app}/groups/{group}",
+            get(show_group).patch(update_group),
+        )
         .route("/v1/applications/{app}/revisions", post(create_revision))
         .route("/v1/revisions/{id}", get(show_revision))
         .route(
@@ -144,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{id}/revoke", post(revoke_host))
         .route("/v1/hosts/{id}/tags", post(set_host_tags))
+        .route("/v1/hosts/{id}/retry", post(retry_host))
         .route(
             "/v1/deployments",
             post(create_deployment).get(list_deployments),

@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use hoist_protocol::operator::{
     CreateApplication, CreateDeployment, CreateGroup, CreateRegistrationToken, CreateRevision,
-    SetHostTags,
+    SetHostTags, UpdateGroup,
 };
 use serde::Deserialize;
 
@@ -59,6 +59,25 @@ pub(super) async fn show_group(
     Ok(Json(
         blocking(&state, move |e| e.group(&app, &group)).await?,
     ))
+}
+
+pub(super) async fn update_group(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path((app, group)): Path<(String, String)>,
+    ApiJson(req): ApiJson<UpdateGroup>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        blocking(&state, move |e| e.update_group(&app, &group, req)).await?,
+    ))
+}
+
+pub(super) async fn retry_host(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(blocking(&state, move |e| e.retry_host(&id)).await?))
 }
 
 pub(super) async fn create_revision(

@@ -106,6 +106,18 @@ impl Client {
             .json(body);
         self.send(req).await
     }
+
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let req = self
+            .request(reqwest::Method::PATCH, path)?
+            .timeout(Duration::from_secs(60))
+            .json(body);
+        self.send(req).await
+    }
 }
 
 /// Decodes a 2xx JSON answer; anything else becomes the `ErrorBody` sentence.

@@ -195,6 +195,7 @@ pub async fn run(
                             d.application.clone(),
                             d.deployment_group.clone(),
                             d.state.to_string(),
+                            d.creator.to_string(),
                             format!(
                                 "{}/{}",
                                 d.counts.succeeded,
@@ -218,6 +219,7 @@ pub async fn run(
                             "APPLICATION",
                             "GROUP",
                             "STATE",
+                            "BY",
                             "OK/HOSTS",
                             "CREATED",
                             "REVISION"
@@ -267,9 +269,16 @@ fn print_status(d: &Deployment) {
         when(d.created_ms),
         match d.creator {
             hoist_protocol::operator::Creator::Rollback => " by auto-rollback",
+            hoist_protocol::operator::Creator::CatchUp => " by catch-up",
             _ => "",
         }
     );
+    if let Some(until) = d.baking_until_ms {
+        println!(
+            "  baking:       until {} (then the next batch)",
+            when(until)
+        );
+    }
     if let Some(e) = d.ended_ms {
         println!("  ended:        {}", when(e));
     }

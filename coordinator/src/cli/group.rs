@@ -1,6 +1,8 @@
 //! `hoist group create NAME --app APP [--tag k=v]... [--tag-filter 'k=v,k2=v2']...
-//! [--config C] [--auto-rollback]`, `hoist group list --app APP`, `hoist group show NAME
-//! --app APP`.
+//! [--config C] [--auto-rollback] [--no-catch-up] [--bake SECONDS]`, `hoist group update
+//! NAME --app APP [--catch-up|--no-catch-up] [--bake SECONDS] [--config C]
+//! [--auto-rollback|--no-auto-rollback]`, `hoist group list --app APP`, `hoist group show
+//! NAME --app APP` (with the target revision and the hosts counted by sync state).
 //!
 //! The `--tag` options together form one filter (every tag must match); each
 //! `--tag-filter` is a further filter; a host belongs to the group when any filter matches.
@@ -9,7 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Subcommand;
-use hoist_protocol::operator::{CreateGroup, DeploymentGroup, GroupList, RolloutConfig, TagFilter};
+use hoist_protocol::operator::{
+    CreateGroup, DeploymentGroup, GroupList, RolloutConfig, TagFilter, UpdateGroup,
+};
 
 use super::client::{seg, Client};
 use super::{esc, print_json, table, UsageError};
@@ -33,6 +37,35 @@ pub enum GroupCommand {
         /// Deploy the last successful revision again when a deployment fails.
         #[arg(long)]
         auto_rollback: bool,
+        /// Do not deploy the target revision to hosts that join the group or come back.
+        #[arg(long)]
+        no_catch_up: bool,
+        /// Seconds to wait after each batch succeeds before the next starts.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        bake: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a deployment group's options (what is not given stays).
+    Update {
+        name: String,
+        #[arg(long)]
+        app: String,
+        /// Deploy the target revision to hosts that join the group or come back.
+        #[arg(long, conflicts_with = "no_catch_up")]
+        catch_up: bool,
+        #[arg(long)]
+        no_catch_up: bool,
+        /// Seconds to wait after each batch succeeds before the next starts (0: none).
+        #[arg(long, value_name = "SECONDS")]
+        bake: Option<u64>,
+        /// AllAtOnce, HalfAtATime, OneAtATime, min-healthy=N or min-healthy=N%.
+        #[arg(long, value_parser = parse_config)]
+        config: Option<RolloutConfig>,
+        #[arg(long, conflicts_with = "no_auto_rollback")]
+        auto_rollback: bool,
+        #[arg(long)]
+        no_auto_rollback: bool,
         #[arg(long)]
         json: bool,
     },
@@ -43,7 +76,8 @@ pub enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show a deployment group with the hosts it matches now.
+    /// Show a deployment group: the hosts it matches now, its target revision and the
+    /// deployment that set it, its hosts counted by sync state.
     Show {
         name: String,
         #[arg(long)]
@@ -125,8 +159,44 @@ fn show(g: &DeploymentGroup) {
     };
     println!("  matching hosts: {hosts}");
     match &g.last_successful_revision {
-        Some(r) => println!("  last success:   {} ({})", r.revision.describe(), r.id),
+        Some(r) => println!(
+            "  last success:   {} ({})",
+            esc(&r.revision.describe()),
+            r.id
+        ),
         None => println!("  last success:   none"),
+    }
+    println!(
+        "  catch-up:       {}",
+        if g.catch_up { "on" } else { "off" }
+    );
+    if g.bake_secs > 0 {
+        println!("  bake:           {}s between batches", g.bake_secs);
+    } else {
+        println!("  bake:           none");
+    }
+    match &g.target {
+        Some(t) => println!(
+            "  target:         {} ({}), set by deployment {}",
+            esc(&t.revision.revision.describe()),
+            t.revision.id,
+            t.deployment_id
+        ),
+        None => println!("  target:         none (no successful deployment yet)"),
+    }
+    let c = &g.sync_counts;
+    println!(
+        "  hosts:          {} in sync, {} catching up, {} out of sync, {} never deployed",
+        c.in_sync, c.catching_up, c.out_of_sync, c.never_deployed
+    );
+}
+
+/// `--flag` / `--no-flag` as a change: `None` when neither is given.
+fn switch(on: bool, off: bool) -> Option<bool> {
+    match (on, off) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
     }
 }
 
@@ -139,6 +209,8 @@ pub async fn run(client: &Client, cmd: GroupCommand) -> Result<ExitCode> {
             tag_filters,
             config,
             auto_rollback,
+            no_catch_up,
+            bake,
             json,
         } => {
             let req = CreateGroup {
@@ -146,9 +218,48 @@ pub async fn run(client: &Client, cmd: GroupCommand) -> Result<ExitCode> {
                 tag_filters: filters(&tags, &tag_filters)?,
                 rollout: config,
                 auto_rollback,
+                catch_up: !no_catch_up,
+                bake_secs: bake,
             };
             let g: DeploymentGroup = client
                 .post(&format!("/v1/applications/{}/groups", seg(&app)), &req)
+                .await?;
+            if json {
+                print_json(&g)?;
+            } else {
+                show(&g);
+            }
+        }
+        GroupCommand::Update {
+            name,
+            app,
+            catch_up,
+            no_catch_up,
+            bake,
+            config,
+            auto_rollback,
+            no_auto_rollback,
+            json,
+        } => {
+            let req = UpdateGroup {
+                catch_up: switch(catch_up, no_catch_up),
+                bake_secs: bake,
+                rollout: config,
+                auto_rollback: switch(auto_rollback, no_auto_rollback),
+            };
+            if req == UpdateGroup::default() {
+                return Err(UsageError(
+                    "nothing to change: give --catch-up, --no-catch-up, --bake, --config, \
+                     --auto-rollback or --no-auto-rollback"
+                        .into(),
+                )
+                .into());
+            }
+            let g: DeploymentGroup = client
+                .patch(
+                    &format!("/v1/applications/{}/groups/{}", seg(&app), seg(&name)),
+                    &req,
+                )
                 .await?;
             if json {
                 print_json(&g)?;

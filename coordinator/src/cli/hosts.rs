@@ -1,6 +1,7 @@
-//! `hoist hosts list [--json]` (tags, requested changes, online, current revision per
-//! group), `hoist hosts tag HOST [KEY=VALUE]... [--remove KEY]... [--accept]` and
-//! `hoist hosts revoke ID`.
+//! `hoist hosts list [--json]` (tags, requested changes, online, and per group the
+//! revision it runs and its sync state, with the failing event and error when out of sync),
+//! `hoist hosts tag HOST [KEY=VALUE]... [--remove KEY]... [--accept]`, `hoist hosts retry
+//! HOST` (one more catch-up try) and `hoist hosts revoke ID`.
 //!
 //! A host's tags are the operator's: the host proposes (its config, sent with its polls),
 //! `hosts tag --accept` applies the proposal.
@@ -40,6 +41,47 @@ pub enum HostsCommand {
     },
     /// Revoke a host's secret; its requests are refused from then on.
     Revoke { id: String },
+    /// Give a host held out of sync one more catch-up try, at its next poll.
+    Retry {
+        /// The host's id, or the name of an active host.
+        host: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Per group: `app/group: REVISION SYNC`, and for a host out of sync why.
+fn sync_list(h: &HostInfo) -> String {
+    let parts: Vec<String> = h
+        .groups
+        .iter()
+        .map(|g| {
+            let revision = g
+                .revision
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |r| r.describe());
+            let mut s = format!(
+                "{}/{}: {revision} {}",
+                g.application, g.deployment_group, g.sync
+            );
+            if let Some(st) = g.failed_state {
+                s.push_str(&format!(" ({st}"));
+                if let Some(e) = &g.failed_event {
+                    s.push_str(&format!(" in {e}"));
+                }
+                s.push(')');
+            }
+            if let Some(e) = &g.error {
+                s.push_str(&format!(": {e}"));
+            }
+            esc(&s)
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 fn tag_list(tags: &BTreeMap<String, String>) -> String {
@@ -84,19 +126,6 @@ pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
                     } else {
                         "offline"
                     };
-                    let deployed = h
-                        .deployed
-                        .iter()
-                        .map(|d| {
-                            esc(&format!(
-                                "{}/{}: {}",
-                                d.application,
-                                d.deployment_group,
-                                d.revision.describe()
-                            ))
-                        })
-                        .collect::<Vec<_>>()
-                        .join("; ");
                     vec![
                         esc(&h.name),
                         esc(&h.id),
@@ -105,11 +134,7 @@ pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
                         requested(h),
                         esc(&h.agent_version),
                         when(h.last_seen_ms),
-                        if deployed.is_empty() {
-                            "-".into()
-                        } else {
-                            deployed
-                        },
+                        sync_list(h),
                     ]
                 })
                 .collect();
@@ -124,7 +149,7 @@ pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
                         "REQUESTED",
                         "AGENT",
                         "LAST SEEN",
-                        "DEPLOYED"
+                        "GROUPS"
                     ],
                     &rows
                 )
@@ -179,6 +204,23 @@ pub async fn run(client: &Client, cmd: HostsCommand) -> Result<ExitCode> {
                 )
                 .await?;
             eprintln!("host {} ({}) revoked", esc(&h.name), esc(&h.id));
+        }
+        HostsCommand::Retry { host, json } => {
+            let h: HostInfo = client
+                .post(
+                    &format!("/v1/hosts/{}/retry", seg(&host)),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if json {
+                print_json(&h)?;
+            } else {
+                eprintln!(
+                    "host {} ({}) gets one more catch-up try at its next poll",
+                    esc(&h.name),
+                    esc(&h.id)
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

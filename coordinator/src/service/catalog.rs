@@ -47,6 +47,34 @@ pub(super) fn to_rollout(config: RolloutConfig) -> Option<rollout::Config> {
     })
 }
 
+fn check_rollout(rollout: RolloutConfig) -> Result<()> {
+    if to_rollout(rollout).is_none() {
+        return Err(ServiceError::Invalid(
+            "rollout: unknown rollout configuration".into(),
+        ));
+    }
+    if let RolloutConfig::MinHealthyPercent { percent } = rollout {
+        if percent > 100 {
+            return Err(ServiceError::Invalid(
+                "rollout: the percentage must be at most 100".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Longest bake between two batches: a day.
+pub const MAX_BAKE_SECS: u64 = 86_400;
+
+fn check_bake(secs: u64) -> Result<()> {
+    if secs > MAX_BAKE_SECS {
+        return Err(ServiceError::Invalid(format!(
+            "bake_secs: {secs} is over the limit of {MAX_BAKE_SECS} (a day)"
+        )));
+    }
+    Ok(())
+}
+
 impl Service {
     // ---- applications and groups ----
 
@@ -112,18 +140,8 @@ impl Service {
                 )));
             }
         }
-        if to_rollout(req.rollout).is_none() {
-            return Err(ServiceError::Invalid(
-                "rollout: unknown rollout configuration".into(),
-            ));
-        }
-        if let RolloutConfig::MinHealthyPercent { percent } = req.rollout {
-            if percent > 100 {
-                return Err(ServiceError::Invalid(
-                    "rollout: the percentage must be at most 100".into(),
-                ));
-            }
-        }
+        check_rollout(req.rollout)?;
+        check_bake(req.bake_secs)?;
         let row = GroupRow {
             id: new_id("g"),
             application: app.to_owned(),
@@ -132,9 +150,50 @@ impl Service {
             rollout: req.rollout,
             auto_rollback: req.auto_rollback,
             created_ms: now_ms(),
+            catch_up: req.catch_up,
+            bake_secs: req.bake_secs,
+            target_deployment_id: None,
         };
         self.store.insert_group(&row).map_err(conflict)?;
         self.group_view(row)
+    }
+
+    /// Changes a group's options; a deployment already created keeps the ones it took.
+    pub fn update_group(
+        &self,
+        app: &str,
+        name: &str,
+        req: op::UpdateGroup,
+    ) -> Result<op::DeploymentGroup> {
+        if req == op::UpdateGroup::default() {
+            return Err(ServiceError::Invalid(
+                "nothing to change: give catch_up, bake_secs, rollout or auto_rollback".into(),
+            ));
+        }
+        let g = {
+            let _lock = self.lock();
+            let mut g = self.group_row(app, name)?;
+            if let Some(rollout) = req.rollout {
+                check_rollout(rollout)?;
+                g.rollout = rollout;
+            }
+            if let Some(secs) = req.bake_secs {
+                check_bake(secs)?;
+                g.bake_secs = secs;
+            }
+            if let Some(on) = req.catch_up {
+                g.catch_up = on;
+            }
+            if let Some(on) = req.auto_rollback {
+                g.auto_rollback = on;
+            }
+            self.store.update_group(&g)?;
+            tracing::info!(application = %g.application, deployment_group = %g.name,
+                catch_up = g.catch_up, bake_secs = g.bake_secs, rollout = %g.rollout,
+                auto_rollback = g.auto_rollback, "deployment group updated");
+            g
+        };
+        self.group_view(g)
     }
 
     fn group_view(&self, g: GroupRow) -> Result<op::DeploymentGroup> {
@@ -162,6 +221,21 @@ impl Service {
                     revision: d.revision,
                     created_ms: d.created_ms,
                 });
+        let target = match &g.target_deployment_id {
+            Some(id) => self.store.deployment(id)?,
+            None => None,
+        };
+        let sync_counts = self.sync_counts(&g, target.as_ref())?;
+        let target = target.map(|d| op::GroupTarget {
+            revision: op::RevisionInfo {
+                id: d.revision_id.unwrap_or_default(),
+                application: d.application,
+                revision: d.revision,
+                created_ms: d.created_ms,
+            },
+            deployment_id: d.id,
+            set_ms: d.ended_ms.unwrap_or(0),
+        });
         Ok(op::DeploymentGroup {
             id: g.id,
             application: g.application,
@@ -172,6 +246,10 @@ impl Service {
             created_ms: g.created_ms,
             matching_hosts,
             last_successful_revision,
+            catch_up: g.catch_up,
+            bake_secs: g.bake_secs,
+            target,
+            sync_counts,
         })
     }
 

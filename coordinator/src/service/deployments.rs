@@ -12,7 +12,7 @@ use super::lock::Locked;
 use super::states::{command_transition, deployment_transition, CommandEvent, DeploymentEvent};
 use super::{new_id, now_ms, Result, Service, ServiceError};
 use crate::rollout::{self, HostState, Outcome, Tally};
-use crate::store::{CommandRow, DeploymentRow, GroupRow, HostRow};
+use crate::store::{Changes, CommandRow, DeploymentRow, GroupRow, HostRow};
 
 /// Where a command leaves its host for the rollout rules.
 fn host_state(state: CommandState) -> HostState {
@@ -23,6 +23,7 @@ fn host_state(state: CommandState) -> HostState {
         CommandState::Failed
         | CommandState::Stopped
         | CommandState::Skipped
+        | CommandState::Interrupted
         | CommandState::Unknown => HostState::Failed,
     }
 }
@@ -100,11 +101,17 @@ impl Service {
             appspec_path: req.appspec_path,
             created_ms: now_ms(),
             ended_ms: None,
+            bake_secs: group.bake_secs,
+            bake_until_ms: None,
         };
         let id = row.id.clone();
         {
             let lock = self.lock();
+            // An operator's deployment replaces a catch-up of the group, and releases the
+            // hosts left out of sync: its own outcome decides where they stand next.
+            self.supersede_catch_up(&lock, &group, &id)?;
             self.start(&lock, row, &group)?;
+            self.release_holds(&lock, &group)?;
         }
         self.changed();
         let d = self
@@ -163,39 +170,9 @@ impl Service {
         let mut commands: Vec<CommandRow> = targets
             .iter()
             .enumerate()
-            .map(|(i, h)| CommandRow {
-                id: new_id("c"),
-                deployment_id: row.id.clone(),
-                host_id: h.id.clone(),
-                host_name: h.name.clone(),
-                position: u32::try_from(i).unwrap_or(u32::MAX),
-                state: CommandState::Pending,
-                current_event: None,
-                failed_event: None,
-                script: None,
-                exit_code: None,
-                error_code: None,
-                message: None,
-                log_tail: None,
-                events: Vec::new(),
-                started_ms: None,
-                ended_ms: None,
-                last_report_ms: None,
-            })
+            .map(|(i, h)| pending_command(&row.id, h, u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
-        // The first batch is written already started, in the same transaction: with a large
-        // fleet, writing every command twice before the first host hears of it is slow.
-        let all_pending = Tally {
-            pending: commands.len(),
-            ..Tally::default()
-        };
-        if let Some((room, Outcome::Running)) =
-            to_rollout(row.rollout).map(|config| rollout::decide_tally(config, all_pending))
-        {
-            for c in commands.iter_mut().take(room) {
-                command_transition(c, CommandEvent::Started, now);
-            }
-        }
+        start_first_batch(&row, &mut commands, now);
         self.store.insert_deployment(&row, &commands)?;
         tracing::info!(deployment_id = %row.id, application = %row.application,
             deployment_group = %row.group_name, hosts = commands.len(),
@@ -212,7 +189,11 @@ impl Service {
     }
 
     /// Wakes the hosts of commands just committed as started.
-    fn handed_out<'a>(&self, d: &DeploymentRow, started: impl IntoIterator<Item = &'a CommandRow>) {
+    pub(super) fn handed_out<'a>(
+        &self,
+        d: &DeploymentRow,
+        started: impl IntoIterator<Item = &'a CommandRow>,
+    ) {
         for c in started {
             tracing::info!(deployment_id = %d.id, host = ?c.host_name, command_id = %c.id,
                 "command handed out");
@@ -241,6 +222,30 @@ impl Service {
             ),
         };
         let now = now_ms();
+        // With a bake, a batch that is over waits out the bake before the next starts.
+        let between_batches = room > 0
+            && tally.pending > 0
+            && tally.running == 0
+            && tally.succeeded + tally.failed > 0
+            && matches!(outcome, Outcome::Running);
+        let mut bake_ended = false;
+        let room = match (d.bake_secs, d.bake_until_ms) {
+            (0, _) => room,
+            (_, Some(until)) if now >= until => {
+                bake_ended = deployment_transition(&mut d, DeploymentEvent::BakeEnded, now);
+                room
+            }
+            (_, Some(_)) => 0,
+            (secs, None) if between_batches => {
+                let until = now.saturating_add(secs.saturating_mul(1000));
+                deployment_transition(&mut d, DeploymentEvent::BakeStarted { until }, now);
+                tracing::info!(deployment_id = %d.id, bake_secs = secs, "batch done; baking");
+                self.store.save_deployment(&d, &[])?;
+                self.changed();
+                return Ok(());
+            }
+            (_, None) => room,
+        };
         let mut started = if room > 0 {
             self.store.pending_commands(id, room)?
         } else {
@@ -250,10 +255,13 @@ impl Service {
         started.retain_mut(|c| command_transition(c, CommandEvent::Started, now));
         let mut skipped: Vec<CommandRow> = Vec::new();
         let mut failed = false;
+        let mut sets_target = false;
         match outcome {
             Outcome::Running => {}
             Outcome::Succeeded => {
-                deployment_transition(&mut d, DeploymentEvent::Succeeded, now);
+                // A catch-up brings hosts to the target; it never moves it.
+                sets_target = deployment_transition(&mut d, DeploymentEvent::Succeeded, now)
+                    && d.creator != Creator::CatchUp;
             }
             Outcome::Failed(why) => {
                 failed = deployment_transition(&mut d, DeploymentEvent::Failed(why), now);
@@ -265,11 +273,21 @@ impl Service {
                 }
             }
         }
-        if started.is_empty() && skipped.is_empty() && d.state == DeploymentState::InProgress {
+        if started.is_empty()
+            && skipped.is_empty()
+            && !bake_ended
+            && d.state == DeploymentState::InProgress
+        {
             return Ok(());
         }
         let changed_rows: Vec<CommandRow> = started.iter().chain(&skipped).cloned().collect();
-        self.store.save_deployment(&d, &changed_rows)?;
+        self.store.save_changes(&Changes {
+            deployment: &d,
+            commands: &changed_rows,
+            new_commands: &[],
+            syncs: &[],
+            sets_target,
+        })?;
         self.handed_out(&d, &started);
         if d.state.is_terminal() {
             tracing::info!(deployment_id = %d.id, state = %d.state,
@@ -285,7 +303,8 @@ impl Service {
     /// the group's last successful revision, linked both ways. A rollback that fails does
     /// not itself roll back.
     fn auto_rollback(&self, lock: &Locked<'_>, mut failed: DeploymentRow) -> Result<()> {
-        if failed.creator == Creator::Rollback {
+        // Neither a rollback nor a catch-up (which deploys the target itself) rolls back.
+        if failed.creator != Creator::User {
             return Ok(());
         }
         let Some(group) = self.store.group_by_id(&failed.group_id)? else {
@@ -316,6 +335,8 @@ impl Service {
             created_ms: now_ms(),
             ended_ms: None,
             group_name: group.name.clone(),
+            bake_secs: group.bake_secs,
+            bake_until_ms: None,
             ..good
         };
         let rollback_id = rollback.id.clone();
@@ -401,6 +422,46 @@ impl Service {
     }
 }
 
+/// A new, pending command of deployment `deployment_id` for `host`.
+pub(super) fn pending_command(deployment_id: &str, host: &HostRow, position: u32) -> CommandRow {
+    CommandRow {
+        id: new_id("c"),
+        deployment_id: deployment_id.to_owned(),
+        host_id: host.id.clone(),
+        host_name: host.name.clone(),
+        position,
+        state: CommandState::Pending,
+        current_event: None,
+        failed_event: None,
+        script: None,
+        exit_code: None,
+        error_code: None,
+        message: None,
+        log_tail: None,
+        events: Vec::new(),
+        started_ms: None,
+        ended_ms: None,
+        last_report_ms: None,
+    }
+}
+
+/// Marks the first batch of a new deployment's commands started, so it is written started
+/// in the insert's transaction: with a large fleet, writing every command twice before the
+/// first host hears of it is slow.
+pub(super) fn start_first_batch(d: &DeploymentRow, commands: &mut [CommandRow], now: u64) {
+    let all_pending = Tally {
+        pending: commands.len(),
+        ..Tally::default()
+    };
+    if let Some((room, Outcome::Running)) =
+        to_rollout(d.rollout).map(|config| rollout::decide_tally(config, all_pending))
+    {
+        for c in commands.iter_mut().take(room) {
+            command_transition(c, CommandEvent::Started, now);
+        }
+    }
+}
+
 /// What an agent is told to do for command `cmd` of deployment `d`.
 pub(super) fn agent_command(cmd: &CommandRow, d: &DeploymentRow) -> agent::Command {
     agent::Command {
@@ -425,7 +486,15 @@ fn host_counts(states: impl IntoIterator<Item = (CommandState, usize)>) -> HostC
             CommandState::Pending => counts.pending += n,
             CommandState::InProgress => counts.in_progress += n,
             CommandState::Succeeded => counts.succeeded += n,
-            CommandState::Failed | CommandState::Unknown => counts.failed += n,
+            CommandState::Failed => counts.failed += n,
+            CommandState::Interrupted => {
+                counts.failed += n;
+                counts.interrupted += n;
+            }
+            CommandState::Unknown => {
+                counts.failed += n;
+                counts.unknown += n;
+            }
             CommandState::Stopped => counts.stopped += n,
             CommandState::Skipped => counts.skipped += n,
         }
@@ -481,5 +550,9 @@ fn deployment_view(
         counts,
         hosts,
         change_seq,
+        bake_secs: d.bake_secs,
+        baking_until_ms: d
+            .bake_until_ms
+            .filter(|_| d.state == DeploymentState::InProgress),
     }
 }

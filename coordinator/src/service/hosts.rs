@@ -144,7 +144,7 @@ impl Service {
     }
 
     /// Resolves a host by id, or else by the name of an active host.
-    fn host_by_id_or_name(&self, key: &str) -> Result<HostRow> {
+    pub(super) fn host_by_id_or_name(&self, key: &str) -> Result<HostRow> {
         if let Some(h) = self.store.host(key)? {
             return Ok(h);
         }
@@ -293,7 +293,17 @@ impl Service {
         self.host_info(host, now_ms())
     }
 
-    fn host_info(&self, h: HostRow, now: u64) -> Result<op::HostInfo> {
+    pub(super) fn host_info(&self, h: HostRow, now: u64) -> Result<op::HostInfo> {
+        let groups = self.one_host_groups(&h)?;
+        self.host_view(h, groups, now)
+    }
+
+    fn host_view(
+        &self,
+        h: HostRow,
+        groups: Vec<op::HostGroupSync>,
+        now: u64,
+    ) -> Result<op::HostInfo> {
         let mut deployed: Vec<op::HostRevision> = Vec::new();
         for (d, c) in self.store.succeeded_commands_of_host(&h.id)? {
             if deployed
@@ -322,26 +332,31 @@ impl Service {
             requested_tags: h.requested_tags,
             requested_name: h.requested_name,
             deployed,
+            groups,
         })
     }
 
     pub fn hosts(&self) -> Result<op::HostList> {
         self.flush_contacts()?;
         let now = now_ms();
-        let hosts = self
-            .store
-            .hosts()?
+        let hosts = self.store.hosts()?;
+        let mut groups = self.all_host_groups(&hosts)?;
+        let hosts = hosts
             .into_iter()
-            .map(|h| self.host_info(h, now))
+            .map(|h| {
+                let g = groups.remove(&h.id).unwrap_or_default();
+                self.host_view(h, g, now)
+            })
             .collect::<Result<_>>()?;
         Ok(op::HostList { hosts })
     }
 
     /// The command the host should work on: its oldest command in progress (handed out
-    /// again after an agent restart; the agent dedupes by command id).
-    pub fn next_command(&self, host_id: &str) -> Result<Option<agent::Command>> {
-        let Some(cmd) = self.store.in_progress_command_for_host(host_id)? else {
-            return Ok(None);
+    /// again after an agent restart; the agent dedupes by command id), else a catch-up it
+    /// is due.
+    pub fn next_command(&self, host: &HostRow) -> Result<Option<agent::Command>> {
+        let Some(cmd) = self.store.in_progress_command_for_host(&host.id)? else {
+            return self.catch_up_for(host);
         };
         let Some(d) = self.store.deployment(&cmd.deployment_id)? else {
             return Ok(None);

@@ -8,8 +8,9 @@ use hoist_protocol::agent::{Heartbeat, HeartbeatAck};
 use hoist_protocol::operator::{CommandState, DeploymentState};
 
 use super::states::{command_transition, CommandEvent, LeaseErrorCode};
+use super::sync::after_command;
 use super::{locked, now_ms, Result, Service};
-use crate::store::{CommandRow, HostContact, HostRow};
+use crate::store::{Changes, CommandRow, HostContact, HostRow};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CommandLease {
@@ -131,7 +132,16 @@ impl Service {
                         tracing::warn!(command_id = %c.id, host = ?c.host_name, "host lost")
                     }
                 }
-                self.store.save_deployment(&d, &[c.clone()])?;
+                let prev = self.store.host_sync(&c.host_id, &d.group_id)?;
+                let base = self.config.catch_up_retry_base();
+                let syncs: Vec<_> = after_command(prev, &d, &c, now, base).into_iter().collect();
+                self.store.save_changes(&Changes {
+                    deployment: &d,
+                    commands: std::slice::from_ref(&c),
+                    new_commands: &[],
+                    syncs: &syncs,
+                    sets_target: false,
+                })?;
                 if !deployments.contains(&c.deployment_id) {
                     deployments.push(c.deployment_id.clone());
                 }
@@ -150,7 +160,7 @@ impl Service {
 
 /// The command was failed by the lease sweep, not by its host: the host is told to stop.
 pub(super) fn expired_here(cmd: &CommandRow) -> bool {
-    cmd.state == CommandState::Failed
+    matches!(cmd.state, CommandState::Failed | CommandState::Unknown)
         && cmd
             .error_code
             .as_deref()

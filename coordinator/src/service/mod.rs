@@ -4,8 +4,10 @@
 //! groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
 //! revocation), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
-//! auto-rollback), [`leases`] (heartbeats and the lease sweep) and [`states`] (the one
-//! transition function of a command and the one of a deployment).
+//! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between
+//! batches), [`sync`] (where each host stands in its groups), [`catch_up`] (deployments
+//! that bring hosts to their group's target) and [`states`] (the one transition function
+//! of a command and the one of a deployment).
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
 //! read-modify-write sequence holds the store lock, whose guard ([`lock::Locked`]) the
@@ -17,13 +19,16 @@
 //! (`store`). With PostgreSQL and several coordinators, the lock would become a row lock.
 
 mod auth;
+mod bake;
 mod catalog;
+mod catch_up;
 mod deployments;
 mod hosts;
 mod leases;
 mod lock;
 mod reports;
 mod states;
+mod sync;
 
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
 
@@ -36,6 +41,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::bundles::BundleStore;
 use crate::store::{HostContact, HostRow, Store, StoreError};
+use catch_up::CatchUpQueue;
 use leases::CommandLease;
 use lock::Locked;
 use reports::ReportQueue;
@@ -56,6 +62,13 @@ impl ServiceConfig {
     /// three heartbeats may be lost before the host counts as lost; at most a minute.
     pub fn heartbeat_interval(&self) -> Duration {
         (self.host_lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
+    }
+
+    /// The delay before a failed catch-up's first retry (doubled for each next one): the
+    /// heartbeat interval, so a short test lease retries quickly and the default waits a
+    /// minute, then two, then four.
+    pub fn catch_up_retry_base(&self) -> Duration {
+        self.heartbeat_interval()
     }
 
     /// Longest a poll is held: well inside the lease, so a host that keeps polling is
@@ -110,6 +123,8 @@ pub struct Service {
     contacts: Mutex<HashMap<String, HostContact>>,
     /// Event reports waiting to be written together (group commit).
     queued_reports: Mutex<ReportQueue>,
+    /// Hosts due a catch-up, waiting to be started together.
+    catch_ups: Mutex<CatchUpQueue>,
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
     credentials: Mutex<HashMap<String, HostRow>>,
@@ -190,6 +205,7 @@ impl Service {
             changes: watch::Sender::new(0),
             contacts: Mutex::new(HashMap::new()),
             queued_reports: Mutex::new(ReportQueue::default()),
+            catch_ups: Mutex::new(CatchUpQueue::default()),
             credentials: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
         }

@@ -12,9 +12,10 @@ use tokio::sync::oneshot;
 use super::leases::expired_here;
 use super::lock::Locked;
 use super::states::{command_transition, CommandEvent};
+use super::sync::after_command;
 use super::{error_chain, locked, now_ms, Result, Service, ServiceError};
 use crate::bounds;
-use crate::store::{CommandRow, DeploymentRow, HostContact, HostRow, ReportRow};
+use crate::store::{CommandRow, DeploymentRow, HostContact, HostRow, HostSyncRow, ReportRow};
 
 #[derive(Default)]
 pub(super) struct ReportQueue {
@@ -223,9 +224,18 @@ impl Service {
             };
             self.note_contact(&q.host_id, contact);
         }
+        // The hosts' standing in their groups changes with the commands that ended, in the
+        // reports' own transaction.
+        let syncs = match self.ended_syncs(&batch, &steps, &staged, now) {
+            Ok(syncs) => syncs,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "reading hosts' sync rows");
+                Vec::new()
+            }
+        };
         // The contacts are written by the timer, merged per host: a host reporting five
         // times a second costs one row update, not five.
-        let written = match self.store.insert_reports(&staged.rows) {
+        let written = match self.store.insert_reports_with(&staged.rows, &syncs) {
             Ok(flags) => Ok(flags),
             Err(e) => {
                 tracing::error!(error = %error_chain(&e), reports = staged.rows.len(),
@@ -275,6 +285,41 @@ impl Service {
             // The caller may be gone (its request dropped); nothing to tell then.
             let _ = q.answer.send(answer);
         }
+    }
+
+    /// The sync rows of the hosts whose commands the batch ended.
+    fn ended_syncs(
+        &self,
+        batch: &[QueuedReport],
+        steps: &[Result<Staging>],
+        staged: &Staged,
+        now: u64,
+    ) -> Result<Vec<HostSyncRow>> {
+        let mut rows: HashMap<(String, String), HostSyncRow> = HashMap::new();
+        for step in steps.iter().take(batch.len()) {
+            let Ok(Staging::Written {
+                row, ended: true, ..
+            }) = step
+            else {
+                continue;
+            };
+            let Some((_, cmd)) = staged.rows.get(*row) else {
+                continue;
+            };
+            let Some(d) = staged.deployments.get(&cmd.deployment_id) else {
+                continue;
+            };
+            let key = (cmd.host_id.clone(), d.group_id.clone());
+            let prev = match rows.remove(&key) {
+                Some(r) => Some(r),
+                None => self.store.host_sync(&cmd.host_id, &d.group_id)?,
+            };
+            let base = self.config.catch_up_retry_base();
+            if let Some(next) = after_command(prev, d, cmd, now, base) {
+                rows.insert(key, next);
+            }
+        }
+        Ok(rows.into_values().collect())
     }
 
     /// Checks one queued report against its command and applies it to the staged copy.

@@ -41,6 +41,9 @@ impl LeaseErrorCode {
     }
 }
 
+/// The error code hosts report for an event their agent's restart cut short.
+pub(super) const AGENT_RESTARTED: &str = "agent_restarted";
+
 /// What can happen to a command.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum CommandEvent<'a> {
@@ -61,6 +64,8 @@ pub(super) enum CommandEvent<'a> {
         code: LeaseErrorCode,
         lease: Duration,
     },
+    /// Its host, done with its batch, went silent for `lease` while the deployment baked.
+    LostWhileBaking { lease: Duration },
 }
 
 /// Applies `event` to `cmd` at `now` (ms); returns whether the command's state changed.
@@ -90,6 +95,13 @@ pub(super) fn command_transition(cmd: &mut CommandRow, event: CommandEvent<'_>, 
             match status {
                 CommandStatus::Succeeded => S::Succeeded,
                 CommandStatus::Stopped => S::Stopped,
+                // The failing event's report named the agent's restart: the event was cut
+                // short, not failed by its script.
+                CommandStatus::Failed | CommandStatus::Unknown
+                    if cmd.error_code.as_deref() == Some(AGENT_RESTARTED) =>
+                {
+                    S::Interrupted
+                }
                 CommandStatus::Failed | CommandStatus::Unknown => S::Failed,
             }
         }
@@ -110,16 +122,45 @@ pub(super) fn command_transition(cmd: &mut CommandRow, event: CommandEvent<'_>, 
                     "no report or heartbeat for this command for {lease} although the host \
                      still polls"
                 ),
-                LeaseErrorCode::HostLost => format!("host lost: no report or poll for {lease}"),
+                LeaseErrorCode::HostLost => format!(
+                    "host lost mid-command: no report or poll for {lease}; it may or may not \
+                     have run"
+                ),
             });
+            match code {
+                // The host still polls and says nothing of it: it is not running it.
+                LeaseErrorCode::NoReport => S::Failed,
+                LeaseErrorCode::HostLost => S::Unknown,
+            }
+        }
+        (S::Succeeded, E::LostWhileBaking { lease }) => {
+            cmd.error_code = Some(LeaseErrorCode::HostLost.as_str().into());
+            cmd.message = Some(format!(
+                "host lost while the deployment baked: no poll for {}",
+                humantime::format_duration(lease)
+            ));
             S::Failed
         }
         // Not handed out: nothing of it runs on a host, so nothing there can end or expire.
-        (S::Pending, E::Completed { .. } | E::LeaseExpired { .. }) => return false,
+        (S::Pending, E::Completed { .. } | E::LeaseExpired { .. } | E::LostWhileBaking { .. }) => {
+            return false
+        }
         // A command with its host runs on: a stop reaches it through the host ("aborted").
-        (S::InProgress, E::Started | E::DeploymentFailed | E::DeploymentStopped) => return false,
-        // Ended (host lost, skipped, or reported): the first verdict stays.
-        (S::Succeeded | S::Failed | S::Stopped | S::Skipped | S::Unknown, _) => return false,
+        (
+            S::InProgress,
+            E::Started | E::DeploymentFailed | E::DeploymentStopped | E::LostWhileBaking { .. },
+        ) => return false,
+        // Ended (host lost, skipped, or reported): the first verdict stays, but for a success
+        // whose host is lost during the bake that follows it.
+        (
+            S::Succeeded,
+            E::Started
+            | E::Completed { .. }
+            | E::DeploymentFailed
+            | E::DeploymentStopped
+            | E::LeaseExpired { .. },
+        ) => return false,
+        (S::Failed | S::Stopped | S::Skipped | S::Interrupted | S::Unknown, _) => return false,
     };
     cmd.state = next;
     true
@@ -134,6 +175,12 @@ pub(super) enum DeploymentEvent {
     Failed(String),
     /// An operator stopped it.
     Stopped,
+    /// An operator's deployment of the same group replaces this catch-up.
+    Superseded { by: String },
+    /// A batch succeeded: the next one waits until `until` (ms).
+    BakeStarted { until: u64 },
+    /// The bake is over: the next batch may start.
+    BakeEnded,
 }
 
 /// Applies `event` to `d` at `now` (ms); returns whether the deployment's state changed.
@@ -145,6 +192,20 @@ pub(super) fn deployment_transition(
     use DeploymentEvent as E;
     use DeploymentState as S;
     let next = match (d.state, event) {
+        (S::InProgress, E::BakeStarted { until }) => {
+            if d.bake_until_ms.is_some() {
+                return false;
+            }
+            d.bake_until_ms = Some(until);
+            return true;
+        }
+        (S::InProgress, E::BakeEnded) => return d.bake_until_ms.take().is_some(),
+        (_, E::BakeStarted { .. } | E::BakeEnded) => return false,
+        (S::Pending | S::InProgress | S::Unknown, E::Superseded { by }) => {
+            d.message = Some(format!("superseded by an operator's deployment {by}"));
+            d.bake_until_ms = None;
+            S::Stopped
+        }
         (S::InProgress, E::Succeeded) => S::Succeeded,
         (S::InProgress, E::Failed(why)) => {
             d.message = Some(why);
@@ -152,6 +213,7 @@ pub(super) fn deployment_transition(
         }
         (S::Pending | S::InProgress | S::Unknown, E::Stopped) => {
             d.message = Some("stopped by an operator".into());
+            d.bake_until_ms = None;
             S::Stopped
         }
         // The rollout rules decide only for a deployment in progress.
@@ -159,6 +221,9 @@ pub(super) fn deployment_transition(
         // Ended: the first verdict stays.
         (S::Succeeded | S::Failed | S::Stopped, _) => return false,
     };
+    if next.is_terminal() {
+        d.bake_until_ms = None;
+    }
     d.state = next;
     d.ended_ms = Some(now);
     true
@@ -223,6 +288,8 @@ mod tests {
             appspec_path: None,
             created_ms: 1,
             ended_ms: None,
+            bake_secs: 0,
+            bake_until_ms: None,
         }
     }
 
@@ -257,6 +324,7 @@ mod tests {
                     lease,
                 },
             ),
+            ("lost while baking", CommandEvent::LostWhileBaking { lease }),
         ];
         // (state, event name) -> next state; every pair not listed leaves the command alone.
         let moves = [
@@ -267,8 +335,9 @@ mod tests {
             (S::InProgress, "unknown status", S::Failed),
             (S::Pending, "deployment failed", S::Skipped),
             (S::Pending, "deployment stopped", S::Skipped),
-            (S::InProgress, "host lost", S::Failed),
+            (S::InProgress, "host lost", S::Unknown),
             (S::InProgress, "no report", S::Failed),
+            (S::Succeeded, "lost while baking", S::Failed),
         ];
         let states = [
             S::Pending,
@@ -277,6 +346,7 @@ mod tests {
             S::Failed,
             S::Stopped,
             S::Skipped,
+            S::Interrupted,
             S::Unknown,
         ];
         for state in states {
@@ -312,10 +382,11 @@ mod tests {
             CommandEvent::LeaseExpired { code, lease },
             9
         ));
+        assert_eq!(lost.state, CommandState::Unknown);
         assert_eq!(lost.error_code.as_deref(), Some("host_lost"));
         assert_eq!(
             lost.message.as_deref(),
-            Some("host lost: no report or poll for 10m")
+            Some("host lost mid-command: no report or poll for 10m; it may or may not have run")
         );
         assert_eq!(lost.ended_ms, Some(9));
         let mut silent = command(CommandState::InProgress);
@@ -329,6 +400,81 @@ mod tests {
         assert_eq!(
             silent.message.as_deref(),
             Some("no report or heartbeat for this command for 10m although the host still polls")
+        );
+    }
+
+    #[test]
+    fn a_failure_whose_event_the_agent_restart_cut_short_is_interrupted() {
+        for (code, want) in [
+            (Some(AGENT_RESTARTED), CommandState::Interrupted),
+            (Some("script_failed"), CommandState::Failed),
+            (None, CommandState::Failed),
+        ] {
+            let mut cmd = command(CommandState::InProgress);
+            cmd.error_code = code.map(str::to_owned);
+            let event = CommandEvent::Completed {
+                status: CommandStatus::Failed,
+                failed_event: Some("ApplicationStart"),
+                message: Some("agent restarted during ApplicationStart"),
+            };
+            assert!(command_transition(&mut cmd, event, 5));
+            assert_eq!(cmd.state, want, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_bake_starts_once_ends_once_and_a_stop_or_supersede_clears_it() {
+        let mut d = deployment(DeploymentState::InProgress);
+        assert!(deployment_transition(
+            &mut d,
+            DeploymentEvent::BakeStarted { until: 50 },
+            7
+        ));
+        assert_eq!(
+            (d.state, d.bake_until_ms),
+            (DeploymentState::InProgress, Some(50))
+        );
+        assert!(!deployment_transition(
+            &mut d,
+            DeploymentEvent::BakeStarted { until: 90 },
+            8
+        ));
+        assert_eq!(d.bake_until_ms, Some(50), "a bake does not restart");
+        assert_eq!(d.ended_ms, None, "a bake is no end");
+        assert!(deployment_transition(
+            &mut d,
+            DeploymentEvent::BakeEnded,
+            50
+        ));
+        assert!(!deployment_transition(
+            &mut d,
+            DeploymentEvent::BakeEnded,
+            51
+        ));
+        assert!(deployment_transition(
+            &mut d,
+            DeploymentEvent::BakeStarted { until: 90 },
+            60
+        ));
+        assert!(deployment_transition(&mut d, DeploymentEvent::Stopped, 61));
+        assert_eq!((d.state, d.bake_until_ms), (DeploymentState::Stopped, None));
+        assert!(!deployment_transition(
+            &mut d,
+            DeploymentEvent::BakeStarted { until: 99 },
+            62
+        ));
+
+        let mut catch_up = deployment(DeploymentState::InProgress);
+        let by = "d-2".to_owned();
+        assert!(deployment_transition(
+            &mut catch_up,
+            DeploymentEvent::Superseded { by },
+            9
+        ));
+        assert_eq!(catch_up.state, DeploymentState::Stopped);
+        assert_eq!(
+            catch_up.message.as_deref(),
+            Some("superseded by an operator's deployment d-2")
         );
     }
 

@@ -65,6 +65,13 @@ pub struct GroupRow {
     pub rollout: RolloutConfig,
     pub auto_rollback: bool,
     pub created_ms: u64,
+    /// Hosts not on the target revision get it by a catch-up deployment.
+    pub catch_up: bool,
+    /// Seconds between a batch's success and the next batch's start.
+    pub bake_secs: u64,
+    /// The deployment that set the target revision: the group's last successful one
+    /// created by an operator or an auto-rollback.
+    pub target_deployment_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +134,10 @@ pub struct DeploymentRow {
     pub appspec_path: Option<String>,
     pub created_ms: u64,
     pub ended_ms: Option<u64>,
+    /// The group's bake time when the deployment was created.
+    pub bake_secs: u64,
+    /// Baking: the next batch starts at this time.
+    pub bake_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +170,64 @@ pub struct ReportRow {
     pub received_ms: u64,
     /// The report as received, for the record.
     pub body_json: String,
+}
+
+/// Where one host stands in one deployment group: what it runs there, and the catch-up
+/// bookkeeping. Written with the command end that changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSyncRow {
+    pub host_id: String,
+    pub group_id: String,
+    /// The revision of its last successful command in the group, and that deployment.
+    pub revision_id: Option<String>,
+    pub revision: Option<Revision>,
+    pub deployment_id: Option<String>,
+    /// Out of sync and left alone until an operator deploys the group again or retries.
+    pub hold: bool,
+    /// Failed catch-up tries since it last ran a revision of the group.
+    pub attempts: u32,
+    /// The next catch-up starts no earlier (ms since the epoch).
+    pub next_attempt_ms: u64,
+    /// The catch-up command handed to it last, while it may still run.
+    pub pending_command_id: Option<String>,
+    /// How its last bad command ended, in which event, and why.
+    pub failed_state: Option<CommandState>,
+    pub failed_event: Option<String>,
+    pub error: Option<String>,
+    pub updated_ms: u64,
+}
+
+impl HostSyncRow {
+    pub fn new(host_id: &str, group_id: &str, now: u64) -> HostSyncRow {
+        HostSyncRow {
+            host_id: host_id.to_owned(),
+            group_id: group_id.to_owned(),
+            revision_id: None,
+            revision: None,
+            deployment_id: None,
+            hold: false,
+            attempts: 0,
+            next_attempt_ms: 0,
+            pending_command_id: None,
+            failed_state: None,
+            failed_event: None,
+            error: None,
+            updated_ms: now,
+        }
+    }
+}
+
+/// What one decision changed, written in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Changes<'a> {
+    pub deployment: &'a DeploymentRow,
+    /// Stored commands of the deployment to update.
+    pub commands: &'a [CommandRow],
+    /// Commands to add to the (stored) deployment.
+    pub new_commands: &'a [CommandRow],
+    pub syncs: &'a [HostSyncRow],
+    /// The deployment succeeded and becomes its group's target.
+    pub sets_target: bool,
 }
 
 /// When a host was last heard from, and what its last poll said about itself. Written in
@@ -198,6 +267,10 @@ pub trait Store: Send + Sync + 'static {
     fn groups(&self, application: &str) -> Result<Vec<GroupRow>>;
     fn group(&self, application: &str, name: &str) -> Result<Option<GroupRow>>;
     fn group_by_id(&self, id: &str) -> Result<Option<GroupRow>>;
+    /// Every application's groups.
+    fn all_groups(&self) -> Result<Vec<GroupRow>>;
+    /// Writes a group's options (catch-up, bake, rollout, auto-rollback).
+    fn update_group(&self, group: &GroupRow) -> Result<()>;
 
     fn insert_registration_token(&self, token: &RegistrationTokenRow) -> Result<()>;
     fn registration_token(&self, token_sha256: &str) -> Result<Option<RegistrationTokenRow>>;
@@ -219,7 +292,9 @@ pub trait Store: Send + Sync + 'static {
     fn revision(&self, id: &str) -> Result<Option<RevisionRow>>;
 
     /// Inserts a deployment with its commands.
-    fn insert_deployment(&self, deployment: &DeploymentRow, commands: &[CommandRow]) -> Result<()>;
+    fn insert_deployment(&self, deployment: &DeploymentRow, commands: &[CommandRow]) -> Result<()> {
+        self.insert_deployment_with(deployment, commands, &[])
+    }
     fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>>;
     /// Newest first; all applications when `application` is `None`.
     fn deployments(&self, application: Option<&str>, limit: u32) -> Result<Vec<DeploymentRow>>;
@@ -228,7 +303,36 @@ pub trait Store: Send + Sync + 'static {
     /// The group's newest successful deployment.
     fn last_successful_deployment(&self, group_id: &str) -> Result<Option<DeploymentRow>>;
     /// Updates a stored deployment and any of its stored commands in one transaction.
-    fn save_deployment(&self, deployment: &DeploymentRow, commands: &[CommandRow]) -> Result<()>;
+    fn save_deployment(&self, deployment: &DeploymentRow, commands: &[CommandRow]) -> Result<()> {
+        self.save_changes(&Changes {
+            deployment,
+            commands,
+            new_commands: &[],
+            syncs: &[],
+            sets_target: false,
+        })
+    }
+    /// Updates a stored deployment, adds and updates its commands, writes sync rows and
+    /// the group's target, in one transaction.
+    fn save_changes(&self, changes: &Changes<'_>) -> Result<()>;
+    /// Inserts a deployment with its commands and sync rows, in one transaction.
+    fn insert_deployment_with(
+        &self,
+        deployment: &DeploymentRow,
+        commands: &[CommandRow],
+        syncs: &[HostSyncRow],
+    ) -> Result<()>;
+    /// How many commands the deployment has.
+    fn command_total(&self, deployment_id: &str) -> Result<u32>;
+
+    /// One host's row in one group.
+    fn host_sync(&self, host_id: &str, group_id: &str) -> Result<Option<HostSyncRow>>;
+    /// Every host's rows.
+    fn host_syncs(&self) -> Result<Vec<HostSyncRow>>;
+    /// One host's rows.
+    fn host_syncs_of(&self, host_id: &str) -> Result<Vec<HostSyncRow>>;
+    /// Writes rows, replacing stored ones.
+    fn save_host_syncs(&self, rows: &[HostSyncRow]) -> Result<()>;
 
     /// A deployment's commands in rollout order.
     fn commands(&self, deployment_id: &str) -> Result<Vec<CommandRow>>;
@@ -250,7 +354,16 @@ pub trait Store: Send + Sync + 'static {
     /// Records event reports, each with the (stored) command it updated, in one
     /// transaction: one sync of the database for a whole batch. Per report, false when
     /// (command, seq) was already recorded; nothing of that report is written then.
-    fn insert_reports(&self, reports: &[(ReportRow, CommandRow)]) -> Result<Vec<bool>>;
+    fn insert_reports(&self, reports: &[(ReportRow, CommandRow)]) -> Result<Vec<bool>> {
+        self.insert_reports_with(reports, &[])
+    }
+    /// [`Store::insert_reports`], writing sync rows (of the commands the reports ended) in
+    /// the same transaction.
+    fn insert_reports_with(
+        &self,
+        reports: &[(ReportRow, CommandRow)],
+        syncs: &[HostSyncRow],
+    ) -> Result<Vec<bool>>;
     /// Writes hosts' last contacts (by host id) in one transaction; a contact never moves
     /// a host's last-seen time back.
     fn write_contacts(&self, contacts: &[(String, HostContact)]) -> Result<()>;

@@ -6,6 +6,7 @@
 mod assets;
 mod auth;
 mod bundles;
+mod convergence;
 mod deploy;
 mod membership;
 mod progress;

@@ -200,6 +200,9 @@ pub struct SimHost {
     pub secret: String,
     pub name: String,
     pub tags: BTreeMap<String, String>,
+    /// What its first poll (at registration) was handed: a catch-up, when it joins a
+    /// group that has a target revision.
+    pub first: Option<agent::Command>,
 }
 
 pub fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -230,16 +233,17 @@ impl SimHost {
             .unwrap();
         assert_eq!(resp.status(), 201, "register {name}");
         let r: RegisterResponse = resp.json().await.unwrap();
-        let host = SimHost {
+        let mut host = SimHost {
             http,
             base: base.into(),
             id: r.host_id,
             secret: r.host_secret,
             name: name.into(),
             tags,
+            first: None,
         };
         // A first short poll, as an agent does on start, so the host counts as seen.
-        assert!(host.poll(0).await.is_none());
+        host.first = host.poll(0).await;
         host
     }
 

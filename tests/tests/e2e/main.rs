@@ -1,6 +1,7 @@
 //! End-to-end tests: they start the real `hoist-agent` (and `hoist`) binaries against real
 //! files, processes and users. Run with `cargo test --workspace`.
 
+mod convergence;
 mod daemon;
 mod demo;
 mod fleet;

@@ -5,29 +5,33 @@
 //! lock is held across an `.await` because every method is blocking. Not here: caching,
 //! connection pools, or anything PostgreSQL-specific.
 //!
-//! Files: this one (the connection and the [`Store`] methods), [`schema`] (the numbered
-//! migrations and their runner), [`rows`] (rows to and from SQL values).
+//! Files: this one (the connection, and the [`Store`] methods, each handed to the file of
+//! its concern), [`catalog`] (applications, groups, revisions), [`hosts`] (registration
+//! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`reports`]
+//! (event reports), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
+//! to and from SQL values).
 
+mod catalog;
+mod deployments;
+mod hosts;
+mod reports;
 mod rows;
 mod schema;
+mod sync;
 
 pub use schema::SCHEMA_VERSION;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::{
-    AppRow, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, RegistrationTokenRow,
-    ReportRow, Result, RevisionRow, Store, StoreError,
+    AppRow, Changes, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, HostSyncRow,
+    RegistrationTokenRow, ReportRow, Result, RevisionRow, Store,
 };
 use hoist_protocol::operator::CommandState;
-use rows::{
-    command_row, command_state, db, deployment_row, from_json, group_row, host_row, i, insert_host,
-    is_unique_violation, to_json, token_row, u, write_command, write_deployment, Raw, Write,
-    COMMAND_COLS, DEPLOYMENT_COLS, GROUP_COLS, HOST_COLS, TOKEN_COLS,
-};
+use rows::{db, Raw};
 use schema::migrate;
 
 pub struct SqliteStore {
@@ -68,21 +72,6 @@ impl SqliteStore {
         })
     }
 
-    fn write_deployment_with(
-        &self,
-        d: &DeploymentRow,
-        commands: &[CommandRow],
-        how: Write,
-    ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db("starting a transaction"))?;
-        write_deployment(&tx, d, how).map_err(db("writing a deployment"))?;
-        for c in commands {
-            write_command(&tx, c, how).map_err(db("writing a command"))?;
-        }
-        tx.commit().map_err(db("committing a deployment"))
-    }
-
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-written row behind (SQLite
         // rolls back an unfinished transaction), so a poisoned lock is safe to reuse.
@@ -119,507 +108,191 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn insert_application(&self, app: &AppRow) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO applications (name, created_ms) VALUES (?1, ?2)",
-                params![app.name, i(app.created_ms)],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!("application {}", app.name))
-                } else {
-                    db("inserting an application")(e)
-                }
-            })?;
-        Ok(())
+        catalog::insert_application(self, app)
     }
 
     fn applications(&self) -> Result<Vec<AppRow>> {
-        self.query(
-            "listing applications",
-            "SELECT name, created_ms FROM applications ORDER BY name",
-            [],
-            |r| {
-                Ok(AppRow {
-                    name: r.text(0),
-                    created_ms: u(r.int(1)),
-                })
-            },
-        )
+        catalog::applications(self)
     }
 
     fn application(&self, name: &str) -> Result<Option<AppRow>> {
-        self.query_one(
-            "reading an application",
-            "SELECT name, created_ms FROM applications WHERE name = ?1",
-            [name],
-            |r| {
-                Ok(AppRow {
-                    name: r.text(0),
-                    created_ms: u(r.int(1)),
-                })
-            },
-        )
+        catalog::application(self, name)
     }
 
     fn insert_group(&self, g: &GroupRow) -> Result<()> {
-        self.conn()
-            .execute(
-                &format!("INSERT INTO deployment_groups ({GROUP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![
-                    g.id,
-                    g.application,
-                    g.name,
-                    to_json(&g.tag_filters),
-                    g.rollout.to_string(),
-                    g.auto_rollback,
-                    i(g.created_ms)
-                ],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict(format!(
-                        "deployment group {} of application {}",
-                        g.name, g.application
-                    ))
-                } else {
-                    db("inserting a deployment group")(e)
-                }
-            })?;
-        Ok(())
+        catalog::insert_group(self, g)
     }
 
     fn groups(&self, application: &str) -> Result<Vec<GroupRow>> {
-        self.query(
-            "listing deployment groups",
-            &format!(
-                "SELECT {GROUP_COLS} FROM deployment_groups WHERE application = ?1 ORDER BY name"
-            ),
-            [application],
-            group_row,
-        )
+        catalog::groups(self, application)
     }
 
     fn group(&self, application: &str, name: &str) -> Result<Option<GroupRow>> {
-        self.query_one(
-            "reading a deployment group",
-            &format!(
-                "SELECT {GROUP_COLS} FROM deployment_groups WHERE application = ?1 AND name = ?2"
-            ),
-            [application, name],
-            group_row,
-        )
+        catalog::group(self, application, name)
     }
 
     fn group_by_id(&self, id: &str) -> Result<Option<GroupRow>> {
-        self.query_one(
-            "reading a deployment group",
-            &format!("SELECT {GROUP_COLS} FROM deployment_groups WHERE id = ?1"),
-            [id],
-            group_row,
-        )
+        catalog::group_by_id(self, id)
+    }
+
+    fn all_groups(&self) -> Result<Vec<GroupRow>> {
+        catalog::all_groups(self)
+    }
+
+    fn update_group(&self, g: &GroupRow) -> Result<()> {
+        catalog::update_group(self, g)
     }
 
     fn insert_registration_token(&self, t: &RegistrationTokenRow) -> Result<()> {
-        self.conn()
-            .execute(
-                &format!(
-                    "INSERT INTO registration_tokens ({TOKEN_COLS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                ),
-                params![
-                    t.id,
-                    t.token_sha256,
-                    i(t.created_ms),
-                    t.expires_ms.map(i),
-                    t.max_uses,
-                    t.uses,
-                    t.revoked,
-                    to_json(&t.allowed_tags)
-                ],
-            )
-            .map_err(db("inserting a registration token"))?;
-        Ok(())
+        hosts::insert_registration_token(self, t)
     }
 
     fn registration_token(&self, token_sha256: &str) -> Result<Option<RegistrationTokenRow>> {
-        self.query_one(
-            "reading a registration token",
-            &format!("SELECT {TOKEN_COLS} FROM registration_tokens WHERE token_sha256 = ?1"),
-            [token_sha256],
-            token_row,
-        )
+        hosts::registration_token(self, token_sha256)
     }
 
     fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRow>> {
-        self.query(
-            "listing registration tokens",
-            &format!("SELECT {TOKEN_COLS} FROM registration_tokens ORDER BY created_ms, id"),
-            [],
-            token_row,
-        )
+        hosts::registration_tokens(self)
     }
 
     fn revoke_registration_token(&self, id: &str) -> Result<Option<RegistrationTokenRow>> {
-        self.conn()
-            .execute(
-                "UPDATE registration_tokens SET revoked = 1 WHERE id = ?1",
-                [id],
-            )
-            .map_err(db("revoking a registration token"))?;
-        self.query_one(
-            "reading a registration token",
-            &format!("SELECT {TOKEN_COLS} FROM registration_tokens WHERE id = ?1"),
-            [id],
-            token_row,
-        )
+        hosts::revoke_registration_token(self, id)
     }
 
     fn register_host(&self, h: &HostRow, token_id: &str) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db("starting a transaction"))?;
-        insert_host(&tx, h).map_err(db("inserting a host"))?;
-        tx.execute(
-            "UPDATE registration_tokens SET uses = uses + 1 WHERE id = ?1",
-            [token_id],
-        )
-        .map_err(db("counting a registration token's use"))?;
-        tx.commit().map_err(db("committing a registration"))
+        hosts::register_host(self, h, token_id)
     }
 
     fn active_host_named(&self, name: &str) -> Result<Option<HostRow>> {
-        self.query_one(
-            "reading a host by name",
-            &format!("SELECT {HOST_COLS} FROM hosts WHERE name = ?1 AND revoked = 0 LIMIT 1"),
-            [name],
-            host_row,
-        )
+        hosts::active_host_named(self, name)
     }
 
     fn insert_host(&self, h: &HostRow) -> Result<()> {
-        insert_host(&self.conn(), h).map_err(db("inserting a host"))?;
-        Ok(())
+        hosts::insert_host(self, h)
     }
 
     fn update_host(&self, h: &HostRow) -> Result<()> {
-        self.conn()
-            .execute(
-                "UPDATE hosts SET name = ?2, tags_json = ?3, agent_version = ?4, \
-                 last_seen_ms = max(last_seen_ms, ?5), revoked = ?6, requested_name = ?7, \
-                 requested_tags_json = ?8 WHERE id = ?1",
-                params![
-                    h.id,
-                    h.name,
-                    to_json(&h.tags),
-                    h.agent_version,
-                    i(h.last_seen_ms),
-                    h.revoked,
-                    h.requested_name,
-                    h.requested_tags.as_ref().map(to_json)
-                ],
-            )
-            .map_err(db("updating a host"))?;
-        Ok(())
+        hosts::update_host(self, h)
     }
 
     fn host(&self, id: &str) -> Result<Option<HostRow>> {
-        self.query_one(
-            "reading a host",
-            &format!("SELECT {HOST_COLS} FROM hosts WHERE id = ?1"),
-            [id],
-            host_row,
-        )
+        hosts::host(self, id)
     }
 
     fn hosts(&self) -> Result<Vec<HostRow>> {
-        self.query(
-            "listing hosts",
-            &format!("SELECT {HOST_COLS} FROM hosts ORDER BY name, id"),
-            [],
-            host_row,
-        )
+        hosts::hosts(self)
     }
 
     fn insert_revision(&self, r: &RevisionRow) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO revisions (id, application, revision_json, created_ms) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![r.id, r.application, to_json(&r.revision), i(r.created_ms)],
-            )
-            .map_err(db("inserting a revision"))?;
-        Ok(())
+        catalog::insert_revision(self, r)
     }
 
     fn revision(&self, id: &str) -> Result<Option<RevisionRow>> {
-        self.query_one(
-            "reading a revision",
-            "SELECT id, application, revision_json, created_ms FROM revisions WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(RevisionRow {
-                    id: r.text(0),
-                    application: r.text(1),
-                    revision: from_json("revision", &r.text(2))?,
-                    created_ms: u(r.int(3)),
-                })
-            },
-        )
+        catalog::revision(self, id)
     }
 
-    fn insert_deployment(&self, d: &DeploymentRow, commands: &[CommandRow]) -> Result<()> {
-        self.write_deployment_with(d, commands, Write::Insert)
+    fn insert_deployment_with(
+        &self,
+        d: &DeploymentRow,
+        commands: &[CommandRow],
+        syncs: &[HostSyncRow],
+    ) -> Result<()> {
+        deployments::insert_deployment_with(self, d, commands, syncs)
     }
 
     fn deployment(&self, id: &str) -> Result<Option<DeploymentRow>> {
-        self.query_one(
-            "reading a deployment",
-            &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"),
-            [id],
-            deployment_row,
-        )
+        deployments::deployment(self, id)
     }
 
     fn deployments(&self, application: Option<&str>, limit: u32) -> Result<Vec<DeploymentRow>> {
-        self.query(
-            "listing deployments",
-            &format!(
-                "SELECT {DEPLOYMENT_COLS} FROM deployments \
-                 WHERE ?1 IS NULL OR application = ?1 ORDER BY created_ms DESC, rowid DESC LIMIT ?2"
-            ),
-            params![application, limit],
-            deployment_row,
-        )
+        deployments::deployments(self, application, limit)
     }
 
     fn active_deployments(&self) -> Result<Vec<DeploymentRow>> {
-        self.query(
-            "listing active deployments",
-            &format!(
-                "SELECT {DEPLOYMENT_COLS} FROM deployments \
-                 WHERE state IN ('pending', 'in_progress') ORDER BY created_ms"
-            ),
-            [],
-            deployment_row,
-        )
+        deployments::active_deployments(self)
     }
 
     fn last_successful_deployment(&self, group_id: &str) -> Result<Option<DeploymentRow>> {
-        self.query_one(
-            "reading the last successful deployment",
-            &format!(
-                "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE group_id = ?1 \
-                 AND state = 'succeeded' ORDER BY ended_ms DESC, rowid DESC LIMIT 1"
-            ),
-            [group_id],
-            deployment_row,
-        )
+        deployments::last_successful_deployment(self, group_id)
     }
 
-    fn save_deployment(&self, d: &DeploymentRow, commands: &[CommandRow]) -> Result<()> {
-        self.write_deployment_with(d, commands, Write::Update)
+    fn save_changes(&self, changes: &Changes<'_>) -> Result<()> {
+        deployments::save_changes(self, changes)
+    }
+
+    fn command_total(&self, deployment_id: &str) -> Result<u32> {
+        deployments::command_total(self, deployment_id)
+    }
+
+    fn host_sync(&self, host_id: &str, group_id: &str) -> Result<Option<HostSyncRow>> {
+        sync::host_sync(self, host_id, group_id)
+    }
+
+    fn host_syncs(&self) -> Result<Vec<HostSyncRow>> {
+        sync::host_syncs(self)
+    }
+
+    fn host_syncs_of(&self, host_id: &str) -> Result<Vec<HostSyncRow>> {
+        sync::host_syncs_of(self, host_id)
+    }
+
+    fn save_host_syncs(&self, rows: &[HostSyncRow]) -> Result<()> {
+        sync::save_host_syncs(self, rows)
     }
 
     fn commands(&self, deployment_id: &str) -> Result<Vec<CommandRow>> {
-        self.query(
-            "listing commands",
-            &format!(
-                "SELECT {COMMAND_COLS} FROM commands WHERE deployment_id = ?1 ORDER BY position"
-            ),
-            [deployment_id],
-            command_row,
-        )
+        deployments::commands(self, deployment_id)
     }
 
     fn command_counts(&self, deployment_id: &str) -> Result<Vec<(CommandState, usize)>> {
-        self.query(
-            "counting commands",
-            "SELECT state, count(*) FROM commands WHERE deployment_id = ?1 GROUP BY state",
-            [deployment_id],
-            |r| {
-                Ok((
-                    command_state(&r.text(0))?,
-                    usize::try_from(r.int(1)).unwrap_or(0),
-                ))
-            },
-        )
+        deployments::command_counts(self, deployment_id)
     }
 
     fn pending_commands(&self, deployment_id: &str, limit: usize) -> Result<Vec<CommandRow>> {
-        self.query(
-            "listing pending commands",
-            &format!(
-                "SELECT {COMMAND_COLS} FROM commands WHERE deployment_id = ?1 \
-                 AND state = 'pending' ORDER BY position LIMIT ?2"
-            ),
-            params![deployment_id, i64::try_from(limit).unwrap_or(i64::MAX)],
-            command_row,
-        )
+        deployments::pending_commands(self, deployment_id, limit)
     }
 
     fn command(&self, id: &str) -> Result<Option<CommandRow>> {
-        self.query_one(
-            "reading a command",
-            &format!("SELECT {COMMAND_COLS} FROM commands WHERE id = ?1"),
-            [id],
-            command_row,
-        )
+        deployments::command(self, id)
     }
 
     fn in_progress_command_for_host(&self, host_id: &str) -> Result<Option<CommandRow>> {
-        self.query_one(
-            "reading a host's command",
-            &format!(
-                "SELECT {COMMAND_COLS} FROM commands WHERE host_id = ?1 \
-                 AND state = 'in_progress' ORDER BY started_ms, rowid LIMIT 1"
-            ),
-            [host_id],
-            command_row,
-        )
+        deployments::in_progress_command_for_host(self, host_id)
     }
 
     fn in_progress_commands(&self) -> Result<Vec<CommandRow>> {
-        self.query(
-            "listing commands in progress",
-            &format!("SELECT {COMMAND_COLS} FROM commands WHERE state = 'in_progress'"),
-            [],
-            command_row,
-        )
+        deployments::in_progress_commands(self)
     }
 
     fn succeeded_commands_of_host(
         &self,
         host_id: &str,
     ) -> Result<Vec<(DeploymentRow, CommandRow)>> {
-        let commands = self.query(
-            "listing a host's commands",
-            &format!(
-                "SELECT {COMMAND_COLS} FROM commands WHERE host_id = ?1 \
-                 AND state = 'succeeded' ORDER BY ended_ms DESC"
-            ),
-            [host_id],
-            command_row,
-        )?;
-        let mut out = Vec::with_capacity(commands.len());
-        for c in commands {
-            if let Some(d) = self.deployment(&c.deployment_id)? {
-                out.push((d, c));
-            }
-        }
-        Ok(out)
+        deployments::succeeded_commands_of_host(self, host_id)
     }
 
     fn report(&self, command_id: &str, seq: u64) -> Result<Option<ReportRow>> {
-        self.query_one(
-            "reading a report",
-            "SELECT command_id, seq, at_ms, received_ms, body_json FROM reports \
-             WHERE command_id = ?1 AND seq = ?2",
-            params![command_id, i(seq)],
-            |r| {
-                Ok(ReportRow {
-                    command_id: r.text(0),
-                    seq: u(r.int(1)),
-                    at_ms: u(r.int(2)),
-                    received_ms: u(r.int(3)),
-                    body_json: r.text(4),
-                })
-            },
-        )
+        reports::report(self, command_id, seq)
     }
 
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM reports WHERE command_id = ?1 AND seq = ?2",
-                params![command_id, i(seq)],
-                |_| Ok(()),
-            )
-            .optional()
-            .map_err(db("reading a report"))?
-            .is_some())
+        reports::report_exists(self, command_id, seq)
     }
 
-    fn insert_reports(&self, reports: &[(ReportRow, CommandRow)]) -> Result<Vec<bool>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db("starting a transaction"))?;
-        let mut recorded = Vec::with_capacity(reports.len());
-        for (r, command) in reports {
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO reports (command_id, seq, at_ms, received_ms, body_json) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .and_then(|mut stmt| {
-                    stmt.execute(params![
-                        r.command_id,
-                        i(r.seq),
-                        i(r.at_ms),
-                        i(r.received_ms),
-                        r.body_json
-                    ])
-                })
-                .map_err(db("inserting a report"))?;
-            if inserted > 0 {
-                write_command(&tx, command, Write::Update).map_err(db("writing a command"))?;
-            }
-            recorded.push(inserted > 0);
-        }
-        tx.commit().map_err(db("committing reports"))?;
-        Ok(recorded)
+    fn insert_reports_with(
+        &self,
+        reports: &[(ReportRow, CommandRow)],
+        syncs: &[HostSyncRow],
+    ) -> Result<Vec<bool>> {
+        reports::insert_reports_with(self, reports, syncs)
     }
 
     fn write_contacts(&self, contacts: &[(String, HostContact)]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db("starting a transaction"))?;
-        for (id, c) in contacts {
-            match &c.details {
-                // What the host says about itself is only a request: its name and tags
-                // are the operator's. A request equal to what is set clears it.
-                Some(d) => tx
-                    .prepare_cached(
-                        "UPDATE hosts SET agent_version = ?4, \
-                         last_seen_ms = max(last_seen_ms, ?5), \
-                         requested_name = CASE WHEN ?2 = name THEN NULL ELSE ?2 END, \
-                         requested_tags_json = CASE WHEN ?3 = tags_json THEN NULL ELSE ?3 END \
-                         WHERE id = ?1",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.execute(params![
-                            id,
-                            d.name,
-                            to_json(&d.tags),
-                            d.agent_version,
-                            i(c.last_seen_ms)
-                        ])
-                    }),
-                None => tx
-                    .prepare_cached(
-                        "UPDATE hosts SET last_seen_ms = max(last_seen_ms, ?2) WHERE id = ?1",
-                    )
-                    .and_then(|mut stmt| stmt.execute(params![id, i(c.last_seen_ms)])),
-            }
-            .map_err(db("updating a host's last contact"))?;
-        }
-        tx.commit().map_err(db("committing hosts' last contacts"))
+        hosts::write_contacts(self, contacts)
     }
 
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>> {
-        self.query(
-            "listing reports",
-            "SELECT command_id, seq, at_ms, received_ms, body_json FROM reports \
-             WHERE command_id = ?1 ORDER BY seq",
-            [command_id],
-            |r| {
-                Ok(ReportRow {
-                    command_id: r.text(0),
-                    seq: u(r.int(1)),
-                    at_ms: u(r.int(2)),
-                    received_ms: u(r.int(3)),
-                    body_json: r.text(4),
-                })
-            },
-        )
+        reports::reports(self, command_id)
     }
 }
 
@@ -627,6 +300,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::schema::MIGRATIONS;
     use super::*;
+    use crate::store::StoreError;
 
     #[test]
     fn migrations_are_recorded_and_reopening_keeps_data() {

@@ -7,7 +7,8 @@ use rusqlite::{params, Connection, Row};
 use serde::de::DeserializeOwned;
 
 use crate::store::{
-    CommandRow, DeploymentRow, GroupRow, HostRow, RegistrationTokenRow, Result, StoreError,
+    CommandRow, DeploymentRow, GroupRow, HostRow, HostSyncRow, RegistrationTokenRow, Result,
+    StoreError,
 };
 use hoist_protocol::operator::{CommandState, Creator, DeploymentState, RolloutConfig};
 
@@ -61,6 +62,8 @@ pub(super) fn command_state(s: &str) -> Result<CommandState> {
         "failed" => CommandState::Failed,
         "stopped" => CommandState::Stopped,
         "skipped" => CommandState::Skipped,
+        "interrupted" => CommandState::Interrupted,
+        "unknown" => CommandState::Unknown,
         other => {
             return Err(StoreError::BadValue {
                 what: "command state",
@@ -73,7 +76,16 @@ pub(super) fn command_state(s: &str) -> Result<CommandState> {
 fn creator_str(c: Creator) -> &'static str {
     match c {
         Creator::Rollback => "rollback",
+        Creator::CatchUp => "catch-up",
         Creator::User | Creator::Unknown => "user",
+    }
+}
+
+fn creator(s: &str) -> Creator {
+    match s {
+        "rollback" => Creator::Rollback,
+        "catch-up" => Creator::CatchUp,
+        _ => Creator::User,
     }
 }
 
@@ -122,8 +134,8 @@ impl Raw {
     }
 }
 
-pub(super) const GROUP_COLS: &str =
-    "id, application, name, tag_filters_json, rollout, auto_rollback, created_ms";
+pub(super) const GROUP_COLS: &str = "id, application, name, tag_filters_json, rollout, \
+    auto_rollback, created_ms, catch_up, bake_secs, target_deployment_id";
 pub(super) fn group_row(r: Raw) -> Result<GroupRow> {
     Ok(GroupRow {
         id: r.text(0),
@@ -133,6 +145,9 @@ pub(super) fn group_row(r: Raw) -> Result<GroupRow> {
         rollout: rollout(&r.text(4))?,
         auto_rollback: r.int(5) != 0,
         created_ms: u(r.int(6)),
+        catch_up: r.int(7) != 0,
+        bake_secs: u(r.int(8)),
+        target_deployment_id: r.opt_text(9),
     })
 }
 
@@ -175,7 +190,7 @@ pub(super) fn token_row(r: Raw) -> Result<RegistrationTokenRow> {
 pub(super) const DEPLOYMENT_COLS: &str = "id, application, group_id, group_name, revision_id, \
     revision_json, state, creator, rollback_of, rolled_back_by, message, rollout, \
     file_exists_behavior, ignore_application_stop_failures, events_json, appspec_path, \
-    created_ms, ended_ms";
+    created_ms, ended_ms, bake_secs, bake_until_ms";
 pub(super) fn deployment_row(r: Raw) -> Result<DeploymentRow> {
     Ok(DeploymentRow {
         id: r.text(0),
@@ -185,11 +200,7 @@ pub(super) fn deployment_row(r: Raw) -> Result<DeploymentRow> {
         revision_id: r.opt_text(4),
         revision: from_json("revision", &r.text(5))?,
         state: deployment_state(&r.text(6))?,
-        creator: if r.text(7) == "rollback" {
-            Creator::Rollback
-        } else {
-            Creator::User
-        },
+        creator: creator(&r.text(7)),
         rollback_of: r.opt_text(8),
         rolled_back_by: r.opt_text(9),
         message: r.opt_text(10),
@@ -200,6 +211,8 @@ pub(super) fn deployment_row(r: Raw) -> Result<DeploymentRow> {
         appspec_path: r.opt_text(15),
         created_ms: u(r.int(16)),
         ended_ms: r.opt_int(17).map(u),
+        bake_secs: u(r.int(18)),
+        bake_until_ms: r.opt_int(19).map(u),
     })
 }
 
@@ -244,11 +257,13 @@ pub(super) fn write_deployment(
     let sql = match how {
         Write::Insert => format!(
             "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+             ?19, ?20)"
         ),
         // Parameters as for the insert; the unchanging ones go unused.
         Write::Update => "UPDATE deployments SET state = ?7, rollback_of = ?9, \
-             rolled_back_by = ?10, message = ?11, ended_ms = ?18 WHERE id = ?1"
+             rolled_back_by = ?10, message = ?11, ended_ms = ?18, bake_until_ms = ?20 \
+             WHERE id = ?1"
             .to_owned(),
     };
     conn.prepare_cached(&sql)?.execute(params![
@@ -270,6 +285,8 @@ pub(super) fn write_deployment(
         d.appspec_path,
         i(d.created_ms),
         d.ended_ms.map(i),
+        i(d.bake_secs),
+        d.bake_until_ms.map(i),
     ])
 }
 
@@ -330,4 +347,50 @@ pub(super) fn insert_host(conn: &Connection, h: &HostRow) -> rusqlite::Result<us
             h.requested_tags.as_ref().map(to_json)
         ],
     )
+}
+
+pub(super) const SYNC_COLS: &str = "host_id, group_id, revision_id, revision_json, deployment_id, \
+    hold, attempts, next_attempt_ms, pending_command_id, failed_state, failed_event, error, \
+    updated_ms";
+pub(super) fn sync_row(r: Raw) -> Result<HostSyncRow> {
+    Ok(HostSyncRow {
+        host_id: r.text(0),
+        group_id: r.text(1),
+        revision_id: r.opt_text(2),
+        revision: r
+            .opt_text(3)
+            .map(|t| from_json("revision", &t))
+            .transpose()?,
+        deployment_id: r.opt_text(4),
+        hold: r.int(5) != 0,
+        attempts: u32::try_from(r.int(6)).unwrap_or(u32::MAX),
+        next_attempt_ms: u(r.int(7)),
+        pending_command_id: r.opt_text(8),
+        failed_state: r.opt_text(9).map(|t| command_state(&t)).transpose()?,
+        failed_event: r.opt_text(10),
+        error: r.opt_text(11),
+        updated_ms: u(r.int(12)),
+    })
+}
+
+pub(super) fn write_sync(conn: &Connection, h: &HostSyncRow) -> rusqlite::Result<usize> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO host_sync ({SYNC_COLS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))?
+    .execute(params![
+        h.host_id,
+        h.group_id,
+        h.revision_id,
+        h.revision.as_ref().map(to_json),
+        h.deployment_id,
+        h.hold,
+        h.attempts,
+        i(h.next_attempt_ms),
+        h.pending_command_id,
+        h.failed_state.map(|s| s.as_str()),
+        h.failed_event,
+        h.error,
+        i(h.updated_ms),
+    ])
 }

@@ -120,6 +120,40 @@ ALTER TABLE hosts ADD COLUMN requested_name TEXT;
 ALTER TABLE hosts ADD COLUMN requested_tags_json TEXT;
 CREATE INDEX hosts_by_name ON hosts (name, revoked);
 "#,
+    r#"
+-- Fleet convergence. A group's options: catch-up (on) and a bake between batches; its
+-- target, the deployment whose revision its hosts should run (the last successful one).
+ALTER TABLE deployment_groups ADD COLUMN catch_up INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE deployment_groups ADD COLUMN bake_secs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deployment_groups ADD COLUMN target_deployment_id TEXT;
+UPDATE deployment_groups SET target_deployment_id = (
+    SELECT d.id FROM deployments d WHERE d.group_id = deployment_groups.id
+    AND d.state = 'succeeded' ORDER BY d.ended_ms DESC, d.rowid DESC LIMIT 1);
+ALTER TABLE deployments ADD COLUMN bake_secs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deployments ADD COLUMN bake_until_ms INTEGER;
+-- Where each host stands in each group: what it runs there and its catch-up retries.
+CREATE TABLE host_sync (
+    host_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    revision_id TEXT,
+    revision_json TEXT,
+    deployment_id TEXT,
+    hold INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    pending_command_id TEXT,
+    failed_state TEXT,
+    failed_event TEXT,
+    error TEXT,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (host_id, group_id)
+);
+-- What each host runs per group, from its newest succeeded command there.
+INSERT INTO host_sync (host_id, group_id, revision_id, revision_json, deployment_id, updated_ms)
+SELECT c.host_id, d.group_id, d.revision_id, d.revision_json, d.id, max(coalesce(c.ended_ms, 0))
+FROM commands c JOIN deployments d ON d.id = c.deployment_id
+WHERE c.state = 'succeeded' GROUP BY c.host_id, d.group_id;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use hoist_protocol::text::esc;
 use serde::Serialize;
 
-use crate::state::{self, AgentInfo, Contact, HostCredentials, HostLock, InFlight, StateDir};
+use crate::state::{self, AgentInfo, Contact, HostCredentials, HostLock, StateDir};
 
 /// How many deployments per group are shown.
 const RECENT_PER_GROUP: usize = 3;
@@ -88,18 +88,15 @@ impl Status {
         let contact = state::read_json::<Contact>(&state.contact_path())
             .ok()
             .flatten();
-        let in_flight = state::read_json::<InFlight>(&state.in_flight_path())
-            .ok()
-            .flatten()
-            .map(|f| InFlightStatus {
-                elapsed_secs: now.saturating_sub(f.started_at_ms) / 1000,
-                event_elapsed_secs: now.saturating_sub(f.event_started_at_ms) / 1000,
-                deployment_id: f.deployment_id,
-                application: f.application,
-                group: f.group,
-                event: f.event,
-                script: f.script,
-            });
+        let in_flight = state.in_flight().ok().flatten().map(|f| InFlightStatus {
+            elapsed_secs: now.saturating_sub(f.started_at_ms) / 1000,
+            event_elapsed_secs: now.saturating_sub(f.event_started_at_ms) / 1000,
+            deployment_id: f.deployment_id,
+            application: f.application,
+            group: f.group,
+            event: f.event,
+            script: f.script,
+        });
         let mut groups = Vec::new();
         for (group, info) in state.groups()? {
             let deployments = group

@@ -9,6 +9,7 @@
 //! host.json                       the host's id and secret at the coordinator (0600)
 //! contact.json                    the last exchange with the coordinator and its last error
 //! in-flight.json                  the deployment and event running now (absent when idle)
+//! in-flight-script.json           its running script and process group (written unsynced)
 //! commands/<command id>.json      a command this host has started (never run twice)
 //! outbox/<command id>/            reports not yet acknowledged by the coordinator (0700)
 //!   next-seq                      the sequence number of the command's next report
@@ -36,6 +37,7 @@
 
 mod files;
 mod groups;
+mod in_flight;
 mod lock;
 pub mod records;
 
@@ -46,7 +48,7 @@ use anyhow::Context;
 
 pub use files::{
     create_dir, create_private_dir, decode_name, encode_name, is_no_space, now_ms, read_json,
-    remove_file, reserve, write_atomic, write_failure, write_json, Reserved,
+    remove_file, reserve, write_atomic, write_failure, write_json, write_json_unsynced, Reserved,
 };
 #[cfg(test)]
 pub(crate) use groups::rewrite_group_paths;
@@ -109,6 +111,11 @@ impl StateDir {
 
     pub fn in_flight_path(&self) -> PathBuf {
         self.root.join("in-flight.json")
+    }
+
+    /// `in-flight-script.json`: the running script's part of the marker ([`StateDir::in_flight`]).
+    pub fn in_flight_script_path(&self) -> PathBuf {
+        self.root.join("in-flight-script.json")
     }
 
     /// `commands/`: a marker ([`CommandSeen`]) per command this host has started.

@@ -1,7 +1,9 @@
 //! Bundle apply: `hoist-agent deploy` of a generated bundle fetched from the local S3 server
 //! through a presigned URL (download, sha256 check, extraction, install), against the floor on
 //! the same data and disk: `sha256sum` + `tar -xzf` (or `unzip`) + `cp -a` of the archive
-//! already on disk.
+//! already on disk, and against that floor plus `sync` (the agent makes what it installed
+//! durable before Install succeeds; `cp -a` does not). Peak memory: the agent's VmHWM against
+//! the floor's extraction step, each sampled every 20 ms.
 //!
 //! Runs alternate (floor first on even runs, hoist first on odd ones) and each run's ratio is
 //! taken against its neighbour, so a machine that slows down mid-way skews both alike. Dirty
@@ -9,12 +11,12 @@
 //! revision's cleanup (every run starts from an empty destination and state directory).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::procs::{timed, Bins};
+use crate::procs::{peak_rss_bytes, timed, Bins};
 use crate::report::{Measurement, Stat};
 use crate::s3::S3Server;
 
@@ -73,6 +75,7 @@ fn measure_format(
     let mut hoist = Vec::new();
     let mut floor = Vec::new();
     let mut durable = Vec::new();
+    let (mut hoist_rss, mut floor_rss) = (Vec::new(), Vec::new());
     for r in 0..runs {
         for step in 0..2 {
             let floor_turn = (step == 0) == (r % 2 == 0);
@@ -82,19 +85,21 @@ fn measure_format(
             std::fs::create_dir_all(&dest).context("creating the destination")?;
             sync()?;
             if floor_turn {
-                let t = floor_run(archive, label, &unpack, &dest)?;
+                let (t, rss) = floor_run(archive, label, &unpack, &dest)?;
                 floor.push(t.as_secs_f64());
+                floor_rss.push(rss as f64 / MIB);
                 // The floor leaves its writes in the page cache; hoist-agent makes them
                 // durable before it reports Install done. Also time that write-back.
                 durable.push((t + timed(&mut Command::new("sync"))?).as_secs_f64());
             } else {
-                let t = timed(
+                let (t, rss) = timed_peak(
                     Command::new(&bins.agent)
                         .args(["deploy", "--bundle", &url, "--sha256", &sha])
                         .args(["--app", "bench", "--group", "apply", "--state-dir"])
                         .arg(&state),
                 )?;
                 hoist.push(t.as_secs_f64());
+                hoist_rss.push(rss as f64 / MIB);
             }
             check_installed(&dest, inputs)?;
         }
@@ -116,6 +121,8 @@ fn measure_format(
     let stat = |v: &[f64]| Stat::of(v).context("no apply samples");
     let ratio = stat(&ratios)?;
     let met = ratio.median <= 1.3;
+    let durable_ratio = stat(&durable_ratios)?;
+    let durable_met = durable_ratio.median <= 1.0;
     let what = format!(
         "{} files, {:.1} MB of contents, archive {:.1} MB",
         inputs.files,
@@ -145,11 +152,8 @@ fn measure_format(
             stat(&hoist)?,
             "the same runs, against the floor followed by `sync` (hoist-agent syncs what it installs)",
         )
-        .baseline(
-            "the floor + sync",
-            stat(&durable)?,
-            Some(stat(&durable_ratios)?),
-        ),
+        .baseline("the floor + sync", stat(&durable)?, Some(durable_ratio))
+        .target("ratio <= 1.0", durable_met),
         Measurement::new(
             &format!("apply.{label}.mb_per_s"),
             "MB/s",
@@ -157,14 +161,68 @@ fn measure_format(
             format!("contents installed per second; {what}"),
         )
         .baseline("floor MB/s", stat(&mbps(&floor))?, Some(stat(&mbps_ratio)?)),
+        Measurement::new(
+            &format!("apply.{label}.peak_rss_mib"),
+            "MiB",
+            stat(&hoist_rss)?,
+            "peak resident memory (VmHWM) of hoist-agent deploy in the same runs",
+        )
+        .baseline(
+            if label == "zip" { "unzip" } else { "tar -xzf" },
+            stat(&floor_rss)?,
+            None,
+        ),
     ])
 }
 
-fn floor_run(archive: &Path, label: &str, unpack: &Path, dest: &Path) -> anyhow::Result<Duration> {
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Runs a command to completion, sampling its peak resident memory (VmHWM, which only grows)
+/// every 20 ms: its time and the last peak read. Fails on a non-zero exit.
+fn timed_peak(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
+    let t0 = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let mut peak = 0;
+    let status = loop {
+        if let Ok(rss) = peak_rss_bytes(child.id()) {
+            peak = peak.max(rss);
+        }
+        if let Some(status) = child.try_wait().context("waiting for a command")? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = t0.elapsed();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("{cmd:?} failed ({status}): {}", err.trim());
+    }
+    if peak == 0 {
+        bail!("{cmd:?} ended before its memory could be read");
+    }
+    Ok((took, peak))
+}
+
+/// The floor's time, and the peak memory of its extraction step.
+fn floor_run(
+    archive: &Path,
+    label: &str,
+    unpack: &Path,
+    dest: &Path,
+) -> anyhow::Result<(Duration, u64)> {
     std::fs::create_dir_all(unpack).context("creating the unpack directory")?;
     let mut t = timed(Command::new("sha256sum").arg(archive))?;
-    t += if label == "zip" {
-        timed(
+    let (extract, rss) = if label == "zip" {
+        timed_peak(
             Command::new("unzip")
                 .arg("-q")
                 .arg(archive)
@@ -172,7 +230,7 @@ fn floor_run(archive: &Path, label: &str, unpack: &Path, dest: &Path) -> anyhow:
                 .arg(unpack),
         )?
     } else {
-        timed(
+        timed_peak(
             Command::new("tar")
                 .arg("-xzf")
                 .arg(archive)
@@ -180,13 +238,14 @@ fn floor_run(archive: &Path, label: &str, unpack: &Path, dest: &Path) -> anyhow:
                 .arg(unpack),
         )?
     };
+    t += extract;
     t += timed(
         Command::new("cp")
             .arg("-a")
             .arg(unpack.join("app").join("."))
             .arg(dest),
     )?;
-    Ok(t)
+    Ok((t, rss))
 }
 
 /// The run installed everything: the file count under `dest` matches the tree.

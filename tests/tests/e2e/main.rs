@@ -2,6 +2,7 @@
 //! files, processes and users. Run with `cargo test --workspace`.
 
 mod daemon;
+mod durability;
 mod fleet;
 mod local_deploy;
 mod resilience;

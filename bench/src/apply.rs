@@ -2,8 +2,8 @@
 //! through a presigned URL (download, sha256 check, extraction, install), against the floor on
 //! the same data and disk: `sha256sum` + `tar -xzf` (or `unzip`) + `cp -a` of the archive
 //! already on disk, and against that floor plus `sync` (the agent makes what it installed
-//! durable before Install succeeds; `cp -a` does not). Peak memory: the agent's VmHWM against
-//! the floor's extraction step, each sampled every 20 ms.
+//! durable before Install succeeds; `cp -a` does not). Peak memory: the agent's against the
+//! floor's extraction step, as GNU `time` reports them.
 //!
 //! Runs alternate (floor first on even runs, hoist first on odd ones) and each run's ratio is
 //! taken against its neighbour, so a machine that slows down mid-way skews both alike. Dirty
@@ -11,12 +11,12 @@
 //! revision's cleanup (every run starts from an empty destination and state directory).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::procs::{peak_rss_bytes, timed, Bins};
+use crate::procs::{timed, Bins};
 use crate::report::{Measurement, Stat};
 use crate::s3::S3Server;
 
@@ -165,7 +165,7 @@ fn measure_format(
             &format!("apply.{label}.peak_rss_mib"),
             "MiB",
             stat(&hoist_rss)?,
-            "peak resident memory (VmHWM) of hoist-agent deploy in the same runs",
+            "peak resident memory of hoist-agent deploy in the same runs (GNU time %M)",
         )
         .baseline(
             if label == "zip" { "unzip" } else { "tar -xzf" },
@@ -177,39 +177,42 @@ fn measure_format(
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Runs a command to completion, sampling its peak resident memory (VmHWM, which only grows)
-/// every 20 ms: its time and the last peak read. Fails on a non-zero exit.
+/// Runs a command to completion under GNU `time`: its time and its peak resident memory
+/// (`%M`). Not `wait4` of our own child: a child spawned by this process starts with this
+/// process's memory high-water mark, which would hide a smaller child's. Fails on a
+/// non-zero exit.
 fn timed_peak(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
-    let t0 = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {cmd:?}"))?;
-    let mut peak = 0;
-    let status = loop {
-        if let Ok(rss) = peak_rss_bytes(child.id()) {
-            peak = peak.max(rss);
-        }
-        if let Some(status) = child.try_wait().context("waiting for a command")? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = t0.elapsed();
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        bail!("{cmd:?} failed ({status}): {}", err.trim());
+    let out = tempfile_path("peak-rss")?;
+    let mut under_time = Command::new("/usr/bin/time");
+    under_time
+        .args(["-f", "%M", "-o"])
+        .arg(&out)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if !Path::new("/usr/bin/time").is_file() {
+        bail!("/usr/bin/time not found: install GNU time (apt-get install time)");
     }
-    if peak == 0 {
-        bail!("{cmd:?} ended before its memory could be read");
-    }
-    Ok((took, peak))
+    let took = timed(&mut under_time)?;
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    let kib: u64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("no peak memory in GNU time's output {text:?}"))?;
+    Ok((took, kib * 1024))
+}
+
+/// A fresh path in the temporary directory for a tool's output file.
+fn tempfile_path(what: &str) -> anyhow::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    Ok(std::env::temp_dir().join(format!(
+        "hoist-bench-{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )))
 }
 
 /// The floor's time, and the peak memory of its extraction step.

@@ -604,3 +604,53 @@ async fn the_marker_carries_the_record_and_the_running_script_is_kept_apart() {
     // Both parts are gone once the deployment's end is recorded.
     assert!(!marker_path.exists() && !part_path.exists());
 }
+
+/// Extraction leaves a revision unsynced; once it is the last successful install, what the
+/// next deployment runs from it (appspec, the stop scripts) must survive a crash of the host,
+/// and nothing else of it is synced.
+#[test]
+fn what_the_next_deployment_runs_from_a_revision_is_what_gets_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployments = tmp.path().join("g/deployments");
+    let root = deployments.join("d-1/archive");
+    fs::create_dir_all(root.join("scripts/stop")).unwrap();
+    fs::create_dir_all(root.join("site")).unwrap();
+    let appspec = "version: 0.0\nos: linux\nhooks:\n  ApplicationStop:\n    - location: scripts/stop/stop.sh\n    - location: missing.sh\n    - location: ../../outside.sh\n  BeforeBlockTraffic:\n    - location: /scripts/drain.sh\n  ApplicationStart:\n    - location: scripts/start.sh\n";
+    fs::write(root.join("appspec.yml"), appspec).unwrap();
+    for f in [
+        "scripts/stop/stop.sh",
+        "scripts/drain.sh",
+        "scripts/start.sh",
+        "site/index.html",
+    ] {
+        fs::write(root.join(f), "#!/bin/sh\n").unwrap();
+    }
+    fs::write(deployments.join("d-1/outside.sh"), "#!/bin/sh\n").unwrap();
+    let revision = Prepared {
+        root: root.clone(),
+        appspec_path: root.join("appspec.yml"),
+        spec: hoist_appspec::parse(appspec).unwrap().spec,
+    };
+    let (files, dirs) = needed_by_next(&revision).unwrap();
+    let root = fs::canonicalize(&root).unwrap();
+    let deployments = fs::canonicalize(&deployments).unwrap();
+    assert_eq!(
+        files.into_iter().collect::<Vec<_>>(),
+        [
+            root.join("appspec.yml"),
+            root.join("scripts/drain.sh"),
+            root.join("scripts/stop/stop.sh"),
+        ]
+    );
+    assert_eq!(
+        dirs.into_iter().collect::<Vec<_>>(),
+        [
+            deployments.clone(),
+            deployments.join("d-1"),
+            root.clone(),
+            root.join("scripts"),
+            root.join("scripts/stop"),
+        ]
+    );
+    sync_what_the_next_deployment_runs(&revision).unwrap();
+}

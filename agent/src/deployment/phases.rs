@@ -356,6 +356,12 @@ fn install_step(
         Ok(installed) => written.merge(installed),
         Err(e) => return Ok(failed(&e)),
     }
+    // The files' data before permissions apply (a rule may take the agent's read access
+    // away), the directories after.
+    let files = match written.sync_files() {
+        Ok(n) => n,
+        Err(e) => return Ok(failed(&e)),
+    };
     log.note(&format!(
         "installed {} paths (file_exists_behavior {})",
         record.entries.len(),
@@ -366,7 +372,7 @@ fn install_step(
     }
     match written.sync() {
         Ok(synced) => tracing::debug!(
-            files = synced.files,
+            files = files + synced.files,
             directories = synced.dirs,
             "installed files made durable"
         ),

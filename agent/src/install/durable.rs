@@ -3,9 +3,9 @@
 //!
 //! Writeback of each new file is started as soon as its contents are written
 //! ([`start_writeback`], `sync_file_range(SYNC_FILE_RANGE_WRITE)`), so the disk works while
-//! the next files are copied; at the end [`Written::sync`] waits with one `fdatasync` per new
-//! file, then one `fsync` per touched directory, from a small pool of threads so the waits
-//! overlap (a journalling filesystem commits concurrent syncs together). A whole-filesystem
+//! the next files are copied; at the end one `fdatasync` per new file ([`Written::sync_files`],
+//! before `permissions` apply), then one `fsync` per touched directory ([`Written::sync`]), each
+//! from a small pool of threads so the waits overlap (a journalling filesystem commits concurrent syncs together). A whole-filesystem
 //! `syncfs` would also flush every other process's dirty data, so a busy host would make a
 //! deployment as slow as its write backlog. A file that replaces another is not in the set: it
 //! is synced before its rename (`files`), so its path never has partial contents.
@@ -70,26 +70,36 @@ impl Written {
         &self.dirs
     }
 
-    /// Waits until every new file's data and every changed directory is on disk: files first,
-    /// then directories, each set from [`SYNC_THREADS`] threads. A directory that no longer
-    /// exists (removed once empty) is skipped: its parent is in the set.
-    pub fn sync(self) -> Result<Synced, InstallError> {
-        let synced = Synced {
-            files: self.files.len(),
-            dirs: self.dirs.len(),
-        };
-        in_pool(&self.files, |path| {
+    /// Waits until every new file's data is on disk, from [`SYNC_THREADS`] threads, and
+    /// takes them out of the set; how many. Done before `permissions` apply, while the agent
+    /// can still open every file it wrote (a rule may take its own read access away).
+    pub fn sync_files(&mut self) -> Result<usize, InstallError> {
+        let files = std::mem::take(&mut self.files);
+        in_pool(&files, |path| {
             File::open(path)
                 .and_then(|f| f.sync_data())
                 .map_err(io_err("syncing", path))
         })?;
+        Ok(files.len())
+    }
+
+    /// Waits until every new file still in the set and every changed directory is on disk:
+    /// files first, then directories, each set from [`SYNC_THREADS`] threads. A directory
+    /// that no longer exists (removed once empty) is skipped: its parent is in the set. On a
+    /// journalling filesystem the directories' syncs also commit the inode changes made since
+    /// (modes, owners).
+    pub fn sync(mut self) -> Result<Synced, InstallError> {
+        let files = self.sync_files()?;
         let dirs: Vec<PathBuf> = self.dirs.into_iter().collect();
         in_pool(&dirs, |dir| match File::open(dir) {
             Ok(d) => d.sync_all().map_err(io_err("syncing directory", dir)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("opening directory", dir)(e)),
         })?;
-        Ok(synced)
+        Ok(Synced {
+            files,
+            dirs: dirs.len(),
+        })
     }
 }
 

@@ -38,7 +38,7 @@ pub async fn recover(
     outbox: Option<&Outbox>,
     kill_grace: Duration,
 ) -> anyhow::Result<Option<Recovered>> {
-    let Some(in_flight) = state::read_json::<InFlight>(&state.in_flight_path())? else {
+    let Some(in_flight) = state.in_flight()? else {
         return Ok(None);
     };
     warn!(
@@ -83,10 +83,19 @@ pub async fn recover(
         .filter(|d| d.path().is_dir())
         .or_else(|| state.find_deployment(&in_flight.deployment_id));
     let record_path = dir.map(|d| d.record_path());
-    let record = match &record_path {
-        Some(p) => state::read_json::<DeploymentRecord>(p)?,
+    let on_disk = match &record_path {
+        // `result.json` is written unsynced between events: after a crash of the host it
+        // may be torn, missing or behind the marker, which carries the record durably.
+        Some(p) => state::read_json::<DeploymentRecord>(p).unwrap_or_else(|e| {
+            warn!(
+                "rebuilding {} from the in-flight marker: {e:#}",
+                p.display()
+            );
+            None
+        }),
         None => None,
     };
+    let record = furthest(on_disk, in_flight.record.clone());
     if let (Some(mut record), Some(record_path)) = (record, record_path) {
         if record.status == RecordStatus::InProgress {
             record.events.push(event.clone());
@@ -98,7 +107,7 @@ pub async fn recover(
         outbox.push(command_id, event.report(None))?;
         outbox.push(command_id, ending.report())?;
     }
-    state::remove_file(&state.in_flight_path())?;
+    state.clear_in_flight()?;
     info!(deployment_id = %in_flight.deployment_id, "{message}; reported as failed");
     Ok(Some(Recovered {
         deployment_id: in_flight.deployment_id,
@@ -106,6 +115,25 @@ pub async fn recover(
         event: in_flight.event,
         killed_pgid,
     }))
+}
+
+/// The record that got further: `result.json` as found, or the one the marker carried at
+/// the interrupted event's start. An ended record on disk wins (only the marker's removal
+/// was lost); otherwise the one with more events, the file on a tie (it is never older).
+fn furthest(
+    on_disk: Option<DeploymentRecord>,
+    from_marker: Option<DeploymentRecord>,
+) -> Option<DeploymentRecord> {
+    match (on_disk, from_marker) {
+        (Some(disk), Some(marker))
+            if disk.status == RecordStatus::InProgress
+                && marker.events.len() > disk.events.len() =>
+        {
+            Some(marker)
+        }
+        (Some(disk), _) => Some(disk),
+        (None, marker) => marker,
+    }
 }
 
 /// Whether process group `pgid` is still the one the marker recorded: same boot, and its
@@ -184,6 +212,7 @@ mod tests {
             pgid: Some(pgid),
             boot_id,
             pgid_start_time: start,
+            record: None,
         };
         state::write_json(&state.in_flight_path(), &marker).expect("plant marker");
     }
@@ -308,6 +337,113 @@ mod tests {
         );
         let _ = sleep.kill();
         let _ = sleep.wait();
+    }
+
+    /// After a crash of the host, `result.json` (written unsynced between events) may be torn
+    /// or behind: the record the marker carried durably is used instead, and the process
+    /// group of the running script (its part is lost with the boot) is not needed.
+    #[tokio::test]
+    async fn a_torn_or_stale_record_is_rebuilt_from_the_marker() {
+        let event = |name: &str| EventRecord {
+            event: name.into(),
+            status: EventStatus::Succeeded,
+            duration_ms: 1,
+            error_code: None,
+            message: None,
+            script: None,
+            exit_code: None,
+        };
+        for on_disk in [
+            Some(""),
+            Some("{\"schema_version\": 1, \"depl"),
+            None,
+            Some("stale"),
+        ] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let state = StateDir::open(tmp.path()).expect("state");
+            let dir = state.group("g-1").deployment("d-1");
+            std::fs::create_dir_all(dir.path()).expect("mkdir");
+            let record = DeploymentRecord {
+                schema_version: state::SCHEMA_VERSION,
+                deployment_id: "d-1".into(),
+                command_id: Some("cmd-1".into()),
+                application: "shop".into(),
+                group: "web".into(),
+                revision_description: "r".into(),
+                started_at_ms: 1,
+                ended_at_ms: None,
+                status: RecordStatus::InProgress,
+                events: vec![event("DownloadBundle"), event("Install")],
+                failed_event: None,
+                error: None,
+                log_path: dir.path().join("logs/hooks.log"),
+                log_tail: None,
+            };
+            match on_disk {
+                Some("stale") => {
+                    let behind = DeploymentRecord {
+                        events: vec![event("DownloadBundle")],
+                        ..record.clone()
+                    };
+                    state::write_json(&dir.record_path(), &behind).expect("record");
+                }
+                Some(text) => std::fs::write(dir.record_path(), text).expect("record"),
+                None => {}
+            }
+            let marker = InFlight {
+                schema_version: state::SCHEMA_VERSION,
+                deployment_id: "d-1".into(),
+                command_id: Some("cmd-1".into()),
+                application: "shop".into(),
+                group: "web".into(),
+                group_id: Some("g-1".into()),
+                agent_pid: 1,
+                started_at_ms: 1,
+                event: "AfterInstall".into(),
+                event_started_at_ms: 2,
+                script: None,
+                pgid: None,
+                boot_id: None,
+                pgid_start_time: None,
+                record: Some(record),
+            };
+            state::write_json(&state.in_flight_path(), &marker).expect("marker");
+            // The script's part of an earlier event, left behind: it does not apply.
+            let earlier = InFlight {
+                event: "BeforeInstall".into(),
+                script: Some("old.sh".into()),
+                record: None,
+                ..marker.clone()
+            };
+            state::write_json(&state.in_flight_script_path(), &earlier).expect("part");
+
+            let r = recover(&state, None, Duration::from_millis(100))
+                .await
+                .expect("recover")
+                .expect("something to recover");
+            assert_eq!(r.event, "AfterInstall", "{on_disk:?}");
+            let back: DeploymentRecord = state::read_json(&dir.record_path())
+                .expect("read")
+                .expect("record");
+            let events: Vec<(&str, EventStatus)> = back
+                .events
+                .iter()
+                .map(|e| (e.event.as_str(), e.status))
+                .collect();
+            assert_eq!(
+                events,
+                [
+                    ("DownloadBundle", EventStatus::Succeeded),
+                    ("Install", EventStatus::Succeeded),
+                    ("AfterInstall", EventStatus::Failed),
+                ],
+                "{on_disk:?}"
+            );
+            assert_eq!(back.events[2].script, None, "{on_disk:?}");
+            assert_eq!(back.status, RecordStatus::Failed);
+            assert!(!state.in_flight_path().exists());
+            assert!(!state.in_flight_script_path().exists());
+        }
     }
 
     #[test]

@@ -10,8 +10,7 @@ use hoist_protocol::text::esc;
 use serde::Serialize;
 
 use crate::state::{
-    self, AgentInfo, Contact, GroupSyncEntry, HostCredentials, HostLock, InFlight, StateDir,
-    SyncRecord,
+    self, AgentInfo, Contact, GroupSyncEntry, HostCredentials, HostLock, StateDir, SyncRecord,
 };
 
 /// How many deployments per group are shown.
@@ -98,18 +97,15 @@ impl Status {
         let sync = state::read_json::<SyncRecord>(&state.sync_path())
             .ok()
             .flatten();
-        let in_flight = state::read_json::<InFlight>(&state.in_flight_path())
-            .ok()
-            .flatten()
-            .map(|f| InFlightStatus {
-                elapsed_secs: now.saturating_sub(f.started_at_ms) / 1000,
-                event_elapsed_secs: now.saturating_sub(f.event_started_at_ms) / 1000,
-                deployment_id: f.deployment_id,
-                application: f.application,
-                group: f.group,
-                event: f.event,
-                script: f.script,
-            });
+        let in_flight = state.in_flight().ok().flatten().map(|f| InFlightStatus {
+            elapsed_secs: now.saturating_sub(f.started_at_ms) / 1000,
+            event_elapsed_secs: now.saturating_sub(f.event_started_at_ms) / 1000,
+            deployment_id: f.deployment_id,
+            application: f.application,
+            group: f.group,
+            event: f.event,
+            script: f.script,
+        });
         let mut groups = Vec::new();
         for (group, info) in state.groups()? {
             let deployments = group

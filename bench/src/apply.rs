@@ -1,7 +1,9 @@
 //! Bundle apply: `hoist-agent deploy` of a generated bundle fetched from the local S3 server
 //! through a presigned URL (download, sha256 check, extraction, install), against the floor on
 //! the same data and disk: `sha256sum` + `tar -xzf` (or `unzip`) + `cp -a` of the archive
-//! already on disk.
+//! already on disk, and against that floor plus `sync` (the agent makes what it installed
+//! durable before Install succeeds; `cp -a` does not). Peak memory: the agent's against the
+//! floor's extraction step, as GNU `time` reports them.
 //!
 //! Runs alternate (floor first on even runs, hoist first on odd ones) and each run's ratio is
 //! taken against its neighbour, so a machine that slows down mid-way skews both alike. Dirty
@@ -73,6 +75,7 @@ fn measure_format(
     let mut hoist = Vec::new();
     let mut floor = Vec::new();
     let mut durable = Vec::new();
+    let (mut hoist_rss, mut floor_rss) = (Vec::new(), Vec::new());
     for r in 0..runs {
         for step in 0..2 {
             let floor_turn = (step == 0) == (r % 2 == 0);
@@ -82,19 +85,21 @@ fn measure_format(
             std::fs::create_dir_all(&dest).context("creating the destination")?;
             sync()?;
             if floor_turn {
-                let t = floor_run(archive, label, &unpack, &dest)?;
+                let (t, rss) = floor_run(archive, label, &unpack, &dest)?;
                 floor.push(t.as_secs_f64());
+                floor_rss.push(rss as f64 / MIB);
                 // The floor leaves its writes in the page cache; hoist-agent makes them
                 // durable before it reports Install done. Also time that write-back.
                 durable.push((t + timed(&mut Command::new("sync"))?).as_secs_f64());
             } else {
-                let t = timed(
+                let (t, rss) = timed_peak(
                     Command::new(&bins.agent)
                         .args(["deploy", "--bundle", &url, "--sha256", &sha])
                         .args(["--app", "bench", "--group", "apply", "--state-dir"])
                         .arg(&state),
                 )?;
                 hoist.push(t.as_secs_f64());
+                hoist_rss.push(rss as f64 / MIB);
             }
             check_installed(&dest, inputs)?;
         }
@@ -116,6 +121,8 @@ fn measure_format(
     let stat = |v: &[f64]| Stat::of(v).context("no apply samples");
     let ratio = stat(&ratios)?;
     let met = ratio.median <= 1.3;
+    let durable_ratio = stat(&durable_ratios)?;
+    let durable_met = durable_ratio.median <= 1.0;
     let what = format!(
         "{} files, {:.1} MB of contents, archive {:.1} MB",
         inputs.files,
@@ -145,11 +152,8 @@ fn measure_format(
             stat(&hoist)?,
             "the same runs, against the floor followed by `sync` (hoist-agent syncs what it installs)",
         )
-        .baseline(
-            "the floor + sync",
-            stat(&durable)?,
-            Some(stat(&durable_ratios)?),
-        ),
+        .baseline("the floor + sync", stat(&durable)?, Some(durable_ratio))
+        .target("ratio <= 1.0", durable_met),
         Measurement::new(
             &format!("apply.{label}.mb_per_s"),
             "MB/s",
@@ -157,14 +161,71 @@ fn measure_format(
             format!("contents installed per second; {what}"),
         )
         .baseline("floor MB/s", stat(&mbps(&floor))?, Some(stat(&mbps_ratio)?)),
+        Measurement::new(
+            &format!("apply.{label}.peak_rss_mib"),
+            "MiB",
+            stat(&hoist_rss)?,
+            "peak resident memory of hoist-agent deploy in the same runs (GNU time %M)",
+        )
+        .baseline(
+            if label == "zip" { "unzip" } else { "tar -xzf" },
+            stat(&floor_rss)?,
+            None,
+        ),
     ])
 }
 
-fn floor_run(archive: &Path, label: &str, unpack: &Path, dest: &Path) -> anyhow::Result<Duration> {
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Runs a command to completion under GNU `time`: its time and its peak resident memory
+/// (`%M`). Not `wait4` of our own child: a child spawned by this process starts with this
+/// process's memory high-water mark, which would hide a smaller child's. Fails on a
+/// non-zero exit.
+fn timed_peak(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
+    let out = tempfile_path("peak-rss")?;
+    let mut under_time = Command::new("/usr/bin/time");
+    under_time
+        .args(["-f", "%M", "-o"])
+        .arg(&out)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if !Path::new("/usr/bin/time").is_file() {
+        bail!("/usr/bin/time not found: install GNU time (apt-get install time)");
+    }
+    let took = timed(&mut under_time)?;
+    let text =
+        std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    let kib: u64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .with_context(|| format!("no peak memory in GNU time's output {text:?}"))?;
+    Ok((took, kib * 1024))
+}
+
+/// A fresh path in the temporary directory for a tool's output file.
+fn tempfile_path(what: &str) -> anyhow::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    Ok(std::env::temp_dir().join(format!(
+        "hoist-bench-{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
+/// The floor's time, and the peak memory of its extraction step.
+fn floor_run(
+    archive: &Path,
+    label: &str,
+    unpack: &Path,
+    dest: &Path,
+) -> anyhow::Result<(Duration, u64)> {
     std::fs::create_dir_all(unpack).context("creating the unpack directory")?;
     let mut t = timed(Command::new("sha256sum").arg(archive))?;
-    t += if label == "zip" {
-        timed(
+    let (extract, rss) = if label == "zip" {
+        timed_peak(
             Command::new("unzip")
                 .arg("-q")
                 .arg(archive)
@@ -172,7 +233,7 @@ fn floor_run(archive: &Path, label: &str, unpack: &Path, dest: &Path) -> anyhow:
                 .arg(unpack),
         )?
     } else {
-        timed(
+        timed_peak(
             Command::new("tar")
                 .arg("-xzf")
                 .arg(archive)
@@ -180,13 +241,14 @@ fn floor_run(archive: &Path, label: &str, unpack: &Path, dest: &Path) -> anyhow:
                 .arg(unpack),
         )?
     };
+    t += extract;
     t += timed(
         Command::new("cp")
             .arg("-a")
             .arg(unpack.join("app").join("."))
             .arg(dest),
     )?;
-    Ok(t)
+    Ok((t, rss))
 }
 
 /// The run installed everything: the file count under `dest` matches the tree.

@@ -8,6 +8,7 @@
 //! gave a well-formed figure (for `all`, every one of them; `.ci/run` runs `all --quick`).
 
 mod apply;
+mod apply_small;
 mod capacity;
 mod convergence;
 mod footprint;
@@ -34,7 +35,8 @@ struct Cli {
 
 #[derive(Debug, Clone, Subcommand)]
 enum Which {
-    /// Bundle apply by `hoist-agent deploy` from S3, against sha256sum + tar/unzip + cp -a.
+    /// Bundle apply by `hoist-agent deploy` from S3, against sha256sum + tar/unzip + cp -a;
+    /// the web-app example's fixed cost, quiet and on a busy host, and its syncs.
     Apply(#[command(flatten)] Opts),
     /// Time from `hoist deploy create` returning to agents starting DownloadBundle.
     Pickup(#[command(flatten)] Opts),
@@ -121,6 +123,13 @@ fn run(which: Which) -> anyhow::Result<()> {
             runs,
         };
         measurements.extend(apply::run(&bins, &work.join("apply"), p)?);
+        let p = apply_small::Params {
+            runs: o.runs.unwrap_or(if o.quick { 5 } else { 30 }).max(1),
+            dirty_mb: if o.quick { 64 } else { 2048 },
+        };
+        let (small, small_notes) = apply_small::run(&bins, &work.join("apply-small"), p)?;
+        measurements.extend(small);
+        notes.extend(small_notes);
     }
     if all || matches!(which, Which::Pickup(_)) {
         let p = pickup::Params {

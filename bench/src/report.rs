@@ -231,13 +231,18 @@ pub fn write_json(path: &Path, doc: &Document) -> anyhow::Result<()> {
 }
 
 /// The measurements `hoist-bench all --quick` makes, in order.
-pub const QUICK_ALL_MEASUREMENTS: [&str; 22] = [
+pub const QUICK_ALL_MEASUREMENTS: [&str; 27] = [
     "apply.tar_gz.seconds",
     "apply.tar_gz.seconds_vs_durable_floor",
     "apply.tar_gz.mb_per_s",
+    "apply.tar_gz.peak_rss_mib",
     "apply.zip.seconds",
     "apply.zip.seconds_vs_durable_floor",
     "apply.zip.mb_per_s",
+    "apply.zip.peak_rss_mib",
+    "apply.web_app.seconds",
+    "apply.web_app.busy_seconds",
+    "apply.web_app.syncs",
     "pickup.agents_1.seconds",
     "pickup.agents_5.seconds",
     "footprint.idle_rss_mib",

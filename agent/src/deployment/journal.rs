@@ -1,8 +1,14 @@
-//! The bookkeeping around every event of one deployment, kept durable as it goes: the
-//! in-flight marker before each event and script (with the script's process group), the
-//! hook log's notes, `result.json` after each event, and the observer's calls. It decides
-//! nothing about what an event does; it turns what an event produced into its record and
-//! says when that ends the deployment.
+//! The bookkeeping around every event of one deployment: the in-flight marker, the hook
+//! log's notes, `result.json`, and the observer's calls. It decides nothing about what an
+//! event does; it turns what an event produced into its record and says when that ends the
+//! deployment.
+//!
+//! One durable write per event: the marker at the event's start, carrying the deployment's
+//! record so far, which is all recovery needs after a crash of the host. What a restarted
+//! agent can rebuild from it or only needs in the same boot is written without a sync:
+//! `result.json` between events (rebuilt from the marker by `recovery`), and the running
+//! script and its process group (no process group outlives a reboot). `result.json` is made
+//! durable once, when the deployment ends.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,7 +81,7 @@ impl<'a> Journal<'a> {
             log_path,
             log_tail: None,
         };
-        state::write_json(&deployment.record_path(), &record)?;
+        state::write_json_unsynced(&deployment.record_path(), &record)?;
         info!(deployment_id = %req.deployment_id, application = %req.application, deployment_group = %req.group, revision = %req.revision_description, "deployment started");
         log.note(&format!(
             "deployment {} of {} to group {} started: {}",
@@ -96,6 +102,7 @@ impl<'a> Journal<'a> {
             pgid: None,
             boot_id: None,
             pgid_start_time: None,
+            record: None,
         };
         Ok(Journal {
             req,
@@ -117,7 +124,12 @@ impl<'a> Journal<'a> {
         }
         self.in_flight.event = event.to_string();
         self.in_flight.event_started_at_ms = state::now_ms();
-        self.mark_script(None)?;
+        self.in_flight.script = None;
+        self.in_flight.pgid = None;
+        self.in_flight.boot_id = None;
+        self.in_flight.pgid_start_time = None;
+        self.in_flight.record = Some(self.record.clone());
+        self.state.begin_in_flight(&self.in_flight)?;
         self.log.set_event(event.as_str());
         self.observer.event_started(event);
         let req = self.req;
@@ -139,16 +151,21 @@ impl<'a> Journal<'a> {
 
     /// Marks script `location` of `event` as running (its process group is not known yet).
     pub fn script_started(&mut self, event: LifecycleEvent, location: &str) -> anyhow::Result<()> {
-        self.mark_script(Some(location.to_string()))?;
+        self.in_flight.script = Some(location.to_string());
+        self.state.record_running_script(&self.in_flight)?;
         self.observer.script_started(event, location);
         Ok(())
     }
 
-    /// Records the process group of the running script in the marker, with what identifies
-    /// it, so recovery after a crash can tell this group from a later one of the same id.
+    /// Records the process group of the running script in the marker's script part, with
+    /// what identifies it, so recovery after a crash can tell this group from a later one of
+    /// the same id.
     pub fn pgid_recorder(&self) -> impl Fn(i32) + Send + Sync + 'static {
-        let path = self.state.in_flight_path();
-        let snapshot = self.in_flight.clone();
+        let state = self.state.clone();
+        let snapshot = InFlight {
+            record: None,
+            ..self.in_flight.clone()
+        };
         move |pgid: i32| {
             let mut marker = snapshot.clone();
             marker.pgid = Some(pgid);
@@ -156,18 +173,10 @@ impl<'a> Journal<'a> {
             // from a later one that got the same id.
             marker.boot_id = crate::hooks::identity::boot_id();
             marker.pgid_start_time = crate::hooks::identity::process_start_time(pgid);
-            if let Err(e) = state::write_json(&path, &marker) {
+            if let Err(e) = state.record_running_script(&marker) {
                 warn!("recording the process group of a running script: {e:#}");
             }
         }
-    }
-
-    fn mark_script(&mut self, script: Option<String>) -> anyhow::Result<()> {
-        self.in_flight.script = script;
-        self.in_flight.pgid = None;
-        self.in_flight.boot_id = None;
-        self.in_flight.pgid_start_time = None;
-        state::write_json(&self.state.in_flight_path(), &self.in_flight)
     }
 
     /// Ends `event` begun at `started` with `step`; the deployment's ending when the step
@@ -252,14 +261,15 @@ impl<'a> Journal<'a> {
         if result.log_tail.is_some() {
             self.record.log_tail = result.log_tail;
         }
-        state::write_json(&self.deployment.record_path(), &self.record)
+        // Unsynced: the next event's marker carries it durably, and so does the final write.
+        state::write_json_unsynced(&self.deployment.record_path(), &self.record)
     }
 
     /// Writes the deployment's final record and clears the in-flight marker.
     pub fn finish(mut self, ending: Ending) -> anyhow::Result<DeploymentRecord> {
         self.record.end(ending, state::now_ms());
         state::write_json(&self.deployment.record_path(), &self.record)?;
-        state::remove_file(&self.state.in_flight_path())?;
+        self.state.clear_in_flight()?;
         let status = self.record.status.as_str();
         self.log.note(&format!("deployment {status}"));
         let req = self.req;

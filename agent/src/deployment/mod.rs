@@ -21,8 +21,8 @@ mod records;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hoist_appspec::{AppSpec, FileExistsBehavior, LifecycleEvent};
@@ -275,6 +275,7 @@ impl Deployer {
     /// Records `revision` as the group's last successful install: the next deployment runs
     /// its ApplicationStop & co.
     fn installed(&self, revision: &Prepared, req: &DeploymentRequest) -> anyhow::Result<()> {
+        sync_what_the_next_deployment_runs(revision)?;
         let last = LastSuccess {
             schema_version: state::SCHEMA_VERSION,
             deployment_id: req.deployment_id.clone(),
@@ -315,6 +316,67 @@ impl Deployer {
         }
         Ok(())
     }
+}
+
+/// Makes durable what the next deployment of the group runs from this revision once it is
+/// the last successful install ([`needed_by_next`]).
+fn sync_what_the_next_deployment_runs(revision: &Prepared) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (files, dirs) = needed_by_next(revision)?;
+    for file in files {
+        std::fs::File::open(&file)
+            .and_then(|f| f.sync_data())
+            .with_context(|| format!("syncing {}", file.display()))?;
+    }
+    for dir in dirs {
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The files and directories the next deployment needs from `revision`: its appspec and the
+/// scripts of BeforeBlockTraffic, AfterBlockTraffic and ApplicationStop, and every directory
+/// on the way to them from the group's `deployments/` (inclusive). Extraction leaves the
+/// revision unsynced (it can be fetched again until Install succeeds), and the rest of it is
+/// not needed later. A script that is not there or leads outside the revision is left out:
+/// running it fails on its own.
+fn needed_by_next(revision: &Prepared) -> anyhow::Result<(BTreeSet<PathBuf>, BTreeSet<PathBuf>)> {
+    use anyhow::Context;
+    let root = std::fs::canonicalize(&revision.root)
+        .with_context(|| format!("resolving {}", revision.root.display()))?;
+    let mut files = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    // The root is deployments/<id>/archive (or a top folder in it, or a checkout).
+    let Some(deployments) = root
+        .ancestors()
+        .find(|a| a.file_name().is_some_and(|n| n == "deployments"))
+        .map(Path::to_path_buf)
+    else {
+        return Ok((files, dirs));
+    };
+    let scripts = LifecycleEvent::ALL
+        .into_iter()
+        .filter(|e| e.uses_previous_revision())
+        .flat_map(|e| revision.spec.hooks_for(e))
+        .map(|hook| root.join(hook.location.trim_start_matches('/')));
+    for file in std::iter::once(revision.appspec_path.clone()).chain(scripts) {
+        let Ok(file) = std::fs::canonicalize(&file) else {
+            continue;
+        };
+        if !file.starts_with(&root) || !file.is_file() {
+            continue;
+        }
+        dirs.extend(
+            file.ancestors()
+                .skip(1)
+                .take_while(|d| d.starts_with(&deployments))
+                .map(Path::to_path_buf),
+        );
+        files.insert(file);
+    }
+    Ok((files, dirs))
 }
 
 /// The events to run, in lifecycle order, with DownloadBundle added when a later event needs

@@ -318,7 +318,8 @@ fn prepare(
 }
 
 /// The Install event: remove what the group's previous deployment installed, install this
-/// revision's files (recording each path durably whatever happens), apply permissions.
+/// revision's files (recording each path durably whatever happens), apply permissions, then
+/// make exactly what was written durable before the event can succeed.
 fn install_step(
     spec: &AppSpec,
     root: &Path,
@@ -326,16 +327,21 @@ fn install_step(
     record_path: &Path,
     log: &HookLog,
 ) -> anyhow::Result<Step> {
+    let failed =
+        |e: &install::InstallError| Step::failed(ErrorCode::InstallFailed, crate::error_chain(e));
     let previous = state::read_json::<InstalledFiles>(record_path)?.unwrap_or_default();
-    if let Err(e) = install::remove_previous(&previous) {
-        return Ok(Step::failed(
-            ErrorCode::InstallFailed,
-            format!(
-                "removing the previous revision's files: {}",
-                crate::error_chain(&e)
-            ),
-        ));
-    }
+    let mut written = match install::remove_previous(&previous) {
+        Ok(written) => written,
+        Err(e) => {
+            return Ok(Step::failed(
+                ErrorCode::InstallFailed,
+                format!(
+                    "removing the previous revision's files: {}",
+                    crate::error_chain(&e)
+                ),
+            ))
+        }
+    };
     if !previous.entries.is_empty() {
         log.note(&format!(
             "removed {} paths installed by the previous deployment",
@@ -346,22 +352,31 @@ fn install_step(
     let result = install::install_files(spec, root, behavior, &mut record);
     // Written whatever the outcome: the next deployment must remove what this one placed.
     state::write_json(record_path, &record)?;
-    if let Err(e) = result {
-        return Ok(Step::failed(
-            ErrorCode::InstallFailed,
-            crate::error_chain(&e),
-        ));
+    match result {
+        Ok(installed) => written.merge(installed),
+        Err(e) => return Ok(failed(&e)),
     }
+    // The files' data before permissions apply (a rule may take the agent's read access
+    // away), the directories after.
+    let files = match written.sync_files() {
+        Ok(n) => n,
+        Err(e) => return Ok(failed(&e)),
+    };
     log.note(&format!(
         "installed {} paths (file_exists_behavior {})",
         record.entries.len(),
         behavior.as_str()
     ));
     if let Err(e) = install::apply_permissions(spec, &record) {
-        return Ok(Step::failed(
-            ErrorCode::InstallFailed,
-            crate::error_chain(&e),
-        ));
+        return Ok(failed(&e));
+    }
+    match written.sync() {
+        Ok(synced) => tracing::debug!(
+            files = files + synced.files,
+            directories = synced.dirs,
+            "installed files made durable"
+        ),
+        Err(e) => return Ok(failed(&e)),
     }
     Ok(Step::Succeeded)
 }

@@ -529,3 +529,128 @@ fn an_events_report_carries_exactly_what_its_record_keeps() {
         }
     );
 }
+
+/// What a restarted agent finds while a script runs: the marker written durably at the
+/// event's start, carrying the record of the events before it (so `result.json` need not be
+/// synced between events), and the script with its process group in the part written
+/// without a sync.
+#[tokio::test]
+async fn the_marker_carries_the_record_and_the_running_script_is_kept_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    let dest = tmp.path().join("dest");
+    let seen = tmp.path().join("seen");
+    let src = tmp.path().join("bundle");
+    fs::create_dir_all(src.join("files")).unwrap();
+    fs::create_dir_all(&seen).unwrap();
+    fs::write(src.join("files/a.txt"), "a").unwrap();
+    fs::write(
+        src.join("appspec.yml"),
+        format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: files\n    destination: {}\nhooks:\n  AfterInstall:\n    - location: look.sh\n      timeout: 20\n",
+            dest.display()
+        ),
+    )
+    .unwrap();
+    let d = deployer(&state_dir);
+    let marker_path = d.state.in_flight_path();
+    let part_path = d.state.in_flight_script_path();
+    // The agent records the process group once the script runs: wait for it, then copy
+    // both parts as they are.
+    let look = src.join("look.sh");
+    fs::write(
+        &look,
+        format!(
+            "#!/bin/sh\nuntil grep -q '\"pgid\": [0-9]' {part}; do sleep 0.05; done\ncp {marker} {part} {seen}/\n",
+            part = part_path.display(),
+            marker = marker_path.display(),
+            seen = seen.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&look, fs::Permissions::from_mode(0o755)).unwrap();
+
+    deploy(&d, &request("d-1", "app", "web", "local-abc", &src)).await;
+
+    let marker: state::InFlight = state::read_json(&seen.join("in-flight.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(marker.event, "AfterInstall");
+    assert_eq!((marker.script, marker.pgid), (None, None));
+    let record = marker.record.expect("the marker carries the record");
+    assert_eq!(record.status, RecordStatus::InProgress);
+    let events: Vec<&str> = record.events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "BeforeBlockTraffic",
+            "AfterBlockTraffic",
+            "ApplicationStop",
+            "DownloadBundle",
+            "BeforeInstall",
+            "Install"
+        ]
+    );
+    let part: state::InFlight = state::read_json(&seen.join("in-flight-script.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(part.event, "AfterInstall");
+    assert_eq!(part.script.as_deref(), Some("look.sh"));
+    assert!(
+        part.pgid.is_some() && part.pgid_start_time.is_some(),
+        "{part:?}"
+    );
+    assert!(part.record.is_none(), "the record is not repeated unsynced");
+    // Both parts are gone once the deployment's end is recorded.
+    assert!(!marker_path.exists() && !part_path.exists());
+}
+
+/// Extraction leaves a revision unsynced; once it is the last successful install, what the
+/// next deployment runs from it (appspec, the stop scripts) must survive a crash of the host,
+/// and nothing else of it is synced.
+#[test]
+fn what_the_next_deployment_runs_from_a_revision_is_what_gets_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployments = tmp.path().join("g/deployments");
+    let root = deployments.join("d-1/archive");
+    fs::create_dir_all(root.join("scripts/stop")).unwrap();
+    fs::create_dir_all(root.join("site")).unwrap();
+    let appspec = "version: 0.0\nos: linux\nhooks:\n  ApplicationStop:\n    - location: scripts/stop/stop.sh\n    - location: missing.sh\n    - location: ../../outside.sh\n  BeforeBlockTraffic:\n    - location: /scripts/drain.sh\n  ApplicationStart:\n    - location: scripts/start.sh\n";
+    fs::write(root.join("appspec.yml"), appspec).unwrap();
+    for f in [
+        "scripts/stop/stop.sh",
+        "scripts/drain.sh",
+        "scripts/start.sh",
+        "site/index.html",
+    ] {
+        fs::write(root.join(f), "#!/bin/sh\n").unwrap();
+    }
+    fs::write(deployments.join("d-1/outside.sh"), "#!/bin/sh\n").unwrap();
+    let revision = Prepared {
+        root: root.clone(),
+        appspec_path: root.join("appspec.yml"),
+        spec: hoist_appspec::parse(appspec).unwrap().spec,
+    };
+    let (files, dirs) = needed_by_next(&revision).unwrap();
+    let root = fs::canonicalize(&root).unwrap();
+    let deployments = fs::canonicalize(&deployments).unwrap();
+    assert_eq!(
+        files.into_iter().collect::<Vec<_>>(),
+        [
+            root.join("appspec.yml"),
+            root.join("scripts/drain.sh"),
+            root.join("scripts/stop/stop.sh"),
+        ]
+    );
+    assert_eq!(
+        dirs.into_iter().collect::<Vec<_>>(),
+        [
+            deployments.clone(),
+            deployments.join("d-1"),
+            root.clone(),
+            root.join("scripts"),
+            root.join("scripts/stop"),
+        ]
+    );
+    sync_what_the_next_deployment_runs(&revision).unwrap();
+}

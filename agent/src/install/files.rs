@@ -1,12 +1,12 @@
 //! The writing of the Install event: directories created and each file landed atomically
-//! (a temp file beside the target, renamed into place), every path recorded as it goes, and
-//! durability (an fsync before a rename that replaces a file, one `syncfs` per filesystem at
-//! the end); and the removal of what the previous deployment of the group installed.
+//! (a temp file beside the target, renamed into place), every path recorded as it goes, an
+//! fsync before a rename that replaces a file, and what else must be made durable collected
+//! in a [`Written`] (synced by `durable` once permissions are applied); and the removal of
+//! what the previous deployment of the group installed.
 //!
 //! It decides nothing: the plan (`plan`) has settled every target and conflict before it runs.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, FileTimes, Permissions};
 use std::io;
@@ -14,12 +14,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use super::durable::{self, Written};
 use super::plan::{CopyKind, Op};
 use super::{io_err, EntryKind, InstallError, InstalledEntry, InstalledFiles};
 
 /// Removes what the previous deployment installed: files and symlinks, then directories it
-/// created when they are empty. Missing paths are fine.
-pub fn remove_previous(previous: &InstalledFiles) -> Result<(), InstallError> {
+/// created when they are empty. Missing paths are fine. Returns the directories it removed
+/// entries from, to be synced with what the deployment installs.
+pub fn remove_previous(previous: &InstalledFiles) -> Result<Written, InstallError> {
+    let mut written = Written::default();
     let mut dirs = Vec::new();
     for entry in previous.entries.iter().rev() {
         // This guards the record read back from the state directory, not the appspec: a
@@ -30,67 +33,76 @@ pub fn remove_previous(previous: &InstalledFiles) -> Result<(), InstallError> {
             continue;
         }
         match entry.kind {
-            EntryKind::File | EntryKind::Symlink => remove_non_dir(&entry.path)?,
+            EntryKind::File | EntryKind::Symlink => {
+                if let (true, Some(parent)) = (remove_non_dir(&entry.path)?, entry.path.parent()) {
+                    written.entry_changed(parent);
+                }
+            }
             EntryKind::Directory => dirs.push(entry.path.as_path()),
         }
     }
     // Deepest first, so a directory emptied by removing its children goes too.
     dirs.sort_by_key(|p| Reverse(p.components().count()));
     for dir in dirs {
-        remove_dir_if_empty(dir)?;
+        if let (true, Some(parent)) = (remove_dir_if_empty(dir)?, dir.parent()) {
+            written.entry_changed(parent);
+        }
     }
-    Ok(())
+    Ok(written)
 }
 
-fn remove_non_dir(path: &Path) -> Result<(), InstallError> {
+/// Removes a file or symlink; whether it removed one.
+fn remove_non_dir(path: &Path) -> Result<bool, InstallError> {
     match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_err("inspecting", path)(e)),
         Ok(meta) if meta.is_dir() => {
             tracing::warn!(path = %path.display(), "installed as a file but now a directory, leaving it");
-            Ok(())
+            Ok(false)
         }
         Ok(_) => match fs::remove_file(path) {
             Ok(()) => {
                 tracing::debug!(path = %path.display(), "removed previously installed file");
-                Ok(())
+                Ok(true)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_err("removing", path)(e)),
         },
     }
 }
 
-fn remove_dir_if_empty(path: &Path) -> Result<(), InstallError> {
+/// Removes a directory if it is empty; whether it removed it.
+fn remove_dir_if_empty(path: &Path) -> Result<bool, InstallError> {
     match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(io_err("inspecting", path)(e)),
         Ok(meta) if !meta.is_dir() => {
             tracing::warn!(path = %path.display(), "created as a directory but now something else, leaving it");
-            return Ok(());
+            return Ok(false);
         }
         Ok(_) => {}
     }
     match fs::remove_dir(path) {
         Ok(()) => {
             tracing::debug!(path = %path.display(), "removed previously created directory");
-            Ok(())
+            Ok(true)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e)
             if e.kind() == io::ErrorKind::DirectoryNotEmpty
                 || e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) =>
         {
             tracing::debug!(path = %path.display(), "keeping previously created directory: not empty");
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(io_err("removing directory", path)(e)),
     }
 }
 
-pub(super) fn execute(ops: &[Op], record: &mut InstalledFiles) -> Result<(), InstallError> {
-    // Parents of everything created, synced once at the end so the renames are durable.
-    let mut touched_dirs = BTreeSet::new();
+/// Carries out the plan's operations, recording each path as it goes; what must still be made
+/// durable (new files and every directory that gained an entry) is returned, not synced.
+pub(super) fn execute(ops: &[Op], record: &mut InstalledFiles) -> Result<Written, InstallError> {
+    let mut written = Written::default();
     for op in ops {
         match op {
             Op::Mkdir { path } => {
@@ -100,7 +112,7 @@ pub(super) fn execute(ops: &[Op], record: &mut InstalledFiles) -> Result<(), Ins
                     path: path.clone(),
                     kind: EntryKind::Directory,
                 });
-                touched_dirs.insert(parent_of(path)?.to_path_buf());
+                written.entry_changed(parent_of(path)?);
             }
             Op::Copy {
                 source,
@@ -111,11 +123,16 @@ pub(super) fn execute(ops: &[Op], record: &mut InstalledFiles) -> Result<(), Ins
                 let parent = parent_of(target)?;
                 let entry_kind = match kind {
                     CopyKind::File => {
-                        install_regular_file(source, target, parent, *replace)?;
+                        if install_regular_file(source, target, parent, *replace)? {
+                            written.entry_changed(parent);
+                        } else {
+                            written.new_file(target, parent);
+                        }
                         EntryKind::File
                     }
                     CopyKind::Symlink => {
                         install_symlink(source, target, parent, *replace)?;
+                        written.entry_changed(parent);
                         EntryKind::Symlink
                     }
                 };
@@ -124,23 +141,10 @@ pub(super) fn execute(ops: &[Op], record: &mut InstalledFiles) -> Result<(), Ins
                     path: target.clone(),
                     kind: entry_kind,
                 });
-                touched_dirs.insert(parent.to_path_buf());
             }
         }
     }
-    // Files were renamed into place, new ones unsynced (see `install_regular_file`): one
-    // syncfs per filesystem makes every file and directory entry durable, far cheaper than
-    // an fsync per file and per directory.
-    let mut synced = HashSet::new();
-    for dir in &touched_dirs {
-        let dev = fs::metadata(dir).map_err(io_err("inspecting", dir))?.dev();
-        if synced.insert(dev) {
-            let d = File::open(dir).map_err(io_err("opening directory", dir))?;
-            nix::unistd::syncfs(&d)
-                .map_err(|e| io_err("syncing the filesystem of", dir)(e.into()))?;
-        }
-    }
-    Ok(())
+    Ok(written)
 }
 
 fn parent_of(path: &Path) -> Result<&Path, InstallError> {
@@ -164,13 +168,14 @@ fn temp_prefix(target: &Path) -> OsString {
 /// Copies a regular file to a temp file beside `target` with the source's contents, owner
 /// (when permitted), mode and times, then renames it into place. When it replaces an existing
 /// file it is synced first, so a crash never leaves the old file's path with partial
-/// contents; a new file is synced later with everything else (`execute`).
+/// contents, and `true` is returned; a new file only has its writeback started, and is
+/// synced later with everything else ([`Written::sync`]).
 fn install_regular_file(
     source: &Path,
     target: &Path,
     parent: &Path,
     replace: bool,
-) -> Result<(), InstallError> {
+) -> Result<bool, InstallError> {
     let mut input = File::open(source).map_err(io_err("opening", source))?;
     let meta = input.metadata().map_err(io_err("inspecting", source))?;
     let mut temp = tempfile::Builder::new()
@@ -180,6 +185,7 @@ fn install_regular_file(
     let temp_path = temp.path().to_path_buf();
     io::copy(&mut input, temp.as_file_mut()).map_err(io_err("writing", &temp_path))?;
     let file = temp.as_file();
+    durable::start_writeback(file);
 
     // CodeDeploy copies with ownership preserved; only root can, and an unprivileged agent
     // keeps its own ownership, as CodeDeploy's copy does.
@@ -199,7 +205,8 @@ fn install_regular_file(
         .set_modified(meta.modified().map_err(io_err("inspecting", source))?);
     file.set_times(times)
         .map_err(io_err("setting times of", &temp_path))?;
-    if fs::symlink_metadata(target).is_ok() {
+    let replaces = fs::symlink_metadata(target).is_ok();
+    if replaces {
         file.sync_all().map_err(io_err("syncing", &temp_path))?;
     }
 
@@ -209,7 +216,7 @@ fn install_regular_file(
         temp.persist_noclobber(target)
     };
     persisted.map_err(|e| io_err("renaming into place", target)(e.error))?;
-    Ok(())
+    Ok(replaces)
 }
 
 /// Installs a symlink with the same target text as the bundle's. Replacing goes through a

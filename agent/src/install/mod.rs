@@ -10,12 +10,15 @@
 //! tools), so a rejected appspec or a rule that cannot apply installs nothing. The execute pass
 //! then creates directories and lands each file atomically (temp file beside the target,
 //! rename), recording every path as it goes so a failure half-way leaves an accurate record
-//! for the next cleanup, and `permissions` are applied to what it installed.
+//! for the next cleanup, and `permissions` are applied to what it installed. Last, exactly
+//! what was written (new files, and directories that gained or lost entries) is made durable
+//! ([`Written::sync`]); nothing else on the host is flushed.
 //!
 //! Layout: this file holds the record of installed paths, the error type and the two entry
 //! points ([`install_files`], [`apply_permissions`]); `plan` is the plan pass, `files` the
-//! writing (and the removal of the previous deployment's files), `permissions` everything
-//! `permissions` does (matching, chmod, chown, ACLs, SELinux).
+//! writing (and the removal of the previous deployment's files), `durable` the syncing of what
+//! they wrote, `permissions` everything `permissions` does (matching, chmod, chown, ACLs,
+//! SELinux).
 //!
 //! This module does not decide the file-exists behaviour (the caller resolves the appspec
 //! value against the deployment's option), does not persist the record, and does not remove
@@ -23,6 +26,7 @@
 //!
 //! Synchronous and blocking: callers run it in `spawn_blocking`.
 
+mod durable;
 mod files;
 mod permissions;
 mod plan;
@@ -34,6 +38,7 @@ use hoist_appspec::{AppSpec, FileExistsBehavior};
 
 /// The record of installed paths is persisted by `state` (`installed-files.json`).
 pub use crate::state::{EntryKind, InstalledEntry, InstalledFiles};
+pub use durable::{Synced, Written};
 pub use files::remove_previous;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +93,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Ins
 }
 
 /// Installs the appspec's `files` from `bundle_root`, recording every path it creates in
-/// `record` as it goes (so a failure half-way still leaves an accurate record).
+/// `record` as it goes (so a failure half-way still leaves an accurate record). What it
+/// wrote is returned to be made durable ([`Written::sync`]) once permissions are applied.
 ///
 /// `behavior` is used as given; `spec.file_exists_behavior` is not consulted here.
 pub fn install_files(
@@ -96,7 +102,7 @@ pub fn install_files(
     bundle_root: &Path,
     behavior: FileExistsBehavior,
     record: &mut InstalledFiles,
-) -> Result<(), InstallError> {
+) -> Result<Written, InstallError> {
     let ops = plan::plan_install(spec, bundle_root, behavior)?;
     // Every permissions rule is resolved against what the plan will install before the
     // first write, so a rule that cannot apply installs nothing (CodeDeploy's installer

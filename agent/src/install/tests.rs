@@ -17,6 +17,7 @@ use super::permissions::{apply_permissions_searching, find_tool, simple_glob};
 use super::plan::{CopyKind, Op};
 use super::*;
 
+mod durability;
 mod properties;
 
 /// A bundle directory and a host directory standing in for `/`.
@@ -64,7 +65,7 @@ impl Fixture {
                 .collect(),
         );
         let mut record = InstalledFiles::default();
-        let result = install_files(&spec, &self.bundle, behavior, &mut record);
+        let result = install_files(&spec, &self.bundle, behavior, &mut record).map(drop);
         (result, record)
     }
 }

@@ -1,6 +1,8 @@
 //! How state files are written and read: atomic writes (temp file, fsync, rename, fsync of
-//! the directory), space reserved ahead of a write, JSON, directory modes, and the encoding
-//! of names into one path component. It knows nothing of which file is which.
+//! the directory), unsynced atomic writes for what a crash of the host may lose (temp file,
+//! rename: never torn for a reader while the host runs), space reserved ahead of a write,
+//! JSON, directory modes, and the encoding of names into one path component. It knows nothing
+//! of which file is which.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -27,6 +29,12 @@ pub fn create_dir(path: &Path, mode: u32) -> anyhow::Result<()> {
 /// Writes `bytes` to `path` atomically: temp file beside it, fsync, rename, fsync of the
 /// directory. `mode` applies to the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    write_replacing(path, bytes, mode, true)
+}
+
+/// Temp file beside `path`, rename; with `sync`, the temp file's data and then the directory
+/// are synced so the new contents survive a crash of the host.
+fn write_replacing(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = path
         .parent()
@@ -40,14 +48,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
         .set_permissions(fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of a temp file in {}", dir.display()))?;
     tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            if sync {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .with_context(|| format!("writing {}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming a temp file to {}", path.display()))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))?;
+    if sync {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing directory {}", dir.display()))?;
+    }
     Ok(())
 }
 
@@ -145,6 +161,17 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
         .with_context(|| format!("serializing {}", path.display()))?;
     bytes.push(b'\n');
     write_atomic(path, &bytes, 0o600)
+}
+
+/// Serializes `value` as pretty JSON and writes it atomically for readers (mode 0600), but
+/// without syncing: for what only matters while the host keeps running, or can be rebuilt
+/// from a durable file. After a crash of the host the file may hold its old contents, none,
+/// or be torn, so its readers must cope.
+pub fn write_json_unsynced<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .with_context(|| format!("serializing {}", path.display()))?;
+    bytes.push(b'\n');
+    write_replacing(path, &bytes, 0o600, false)
 }
 
 /// Reads a JSON state file; `Ok(None)` when it does not exist.

@@ -10,6 +10,7 @@
 //! contact.json                    the last exchange with the coordinator and its last error
 //! sync.json                       the host's sync state per group, as the coordinator said
 //! in-flight.json                  the deployment and event running now (absent when idle)
+//! in-flight-script.json           its running script and process group (written unsynced)
 //! commands/<command id>.json      a command this host has started (never run twice)
 //! outbox/<command id>/            reports not yet acknowledged by the coordinator (0700)
 //!   next-seq                      the sequence number of the command's next report
@@ -37,6 +38,7 @@
 
 mod files;
 mod groups;
+mod in_flight;
 mod lock;
 pub mod records;
 pub mod sync;
@@ -48,7 +50,7 @@ use anyhow::Context;
 
 pub use files::{
     create_dir, create_private_dir, decode_name, encode_name, is_no_space, now_ms, read_json,
-    remove_file, reserve, write_atomic, write_failure, write_json, Reserved,
+    remove_file, reserve, write_atomic, write_failure, write_json, write_json_unsynced, Reserved,
 };
 #[cfg(test)]
 pub(crate) use groups::rewrite_group_paths;
@@ -117,6 +119,11 @@ impl StateDir {
 
     pub fn in_flight_path(&self) -> PathBuf {
         self.root.join("in-flight.json")
+    }
+
+    /// `in-flight-script.json`: the running script's part of the marker ([`StateDir::in_flight`]).
+    pub fn in_flight_script_path(&self) -> PathBuf {
+        self.root.join("in-flight-script.json")
     }
 
     /// `commands/`: a marker ([`CommandSeen`]) per command this host has started.

@@ -61,7 +61,8 @@ pub struct GroupInfo {
     pub group: String,
 }
 
-/// The deployment and event running now, written before each event and each script.
+/// The deployment and event running now: written durably before each event, and its script
+/// part (script, process group) unsynced before each script (`state::in_flight`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InFlight {
     pub schema_version: u32,
@@ -92,6 +93,10 @@ pub struct InFlight {
     /// boot) when `pgid` was recorded: a reused pid has another.
     #[serde(default)]
     pub pgid_start_time: Option<u64>,
+    /// The deployment's record as of this event's start, so recovery can rebuild
+    /// `result.json` (written unsynced between events); absent in markers of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<DeploymentRecord>,
 }
 
 /// The revision last installed successfully for a group: its hooks run for ApplicationStop,

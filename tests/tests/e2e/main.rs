@@ -4,6 +4,7 @@
 mod convergence;
 mod daemon;
 mod demo;
+mod durability;
 mod fleet;
 mod local_deploy;
 mod resilience;

@@ -213,7 +213,7 @@ fn run(host: BTreeSet<usize>, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let result = install_files(&spec, &bundle_dir, behavior, &mut record);
                 let expected_ok = model.install(&bundle, behavior);
                 match (&result, expected_ok) {
-                    (Ok(()), true) | (Err(InstallError::Exists { .. }), false) => {}
+                    (Ok(_), true) | (Err(InstallError::Exists { .. }), false) => {}
                     (other, _) => prop_assert!(
                         false,
                         "step {n} ({behavior:?}): got {other:?}, model expected success: {expected_ok}"

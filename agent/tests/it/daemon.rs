@@ -196,7 +196,7 @@ async fn report_answered_aborted_stops_the_deployment_after_the_current_script()
     let bundle = bundle(
         &s,
         &[
-            ("BeforeInstall", "sleep 1"),
+            ("BeforeInstall", "sleep 2"),
             ("AfterInstall", ""),
             ("ApplicationStart", ""),
         ],
@@ -211,8 +211,10 @@ async fn report_answered_aborted_stops_the_deployment_after_the_current_script()
             && body["type"] == "event_started"
             && body["event"] == "BeforeInstall"
         {
-            // An operator stopped the deployment while BeforeInstall's script runs.
-            Some(Answer::aborted())
+            // An operator stopped the deployment while BeforeInstall's script runs: the
+            // answer comes well after the script started (an abort that arrives before a
+            // script starts rightly runs no script at all).
+            Some(Answer::aborted().after(Duration::from_millis(500)))
         } else {
             None
         }

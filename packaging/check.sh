@@ -120,8 +120,9 @@ status_exit() {
     echo $?
 }
 check "the installed default config is accepted" test "$(status_exit /etc/hoist/agent.yaml)" = 3
-# Every commented key uncommented at once (one of the two token keys only) must parse too.
-sed -e '/registration_token_file:/d' -e 's/^#\([a-z0-9_]*:\)/\1/' -e 's/^#\(  \)/\1/' \
+# Every commented key uncommented at once (one of the two token keys and one of url/urls
+# only) must parse too.
+sed -e '/registration_token_file:/d' -e '/^#  urls:/d' -e 's/^#\([a-z0-9_]*:\)/\1/' -e 's/^#\(  \)/\1/' \
     packaging/agent.yaml >"$scratch/all-keys.yaml"
 check "packaging/agent.yaml with every key uncommented is accepted" \
     test "$(status_exit "$scratch/all-keys.yaml")" = 3

@@ -312,7 +312,14 @@ fn print_status(d: &Deployment) {
         if let Some(m) = &h.message {
             println!("      {}", esc(m));
         }
-        if let Some(t) = h.log_tail.as_deref().filter(|t| !t.trim().is_empty()) {
+        // The tail says why a host failed or what it is doing; a succeeded host's last lines
+        // are noise in a fleet's listing (`--json` keeps them).
+        let done = matches!(h.state, CommandState::Succeeded | CommandState::Skipped);
+        if let Some(t) = h
+            .log_tail
+            .as_deref()
+            .filter(|t| !done && !t.trim().is_empty())
+        {
             println!("      log tail:");
             for l in t.lines() {
                 println!("      | {}", esc(l));

@@ -107,6 +107,8 @@ async fn operator_flow_push_deploy_and_a_long_polling_host_gets_it_at_once() {
 
     let status = server.hoist(&["deploy", "status", &id]).await;
     assert!(status.ok().contains("succeeded"), "{}", status.stdout);
+    // Succeeded hosts are listed without their last log lines; the JSON keeps them.
+    assert!(!status.stdout.contains("port in use"), "{}", status.stdout);
     let json: serde_json::Value = serde_json::from_str(
         server
             .hoist(&["deploy", "status", &id, "--json"])
@@ -116,6 +118,7 @@ async fn operator_flow_push_deploy_and_a_long_polling_host_gets_it_at_once() {
     .unwrap();
     assert_eq!(json["state"], "succeeded");
     assert_eq!(json["hosts"].as_array().unwrap().len(), 2);
+    assert_eq!(json["hosts"][0]["log_tail"], "starting\nport in use\n");
 
     let hosts: HostList =
         serde_json::from_str(server.hoist(&["hosts", "list", "--json"]).await.ok()).unwrap();

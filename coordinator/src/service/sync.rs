@@ -213,32 +213,50 @@ impl Service {
 
     /// One host's standing in every group it matches.
     pub(super) fn one_host_groups(&self, h: &HostRow) -> Result<Vec<op::HostGroupSync>> {
-        let groups = self.groups_with_targets()?;
-        let rows: HashMap<String, HostSyncRow> = self
+        let groups = self.groups_matching(h)?;
+        let rows = self.sync_rows_of(h)?;
+        Ok(self.host_groups(h, &groups, Some(&rows)))
+    }
+
+    /// The groups `h`'s tags match, with their targets: only those targets are read, since
+    /// this runs for every idle poll answer.
+    fn groups_matching(&self, h: &HostRow) -> Result<Vec<(GroupRow, Option<DeploymentRow>)>> {
+        let mut out = Vec::new();
+        for g in self.store.all_groups()? {
+            if !matches(&g.tag_filters, &h.tags) {
+                continue;
+            }
+            let target = match &g.target_deployment_id {
+                Some(id) => self.store.deployment(id)?,
+                None => None,
+            };
+            out.push((g, target));
+        }
+        Ok(out)
+    }
+
+    fn sync_rows_of(&self, h: &HostRow) -> Result<HashMap<String, HostSyncRow>> {
+        Ok(self
             .store
             .host_syncs_of(&h.id)?
             .into_iter()
             .map(|r| (r.group_id.clone(), r))
-            .collect();
-        Ok(self.host_groups(h, &groups, Some(&rows)))
+            .collect())
     }
 
-    /// What a poll answer tells the host of its groups.
+    /// What a poll answer tells the host of its groups: one read of the groups, the targets
+    /// of those it matches and its own sync rows.
     pub fn host_sync_view(&self, h: &HostRow) -> Result<Vec<agent::GroupSync>> {
-        let ids: HashMap<(String, String), String> = self
-            .store
-            .all_groups()?
-            .into_iter()
-            .map(|g| ((g.application, g.name), g.id))
-            .collect();
+        let groups = self.groups_matching(h)?;
+        let rows = self.sync_rows_of(h)?;
+        // `host_groups` keeps every group of `groups` (all match), in order.
+        let ids = groups.iter().map(|(g, _)| g.id.clone());
         Ok(self
-            .one_host_groups(h)?
+            .host_groups(h, &groups, Some(&rows))
             .into_iter()
-            .map(|g| agent::GroupSync {
-                deployment_group_id: ids
-                    .get(&(g.application.clone(), g.deployment_group.clone()))
-                    .cloned()
-                    .unwrap_or_default(),
+            .zip(ids)
+            .map(|(g, deployment_group_id)| agent::GroupSync {
+                deployment_group_id,
                 application: g.application,
                 deployment_group: g.deployment_group,
                 sync: g.sync,

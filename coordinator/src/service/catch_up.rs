@@ -19,7 +19,6 @@ use std::sync::mpsc;
 use hoist_protocol::agent;
 use hoist_protocol::operator::{CommandState, Creator, DeploymentState};
 
-use super::catalog::matches;
 use super::deployments::{agent_command, pending_command, start_first_batch};
 use super::lock::Locked;
 use super::states::{command_transition, deployment_transition, CommandEvent, DeploymentEvent};
@@ -63,9 +62,9 @@ impl Service {
             return Ok(None);
         }
         let now = now_ms();
-        for (group, target) in self.groups_with_targets()? {
+        for (group, target) in self.groups_matching(host)? {
             let Some(target) = target else { continue };
-            if !group.catch_up || !matches(&group.tag_filters, &host.tags) {
+            if !group.catch_up {
                 continue;
             }
             // A first look without the lock: most polls find nothing due.

@@ -219,8 +219,11 @@ impl Service {
     }
 
     /// The groups `h`'s tags match, with their targets: only those targets are read, since
-    /// this runs for every idle poll answer.
-    fn groups_matching(&self, h: &HostRow) -> Result<Vec<(GroupRow, Option<DeploymentRow>)>> {
+    /// this runs for every poll (its catch-up look) and every idle poll answer.
+    pub(super) fn groups_matching(
+        &self,
+        h: &HostRow,
+    ) -> Result<Vec<(GroupRow, Option<DeploymentRow>)>> {
         let mut out = Vec::new();
         for g in self.store.all_groups()? {
             if !matches(&g.tag_filters, &h.tags) {

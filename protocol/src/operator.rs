@@ -376,6 +376,9 @@ pub struct CreateDeployment {
     pub events: Vec<String>,
     #[serde(default)]
     pub appspec_path: Option<String>,
+    /// Variables its hooks see as environment variables (`--var KEY=VALUE`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,6 +427,8 @@ pub enum Creator {
     /// The coordinator itself, bringing hosts to their group's target revision.
     #[serde(rename = "catch-up")]
     CatchUp,
+    /// A release of a pipeline, deploying one of its stages.
+    Pipeline,
     #[serde(other)]
     Unknown,
 }
@@ -434,6 +439,7 @@ impl Creator {
             Creator::User => "user",
             Creator::Rollback => "rollback",
             Creator::CatchUp => "catch-up",
+            Creator::Pipeline => "pipeline",
             Creator::Unknown => "unknown",
         }
     }
@@ -588,6 +594,12 @@ pub struct Deployment {
     /// Baking: a batch succeeded and the next starts at this time (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baking_until_ms: Option<u64>,
+    /// The variables its hooks see.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// For a pipeline's deployment: the release it deploys a stage of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,6 +85,9 @@ pub struct CreateArgs {
     /// The appspec's path inside the bundle, when not appspec.yml.
     #[arg(long)]
     pub appspec: Option<String>,
+    /// A variable its hooks see in their environment, KEY=VALUE (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = hoist_protocol::variables::parse_assignment)]
+    pub vars: Vec<(String, String)>,
     /// Follow the deployment to its end; exit 1 unless it succeeds.
     #[arg(long)]
     pub wait: bool,
@@ -152,6 +155,7 @@ pub async fn run(
                 ignore_application_stop_failures: args.ignore_application_stop_failures,
                 events: args.events.clone(),
                 appspec_path: args.appspec.clone(),
+                variables: args.vars.iter().cloned().collect(),
             };
             let d: Deployment = client.post("/v1/deployments", &req).await?;
             if !args.wait {
@@ -270,9 +274,16 @@ fn print_status(d: &Deployment) {
         match d.creator {
             hoist_protocol::operator::Creator::Rollback => " by auto-rollback",
             hoist_protocol::operator::Creator::CatchUp => " by catch-up",
+            hoist_protocol::operator::Creator::Pipeline => " by pipeline",
             _ => "",
         }
     );
+    if let Some(r) = &d.release_id {
+        println!("  release:      {r}");
+    }
+    for (k, v) in &d.variables {
+        println!("  variable:     {}={}", esc(k), esc(v));
+    }
     if let Some(until) = d.baking_until_ms {
         println!(
             "  baking:       until {} (then the next batch)",

@@ -103,6 +103,8 @@ impl Service {
             ended_ms: None,
             bake_secs: group.bake_secs,
             bake_until_ms: None,
+            variables: checked_variables(req.variables)?,
+            release_id: None,
         };
         let id = row.id.clone();
         {
@@ -303,8 +305,9 @@ impl Service {
     /// the group's last successful revision, linked both ways. A rollback that fails does
     /// not itself roll back.
     fn auto_rollback(&self, lock: &Locked<'_>, mut failed: DeploymentRow) -> Result<()> {
-        // Neither a rollback nor a catch-up (which deploys the target itself) rolls back.
-        if failed.creator != Creator::User {
+        // Neither a rollback nor a catch-up (which deploys the target itself) rolls back;
+        // an operator's deployment and a pipeline's stage do.
+        if !matches!(failed.creator, Creator::User | Creator::Pipeline) {
             return Ok(());
         }
         let Some(group) = self.store.group_by_id(&failed.group_id)? else {
@@ -337,6 +340,8 @@ impl Service {
             group_name: group.name.clone(),
             bake_secs: group.bake_secs,
             bake_until_ms: None,
+            // The good deployment's variables come along; it belongs to no release.
+            release_id: None,
             ..good
         };
         let rollback_id = rollback.id.clone();
@@ -422,6 +427,20 @@ impl Service {
     }
 }
 
+/// Deployment variables as given, or every problem with them.
+pub(super) fn checked_variables(
+    vars: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let problems = hoist_protocol::variables::problems(&vars);
+    if problems.is_empty() {
+        return Ok(vars);
+    }
+    Err(ServiceError::Invalid(format!(
+        "variables: {}",
+        problems.join("; ")
+    )))
+}
+
 /// A new, pending command of deployment `deployment_id` for `host`.
 pub(super) fn pending_command(deployment_id: &str, host: &HostRow, position: u32) -> CommandRow {
     CommandRow {
@@ -475,6 +494,7 @@ pub(super) fn agent_command(cmd: &CommandRow, d: &DeploymentRow) -> agent::Comma
         file_exists_behavior: d.file_exists_behavior.clone(),
         events: d.events.clone(),
         ignore_application_stop_failures: d.ignore_application_stop_failures,
+        variables: d.variables.clone(),
     }
 }
 
@@ -554,5 +574,7 @@ fn deployment_view(
         baking_until_ms: d
             .bake_until_ms
             .filter(|_| d.state == DeploymentState::InProgress),
+        variables: d.variables,
+        release_id: d.release_id,
     }
 }

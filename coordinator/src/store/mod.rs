@@ -138,6 +138,10 @@ pub struct DeploymentRow {
     pub bake_secs: u64,
     /// Baking: the next batch starts at this time.
     pub bake_until_ms: Option<u64>,
+    /// Variables its hooks see (a catch-up's are those of the deployment it copies).
+    pub variables: BTreeMap<String, String>,
+    /// A pipeline's deployment: the release whose stage it deploys.
+    pub release_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,3 +18,4 @@ mod server;
 mod support;
 mod transport;
 mod usage;
+mod variables;

@@ -77,6 +77,7 @@ fn creator_str(c: Creator) -> &'static str {
     match c {
         Creator::Rollback => "rollback",
         Creator::CatchUp => "catch-up",
+        Creator::Pipeline => "pipeline",
         Creator::User | Creator::Unknown => "user",
     }
 }
@@ -85,6 +86,7 @@ fn creator(s: &str) -> Creator {
     match s {
         "rollback" => Creator::Rollback,
         "catch-up" => Creator::CatchUp,
+        "pipeline" => Creator::Pipeline,
         _ => Creator::User,
     }
 }
@@ -190,7 +192,7 @@ pub(super) fn token_row(r: Raw) -> Result<RegistrationTokenRow> {
 pub(super) const DEPLOYMENT_COLS: &str = "id, application, group_id, group_name, revision_id, \
     revision_json, state, creator, rollback_of, rolled_back_by, message, rollout, \
     file_exists_behavior, ignore_application_stop_failures, events_json, appspec_path, \
-    created_ms, ended_ms, bake_secs, bake_until_ms";
+    created_ms, ended_ms, bake_secs, bake_until_ms, variables_json, release_id";
 pub(super) fn deployment_row(r: Raw) -> Result<DeploymentRow> {
     Ok(DeploymentRow {
         id: r.text(0),
@@ -213,6 +215,8 @@ pub(super) fn deployment_row(r: Raw) -> Result<DeploymentRow> {
         ended_ms: r.opt_int(17).map(u),
         bake_secs: u(r.int(18)),
         bake_until_ms: r.opt_int(19).map(u),
+        variables: from_json("deployment variables", &r.text(20))?,
+        release_id: r.opt_text(21),
     })
 }
 
@@ -258,12 +262,12 @@ pub(super) fn write_deployment(
         Write::Insert => format!(
             "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-             ?19, ?20)"
+             ?19, ?20, ?21, ?22)"
         ),
         // Parameters as for the insert; the unchanging ones go unused.
         Write::Update => "UPDATE deployments SET state = ?7, rollback_of = ?9, \
-             rolled_back_by = ?10, message = ?11, ended_ms = ?18, bake_until_ms = ?20 \
-             WHERE id = ?1"
+             rolled_back_by = ?10, message = ?11, ended_ms = ?18, bake_until_ms = ?20, \
+             release_id = ?22 WHERE id = ?1"
             .to_owned(),
     };
     conn.prepare_cached(&sql)?.execute(params![
@@ -287,6 +291,8 @@ pub(super) fn write_deployment(
         d.ended_ms.map(i),
         i(d.bake_secs),
         d.bake_until_ms.map(i),
+        to_json(&d.variables),
+        d.release_id,
     ])
 }
 

@@ -28,4 +28,7 @@ pub const HOST_ID_HEADER: &str = "x-hoist-host";
 pub struct ErrorBody {
     /// A sentence for a person: lowercase, names what failed on what.
     pub error: String,
+    /// When the input had several problems (a pipeline file): each, for a line of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }

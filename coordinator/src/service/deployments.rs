@@ -33,25 +33,7 @@ impl Service {
 
     pub fn create_deployment(&self, req: op::CreateDeployment) -> Result<op::Deployment> {
         let group = self.group_row(&req.application, &req.deployment_group)?;
-        let (revision_id, revision) = match req.revision {
-            op::RevisionSource::Id(id) => {
-                let r = self
-                    .store
-                    .revision(&id)?
-                    .ok_or_else(|| ServiceError::NotFound(format!("no revision {id}")))?;
-                if r.application != req.application {
-                    return Err(ServiceError::Invalid(format!(
-                        "revision {id} belongs to application {}, not {}",
-                        r.application, req.application
-                    )));
-                }
-                (r.id, r.revision)
-            }
-            op::RevisionSource::Inline(revision) => {
-                let info = self.create_revision(&req.application, revision)?;
-                (info.id, info.revision)
-            }
-        };
+        let (revision_id, revision) = self.resolve_revision(&req.application, req.revision)?;
         let file_exists_behavior = match req.file_exists_behavior {
             None => None,
             Some(b) => {
@@ -121,6 +103,33 @@ impl Service {
             .deployment(&id)?
             .ok_or_else(|| ServiceError::NotFound(format!("no deployment {id}")))?;
         self.deployment_summary(d, self.change_seq())
+    }
+
+    /// A registered revision of `application`, or a new one given inline (registered now).
+    pub(super) fn resolve_revision(
+        &self,
+        application: &str,
+        source: op::RevisionSource,
+    ) -> Result<(String, agent::Revision)> {
+        match source {
+            op::RevisionSource::Id(id) => {
+                let r = self
+                    .store
+                    .revision(&id)?
+                    .ok_or_else(|| ServiceError::NotFound(format!("no revision {id}")))?;
+                if r.application != application {
+                    return Err(ServiceError::Invalid(format!(
+                        "revision {id} belongs to application {}, not {application}",
+                        r.application
+                    )));
+                }
+                Ok((r.id, r.revision))
+            }
+            op::RevisionSource::Inline(revision) => {
+                let info = self.create_revision(application, revision)?;
+                Ok((info.id, info.revision))
+            }
+        }
     }
 
     /// Inserts a deployment with a pending command per target host and hands out the
@@ -295,8 +304,13 @@ impl Service {
             tracing::info!(deployment_id = %d.id, state = %d.state,
                 message = d.message.as_deref().unwrap_or(""), "deployment ended");
         }
+        let ended = d.state.is_terminal().then(|| d.clone());
         if failed {
             self.auto_rollback(lock, d)?;
+        }
+        if let Some(d) = ended {
+            // Under the same lock: a release waiting for this deployment moves on.
+            self.after_deployment_end(lock, &d);
         }
         Ok(())
     }
@@ -358,7 +372,7 @@ impl Service {
 
     pub fn stop_deployment(&self, id: &str) -> Result<op::Deployment> {
         {
-            let _lock = self.lock();
+            let lock = self.lock();
             let mut d = self
                 .store
                 .deployment(id)?
@@ -380,6 +394,7 @@ impl Service {
                 .collect();
             self.store.save_deployment(&d, &skipped)?;
             tracing::info!(deployment_id = %id, "deployment stopped");
+            self.after_deployment_end(&lock, &d);
         }
         self.changed();
         self.deployment(id)
@@ -423,7 +438,8 @@ impl Service {
         for d in self.store.active_deployments()? {
             self.advance(&lock, &d.id)?;
         }
-        Ok(())
+        // A stage deployment that ended while the coordinator was down moves its release.
+        self.resume_releases(&lock)
     }
 }
 

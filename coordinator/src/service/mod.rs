@@ -6,8 +6,9 @@
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
 //! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between
 //! batches), [`sync`] (where each host stands in its groups), [`catch_up`] (deployments
-//! that bring hosts to their group's target) and [`states`] (the one transition function
-//! of a command and the one of a deployment).
+//! that bring hosts to their group's target), [`states`] (the one transition function
+//! of a command and the one of a deployment) and [`pipelines`] (pipelines, their sources
+//! and releases).
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
 //! read-modify-write sequence holds the store lock, whose guard ([`lock::Locked`]) the
@@ -26,6 +27,7 @@ mod deployments;
 mod hosts;
 mod leases;
 mod lock;
+pub mod pipelines;
 mod reports;
 mod states;
 mod sync;
@@ -99,6 +101,9 @@ pub enum ServiceError {
     Unauthorized(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Input with several problems, each listed (a pipeline file).
+    #[error("{what} has {} problem(s): {}", problems.len(), problems.join("; "))]
+    Problems { what: String, problems: Vec<String> },
     /// A failure shared by several requests (a batch that could not be written).
     #[error("{0}")]
     Internal(String),

@@ -9,15 +9,17 @@
 //! why is the service's business, and it serialises its read-modify-write sequences itself.
 //! Every method is blocking: async callers run them on `spawn_blocking`.
 
+mod pipelines;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
 
 use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{
-    CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, TagFilter,
+    CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, SourceStatus, TagFilter,
 };
 
+pub use pipelines::{PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -372,4 +374,27 @@ pub trait Store: Send + Sync + 'static {
     /// a host's last-seen time back.
     fn write_contacts(&self, contacts: &[(String, HostContact)]) -> Result<()>;
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>>;
+
+    /// Writes a pipeline and its stages, replacing a stored one of the same name, in one
+    /// transaction.
+    fn save_pipeline(&self, pipeline: &PipelineRow) -> Result<()>;
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineRow>>;
+    /// By name; all applications' when `application` is `None`.
+    fn pipelines(&self, application: Option<&str>) -> Result<Vec<PipelineRow>>;
+    /// Deletes a pipeline and its stages (its releases stay, for the record); false when
+    /// there was none.
+    fn delete_pipeline(&self, name: &str) -> Result<bool>;
+    /// Writes where a pipeline's source stands.
+    fn save_source_status(&self, pipeline: &str, status: &SourceStatus) -> Result<()>;
+    /// Inserts a release with its stages; a source's release writes the source's new
+    /// standing (`status` of `release.pipeline`) in the same transaction, so a restart
+    /// neither loses the release nor makes it twice.
+    fn insert_release(&self, release: &ReleaseRow, status: Option<&SourceStatus>) -> Result<()>;
+    /// Writes a stored release and its stages in one transaction.
+    fn save_release(&self, release: &ReleaseRow) -> Result<()>;
+    fn release(&self, id: &str) -> Result<Option<ReleaseRow>>;
+    /// Newest first; all pipelines' when `pipeline` is `None`.
+    fn releases(&self, pipeline: Option<&str>, limit: u32) -> Result<Vec<ReleaseRow>>;
+    /// Releases not ended (in progress or awaiting approval), oldest first.
+    fn active_releases(&self) -> Result<Vec<ReleaseRow>>;
 }

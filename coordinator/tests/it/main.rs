@@ -9,6 +9,7 @@ mod bundles;
 mod convergence;
 mod deploy;
 mod membership;
+mod pipelines;
 mod progress;
 mod reports;
 mod resilience;

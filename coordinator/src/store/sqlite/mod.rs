@@ -8,12 +8,13 @@
 //! Files: this one (the connection, and the [`Store`] methods, each handed to the file of
 //! its concern), [`catalog`] (applications, groups, revisions), [`hosts`] (registration
 //! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`reports`]
-//! (event reports), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
+//! (event reports), [`pipelines`] (pipelines and releases), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
 mod catalog;
 mod deployments;
 mod hosts;
+mod pipelines;
 mod reports;
 mod rows;
 mod schema;
@@ -28,9 +29,10 @@ use rusqlite::Connection;
 
 use super::{
     AppRow, Changes, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, HostSyncRow,
-    RegistrationTokenRow, ReportRow, Result, RevisionRow, Store,
+    PipelineRow, RegistrationTokenRow, ReleaseRow, ReportRow, Result, RevisionRow, Store,
 };
 use hoist_protocol::operator::CommandState;
+use hoist_protocol::operator::SourceStatus;
 use rows::{db, Raw};
 use schema::migrate;
 
@@ -293,6 +295,46 @@ impl Store for SqliteStore {
 
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>> {
         reports::reports(self, command_id)
+    }
+
+    fn save_pipeline(&self, p: &PipelineRow) -> Result<()> {
+        pipelines::save_pipeline(self, p)
+    }
+
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineRow>> {
+        pipelines::pipeline(self, name)
+    }
+
+    fn pipelines(&self, application: Option<&str>) -> Result<Vec<PipelineRow>> {
+        pipelines::pipelines(self, application)
+    }
+
+    fn delete_pipeline(&self, name: &str) -> Result<bool> {
+        pipelines::delete_pipeline(self, name)
+    }
+
+    fn save_source_status(&self, pipeline: &str, status: &SourceStatus) -> Result<()> {
+        pipelines::save_source_status(self, pipeline, status)
+    }
+
+    fn insert_release(&self, r: &ReleaseRow, status: Option<&SourceStatus>) -> Result<()> {
+        pipelines::insert_release(self, r, status)
+    }
+
+    fn save_release(&self, r: &ReleaseRow) -> Result<()> {
+        pipelines::save_release(self, r)
+    }
+
+    fn release(&self, id: &str) -> Result<Option<ReleaseRow>> {
+        pipelines::release(self, id)
+    }
+
+    fn releases(&self, pipeline: Option<&str>, limit: u32) -> Result<Vec<ReleaseRow>> {
+        pipelines::releases(self, pipeline, limit)
+    }
+
+    fn active_releases(&self) -> Result<Vec<ReleaseRow>> {
+        pipelines::active_releases(self)
     }
 }
 

@@ -116,7 +116,7 @@ impl Raw {
             _ => String::new(),
         }
     }
-    fn opt_text(&self, i: usize) -> Option<String> {
+    pub(super) fn opt_text(&self, i: usize) -> Option<String> {
         match self.0.get(i) {
             Some(rusqlite::types::Value::Text(s)) => Some(s.clone()),
             _ => None,
@@ -128,7 +128,7 @@ impl Raw {
             _ => 0,
         }
     }
-    fn opt_int(&self, i: usize) -> Option<i64> {
+    pub(super) fn opt_int(&self, i: usize) -> Option<i64> {
         match self.0.get(i) {
             Some(rusqlite::types::Value::Integer(v)) => Some(*v),
             _ => None,

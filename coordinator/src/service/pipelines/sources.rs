@@ -1,0 +1,1 @@
+//! Pipeline sources (filled in later).

@@ -86,3 +86,333 @@ fn a_deployments_variables_reach_its_hooks_and_the_environment_file_does_not_ove
     assert_eq!(code, Some(0));
     assert_eq!(modes(&web1)[2..], ["DEPLOY_MODE=from-the-file"; 2]);
 }
+
+const PIPELINE: &str = "pipeline: shop-release\napplication: shop\nstages:\n  - group: staging\n    variables: { DEPLOY_MODE: destructive }\n  - group: production\n    approval: manual\n    variables: { DEPLOY_MODE: normal }\n";
+
+/// Application shop with groups staging (hosts tagged env=staging) and production
+/// (env=prod), and a registration token.
+fn shop_stages(c: &Coordinator) -> String {
+    c.hoist_ok(&["app", "create", "shop"]);
+    for (g, env) in [("staging", "staging"), ("production", "prod")] {
+        c.hoist_ok(&[
+            "group",
+            "create",
+            g,
+            "--app",
+            "shop",
+            "--tag",
+            &format!("env={env}"),
+            "--config",
+            "AllAtOnce",
+        ]);
+    }
+    c.hoist_ok(&["token", "create"])
+}
+
+fn apply(c: &Coordinator, s: &Scratch, name: &str, yaml: &str) -> std::process::Output {
+    let file = s.join(name);
+    fs::write(&file, yaml).expect("pipeline file");
+    c.hoist(&["pipeline", "apply", file.to_str().expect("utf-8")])
+}
+
+fn release_json(c: &Coordinator, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&c.hoist(&["release", "status", id, "--json"]).stdout)
+        .expect("release --json")
+}
+
+/// `release create --pipeline shop-release --revision R --wait`: exit code and id.
+fn release_wait(c: &Coordinator, revision: &str) -> (Option<i32>, String) {
+    let out = c.hoist(&[
+        "release",
+        "create",
+        "--pipeline",
+        "shop-release",
+        "--revision",
+        revision,
+        "--wait",
+    ]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        id.starts_with("rel-") && !id.contains('\n'),
+        "the id alone on stdout: {}",
+        text(&out)
+    );
+    (out.status.code(), id)
+}
+
+#[test]
+fn a_release_goes_through_staging_waits_at_the_gate_across_a_restart_and_reaches_production() {
+    let s = Scratch::new();
+    let data = s.join("coordinator");
+    let mut coordinator = Coordinator::start(&data);
+    let token = shop_stages(&coordinator);
+    let staging = Agent::start(&s, "stg-1", &coordinator, &token, "env: staging");
+    let prod = Agent::start(&s, "prod-1", &coordinator, &token, "env: prod");
+    wait_for("both hosts online", Duration::from_secs(30), || {
+        let list = coordinator.hoist_ok(&["hosts", "list"]);
+        list.contains("stg-1") && list.contains("prod-1")
+    });
+    let out = apply(&coordinator, &s, "pipeline.yml", PIPELINE);
+    assert!(out.status.success(), "{}", text(&out));
+    let good = s.join("good");
+    bundle(&good, false);
+    let revision = coordinator.push(&good);
+
+    // Staging deploys with its variables, then the release waits at production's gate.
+    let (code, id) = release_wait(&coordinator, &revision);
+    assert_eq!(code, Some(3), "--wait exits 3 at a gate");
+    assert_eq!(modes(&staging), ["DEPLOY_MODE=destructive"; 2]);
+    assert!(prod.events().is_empty(), "production waits for approval");
+    let status = coordinator.hoist_ok(&["release", "status", &id]);
+    assert!(status.contains("production  awaiting_approval"), "{status}");
+
+    // A restart keeps it waiting; approval afterwards works.
+    let addr = coordinator.authority();
+    coordinator.stop_with(nix::sys::signal::Signal::SIGTERM);
+    let coordinator = Coordinator::start_on(&data, &addr);
+    assert_eq!(
+        release_json(&coordinator, &id)["state"],
+        "awaiting_approval"
+    );
+    coordinator.hoist_ok(&["release", "approve", &id, "--comment", "ship it"]);
+    wait_for("the release succeeds", Duration::from_secs(60), || {
+        release_json(&coordinator, &id)["state"] == "succeeded"
+    });
+    assert_eq!(modes(&prod), ["DEPLOY_MODE=normal"; 2]);
+    let r = release_json(&coordinator, &id);
+    assert_eq!(r["stages"][1]["comment"], "ship it");
+    assert!(
+        r["stages"][1]["approved_by"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty()),
+        "{r}"
+    );
+    let deployment = r["stages"][1]["deployment_id"]
+        .as_str()
+        .expect("production's deployment")
+        .to_owned();
+    let d = coordinator.hoist_ok(&["deploy", "status", &deployment]);
+    assert!(d.contains("by pipeline") && d.contains(&id), "{d}");
+
+    // A failing revision stops at staging; production is untouched.
+    let bad = s.join("bad");
+    bundle(&bad, true);
+    let bad_revision = coordinator.push(&bad);
+    let before = prod.events().len();
+    let (code, failed) = release_wait(&coordinator, &bad_revision);
+    assert_eq!(code, Some(1), "a failed release exits 1");
+    let r = release_json(&coordinator, &failed);
+    assert_eq!(
+        (
+            r["stages"][0]["state"].as_str(),
+            r["stages"][1]["state"].as_str()
+        ),
+        (Some("failed"), Some("skipped"))
+    );
+    assert_eq!(prod.events().len(), before, "production untouched");
+
+    // A newer release reaching the gate supersedes the one waiting there.
+    let (code, older) = release_wait(&coordinator, &revision);
+    assert_eq!(code, Some(3));
+    let (code, newer) = release_wait(&coordinator, &revision);
+    assert_eq!(code, Some(3));
+    let r = release_json(&coordinator, &older);
+    assert_eq!(r["state"], "superseded", "{r}");
+    assert!(
+        r["message"].as_str().is_some_and(|m| m.contains(&newer)),
+        "{r}"
+    );
+    assert_eq!(
+        release_json(&coordinator, &newer)["state"],
+        "awaiting_approval"
+    );
+    let shown = coordinator.hoist_ok(&["pipeline", "show", "shop-release"]);
+    assert!(
+        shown.contains(&older) && shown.contains("superseded"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_invalid_pipeline_file_lists_all_its_problems() {
+    let s = Scratch::new();
+    let coordinator = Coordinator::start(&s.join("coordinator"));
+    shop_stages(&coordinator);
+    let out = apply(
+        &coordinator,
+        &s,
+        "bad.yml",
+        "pipeline: shop-release\napplication: shop\nsource: { git: { url: \"https://h/r.git\", branch: main, poll: 5 } }\nstages:\n  - group: staging\n    variables: { LIFECYCLE_EVENT: x }\n  - group: canary\n  - group: staging\n    approval: true\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    for needle in [
+        "has 5 problem(s)",
+        "source.git.poll: unknown key",
+        "stages[0].variables: \"LIFECYCLE_EVENT\": is a reserved hook variable",
+        "stages[1].group: no deployment group \"canary\" in application \"shop\"",
+        "stages[2].approval: must be a string, found true",
+        "stages[2].group: duplicate group \"staging\" (also stages[0])",
+    ] {
+        assert!(t.contains(needle), "{needle:?} not in:\n{t}");
+    }
+    assert!(
+        coordinator.hoist_ok(&["pipeline", "list"]).lines().count() <= 1,
+        "nothing applied"
+    );
+}
+
+/// The bundle files of [`bundle`] as one commit's (path, contents).
+fn bundle_files(s: &Scratch, name: &str) -> Vec<(String, String)> {
+    let dir = s.join(name);
+    bundle(&dir, false);
+    ["appspec.yml", "scripts/record.sh", "scripts/validate.sh"]
+        .iter()
+        .map(|p| {
+            (
+                (*p).to_owned(),
+                fs::read_to_string(dir.join(p)).expect("bundle file"),
+            )
+        })
+        .collect()
+}
+
+/// Releases of shop-release, newest first.
+fn releases(c: &Coordinator) -> Vec<serde_json::Value> {
+    let out = c.hoist(&["release", "list", "--pipeline", "shop-release", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("release list --json");
+    list["releases"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_commit_pushed_to_the_branch_becomes_a_release_and_a_restart_makes_no_duplicate() {
+    let s = Scratch::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let git_root = s.join("git");
+    let files = bundle_files(&s, "tree");
+    let first: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let commits = hoist_tests::servers::bare_repo(&git_root, "shop.git", &[&first]);
+    let daemon = rt.block_on(hoist_tests::servers::GitDaemon::start(&git_root));
+
+    let data = s.join("coordinator");
+    let mut coordinator = Coordinator::start(&data);
+    let token = shop_stages(&coordinator);
+    let staging = Agent::start(&s, "stg-1", &coordinator, &token, "env: staging");
+    wait_for("the host is online", Duration::from_secs(30), || {
+        coordinator.hoist_ok(&["hosts", "list"]).contains("stg-1")
+    });
+    let yaml = format!(
+        "pipeline: shop-release\napplication: shop\nsource:\n  git: {{ url: \"{}\", branch: main, poll_secs: 1 }}\nstages:\n  - group: staging\n    variables: {{ DEPLOY_MODE: destructive }}\n",
+        daemon.url("shop.git")
+    );
+    let out = apply(&coordinator, &s, "pipeline.yml", &yaml);
+    assert!(out.status.success(), "{}", text(&out));
+    // The branch's head when the source is applied is its first release.
+    wait_for(
+        "the first commit's release",
+        Duration::from_secs(30),
+        || {
+            releases(&coordinator)
+                .first()
+                .is_some_and(|r| r["state"] == "succeeded")
+        },
+    );
+    assert_eq!(releases(&coordinator)[0]["source_ref"], commits[0].as_str());
+
+    // A new commit on the branch: a new release within poll_secs plus a few seconds.
+    let work = git_root.join("shop.git.work");
+    fs::write(work.join("CHANGELOG"), "second\n").expect("write");
+    hoist_tests::servers::git(&work, &["add", "."]);
+    hoist_tests::servers::git(&work, &["commit", "-q", "-m", "second"]);
+    let second = hoist_tests::servers::git(&work, &["rev-parse", "HEAD"]);
+    let bare = git_root.join("shop.git");
+    hoist_tests::servers::git(
+        &work,
+        &["push", "-q", bare.to_str().expect("utf-8"), "HEAD:main"],
+    );
+    wait_for(
+        "the second commit's release reaches staging",
+        Duration::from_secs(20),
+        || {
+            releases(&coordinator)
+                .first()
+                .is_some_and(|r| r["source_ref"] == second.as_str() && r["state"] == "succeeded")
+        },
+    );
+    assert_eq!(releases(&coordinator).len(), 2);
+    assert_eq!(modes(&staging), ["DEPLOY_MODE=destructive"; 4]);
+    let r = &releases(&coordinator)[0];
+    assert_eq!(r["creator"], "git");
+    assert_eq!(r["revision"]["commit"], second.as_str());
+
+    // After a restart the source resumes from that commit: no duplicate release.
+    let addr = coordinator.authority();
+    coordinator.stop_with(nix::sys::signal::Signal::SIGTERM);
+    let restarted_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let coordinator = Coordinator::start_on(&data, &addr);
+    wait_for(
+        "the source is looked at after the restart",
+        Duration::from_secs(20),
+        || {
+            let p: serde_json::Value = serde_json::from_slice(
+                &coordinator
+                    .hoist(&["pipeline", "show", "shop-release", "--json"])
+                    .stdout,
+            )
+            .expect("pipeline show --json");
+            p["source_status"]["checked_ms"].as_u64() > Some(restarted_ms)
+        },
+    );
+    assert_eq!(
+        releases(&coordinator).len(),
+        2,
+        "no duplicate release after a restart"
+    );
+    let shown = coordinator.hoist_ok(&["pipeline", "show", "shop-release"]);
+    assert!(
+        shown.contains(&format!("last released: {second}")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_unreachable_git_source_is_retried_and_shows_its_error() {
+    let s = Scratch::new();
+    let coordinator = Coordinator::start(&s.join("coordinator"));
+    shop_stages(&coordinator);
+    // A port nothing listens on.
+    let port = hoist_tests::servers::free_port();
+    let yaml = format!(
+        "pipeline: shop-release\napplication: shop\nsource:\n  git: {{ url: \"git://127.0.0.1:{port}/shop.git\", branch: main, poll_secs: 1 }}\nstages:\n  - group: staging\n"
+    );
+    let out = apply(&coordinator, &s, "pipeline.yml", &yaml);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("two failed looks", Duration::from_secs(30), || {
+        let p: serde_json::Value = serde_json::from_slice(
+            &coordinator
+                .hoist(&["pipeline", "show", "shop-release", "--json"])
+                .stdout,
+        )
+        .expect("pipeline show --json");
+        p["source_status"]["failures"].as_u64() >= Some(2)
+    });
+    let shown = coordinator.hoist_ok(&["pipeline", "show", "shop-release"]);
+    assert!(
+        shown.contains("error:") && shown.contains("git ls-remote"),
+        "{shown}"
+    );
+    assert!(
+        releases(&coordinator).is_empty(),
+        "no release from an unreachable source"
+    );
+}

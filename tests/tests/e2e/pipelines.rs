@@ -416,3 +416,117 @@ fn an_unreachable_git_source_is_retried_and_shows_its_error() {
         "no release from an unreachable source"
     );
 }
+
+#[test]
+#[ignore = "needs moto_server (HOIST_TEST_MOTO)"]
+fn each_new_version_of_an_s3_object_becomes_a_release_copied_into_the_bundle_store() {
+    let moto_server = hoist_tests::servers::need_moto();
+    let s = Scratch::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let moto = rt.block_on(hoist_tests::servers::Moto::start(&moto_server));
+    rt.block_on(moto.versioned_bucket("artifacts"));
+    let env = [
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let data = s.join("coordinator");
+    let mut coordinator = Coordinator::start_env(&data, "127.0.0.1:0", &env);
+    let token = shop_stages(&coordinator);
+    let staging = Agent::start(&s, "stg-1", &coordinator, &token, "env: staging");
+    wait_for("the host is online", Duration::from_secs(30), || {
+        coordinator.hoist_ok(&["hosts", "list"]).contains("stg-1")
+    });
+    let push = |name: &str| -> String {
+        let dir = s.join(name);
+        bundle(&dir, false);
+        let out = coordinator.hoist_env(
+            &[
+                "push",
+                dir.to_str().expect("utf-8"),
+                "--app",
+                "shop",
+                "--s3",
+                "s3://artifacts/shop/latest.tgz",
+                "--json",
+            ],
+            &env,
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("push --json");
+        info["revision"]["version_id"]
+            .as_str()
+            .expect("a version id")
+            .to_owned()
+    };
+    let v1 = push("v1");
+    let yaml = "pipeline: shop-release\napplication: shop\nsource:\n  s3: { bucket: artifacts, key: shop/latest.tgz, poll_secs: 1 }\nstages:\n  - group: staging\n    variables: { DEPLOY_MODE: destructive }\n";
+    let out = apply(&coordinator, &s, "pipeline.yml", yaml);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(
+        "the first version's release",
+        Duration::from_secs(30),
+        || {
+            releases(&coordinator)
+                .first()
+                .is_some_and(|r| r["state"] == "succeeded")
+        },
+    );
+    let r = &releases(&coordinator)[0];
+    assert_eq!(
+        (r["creator"].as_str(), r["source_ref"].as_str()),
+        (Some("s3"), Some(v1.as_str()))
+    );
+    // Copied into the coordinator's store, hashed on the way.
+    assert_eq!(r["revision"]["kind"], "coordinator", "{r}");
+    assert!(
+        r["revision"]["sha256"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64),
+        "{r}"
+    );
+
+    let v2 = push("v2");
+    assert_ne!(v1, v2);
+    wait_for(
+        "the second version's release",
+        Duration::from_secs(20),
+        || {
+            releases(&coordinator)
+                .first()
+                .is_some_and(|r| r["source_ref"] == v2.as_str() && r["state"] == "succeeded")
+        },
+    );
+    assert_eq!(modes(&staging), ["DEPLOY_MODE=destructive"; 4]);
+
+    let addr = coordinator.authority();
+    coordinator.stop_with(nix::sys::signal::Signal::SIGTERM);
+    let restarted_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let coordinator = Coordinator::start_env(&data, &addr, &env);
+    wait_for(
+        "the source is looked at after the restart",
+        Duration::from_secs(20),
+        || {
+            let p: serde_json::Value = serde_json::from_slice(
+                &coordinator
+                    .hoist(&["pipeline", "show", "shop-release", "--json"])
+                    .stdout,
+            )
+            .expect("pipeline show --json");
+            p["source_status"]["checked_ms"].as_u64() > Some(restarted_ms)
+        },
+    );
+    assert_eq!(
+        releases(&coordinator).len(),
+        2,
+        "no duplicate release after a restart"
+    );
+}

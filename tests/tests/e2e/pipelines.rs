@@ -530,3 +530,77 @@ fn each_new_version_of_an_s3_object_becomes_a_release_copied_into_the_bundle_sto
         "no duplicate release after a restart"
     );
 }
+
+#[test]
+fn an_s3_object_read_only_in_part_makes_no_release_until_it_is_read_whole() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use hoist_tests::servers::{sha256_hex, HttpServer, Reply};
+
+    let s = Scratch::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let object: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    let body = object.clone();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let seen = gets.clone();
+    // An S3 endpoint whose first two reads of the object break off after 1 KiB.
+    let server = rt.block_on(HttpServer::start(move |_, req| {
+        let reply = Reply::status(200).header("ETag", "\"e1\"");
+        if req.method == "HEAD" {
+            return Reply {
+                body: Vec::new(),
+                ..reply
+            };
+        }
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        Reply {
+            body: body.clone(),
+            cut_after: (n < 2).then_some(1024),
+            ..reply
+        }
+    }));
+    let endpoint = server.url("");
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let coordinator = Coordinator::start_env(&s.join("coordinator"), "127.0.0.1:0", &env);
+    shop_stages(&coordinator);
+    let yaml = "pipeline: shop-release\napplication: shop\nsource:\n  s3: { bucket: artifacts, key: shop.tgz, poll_secs: 1 }\nstages:\n  - group: staging\n";
+    let out = apply(&coordinator, &s, "pipeline.yml", yaml);
+    assert!(out.status.success(), "{}", text(&out));
+    let show = || -> serde_json::Value {
+        serde_json::from_slice(
+            &coordinator
+                .hoist(&["pipeline", "show", "shop-release", "--json"])
+                .stdout,
+        )
+        .expect("pipeline show --json")
+    };
+    wait_for("a failed read", Duration::from_secs(20), || {
+        show()["source_status"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("copying s3://artifacts/shop.tgz"))
+    });
+    assert!(
+        releases(&coordinator).is_empty(),
+        "no release from a half-read object"
+    );
+    // The third read is whole: one release, of exactly the object's bytes.
+    wait_for("the release", Duration::from_secs(30), || {
+        !releases(&coordinator).is_empty()
+    });
+    assert!(gets.load(Ordering::SeqCst) >= 3);
+    let r = &releases(&coordinator)[0];
+    assert_eq!(r["source_ref"], "\"e1\"");
+    assert_eq!(r["revision"]["sha256"], sha256_hex(&object).as_str(), "{r}");
+    assert_eq!(r["revision"]["size"], object.len() as u64);
+    assert!(show()["source_status"]["error"].is_null());
+    assert_eq!(releases(&coordinator).len(), 1);
+}

@@ -87,10 +87,12 @@ pub async fn run(client: &Client, cmd: ReleaseCommand) -> Result<ExitCode> {
                     &req,
                 )
                 .await?;
-            if args.json && !args.wait {
-                print_json(&r)?;
-            } else {
+            // With --json the release itself is printed (with --wait, one JSON object per
+            // change, one a line, as `deploy create` does); otherwise its id alone.
+            if !args.json {
                 println!("{}", r.id);
+            } else if !args.wait {
+                print_json(&r)?;
             }
             if !args.wait {
                 return Ok(ExitCode::SUCCESS);

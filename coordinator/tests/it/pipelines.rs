@@ -292,3 +292,48 @@ async fn a_stage_deployment_that_ended_while_the_coordinator_was_down_moves_its_
     assert_eq!(r.state, ReleaseState::AwaitingApproval, "{r:?}");
     assert_eq!(r.stages[0].state, StageState::Succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn release_create_wait_exits_0_when_every_stage_succeeded() {
+    let s = Scratch::new();
+    let (server, staging, _prod, revision) = setup(&s).await;
+    let file = s.join("one-stage.yml");
+    std::fs::write(
+        &file,
+        "pipeline: quick\napplication: shop\nstages:\n  - group: staging\n",
+    )
+    .unwrap();
+    server
+        .hoist(&["pipeline", "apply", file.to_str().unwrap()])
+        .await
+        .ok();
+    let url = server.url.clone();
+    let wait = tokio::spawn(async move {
+        crate::support::hoist_with(
+            &url,
+            Some(crate::support::TOKEN),
+            &[
+                "release",
+                "create",
+                "--pipeline",
+                "quick",
+                "--revision",
+                &revision,
+                "--wait",
+            ],
+        )
+        .await
+    });
+    let cmd = next_command(&staging).await;
+    staging.run(&cmd, true).await;
+    let out = wait.await.unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let id = out.stdout.trim();
+    assert!(
+        id.starts_with("rel-") && !id.contains('\n'),
+        "{:?}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("staging succeeded"), "{}", out.stderr);
+    assert_eq!(release(&server, id).await.state, ReleaseState::Succeeded);
+}

@@ -1,5 +1,6 @@
 //! The coordinator's durable state behind one interface: applications, deployment groups,
-//! hosts, registration tokens, revisions, deployments, commands and event reports.
+//! hosts, registration tokens, revisions, deployments, commands, event reports, and
+//! pipelines with their releases (row types in [`pipelines`]).
 //!
 //! [`Store`] is what the service calls; [`sqlite::SqliteStore`] is the embedded
 //! implementation (one file, WAL). A PostgreSQL store can implement the same trait later

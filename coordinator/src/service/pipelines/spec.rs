@@ -422,6 +422,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_pipeline_file_is_valid() {
+        let text = include_str!("../../../../examples/pipelines/shop-release.yml");
+        let spec = parse_here(text).expect("the example is valid");
+        assert_eq!(spec.stages.len(), 2);
+        assert!(spec.stages[1].manual_approval);
+    }
+
+    #[test]
     fn every_problem_is_listed_with_its_key_path() {
         check_err(
             "pipeline: p\napplication: shop\ncolour: blue\nstages:\n  - group: staging\n    approvl: manual\n    variables: { lower: x, PATH: /tmp }\n  - group: qa\n  - group: staging\n",

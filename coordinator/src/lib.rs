@@ -13,7 +13,9 @@
 //!   how much of it.
 //! - [`rollout`]: the pure minimum-healthy-hosts arithmetic.
 //! - [`store`]: the durable state behind a trait, SQLite by default.
-//! - [`bundles`]: the content-addressed bundle store, read whole or by byte range.
+//! - [`bundles`]: the content-addressed bundle store (a local directory or S3-compatible
+//!   storage), read whole or by byte range.
+//! - [`s3`]: S3 endpoint, region and credentials from the environment, and `s3://` locations.
 //! - [`tls`]: the TLS certificate: the configured one or a generated self-signed one, and
 //!   its fingerprint.
 //! - [`cli`]: the operator CLI, one file per subcommand.
@@ -28,6 +30,7 @@ pub mod bundles;
 pub mod cli;
 pub mod config;
 pub mod rollout;
+pub mod s3;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -77,9 +77,10 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         Some(t) => t.expose().to_owned(),
         None => operator_token_file(&data_dir)?,
     };
+    // SQLite: the database is this server's alone (`true` once the store is PostgreSQL).
+    config.check_bundles_for_replicas(false)?;
     let store = open_store(&data_dir).await?;
-    let bundles =
-        BundleStore::open(&config.data_dir.join("bundles")).context("opening the bundle store")?;
+    let bundles = open_bundles(&config).await?;
     let acceptor = tls_acceptor(&config)?;
     let service = Arc::new(Service::new(
         Arc::new(store),
@@ -127,6 +128,26 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     }
     tracing::info!("coordinator stopped");
     result
+}
+
+/// The bundle store the config names: `DATA_DIR/bundles`, or S3-compatible storage (whose
+/// bucket must answer the credentials before the server starts).
+async fn open_bundles(config: &ServerConfig) -> Result<BundleStore> {
+    let dir = config.data_dir.join("bundles");
+    let bundles = match &config.bundle_store {
+        None => BundleStore::open(&dir),
+        Some(location) => {
+            let settings = crate::s3::S3Settings::from_env("--bundle-store")?;
+            BundleStore::s3(settings, location.clone(), &dir.join("tmp"))
+        }
+    }
+    .context("opening the bundle store")?;
+    bundles
+        .check()
+        .await
+        .with_context(|| format!("opening the bundle store {}", bundles.describe()))?;
+    tracing::info!(bundles = %bundles.describe(), "bundle store");
+    Ok(bundles)
 }
 
 /// How many connections to serve at once: `configured`, or what the open-file limit

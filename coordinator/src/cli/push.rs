@@ -3,10 +3,10 @@
 //! it to the coordinator's bundle store or to S3-compatible storage, registers the revision
 //! and prints its id alone on stdout.
 //!
-//! S3 settings come from the usual variables: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`
-//! (a custom endpoint is addressed path-style), `AWS_REGION` (default us-east-1),
-//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`. The upload is a
-//! SigV4-presigned PUT (rusty-s3), so the bundle is never held in memory.
+//! S3 settings come from the usual variables (`crate::s3`: `AWS_ENDPOINT_URL_S3` or
+//! `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`). The upload is a SigV4-presigned PUT (rusty-s3), so the bundle is
+//! never held in memory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,14 +80,12 @@ pub async fn run(client: &Client, args: PushArgs) -> Result<ExitCode> {
 }
 
 fn parse_s3_url(s: &str) -> Result<(String, String), UsageError> {
-    let rest = s
-        .strip_prefix("s3://")
-        .ok_or_else(|| UsageError(format!("--s3 {s:?} must look like s3://bucket/key")))?;
-    match rest.split_once('/') {
-        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_owned(), k.to_owned())),
-        _ => Err(UsageError(format!(
+    match crate::s3::parse_location(s, "--s3", "s3://bucket/key") {
+        Ok((b, k)) if !k.is_empty() => Ok((b, k)),
+        Ok(_) => Err(UsageError(format!(
             "--s3 {s:?} must look like s3://bucket/key"
         ))),
+        Err(e) => Err(UsageError(e.to_string())),
     }
 }
 
@@ -217,31 +215,15 @@ async fn upload_to_s3(
     sha256: String,
 ) -> Result<Revision> {
     use rusty_s3::S3Action;
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let region = env("AWS_REGION")
-        .or_else(|| env("AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|| "us-east-1".into());
-    let (endpoint, style) = match env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
-        Some(e) => (e, rusty_s3::UrlStyle::Path),
-        None => (
-            format!("https://s3.{region}.amazonaws.com"),
-            rusty_s3::UrlStyle::VirtualHost,
-        ),
-    };
-    let endpoint_url = url::Url::parse(&endpoint)
-        .with_context(|| format!("S3 endpoint {endpoint:?} is not a URL"))?;
-    let (Some(key_id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-    else {
-        return Err(
-            UsageError("--s3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()).into(),
-        );
-    };
-    let creds = match env("AWS_SESSION_TOKEN") {
-        Some(t) => rusty_s3::Credentials::new_with_token(key_id, secret, t),
-        None => rusty_s3::Credentials::new(key_id, secret),
-    };
-    let s3_bucket = rusty_s3::Bucket::new(endpoint_url, style, bucket.to_owned(), region)
-        .with_context(|| format!("S3 bucket {bucket} at {endpoint}"))?;
+    let settings = crate::s3::S3Settings::from_env("--s3").map_err(|e| match e {
+        e @ crate::s3::S3SettingsError::NoCredentials(_) => {
+            anyhow::Error::new(UsageError(e.to_string()))
+        }
+        e => anyhow::Error::new(e),
+    })?;
+    let endpoint = settings.endpoint.to_string();
+    let creds = settings.credentials();
+    let s3_bucket = settings.bucket(bucket)?;
     let url = s3_bucket
         .put_object(Some(&creds), key)
         .sign(Duration::from_secs(3600));

@@ -49,7 +49,9 @@ enum Which {
     /// An operator's deployment to one group while many hosts of another come back at once
     /// and catch up, against the same deployment with none coming back.
     Convergence(#[command(flatten)] Opts),
-    /// Everything above, in that order.
+    /// Only the coordinator's memory per held long poll (part of `coordinator`).
+    HeldPolls(#[command(flatten)] Opts),
+    /// Everything above, in that order (`held-polls` as part of `coordinator`).
     All(#[command(flatten)] Opts),
     /// The bare hyper server that is the held-poll baseline (started by `coordinator`).
     #[command(hide = true)]
@@ -105,6 +107,7 @@ fn run(which: Which) -> anyhow::Result<()> {
     | Which::Footprint(o)
     | Which::Coordinator(o)
     | Which::Convergence(o)
+    | Which::HeldPolls(o)
     | Which::All(o)) = &which
     else {
         anyhow::bail!("not a measurement");
@@ -189,8 +192,17 @@ fn run(which: Which) -> anyhow::Result<()> {
             deployments: if o.quick { 2 } else { 3 },
         };
         measurements.extend(capacity::run(&bins, work, &p)?);
+    }
+    if all || matches!(which, Which::Coordinator(_) | Which::HeldPolls(_)) {
+        let max = o.max_hosts.unwrap_or(5000).min(5000);
+        let (note, limit) = raise_nofile(max as u64 + FD_MARGIN)?;
+        notes.push(note);
         let p = held_polls::Params {
-            hosts: if o.quick { 400 } else { max.min(5000).min(fit) },
+            hosts: if o.quick {
+                400
+            } else {
+                max.min(limit.saturating_sub(FD_MARGIN) as usize)
+            },
             runs: if o.quick { 1 } else { 3 },
         };
         measurements.extend(held_polls::run(&bins, &work.join("held-polls"), p)?);

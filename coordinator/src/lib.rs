@@ -16,6 +16,7 @@
 //! - [`bundles`]: the content-addressed bundle store (a local directory or S3-compatible
 //!   storage), read whole or by byte range.
 //! - [`s3`]: S3 endpoint, region and credentials from the environment, and `s3://` locations.
+//! - [`memory`]: the allocator's arena limit for `hoist server`.
 //! - [`tls`]: the TLS certificate: the configured one or a generated self-signed one, and
 //!   its fingerprint.
 //! - [`cli`]: the operator CLI, one file per subcommand.
@@ -29,6 +30,7 @@ pub mod bounds;
 pub mod bundles;
 pub mod cli;
 pub mod config;
+pub mod memory;
 pub mod rollout;
 pub mod s3;
 pub mod server;

@@ -69,7 +69,10 @@ async fn accept(args: FloorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     eprintln!("listening on {}", listener.local_addr()?);
     loop {
-        let (tcp, _) = listener.accept().await.context("accepting")?;
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
         let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(hold);

@@ -6,11 +6,11 @@
 //! | method | path | auth | body → answer |
 //! |---|---|---|---|
 //! | POST | `/v1/hosts/register` | registration token | `RegisterRequest` → `RegisterResponse` |
-//! | POST | `/v1/hosts/poll` | host | `PollRequest` → `PollResponse` (long poll, ≤ 30 s) |
+//! | POST | `/v1/hosts/poll` | host | `PollRequest` → `PollResponse` (long poll, ≤ 30 s; 503 when the server stops) |
 //! | POST | `/v1/hosts/heartbeat` | host | `Heartbeat` → `HeartbeatAck` |
 //! | POST | `/v1/commands/{id}/reports` | host | `Report` → `ReportAck` |
-//! | GET | `/v1/bundles/{sha256}` | host or operator | bytes; `Range` → 206 / 416 |
-//! | PUT | `/v1/bundles` | operator | bytes → `BundleInfo` |
+//! | GET | `/v1/bundles/{sha256}` | host or operator | bytes; `Range` → 206 / 416; 502 when an S3 bundle store fails |
+//! | PUT | `/v1/bundles` | operator | bytes → `BundleInfo`; 502 when an S3 bundle store fails |
 //! | POST, GET | `/v1/applications` | operator | `CreateApplication` → `Application`; `ApplicationList` |
 //! | POST, GET | `/v1/applications/{app}/groups` | operator | `CreateGroup` → `DeploymentGroup`; `GroupList` |
 //! | GET, PATCH | `/v1/applications/{app}/groups/{group}` | operator | `DeploymentGroup`; `UpdateGroup` → `DeploymentGroup` |

@@ -280,7 +280,7 @@ impl S3Store {
         let resp = refused(resp, "GET", &self.object(&key), &[expected]).await?;
         Ok(resp
             .bytes_stream()
-            .map(|r| r.map_err(std::io::Error::other))
+            .map(|r| r.map_err(|e| std::io::Error::other(e.without_url())))
             .boxed())
     }
 
@@ -291,6 +291,8 @@ impl S3Store {
         what: &str,
     ) -> Result<reqwest::Response, BundleError> {
         req.send().await.map_err(|e| {
+            // Without the URL: a presigned one carries a signature that still works.
+            let e = e.without_url();
             BundleError::Remote(format!(
                 "{method} {what} at {}: {}",
                 self.endpoint,
@@ -443,6 +445,25 @@ mod tests {
             0,
             "nothing stored"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_unreachable_store_is_named_without_the_presigned_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let closed = hoist_tests::servers::free_port();
+        let store = BundleStore::s3(
+            settings(&format!("http://127.0.0.1:{closed}"), S3_SECRET_KEY),
+            "s3://bundles/p".parse().unwrap(),
+            &dir.path().join("spool"),
+        )
+        .unwrap();
+        for e in [
+            store.check().await.unwrap_err().to_string(),
+            store.put(body(&[b"x"])).await.unwrap_err().to_string(),
+        ] {
+            assert!(e.contains(&format!("127.0.0.1:{closed}")), "{e}");
+            assert!(!e.contains("X-Amz-Signature"), "{e}");
+        }
     }
 
     #[test]

@@ -238,6 +238,8 @@ async fn upload_to_s3(
         .body(body)
         .send()
         .await
+        // Without the URL: its signature would stay valid for an hour.
+        .map_err(reqwest::Error::without_url)
         .with_context(|| format!("uploading to s3://{bucket}/{key} at {endpoint}"))?;
     let status = resp.status();
     let header = |name: &str| {

@@ -227,3 +227,34 @@ async fn a_bundle_store_that_refuses_the_credentials_stops_the_server_from_start
     // The right secret starts.
     assert!(start(SK, "s3://shared/p", OTHER_AWS).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_to_unreachable_s3_names_it_without_the_presigned_url() {
+    let tmp = Scratch::new();
+    let server = Server::start(&tmp.path().join("data"));
+    server.hoist(&["app", "create", "shop"]).await.ok();
+    let closed = hoist_tests::servers::free_port();
+    let env = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{closed}")),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", AK.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", SK.to_owned()),
+    ];
+    let dir = bundle_dir(tmp.path(), "unreachable");
+    let args = [
+        "push",
+        dir.to_str().unwrap(),
+        "--app",
+        "shop",
+        "--s3",
+        "s3://bundles/shop/v1.tgz",
+    ];
+    let out = hoist_env(&server.url, &args, &env).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("uploading to s3://bundles/shop/v1.tgz"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("X-Amz-Signature"), "{}", out.stderr);
+}

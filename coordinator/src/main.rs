@@ -20,6 +20,9 @@ fn main() -> ExitCode {
             None => e.exit(),
         },
     };
+    if args.is_server() {
+        hoist_coordinator::memory::limit_arenas();
+    }
     let default_level = if args.is_server() { "info" } else { "warn" };
     // HOIST_LOG first, then RUST_LOG, as the agent reads them.
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")

@@ -55,6 +55,16 @@ pub struct ServerArgs {
     /// Largest bundle an upload may store, in bytes (default 4 GiB).
     #[arg(long)]
     pub max_bundle_bytes: Option<u64>,
+    /// Keep pushed bundles in S3-compatible storage under this bucket and key prefix instead
+    /// of DIR/bundles (what several replicas share). Endpoint, region and keys come from
+    /// AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, as for `hoist push --s3`.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub bundle_store: Option<String>,
+    /// This is the only replica on its database: bundles may stay in DIR/bundles even on
+    /// PostgreSQL.
+    #[arg(long)]
+    pub single_replica: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +128,8 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
             http2_cleartext: args.http2_cleartext,
             max_connections: args.max_connections,
             max_bundle_bytes: args.max_bundle_bytes,
+            bundle_store: args.bundle_store,
+            single_replica: args.single_replica,
         },
     )?;
     crate::server::run(config, cancel).await?;

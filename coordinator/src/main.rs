@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(hoist_cli::colour::stderr_colour())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -36,7 +36,8 @@ use crate::api::{self, AppState, OperatorToken};
 use crate::bundles::BundleStore;
 use crate::config::ServerConfig;
 use crate::service::{new_secret, Service, ServiceConfig};
-use crate::store::SqliteStore;
+use crate::store::postgres::DatabaseUrl;
+use crate::store::{PgStore, SqliteStore, Store};
 
 /// How often hosts' last contacts (polls) are written: batched, as one poll per host every
 /// 30 s would otherwise be hundreds of database syncs a second with a large fleet.
@@ -77,12 +78,12 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         Some(t) => t.expose().to_owned(),
         None => operator_token_file(&data_dir)?,
     };
-    let store = open_store(&data_dir).await?;
+    let store = open_store(&data_dir, config.database.as_ref()).await?;
     let bundles =
         BundleStore::open(&config.data_dir.join("bundles")).context("opening the bundle store")?;
     let acceptor = tls_acceptor(&config)?;
     let service = Arc::new(Service::new(
-        Arc::new(store),
+        store,
         bundles,
         ServiceConfig {
             host_lease: config.host_lease,
@@ -179,15 +180,25 @@ fn tls_acceptor(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsAccepto
 
 /// Creates the data directory (0700, whatever the umask) and makes an existing one 0700;
 /// sets the process umask to 077 so every file created later is private too.
-/// Opens the database in `data_dir` (created private when missing), applying the
-/// migrations it lacks; a database newer than this build is refused.
-pub async fn open_store(data_dir: &Path) -> Result<SqliteStore> {
+/// Opens the PostgreSQL `database`, or else the one in `data_dir` (created private when
+/// missing), applying the migrations it lacks; a database newer than this build is refused.
+pub async fn open_store(data_dir: &Path, database: Option<&DatabaseUrl>) -> Result<Arc<dyn Store>> {
+    if let Some(url) = database {
+        let (url, shown) = (url.clone(), url.to_string());
+        let rt = tokio::runtime::Handle::current();
+        let store = tokio::task::spawn_blocking(move || PgStore::open(&url, rt))
+            .await?
+            .with_context(|| format!("opening the database {shown}"))?;
+        tracing::info!(database = %shown, "state in PostgreSQL");
+        return Ok(Arc::new(store));
+    }
     private_data_dir(data_dir)?;
     let db_path = data_dir.join("hoist.db");
     private_database_files(&db_path)?;
-    tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
         .await?
-        .with_context(|| format!("opening the database in {}", data_dir.display()))
+        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    Ok(Arc::new(store))
 }
 
 fn private_data_dir(dir: &Path) -> Result<()> {

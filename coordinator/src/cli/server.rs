@@ -31,6 +31,11 @@ pub struct ServerArgs {
     /// (default /var/lib/hoist-coordinator).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL database for the coordinator's state instead of DATA_DIR/hoist.db, as
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB (several replicas may share one); the data
+    /// directory still holds the bundle store and the generated operator token.
+    #[arg(long, env = "HOIST_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<Secret>,
     /// PEM certificate chain; serves HTTPS with --tls-key.
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -76,6 +81,10 @@ pub struct MigrateArgs {
     /// The server's data directory (default /var/lib/hoist-coordinator).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The server's PostgreSQL database (postgres://USER@HOST:PORT/DB) instead of the data
+    /// directory's SQLite file.
+    #[arg(long, env = "HOIST_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +119,7 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
         Overrides {
             listen: args.listen,
             data_dir: args.data_dir,
+            database: args.database,
             operator_token: env_token,
             host_lease: args.host_lease,
             tls_cert: args.tls_cert,
@@ -133,12 +143,19 @@ async fn migrate(args: MigrateArgs) -> Result<ExitCode> {
         .data_dir
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR));
-    crate::server::open_store(&data_dir).await?;
-    println!(
-        "database {} is at schema version {}",
-        data_dir.join("hoist.db").display(),
-        crate::store::sqlite::SCHEMA_VERSION
-    );
+    let database = crate::config::database_url(args.database.as_ref(), file.database.as_ref())?;
+    crate::server::open_store(&data_dir, database.as_ref()).await?;
+    match database {
+        Some(url) => println!(
+            "database {url} is at schema version {}",
+            crate::store::postgres::SCHEMA_VERSION
+        ),
+        None => println!(
+            "database {} is at schema version {}",
+            data_dir.join("hoist.db").display(),
+            crate::store::sqlite::SCHEMA_VERSION
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,14 +2,20 @@
 //! hosts, registration tokens, revisions, deployments, commands and event reports.
 //!
 //! [`Store`] is what the service calls; [`sqlite::SqliteStore`] is the embedded
-//! implementation (one file, WAL). A PostgreSQL store can implement the same trait later
-//! without touching the API or the service.
+//! implementation (one file, WAL), [`postgres::PgStore`] the one several coordinator
+//! replicas share. Both decode rows through [`rows`].
 //!
 //! Deliberately not here: any rule. The store saves and loads rows; which rows change and
-//! why is the service's business, and it serialises its read-modify-write sequences itself.
+//! why is the service's business, and it serialises its read-modify-write sequences itself
+//! (with [`Store::lock_decisions`], which serialises them across every coordinator on the
+//! same database).
 //! Every method is blocking: async callers run them on `spawn_blocking`.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +24,7 @@ use hoist_protocol::operator::{
     CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, TagFilter,
 };
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +35,20 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("database error while {op}")]
+    Postgres {
+        op: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("no database connection while {op}")]
+    Pool {
+        op: &'static str,
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
+    #[error("{0}")]
+    BadUrl(String),
     #[error("{0} already exists")]
     Conflict(String),
     #[error("decoding the stored {what}")]
@@ -256,9 +277,25 @@ impl HostContact {
     }
 }
 
+/// A lock on decisions, held in the database for as long as the value lives.
+pub trait DecisionLock {}
+
+/// No lock beyond the process's own: one coordinator on the database.
+pub struct ProcessOnly;
+
+impl DecisionLock for ProcessOnly {}
+
 /// The coordinator's durable state. Each method is atomic on its own; methods taking
 /// several rows write them in one transaction.
 pub trait Store: Send + Sync + 'static {
+    /// Waits until no other coordinator on this database is deciding (reading, deciding
+    /// and writing deployments and commands), and keeps them waiting until the returned
+    /// value is dropped. The caller already holds its own process's lock. The default is
+    /// for a database only one coordinator opens (SQLite): nothing more to take.
+    fn lock_decisions(&self) -> Result<Box<dyn DecisionLock + '_>> {
+        Ok(Box::new(ProcessOnly))
+    }
+
     fn insert_application(&self, app: &AppRow) -> Result<()>;
     fn applications(&self) -> Result<Vec<AppRow>>;
     fn application(&self, name: &str) -> Result<Option<AppRow>>;

@@ -31,7 +31,7 @@ use super::{
     RegistrationTokenRow, ReportRow, Result, RevisionRow, Store,
 };
 use hoist_protocol::operator::CommandState;
-use rows::{db, Raw};
+use rows::{db, read, Raw};
 use schema::migrate;
 
 pub struct SqliteStore {
@@ -88,7 +88,7 @@ impl SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(sql).map_err(db(op))?;
         let raws = stmt
-            .query_map(args, Raw::read)
+            .query_map(args, read)
             .map_err(db(op))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db(op))?;

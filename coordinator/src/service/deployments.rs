@@ -106,7 +106,7 @@ impl Service {
         };
         let id = row.id.clone();
         {
-            let lock = self.lock();
+            let lock = self.lock()?;
             // An operator's deployment replaces a catch-up of the group, and releases the
             // hosts left out of sync: its own outcome decides where they stand next.
             self.supersede_catch_up(&lock, &group, &id)?;
@@ -353,7 +353,7 @@ impl Service {
 
     pub fn stop_deployment(&self, id: &str) -> Result<op::Deployment> {
         {
-            let _lock = self.lock();
+            let _lock = self.lock()?;
             let mut d = self
                 .store
                 .deployment(id)?
@@ -414,7 +414,7 @@ impl Service {
     /// Re-evaluates every deployment in progress; run at startup so a decision that was
     /// due when the coordinator stopped is taken now.
     pub fn resume(&self) -> Result<()> {
-        let lock = self.lock();
+        let lock = self.lock()?;
         for d in self.store.active_deployments()? {
             self.advance(&lock, &d.id)?;
         }

@@ -84,7 +84,7 @@ impl Service {
     pub fn register(&self, token: &str, req: RegisterRequest) -> Result<RegisterResponse> {
         let now = now_ms();
         // A token's use count and the uniqueness of names are read, then written.
-        let _lock = self.lock();
+        let _lock = self.lock()?;
         let t = self.usable_registration_token(token, now)?;
         bounds::check_host_name(&req.name).map_err(ServiceError::Invalid)?;
         bounds::check_tags(&req.tags).map_err(ServiceError::Invalid)?;
@@ -163,7 +163,7 @@ impl Service {
         }
         // The host's latest requests.
         self.flush_contacts()?;
-        let _lock = self.lock();
+        let _lock = self.lock()?;
         let mut host = self.host_by_id_or_name(key)?;
         if host.revoked {
             return Err(ServiceError::Conflict(format!(

@@ -76,7 +76,7 @@ impl Service {
         let now = now_ms();
         let mut expired = 0;
         {
-            let lock = self.lock();
+            let lock = self.lock()?;
             // A host's last poll may not be written yet.
             self.flush_contacts()?;
             let in_progress = self.store.in_progress_commands()?;

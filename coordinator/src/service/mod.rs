@@ -16,7 +16,8 @@
 //! ([`Service::subscribe`]) fire after the store has committed.
 //!
 //! Deliberately not here: HTTP (the `api` module), the rollout arithmetic (`rollout`), SQL
-//! (`store`). With PostgreSQL and several coordinators, the lock would become a row lock.
+//! (`store`). With PostgreSQL and several coordinators, the lock is also the database's
+//! (an advisory lock), so decisions are serialised across replicas.
 
 mod auth;
 mod bake;
@@ -219,9 +220,10 @@ impl Service {
         &self.bundles
     }
 
-    /// Takes the store lock for one read-modify-write sequence.
-    fn lock(&self) -> Locked<'_> {
-        Locked::take(&self.lock)
+    /// Takes the store lock for one read-modify-write sequence (across replicas too: it
+    /// fails when the database cannot be reached).
+    fn lock(&self) -> Result<Locked<'_>> {
+        Ok(Locked::take(&self.lock, &*self.store)?)
     }
 
     fn changed(&self) {

@@ -10,6 +10,7 @@ mod convergence;
 mod deploy;
 mod membership;
 mod progress;
+mod replicas;
 mod reports;
 mod resilience;
 mod revisions;

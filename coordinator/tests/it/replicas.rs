@@ -1,0 +1,185 @@
+//! `hoist server` on PostgreSQL (`--database`, `HOIST_DATABASE_URL`): migrations by
+//! `hoist server migrate`, state that lives in the database rather than the data directory,
+//! and two replicas on one database whose decisions never interleave. Each test has its
+//! own database in the test binary's cluster (`hoist_tests::postgres`).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use hoist_protocol::agent::Revision;
+use hoist_protocol::operator::{CreateDeployment, DeploymentState, RevisionSource};
+use hoist_tests::postgres::{database, TestDatabase};
+
+use crate::support::*;
+
+/// The database's URL with a password in it (the cluster trusts loopback, so any works).
+fn url_with_password(db: &TestDatabase) -> String {
+    db.url
+        .replacen("postgres://hoist@", "postgres://hoist:pw-not-shown@", 1)
+}
+
+#[test]
+#[ignore = "needs postgresql"]
+fn migrate_brings_a_postgres_database_up_to_date_and_refuses_a_newer_one() {
+    let db = database();
+    let tmp = Scratch::new();
+    let url = url_with_password(&db);
+    let out = Command::new(HOIST)
+        .args(["server", "migrate", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("HOIST_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let version = hoist_coordinator::store::postgres::SCHEMA_VERSION;
+    assert_eq!(
+        stdout.trim(),
+        format!("database {} is at schema version {version}", db.url)
+    );
+    assert!(!stderr.contains("pw-not-shown"), "{stderr}");
+    assert_eq!(
+        db.psql("SELECT max(version) FROM schema_version").trim(),
+        version.to_string()
+    );
+
+    db.psql(&format!(
+        "INSERT INTO schema_version (version) VALUES ({})",
+        version + 1
+    ));
+    let out = Command::new(HOIST)
+        .args(["server", "migrate", "--database", &url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "database schema version {} is newer than this coordinator's {version}",
+            version + 1
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&db.url) && !stderr.contains("pw-not-shown"),
+        "{stderr}"
+    );
+
+    let out = Command::new(HOIST)
+        .args(["server", "migrate", "--database", "mysql://u:pw-bad@h/db"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("database: the database URL must start with postgres://")
+            && !stderr.contains("pw-bad"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgresql"]
+async fn state_on_postgres_outlives_the_server_and_its_data_directory() {
+    let db = database();
+    let tmp = Scratch::new();
+    let url = url_with_password(&db);
+    let server = Server::start_with(&tmp.path().join("a"), &["--database", &url], Some(TOKEN));
+    server.hoist(&["app", "create", "shop"]).await.ok();
+    assert!(!server.log().contains("pw-not-shown"), "{}", server.log());
+    assert!(!tmp.path().join("a/hoist.db").exists());
+    drop(server);
+    // Another server with another (empty) data directory finds it in the database.
+    let server = Server::launch(
+        &tmp.path().join("b"),
+        Launch {
+            env: &[("HOIST_DATABASE_URL", &url)],
+            ..Launch::default()
+        },
+    );
+    let apps = server.hoist(&["app", "list"]).await;
+    assert!(apps.ok().contains("shop"), "{}", apps.ok());
+}
+
+/// Two replicas on one database, each asked at the same moment to start a deployment of
+/// the same group: every round exactly one starts and the other is refused (409), so the
+/// group never has two deployments in progress.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgresql"]
+async fn two_replicas_racing_to_deploy_one_group_start_exactly_one() {
+    let db = database();
+    let tmp = Scratch::new();
+    let a = Server::start_with(&tmp.path().join("a"), &["--database", &db.url], Some(TOKEN));
+    let b = Server::start_with(&tmp.path().join("b"), &["--database", &db.url], Some(TOKEN));
+    let reg = setup(&a, "shop", "web", &["--tag", "role=web"]).await;
+    for n in 0..3 {
+        let base = if n % 2 == 0 { &a.url } else { &b.url };
+        SimHost::register(base, &reg, &format!("web-{n}"), tags(&[("role", "web")])).await;
+    }
+    let http = reqwest::Client::new();
+    let urls = Arc::new([a.url.clone(), b.url.clone()]);
+    for round in 0..15u32 {
+        let req = |n: u32| CreateDeployment {
+            application: "shop".into(),
+            deployment_group: "web".into(),
+            revision: RevisionSource::Inline(Revision::Git {
+                repository: "https://git.example/shop".into(),
+                commit: format!("{:040x}", round * 2 + n),
+            }),
+            file_exists_behavior: None,
+            ignore_application_stop_failures: false,
+            events: Vec::new(),
+            appspec_path: None,
+        };
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let racers: Vec<_> = (0..2u32)
+            .map(|n| {
+                let (http, urls, barrier, body) =
+                    (http.clone(), urls.clone(), barrier.clone(), req(n));
+                tokio::spawn(async move {
+                    let send = http
+                        .post(format!("{}/v1/deployments", urls[n as usize]))
+                        .bearer_auth(TOKEN)
+                        .json(&body);
+                    barrier.wait().await;
+                    let resp = send.send().await.unwrap();
+                    let status = resp.status().as_u16();
+                    (status, resp.text().await.unwrap())
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for r in racers {
+            answers.push(r.await.unwrap());
+        }
+        let created: Vec<_> = answers
+            .iter()
+            .filter(|(s, _)| *s == 201 || *s == 200)
+            .collect();
+        let refused: Vec<_> = answers.iter().filter(|(s, _)| *s == 409).collect();
+        assert_eq!(
+            (created.len(), refused.len()),
+            (1, 1),
+            "round {round}: {answers:?}"
+        );
+        let list = a.hoist(&["deploy", "list", "--json"]).await;
+        let list: hoist_protocol::operator::DeploymentList =
+            serde_json::from_str(list.ok()).unwrap();
+        let active: Vec<_> = list
+            .deployments
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d.state,
+                    DeploymentState::InProgress | DeploymentState::Pending
+                )
+            })
+            .map(|d| d.id.clone())
+            .collect();
+        assert_eq!(active.len(), 1, "round {round}: {active:?}");
+        a.hoist(&["deploy", "stop", &active[0]]).await.ok();
+    }
+}

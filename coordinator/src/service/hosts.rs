@@ -266,18 +266,19 @@ impl Service {
         }
     }
 
-    /// Writes the hosts' contacts noted since the last write, in one transaction. A host's
-    /// last contact is a liveness hint: one lost in a crash is renewed by its next poll.
+    /// Writes the hosts' contacts noted since the last write, in one transaction, then the
+    /// commands' hand-outs and heartbeats (their leases). A host's last contact is a
+    /// liveness hint: one lost in a crash is renewed by its next poll.
     pub fn flush_contacts(&self) -> Result<()> {
         let contacts = self.take_contacts();
-        if contacts.is_empty() {
-            return Ok(());
+        if !contacts.is_empty() {
+            if let Err(e) = self.store.write_contacts(&contacts) {
+                self.restore_contacts(contacts);
+                return Err(e.into());
+            }
         }
-        if let Err(e) = self.store.write_contacts(&contacts) {
-            self.restore_contacts(contacts);
-            return Err(e.into());
-        }
-        Ok(())
+        // Commands' hand-outs and heartbeats, the commands' own contacts, go with them.
+        self.flush_leases()
     }
 
     pub fn revoke_host(&self, host_id: &str) -> Result<op::HostInfo> {

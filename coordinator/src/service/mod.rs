@@ -41,9 +41,8 @@ use hoist_protocol::agent;
 use tokio::sync::{watch, Notify};
 
 use crate::bundles::BundleStore;
-use crate::store::{HostContact, HostRow, Store, StoreError};
+use crate::store::{CommandLease, HostContact, HostRow, Store, StoreError};
 use catch_up::CatchUpQueue;
-use leases::CommandLease;
 use lock::Locked;
 use reports::ReportQueue;
 
@@ -129,10 +128,10 @@ pub struct Service {
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
     credentials: Mutex<HashMap<String, HostRow>>,
-    /// Commands in progress that a poll has answered with since this service started: when
-    /// first, and the last heartbeat naming them. Once a command is with its host, only its
-    /// reports and these heartbeats renew its lease, never the host's polls (a host that
-    /// polls but cannot work would otherwise keep it in progress forever).
+    /// Hand-outs and heartbeats of commands not yet written to the store's leases (written
+    /// with the contacts). Once a command is with its host, only its reports and its
+    /// heartbeats renew its lease, never the host's polls (a host that polls but cannot
+    /// work would otherwise keep it in progress forever).
     leases: Mutex<HashMap<String, CommandLease>>,
 }
 

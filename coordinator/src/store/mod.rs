@@ -277,6 +277,23 @@ impl HostContact {
     }
 }
 
+/// When a command was first handed to its host, and the last heartbeat naming it: its lease
+/// runs on these and its reports alone once it is with its host. Written in batches, merged
+/// with the stored one (the earliest hand-out, the latest heartbeat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandLease {
+    pub delivered_ms: u64,
+    pub beat_ms: u64,
+}
+
+impl CommandLease {
+    /// Folds another note of the same command into this one, as the store merges them.
+    pub fn merge(&mut self, other: CommandLease) {
+        self.delivered_ms = self.delivered_ms.min(other.delivered_ms);
+        self.beat_ms = self.beat_ms.max(other.beat_ms);
+    }
+}
+
 /// A lock on decisions, held in the database for as long as the value lives.
 pub trait DecisionLock {}
 
@@ -405,4 +422,12 @@ pub trait Store: Send + Sync + 'static {
     /// a host's last-seen time back.
     fn write_contacts(&self, contacts: &[(String, HostContact)]) -> Result<()>;
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>>;
+
+    /// Writes command leases (by command id) in one transaction, each merged with the
+    /// stored one ([`CommandLease::merge`]).
+    fn write_leases(&self, leases: &[(String, CommandLease)]) -> Result<()>;
+    /// The leases of the commands in progress.
+    fn command_leases(&self) -> Result<Vec<(String, CommandLease)>>;
+    /// Forgets the leases of commands no longer in progress; how many.
+    fn drop_ended_leases(&self) -> Result<usize>;
 }

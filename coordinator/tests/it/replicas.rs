@@ -183,3 +183,73 @@ async fn two_replicas_racing_to_deploy_one_group_start_exactly_one() {
         a.hoist(&["deploy", "stop", &active[0]]).await.ok();
     }
 }
+
+/// A command handed out by replica A, which then dies, is expired by replica B: the lease
+/// (hand-out and heartbeats) is in the database, so B fails the silent command ("no
+/// report") although the host keeps polling B, where B alone would have taken the polls
+/// for a sign of life.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgresql"]
+async fn a_replica_expires_a_command_another_handed_out() {
+    let db = database();
+    let tmp = Scratch::new();
+    let flags = ["--database", db.url.as_str(), "--host-lease", "2s"];
+    let a = Server::start_with(&tmp.path().join("a"), &flags, Some(TOKEN));
+    let b = Server::start_with(&tmp.path().join("b"), &flags, Some(TOKEN));
+    let reg = setup(&a, "shop", "web", &["--tag", "role=web"]).await;
+    let host = SimHost::register(&a.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    let commit = "c".repeat(40);
+    let id = a
+        .hoist(&[
+            "deploy",
+            "create",
+            "--app",
+            "shop",
+            "--group",
+            "web",
+            "--git",
+            "https://git.example/shop",
+            "--commit",
+            &commit,
+        ])
+        .await
+        .ok()
+        .to_owned();
+    let cmd = host.poll(0).await.expect("the command, from replica A");
+    assert_eq!(cmd.deployment_id, id);
+    // A writes the hand-out with its next contacts write; then it dies.
+    let start = std::time::Instant::now();
+    while db.psql("SELECT count(*) FROM command_leases").trim() != "1" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "replica A wrote no lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(a);
+    // The host polls on through B (it fails over) but never reports on the command.
+    let host = host.at(&b.url);
+    let start = std::time::Instant::now();
+    let d = loop {
+        host.poll(0).await;
+        let d = b.deployment(&id).await;
+        if d.state.is_terminal() {
+            break d;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "the command is still {} through replica B after 15 s",
+            d.hosts[0].state
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        d.hosts[0].state,
+        hoist_protocol::operator::CommandState::Failed
+    );
+    assert_eq!(d.hosts[0].error_code.as_deref(), Some("no_report"));
+    assert!(
+        host.poll(0).await.is_none(),
+        "the failed command is not handed out again"
+    );
+}

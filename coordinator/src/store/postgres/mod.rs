@@ -10,6 +10,7 @@
 //! Files: this one (the pool, the query helpers and the [`Store`] methods, each handed to
 //! the file of its concern), [`catalog`] (applications, groups, revisions), [`hosts`]
 //! (registration tokens, hosts, contacts), [`deployments`] (deployments and commands),
+//! [`leases`] (command leases),
 //! [`reports`] (event reports), [`sync`] (hosts' standing per group), [`schema`] (the
 //! numbered migrations and their runner), [`rows`] (rows to and from PostgreSQL values),
 //! [`locks`] (the decision lock replicas share), [`url`] (the database URL, printed without
@@ -18,6 +19,7 @@
 mod catalog;
 mod deployments;
 mod hosts;
+mod leases;
 mod locks;
 mod reports;
 mod rows;
@@ -37,8 +39,8 @@ use tokio_postgres::types::ToSql;
 
 use super::rows::Raw;
 use super::{
-    AppRow, Changes, CommandRow, DecisionLock, DeploymentRow, GroupRow, HostContact, HostRow,
-    HostSyncRow, RegistrationTokenRow, ReportRow, Result, RevisionRow, Store, StoreError,
+    AppRow, Changes, CommandLease, CommandRow, DecisionLock, DeploymentRow, GroupRow, HostContact,
+    HostRow, HostSyncRow, RegistrationTokenRow, ReportRow, Result, RevisionRow, Store, StoreError,
 };
 use hoist_protocol::operator::CommandState;
 use rows::{pg, read};
@@ -325,5 +327,17 @@ impl Store for PgStore {
 
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>> {
         reports::reports(self, command_id)
+    }
+
+    fn write_leases(&self, l: &[(String, CommandLease)]) -> Result<()> {
+        leases::write_leases(self, l)
+    }
+
+    fn command_leases(&self) -> Result<Vec<(String, CommandLease)>> {
+        leases::command_leases(self)
+    }
+
+    fn drop_ended_leases(&self) -> Result<usize> {
+        leases::drop_ended_leases(self)
     }
 }

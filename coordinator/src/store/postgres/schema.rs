@@ -12,7 +12,8 @@ use super::rows::pg;
 use crate::store::{Result, StoreError};
 
 /// Each entry moves the schema from version `index` to `index + 1`; never edit a shipped one.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE applications (
     name TEXT PRIMARY KEY,
     created_ms BIGINT NOT NULL
@@ -132,7 +133,17 @@ CREATE TABLE host_sync (
     updated_ms BIGINT NOT NULL,
     PRIMARY KEY (host_id, group_id)
 );
-"#];
+"#,
+    r#"
+-- Command leases, in the store so that any replica expires a command handed out by
+-- another: when it was first handed to its host, and its last heartbeat.
+CREATE TABLE command_leases (
+    command_id TEXT PRIMARY KEY,
+    delivered_ms BIGINT NOT NULL,
+    beat_ms BIGINT NOT NULL
+);
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

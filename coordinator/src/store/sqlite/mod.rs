@@ -7,13 +7,15 @@
 //!
 //! Files: this one (the connection, and the [`Store`] methods, each handed to the file of
 //! its concern), [`catalog`] (applications, groups, revisions), [`hosts`] (registration
-//! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`reports`]
+//! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`leases`]
+//! (command leases), [`reports`]
 //! (event reports), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
 mod catalog;
 mod deployments;
 mod hosts;
+mod leases;
 mod reports;
 mod rows;
 mod schema;
@@ -27,8 +29,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 use super::{
-    AppRow, Changes, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, HostSyncRow,
-    RegistrationTokenRow, ReportRow, Result, RevisionRow, Store,
+    AppRow, Changes, CommandLease, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow,
+    HostSyncRow, RegistrationTokenRow, ReportRow, Result, RevisionRow, Store,
 };
 use hoist_protocol::operator::CommandState;
 use rows::{db, read, Raw};
@@ -293,6 +295,18 @@ impl Store for SqliteStore {
 
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>> {
         reports::reports(self, command_id)
+    }
+
+    fn write_leases(&self, l: &[(String, CommandLease)]) -> Result<()> {
+        leases::write_leases(self, l)
+    }
+
+    fn command_leases(&self) -> Result<Vec<(String, CommandLease)>> {
+        leases::command_leases(self)
+    }
+
+    fn drop_ended_leases(&self) -> Result<usize> {
+        leases::drop_ended_leases(self)
     }
 }
 

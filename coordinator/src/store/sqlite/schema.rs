@@ -154,6 +154,18 @@ SELECT c.host_id, d.group_id, d.revision_id, d.revision_json, d.id, max(coalesce
 FROM commands c JOIN deployments d ON d.id = c.deployment_id
 WHERE c.state = 'succeeded' GROUP BY c.host_id, d.group_id;
 "#,
+    r#"
+-- Version 5 is the pipelines' tables.
+"#,
+    r#"
+-- Command leases, in the store so that any coordinator expires a command handed out by
+-- another: when it was first handed to its host, and its last heartbeat.
+CREATE TABLE command_leases (
+    command_id TEXT PRIMARY KEY,
+    delivered_ms INTEGER NOT NULL,
+    beat_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -6,8 +6,8 @@ use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{CommandState, Creator, DeploymentState, HostEvent, RolloutConfig};
 
 use crate::store::{
-    AppRow, Changes, CommandRow, DeploymentRow, GroupRow, HostContact, HostDetails, HostRow,
-    HostSyncRow, RegistrationTokenRow, ReportRow, RevisionRow, Store, StoreError,
+    AppRow, Changes, CommandLease, CommandRow, DeploymentRow, GroupRow, HostContact, HostDetails,
+    HostRow, HostSyncRow, RegistrationTokenRow, ReportRow, RevisionRow, Store, StoreError,
 };
 
 fn app(s: &dyn Store, name: &str) {
@@ -489,4 +489,49 @@ pub(super) fn sync_rows_are_replaced(s: &dyn Store) {
     assert_eq!(mine, vec![a, b]);
     assert_eq!(s.host_syncs().unwrap().len(), 3);
     assert_eq!(s.host_sync("h-2", "g-9").unwrap(), None);
+}
+
+pub(super) fn leases_merge_and_are_forgotten_when_their_command_ends(s: &dyn Store) {
+    let (_g, d, mut commands) = deployed(s, 3);
+    for c in &mut commands {
+        c.state = CommandState::InProgress;
+    }
+    s.save_deployment(&d, &commands).unwrap();
+    let lease = |delivered_ms, beat_ms| CommandLease {
+        delivered_ms,
+        beat_ms,
+    };
+    s.write_leases(&[
+        ("c-0".into(), lease(100, 100)),
+        ("c-1".into(), lease(50, 60)),
+    ])
+    .unwrap();
+    // A later note (another coordinator's, say): the first hand-out stays, the newest
+    // heartbeat wins; an older heartbeat never moves it back.
+    s.write_leases(&[
+        ("c-0".into(), lease(150, 400)),
+        ("c-1".into(), lease(40, 55)),
+    ])
+    .unwrap();
+    let mut leases = s.command_leases().unwrap();
+    leases.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        leases,
+        vec![
+            ("c-0".into(), lease(100, 400)),
+            ("c-1".into(), lease(40, 60))
+        ]
+    );
+    commands[1].state = CommandState::Succeeded;
+    s.save_deployment(&d, &commands[1..2]).unwrap();
+    let ids: Vec<_> = s
+        .command_leases()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.0)
+        .collect();
+    assert_eq!(ids, ["c-0"], "an ended command's lease is not read");
+    assert_eq!(s.drop_ended_leases().unwrap(), 1);
+    assert_eq!(s.drop_ended_leases().unwrap(), 0);
+    assert_eq!(s.command_leases().unwrap().len(), 1);
 }

@@ -77,4 +77,5 @@ suite!(
     commands_are_read_by_state_in_rollout_order,
     a_report_is_recorded_once_per_command_and_seq,
     sync_rows_are_replaced,
+    leases_merge_and_are_forgotten_when_their_command_ends,
 );

@@ -90,6 +90,9 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
             ..ServiceConfig::default()
         },
     ));
+    service
+        .follow_replicas()
+        .context("listening to other replicas")?;
     {
         let service = service.clone();
         tokio::task::spawn_blocking(move || service.resume())

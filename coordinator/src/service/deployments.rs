@@ -12,7 +12,7 @@ use super::lock::Locked;
 use super::states::{command_transition, deployment_transition, CommandEvent, DeploymentEvent};
 use super::{new_id, now_ms, Result, Service, ServiceError};
 use crate::rollout::{self, HostState, Outcome, Tally};
-use crate::store::{Changes, CommandRow, DeploymentRow, GroupRow, HostRow};
+use crate::store::{Changes, CommandRow, DeploymentRow, GroupRow, HostRow, Notice};
 
 /// Where a command leaves its host for the rollout rules.
 fn host_state(state: CommandState) -> HostState {
@@ -194,10 +194,16 @@ impl Service {
         d: &DeploymentRow,
         started: impl IntoIterator<Item = &'a CommandRow>,
     ) {
+        let mut hosts = Vec::new();
         for c in started {
             tracing::info!(deployment_id = %d.id, host = ?c.host_name, command_id = %c.id,
                 "command handed out");
             self.wake(&c.host_id, agent_command(c, d));
+            hosts.push(c.host_id.clone());
+        }
+        // Their polls may be held by another coordinator on the same database.
+        if !hosts.is_empty() {
+            self.tell_replicas(Notice::CommandsStarted(hosts));
         }
     }
 

@@ -111,7 +111,7 @@ impl Service {
             // host.json, say) and registers again. The orphan never was a target.
             orphan.revoked = true;
             self.store.update_host(&orphan)?;
-            locked(&self.credentials).insert(orphan.id.clone(), orphan.clone());
+            self.host_written(&orphan);
             tracing::info!(host_id = %orphan.id, name = ?orphan.name,
                 "host that never polled revoked: its name registers again");
         }
@@ -207,7 +207,7 @@ impl Service {
             host.requested_tags = None;
         }
         self.store.update_host(&host)?;
-        locked(&self.credentials).insert(host.id.clone(), host.clone());
+        self.host_written(&host);
         tracing::info!(host_id = %host.id, name = ?host.name, tags = ?host.tags, "host tags set");
         self.host_info(host, now_ms())
     }
@@ -289,8 +289,9 @@ impl Service {
             .ok_or_else(|| ServiceError::NotFound(format!("no host {host_id}")))?;
         host.revoked = true;
         self.store.update_host(&host)?;
-        // Overwrites whatever the credentials held, so its next request is refused.
-        locked(&self.credentials).insert(host.id.clone(), host.clone());
+        // Overwrites whatever the credentials held, so its next request is refused (here,
+        // and on other coordinators, which drop theirs).
+        self.host_written(&host);
         self.host_info(host, now_ms())
     }
 

@@ -6,8 +6,9 @@
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
 //! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between
 //! batches), [`sync`] (where each host stands in its groups), [`catch_up`] (deployments
-//! that bring hosts to their group's target) and [`states`] (the one transition function
-//! of a command and the one of a deployment).
+//! that bring hosts to their group's target), [`replicas`] (notices to and from other
+//! coordinators on the same database) and [`states`] (the one transition function of a
+//! command and the one of a deployment).
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
 //! read-modify-write sequence holds the store lock, whose guard ([`lock::Locked`]) the
@@ -27,6 +28,7 @@ mod deployments;
 mod hosts;
 mod leases;
 mod lock;
+mod replicas;
 mod reports;
 mod states;
 mod sync;
@@ -34,6 +36,7 @@ mod sync;
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -128,6 +131,9 @@ pub struct Service {
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
     credentials: Mutex<HashMap<String, HostRow>>,
+    /// Bumped (under the credentials lock) whenever entries are dropped on another
+    /// coordinator's word, so a read of the store that raced with it is not cached.
+    credentials_epoch: AtomicU64,
     /// Hand-outs and heartbeats of commands not yet written to the store's leases (written
     /// with the contacts). Once a command is with its host, only its reports and its
     /// heartbeats renew its lease, never the host's polls (a host that polls but cannot
@@ -169,6 +175,13 @@ impl HostWaker {
         *locked(&self.handoff) = Some(command);
         self.notify.notify_waiters();
     }
+
+    /// Wakes the polls without a command: they look in the store (a command started by
+    /// another coordinator). Drops any handed-over command, which the store now decides.
+    fn nudge(&self) {
+        *locked(&self.handoff) = None;
+        self.notify.notify_waiters();
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -207,6 +220,7 @@ impl Service {
             queued_reports: Mutex::new(ReportQueue::default()),
             catch_ups: Mutex::new(CatchUpQueue::default()),
             credentials: Mutex::new(HashMap::new()),
+            credentials_epoch: AtomicU64::new(0),
             leases: Mutex::new(HashMap::new()),
         }
     }

@@ -294,6 +294,22 @@ impl CommandLease {
     }
 }
 
+/// What one coordinator tells the others on the same database, so that what they hold in
+/// memory follows the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Commands started for these hosts: their polls held elsewhere look in the store.
+    CommandsStarted(Vec<String>),
+    /// These hosts changed (revoked, retagged): what others cached of them is stale.
+    HostsChanged(Vec<String>),
+    /// Notices may have been missed (the listening connection was lost and is back):
+    /// everything cached is stale and every held poll should look again.
+    Resync,
+}
+
+/// Where a store delivers the notices of other coordinators.
+pub type NoticeHandler = Box<dyn Fn(Notice) + Send + Sync>;
+
 /// A lock on decisions, held in the database for as long as the value lives.
 pub trait DecisionLock {}
 
@@ -311,6 +327,18 @@ pub trait Store: Send + Sync + 'static {
     /// for a database only one coordinator opens (SQLite): nothing more to take.
     fn lock_decisions(&self) -> Result<Box<dyn DecisionLock + '_>> {
         Ok(Box::new(ProcessOnly))
+    }
+
+    /// Tells the other coordinators on this database (never this one). The default is for a
+    /// database only one coordinator opens: nobody to tell.
+    fn publish(&self, _notice: &Notice) -> Result<()> {
+        Ok(())
+    }
+
+    /// Delivers other coordinators' notices to `handler` from now on, from a task of the
+    /// store's own (not blocking: callable from async code). The default: none will come.
+    fn listen(&self, _handler: NoticeHandler) -> Result<()> {
+        Ok(())
     }
 
     fn insert_application(&self, app: &AppRow) -> Result<()>;

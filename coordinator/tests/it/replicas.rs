@@ -253,3 +253,99 @@ async fn a_replica_expires_a_command_another_handed_out() {
         "the failed command is not handed out again"
     );
 }
+
+/// A poll held by replica B answers with a command that replica A started: A tells B
+/// (`NOTIFY`), B's held poll looks in the database. Without the notice the poll would end
+/// empty at its deadline.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgresql"]
+async fn a_poll_held_on_one_replica_gets_a_command_started_on_another() {
+    let db = database();
+    let tmp = Scratch::new();
+    let flags = ["--database", db.url.as_str()];
+    let a = Server::start_with(&tmp.path().join("a"), &flags, Some(TOKEN));
+    let b = Server::start_with(&tmp.path().join("b"), &flags, Some(TOKEN));
+    assert!(
+        b.log().contains("listening to other replicas"),
+        "{}",
+        b.log()
+    );
+    let reg = setup(
+        &a,
+        "shop",
+        "web",
+        &["--tag", "role=web", "--config", "AllAtOnce"],
+    )
+    .await;
+    let mut hosts = Vec::new();
+    for n in 0..2 {
+        hosts.push(
+            SimHost::register(&b.url, &reg, &format!("web-{n}"), tags(&[("role", "web")])).await,
+        );
+    }
+    let polls: Vec<_> = hosts
+        .iter()
+        .cloned()
+        .map(|h| tokio::spawn(async move { h.poll(20).await }))
+        .collect();
+    // Both polls are held by B before the deployment exists.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let commit = "d".repeat(40);
+    let id = a
+        .hoist(&[
+            "deploy",
+            "create",
+            "--app",
+            "shop",
+            "--group",
+            "web",
+            "--git",
+            "https://git.example/shop",
+            "--commit",
+            &commit,
+        ])
+        .await
+        .ok()
+        .to_owned();
+    for p in polls {
+        let cmd = p
+            .await
+            .unwrap()
+            .expect("the held poll answered with the command");
+        assert_eq!(cmd.deployment_id, id);
+    }
+}
+
+/// A host revoked through replica B is refused by replica A, which had its credentials
+/// cached from an earlier request: B tells A, A drops its entry and reads the database.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgresql"]
+async fn a_host_revoked_on_one_replica_is_refused_by_another() {
+    let db = database();
+    let tmp = Scratch::new();
+    let flags = ["--database", db.url.as_str()];
+    let a = Server::start_with(&tmp.path().join("a"), &flags, Some(TOKEN));
+    let b = Server::start_with(&tmp.path().join("b"), &flags, Some(TOKEN));
+    let reg = setup(&a, "shop", "web", &["--tag", "role=web"]).await;
+    let host = SimHost::register(&a.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    // A has checked (and cached) the host's credentials.
+    assert_eq!(host.poll_raw(0).await.status(), 200);
+    b.hoist(&["hosts", "revoke", &host.id]).await.ok();
+    let start = std::time::Instant::now();
+    loop {
+        let status = host.poll_raw(0).await.status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "replica A still accepts the revoked host after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "replica A refused the host {:?} after the revocation",
+        start.elapsed()
+    );
+}

@@ -13,7 +13,8 @@
 //! [`leases`] (command leases),
 //! [`reports`] (event reports), [`sync`] (hosts' standing per group), [`schema`] (the
 //! numbered migrations and their runner), [`rows`] (rows to and from PostgreSQL values),
-//! [`locks`] (the decision lock replicas share), [`url`] (the database URL, printed without
+//! [`locks`] (the decision lock replicas share), [`notices`] (`LISTEN`/`NOTIFY` between
+//! replicas), [`url`] (the database URL, printed without
 //! its password).
 
 mod catalog;
@@ -21,6 +22,7 @@ mod deployments;
 mod hosts;
 mod leases;
 mod locks;
+mod notices;
 mod reports;
 mod rows;
 mod schema;
@@ -40,7 +42,8 @@ use tokio_postgres::types::ToSql;
 use super::rows::Raw;
 use super::{
     AppRow, Changes, CommandLease, CommandRow, DecisionLock, DeploymentRow, GroupRow, HostContact,
-    HostRow, HostSyncRow, RegistrationTokenRow, ReportRow, Result, RevisionRow, Store, StoreError,
+    HostRow, HostSyncRow, Notice, NoticeHandler, RegistrationTokenRow, ReportRow, Result,
+    RevisionRow, Store, StoreError,
 };
 use hoist_protocol::operator::CommandState;
 use rows::{pg, read};
@@ -55,6 +58,10 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 pub struct PgStore {
     pool: Pool,
     rt: Handle,
+    /// For the listening connection, which is not pooled.
+    config: tokio_postgres::Config,
+    /// This store's mark on its notices, so that it ignores its own.
+    origin: String,
 }
 
 impl PgStore {
@@ -76,7 +83,12 @@ impl PgStore {
             .create_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?;
-        let store = PgStore { pool, rt };
+        let store = PgStore {
+            pool,
+            rt,
+            config: url.config().clone(),
+            origin: hex::encode(rand::random::<[u8; 8]>()),
+        };
         store.run(async {
             let mut client = store.client("connecting to the database").await?;
             schema::migrate(&mut client).await
@@ -139,6 +151,14 @@ impl PgStore {
 impl Store for PgStore {
     fn lock_decisions(&self) -> Result<Box<dyn DecisionLock + '_>> {
         Ok(Box::new(locks::take(self)?))
+    }
+
+    fn publish(&self, notice: &Notice) -> Result<()> {
+        notices::publish(self, notice)
+    }
+
+    fn listen(&self, handler: NoticeHandler) -> Result<()> {
+        notices::listen(self, handler)
     }
 
     fn insert_application(&self, app: &AppRow) -> Result<()> {

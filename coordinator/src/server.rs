@@ -103,7 +103,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     let bakes = tokio::spawn(end_bakes(service.clone(), cancel.clone()));
     let contacts = tokio::spawn(write_contacts(service.clone(), cancel.clone()));
     let state = AppState {
-        service,
+        service: service.clone(),
         operator_token: OperatorToken::new(&token),
         cancel: cancel.clone(),
         max_bundle_bytes: config.max_bundle_bytes,
@@ -113,6 +113,14 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let replica = {
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || service.start_replica(addr))
+            .await?
+            .context("writing this replica's row")?
+    };
+    tracing::info!(replica = %replica.id, host = ?replica.host, "replica {}", replica.id);
+    let beats = tokio::spawn(service.clone().beat_replica(cancel.clone()));
     // The one line tests and scripts read to learn the port; keep its form.
     eprintln!("listening on {addr}");
     let transport = Transport {
@@ -123,6 +131,11 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     tracing::info!(%addr, scheme = if transport.tls.is_some() { "https" } else { "http" },
         http2_cleartext = transport.http2_cleartext, "serving");
     let result = serve(listener, transport, router, cancel.clone()).await;
+    // Removes this replica's row once cancelled.
+    cancel.cancel();
+    if let Err(e) = beats.await {
+        tracing::error!(error = %e, "removing this replica's row");
+    }
     sweeper.abort();
     bakes.abort();
     // It writes the last contacts noted before it returns.

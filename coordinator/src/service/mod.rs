@@ -34,6 +34,7 @@ mod states;
 mod sync;
 
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
+pub use replicas::{live_replicas, REPLICA_BEAT, REPLICA_LIVE};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -134,6 +135,8 @@ pub struct Service {
     /// Bumped (under the credentials lock) whenever entries are dropped on another
     /// coordinator's word, so a read of the store that raced with it is not cached.
     credentials_epoch: AtomicU64,
+    /// This coordinator's row among the replicas, once written at start.
+    replica: Mutex<Option<crate::store::ReplicaRow>>,
     /// Hand-outs and heartbeats of commands not yet written to the store's leases (written
     /// with the contacts). Once a command is with its host, only its reports and its
     /// heartbeats renew its lease, never the host's polls (a host that polls but cannot
@@ -221,6 +224,7 @@ impl Service {
             catch_ups: Mutex::new(CatchUpQueue::default()),
             credentials: Mutex::new(HashMap::new()),
             credentials_epoch: AtomicU64::new(0),
+            replica: Mutex::new(None),
             leases: Mutex::new(HashMap::new()),
         }
     }

@@ -1,19 +1,97 @@
-//! What other coordinators on the same database tell this one, and what this one tells
-//! them ([`Notice`]s through the store): commands started for hosts whose polls are held
-//! here wake those polls, which then look in the store; hosts changed elsewhere (revoked,
-//! retagged) leave the credentials cache, so the next request reads them again. With one
-//! coordinator (SQLite) nothing is sent or received.
+//! This coordinator among the others on the same database: its row in the store (an id,
+//! logged at start, and a heartbeat every [`REPLICA_BEAT`]; removed when it stops), the
+//! live ones listed (`hoist server replicas`), and what they tell each other ([`Notice`]s
+//! through the store): commands started for hosts whose polls are held here wake those
+//! polls, which then look in the store; hosts changed elsewhere (revoked, retagged) leave
+//! the credentials cache, so the next request reads them again. With one coordinator
+//! (SQLite) no notice is sent or received.
 //!
 //! Not here: the transport (the store's `publish` and `listen`), or a cache of anything
 //! else: what a notice cannot fix is read from the store.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{error_chain, locked, Result, Service};
-use crate::store::{HostRow, Notice};
+use tokio_util::sync::CancellationToken;
+
+use super::{error_chain, locked, new_id, now_ms, Result, Service};
+use crate::store::{HostRow, Notice, ReplicaRow, Store};
+
+/// How often a replica's row says it is alive.
+pub const REPLICA_BEAT: Duration = Duration::from_secs(5);
+
+/// A replica silent this long is not listed as live (three heartbeats missed).
+pub const REPLICA_LIVE: Duration = Duration::from_secs(15);
+
+/// The replicas whose last heartbeat is recent enough, oldest first.
+pub fn live_replicas(store: &dyn Store) -> Result<Vec<ReplicaRow>> {
+    let since = now_ms().saturating_sub(REPLICA_LIVE.as_millis() as u64);
+    Ok(store.replicas(since)?)
+}
 
 impl Service {
+    /// Writes this coordinator's row (a new id, its host name, pid and address); call once,
+    /// at start, then [`Service::beat_replica`].
+    pub fn start_replica(&self, listen: SocketAddr) -> Result<ReplicaRow> {
+        let now = now_ms();
+        let row = ReplicaRow {
+            id: new_id("rp"),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            listen: listen.to_string(),
+            started_ms: now,
+            beat_ms: now,
+        };
+        self.store.write_replica(&row)?;
+        *locked(&self.replica) = Some(row.clone());
+        Ok(row)
+    }
+
+    /// Renews this coordinator's row every [`REPLICA_BEAT`] until `cancel`, then removes
+    /// it (and the rows of replicas long silent).
+    pub async fn beat_replica(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REPLICA_BEAT) => {}
+                _ = cancel.cancelled() => break,
+            }
+            let s = self.clone();
+            let beat = tokio::task::spawn_blocking(move || {
+                let Some(mut row) = locked(&s.replica).clone() else {
+                    return Ok(());
+                };
+                row.beat_ms = now_ms();
+                s.store.write_replica(&row)
+            })
+            .await;
+            match beat {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %error_chain(&e), "writing this replica's heartbeat")
+                }
+                Err(e) => tracing::warn!(error = %e, "writing this replica's heartbeat"),
+            }
+        }
+        let s = self.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let Some(row) = locked(&s.replica).take() else {
+                return Ok(());
+            };
+            // Rows silent ten times the live window are forgotten too (replicas killed).
+            let stale = now_ms().saturating_sub(10 * REPLICA_LIVE.as_millis() as u64);
+            s.store.remove_replica(&row.id, stale)
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(error = %error_chain(&e), "removing this replica's row");
+        }
+    }
+
     /// Follows the other coordinators' notices from now on; call once, at start.
     pub fn follow_replicas(self: &Arc<Self>) -> Result<()> {
         let service = Arc::downgrade(self);

@@ -294,6 +294,19 @@ impl CommandLease {
     }
 }
 
+/// A running coordinator on this database: who it is, and when it last said it was alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub id: String,
+    /// The machine's host name, as the replica read it.
+    pub host: String,
+    pub pid: u32,
+    /// The address it listens on.
+    pub listen: String,
+    pub started_ms: u64,
+    pub beat_ms: u64,
+}
+
 /// What one coordinator tells the others on the same database, so that what they hold in
 /// memory follows the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -458,4 +471,11 @@ pub trait Store: Send + Sync + 'static {
     fn command_leases(&self) -> Result<Vec<(String, CommandLease)>>;
     /// Forgets the leases of commands no longer in progress; how many.
     fn drop_ended_leases(&self) -> Result<usize>;
+
+    /// Writes a replica's row (its start, or a heartbeat), replacing the stored one.
+    fn write_replica(&self, replica: &ReplicaRow) -> Result<()>;
+    /// Replicas whose last heartbeat is at `live_since_ms` or later, by start.
+    fn replicas(&self, live_since_ms: u64) -> Result<Vec<ReplicaRow>>;
+    /// Forgets a replica (it stopped), and any silent since before `stale_before_ms`.
+    fn remove_replica(&self, id: &str, stale_before_ms: u64) -> Result<()>;
 }

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use crate::store::{
     AppRow, CommandRow, DeploymentRow, GroupRow, HostRow, HostSyncRow, RegistrationTokenRow,
-    ReportRow, Result, RevisionRow, StoreError,
+    ReplicaRow, ReportRow, Result, RevisionRow, StoreError,
 };
 use hoist_protocol::operator::{CommandState, Creator, DeploymentState, RolloutConfig};
 
@@ -281,5 +281,17 @@ pub(crate) fn report_row(r: Raw) -> Result<ReportRow> {
         at_ms: u(r.int(2)),
         received_ms: u(r.int(3)),
         body_json: r.text(4),
+    })
+}
+
+pub(crate) const REPLICA_COLS: &str = "id, host, pid, listen, started_ms, beat_ms";
+pub(crate) fn replica_row(r: Raw) -> Result<ReplicaRow> {
+    Ok(ReplicaRow {
+        id: r.text(0),
+        host: r.text(1),
+        pid: u32::try_from(r.int(2)).unwrap_or(0),
+        listen: r.text(3),
+        started_ms: u(r.int(4)),
+        beat_ms: u(r.int(5)),
     })
 }

@@ -349,3 +349,66 @@ async fn a_host_revoked_on_one_replica_is_refused_by_another() {
         start.elapsed()
     );
 }
+
+/// Each replica logs its id and keeps a row with a heartbeat; `hoist server replicas`
+/// lists the live ones, and one stopped cleanly leaves the list.
+#[test]
+#[ignore = "needs postgresql"]
+fn hoist_server_replicas_lists_the_running_replicas() {
+    let db = database();
+    let tmp = Scratch::new();
+    let flags = ["--database", db.url.as_str()];
+    let a = Server::start_with(&tmp.path().join("a"), &flags, Some(TOKEN));
+    let mut b = Server::start_with(&tmp.path().join("b"), &flags, Some(TOKEN));
+    let id_of = |log: String| {
+        let at = log
+            .find("replica rp-")
+            .expect("the replica's id in its log");
+        log[at + "replica ".len()..]
+            .split(|c: char| c.is_whitespace() || c == '"')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (id_a, id_b) = (id_of(a.log()), id_of(b.log()));
+    assert_ne!(id_a, id_b);
+    let list = || {
+        let out = Command::new(HOIST)
+            .args(["server", "replicas", "--json", "--database", &db.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert!(r["pid"].as_u64().unwrap() > 0 && r["beat_ms"].as_u64().unwrap() > 0);
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["listen"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(),
+        vec![(id_a.clone(), a.authority()), (id_b.clone(), b.authority())]
+    );
+    b.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(list(), vec![(id_a, a.authority())]);
+    let out = Command::new(HOIST)
+        .args(["server", "replicas", "--database", &db.url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("ID") && text.contains("LAST BEAT"),
+        "{text}"
+    );
+}

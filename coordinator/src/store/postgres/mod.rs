@@ -10,7 +10,7 @@
 //! Files: this one (the pool, the query helpers and the [`Store`] methods, each handed to
 //! the file of its concern), [`catalog`] (applications, groups, revisions), [`hosts`]
 //! (registration tokens, hosts, contacts), [`deployments`] (deployments and commands),
-//! [`leases`] (command leases),
+//! [`leases`] (command leases), [`replicas`] (the coordinators running on the database),
 //! [`reports`] (event reports), [`sync`] (hosts' standing per group), [`schema`] (the
 //! numbered migrations and their runner), [`rows`] (rows to and from PostgreSQL values),
 //! [`locks`] (the decision lock replicas share), [`notices`] (`LISTEN`/`NOTIFY` between
@@ -23,6 +23,7 @@ mod hosts;
 mod leases;
 mod locks;
 mod notices;
+mod replicas;
 mod reports;
 mod rows;
 mod schema;
@@ -42,8 +43,8 @@ use tokio_postgres::types::ToSql;
 use super::rows::Raw;
 use super::{
     AppRow, Changes, CommandLease, CommandRow, DecisionLock, DeploymentRow, GroupRow, HostContact,
-    HostRow, HostSyncRow, Notice, NoticeHandler, RegistrationTokenRow, ReportRow, Result,
-    RevisionRow, Store, StoreError,
+    HostRow, HostSyncRow, Notice, NoticeHandler, RegistrationTokenRow, ReplicaRow, ReportRow,
+    Result, RevisionRow, Store, StoreError,
 };
 use hoist_protocol::operator::CommandState;
 use rows::{pg, read};
@@ -359,5 +360,17 @@ impl Store for PgStore {
 
     fn drop_ended_leases(&self) -> Result<usize> {
         leases::drop_ended_leases(self)
+    }
+
+    fn write_replica(&self, r: &ReplicaRow) -> Result<()> {
+        replicas::write_replica(self, r)
+    }
+
+    fn replicas(&self, live_since_ms: u64) -> Result<Vec<ReplicaRow>> {
+        replicas::replicas(self, live_since_ms)
+    }
+
+    fn remove_replica(&self, id: &str, stale_before_ms: u64) -> Result<()> {
+        replicas::remove_replica(self, id, stale_before_ms)
     }
 }

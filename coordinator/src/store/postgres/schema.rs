@@ -142,6 +142,15 @@ CREATE TABLE command_leases (
     delivered_ms BIGINT NOT NULL,
     beat_ms BIGINT NOT NULL
 );
+-- The replicas running on this database, with their heartbeats.
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    listen TEXT NOT NULL,
+    started_ms BIGINT NOT NULL,
+    beat_ms BIGINT NOT NULL
+);
 "#,
 ];
 

@@ -8,7 +8,7 @@
 //! Files: this one (the connection, and the [`Store`] methods, each handed to the file of
 //! its concern), [`catalog`] (applications, groups, revisions), [`hosts`] (registration
 //! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`leases`]
-//! (command leases), [`reports`]
+//! (command leases), [`replicas`] (the coordinators running on the database), [`reports`]
 //! (event reports), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
@@ -16,6 +16,7 @@ mod catalog;
 mod deployments;
 mod hosts;
 mod leases;
+mod replicas;
 mod reports;
 mod rows;
 mod schema;
@@ -30,7 +31,7 @@ use rusqlite::Connection;
 
 use super::{
     AppRow, Changes, CommandLease, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow,
-    HostSyncRow, RegistrationTokenRow, ReportRow, Result, RevisionRow, Store,
+    HostSyncRow, RegistrationTokenRow, ReplicaRow, ReportRow, Result, RevisionRow, Store,
 };
 use hoist_protocol::operator::CommandState;
 use rows::{db, read, Raw};
@@ -307,6 +308,18 @@ impl Store for SqliteStore {
 
     fn drop_ended_leases(&self) -> Result<usize> {
         leases::drop_ended_leases(self)
+    }
+
+    fn write_replica(&self, r: &ReplicaRow) -> Result<()> {
+        replicas::write_replica(self, r)
+    }
+
+    fn replicas(&self, live_since_ms: u64) -> Result<Vec<ReplicaRow>> {
+        replicas::replicas(self, live_since_ms)
+    }
+
+    fn remove_replica(&self, id: &str, stale_before_ms: u64) -> Result<()> {
+        replicas::remove_replica(self, id, stale_before_ms)
     }
 }
 

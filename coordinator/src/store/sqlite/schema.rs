@@ -165,6 +165,15 @@ CREATE TABLE command_leases (
     delivered_ms INTEGER NOT NULL,
     beat_ms INTEGER NOT NULL
 );
+-- The coordinators running on this database, with their heartbeats.
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    listen TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    beat_ms INTEGER NOT NULL
+);
 "#,
 ];
 

@@ -7,7 +7,8 @@ use hoist_protocol::operator::{CommandState, Creator, DeploymentState, HostEvent
 
 use crate::store::{
     AppRow, Changes, CommandLease, CommandRow, DeploymentRow, GroupRow, HostContact, HostDetails,
-    HostRow, HostSyncRow, RegistrationTokenRow, ReportRow, RevisionRow, Store, StoreError,
+    HostRow, HostSyncRow, RegistrationTokenRow, ReplicaRow, ReportRow, RevisionRow, Store,
+    StoreError,
 };
 
 fn app(s: &dyn Store, name: &str) {
@@ -534,4 +535,26 @@ pub(super) fn leases_merge_and_are_forgotten_when_their_command_ends(s: &dyn Sto
     assert_eq!(s.drop_ended_leases().unwrap(), 1);
     assert_eq!(s.drop_ended_leases().unwrap(), 0);
     assert_eq!(s.command_leases().unwrap().len(), 1);
+}
+
+pub(super) fn replicas_are_listed_while_they_beat_and_forgotten_when_removed(s: &dyn Store) {
+    let replica = |id: &str, started_ms, beat_ms| ReplicaRow {
+        id: id.into(),
+        host: "coord-1".into(),
+        pid: 4242,
+        listen: "127.0.0.1:8443".into(),
+        started_ms,
+        beat_ms,
+    };
+    s.write_replica(&replica("rp-b", 20, 20)).unwrap();
+    s.write_replica(&replica("rp-a", 10, 10)).unwrap();
+    s.write_replica(&replica("rp-old", 1, 1)).unwrap();
+    // A heartbeat replaces the row.
+    s.write_replica(&replica("rp-a", 10, 500)).unwrap();
+    assert_eq!(
+        s.replicas(15).unwrap(),
+        vec![replica("rp-a", 10, 500), replica("rp-b", 20, 20)]
+    );
+    s.remove_replica("rp-b", 5).unwrap();
+    assert_eq!(s.replicas(0).unwrap(), vec![replica("rp-a", 10, 500)]);
 }

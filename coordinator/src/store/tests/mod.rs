@@ -78,4 +78,5 @@ suite!(
     a_report_is_recorded_once_per_command_and_seq,
     sync_rows_are_replaced,
     leases_merge_and_are_forgotten_when_their_command_ends,
+    replicas_are_listed_while_they_beat_and_forgotten_when_removed,
 );

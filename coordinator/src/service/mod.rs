@@ -245,6 +245,8 @@ impl Service {
 
     fn changed(&self) {
         self.changes.send_modify(|v| *v += 1);
+        // Operators may watch through another coordinator on the same database.
+        self.tell_replicas(crate::store::Notice::Changed);
     }
 
     /// A receiver of the change counter, bumped after every deployment or command change.

@@ -3,7 +3,8 @@
 //! live ones listed (`hoist server replicas`), and what they tell each other ([`Notice`]s
 //! through the store): commands started for hosts whose polls are held here wake those
 //! polls, which then look in the store; hosts changed elsewhere (revoked, retagged) leave
-//! the credentials cache, so the next request reads them again. With one coordinator
+//! the credentials cache, so the next request reads them again; changes of deployments end
+//! the operators' watches (`--wait`) held here. With one coordinator
 //! (SQLite) no notice is sent or received.
 //!
 //! Not here: the transport (the store's `publish` and `listen`), or a cache of anything
@@ -121,6 +122,7 @@ impl Service {
                 }
                 tracing::debug!(hosts = hosts.len(), "hosts changed on another replica");
             }
+            Notice::Changed => self.changes.send_modify(|v| *v += 1),
             Notice::Resync => {
                 {
                     let mut credentials = locked(&self.credentials);
@@ -130,6 +132,7 @@ impl Service {
                 for w in locked(&self.wakers).values() {
                     w.nudge();
                 }
+                self.changes.send_modify(|v| *v += 1);
                 tracing::info!(
                     "back in touch with other replicas: caches dropped, polls look again"
                 );

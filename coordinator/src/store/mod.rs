@@ -315,6 +315,8 @@ pub enum Notice {
     CommandsStarted(Vec<String>),
     /// These hosts changed (revoked, retagged): what others cached of them is stale.
     HostsChanged(Vec<String>),
+    /// Deployments or commands changed: operators watching them elsewhere look again.
+    Changed,
     /// Notices may have been missed (the listening connection was lost and is back):
     /// everything cached is stale and every held poll should look again.
     Resync,

@@ -265,11 +265,6 @@ async fn a_poll_held_on_one_replica_gets_a_command_started_on_another() {
     let flags = ["--database", db.url.as_str()];
     let a = Server::start_with(&tmp.path().join("a"), &flags, Some(TOKEN));
     let b = Server::start_with(&tmp.path().join("b"), &flags, Some(TOKEN));
-    assert!(
-        b.log().contains("listening to other replicas"),
-        "{}",
-        b.log()
-    );
     let reg = setup(
         &a,
         "shop",
@@ -277,11 +272,13 @@ async fn a_poll_held_on_one_replica_gets_a_command_started_on_another() {
         &["--tag", "role=web", "--config", "AllAtOnce"],
     )
     .await;
+    // Registered (and first seen) through A, whose deployment then targets both at once;
+    // their polls are held by B.
     let mut hosts = Vec::new();
     for n in 0..2 {
-        hosts.push(
-            SimHost::register(&b.url, &reg, &format!("web-{n}"), tags(&[("role", "web")])).await,
-        );
+        let host =
+            SimHost::register(&a.url, &reg, &format!("web-{n}"), tags(&[("role", "web")])).await;
+        hosts.push(host.at(&b.url));
     }
     let polls: Vec<_> = hosts
         .iter()
@@ -410,5 +407,68 @@ fn hoist_server_replicas_lists_the_running_replicas() {
     assert!(
         text.starts_with("ID") && text.contains("LAST BEAT"),
         "{text}"
+    );
+}
+
+/// An operator watching a deployment through replica A (`--wait`'s long poll) hears of a
+/// report recorded by replica B: B's change ends A's watch with a new change number.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgresql"]
+async fn a_watch_held_on_one_replica_ends_on_a_change_made_on_another() {
+    let db = database();
+    let tmp = Scratch::new();
+    let flags = ["--database", db.url.as_str()];
+    let a = Server::start_with(&tmp.path().join("a"), &flags, Some(TOKEN));
+    let b = Server::start_with(&tmp.path().join("b"), &flags, Some(TOKEN));
+    let reg = setup(&a, "shop", "web", &["--tag", "role=web"]).await;
+    // Registered (and first seen) through A; it works through B from then on.
+    let host = SimHost::register(&a.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    let host = host.at(&b.url);
+    let commit = "e".repeat(40);
+    let id = a
+        .hoist(&[
+            "deploy",
+            "create",
+            "--app",
+            "shop",
+            "--group",
+            "web",
+            "--git",
+            "https://git.example/shop",
+            "--commit",
+            &commit,
+        ])
+        .await
+        .ok()
+        .to_owned();
+    let cmd = host.poll(0).await.expect("the command");
+    let seen = a.deployment(&id).await.change_seq;
+    let watch = {
+        let (http, url, id) = (a.client(), a.url.clone(), id.clone());
+        tokio::spawn(async move {
+            http.get(format!(
+                "{url}/v1/deployments/{id}?since={seen}&wait_secs=20"
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<hoist_protocol::operator::Deployment>()
+            .await
+            .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    host.report(&cmd.command_id, 1, hoist_tests::reports::started("Install"))
+        .await;
+    let d = watch.await.unwrap();
+    assert!(
+        d.change_seq > seen,
+        "A's watch ended without a change: {d:?}"
+    );
+    assert_eq!(
+        d.hosts[0].current_event.as_deref(),
+        Some("Install"),
+        "{d:?}"
     );
 }

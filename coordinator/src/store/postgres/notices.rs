@@ -3,7 +3,7 @@
 //! it is lost and then delivers [`Notice::Resync`], since notices sent meanwhile are gone.
 //!
 //! A payload is `ORIGIN KIND ID ID ...` (`S`: commands started for hosts, `H`: hosts
-//! changed), split so that each stays well under PostgreSQL's 8000-byte limit; a replica
+//! changed, `C`: deployments changed, with no ids), split so that each stays well under PostgreSQL's 8000-byte limit; a replica
 //! ignores its own (its origin is random per store). No polling of the database: a held
 //! poll waits on its host's waker, which a notice wakes. Not here: what a notice does (the
 //! service's `replicas`).
@@ -26,12 +26,13 @@ const MAX_PAYLOAD: usize = 7000;
 const RECONNECT: Duration = Duration::from_secs(1);
 
 pub(super) fn publish(s: &PgStore, notice: &Notice) -> Result<()> {
-    let (kind, ids) = match notice {
-        Notice::CommandsStarted(ids) => ("S", ids),
-        Notice::HostsChanged(ids) => ("H", ids),
+    let sent = match notice {
+        Notice::CommandsStarted(ids) => payloads(&s.origin, "S", ids),
+        Notice::HostsChanged(ids) => payloads(&s.origin, "H", ids),
+        Notice::Changed => vec![format!("{} C", s.origin)],
         Notice::Resync => return Ok(()),
     };
-    for payload in payloads(&s.origin, kind, ids) {
+    for payload in sent {
         s.execute(
             "telling other replicas",
             "SELECT pg_notify($1, $2)::text",
@@ -70,6 +71,7 @@ fn parse(origin: &str, payload: &str) -> Option<Notice> {
     match kind {
         "S" => Some(Notice::CommandsStarted(ids)),
         "H" => Some(Notice::HostsChanged(ids)),
+        "C" => Some(Notice::Changed),
         _ => None,
     }
 }
@@ -159,6 +161,7 @@ mod tests {
             parse("o2", "o1 H h-1"),
             Some(Notice::HostsChanged(vec!["h-1".into()]))
         );
+        assert_eq!(parse("o2", "o1 C"), Some(Notice::Changed));
         assert_eq!(parse("o2", "o1 Z h-1"), None);
         assert!(payloads("o1", "H", &[]).is_empty());
     }

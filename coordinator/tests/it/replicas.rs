@@ -283,11 +283,12 @@ async fn a_poll_held_on_one_replica_gets_a_command_started_on_another() {
     let polls: Vec<_> = hosts
         .iter()
         .cloned()
-        .map(|h| tokio::spawn(async move { h.poll(20).await }))
+        .map(|h| tokio::spawn(async move { (h.poll(20).await, std::time::Instant::now()) }))
         .collect();
     // Both polls are held by B before the deployment exists.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let commit = "d".repeat(40);
+    let created = std::time::Instant::now();
     let id = a
         .hoist(&[
             "deploy",
@@ -305,11 +306,13 @@ async fn a_poll_held_on_one_replica_gets_a_command_started_on_another() {
         .ok()
         .to_owned();
     for p in polls {
-        let cmd = p
-            .await
-            .unwrap()
-            .expect("the held poll answered with the command");
+        let (cmd, at) = p.await.unwrap();
+        let cmd = cmd.expect("the held poll answered with the command");
         assert_eq!(cmd.deployment_id, id);
+        eprintln!(
+            "held poll on B answered {:?} after `deploy create` through A started",
+            at.saturating_duration_since(created)
+        );
     }
 }
 

@@ -134,3 +134,30 @@ fn a_decision_lock_keeps_another_store_waiting_until_dropped() {
         "0\n"
     );
 }
+
+#[test]
+#[ignore = "needs postgresql"]
+fn replicas_starting_together_on_a_new_database_migrate_it_once() {
+    let db = hoist_tests::postgres::database();
+    let barrier = Arc::new(Barrier::new(4));
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, barrier) = (db.url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                PgStore::open(
+                    &DatabaseUrl::parse(&url).unwrap(),
+                    runtime().handle().clone(),
+                )
+                .map(|_| ())
+            })
+        })
+        .collect();
+    for o in opens {
+        o.join().unwrap().unwrap();
+    }
+    assert_eq!(
+        db.psql("SELECT count(*), count(DISTINCT version) FROM schema_version"),
+        format!("{SCHEMA_VERSION}|{SCHEMA_VERSION}\n")
+    );
+}

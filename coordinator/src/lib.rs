@@ -9,10 +9,13 @@
 //!   on the server side (`server` owns the connections beneath it).
 //! - [`service`]: the rules — registration, polls, reports, deployments, stops, leases,
 //!   auto-rollback — on top of the store.
+//! - [`sources`]: looking at pipeline sources (`git ls-remote`, S3 reads into the bundle
+//!   store) for `hoist server`.
 //! - [`bounds`]: what is accepted from hosts (names, tags, versions, event reports) and
 //!   how much of it.
 //! - [`rollout`]: the pure minimum-healthy-hosts arithmetic.
 //! - [`store`]: the durable state behind a trait, SQLite by default.
+//! - [`s3`]: the S3 endpoint and credentials, from the usual `AWS_*` variables.
 //! - [`bundles`]: the content-addressed bundle store, read whole or by byte range.
 //! - [`tls`]: the TLS certificate: the configured one or a generated self-signed one, and
 //!   its fingerprint.
@@ -28,7 +31,9 @@ pub mod bundles;
 pub mod cli;
 pub mod config;
 pub mod rollout;
+pub mod s3;
 pub mod server;
 pub mod service;
+pub mod sources;
 pub mod store;
 pub mod tls;

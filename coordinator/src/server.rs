@@ -102,6 +102,14 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     let sweeper = tokio::spawn(sweep_leases(service.clone(), cancel.clone()));
     let bakes = tokio::spawn(end_bakes(service.clone(), cancel.clone()));
     let contacts = tokio::spawn(write_contacts(service.clone(), cancel.clone()));
+    let sources = tokio::spawn(crate::sources::watch(
+        service.clone(),
+        crate::sources::SourceSettings {
+            max_bundle_bytes: config.max_bundle_bytes,
+            s3: crate::s3::S3Env::from_env(),
+        },
+        cancel.clone(),
+    ));
     let state = AppState {
         service: service.clone(),
         operator_token: OperatorToken::new(&token),
@@ -138,6 +146,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     }
     sweeper.abort();
     bakes.abort();
+    sources.abort();
     // It writes the last contacts noted before it returns.
     if let Err(e) = contacts.await {
         tracing::error!(error = %e, "writing hosts' last contacts");

@@ -115,6 +115,11 @@ pub struct Command {
     pub events: Vec<String>,
     #[serde(default)]
     pub ignore_application_stop_failures: bool,
+    /// The deployment's variables, each an environment variable of its hooks (names as
+    /// [`crate::variables`] allows). Absent from older coordinators, and left out when
+    /// empty so older agents see the message they know.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
 }
 
 /// Where a revision's bundle is and how to verify it.

@@ -5,6 +5,7 @@
 //! - [`operator`]: what the `hoist` CLI sends and receives under `/v1/...` with an operator token.
 //! - [`text`]: how text that came over the wire is shown on a terminal (pure).
 //! - [`secret`]: a string that prints as `***` (tokens, host secrets, keys).
+//! - [`variables`]: the rules of deployment variables, which both ends check.
 //!
 //! Serde and plain functions only, no IO. Every message tolerates unknown fields from newer peers (no
 //! `deny_unknown_fields`), and enums that may grow carry an `Unknown` fallback so an older
@@ -14,6 +15,7 @@ pub mod agent;
 pub mod operator;
 pub mod secret;
 pub mod text;
+pub mod variables;
 
 /// Path prefix of every API route; bumped only on incompatible changes.
 pub const API_PREFIX: &str = "/v1";
@@ -26,4 +28,7 @@ pub const HOST_ID_HEADER: &str = "x-hoist-host";
 pub struct ErrorBody {
     /// A sentence for a person: lowercase, names what failed on what.
     pub error: String,
+    /// When the input had several problems (a pipeline file): each, for a line of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }

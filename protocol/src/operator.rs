@@ -22,6 +22,7 @@
 //!   `GET /v1/deployments/{id}?since=SEQ&wait_secs=N` → [`Deployment`] (held open until
 //!   something changes after `since`, at most `wait_secs`, capped at 30);
 //!   `POST /v1/deployments/{id}/stop` → [`Deployment`].
+//! - Pipelines and releases: see [`pipelines`].
 //!
 //! Every non-2xx answer carries [`crate::ErrorBody`]. Like the agent messages, these tolerate
 //! unknown fields, and enums that may grow decode unknown values as `Unknown`.
@@ -35,9 +36,14 @@ use serde::{Deserialize, Serialize};
 use crate::agent::Revision;
 
 mod convergence;
+mod pipelines;
 
 use convergence::on;
 pub use convergence::{GroupTarget, HostGroupSync, SyncCounts, SyncState, UpdateGroup};
+pub use pipelines::{
+    ApplyPipeline, CreateRelease, Decision, Pipeline, PipelineList, PipelineSource, PipelineStage,
+    Release, ReleaseList, ReleaseStage, ReleaseState, SourceStatus, StageState,
+};
 
 /// The lifecycle events in the order the agent runs them; a deployment runs all of them
 /// unless it names a subset.
@@ -376,6 +382,9 @@ pub struct CreateDeployment {
     pub events: Vec<String>,
     #[serde(default)]
     pub appspec_path: Option<String>,
+    /// Variables its hooks see as environment variables (`--var KEY=VALUE`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -424,6 +433,8 @@ pub enum Creator {
     /// The coordinator itself, bringing hosts to their group's target revision.
     #[serde(rename = "catch-up")]
     CatchUp,
+    /// A release of a pipeline, deploying one of its stages.
+    Pipeline,
     #[serde(other)]
     Unknown,
 }
@@ -434,6 +445,7 @@ impl Creator {
             Creator::User => "user",
             Creator::Rollback => "rollback",
             Creator::CatchUp => "catch-up",
+            Creator::Pipeline => "pipeline",
             Creator::Unknown => "unknown",
         }
     }
@@ -588,6 +600,12 @@ pub struct Deployment {
     /// Baking: a batch succeeded and the next starts at this time (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baking_until_ms: Option<u64>,
+    /// The variables its hooks see.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    /// For a pipeline's deployment: the release it deploys a stage of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

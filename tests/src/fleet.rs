@@ -138,6 +138,20 @@ impl Coordinator {
         Coordinator::start_with(data_dir, addr, &[])
     }
 
+    /// A `hoist server` on `listen` with extra environment variables (the `AWS_*` ones a
+    /// pipeline's S3 source reads), its log echoed on stderr.
+    pub fn start_env(data_dir: &Path, listen: &str, env: &[(&str, &str)]) -> Coordinator {
+        Coordinator(Server::launch(
+            data_dir,
+            Launch {
+                listen,
+                env,
+                echo: true,
+                ..Launch::default()
+            },
+        ))
+    }
+
     /// A `hoist server` listening on `listen` (`127.0.0.1:0` for a free port) with extra
     /// `hoist server` flags such as `--host-lease 2s`. Its log is echoed on stderr. A port
     /// freed a moment ago may still be taken briefly: starting is retried for 10 s.

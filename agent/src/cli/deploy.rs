@@ -143,6 +143,7 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> Result<Outcom
         file_exists_behavior: behavior,
         ignore_application_stop_failures: args.ignore_application_stop_failures,
         bundle_env: Vec::new(),
+        variables: Vec::new(),
     };
     let mut settings = deployer_settings(&config, None);
     if remote.is_some() {

@@ -270,6 +270,14 @@ fn request_from(command: &Command) -> Result<DeploymentRequest, String> {
         .map(str::parse::<FileExistsBehavior>)
         .transpose()
         .map_err(|e| format!("file_exists_behavior {e}"))?;
+    // Checked again here: a hook must never see a reserved variable set by a command.
+    let problems = hoist_protocol::variables::problems(&command.variables);
+    if !problems.is_empty() {
+        return Err(format!(
+            "invalid deployment variables: {}",
+            problems.join("; ")
+        ));
+    }
     let mut bundle_env = Vec::new();
     match &command.revision {
         Revision::S3 {
@@ -306,6 +314,11 @@ fn request_from(command: &Command) -> Result<DeploymentRequest, String> {
         file_exists_behavior,
         ignore_application_stop_failures: command.ignore_application_stop_failures,
         bundle_env,
+        variables: command
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 
@@ -324,5 +337,51 @@ mod tests {
         ] {
             assert_eq!(heartbeat_every(asked), expected, "{asked:?}");
         }
+    }
+
+    fn command_with(variables: &[(&str, &str)]) -> Command {
+        Command {
+            command_id: "c-1".into(),
+            deployment_id: "d-1".into(),
+            application: "shop".into(),
+            deployment_group: "staging".into(),
+            deployment_group_id: "g-1".into(),
+            revision: Revision::Git {
+                repository: "https://git.example/shop".into(),
+                commit: "a".repeat(40),
+            },
+            appspec_path: None,
+            file_exists_behavior: None,
+            events: Vec::new(),
+            ignore_application_stop_failures: false,
+            variables: variables
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_command_carries_its_variables_and_never_a_reserved_one() {
+        let req = request_from(&command_with(&[("DEPLOY_MODE", "destructive")]))
+            .expect("valid variables");
+        assert_eq!(
+            req.variables,
+            vec![("DEPLOY_MODE".to_owned(), "destructive".to_owned())]
+        );
+        for (name, value) in [
+            ("DEPLOYMENT_ID", "d-9"),
+            ("PATH", "/tmp"),
+            ("BUNDLE_KEY", "x"),
+        ] {
+            let Err(err) = request_from(&command_with(&[(name, value)])) else {
+                panic!("a reserved variable is refused");
+            };
+            assert!(err.contains(name) && err.contains("reserved"), "{err}");
+        }
+        let Err(err) = request_from(&command_with(&[("lower", "x")])) else {
+            panic!("a bad name is refused");
+        };
+        assert!(err.contains("[A-Z_]"), "{err}");
     }
 }

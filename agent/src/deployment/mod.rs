@@ -109,6 +109,9 @@ pub struct DeploymentRequest {
     pub ignore_application_stop_failures: bool,
     /// BUNDLE_BUCKET, BUNDLE_KEY, BUNDLE_VERSION, BUNDLE_ETAG, BUNDLE_COMMIT where they apply.
     pub bundle_env: Vec<(String, String)>,
+    /// The deployment's own variables (a pipeline stage's, `--var`), checked by
+    /// `hoist_protocol::variables`; the hook variables above are set after them.
+    pub variables: Vec<(String, String)>,
 }
 
 /// Told about progress. Implementations must be quick (they run on the deployment's task).

@@ -242,10 +242,11 @@ impl Deployer {
             ("DEPLOYMENT_GROUP_NAME", req.group.clone()),
             ("DEPLOYMENT_GROUP_ID", req.group_id.clone()),
         ];
-        let deployment = ours
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .chain(req.bundle_env.iter().cloned());
+        let deployment = req.variables.iter().cloned().chain(
+            ours.into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .chain(req.bundle_env.iter().cloned()),
+        );
         hooks::hook_environment(self.settings.environment_file.as_deref(), deployment)
     }
 }

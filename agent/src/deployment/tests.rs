@@ -62,6 +62,7 @@ fn request(id: &str, app: &str, group: &str, group_id: &str, src: &Path) -> Depl
         file_exists_behavior: None,
         ignore_application_stop_failures: false,
         bundle_env: Vec::new(),
+        variables: Vec::new(),
     }
 }
 

@@ -14,6 +14,8 @@ use crate::service::{error_chain, ServiceError};
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Each problem of an input that had several.
+    problems: Vec<String>,
     pub(super) headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
@@ -22,6 +24,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            problems: Vec::new(),
             headers: Vec::new(),
         }
     }
@@ -44,6 +47,14 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Problems { what, problems } => {
+                let mut e = ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{what} has {} problem(s)", problems.len()),
+                );
+                e.problems = problems.clone();
+                return e;
+            }
             ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServiceError::Internal(why) => {
                 return ApiError::new(
@@ -69,6 +80,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 error: self.message,
+                problems: self.problems,
             }),
         )
             .into_response();

@@ -25,6 +25,12 @@
 //! | POST, GET | `/v1/deployments` | operator | `CreateDeployment` → `Deployment` (counts, no per-host list); `DeploymentList` (`?application=`) |
 //! | GET | `/v1/deployments/{id}` | operator | `Deployment` (`?since=SEQ&wait_secs=N` waits for a change) |
 //! | POST | `/v1/deployments/{id}/stop` | operator | → `Deployment` |
+//! | POST, GET | `/v1/pipelines` | operator | `ApplyPipeline` → `Pipeline` (create or update by name); `PipelineList` (`?application=`) |
+//! | GET, DELETE | `/v1/pipelines/{name}` | operator | `Pipeline` (with recent releases); → `Pipeline` |
+//! | POST | `/v1/pipelines/{name}/releases` | operator | `CreateRelease` → `Release` |
+//! | GET | `/v1/releases` | operator | `ReleaseList` (`?pipeline=`) |
+//! | GET | `/v1/releases/{id}` | operator | `Release` (`?since=SEQ&wait_secs=N` waits for a change) |
+//! | POST | `/v1/releases/{id}/approve`, `/v1/releases/{id}/reject` | operator | `Decision` → `Release` |
 //!
 //! Errors are `ErrorBody` JSON: 400 bad body or value (naming the field), 401 missing or
 //! wrong credentials, 404 unknown thing (also another host's command), 405 wrong method,
@@ -42,7 +48,7 @@
 //! Files: this one (the route table, limits, shared helpers), [`error`] (the error
 //! answer), [`extract`] (credentials and bounded JSON bodies), [`agent`] (the hosts'
 //! routes), [`bundles`] (upload, ranged download and the `Range` header), [`operator`]
-//! (the operators' routes). This module is the only one on the server side that knows
+//! (the operators' routes), [`pipelines`] (pipelines and releases). This module is the only one on the server side that knows
 //! HTTP requests and answers; `server` owns the connections beneath it. Not here: rules
 //! (the `service` module), storage, connection-level limits (the `server` module).
 
@@ -51,6 +57,7 @@ mod bundles;
 mod error;
 mod extract;
 mod operator;
+mod pipelines;
 
 pub use error::ApiError;
 pub use extract::{ApiJson, HostAuth, HostOrOperator, Operator, OperatorToken, RegistrationAuth};
@@ -65,6 +72,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
+use pipelines::{
+    apply_pipeline, approve_release, create_release, delete_pipeline, list_pipelines,
+    list_releases, reject_release, show_pipeline, show_release,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::{Service, ServiceError};
@@ -156,6 +167,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/deployments/{id}", get(show_deployment))
         .route("/v1/deployments/{id}/stop", post(stop_deployment))
+        .route("/v1/pipelines", post(apply_pipeline).get(list_pipelines))
+        .route(
+            "/v1/pipelines/{name}",
+            get(show_pipeline).delete(delete_pipeline),
+        )
+        .route("/v1/pipelines/{name}/releases", post(create_release))
+        .route("/v1/releases", get(list_releases))
+        .route("/v1/releases/{id}", get(show_release))
+        .route("/v1/releases/{id}/approve", post(approve_release))
+        .route("/v1/releases/{id}/reject", post(reject_release))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -134,7 +134,15 @@ pub async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T> {
     }
     match serde_json::from_slice::<ErrorBody>(&bytes) {
         // The sentence may quote what a host sent.
-        Ok(body) => Err(anyhow!(super::esc(&body.error))),
+        Ok(body) if body.problems.is_empty() => Err(anyhow!(super::esc(&body.error))),
+        Ok(body) => {
+            let mut text = super::esc(&body.error);
+            for p in &body.problems {
+                text.push_str("\n  ");
+                text.push_str(&super::esc(p));
+            }
+            Err(anyhow!(text))
+        }
         Err(_) => {
             let text = super::esc(String::from_utf8_lossy(&bytes).trim());
             let text = text.as_str();

@@ -43,12 +43,41 @@ pub enum DeployCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["revision", "s3", "url", "git"])))]
 pub struct CreateArgs {
     #[arg(long)]
     pub app: String,
     #[arg(long)]
     pub group: String,
+    #[command(flatten)]
+    pub rev: RevisionArgs,
+    /// DISALLOW, OVERWRITE or RETAIN (the appspec's own value wins).
+    #[arg(long)]
+    pub file_exists_behavior: Option<String>,
+    /// Treat failures of BeforeBlockTraffic, AfterBlockTraffic and ApplicationStop as warnings.
+    #[arg(long)]
+    pub ignore_application_stop_failures: bool,
+    /// Lifecycle events to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// The appspec's path inside the bundle, when not appspec.yml.
+    #[arg(long)]
+    pub appspec: Option<String>,
+    /// A variable its hooks see in their environment, KEY=VALUE (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = hoist_protocol::variables::parse_assignment)]
+    pub vars: Vec<(String, String)>,
+    /// Follow the deployment to its end; exit 1 unless it succeeds.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the deployment as JSON; with --wait, one JSON object per change, one a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What to deploy: a registered revision or one given inline (`deploy create` and
+/// `release create` take the same flags).
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["revision", "s3", "url", "git"])))]
+pub struct RevisionArgs {
     /// A revision id from `hoist push`.
     #[arg(long)]
     pub revision: Option<String>,
@@ -73,27 +102,15 @@ pub struct CreateArgs {
     /// The bundle's sha256, for --s3 and --url.
     #[arg(long)]
     pub sha256: Option<String>,
-    /// DISALLOW, OVERWRITE or RETAIN (the appspec's own value wins).
-    #[arg(long)]
-    pub file_exists_behavior: Option<String>,
-    /// Treat failures of BeforeBlockTraffic, AfterBlockTraffic and ApplicationStop as warnings.
-    #[arg(long)]
-    pub ignore_application_stop_failures: bool,
-    /// Lifecycle events to run, comma-separated (default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub events: Vec<String>,
-    /// The appspec's path inside the bundle, when not appspec.yml.
-    #[arg(long)]
-    pub appspec: Option<String>,
-    /// Follow the deployment to its end; exit 1 unless it succeeds.
-    #[arg(long)]
-    pub wait: bool,
-    /// Print the deployment as JSON; with --wait, one JSON object per change, one a line.
-    #[arg(long)]
-    pub json: bool,
 }
 
-fn source(a: &CreateArgs) -> Result<RevisionSource, UsageError> {
+impl RevisionArgs {
+    pub fn source(&self) -> Result<RevisionSource, UsageError> {
+        source(self)
+    }
+}
+
+fn source(a: &RevisionArgs) -> Result<RevisionSource, UsageError> {
     if let Some(id) = &a.revision {
         return Ok(RevisionSource::Id(id.clone()));
     }
@@ -147,11 +164,12 @@ pub async fn run(
             let req = CreateDeployment {
                 application: args.app.clone(),
                 deployment_group: args.group.clone(),
-                revision: source(&args)?,
+                revision: args.rev.source()?,
                 file_exists_behavior: args.file_exists_behavior.clone(),
                 ignore_application_stop_failures: args.ignore_application_stop_failures,
                 events: args.events.clone(),
                 appspec_path: args.appspec.clone(),
+                variables: args.vars.iter().cloned().collect(),
             };
             let d: Deployment = client.post("/v1/deployments", &req).await?;
             if !args.wait {
@@ -270,9 +288,16 @@ fn print_status(d: &Deployment) {
         match d.creator {
             hoist_protocol::operator::Creator::Rollback => " by auto-rollback",
             hoist_protocol::operator::Creator::CatchUp => " by catch-up",
+            hoist_protocol::operator::Creator::Pipeline => " by pipeline",
             _ => "",
         }
     );
+    if let Some(r) = &d.release_id {
+        println!("  release:      {r}");
+    }
+    for (k, v) in &d.variables {
+        println!("  variable:     {}={}", esc(k), esc(v));
+    }
     if let Some(until) = d.baking_until_ms {
         println!(
             "  baking:       until {} (then the next batch)",

@@ -14,8 +14,10 @@ pub mod client;
 pub mod deploy;
 pub mod group;
 pub mod hosts;
+pub mod pipeline;
 pub mod progress;
 pub mod push;
+pub mod release;
 pub mod server;
 pub mod token;
 
@@ -67,6 +69,12 @@ pub enum Command {
     /// Deployments.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
+    /// Pipelines: a revision's way through stages (deployment groups).
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
+    /// Releases: one revision going through a pipeline.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
     /// Shell completions and man pages, for the packages.
     #[command(subcommand, hide = true)]
     Generate(hoist_cli::assets::Generate),
@@ -103,6 +111,8 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
             Command::Hosts(c) => hosts::run(&client, c).await,
             Command::Push(a) => push::run(&client, a).await,
             Command::Deploy(c) => deploy::run(&client, c, cancel.clone()).await,
+            Command::Pipeline(c) => pipeline::run(&client, c).await,
+            Command::Release(c) => release::run(&client, c).await,
         }
     };
     tokio::select! {

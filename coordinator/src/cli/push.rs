@@ -3,9 +3,7 @@
 //! it to the coordinator's bundle store or to S3-compatible storage, registers the revision
 //! and prints its id alone on stdout.
 //!
-//! S3 settings come from the usual variables: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`
-//! (a custom endpoint is addressed path-style), `AWS_REGION` (default us-east-1),
-//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`. The upload is a
+//! S3 settings come from the usual variables (`crate::s3`). The upload is a
 //! SigV4-presigned PUT (rusty-s3), so the bundle is never held in memory.
 
 use std::io::Write;
@@ -217,31 +215,14 @@ async fn upload_to_s3(
     sha256: String,
 ) -> Result<Revision> {
     use rusty_s3::S3Action;
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let region = env("AWS_REGION")
-        .or_else(|| env("AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|| "us-east-1".into());
-    let (endpoint, style) = match env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")) {
-        Some(e) => (e, rusty_s3::UrlStyle::Path),
-        None => (
-            format!("https://s3.{region}.amazonaws.com"),
-            rusty_s3::UrlStyle::VirtualHost,
-        ),
-    };
-    let endpoint_url = url::Url::parse(&endpoint)
-        .with_context(|| format!("S3 endpoint {endpoint:?} is not a URL"))?;
-    let (Some(key_id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-    else {
+    let Some(s3) = crate::s3::S3Env::from_env() else {
         return Err(
             UsageError("--s3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()).into(),
         );
     };
-    let creds = match env("AWS_SESSION_TOKEN") {
-        Some(t) => rusty_s3::Credentials::new_with_token(key_id, secret, t),
-        None => rusty_s3::Credentials::new(key_id, secret),
-    };
-    let s3_bucket = rusty_s3::Bucket::new(endpoint_url, style, bucket.to_owned(), region)
-        .with_context(|| format!("S3 bucket {bucket} at {endpoint}"))?;
+    let endpoint = s3.endpoint.clone();
+    let creds = s3.credentials();
+    let s3_bucket = s3.bucket(bucket).map_err(anyhow::Error::msg)?;
     let url = s3_bucket
         .put_object(Some(&creds), key)
         .sign(Duration::from_secs(3600));

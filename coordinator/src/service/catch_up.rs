@@ -249,6 +249,9 @@ impl Service {
                     ended_ms: None,
                     bake_secs: group.bake_secs,
                     bake_until_ms: None,
+                    // The target's variables come along: hosts caught up run the
+                    // revision as that deployment ran it.
+                    release_id: None,
                     ..target
                 },
                 0,

@@ -33,25 +33,7 @@ impl Service {
 
     pub fn create_deployment(&self, req: op::CreateDeployment) -> Result<op::Deployment> {
         let group = self.group_row(&req.application, &req.deployment_group)?;
-        let (revision_id, revision) = match req.revision {
-            op::RevisionSource::Id(id) => {
-                let r = self
-                    .store
-                    .revision(&id)?
-                    .ok_or_else(|| ServiceError::NotFound(format!("no revision {id}")))?;
-                if r.application != req.application {
-                    return Err(ServiceError::Invalid(format!(
-                        "revision {id} belongs to application {}, not {}",
-                        r.application, req.application
-                    )));
-                }
-                (r.id, r.revision)
-            }
-            op::RevisionSource::Inline(revision) => {
-                let info = self.create_revision(&req.application, revision)?;
-                (info.id, info.revision)
-            }
-        };
+        let (revision_id, revision) = self.resolve_revision(&req.application, req.revision)?;
         let file_exists_behavior = match req.file_exists_behavior {
             None => None,
             Some(b) => {
@@ -103,6 +85,8 @@ impl Service {
             ended_ms: None,
             bake_secs: group.bake_secs,
             bake_until_ms: None,
+            variables: checked_variables(req.variables)?,
+            release_id: None,
         };
         let id = row.id.clone();
         {
@@ -119,6 +103,33 @@ impl Service {
             .deployment(&id)?
             .ok_or_else(|| ServiceError::NotFound(format!("no deployment {id}")))?;
         self.deployment_summary(d, self.change_seq())
+    }
+
+    /// A registered revision of `application`, or a new one given inline (registered now).
+    pub(super) fn resolve_revision(
+        &self,
+        application: &str,
+        source: op::RevisionSource,
+    ) -> Result<(String, agent::Revision)> {
+        match source {
+            op::RevisionSource::Id(id) => {
+                let r = self
+                    .store
+                    .revision(&id)?
+                    .ok_or_else(|| ServiceError::NotFound(format!("no revision {id}")))?;
+                if r.application != application {
+                    return Err(ServiceError::Invalid(format!(
+                        "revision {id} belongs to application {}, not {application}",
+                        r.application
+                    )));
+                }
+                Ok((r.id, r.revision))
+            }
+            op::RevisionSource::Inline(revision) => {
+                let info = self.create_revision(application, revision)?;
+                Ok((info.id, info.revision))
+            }
+        }
     }
 
     /// Inserts a deployment with a pending command per target host and hands out the
@@ -299,8 +310,13 @@ impl Service {
             tracing::info!(deployment_id = %d.id, state = %d.state,
                 message = d.message.as_deref().unwrap_or(""), "deployment ended");
         }
+        let ended = d.state.is_terminal().then(|| d.clone());
         if failed {
             self.auto_rollback(lock, d)?;
+        }
+        if let Some(d) = ended {
+            // Under the same lock: a release waiting for this deployment moves on.
+            self.after_deployment_end(lock, &d);
         }
         Ok(())
     }
@@ -309,8 +325,9 @@ impl Service {
     /// the group's last successful revision, linked both ways. A rollback that fails does
     /// not itself roll back.
     fn auto_rollback(&self, lock: &Locked<'_>, mut failed: DeploymentRow) -> Result<()> {
-        // Neither a rollback nor a catch-up (which deploys the target itself) rolls back.
-        if failed.creator != Creator::User {
+        // Neither a rollback nor a catch-up (which deploys the target itself) rolls back;
+        // an operator's deployment and a pipeline's stage do.
+        if !matches!(failed.creator, Creator::User | Creator::Pipeline) {
             return Ok(());
         }
         let Some(group) = self.store.group_by_id(&failed.group_id)? else {
@@ -343,6 +360,8 @@ impl Service {
             group_name: group.name.clone(),
             bake_secs: group.bake_secs,
             bake_until_ms: None,
+            // The good deployment's variables come along; it belongs to no release.
+            release_id: None,
             ..good
         };
         let rollback_id = rollback.id.clone();
@@ -359,7 +378,7 @@ impl Service {
 
     pub fn stop_deployment(&self, id: &str) -> Result<op::Deployment> {
         {
-            let _lock = self.lock()?;
+            let lock = self.lock()?;
             let mut d = self
                 .store
                 .deployment(id)?
@@ -381,6 +400,7 @@ impl Service {
                 .collect();
             self.store.save_deployment(&d, &skipped)?;
             tracing::info!(deployment_id = %id, "deployment stopped");
+            self.after_deployment_end(&lock, &d);
         }
         self.changed();
         self.deployment(id)
@@ -424,8 +444,23 @@ impl Service {
         for d in self.store.active_deployments()? {
             self.advance(&lock, &d.id)?;
         }
-        Ok(())
+        // A stage deployment that ended while the coordinator was down moves its release.
+        self.resume_releases(&lock)
     }
+}
+
+/// Deployment variables as given, or every problem with them.
+pub(super) fn checked_variables(
+    vars: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let problems = hoist_protocol::variables::problems(&vars);
+    if problems.is_empty() {
+        return Ok(vars);
+    }
+    Err(ServiceError::Invalid(format!(
+        "variables: {}",
+        problems.join("; ")
+    )))
 }
 
 /// A new, pending command of deployment `deployment_id` for `host`.
@@ -481,6 +516,7 @@ pub(super) fn agent_command(cmd: &CommandRow, d: &DeploymentRow) -> agent::Comma
         file_exists_behavior: d.file_exists_behavior.clone(),
         events: d.events.clone(),
         ignore_application_stop_failures: d.ignore_application_stop_failures,
+        variables: d.variables.clone(),
     }
 }
 
@@ -560,5 +596,7 @@ fn deployment_view(
         baking_until_ms: d
             .bake_until_ms
             .filter(|_| d.state == DeploymentState::InProgress),
+        variables: d.variables,
+        release_id: d.release_id,
     }
 }

@@ -7,8 +7,9 @@
 //! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between
 //! batches), [`sync`] (where each host stands in its groups), [`catch_up`] (deployments
 //! that bring hosts to their group's target), [`replicas`] (notices to and from other
-//! coordinators on the same database) and [`states`] (the one transition function of a
-//! command and the one of a deployment).
+//! coordinators on the same database), [`states`] (the one transition function of a
+//! command and the one of a deployment) and [`pipelines`] (pipelines, their sources
+//! and releases).
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
 //! read-modify-write sequence holds the store lock, whose guard ([`lock::Locked`]) the
@@ -28,6 +29,7 @@ mod deployments;
 mod hosts;
 mod leases;
 mod lock;
+pub mod pipelines;
 mod replicas;
 mod reports;
 mod states;
@@ -103,6 +105,9 @@ pub enum ServiceError {
     Unauthorized(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Input with several problems, each listed (a pipeline file).
+    #[error("{what} has {} problem(s): {}", problems.len(), problems.join("; "))]
+    Problems { what: String, problems: Vec<String> },
     /// A failure shared by several requests (a batch that could not be written).
     #[error("{0}")]
     Internal(String),

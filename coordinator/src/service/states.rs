@@ -290,6 +290,8 @@ mod tests {
             ended_ms: None,
             bake_secs: 0,
             bake_until_ms: None,
+            variables: Default::default(),
+            release_id: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The coordinator's durable state behind one interface: applications, deployment groups,
-//! hosts, registration tokens, revisions, deployments, commands and event reports.
+//! hosts, registration tokens, revisions, deployments, commands, event reports, and
+//! pipelines with their releases (row types in [`pipelines`]).
 //!
 //! [`Store`] is what the service calls; [`sqlite::SqliteStore`] is the embedded
 //! implementation (one file, WAL), [`postgres::PgStore`] the one several coordinator
@@ -11,6 +12,7 @@
 //! same database).
 //! Every method is blocking: async callers run them on `spawn_blocking`.
 
+mod pipelines;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -21,10 +23,11 @@ use std::collections::BTreeMap;
 
 use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{
-    CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, TagFilter,
+    CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, SourceStatus, TagFilter,
 };
 
 pub use postgres::PgStore;
+pub use pipelines::{PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +162,10 @@ pub struct DeploymentRow {
     pub bake_secs: u64,
     /// Baking: the next batch starts at this time.
     pub bake_until_ms: Option<u64>,
+    /// Variables its hooks see (a catch-up's are those of the deployment it copies).
+    pub variables: BTreeMap<String, String>,
+    /// A pipeline's deployment: the release whose stage it deploys.
+    pub release_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,4 +487,27 @@ pub trait Store: Send + Sync + 'static {
     fn replicas(&self, live_since_ms: u64) -> Result<Vec<ReplicaRow>>;
     /// Forgets a replica (it stopped), and any silent since before `stale_before_ms`.
     fn remove_replica(&self, id: &str, stale_before_ms: u64) -> Result<()>;
+
+    /// Writes a pipeline and its stages, replacing a stored one of the same name, in one
+    /// transaction.
+    fn save_pipeline(&self, pipeline: &PipelineRow) -> Result<()>;
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineRow>>;
+    /// By name; all applications' when `application` is `None`.
+    fn pipelines(&self, application: Option<&str>) -> Result<Vec<PipelineRow>>;
+    /// Deletes a pipeline and its stages (its releases stay, for the record); false when
+    /// there was none.
+    fn delete_pipeline(&self, name: &str) -> Result<bool>;
+    /// Writes where a pipeline's source stands.
+    fn save_source_status(&self, pipeline: &str, status: &SourceStatus) -> Result<()>;
+    /// Inserts a release with its stages; a source's release writes the source's new
+    /// standing (`status` of `release.pipeline`) in the same transaction, so a restart
+    /// neither loses the release nor makes it twice.
+    fn insert_release(&self, release: &ReleaseRow, status: Option<&SourceStatus>) -> Result<()>;
+    /// Writes a stored release and its stages in one transaction.
+    fn save_release(&self, release: &ReleaseRow) -> Result<()>;
+    fn release(&self, id: &str) -> Result<Option<ReleaseRow>>;
+    /// Newest first; all pipelines' when `pipeline` is `None`.
+    fn releases(&self, pipeline: Option<&str>, limit: u32) -> Result<Vec<ReleaseRow>>;
+    /// Releases not ended (in progress or awaiting approval), oldest first.
+    fn active_releases(&self) -> Result<Vec<ReleaseRow>>;
 }

@@ -66,6 +66,7 @@ pub(crate) fn creator_str(c: Creator) -> &'static str {
     match c {
         Creator::Rollback => "rollback",
         Creator::CatchUp => "catch-up",
+        Creator::Pipeline => "pipeline",
         Creator::User | Creator::Unknown => "user",
     }
 }
@@ -74,6 +75,7 @@ pub(crate) fn creator(s: &str) -> Creator {
     match s {
         "rollback" => Creator::Rollback,
         "catch-up" => Creator::CatchUp,
+        "pipeline" => Creator::Pipeline,
         _ => Creator::User,
     }
 }
@@ -181,7 +183,7 @@ pub(crate) fn token_row(r: Raw) -> Result<RegistrationTokenRow> {
 pub(crate) const DEPLOYMENT_COLS: &str = "id, application, group_id, group_name, revision_id, \
     revision_json, state, creator, rollback_of, rolled_back_by, message, rollout, \
     file_exists_behavior, ignore_application_stop_failures, events_json, appspec_path, \
-    created_ms, ended_ms, bake_secs, bake_until_ms";
+    created_ms, ended_ms, bake_secs, bake_until_ms, variables_json, release_id";
 pub(crate) fn deployment_row(r: Raw) -> Result<DeploymentRow> {
     Ok(DeploymentRow {
         id: r.text(0),
@@ -204,6 +206,8 @@ pub(crate) fn deployment_row(r: Raw) -> Result<DeploymentRow> {
         ended_ms: r.opt_int(17).map(u),
         bake_secs: u(r.int(18)),
         bake_until_ms: r.opt_int(19).map(u),
+        variables: from_json("deployment variables", &r.text(20))?,
+        release_id: r.opt_text(21),
     })
 }
 

@@ -7,6 +7,7 @@ mod demo;
 mod durability;
 mod fleet;
 mod local_deploy;
+mod pipelines;
 mod resilience;
 mod sources;
 mod tls;

@@ -35,6 +35,8 @@ fn deployment(id: &str, rev: char, creator: Creator) -> DeploymentRow {
         ended_ms: None,
         bake_secs: 0,
         bake_until_ms: None,
+        variables: Default::default(),
+        release_id: None,
     }
 }
 

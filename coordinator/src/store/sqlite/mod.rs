@@ -9,13 +9,15 @@
 //! its concern), [`catalog`] (applications, groups, revisions), [`hosts`] (registration
 //! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`leases`]
 //! (command leases), [`replicas`] (the coordinators running on the database), [`reports`]
-//! (event reports), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
+//! (event reports), [`pipelines`] (pipelines and releases), [`sync`] (hosts' standing
+//! per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
 mod catalog;
 mod deployments;
 mod hosts;
 mod leases;
+mod pipelines;
 mod replicas;
 mod reports;
 mod rows;
@@ -31,9 +33,10 @@ use rusqlite::Connection;
 
 use super::{
     AppRow, Changes, CommandLease, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow,
-    HostSyncRow, RegistrationTokenRow, ReplicaRow, ReportRow, Result, RevisionRow, Store,
+    HostSyncRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReplicaRow, ReportRow, Result,
+    RevisionRow, Store,
 };
-use hoist_protocol::operator::CommandState;
+use hoist_protocol::operator::{CommandState, SourceStatus};
 use rows::{db, read, Raw};
 use schema::migrate;
 
@@ -320,6 +323,46 @@ impl Store for SqliteStore {
 
     fn remove_replica(&self, id: &str, stale_before_ms: u64) -> Result<()> {
         replicas::remove_replica(self, id, stale_before_ms)
+    }
+
+    fn save_pipeline(&self, p: &PipelineRow) -> Result<()> {
+        pipelines::save_pipeline(self, p)
+    }
+
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineRow>> {
+        pipelines::pipeline(self, name)
+    }
+
+    fn pipelines(&self, application: Option<&str>) -> Result<Vec<PipelineRow>> {
+        pipelines::pipelines(self, application)
+    }
+
+    fn delete_pipeline(&self, name: &str) -> Result<bool> {
+        pipelines::delete_pipeline(self, name)
+    }
+
+    fn save_source_status(&self, pipeline: &str, status: &SourceStatus) -> Result<()> {
+        pipelines::save_source_status(self, pipeline, status)
+    }
+
+    fn insert_release(&self, r: &ReleaseRow, status: Option<&SourceStatus>) -> Result<()> {
+        pipelines::insert_release(self, r, status)
+    }
+
+    fn save_release(&self, r: &ReleaseRow) -> Result<()> {
+        pipelines::save_release(self, r)
+    }
+
+    fn release(&self, id: &str) -> Result<Option<ReleaseRow>> {
+        pipelines::release(self, id)
+    }
+
+    fn releases(&self, pipeline: Option<&str>, limit: u32) -> Result<Vec<ReleaseRow>> {
+        pipelines::releases(self, pipeline, limit)
+    }
+
+    fn active_releases(&self) -> Result<Vec<ReleaseRow>> {
+        pipelines::active_releases(self)
     }
 }
 

@@ -53,12 +53,12 @@ pub(super) fn write_deployment(
         Write::Insert => format!(
             "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-             ?19, ?20)"
+             ?19, ?20, ?21, ?22)"
         ),
         // Parameters as for the insert; the unchanging ones go unused.
         Write::Update => "UPDATE deployments SET state = ?7, rollback_of = ?9, \
-             rolled_back_by = ?10, message = ?11, ended_ms = ?18, bake_until_ms = ?20 \
-             WHERE id = ?1"
+             rolled_back_by = ?10, message = ?11, ended_ms = ?18, bake_until_ms = ?20, \
+             release_id = ?22 WHERE id = ?1"
             .to_owned(),
     };
     conn.prepare_cached(&sql)?.execute(params![
@@ -82,6 +82,8 @@ pub(super) fn write_deployment(
         d.ended_ms.map(i),
         i(d.bake_secs),
         d.bake_until_ms.map(i),
+        to_json(&d.variables),
+        d.release_id,
     ])
 }
 

@@ -155,7 +155,68 @@ FROM commands c JOIN deployments d ON d.id = c.deployment_id
 WHERE c.state = 'succeeded' GROUP BY c.host_id, d.group_id;
 "#,
     r#"
--- Version 5 is the pipelines' tables.
+-- Pipelines. A deployment carries variables for its hooks, and a pipeline's deployment
+-- names the release whose stage it deploys.
+ALTER TABLE deployments ADD COLUMN variables_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE deployments ADD COLUMN release_id TEXT;
+-- A pipeline: an application's ordered stages, an optional source and where that source
+-- stands (the last commit or object version turned into a release, the last error, the
+-- failures in a row and the earliest next look).
+CREATE TABLE pipelines (
+    name TEXT PRIMARY KEY,
+    application TEXT NOT NULL REFERENCES applications(name),
+    source_json TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    source_last TEXT,
+    source_error TEXT,
+    source_checked_ms INTEGER,
+    source_failures INTEGER NOT NULL DEFAULT 0,
+    source_next_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE pipeline_stages (
+    pipeline TEXT NOT NULL REFERENCES pipelines(name) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    group_name TEXT NOT NULL,
+    approval TEXT,
+    variables_json TEXT NOT NULL,
+    PRIMARY KEY (pipeline, position)
+);
+-- A release: one revision through one pipeline, its stages copied from the pipeline when
+-- it was created.
+CREATE TABLE releases (
+    id TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    application TEXT NOT NULL,
+    revision_id TEXT NOT NULL,
+    revision_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    source_ref TEXT,
+    message TEXT,
+    created_ms INTEGER NOT NULL,
+    ended_ms INTEGER
+);
+CREATE INDEX releases_by_pipeline ON releases (pipeline, created_ms);
+CREATE INDEX releases_by_state ON releases (state, created_ms);
+CREATE TABLE release_stages (
+    release_id TEXT NOT NULL REFERENCES releases(id),
+    position INTEGER NOT NULL,
+    group_name TEXT NOT NULL,
+    approval TEXT,
+    variables_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    deployment_id TEXT,
+    message TEXT,
+    approved_by TEXT,
+    approved_ms INTEGER,
+    rejected_by TEXT,
+    rejected_ms INTEGER,
+    comment TEXT,
+    started_ms INTEGER,
+    ended_ms INTEGER,
+    PRIMARY KEY (release_id, position)
+);
 "#,
     r#"
 -- Command leases, in the store so that any coordinator expires a command handed out by

@@ -26,8 +26,8 @@ use hoist_protocol::operator::{
     CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, SourceStatus, TagFilter,
 };
 
-pub use postgres::PgStore;
 pub use pipelines::{PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -133,6 +133,7 @@ async fn two_replicas_racing_to_deploy_one_group_start_exactly_one() {
             ignore_application_stop_failures: false,
             events: Vec::new(),
             appspec_path: None,
+            variables: Default::default(),
         };
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let racers: Vec<_> = (0..2u32)

@@ -68,7 +68,7 @@ impl Service {
     pub fn source_looked(&self, due: &Due, look: Look) -> Result<()> {
         let now = now_ms();
         {
-            let lock = self.lock();
+            let lock = self.lock()?;
             let Some(p) = self.store.pipeline(&due.pipeline)? else {
                 return Ok(());
             };

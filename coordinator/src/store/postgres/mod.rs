@@ -10,7 +10,7 @@
 //! Files: this one (the pool, the query helpers and the [`Store`] methods, each handed to
 //! the file of its concern), [`catalog`] (applications, groups, revisions), [`hosts`]
 //! (registration tokens, hosts, contacts), [`deployments`] (deployments and commands),
-//! [`leases`] (command leases), [`replicas`] (the coordinators running on the database),
+//! [`leases`] (command leases), [`pipelines`] (pipelines and releases), [`replicas`] (the coordinators running on the database),
 //! [`reports`] (event reports), [`sync`] (hosts' standing per group), [`schema`] (the
 //! numbered migrations and their runner), [`rows`] (rows to and from PostgreSQL values),
 //! [`locks`] (the decision lock replicas share), [`notices`] (`LISTEN`/`NOTIFY` between
@@ -23,6 +23,7 @@ mod hosts;
 mod leases;
 mod locks;
 mod notices;
+mod pipelines;
 mod replicas;
 mod reports;
 mod rows;
@@ -43,10 +44,10 @@ use tokio_postgres::types::ToSql;
 use super::rows::Raw;
 use super::{
     AppRow, Changes, CommandLease, CommandRow, DecisionLock, DeploymentRow, GroupRow, HostContact,
-    HostRow, HostSyncRow, Notice, NoticeHandler, RegistrationTokenRow, ReplicaRow, ReportRow,
-    Result, RevisionRow, Store, StoreError,
+    HostRow, HostSyncRow, Notice, NoticeHandler, PipelineRow, RegistrationTokenRow, ReleaseRow,
+    ReplicaRow, ReportRow, Result, RevisionRow, Store, StoreError,
 };
-use hoist_protocol::operator::CommandState;
+use hoist_protocol::operator::{CommandState, SourceStatus};
 use rows::{pg, read};
 
 /// Connections per replica: the report writer, the contacts writer, the decision lock and
@@ -372,5 +373,45 @@ impl Store for PgStore {
 
     fn remove_replica(&self, id: &str, stale_before_ms: u64) -> Result<()> {
         replicas::remove_replica(self, id, stale_before_ms)
+    }
+
+    fn save_pipeline(&self, p: &PipelineRow) -> Result<()> {
+        pipelines::save_pipeline(self, p)
+    }
+
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineRow>> {
+        pipelines::pipeline(self, name)
+    }
+
+    fn pipelines(&self, application: Option<&str>) -> Result<Vec<PipelineRow>> {
+        pipelines::pipelines(self, application)
+    }
+
+    fn delete_pipeline(&self, name: &str) -> Result<bool> {
+        pipelines::delete_pipeline(self, name)
+    }
+
+    fn save_source_status(&self, pipeline: &str, status: &SourceStatus) -> Result<()> {
+        pipelines::save_source_status(self, pipeline, status)
+    }
+
+    fn insert_release(&self, r: &ReleaseRow, status: Option<&SourceStatus>) -> Result<()> {
+        pipelines::insert_release(self, r, status)
+    }
+
+    fn save_release(&self, r: &ReleaseRow) -> Result<()> {
+        pipelines::save_release(self, r)
+    }
+
+    fn release(&self, id: &str) -> Result<Option<ReleaseRow>> {
+        pipelines::release(self, id)
+    }
+
+    fn releases(&self, pipeline: Option<&str>, limit: u32) -> Result<Vec<ReleaseRow>> {
+        pipelines::releases(self, pipeline, limit)
+    }
+
+    fn active_releases(&self) -> Result<Vec<ReleaseRow>> {
+        pipelines::active_releases(self)
     }
 }

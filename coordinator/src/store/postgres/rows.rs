@@ -61,7 +61,7 @@ pub(super) async fn write_deployment(
             let stmt = tx
                 .prepare_cached(&format!(
                     "INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES ($1, $2, $3, $4, $5, \
-                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
                 ))
                 .await?;
             tx.execute(
@@ -87,6 +87,8 @@ pub(super) async fn write_deployment(
                     &d.ended_ms.map(i),
                     &i(d.bake_secs),
                     &d.bake_until_ms.map(i),
+                    &to_json(&d.variables),
+                    &d.release_id,
                 ],
             )
             .await
@@ -95,7 +97,8 @@ pub(super) async fn write_deployment(
             let stmt = tx
                 .prepare_cached(
                     "UPDATE deployments SET state = $2, rollback_of = $3, rolled_back_by = $4, \
-                     message = $5, ended_ms = $6, bake_until_ms = $7 WHERE id = $1",
+                     message = $5, ended_ms = $6, bake_until_ms = $7, release_id = $8 \
+                     WHERE id = $1",
                 )
                 .await?;
             tx.execute(
@@ -108,6 +111,7 @@ pub(super) async fn write_deployment(
                     &d.message,
                     &d.ended_ms.map(i),
                     &d.bake_until_ms.map(i),
+                    &d.release_id,
                 ],
             )
             .await

@@ -152,6 +152,71 @@ CREATE TABLE replicas (
     beat_ms BIGINT NOT NULL
 );
 "#,
+    r#"
+-- Pipelines. A deployment carries variables for its hooks, and a pipeline's deployment
+-- names the release whose stage it deploys.
+ALTER TABLE deployments ADD COLUMN variables_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE deployments ADD COLUMN release_id TEXT;
+-- A pipeline: an application's ordered stages, an optional source and where that source
+-- stands (the last commit or object version turned into a release, the last error, the
+-- failures in a row and the earliest next look).
+CREATE TABLE pipelines (
+    name TEXT PRIMARY KEY,
+    application TEXT NOT NULL REFERENCES applications(name),
+    source_json TEXT,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL,
+    source_last TEXT,
+    source_error TEXT,
+    source_checked_ms BIGINT,
+    source_failures BIGINT NOT NULL DEFAULT 0,
+    source_next_ms BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE pipeline_stages (
+    pipeline TEXT NOT NULL REFERENCES pipelines(name) ON DELETE CASCADE,
+    position BIGINT NOT NULL,
+    group_name TEXT NOT NULL,
+    approval TEXT,
+    variables_json TEXT NOT NULL,
+    PRIMARY KEY (pipeline, position)
+);
+-- A release: one revision through one pipeline, its stages copied from the pipeline when
+-- it was created. `seq` orders releases made in the same millisecond.
+CREATE TABLE releases (
+    id TEXT PRIMARY KEY,
+    seq BIGSERIAL NOT NULL,
+    pipeline TEXT NOT NULL,
+    application TEXT NOT NULL,
+    revision_id TEXT NOT NULL,
+    revision_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    creator TEXT NOT NULL,
+    source_ref TEXT,
+    message TEXT,
+    created_ms BIGINT NOT NULL,
+    ended_ms BIGINT
+);
+CREATE INDEX releases_by_pipeline ON releases (pipeline, created_ms);
+CREATE INDEX releases_by_state ON releases (state, created_ms);
+CREATE TABLE release_stages (
+    release_id TEXT NOT NULL REFERENCES releases(id),
+    position BIGINT NOT NULL,
+    group_name TEXT NOT NULL,
+    approval TEXT,
+    variables_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    deployment_id TEXT,
+    message TEXT,
+    approved_by TEXT,
+    approved_ms BIGINT,
+    rejected_by TEXT,
+    rejected_ms BIGINT,
+    comment TEXT,
+    started_ms BIGINT,
+    ended_ms BIGINT,
+    PRIMARY KEY (release_id, position)
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -1,4 +1,5 @@
 //! The cases of the store suite: each takes a fresh, empty store of any backend.
+//! Pipelines' and releases' cases are in `pipeline_cases`.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,14 @@ use crate::store::{
     StoreError,
 };
 
-fn app(s: &dyn Store, name: &str) {
+pub(super) use super::pipeline_cases::{
+    a_deployment_keeps_its_variables_and_release,
+    a_source_release_and_the_source_standing_are_written_together,
+    pipelines_are_replaced_by_name_listed_and_deleted,
+    releases_are_saved_with_their_stages_and_listed_in_order,
+};
+
+pub(super) fn app(s: &dyn Store, name: &str) {
     s.insert_application(&AppRow {
         name: name.into(),
         created_ms: 1,
@@ -49,7 +57,7 @@ pub(super) fn host_row(id: &str, name: &str) -> HostRow {
     }
 }
 
-fn revision() -> Revision {
+pub(super) fn revision() -> Revision {
     Revision::Coordinator {
         sha256: "ab".repeat(32),
         size: 123,
@@ -78,6 +86,8 @@ pub(super) fn deployment_row(id: &str, group: &GroupRow, created_ms: u64) -> Dep
         ended_ms: None,
         bake_secs: 30,
         bake_until_ms: None,
+        variables: BTreeMap::new(),
+        release_id: None,
     }
 }
 

@@ -4,6 +4,7 @@
 //! connections at once) is tested beside it (`postgres.rs`) and in `sqlite`.
 
 mod cases;
+mod pipeline_cases;
 mod postgres;
 
 use std::sync::OnceLock;
@@ -79,4 +80,8 @@ suite!(
     sync_rows_are_replaced,
     leases_merge_and_are_forgotten_when_their_command_ends,
     replicas_are_listed_while_they_beat_and_forgotten_when_removed,
+    pipelines_are_replaced_by_name_listed_and_deleted,
+    a_source_release_and_the_source_standing_are_written_together,
+    releases_are_saved_with_their_stages_and_listed_in_order,
+    a_deployment_keeps_its_variables_and_release,
 );

@@ -476,3 +476,96 @@ async fn a_watch_held_on_one_replica_ends_on_a_change_made_on_another() {
         "{d:?}"
     );
 }
+
+/// Releases of `pipeline` as `server` lists them, newest first.
+async fn releases_of(server: &Server, pipeline: &str) -> Vec<hoist_protocol::operator::Release> {
+    let out = server
+        .hoist(&["release", "list", "--pipeline", pipeline, "--json"])
+        .await;
+    serde_json::from_str::<hoist_protocol::operator::ReleaseList>(out.ok())
+        .unwrap()
+        .releases
+}
+
+/// Two replicas watch one pipeline's Git branch (each replica's source watcher looks every
+/// second): each commit pushed becomes exactly one release, since a look is recorded under
+/// the database's decision lock and the second replica to find a commit finds it released.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgresql"]
+async fn two_replicas_watching_one_git_source_release_each_commit_once() {
+    use hoist_tests::servers::{bare_repo, git, GitDaemon};
+    let db = database();
+    let tmp = Scratch::new();
+    let a = Server::start_with(&tmp.path().join("a"), &["--database", &db.url], Some(TOKEN));
+    let b = Server::start_with(&tmp.path().join("b"), &["--database", &db.url], Some(TOKEN));
+    setup(&a, "shop", "staging", &["--tag", "env=staging"]).await;
+    let git_root = tmp.path().join("git");
+    let first = bare_repo(&git_root, "shop.git", &[&[("README", "one\n")]]);
+    let daemon = GitDaemon::start(&git_root).await;
+    let file = tmp.path().join("pipeline.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "pipeline: shop-release\napplication: shop\nsource:\n  git: {{ url: \"{}\", \
+             branch: main, poll_secs: 1 }}\nstages:\n  - group: staging\n",
+            daemon.url("shop.git")
+        ),
+    )
+    .unwrap();
+    b.hoist(&["pipeline", "apply", file.to_str().unwrap()])
+        .await
+        .ok();
+
+    let work = git_root.join("shop.git.work");
+    let bare = git_root.join("shop.git");
+    let mut commits = first;
+    for n in 1..=3 {
+        if n > 1 {
+            std::fs::write(work.join("README"), format!("{n}\n")).unwrap();
+            git(&work, &["commit", "-q", "-am", &format!("commit {n}")]);
+            commits.push(git(&work, &["rev-parse", "HEAD"]));
+            git(&work, &["push", "-q", bare.to_str().unwrap(), "HEAD:main"]);
+        }
+        // The first: the branch's head when the pipeline was applied.
+        let want = commits.last().unwrap().clone();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !releases_of(&a, "shop-release")
+            .await
+            .iter()
+            .any(|r| r.source_ref.as_deref() == Some(want.as_str()))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no release of {want}\n{}\n{}",
+                a.log(),
+                b.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    // Both replicas look several times more after the last release.
+    let last_ms = releases_of(&b, "shop-release").await[0].created_ms;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let shown: serde_json::Value = serde_json::from_str(
+            b.hoist(&["pipeline", "show", "shop-release", "--json"])
+                .await
+                .ok(),
+        )
+        .unwrap();
+        if shown["source_status"]["checked_ms"].as_u64() > Some(last_ms + 3000) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let mut refs: Vec<String> = releases_of(&a, "shop-release")
+        .await
+        .into_iter()
+        .map(|r| r.source_ref.unwrap_or_default())
+        .collect();
+    refs.sort();
+    let mut want = commits.clone();
+    want.sort();
+    assert_eq!(refs, want, "one release per commit, none twice");
+}

@@ -10,6 +10,7 @@
 mod apply;
 mod apply_small;
 mod capacity;
+mod capacity_pg;
 mod convergence;
 mod footprint;
 mod pickup;
@@ -42,7 +43,8 @@ enum Which {
     Pickup(#[command(flatten)] Opts),
     /// RSS and CPU of an idle agent; RSS after many deployments.
     Footprint(#[command(flatten)] Opts),
-    /// Assignment latency, CPU and RSS of the coordinator with many simulated hosts.
+    /// Assignment latency, CPU, RSS and reports per second of the coordinator with many
+    /// simulated hosts; on PostgreSQL too (one replica and two) where it is installed.
     Coordinator(#[command(flatten)] Opts),
     /// An operator's deployment to one group while many hosts of another come back at once
     /// and catch up, against the same deployment with none coming back.
@@ -115,6 +117,8 @@ fn run(which: Which) -> anyhow::Result<()> {
         bins.agent.display()
     )];
     let mut measurements: Vec<Measurement> = Vec::new();
+    // Whether the coordinator was measured on PostgreSQL too (where it is installed).
+    let mut postgres = false;
 
     if all || matches!(which, Which::Apply(_)) {
         let p = apply::Params {
@@ -177,7 +181,10 @@ fn run(which: Which) -> anyhow::Result<()> {
             fleets,
             deployments: if o.quick { 2 } else { 3 },
         };
-        measurements.extend(capacity::run(&bins, work, &p)?);
+        let (found, found_notes, with_postgres) = capacity::run(&bins, work, &p)?;
+        measurements.extend(found);
+        notes.extend(found_notes);
+        postgres = with_postgres;
     }
 
     if all || matches!(which, Which::Convergence(_)) {
@@ -225,8 +232,11 @@ fn run(which: Which) -> anyhow::Result<()> {
     }
     // A full run measures at sizes of its own (fleets of 1000 hosts and more), so only a
     // quick `all` has a fixed list of names.
-    let expected = (all && o.quick).then_some(&report::QUICK_ALL_MEASUREMENTS[..]);
-    let problems = report::problems(&doc, &table, expected);
+    let expected = (all && o.quick).then(|| report::quick_all_measurements(postgres));
+    let expected: Option<Vec<&str>> = expected
+        .as_ref()
+        .map(|names| names.iter().map(String::as_str).collect());
+    let problems = report::problems(&doc, &table, expected.as_deref());
     if !problems.is_empty() {
         anyhow::bail!("malformed results:\n  {}", problems.join("\n  "));
     }

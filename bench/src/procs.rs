@@ -61,6 +61,11 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn start(bins: &Bins, data_dir: &Path) -> anyhow::Result<Coordinator> {
+        Coordinator::start_with(bins, data_dir, &[])
+    }
+
+    /// [`Coordinator::start`] with more `hoist server` flags (`--database URL`).
+    pub fn start_with(bins: &Bins, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Coordinator> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let server = Server::try_launch(
@@ -70,6 +75,7 @@ impl Coordinator {
                 token: Some(OPERATOR_TOKEN),
                 log_level: "warn",
                 env_remove: &["RUST_LOG"],
+                extra,
                 ..Launch::default()
             },
         )?;

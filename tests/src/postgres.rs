@@ -44,11 +44,40 @@ pub fn need_postgres() -> PathBuf {
     bin
 }
 
+/// Whether [`need_postgres`] would pass: PostgreSQL's server binaries are installed and,
+/// when running as root, the `postgres` user exists. For a benchmark that measures
+/// PostgreSQL only where it can.
+pub fn available() -> bool {
+    bin_dir().is_some()
+        && (!nix::unistd::Uid::effective().is_root()
+            || nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .is_some())
+}
+
 /// A database of its own for the calling test, in this binary's cluster (started on first
 /// use); fails the test when the cluster cannot start.
 pub fn database() -> TestDatabase {
-    let bin = need_postgres();
-    let cluster = CLUSTER.get_or_init(|| Cluster::start(&bin).unwrap_or_else(|e| panic!("{e:#}")));
+    need_postgres();
+    try_database().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// [`database`] as a result, for a caller that reports errors rather than panics (the
+/// benchmark).
+pub fn try_database() -> anyhow::Result<TestDatabase> {
+    let bin = bin_dir().context(
+        "PostgreSQL is not installed (Debian's postgresql package), nor HOIST_TEST_PGBIN set",
+    )?;
+    let cluster = {
+        // One start at a time: tests asking together share the first one's cluster.
+        static STARTING: Mutex<()> = Mutex::new(());
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        if CLUSTER.get().is_none() {
+            let _ = CLUSTER.set(Cluster::start(&bin)?);
+        }
+        CLUSTER.get().context("the test cluster")?
+    };
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "t{}_{}",
@@ -66,18 +95,16 @@ pub fn database() -> TestDatabase {
             &name,
         ])
         .output()
-        .expect("running createdb");
-    assert!(
-        out.status.success(),
-        "createdb {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    TestDatabase {
+        .context("running createdb")?;
+    if !out.status.success() {
+        bail!("createdb {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(TestDatabase {
         url: format!("postgres://{USER}@127.0.0.1:{}/{name}", cluster.port),
         port: cluster.port,
         name,
         bin,
-    }
+    })
 }
 
 /// One test's database: its URL for `hoist server --database` or a store.

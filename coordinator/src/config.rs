@@ -239,6 +239,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_replicas_example_is_a_valid_config_on_postgres() {
+        let text = include_str!("../../examples/replicas/coordinator.yaml");
+        let file: FileConfig = text.parse().unwrap();
+        let url = DatabaseUrl::parse(file.database.as_ref().unwrap().expose()).unwrap();
+        assert_eq!(
+            url.to_string(),
+            "postgres://hoist@db.example.internal:5432/hoist"
+        );
+        assert_eq!(file.listen, Some("0.0.0.0:8443".parse().unwrap()));
+        assert!(file.tls.is_some() && file.operator_token_file.is_some());
+        assert_eq!(file.host_lease, Some(Duration::from_secs(600)));
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_naming_the_key() {
         let err = "listen: 127.0.0.1:1\nlisen: x\n"
             .parse::<FileConfig>()

@@ -101,6 +101,8 @@ for pkg in hoist-agent hoist; do
     check "$pkg: README and copyright in /usr/share/doc/$pkg" \
         test -s "/usr/share/doc/$pkg/README.md" -a -s "/usr/share/doc/$pkg/copyright"
 done
+check "the two-replica example is the one in examples/replicas/" \
+    cmp /usr/share/doc/hoist/examples/replicas/coordinator.yaml examples/replicas/coordinator.yaml
 check "/etc/hoist/agent.yaml is a conffile" \
     sh -c "dpkg-query -W -f='\${Conffiles}' hoist-agent | grep -q '^ /etc/hoist/agent.yaml '"
 check "hoist-agent Recommends: git, acl" \
@@ -280,7 +282,8 @@ for f in /usr/bin/hoist-agent /usr/lib/systemd/system/hoist-agent.service /etc/h
     /usr/share/doc/hoist-agent/README.md; do
     check "$(basename "$agent_rpm") lists $f" rpm_lists "$agent_rpm" "$f"
 done
-for f in /usr/bin/hoist /usr/lib/systemd/system/hoist-coordinator.service /usr/share/doc/hoist/README.md; do
+for f in /usr/bin/hoist /usr/lib/systemd/system/hoist-coordinator.service /usr/share/doc/hoist/README.md \
+    /usr/share/doc/hoist/examples/replicas/coordinator.yaml; do
     check "$(basename "$hoist_rpm") lists $f" rpm_lists "$hoist_rpm" "$f"
 done
 # Completions and man pages where RHEL-family systems look for them (zsh: site-functions).

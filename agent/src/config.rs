@@ -539,6 +539,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_replicas_example_lists_both_replicas_under_one_pin() {
+        let text = include_str!("../../examples/replicas/agent.yaml");
+        let c = Config::from_str(text, "examples/replicas/agent.yaml").expect("parses");
+        let coordinator = c.coordinator.as_ref().expect("a coordinator section");
+        assert_eq!(
+            coordinator.urls(),
+            [
+                "https://hoist-1.example.internal:8443",
+                "https://hoist-2.example.internal:8443"
+            ]
+        );
+        assert!(coordinator.pin().expect("a valid pin").is_some());
+    }
+
+    #[test]
     fn full_example_parses_and_redacts_secrets() {
         let text = r#"
 coordinator:

@@ -41,9 +41,9 @@ const MB: f64 = 1024.0 * 1024.0;
 pub(crate) const HOSTS_PER_CLIENT: usize = 5000;
 
 /// What one fleet size gave.
-struct Run {
-    hosts: usize,
-    pickup: Vec<f64>,
+pub(crate) struct Run {
+    pub(crate) hosts: usize,
+    pub(crate) pickup: Vec<f64>,
     all_assigned: Vec<f64>,
     cpu_busy: Vec<f64>,
     cpu_idle: f64,
@@ -51,22 +51,51 @@ struct Run {
     peak_rss: f64,
     /// Seconds from deploy create until every host's Completed was acknowledged, for the
     /// deployments that were waited for.
-    completed: Vec<f64>,
-    register_secs: f64,
-    errors: u64,
+    pub(crate) completed: Vec<f64>,
+    /// Reports acknowledged per second, from the first host holding its command to the last
+    /// Completed acknowledged, for the deployments that were waited for.
+    pub(crate) reports_per_sec: Vec<f64>,
+    pub(crate) register_secs: f64,
+    pub(crate) errors: u64,
 }
 
-pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measurement>> {
+/// Where the coordinator keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// One `hoist server` on SQLite in its data directory.
+    Sqlite,
+    /// `replicas` `hoist server` processes on one PostgreSQL database (the test harness's
+    /// cluster); host `i` talks to replica `i % replicas`, deployments are created through
+    /// the first.
+    Postgres { replicas: usize },
+}
+
+/// Reports each simulated host sends per command.
+const REPORTS_PER_COMMAND: f64 = 5.0;
+
+/// The measurements, notes, and whether PostgreSQL was measured (only where it is installed).
+pub fn run(
+    bins: &Bins,
+    work: &Path,
+    p: &Params,
+) -> anyhow::Result<(Vec<Measurement>, Vec<String>, bool)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the load generator's runtime")?;
-    let base = runtime.block_on(fleet(bins, &work.join("capacity-1"), 1, p.deployments))?;
+    let base = runtime.block_on(fleet(
+        bins,
+        &work.join("capacity-1"),
+        1,
+        p.deployments,
+        Backend::Sqlite,
+    ))?;
     let base_pickup = Stat::of(&base.pickup).context("no baseline samples")?;
     let base_cpu = Stat::of(&base.cpu_busy).context("no baseline samples")?;
     let base_rss = Stat::of(&base.rss).context("no baseline samples")?;
     let mut out = Vec::new();
+    let mut sqlite = Vec::new();
     for &n in &p.fleets {
         let deployments = p.deployments;
         let r = runtime.block_on(fleet(
@@ -74,6 +103,7 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
             &work.join(format!("capacity-{n}")),
             n,
             deployments,
+            Backend::Sqlite,
         ))?;
         let pickup = Stat::of(&r.pickup).context("no pickup samples")?;
         let met = pickup.p99 < 2.0;
@@ -133,8 +163,35 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
             )
             .baseline("the same with 1 simulated host", base_rss.clone(), None),
         );
+        out.push(Measurement::new(
+            &format!("coordinator.hosts_{n}.reports_per_second"),
+            "reports/s",
+            Stat::of(&r.reports_per_sec).context("no report samples")?,
+            "event reports acknowledged per second, first host holding its command -> last Completed acknowledged, per deployment waited for",
+        ));
+        sqlite.push(r);
     }
-    Ok(out)
+    let mut notes = Vec::new();
+    let postgres = hoist_tests::postgres::available();
+    if postgres {
+        for replicas in [1, 2] {
+            for r in &sqlite {
+                let pg = runtime.block_on(fleet(
+                    bins,
+                    &work.join(format!("capacity-pg{replicas}-{}", r.hosts)),
+                    r.hosts,
+                    p.deployments,
+                    Backend::Postgres { replicas },
+                ))?;
+                out.extend(crate::capacity_pg::measurements(replicas, r, &pg)?);
+            }
+        }
+    } else {
+        notes.push(
+            "coordinator on PostgreSQL not measured: PostgreSQL is not installed (Debian's postgresql package)".into(),
+        );
+    }
+    Ok((out, notes, postgres))
 }
 
 /// HTTP clients for `hosts` simulated hosts: one per loopback source address, each for
@@ -164,12 +221,39 @@ pub(crate) enum Event {
     Done(String),
 }
 
-async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> anyhow::Result<Run> {
-    eprintln!("coordinator: {hosts} simulated host(s)");
-    let coordinator = Coordinator::start(bins, &work.join("coordinator"))?;
+async fn fleet(
+    bins: &Bins,
+    work: &Path,
+    hosts: usize,
+    deployments: usize,
+    backend: Backend,
+) -> anyhow::Result<Run> {
+    eprintln!("coordinator ({backend:?}): {hosts} simulated host(s)");
+    let replicas: Vec<Coordinator> = match backend {
+        Backend::Sqlite => vec![Coordinator::start(bins, &work.join("coordinator"))?],
+        Backend::Postgres { replicas } => {
+            let db = tokio::task::block_in_place(hoist_tests::postgres::try_database)?;
+            let bundles = hoist_tests::postgres::SharedBundles::start(&work.join("s3"));
+            let mut flags = vec!["--database", db.url.as_str()];
+            flags.extend(bundles.flags());
+            (0..replicas.max(1))
+                .map(|k| {
+                    Coordinator::start_env(
+                        bins,
+                        &work.join(format!("coordinator-{k}")),
+                        &flags,
+                        &bundles.env(),
+                    )
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+    };
+    let coordinator = &replicas[0];
     empty_bundle(&work.join("bundle"))?;
+    // The replicas share one bundle store (s3s-fs); simulated hosts fetch no bundle anyway.
     let (token, revision) = coordinator.setup("sim", &work.join("bundle"))?;
-    let url = coordinator.url.clone();
+    let urls: Vec<String> = replicas.iter().map(|c| c.url.clone()).collect();
+    let url_of = |i: usize| urls[i % urls.len()].clone();
     let pid = coordinator.pid();
 
     let clients = clients(hosts, false)?;
@@ -185,7 +269,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
             }
         }
         let client = clients[i / HOSTS_PER_CLIENT].clone();
-        let (url, token) = (url.clone(), token.clone());
+        let (url, token) = (url_of(i), token.clone());
         pending.spawn(async move { register(&client, &url, &token, &sim_name(i), "sim").await });
     }
     while let Some(r) = pending.join_next().await {
@@ -195,14 +279,19 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
     eprintln!("coordinator: {hosts} host(s) registered in {register_secs:.1} s");
 
     let errors = Arc::new(AtomicU64::new(0));
-    let poll_url = reqwest::Url::parse(&format!("{url}/v1/hosts/poll"))
-        .with_context(|| format!("the coordinator's address {url}"))?;
+    let poll_urls = urls
+        .iter()
+        .map(|url| {
+            reqwest::Url::parse(&format!("{url}/v1/hosts/poll"))
+                .with_context(|| format!("the coordinator's address {url}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut sims = tokio::task::JoinSet::new();
     for (i, host) in ids.into_iter().enumerate() {
         let sim = Sim {
             client: clients[i / HOSTS_PER_CLIENT].clone(),
-            poll_url: poll_url.clone(),
+            poll_url: poll_urls[i % poll_urls.len()].clone(),
             host,
             name: sim_name(i),
             role: "sim".into(),
@@ -225,17 +314,18 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
     let mut all_assigned = Vec::new();
     let mut cpu_busy = Vec::new();
     let mut completed = Vec::new();
+    let mut reports_per_sec = Vec::new();
     for d in 0..deployments {
         let c0 = cpu_time(pid)?;
         let t_create = Instant::now();
         let (id, _, _) = {
-            let coordinator = &coordinator;
             let revision = revision.clone();
             tokio::task::block_in_place(move || coordinator.deploy(&revision))?
         };
         let (mut picked, mut done) = (0, 0);
         let mut slowest: f64 = 0.0;
         let mut first = f64::INFINITY;
+        let mut first_at: Option<Instant> = None;
         let mut cpu_assigning = None;
         // The last deployment is not waited for: its hosts' reports only matter to let a
         // next deployment of the group start.
@@ -251,6 +341,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
             match ev {
                 Event::Picked(dep, at) if dep == id => {
                     picked += 1;
+                    first_at = Some(first_at.map_or(at, |f| f.min(at)));
                     let secs = at.saturating_duration_since(t_create).as_secs_f64();
                     slowest = slowest.max(secs);
                     first = first.min(secs);
@@ -275,6 +366,10 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
             );
         } else {
             completed.push(wall);
+            if let Some(f) = first_at {
+                let secs = f.elapsed().as_secs_f64();
+                reports_per_sec.push(REPORTS_PER_COMMAND * hosts as f64 / secs);
+            }
             eprintln!(
                 "coordinator {hosts} host(s) deployment {}: first assigned after {first:.3} s, all after {slowest:.3} s, all completed after {wall:.1} s",
                 d + 1
@@ -290,7 +385,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
     }
     let peak_rss = peak_rss_bytes(pid)? as f64 / MB;
     sims.abort_all();
-    drop(coordinator);
+    drop(replicas);
     Ok(Run {
         hosts,
         pickup,
@@ -300,6 +395,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
         rss,
         peak_rss,
         completed,
+        reports_per_sec,
         register_secs,
         errors: errors.load(Ordering::Relaxed),
     })

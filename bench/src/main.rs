@@ -10,6 +10,7 @@
 mod apply;
 mod apply_small;
 mod capacity;
+mod capacity_pg;
 mod convergence;
 mod footprint;
 mod held_polls;
@@ -43,7 +44,8 @@ enum Which {
     Pickup(#[command(flatten)] Opts),
     /// RSS and CPU of an idle agent; RSS after many deployments.
     Footprint(#[command(flatten)] Opts),
-    /// Assignment latency, CPU and RSS of the coordinator with many simulated hosts, and
+    /// Assignment latency, CPU, RSS and reports per second of the coordinator with many
+    /// simulated hosts (on PostgreSQL too, one replica and two, where it is installed), and
     /// its memory per held long poll (HTTP and HTTPS) against a bare hyper server's.
     Coordinator(#[command(flatten)] Opts),
     /// An operator's deployment to one group while many hosts of another come back at once
@@ -129,6 +131,8 @@ fn run(which: Which) -> anyhow::Result<()> {
         bins.agent.display()
     )];
     let mut measurements: Vec<Measurement> = Vec::new();
+    // Whether the coordinator was measured on PostgreSQL too (where it is installed).
+    let mut postgres = false;
 
     if all || matches!(which, Which::Apply(_)) {
         let p = apply::Params {
@@ -191,7 +195,10 @@ fn run(which: Which) -> anyhow::Result<()> {
             fleets,
             deployments: if o.quick { 2 } else { 3 },
         };
-        measurements.extend(capacity::run(&bins, work, &p)?);
+        let (found, found_notes, with_postgres) = capacity::run(&bins, work, &p)?;
+        measurements.extend(found);
+        notes.extend(found_notes);
+        postgres = with_postgres;
     }
     if all || matches!(which, Which::Coordinator(_) | Which::HeldPolls(_)) {
         let max = o.max_hosts.unwrap_or(5000).min(5000);
@@ -253,8 +260,11 @@ fn run(which: Which) -> anyhow::Result<()> {
     }
     // A full run measures at sizes of its own (fleets of 1000 hosts and more), so only a
     // quick `all` has a fixed list of names.
-    let expected = (all && o.quick).then_some(&report::QUICK_ALL_MEASUREMENTS[..]);
-    let problems = report::problems(&doc, &table, expected);
+    let expected = (all && o.quick).then(|| report::quick_all_measurements(postgres));
+    let expected: Option<Vec<&str>> = expected
+        .as_ref()
+        .map(|names| names.iter().map(String::as_str).collect());
+    let problems = report::problems(&doc, &table, expected.as_deref());
     if !problems.is_empty() {
         anyhow::bail!("malformed results:\n  {}", problems.join("\n  "));
     }

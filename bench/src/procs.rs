@@ -61,6 +61,22 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn start(bins: &Bins, data_dir: &Path) -> anyhow::Result<Coordinator> {
+        Coordinator::start_with(bins, data_dir, &[])
+    }
+
+    /// [`Coordinator::start`] with more `hoist server` flags (`--database URL`).
+    pub fn start_with(bins: &Bins, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Coordinator> {
+        Coordinator::start_env(bins, data_dir, extra, &[])
+    }
+
+    /// [`Coordinator::start_with`] with more environment variables (`AWS_*` for
+    /// `--bundle-store`).
+    pub fn start_env(
+        bins: &Bins,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Coordinator> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let server = Server::try_launch(
@@ -70,6 +86,8 @@ impl Coordinator {
                 token: Some(OPERATOR_TOKEN),
                 log_level: "warn",
                 env_remove: &["RUST_LOG"],
+                extra,
+                env,
                 ..Launch::default()
             },
         )?;

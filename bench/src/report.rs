@@ -230,38 +230,62 @@ pub fn write_json(path: &Path, doc: &Document) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
-/// The measurements `hoist-bench all --quick` makes, in order.
-pub const QUICK_ALL_MEASUREMENTS: [&str; 29] = [
-    "apply.tar_gz.seconds",
-    "apply.tar_gz.seconds_vs_durable_floor",
-    "apply.tar_gz.mb_per_s",
-    "apply.tar_gz.peak_rss_mib",
-    "apply.zip.seconds",
-    "apply.zip.seconds_vs_durable_floor",
-    "apply.zip.mb_per_s",
-    "apply.zip.peak_rss_mib",
-    "apply.web_app.seconds",
-    "apply.web_app.busy_seconds",
-    "apply.web_app.syncs",
-    "pickup.agents_1.seconds",
-    "pickup.agents_5.seconds",
-    "footprint.idle_rss_mib",
-    "footprint.idle_cpu_percent",
-    "footprint.rss_after_deployments_mib",
-    "coordinator.hosts_20.pickup_seconds",
-    "coordinator.hosts_20.all_assigned_seconds",
-    "coordinator.hosts_20.server_cpu_percent",
-    "coordinator.hosts_20.server_rss_mib",
-    "coordinator.hosts_100.pickup_seconds",
-    "coordinator.hosts_100.all_assigned_seconds",
-    "coordinator.hosts_100.server_cpu_percent",
-    "coordinator.hosts_100.server_rss_mib",
-    "coordinator.held_poll_http_kib",
-    "coordinator.held_poll_https_kib",
-    "convergence.hosts_50.other_group_seconds",
-    "convergence.hosts_50.other_group_seconds_vs_ordinary_deployment",
-    "convergence.hosts_50.catch_up_seconds",
-];
+/// The measurements `hoist-bench all --quick` makes, in order; `postgres` when the
+/// coordinator was measured on PostgreSQL too.
+pub fn quick_all_measurements(postgres: bool) -> Vec<String> {
+    let mut out: Vec<String> = [
+        "apply.tar_gz.seconds",
+        "apply.tar_gz.seconds_vs_durable_floor",
+        "apply.tar_gz.mb_per_s",
+        "apply.tar_gz.peak_rss_mib",
+        "apply.zip.seconds",
+        "apply.zip.seconds_vs_durable_floor",
+        "apply.zip.mb_per_s",
+        "apply.zip.peak_rss_mib",
+        "apply.web_app.seconds",
+        "apply.web_app.busy_seconds",
+        "apply.web_app.syncs",
+        "pickup.agents_1.seconds",
+        "pickup.agents_5.seconds",
+        "footprint.idle_rss_mib",
+        "footprint.idle_cpu_percent",
+        "footprint.rss_after_deployments_mib",
+    ]
+    .map(String::from)
+    .to_vec();
+    const FLEETS: [usize; 2] = [20, 100];
+    for n in FLEETS {
+        for m in [
+            "pickup_seconds",
+            "all_assigned_seconds",
+            "server_cpu_percent",
+            "server_rss_mib",
+            "reports_per_second",
+        ] {
+            out.push(format!("coordinator.hosts_{n}.{m}"));
+        }
+    }
+    if postgres {
+        for replicas in [1, 2] {
+            for n in FLEETS {
+                for m in ["pickup_seconds", "reports_per_second"] {
+                    out.push(format!("coordinator.postgres_{replicas}.hosts_{n}.{m}"));
+                }
+            }
+        }
+    }
+    out.extend(
+        [
+            "coordinator.held_poll_http_kib",
+            "coordinator.held_poll_https_kib",
+            "convergence.hosts_50.other_group_seconds",
+            "convergence.hosts_50.other_group_seconds_vs_ordinary_deployment",
+            "convergence.hosts_50.catch_up_seconds",
+        ]
+        .map(String::from),
+    );
+    out
+}
 
 /// What is wrong with a document's figures, one sentence each; empty when every figure is
 /// well formed. With `expected`, the measurements must be exactly those names in that order.

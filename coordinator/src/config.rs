@@ -4,6 +4,8 @@
 //! ```yaml
 //! listen: 127.0.0.1:8443            # default 127.0.0.1:8443; port 0 picks a free port
 //! data_dir: /var/lib/hoist-coordinator
+//! database: postgres://hoist@127.0.0.1:5432/hoist  # optional: PostgreSQL (replicas) instead of
+//!                                   # DATA_DIR/hoist.db; or HOIST_DATABASE_URL / --database
 //! operator_token: "..."             # or operator_token_file: /etc/hoist/operator-token
 //! host_lease: 10m                   # a host silent this long mid-command (no heartbeat) has failed
 //! tls:                              # optional; see below when it is absent
@@ -21,7 +23,8 @@
 //! self-signed certificate generated in `DATA_DIR/tls/` on first start, unless
 //! `insecure_http` asks for plain HTTP.
 //!
-//! Precedence: flag, then environment, then file, then default. Pure parsing in
+//! Precedence: flag, then environment, then file, then default. A database URL's password
+//! is never printed (`DatabaseUrl` shows the URL without it). Pure parsing in
 //! [`FileConfig::from_str`]; [`FileConfig::load`] reads the file. Not here: acting on it.
 
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ use hoist_protocol::secret::Secret;
 use serde::Deserialize;
 
 use crate::bundles::S3Location;
+use crate::store::postgres::DatabaseUrl;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hoist-coordinator";
@@ -44,6 +48,8 @@ pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// A `postgres://` URL (it may hold a password, hence a secret until parsed).
+    pub database: Option<Secret>,
     pub operator_token: Option<Secret>,
     pub operator_token_file: Option<PathBuf>,
     #[serde(default, with = "humantime_opt")]
@@ -107,6 +113,21 @@ pub enum ConfigError {
          s3://BUCKET/PREFIX, or --single-replica when this is the only replica"
     )]
     LocalBundlesWithReplicas(PathBuf),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+/// The PostgreSQL database to use: the flag or environment value, else the file's.
+pub fn database_url(
+    over: Option<&Secret>,
+    file: Option<&Secret>,
+) -> Result<Option<DatabaseUrl>, ConfigError> {
+    match over.or(file) {
+        Some(text) if !text.expose().trim().is_empty() => DatabaseUrl::parse(text.expose())
+            .map(Some)
+            .map_err(|e| ConfigError::Database(e.to_string())),
+        _ => Ok(None),
+    }
 }
 
 impl std::str::FromStr for FileConfig {
@@ -138,6 +159,8 @@ impl FileConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of `DATA_DIR/hoist.db`.
+    pub database: Option<DatabaseUrl>,
     /// `None`: use `DATA_DIR/operator-token`, writing a new one on first start.
     pub operator_token: Option<Secret>,
     pub host_lease: Duration,
@@ -160,6 +183,8 @@ pub struct ServerConfig {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// `--database` or `HOIST_DATABASE_URL`.
+    pub database: Option<Secret>,
     pub operator_token: Option<Secret>,
     pub host_lease: Option<Duration>,
     pub tls_cert: Option<PathBuf>,
@@ -202,6 +227,7 @@ impl ServerConfig {
             .map(|s| s.parse::<S3Location>())
             .transpose()
             .map_err(ConfigError::BundleStore)?;
+        let database = database_url(o.database.as_ref(), file.database.as_ref())?;
         let default_listen: SocketAddr = DEFAULT_LISTEN
             .parse()
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)));
@@ -211,6 +237,7 @@ impl ServerConfig {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            database,
             operator_token: o
                 .operator_token
                 .or(file.operator_token)
@@ -248,6 +275,20 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replicas_example_is_a_valid_config_on_postgres() {
+        let text = include_str!("../../examples/replicas/coordinator.yaml");
+        let file: FileConfig = text.parse().unwrap();
+        let url = DatabaseUrl::parse(file.database.as_ref().unwrap().expose()).unwrap();
+        assert_eq!(
+            url.to_string(),
+            "postgres://hoist@db.example.internal:5432/hoist"
+        );
+        assert_eq!(file.listen, Some("0.0.0.0:8443".parse().unwrap()));
+        assert!(file.tls.is_some() && file.operator_token_file.is_some());
+        assert_eq!(file.host_lease, Some(Duration::from_secs(600)));
+    }
 
     #[test]
     fn unknown_keys_are_rejected_naming_the_key() {
@@ -338,6 +379,43 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_database_url_comes_from_the_flag_or_the_file_and_its_password_is_not_printed() {
+        let file: FileConfig = "database: postgres://hoist:pw-in-file@10.0.0.5:5432/fleet\n"
+            .parse()
+            .unwrap();
+        assert!(!format!("{file:?}").contains("pw-in-file"));
+        let c = ServerConfig::resolve(file.clone(), Overrides::default()).unwrap();
+        let url = c.database.expect("the file's database");
+        assert_eq!(url.to_string(), "postgres://hoist@10.0.0.5:5432/fleet");
+        assert!(!format!("{c:?}", c = url).contains("pw-in-file"));
+        let c = ServerConfig::resolve(
+            file,
+            Overrides {
+                database: Some(Secret::new("postgres://other@127.0.0.1:6000/db2")),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.database.map(|u| u.to_string()).as_deref(),
+            Some("postgres://other@127.0.0.1:6000/db2")
+        );
+        let none = ServerConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(none.database.is_none());
+        let err = ServerConfig::resolve(
+            "database: mysql://u:pw-bad@h/db\n".parse().unwrap(),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("database: ") && err.contains("postgres://"),
+            "{err}"
+        );
+        assert!(!err.contains("pw-bad"), "{err}");
     }
 
     #[test]

@@ -36,7 +36,8 @@ use crate::api::{self, AppState, OperatorToken};
 use crate::bundles::BundleStore;
 use crate::config::ServerConfig;
 use crate::service::{new_secret, Service, ServiceConfig};
-use crate::store::SqliteStore;
+use crate::store::postgres::DatabaseUrl;
+use crate::store::{PgStore, SqliteStore, Store};
 
 /// How often hosts' last contacts (polls) are written: batched, as one poll per host every
 /// 30 s would otherwise be hundreds of database syncs a second with a large fleet.
@@ -77,19 +78,21 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         Some(t) => t.expose().to_owned(),
         None => operator_token_file(&data_dir)?,
     };
-    // SQLite: the database is this server's alone (`true` once the store is PostgreSQL).
-    config.check_bundles_for_replicas(false)?;
-    let store = open_store(&data_dir).await?;
+    config.check_bundles_for_replicas(config.database.is_some())?;
+    let store = open_store(&data_dir, config.database.as_ref()).await?;
     let bundles = open_bundles(&config).await?;
     let acceptor = tls_acceptor(&config)?;
     let service = Arc::new(Service::new(
-        Arc::new(store),
+        store,
         bundles,
         ServiceConfig {
             host_lease: config.host_lease,
             ..ServiceConfig::default()
         },
     ));
+    service
+        .follow_replicas()
+        .context("listening to other replicas")?;
     {
         let service = service.clone();
         tokio::task::spawn_blocking(move || service.resume())
@@ -109,7 +112,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     ));
     let handed_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let state = AppState {
-        service,
+        service: service.clone(),
         operator_token: OperatorToken::new(&token),
         cancel: cancel.clone(),
         max_bundle_bytes: config.max_bundle_bytes,
@@ -120,6 +123,14 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let replica = {
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || service.start_replica(addr))
+            .await?
+            .context("writing this replica's row")?
+    };
+    tracing::info!(replica = %replica.id, host = ?replica.host, "replica {}", replica.id);
+    let beats = tokio::spawn(service.clone().beat_replica(cancel.clone()));
     // The one line tests and scripts read to learn the port; keep its form.
     eprintln!("listening on {addr}");
     let transport = Transport {
@@ -130,6 +141,11 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     tracing::info!(%addr, scheme = if transport.tls.is_some() { "https" } else { "http" },
         http2_cleartext = transport.http2_cleartext, "serving");
     let result = serve(listener, transport, router, cancel.clone()).await;
+    // Removes this replica's row once cancelled.
+    cancel.cancel();
+    if let Err(e) = beats.await {
+        tracing::error!(error = %e, "removing this replica's row");
+    }
     sweeper.abort();
     bakes.abort();
     sources.abort();
@@ -212,15 +228,25 @@ fn tls_acceptor(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsAccepto
 
 /// Creates the data directory (0700, whatever the umask) and makes an existing one 0700;
 /// sets the process umask to 077 so every file created later is private too.
-/// Opens the database in `data_dir` (created private when missing), applying the
-/// migrations it lacks; a database newer than this build is refused.
-pub async fn open_store(data_dir: &Path) -> Result<SqliteStore> {
+/// Opens the PostgreSQL `database`, or else the one in `data_dir` (created private when
+/// missing), applying the migrations it lacks; a database newer than this build is refused.
+pub async fn open_store(data_dir: &Path, database: Option<&DatabaseUrl>) -> Result<Arc<dyn Store>> {
+    if let Some(url) = database {
+        let (url, shown) = (url.clone(), url.to_string());
+        let rt = tokio::runtime::Handle::current();
+        let store = tokio::task::spawn_blocking(move || PgStore::open(&url, rt))
+            .await?
+            .with_context(|| format!("opening the database {shown}"))?;
+        tracing::info!(database = %shown, "state in PostgreSQL");
+        return Ok(Arc::new(store));
+    }
     private_data_dir(data_dir)?;
     let db_path = data_dir.join("hoist.db");
     private_database_files(&db_path)?;
-    tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path))
         .await?
-        .with_context(|| format!("opening the database in {}", data_dir.display()))
+        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    Ok(Arc::new(store))
 }
 
 fn private_data_dir(dir: &Path) -> Result<()> {

@@ -3,7 +3,8 @@
 //! tool (`need_root`, `servers::need_moto`), real Unix users, running commands and waiting for
 //! conditions; `coordinator` starts the real `hoist server`, `fleet` drives it with the CLI
 //! and starts real `hoist-agent run` daemons, `fake_coordinator` stands in for the server in
-//! the agent's daemon tests, `reports` builds report bodies, `archive` writes bundles and
+//! the agent's daemon tests, `postgres` runs one real PostgreSQL cluster per test binary (a
+//! database per test, `need_postgres`), `reports` builds report bodies, `archive` writes bundles and
 //! `servers` runs real S3, HTTP and Git servers.
 //!
 //! Nothing here is a mock of our own code: the binaries are the ones the workspace builds, and
@@ -13,6 +14,7 @@ pub mod archive;
 pub mod coordinator;
 pub mod fake_coordinator;
 pub mod fleet;
+pub mod postgres;
 pub mod reports;
 pub mod scripted_http;
 pub mod servers;

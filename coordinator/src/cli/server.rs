@@ -1,7 +1,8 @@
 //! `hoist server`: flags (over the config file) for the coordinator;
 //! `hoist server fingerprint`, which prints the SHA-256 fingerprint of the certificate it
-//! serves (the one agents pin with `coordinator.pin_sha256`); and `hoist server migrate`,
-//! which brings the database's schema up to date without serving.
+//! serves (the one agents pin with `coordinator.pin_sha256`); `hoist server migrate`,
+//! which brings the database's schema up to date without serving; and `hoist server
+//! replicas`, which lists the coordinators running on the database (from their heartbeats).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use hoist_protocol::secret::Secret;
 
 use crate::config::{FileConfig, Overrides, ServerConfig};
+use crate::store::postgres::DatabaseUrl;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -31,6 +33,11 @@ pub struct ServerArgs {
     /// (default /var/lib/hoist-coordinator).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL database for the coordinator's state instead of DATA_DIR/hoist.db, as
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB (several replicas may share one); the data
+    /// directory still holds the bundle store and the generated operator token.
+    #[arg(long, env = "HOIST_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<Secret>,
     /// PEM certificate chain; serves HTTPS with --tls-key.
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
@@ -76,6 +83,19 @@ pub enum ServerCommand {
     /// (`hoist server` applies them at start too); a database newer than this build is
     /// refused, untouched.
     Migrate(MigrateArgs),
+    /// List the coordinators running on the database: id, host, pid, address, start and
+    /// last heartbeat (a replica silent for 15 s is not listed). Opens the database as
+    /// `hoist server` does, applying missing migrations.
+    Replicas(ReplicasArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicasArgs {
+    #[command(flatten)]
+    pub db: MigrateArgs,
+    /// Print the replicas as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +106,10 @@ pub struct MigrateArgs {
     /// The server's data directory (default /var/lib/hoist-coordinator).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The server's PostgreSQL database (postgres://USER@HOST:PORT/DB) instead of the data
+    /// directory's SQLite file.
+    #[arg(long, env = "HOIST_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +129,7 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
     match args.command {
         Some(ServerCommand::Fingerprint(f)) => return fingerprint(f),
         Some(ServerCommand::Migrate(m)) => return migrate(m).await,
+        Some(ServerCommand::Replicas(r)) => return replicas(r).await,
         None => {}
     }
     let file = match &args.config {
@@ -120,6 +145,7 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
         Overrides {
             listen: args.listen,
             data_dir: args.data_dir,
+            database: args.database,
             operator_token: env_token,
             host_lease: args.host_lease,
             tls_cert: args.tls_cert,
@@ -136,21 +162,75 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn migrate(args: MigrateArgs) -> Result<ExitCode> {
+/// The data directory and database a server with these arguments uses.
+fn database_of(args: MigrateArgs) -> Result<(PathBuf, Option<DatabaseUrl>)> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    let database = crate::config::database_url(args.database.as_ref(), file.database.as_ref())?;
     let data_dir = args
         .data_dir
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR));
-    crate::server::open_store(&data_dir).await?;
-    println!(
-        "database {} is at schema version {}",
-        data_dir.join("hoist.db").display(),
-        crate::store::sqlite::SCHEMA_VERSION
+    Ok((data_dir, database))
+}
+
+async fn replicas(args: ReplicasArgs) -> Result<ExitCode> {
+    let (data_dir, database) = database_of(args.db)?;
+    let store = crate::server::open_store(&data_dir, database.as_ref()).await?;
+    let rows =
+        tokio::task::spawn_blocking(move || crate::service::live_replicas(&*store)).await??;
+    if args.json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "host": r.host, "pid": r.pid, "listen": r.listen,
+                    "started_ms": r.started_ms, "beat_ms": r.beat_ms,
+                })
+            })
+            .collect();
+        super::print_json(&serde_json::json!({ "replicas": list }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                super::esc(&r.id),
+                super::esc(&r.host),
+                r.pid.to_string(),
+                super::esc(&r.listen),
+                super::when(r.started_ms),
+                super::when(r.beat_ms),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::table(
+            &["ID", "HOST", "PID", "LISTEN", "STARTED", "LAST BEAT"],
+            &table
+        )
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(args: MigrateArgs) -> Result<ExitCode> {
+    let (data_dir, database) = database_of(args)?;
+    crate::server::open_store(&data_dir, database.as_ref()).await?;
+    match database {
+        Some(url) => println!(
+            "database {url} is at schema version {}",
+            crate::store::postgres::SCHEMA_VERSION
+        ),
+        None => println!(
+            "database {} is at schema version {}",
+            data_dir.join("hoist.db").display(),
+            crate::store::sqlite::SCHEMA_VERSION
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

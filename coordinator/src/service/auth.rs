@@ -3,6 +3,7 @@
 //! and compare secrets. Not here: where a credential comes from (the `api` extractors read
 //! it from the request head) or what a registration does (`hosts`).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use hoist_protocol::operator::TokenStatus;
@@ -33,12 +34,15 @@ impl Service {
         if let Some(known) = self.authenticate_known_host(host_id, secret) {
             return known;
         }
+        let epoch = self.credentials_epoch.load(Ordering::SeqCst);
         let host = self.store.host(host_id)?;
         if let Some(h) = &host {
-            // A revocation since the read has written its own entry: keep that one.
-            locked(&self.credentials)
-                .entry(h.id.clone())
-                .or_insert_with(|| h.clone());
+            // A revocation since the read has written its own entry: keep that one. One
+            // dropped on another coordinator's word meanwhile: cache nothing.
+            let mut credentials = locked(&self.credentials);
+            if self.credentials_epoch.load(Ordering::SeqCst) == epoch {
+                credentials.entry(h.id.clone()).or_insert_with(|| h.clone());
+            }
         }
         check_host(host_id, secret, host)
     }

@@ -18,7 +18,7 @@ impl Service {
     pub fn advance_bakes(&self) -> Result<usize> {
         let mut advanced = 0;
         {
-            let lock = self.lock();
+            let lock = self.lock()?;
             let baking: Vec<_> = self
                 .store
                 .active_deployments()?

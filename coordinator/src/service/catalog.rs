@@ -171,7 +171,7 @@ impl Service {
             ));
         }
         let g = {
-            let _lock = self.lock();
+            let _lock = self.lock()?;
             let mut g = self.group_row(app, name)?;
             if let Some(rollout) = req.rollout {
                 check_rollout(rollout)?;

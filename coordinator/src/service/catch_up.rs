@@ -109,9 +109,16 @@ impl Service {
                     }
                     std::mem::take(&mut queue.waiting)
                 };
-                let started = {
-                    let lock = self.lock();
-                    self.start_catch_ups(&lock, batch)
+                let started = match self.lock() {
+                    Ok(lock) => self.start_catch_ups(&lock, batch),
+                    Err(e) => {
+                        let why = format!("starting a catch-up: {}", error_chain(&e));
+                        tracing::error!(error = %why, "taking the decision lock");
+                        for w in batch {
+                            let _ = w.answer.send(Err(ServiceError::Internal(why.clone())));
+                        }
+                        false
+                    }
                 };
                 if started {
                     self.changed();

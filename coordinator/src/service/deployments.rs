@@ -12,7 +12,7 @@ use super::lock::Locked;
 use super::states::{command_transition, deployment_transition, CommandEvent, DeploymentEvent};
 use super::{new_id, now_ms, Result, Service, ServiceError};
 use crate::rollout::{self, HostState, Outcome, Tally};
-use crate::store::{Changes, CommandRow, DeploymentRow, GroupRow, HostRow};
+use crate::store::{Changes, CommandRow, DeploymentRow, GroupRow, HostRow, Notice};
 
 /// Where a command leaves its host for the rollout rules.
 fn host_state(state: CommandState) -> HostState {
@@ -90,7 +90,7 @@ impl Service {
         };
         let id = row.id.clone();
         {
-            let lock = self.lock();
+            let lock = self.lock()?;
             // An operator's deployment replaces a catch-up of the group, and releases the
             // hosts left out of sync: its own outcome decides where they stand next.
             self.supersede_catch_up(&lock, &group, &id)?;
@@ -205,10 +205,16 @@ impl Service {
         d: &DeploymentRow,
         started: impl IntoIterator<Item = &'a CommandRow>,
     ) {
+        let mut hosts = Vec::new();
         for c in started {
             tracing::info!(deployment_id = %d.id, host = ?c.host_name, command_id = %c.id,
                 "command handed out");
             self.wake(&c.host_id, agent_command(c, d));
+            hosts.push(c.host_id.clone());
+        }
+        // Their polls may be held by another coordinator on the same database.
+        if !hosts.is_empty() {
+            self.tell_replicas(Notice::CommandsStarted(hosts));
         }
     }
 
@@ -372,7 +378,7 @@ impl Service {
 
     pub fn stop_deployment(&self, id: &str) -> Result<op::Deployment> {
         {
-            let lock = self.lock();
+            let lock = self.lock()?;
             let mut d = self
                 .store
                 .deployment(id)?
@@ -434,7 +440,7 @@ impl Service {
     /// Re-evaluates every deployment in progress; run at startup so a decision that was
     /// due when the coordinator stopped is taken now.
     pub fn resume(&self) -> Result<()> {
-        let lock = self.lock();
+        let lock = self.lock()?;
         for d in self.store.active_deployments()? {
             self.advance(&lock, &d.id)?;
         }

@@ -84,7 +84,7 @@ impl Service {
     pub fn register(&self, token: &str, req: RegisterRequest) -> Result<RegisterResponse> {
         let now = now_ms();
         // A token's use count and the uniqueness of names are read, then written.
-        let _lock = self.lock();
+        let _lock = self.lock()?;
         let t = self.usable_registration_token(token, now)?;
         bounds::check_host_name(&req.name).map_err(ServiceError::Invalid)?;
         bounds::check_tags(&req.tags).map_err(ServiceError::Invalid)?;
@@ -111,7 +111,7 @@ impl Service {
             // host.json, say) and registers again. The orphan never was a target.
             orphan.revoked = true;
             self.store.update_host(&orphan)?;
-            locked(&self.credentials).insert(orphan.id.clone(), orphan.clone());
+            self.host_written(&orphan);
             tracing::info!(host_id = %orphan.id, name = ?orphan.name,
                 "host that never polled revoked: its name registers again");
         }
@@ -163,7 +163,7 @@ impl Service {
         }
         // The host's latest requests.
         self.flush_contacts()?;
-        let _lock = self.lock();
+        let _lock = self.lock()?;
         let mut host = self.host_by_id_or_name(key)?;
         if host.revoked {
             return Err(ServiceError::Conflict(format!(
@@ -207,7 +207,7 @@ impl Service {
             host.requested_tags = None;
         }
         self.store.update_host(&host)?;
-        locked(&self.credentials).insert(host.id.clone(), host.clone());
+        self.host_written(&host);
         tracing::info!(host_id = %host.id, name = ?host.name, tags = ?host.tags, "host tags set");
         self.host_info(host, now_ms())
     }
@@ -266,18 +266,19 @@ impl Service {
         }
     }
 
-    /// Writes the hosts' contacts noted since the last write, in one transaction. A host's
-    /// last contact is a liveness hint: one lost in a crash is renewed by its next poll.
+    /// Writes the hosts' contacts noted since the last write, in one transaction, then the
+    /// commands' hand-outs and heartbeats (their leases). A host's last contact is a
+    /// liveness hint: one lost in a crash is renewed by its next poll.
     pub fn flush_contacts(&self) -> Result<()> {
         let contacts = self.take_contacts();
-        if contacts.is_empty() {
-            return Ok(());
+        if !contacts.is_empty() {
+            if let Err(e) = self.store.write_contacts(&contacts) {
+                self.restore_contacts(contacts);
+                return Err(e.into());
+            }
         }
-        if let Err(e) = self.store.write_contacts(&contacts) {
-            self.restore_contacts(contacts);
-            return Err(e.into());
-        }
-        Ok(())
+        // Commands' hand-outs and heartbeats, the commands' own contacts, go with them.
+        self.flush_leases()
     }
 
     pub fn revoke_host(&self, host_id: &str) -> Result<op::HostInfo> {
@@ -288,8 +289,9 @@ impl Service {
             .ok_or_else(|| ServiceError::NotFound(format!("no host {host_id}")))?;
         host.revoked = true;
         self.store.update_host(&host)?;
-        // Overwrites whatever the credentials held, so its next request is refused.
-        locked(&self.credentials).insert(host.id.clone(), host.clone());
+        // Overwrites whatever the credentials held, so its next request is refused (here,
+        // and on other coordinators, which drop theirs).
+        self.host_written(&host);
         self.host_info(host, now_ms())
     }
 

@@ -1,8 +1,11 @@
 //! Command leases: when a command was handed out, heartbeats naming it, and the sweep that
 //! fails a command silent for the lease ("host lost", or "no report" while the host still
-//! polls). Not here: what a failed command does to its deployment (`deployments`).
+//! polls). The leases live in the store, so any coordinator on the database expires a
+//! command another handed out; hand-outs and heartbeats are noted in memory and written
+//! with the hosts' last contacts (once a second, and before the sweep reads them). Not
+//! here: what a failed command does to its deployment (`deployments`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use hoist_protocol::agent::{Heartbeat, HeartbeatAck};
 use hoist_protocol::operator::{CommandState, DeploymentState};
@@ -10,13 +13,7 @@ use hoist_protocol::operator::{CommandState, DeploymentState};
 use super::states::{command_transition, CommandEvent, LeaseErrorCode};
 use super::sync::after_command;
 use super::{locked, now_ms, Result, Service};
-use crate::store::{Changes, CommandRow, HostContact, HostRow};
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct CommandLease {
-    delivered_ms: u64,
-    beat_ms: u64,
-}
+use crate::store::{Changes, CommandLease, CommandRow, HostContact, HostRow};
 
 impl Service {
     /// Records that `host` is alive (its lease holds) and says whether the command it
@@ -40,13 +37,13 @@ impl Service {
         }
         if cmd.state == CommandState::InProgress {
             let now = now_ms();
-            locked(&self.leases)
-                .entry(cmd.id.clone())
-                .and_modify(|l| l.beat_ms = now)
-                .or_insert(CommandLease {
+            self.note_lease(
+                &cmd.id,
+                CommandLease {
                     delivered_ms: now,
                     beat_ms: now,
-                });
+                },
+            );
         }
         let stopped = match self.store.deployment(&cmd.deployment_id)? {
             Some(d) => d.state == DeploymentState::Stopped,
@@ -59,13 +56,45 @@ impl Service {
     /// Notes that a poll answered with `command_id`: from the first time on, the command's
     /// lease runs on its reports and heartbeats alone.
     pub fn command_delivered(&self, command_id: &str) {
-        let now = now_ms();
+        // No heartbeat: handing the command out again (each poll while it runs) renews
+        // nothing, only the first hand-out counts.
+        self.note_lease(
+            command_id,
+            CommandLease {
+                delivered_ms: now_ms(),
+                beat_ms: 0,
+            },
+        );
+    }
+
+    /// Notes a hand-out or a heartbeat, to be merged with the stored lease (the earliest
+    /// hand-out, the latest heartbeat).
+    fn note_lease(&self, command_id: &str, note: CommandLease) {
         locked(&self.leases)
             .entry(command_id.to_owned())
-            .or_insert(CommandLease {
-                delivered_ms: now,
-                beat_ms: now,
-            });
+            .and_modify(|l| l.merge(note))
+            .or_insert(note);
+    }
+
+    /// Writes the noted hand-outs and heartbeats; on failure they are kept for the next try.
+    pub(super) fn flush_leases(&self) -> Result<()> {
+        let notes: Vec<(String, CommandLease)> = std::mem::take(&mut *locked(&self.leases))
+            .into_iter()
+            .collect();
+        if notes.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.write_leases(&notes) {
+            let mut pending = locked(&self.leases);
+            for (id, note) in notes {
+                pending
+                    .entry(id)
+                    .and_modify(|l| l.merge(note))
+                    .or_insert(note);
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Fails commands in progress that have had neither a report nor a heartbeat naming
@@ -76,16 +105,13 @@ impl Service {
         let now = now_ms();
         let mut expired = 0;
         {
-            let lock = self.lock();
-            // A host's last poll may not be written yet.
+            let lock = self.lock()?;
+            // A host's last poll, and the last hand-outs and heartbeats, may not be written yet.
             self.flush_contacts()?;
+            self.store.drop_ended_leases()?;
             let in_progress = self.store.in_progress_commands()?;
-            let leases: HashMap<String, CommandLease> = {
-                let ids: HashSet<&str> = in_progress.iter().map(|c| c.id.as_str()).collect();
-                let mut leases = locked(&self.leases);
-                leases.retain(|id, _| ids.contains(id.as_str()));
-                leases.clone()
-            };
+            let leases: HashMap<String, CommandLease> =
+                self.store.command_leases()?.into_iter().collect();
             let mut deployments = Vec::new();
             for mut c in in_progress {
                 let mut seen = None;
@@ -95,8 +121,8 @@ impl Service {
                         .flatten()
                         .max()
                         .unwrap_or(0),
-                    // Not handed to its host since this service started: the host may be
-                    // busy with another command (or the coordinator restarted); it holds while
+                    // Never handed to its host (or the coordinator that did stopped before
+                    // writing it): the host may be busy with another command; it holds while
                     // the host keeps in touch.
                     None => {
                         seen = self.store.host(&c.host_id)?.map(|h| h.last_seen_ms);

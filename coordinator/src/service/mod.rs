@@ -6,8 +6,9 @@
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
 //! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between
 //! batches), [`sync`] (where each host stands in its groups), [`catch_up`] (deployments
-//! that bring hosts to their group's target), [`states`] (the one transition function
-//! of a command and the one of a deployment) and [`pipelines`] (pipelines, their sources
+//! that bring hosts to their group's target), [`replicas`] (notices to and from other
+//! coordinators on the same database), [`states`] (the one transition function of a
+//! command and the one of a deployment) and [`pipelines`] (pipelines, their sources
 //! and releases).
 //!
 //! Every method is blocking (store calls); the API runs them on `spawn_blocking`. Every
@@ -17,7 +18,8 @@
 //! ([`Service::subscribe`]) fire after the store has committed.
 //!
 //! Deliberately not here: HTTP (the `api` module), the rollout arithmetic (`rollout`), SQL
-//! (`store`). With PostgreSQL and several coordinators, the lock would become a row lock.
+//! (`store`). With PostgreSQL and several coordinators, the lock is also the database's
+//! (an advisory lock), so decisions are serialised across replicas.
 
 mod auth;
 mod bake;
@@ -28,13 +30,16 @@ mod hosts;
 mod leases;
 mod lock;
 pub mod pipelines;
+mod replicas;
 mod reports;
 mod states;
 mod sync;
 
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
+pub use replicas::{live_replicas, REPLICA_BEAT, REPLICA_LIVE};
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,9 +47,8 @@ use hoist_protocol::agent;
 use tokio::sync::{watch, Notify};
 
 use crate::bundles::BundleStore;
-use crate::store::{HostContact, HostRow, Store, StoreError};
+use crate::store::{CommandLease, HostContact, HostRow, Store, StoreError};
 use catch_up::CatchUpQueue;
-use leases::CommandLease;
 use lock::Locked;
 use reports::ReportQueue;
 
@@ -133,10 +137,15 @@ pub struct Service {
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
     credentials: Mutex<HashMap<String, HostRow>>,
-    /// Commands in progress that a poll has answered with since this service started: when
-    /// first, and the last heartbeat naming them. Once a command is with its host, only its
-    /// reports and these heartbeats renew its lease, never the host's polls (a host that
-    /// polls but cannot work would otherwise keep it in progress forever).
+    /// Bumped (under the credentials lock) whenever entries are dropped on another
+    /// coordinator's word, so a read of the store that raced with it is not cached.
+    credentials_epoch: AtomicU64,
+    /// This coordinator's row among the replicas, once written at start.
+    replica: Mutex<Option<crate::store::ReplicaRow>>,
+    /// Hand-outs and heartbeats of commands not yet written to the store's leases (written
+    /// with the contacts). Once a command is with its host, only its reports and its
+    /// heartbeats renew its lease, never the host's polls (a host that polls but cannot
+    /// work would otherwise keep it in progress forever).
     leases: Mutex<HashMap<String, CommandLease>>,
 }
 
@@ -174,6 +183,13 @@ impl HostWaker {
 
     fn wake(&self, command: agent::Command) {
         *locked(&self.handoff) = Some(Box::new(command));
+        self.notify.notify_waiters();
+    }
+
+    /// Wakes the polls without a command: they look in the store (a command started by
+    /// another coordinator). Drops any handed-over command, which the store now decides.
+    fn nudge(&self) {
+        *locked(&self.handoff) = None;
         self.notify.notify_waiters();
     }
 }
@@ -214,6 +230,8 @@ impl Service {
             queued_reports: Mutex::new(ReportQueue::default()),
             catch_ups: Mutex::new(CatchUpQueue::default()),
             credentials: Mutex::new(HashMap::new()),
+            credentials_epoch: AtomicU64::new(0),
+            replica: Mutex::new(None),
             leases: Mutex::new(HashMap::new()),
         }
     }
@@ -226,13 +244,16 @@ impl Service {
         &self.bundles
     }
 
-    /// Takes the store lock for one read-modify-write sequence.
-    fn lock(&self) -> Locked<'_> {
-        Locked::take(&self.lock)
+    /// Takes the store lock for one read-modify-write sequence (across replicas too: it
+    /// fails when the database cannot be reached).
+    fn lock(&self) -> Result<Locked<'_>> {
+        Ok(Locked::take(&self.lock, &*self.store)?)
     }
 
     fn changed(&self) {
         self.changes.send_modify(|v| *v += 1);
+        // Operators may watch through another coordinator on the same database.
+        self.tell_replicas(crate::store::Notice::Changed);
     }
 
     /// A receiver of the change counter, bumped after every deployment or command change.

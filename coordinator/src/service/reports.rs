@@ -205,8 +205,16 @@ impl Service {
                 }
                 std::mem::take(&mut queue.reports)
             };
-            let lock = self.lock();
-            self.record_reports(&lock, batch);
+            match self.lock() {
+                Ok(lock) => self.record_reports(&lock, batch),
+                Err(e) => {
+                    let why = format!("writing the report: {}", error_chain(&e));
+                    tracing::error!(error = %why, reports = batch.len(), "taking the decision lock");
+                    for q in batch {
+                        let _ = q.answer.send(Err(ServiceError::Internal(why.clone())));
+                    }
+                }
+            }
         }
     }
 

@@ -311,7 +311,7 @@ impl Service {
     pub fn retry_host(&self, key: &str) -> Result<op::HostInfo> {
         self.flush_contacts()?;
         let host = {
-            let _lock = self.lock();
+            let _lock = self.lock()?;
             let host = self.host_by_id_or_name(key)?;
             let held: Vec<HostSyncRow> = self
                 .store

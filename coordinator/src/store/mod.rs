@@ -3,15 +3,21 @@
 //! pipelines with their releases (row types in [`pipelines`]).
 //!
 //! [`Store`] is what the service calls; [`sqlite::SqliteStore`] is the embedded
-//! implementation (one file, WAL). A PostgreSQL store can implement the same trait later
-//! without touching the API or the service.
+//! implementation (one file, WAL), [`postgres::PgStore`] the one several coordinator
+//! replicas share. Both decode rows through [`rows`].
 //!
 //! Deliberately not here: any rule. The store saves and loads rows; which rows change and
-//! why is the service's business, and it serialises its read-modify-write sequences itself.
+//! why is the service's business, and it serialises its read-modify-write sequences itself
+//! (with [`Store::lock_decisions`], which serialises them across every coordinator on the
+//! same database).
 //! Every method is blocking: async callers run them on `spawn_blocking`.
 
 mod pipelines;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +27,7 @@ use hoist_protocol::operator::{
 };
 
 pub use pipelines::{PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +38,20 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("database error while {op}")]
+    Postgres {
+        op: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("no database connection while {op}")]
+    Pool {
+        op: &'static str,
+        #[source]
+        source: deadpool_postgres::PoolError,
+    },
+    #[error("{0}")]
+    BadUrl(String),
     #[error("{0} already exists")]
     Conflict(String),
     #[error("decoding the stored {what}")]
@@ -263,9 +284,85 @@ impl HostContact {
     }
 }
 
+/// When a command was first handed to its host, and the last heartbeat naming it: its lease
+/// runs on these and its reports alone once it is with its host. Written in batches, merged
+/// with the stored one (the earliest hand-out, the latest heartbeat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandLease {
+    pub delivered_ms: u64,
+    pub beat_ms: u64,
+}
+
+impl CommandLease {
+    /// Folds another note of the same command into this one, as the store merges them.
+    pub fn merge(&mut self, other: CommandLease) {
+        self.delivered_ms = self.delivered_ms.min(other.delivered_ms);
+        self.beat_ms = self.beat_ms.max(other.beat_ms);
+    }
+}
+
+/// A running coordinator on this database: who it is, and when it last said it was alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub id: String,
+    /// The machine's host name, as the replica read it.
+    pub host: String,
+    pub pid: u32,
+    /// The address it listens on.
+    pub listen: String,
+    pub started_ms: u64,
+    pub beat_ms: u64,
+}
+
+/// What one coordinator tells the others on the same database, so that what they hold in
+/// memory follows the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Commands started for these hosts: their polls held elsewhere look in the store.
+    CommandsStarted(Vec<String>),
+    /// These hosts changed (revoked, retagged): what others cached of them is stale.
+    HostsChanged(Vec<String>),
+    /// Deployments or commands changed: operators watching them elsewhere look again.
+    Changed,
+    /// Notices may have been missed (the listening connection was lost and is back):
+    /// everything cached is stale and every held poll should look again.
+    Resync,
+}
+
+/// Where a store delivers the notices of other coordinators.
+pub type NoticeHandler = Box<dyn Fn(Notice) + Send + Sync>;
+
+/// A lock on decisions, held in the database for as long as the value lives.
+pub trait DecisionLock {}
+
+/// No lock beyond the process's own: one coordinator on the database.
+pub struct ProcessOnly;
+
+impl DecisionLock for ProcessOnly {}
+
 /// The coordinator's durable state. Each method is atomic on its own; methods taking
 /// several rows write them in one transaction.
 pub trait Store: Send + Sync + 'static {
+    /// Waits until no other coordinator on this database is deciding (reading, deciding
+    /// and writing deployments and commands), and keeps them waiting until the returned
+    /// value is dropped. The caller already holds its own process's lock. The default is
+    /// for a database only one coordinator opens (SQLite): nothing more to take.
+    fn lock_decisions(&self) -> Result<Box<dyn DecisionLock + '_>> {
+        Ok(Box::new(ProcessOnly))
+    }
+
+    /// Tells the other coordinators on this database (never this one). The default is for a
+    /// database only one coordinator opens: nobody to tell.
+    fn publish(&self, _notice: &Notice) -> Result<()> {
+        Ok(())
+    }
+
+    /// Delivers other coordinators' notices to `handler` from now on, from a task of the
+    /// store's own (not blocking: callable from async code). The default: none will come.
+    fn listen(&self, _handler: NoticeHandler) -> Result<()> {
+        Ok(())
+    }
+
     fn insert_application(&self, app: &AppRow) -> Result<()>;
     fn applications(&self) -> Result<Vec<AppRow>>;
     fn application(&self, name: &str) -> Result<Option<AppRow>>;
@@ -375,6 +472,21 @@ pub trait Store: Send + Sync + 'static {
     /// a host's last-seen time back.
     fn write_contacts(&self, contacts: &[(String, HostContact)]) -> Result<()>;
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>>;
+
+    /// Writes command leases (by command id) in one transaction, each merged with the
+    /// stored one ([`CommandLease::merge`]).
+    fn write_leases(&self, leases: &[(String, CommandLease)]) -> Result<()>;
+    /// The leases of the commands in progress.
+    fn command_leases(&self) -> Result<Vec<(String, CommandLease)>>;
+    /// Forgets the leases of commands no longer in progress; how many.
+    fn drop_ended_leases(&self) -> Result<usize>;
+
+    /// Writes a replica's row (its start, or a heartbeat), replacing the stored one.
+    fn write_replica(&self, replica: &ReplicaRow) -> Result<()>;
+    /// Replicas whose last heartbeat is at `live_since_ms` or later, by start.
+    fn replicas(&self, live_since_ms: u64) -> Result<Vec<ReplicaRow>>;
+    /// Forgets a replica (it stopped), and any silent since before `stale_before_ms`.
+    fn remove_replica(&self, id: &str, stale_before_ms: u64) -> Result<()>;
 
     /// Writes a pipeline and its stages, replacing a stored one of the same name, in one
     /// transaction.

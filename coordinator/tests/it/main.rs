@@ -11,6 +11,7 @@ mod deploy;
 mod membership;
 mod pipelines;
 mod progress;
+mod replicas;
 mod reports;
 mod resilience;
 mod revisions;

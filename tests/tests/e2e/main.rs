@@ -8,6 +8,7 @@ mod durability;
 mod fleet;
 mod local_deploy;
 mod pipelines;
+mod replicas;
 mod resilience;
 mod sources;
 mod tls;

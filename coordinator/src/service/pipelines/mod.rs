@@ -50,7 +50,7 @@ impl Service {
         })?;
         let now = now_ms();
         let row = {
-            let _lock = self.lock();
+            let _lock = self.lock()?;
             let existing = self.store.pipeline(&spec.name)?;
             if let Some(e) = existing
                 .as_ref()
@@ -111,7 +111,7 @@ impl Service {
     /// Deletes a pipeline with no release on its way; its releases stay listed.
     pub fn delete_pipeline(&self, name: &str) -> Result<op::Pipeline> {
         let p = {
-            let _lock = self.lock();
+            let _lock = self.lock()?;
             let p = self.pipeline_row(name)?;
             if let Some(r) = self
                 .store
@@ -138,7 +138,7 @@ impl Service {
         let p = self.pipeline_row(name)?;
         let (revision_id, revision) = self.resolve_revision(&p.application, req.revision)?;
         let id = {
-            let lock = self.lock();
+            let lock = self.lock()?;
             let p = self.pipeline_row(name)?;
             let new = NewRelease {
                 revision_id,
@@ -231,7 +231,7 @@ impl Service {
         }
         let comment = d.comment.as_deref();
         {
-            let lock = self.lock();
+            let lock = self.lock()?;
             let mut r = self
                 .store
                 .release(id)?

@@ -64,15 +64,22 @@ impl Service {
     }
 
     /// Records what a look at `due` found, under the lock, deciding again from the store:
-    /// a pipeline applied since with another source ignores the look.
+    /// a pipeline applied since with another source, or whose source made a release since
+    /// `due` was read, ignores the look.
     pub fn source_looked(&self, due: &Due, look: Look) -> Result<()> {
         let now = now_ms();
         {
-            let lock = self.lock();
+            let lock = self.lock()?;
             let Some(p) = self.store.pipeline(&due.pipeline)? else {
                 return Ok(());
             };
             if p.source.as_ref() != Some(&due.source) {
+                return Ok(());
+            }
+            // Another replica recorded a release since this look started (each replica's
+            // watcher looks on its own): this look may have found that commit, or an older
+            // one, so it decides nothing; the next look starts from the new standing.
+            if p.source_status.last != due.last {
                 return Ok(());
             }
             let poll = due.source.poll_secs();
@@ -129,7 +136,113 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use hoist_protocol::operator::RolloutConfig;
+
     use super::*;
+    use crate::bundles::BundleStore;
+    use crate::service::ServiceConfig;
+    use crate::store::{AppRow, GroupRow, PipelineRow, PipelineStageRow, SqliteStore, Store};
+
+    fn found(commit: char) -> Look {
+        let commit = commit.to_string().repeat(40);
+        Look::Found {
+            reference: commit.clone(),
+            revision: Revision::Git {
+                repository: "git://127.0.0.1:1/shop.git".into(),
+                commit,
+            },
+        }
+    }
+
+    /// Two replicas' watchers look at one source on their own. A look that started before
+    /// the other replica released a newer commit decides nothing, so the commit it found
+    /// (the same or an older one) is not released a second time.
+    #[test]
+    fn a_look_overtaken_by_another_replicas_release_decides_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        store
+            .insert_application(&AppRow {
+                name: "shop".into(),
+                created_ms: 1,
+            })
+            .unwrap();
+        store
+            .insert_group(&GroupRow {
+                id: "g-1".into(),
+                application: "shop".into(),
+                name: "staging".into(),
+                tag_filters: vec![BTreeMap::from([("env".into(), "staging".into())])],
+                rollout: RolloutConfig::AllAtOnce,
+                auto_rollback: false,
+                created_ms: 1,
+                catch_up: true,
+                bake_secs: 0,
+                target_deployment_id: None,
+            })
+            .unwrap();
+        store
+            .save_pipeline(&PipelineRow {
+                name: "shop-release".into(),
+                application: "shop".into(),
+                source: Some(PipelineSource::Git {
+                    url: "git://127.0.0.1:1/shop.git".into(),
+                    branch: "main".into(),
+                    poll_secs: 1,
+                }),
+                stages: vec![PipelineStageRow {
+                    group: "staging".into(),
+                    manual_approval: false,
+                    variables: BTreeMap::new(),
+                }],
+                created_ms: 1,
+                updated_ms: 1,
+                source_status: SourceStatus::default(),
+            })
+            .unwrap();
+        let service = Service::new(
+            store.clone(),
+            BundleStore::open(tmp.path()).unwrap(),
+            ServiceConfig::default(),
+        );
+        let refs = || -> Vec<Option<String>> {
+            let mut r: Vec<_> = store
+                .releases(None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.source_ref)
+                .collect();
+            r.sort();
+            r
+        };
+        let c = |ch: char| Some(ch.to_string().repeat(40));
+
+        // Both replicas find the source due, before either has released anything.
+        let due_a = service.due_sources(u64::MAX).unwrap().remove(0);
+        let due_b = due_a.clone();
+        service.source_looked(&due_a, found('a')).unwrap();
+        assert_eq!(refs(), [c('a')]);
+        // Replica A looks again and releases the next commit.
+        let due_a = service.due_sources(u64::MAX).unwrap().remove(0);
+        service.source_looked(&due_a, found('b')).unwrap();
+        assert_eq!(refs(), [c('a'), c('b')]);
+        // Replica B's slow first look ends now, with the first commit.
+        service.source_looked(&due_b, found('a')).unwrap();
+        assert_eq!(refs(), [c('a'), c('b')], "no commit released twice");
+        assert_eq!(
+            store
+                .pipeline("shop-release")
+                .unwrap()
+                .unwrap()
+                .source_status
+                .last,
+            c('b'),
+            "the source stays at the newest release"
+        );
+    }
 
     #[test]
     fn a_failing_source_backs_off_doubling_up_to_a_cap() {

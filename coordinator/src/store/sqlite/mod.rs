@@ -7,14 +7,18 @@
 //!
 //! Files: this one (the connection, and the [`Store`] methods, each handed to the file of
 //! its concern), [`catalog`] (applications, groups, revisions), [`hosts`] (registration
-//! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`reports`]
-//! (event reports), [`pipelines`] (pipelines and releases), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
+//! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`leases`]
+//! (command leases), [`replicas`] (the coordinators running on the database), [`reports`]
+//! (event reports), [`pipelines`] (pipelines and releases), [`sync`] (hosts' standing
+//! per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
 mod catalog;
 mod deployments;
 mod hosts;
+mod leases;
 mod pipelines;
+mod replicas;
 mod reports;
 mod rows;
 mod schema;
@@ -28,12 +32,12 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 use super::{
-    AppRow, Changes, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, HostSyncRow,
-    PipelineRow, RegistrationTokenRow, ReleaseRow, ReportRow, Result, RevisionRow, Store,
+    AppRow, Changes, CommandLease, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow,
+    HostSyncRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReplicaRow, ReportRow, Result,
+    RevisionRow, Store,
 };
-use hoist_protocol::operator::CommandState;
-use hoist_protocol::operator::SourceStatus;
-use rows::{db, Raw};
+use hoist_protocol::operator::{CommandState, SourceStatus};
+use rows::{db, read, Raw};
 use schema::migrate;
 
 pub struct SqliteStore {
@@ -90,7 +94,7 @@ impl SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(sql).map_err(db(op))?;
         let raws = stmt
-            .query_map(args, Raw::read)
+            .query_map(args, read)
             .map_err(db(op))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db(op))?;
@@ -295,6 +299,30 @@ impl Store for SqliteStore {
 
     fn reports(&self, command_id: &str) -> Result<Vec<ReportRow>> {
         reports::reports(self, command_id)
+    }
+
+    fn write_leases(&self, l: &[(String, CommandLease)]) -> Result<()> {
+        leases::write_leases(self, l)
+    }
+
+    fn command_leases(&self) -> Result<Vec<(String, CommandLease)>> {
+        leases::command_leases(self)
+    }
+
+    fn drop_ended_leases(&self) -> Result<usize> {
+        leases::drop_ended_leases(self)
+    }
+
+    fn write_replica(&self, r: &ReplicaRow) -> Result<()> {
+        replicas::write_replica(self, r)
+    }
+
+    fn replicas(&self, live_since_ms: u64) -> Result<Vec<ReplicaRow>> {
+        replicas::replicas(self, live_since_ms)
+    }
+
+    fn remove_replica(&self, id: &str, stale_before_ms: u64) -> Result<()> {
+        replicas::remove_replica(self, id, stale_before_ms)
     }
 
     fn save_pipeline(&self, p: &PipelineRow) -> Result<()> {

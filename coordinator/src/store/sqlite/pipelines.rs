@@ -4,124 +4,14 @@
 
 use rusqlite::{params, Connection};
 
-use super::rows::{db, from_json, i, to_json, u, Raw};
+use super::rows::{db, i, to_json};
 use super::SqliteStore;
-use crate::store::{
-    PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow, Result, StoreError,
+use crate::store::rows::{
+    approval, pipeline_row, release_row, release_stage_row, stage_row, PIPELINE_COLS, RELEASE_COLS,
+    RELEASE_STAGE_COLS, STAGE_COLS,
 };
-use hoist_protocol::operator::{PipelineSource, ReleaseState, SourceStatus, StageState};
-
-const PIPELINE_COLS: &str = "name, application, source_json, created_ms, updated_ms, \
-    source_last, source_error, source_checked_ms, source_failures, source_next_ms";
-const STAGE_COLS: &str = "group_name, approval, variables_json";
-const RELEASE_COLS: &str = "id, pipeline, application, revision_id, revision_json, state, \
-    creator, source_ref, message, created_ms, ended_ms";
-const RELEASE_STAGE_COLS: &str = "group_name, approval, variables_json, state, deployment_id, \
-    message, approved_by, approved_ms, rejected_by, rejected_ms, comment, started_ms, ended_ms";
-
-fn release_state(s: &str) -> Result<ReleaseState> {
-    Ok(match s {
-        "in_progress" => ReleaseState::InProgress,
-        "awaiting_approval" => ReleaseState::AwaitingApproval,
-        "succeeded" => ReleaseState::Succeeded,
-        "failed" => ReleaseState::Failed,
-        "rejected" => ReleaseState::Rejected,
-        "superseded" => ReleaseState::Superseded,
-        other => {
-            return Err(StoreError::BadValue {
-                what: "release state",
-                value: other.into(),
-            })
-        }
-    })
-}
-
-fn stage_state(s: &str) -> Result<StageState> {
-    Ok(match s {
-        "pending" => StageState::Pending,
-        "deploying" => StageState::Deploying,
-        "awaiting_approval" => StageState::AwaitingApproval,
-        "succeeded" => StageState::Succeeded,
-        "failed" => StageState::Failed,
-        "skipped" => StageState::Skipped,
-        other => {
-            return Err(StoreError::BadValue {
-                what: "release stage state",
-                value: other.into(),
-            })
-        }
-    })
-}
-
-fn approval(manual: bool) -> Option<&'static str> {
-    manual.then_some("manual")
-}
-
-fn pipeline_row(r: Raw) -> Result<PipelineRow> {
-    let source_json = r.opt_text(2);
-    let source: Option<PipelineSource> = match source_json {
-        Some(j) => Some(from_json("pipeline source", &j)?),
-        None => None,
-    };
-    Ok(PipelineRow {
-        name: r.text(0),
-        application: r.text(1),
-        source,
-        stages: Vec::new(),
-        created_ms: u(r.int(3)),
-        updated_ms: u(r.int(4)),
-        source_status: SourceStatus {
-            last: r.opt_text(5),
-            error: r.opt_text(6),
-            checked_ms: r.opt_int(7).map(u),
-            failures: u32::try_from(r.int(8)).unwrap_or(u32::MAX),
-            next_ms: u(r.int(9)),
-        },
-    })
-}
-
-fn stage_row(r: Raw) -> Result<PipelineStageRow> {
-    Ok(PipelineStageRow {
-        group: r.text(0),
-        manual_approval: r.opt_text(1).is_some(),
-        variables: from_json("stage variables", &r.text(2))?,
-    })
-}
-
-fn release_row(r: Raw) -> Result<ReleaseRow> {
-    Ok(ReleaseRow {
-        id: r.text(0),
-        pipeline: r.text(1),
-        application: r.text(2),
-        revision_id: r.text(3),
-        revision: from_json("release revision", &r.text(4))?,
-        state: release_state(&r.text(5))?,
-        creator: r.text(6),
-        source_ref: r.opt_text(7),
-        message: r.opt_text(8),
-        created_ms: u(r.int(9)),
-        ended_ms: r.opt_int(10).map(u),
-        stages: Vec::new(),
-    })
-}
-
-fn release_stage_row(r: Raw) -> Result<ReleaseStageRow> {
-    Ok(ReleaseStageRow {
-        group: r.text(0),
-        manual_approval: r.opt_text(1).is_some(),
-        variables: from_json("stage variables", &r.text(2))?,
-        state: stage_state(&r.text(3))?,
-        deployment_id: r.opt_text(4),
-        message: r.opt_text(5),
-        approved_by: r.opt_text(6),
-        approved_ms: r.opt_int(7).map(u),
-        rejected_by: r.opt_text(8),
-        rejected_ms: r.opt_int(9).map(u),
-        comment: r.opt_text(10),
-        started_ms: r.opt_int(11).map(u),
-        ended_ms: r.opt_int(12).map(u),
-    })
-}
+use crate::store::{PipelineRow, ReleaseRow, Result};
+use hoist_protocol::operator::SourceStatus;
 
 fn write_status(conn: &Connection, name: &str, st: &SourceStatus) -> rusqlite::Result<usize> {
     conn.execute(

@@ -218,6 +218,24 @@ CREATE TABLE release_stages (
     PRIMARY KEY (release_id, position)
 );
 "#,
+    r#"
+-- Command leases, in the store so that any coordinator expires a command handed out by
+-- another: when it was first handed to its host, and its last heartbeat.
+CREATE TABLE command_leases (
+    command_id TEXT PRIMARY KEY,
+    delivered_ms INTEGER NOT NULL,
+    beat_ms INTEGER NOT NULL
+);
+-- The coordinators running on this database, with their heartbeats.
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    listen TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    beat_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,73 @@
+//! The SQL of command leases: batched upserts merged with the stored lease (so two
+//! replicas noting the same command keep the earliest hand-out and the latest heartbeat),
+//! the leases of commands in progress, and forgetting those of ended commands. Not here:
+//! when a lease has run out (the service's `leases`).
+
+use super::rows::{i, pg};
+use super::PgStore;
+use crate::store::rows::u;
+use crate::store::{CommandLease, Result};
+
+pub(super) fn write_leases(s: &PgStore, leases: &[(String, CommandLease)]) -> Result<()> {
+    if leases.is_empty() {
+        return Ok(());
+    }
+    s.run(async {
+        let mut client = s.client("writing command leases").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg("starting a transaction"))?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO command_leases (command_id, delivered_ms, beat_ms) \
+                 VALUES ($1, $2, $3) ON CONFLICT (command_id) DO UPDATE SET \
+                 delivered_ms = LEAST(command_leases.delivered_ms, EXCLUDED.delivered_ms), \
+                 beat_ms = GREATEST(command_leases.beat_ms, EXCLUDED.beat_ms)",
+            )
+            .await
+            .map_err(pg("writing a command lease"))?;
+        // In command order, so two replicas writing the same leases never deadlock.
+        let mut sorted: Vec<&(String, CommandLease)> = leases.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let writes = sorted.into_iter().map(|(id, l)| {
+            let (stmt, tx) = (&stmt, &tx);
+            async move {
+                tx.execute(stmt, &[id, &i(l.delivered_ms), &i(l.beat_ms)])
+                    .await
+            }
+        });
+        futures_util::future::try_join_all(writes)
+            .await
+            .map_err(pg("writing a command lease"))?;
+        tx.commit().await.map_err(pg("committing command leases"))
+    })
+}
+
+pub(super) fn command_leases(s: &PgStore) -> Result<Vec<(String, CommandLease)>> {
+    s.query(
+        "listing command leases",
+        "SELECT l.command_id, l.delivered_ms, l.beat_ms FROM command_leases l \
+         JOIN commands c ON c.id = l.command_id WHERE c.state = 'in_progress'",
+        &[],
+        |r| {
+            Ok((
+                r.text(0),
+                CommandLease {
+                    delivered_ms: u(r.int(1)),
+                    beat_ms: u(r.int(2)),
+                },
+            ))
+        },
+    )
+}
+
+pub(super) fn drop_ended_leases(s: &PgStore) -> Result<usize> {
+    let n = s.execute(
+        "forgetting ended commands' leases",
+        "DELETE FROM command_leases l WHERE NOT EXISTS \
+         (SELECT 1 FROM commands c WHERE c.id = l.command_id AND c.state = 'in_progress')",
+        &[],
+    )?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}

@@ -1,0 +1,48 @@
+//! The SQL of hosts' standing per deployment group (`host_sync`): read one, read all,
+//! write some. The rows also travel with the command ends that change them (`deployments`,
+//! `reports`). Not here: what a row means or when it changes (the service's `sync`).
+
+use super::rows::{pg, sync_row, write_syncs, SYNC_COLS};
+use super::PgStore;
+use crate::store::{HostSyncRow, Result};
+
+pub(super) fn host_sync(s: &PgStore, host_id: &str, group_id: &str) -> Result<Option<HostSyncRow>> {
+    s.query_one(
+        "reading a host's sync row",
+        &format!("SELECT {SYNC_COLS} FROM host_sync WHERE host_id = $1 AND group_id = $2"),
+        &[&host_id, &group_id],
+        sync_row,
+    )
+}
+
+pub(super) fn host_syncs(s: &PgStore) -> Result<Vec<HostSyncRow>> {
+    s.query(
+        "listing hosts' sync rows",
+        &format!("SELECT {SYNC_COLS} FROM host_sync"),
+        &[],
+        sync_row,
+    )
+}
+
+pub(super) fn host_syncs_of(s: &PgStore, host_id: &str) -> Result<Vec<HostSyncRow>> {
+    s.query(
+        "listing a host's sync rows",
+        &format!("SELECT {SYNC_COLS} FROM host_sync WHERE host_id = $1"),
+        &[&host_id],
+        sync_row,
+    )
+}
+
+pub(super) fn save_host_syncs(s: &PgStore, rows: &[HostSyncRow]) -> Result<()> {
+    s.run(async {
+        let mut client = s.client("writing hosts' sync rows").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg("starting a transaction"))?;
+        write_syncs(&tx, rows)
+            .await
+            .map_err(pg("writing a host's sync row"))?;
+        tx.commit().await.map_err(pg("committing hosts' sync rows"))
+    })
+}

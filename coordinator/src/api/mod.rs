@@ -18,6 +18,8 @@
 //! | GET | `/v1/revisions/{id}` | operator | `RevisionInfo` |
 //! | POST, GET | `/v1/registration-tokens` | operator | `CreateRegistrationToken` (or no body) → `RegistrationToken`; `RegistrationTokenList` |
 //! | POST | `/v1/registration-tokens/{id}/revoke` | operator | → `RegistrationTokenInfo` |
+//! | POST, GET | `/v1/operator-tokens` | operator | `CreateOperatorToken` → `OperatorToken`; `OperatorTokenList` |
+//! | POST | `/v1/operator-tokens/{id}/revoke` | operator | → `OperatorTokenInfo` |
 //! | GET | `/v1/hosts` | operator | `HostList` |
 //! | POST | `/v1/hosts/{id}/revoke` | operator | → `HostInfo` |
 //! | POST | `/v1/hosts/{id_or_name}/tags` | operator | `SetHostTags` → `HostInfo` |
@@ -32,8 +34,12 @@
 //! | GET | `/v1/releases/{id}` | operator | `Release` (`?since=SEQ&wait_secs=N` waits for a change) |
 //! | POST | `/v1/releases/{id}/approve`, `/v1/releases/{id}/reject` | operator | `Decision` → `Release` |
 //!
+//! "operator" is any operator token whose role allows the route ([`roles::needed`]: reads
+//! need `viewer`, deploying `deployer`, every other change `admin`; the configured token is
+//! `admin`).
+//!
 //! Errors are `ErrorBody` JSON: 400 bad body or value (naming the field), 401 missing or
-//! wrong credentials, 404 unknown thing (also another host's command), 405 wrong method,
+//! wrong credentials, 403 a role that does not allow the route, 404 unknown thing (also another host's command), 405 wrong method,
 //! 408 a body that stalled, 409 conflict, 413 a body over the route's limit, 414 a URI over
 //! [`MAX_URI_LEN`], 416 unsatisfiable range, 500 store failure. Any other error answer (an
 //! axum rejection, say) is rewritten into the same JSON shape by [`json_errors`].
@@ -48,7 +54,8 @@
 //! Files: this one (the route table, limits, shared helpers), [`error`] (the error
 //! answer), [`extract`] (credentials and bounded JSON bodies), [`agent`] (the hosts'
 //! routes), [`bundles`] (upload, ranged download and the `Range` header), [`operator`]
-//! (the operators' routes), [`pipelines`] (pipelines and releases). This module is the only one on the server side that knows
+//! (the operators' routes), [`pipelines`] (pipelines and releases), [`roles`] (the role each
+//! route needs, and operator tokens' routes). This module is the only one on the server side that knows
 //! HTTP requests and answers; `server` owns the connections beneath it. Not here: rules
 //! (the `service` module), storage, connection-level limits (the `server` module).
 
@@ -58,6 +65,7 @@ mod error;
 mod extract;
 mod operator;
 mod pipelines;
+mod roles;
 
 pub use error::ApiError;
 pub use extract::{ApiJson, HostAuth, HostOrOperator, Operator, OperatorToken, RegistrationAuth};
@@ -157,6 +165,14 @@ pub fn router(state: AppState) -> Router {
             post(create_token).get(list_tokens),
         )
         .route("/v1/registration-tokens/{id}/revoke", post(revoke_token))
+        .route(
+            "/v1/operator-tokens",
+            post(roles::create_operator_token).get(roles::list_operator_tokens),
+        )
+        .route(
+            "/v1/operator-tokens/{id}/revoke",
+            post(roles::revoke_operator_token),
+        )
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{id}/revoke", post(revoke_host))
         .route("/v1/hosts/{id}/tags", post(set_host_tags))

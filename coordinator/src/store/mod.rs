@@ -1,5 +1,5 @@
 //! The coordinator's durable state behind one interface: applications, deployment groups,
-//! hosts, registration tokens, revisions, deployments, commands, event reports, and
+//! hosts, registration tokens, operator tokens, revisions, deployments, commands, event reports, and
 //! pipelines with their releases (row types in [`pipelines`]).
 //!
 //! [`Store`] is what the service calls; [`sqlite::SqliteStore`] is the embedded
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{
-    CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, SourceStatus, TagFilter,
+    CommandState, Creator, DeploymentState, HostEvent, Role, RolloutConfig, SourceStatus, TagFilter,
 };
 
 pub use pipelines::{PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow};
@@ -106,6 +106,19 @@ pub struct RegistrationTokenRow {
     pub revoked: bool,
     /// Empty: any tags.
     pub allowed_tags: BTreeMap<String, Vec<String>>,
+}
+
+/// An operator token of the store (the token of the configuration is not one of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorTokenRow {
+    pub id: String,
+    /// Hex sha256 of the token; the token itself is never stored.
+    pub token_sha256: String,
+    pub role: Role,
+    /// Who holds it; what approvals and rejections made with it record.
+    pub name: Option<String>,
+    pub created_ms: u64,
+    pub revoked: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +297,12 @@ pub trait Store: Send + Sync + 'static {
     fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRow>>;
     /// Marks the token revoked; the stored token afterwards, `None` when there is none.
     fn revoke_registration_token(&self, id: &str) -> Result<Option<RegistrationTokenRow>>;
+    fn insert_operator_token(&self, token: &OperatorTokenRow) -> Result<()>;
+    fn operator_token(&self, token_sha256: &str) -> Result<Option<OperatorTokenRow>>;
+    /// Oldest first.
+    fn operator_tokens(&self) -> Result<Vec<OperatorTokenRow>>;
+    /// Marks the token revoked; the stored token afterwards, `None` when there is none.
+    fn revoke_operator_token(&self, id: &str) -> Result<Option<OperatorTokenRow>>;
     /// Inserts a host and counts one use of the token it registered with, in one
     /// transaction.
     fn register_host(&self, host: &HostRow, token_id: &str) -> Result<()>;

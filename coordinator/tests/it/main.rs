@@ -14,6 +14,7 @@ mod progress;
 mod reports;
 mod resilience;
 mod revisions;
+mod roles;
 mod s3;
 mod server;
 mod support;

@@ -14,6 +14,7 @@
 mod catalog;
 mod deployments;
 mod hosts;
+mod operators;
 mod pipelines;
 mod reports;
 mod rows;
@@ -29,7 +30,8 @@ use rusqlite::Connection;
 
 use super::{
     AppRow, Changes, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, HostSyncRow,
-    PipelineRow, RegistrationTokenRow, ReleaseRow, ReportRow, Result, RevisionRow, Store,
+    OperatorTokenRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReportRow, Result,
+    RevisionRow, Store,
 };
 use hoist_protocol::operator::CommandState;
 use hoist_protocol::operator::SourceStatus;
@@ -159,6 +161,22 @@ impl Store for SqliteStore {
 
     fn revoke_registration_token(&self, id: &str) -> Result<Option<RegistrationTokenRow>> {
         hosts::revoke_registration_token(self, id)
+    }
+
+    fn insert_operator_token(&self, t: &OperatorTokenRow) -> Result<()> {
+        operators::insert(self, t)
+    }
+
+    fn operator_token(&self, token_sha256: &str) -> Result<Option<OperatorTokenRow>> {
+        operators::by_hash(self, token_sha256)
+    }
+
+    fn operator_tokens(&self) -> Result<Vec<OperatorTokenRow>> {
+        operators::all(self)
+    }
+
+    fn revoke_operator_token(&self, id: &str) -> Result<Option<OperatorTokenRow>> {
+        operators::revoke(self, id)
     }
 
     fn register_host(&self, h: &HostRow, token_id: &str) -> Result<()> {

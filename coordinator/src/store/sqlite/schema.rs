@@ -218,6 +218,20 @@ CREATE TABLE release_stages (
     PRIMARY KEY (release_id, position)
 );
 "#,
+    // Version 6 belongs to the PostgreSQL store's tables (command leases, replicas).
+    "",
+    r#"
+-- Operator tokens with a role (admin, deployer or viewer) and an optional name, stored
+-- hashed. The configured operator token is not one of them: it stays admin.
+CREATE TABLE operator_tokens (
+    id TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    name TEXT,
+    created_ms INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -13,6 +13,7 @@
 //! http2_cleartext: false            # also HTTP/2 with prior knowledge over plain HTTP
 //! max_connections: 20000            # default: what RLIMIT_NOFILE allows
 //! max_bundle_bytes: 4294967296      # largest bundle an upload may store
+//! metrics_public: false             # GET /metrics without a token (default: any operator token)
 //! ```
 //!
 //! Without `tls`, a loopback listen address serves plain HTTP; any other serves HTTPS with a
@@ -49,6 +50,7 @@ pub struct FileConfig {
     pub http2_cleartext: Option<bool>,
     pub max_connections: Option<usize>,
     pub max_bundle_bytes: Option<u64>,
+    pub metrics_public: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -135,6 +137,8 @@ pub struct ServerConfig {
     /// `None`: as many as the open-file limit allows.
     pub max_connections: Option<usize>,
     pub max_bundle_bytes: u64,
+    /// `GET /metrics` answers without a token.
+    pub metrics_public: bool,
 }
 
 /// Flag and environment values; `None` when not given.
@@ -151,6 +155,7 @@ pub struct Overrides {
     pub http2_cleartext: bool,
     pub max_connections: Option<usize>,
     pub max_bundle_bytes: Option<u64>,
+    pub metrics_public: bool,
 }
 
 impl ServerConfig {
@@ -202,6 +207,7 @@ impl ServerConfig {
                 .max_bundle_bytes
                 .or(file.max_bundle_bytes)
                 .unwrap_or(DEFAULT_MAX_BUNDLE_BYTES),
+            metrics_public: o.metrics_public || file.metrics_public.unwrap_or(false),
         })
     }
 }

@@ -1,7 +1,8 @@
 //! The coordinator's HTTP API (axum): routes, authentication, JSON in and out, long polls,
 //! bundle upload and ranged download. The only module that knows about HTTP.
 //!
-//! Route table (every path under `/v1`):
+//! Route table (every path under `/v1`, but `GET /metrics`: the Prometheus text format,
+//! with any operator token, or with none under `--metrics-public`):
 //!
 //! | method | path | auth | body → answer |
 //! |---|---|---|---|
@@ -54,7 +55,8 @@
 //! Files: this one (the route table, limits, shared helpers), [`error`] (the error
 //! answer), [`extract`] (credentials and bounded JSON bodies), [`agent`] (the hosts'
 //! routes), [`bundles`] (upload, ranged download and the `Range` header), [`operator`]
-//! (the operators' routes), [`pipelines`] (pipelines and releases), [`roles`] (the role each
+//! (the operators' routes), [`metrics`] (the scrape and the request counter), [`pipelines`]
+//! (pipelines and releases), [`roles`] (the role each
 //! route needs, and operator tokens' routes). This module is the only one on the server side that knows
 //! HTTP requests and answers; `server` owns the connections beneath it. Not here: rules
 //! (the `service` module), storage, connection-level limits (the `server` module).
@@ -63,6 +65,7 @@ mod agent;
 mod bundles;
 mod error;
 mod extract;
+mod metrics;
 mod operator;
 mod pipelines;
 mod roles;
@@ -125,6 +128,9 @@ pub struct AppState {
     pub cancel: CancellationToken,
     /// Largest bundle `PUT /v1/bundles` stores.
     pub max_bundle_bytes: u64,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// `GET /metrics` answers without a token.
+    pub metrics_public: bool,
 }
 
 /// A route's body limit in bytes, as a request extension (`.layer(Extension(BodyLimit(n)))`
@@ -193,6 +199,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/releases/{id}", get(show_release))
         .route("/v1/releases/{id}/approve", post(approve_release))
         .route("/v1/releases/{id}/reject", post(reject_release))
+        .route("/metrics", get(metrics::scrape))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -202,6 +209,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn(limit_uri))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
 

@@ -55,6 +55,9 @@ pub struct ServerArgs {
     /// Largest bundle an upload may store, in bytes (default 4 GiB).
     #[arg(long)]
     pub max_bundle_bytes: Option<u64>,
+    /// Answer GET /metrics without a token (by default any operator token reads it).
+    #[arg(long)]
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +121,7 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
             http2_cleartext: args.http2_cleartext,
             max_connections: args.max_connections,
             max_bundle_bytes: args.max_bundle_bytes,
+            metrics_public: args.metrics_public,
         },
     )?;
     crate::server::run(config, cancel).await?;

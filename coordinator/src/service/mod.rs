@@ -2,7 +2,8 @@
 //! [`Service`] value (construction, timing rules, the store lock, per-host wake-ups, the
 //! change counter); the rules live in the child modules: [`catalog`] (applications,
 //! groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
-//! revocation), [`operators`] (operator tokens with a role), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
+//! revocation), [`operators`] (operator tokens with a role), [`figures`] (the fleet's
+//! counts for metrics), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
 //! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between
 //! batches), [`sync`] (where each host stands in its groups), [`catch_up`] (deployments
@@ -24,6 +25,7 @@ mod bake;
 mod catalog;
 mod catch_up;
 mod deployments;
+mod figures;
 mod hosts;
 mod leases;
 mod lock;
@@ -34,6 +36,7 @@ mod states;
 mod sync;
 
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
+pub use figures::Figures;
 pub use operators::Identity;
 
 use std::collections::HashMap;

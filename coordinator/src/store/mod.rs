@@ -348,6 +348,11 @@ pub trait Store: Send + Sync + 'static {
         commands: &[CommandRow],
         syncs: &[HostSyncRow],
     ) -> Result<()>;
+    /// How many deployments are in each state.
+    fn deployment_state_counts(&self) -> Result<Vec<(DeploymentState, u64)>>;
+    /// How many commands of the deployments not ended (pending, in progress) are in each
+    /// state.
+    fn active_command_state_counts(&self) -> Result<Vec<(CommandState, u64)>>;
     /// How many commands the deployment has.
     fn command_total(&self, deployment_id: &str) -> Result<u32>;
 

@@ -9,6 +9,7 @@ mod bundles;
 mod convergence;
 mod deploy;
 mod membership;
+mod metrics;
 mod pipelines;
 mod progress;
 mod reports;

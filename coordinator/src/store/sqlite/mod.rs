@@ -13,6 +13,7 @@
 
 mod catalog;
 mod deployments;
+mod figures;
 mod hosts;
 mod operators;
 mod pipelines;
@@ -33,8 +34,8 @@ use super::{
     OperatorTokenRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReportRow, Result,
     RevisionRow, Store,
 };
-use hoist_protocol::operator::CommandState;
 use hoist_protocol::operator::SourceStatus;
+use hoist_protocol::operator::{CommandState, DeploymentState};
 use rows::{db, Raw};
 use schema::migrate;
 
@@ -161,6 +162,14 @@ impl Store for SqliteStore {
 
     fn revoke_registration_token(&self, id: &str) -> Result<Option<RegistrationTokenRow>> {
         hosts::revoke_registration_token(self, id)
+    }
+
+    fn deployment_state_counts(&self) -> Result<Vec<(DeploymentState, u64)>> {
+        figures::deployment_state_counts(self)
+    }
+
+    fn active_command_state_counts(&self) -> Result<Vec<(CommandState, u64)>> {
+        figures::active_command_state_counts(self)
     }
 
     fn insert_operator_token(&self, t: &OperatorTokenRow) -> Result<()> {

@@ -38,7 +38,7 @@ pub(super) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn deployment_state(s: &str) -> Result<DeploymentState> {
+pub(super) fn deployment_state(s: &str) -> Result<DeploymentState> {
     Ok(match s {
         "pending" => DeploymentState::Pending,
         "in_progress" => DeploymentState::InProgress,

@@ -362,4 +362,52 @@ async fn a_revoked_operator_token_is_refused_and_no_secret_is_listed() {
     )
     .await
     .ok();
+
+    // Bad input is refused, naming it.
+    let out = server
+        .hoist(&["token", "create", "--operator", "--role", "owner"])
+        .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown role \"owner\""),
+        "{}",
+        out.stderr
+    );
+    let out = server.hoist(&["token", "create", "--operator"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("needs --role"), "{}", out.stderr);
+    let out = server.hoist(&["token", "create", "--role", "viewer"]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("need --operator"), "{}", out.stderr);
+    let http = reqwest::Client::new();
+    for (body, says) in [
+        (
+            serde_json::json!({"role": "owner"}),
+            "role: must be admin, deployer or viewer",
+        ),
+        (
+            serde_json::json!({"role": "viewer", "name": "a\u{1b}b"}),
+            "without control characters",
+        ),
+        (
+            serde_json::json!({"role": "viewer", "name": "x".repeat(101)}),
+            "1 to 100 bytes",
+        ),
+    ] {
+        let resp = http
+            .post(format!("{}/v1/operator-tokens", server.url))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let err: ErrorBody = resp.json().await.unwrap();
+        assert!(err.error.contains(says), "{body}: {}", err.error);
+    }
+    let out = server
+        .hoist(&["token", "revoke", "op-0000000000000000"])
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no operator token"), "{}", out.stderr);
 }

@@ -411,3 +411,42 @@ async fn a_revoked_operator_token_is_refused_and_no_secret_is_listed() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("no operator token"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn operator_tokens_are_stored_hashed_and_keep_their_role_and_revocation_across_a_restart() {
+    let s = Scratch::new();
+    let data = s.join("data");
+    let mut server = Server::start(&data);
+    let (viewer, _) = operator_token(&server, "viewer", Some("vic")).await;
+    let (gone, gone_id) = operator_token(&server, "admin", None).await;
+    server.hoist(&["token", "revoke", &gone_id]).await.ok();
+    server.stop().await;
+    drop(server);
+
+    // No secret in the database or its log, only their hashes.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            for secret in [&viewer, &gone] {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "{} holds a token",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    let server = Server::start(&data);
+    hoist_with(&server.url, Some(&viewer), &["app", "list"])
+        .await
+        .ok();
+    let out = hoist_with(&server.url, Some(&viewer), &["app", "create", "shop"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("role is viewer"), "{}", out.stderr);
+    let out = hoist_with(&server.url, Some(&gone), &["app", "list"]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("was revoked"), "{}", out.stderr);
+}

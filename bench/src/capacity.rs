@@ -138,8 +138,9 @@ pub fn run(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Measureme
 }
 
 /// HTTP clients for `hosts` simulated hosts: one per loopback source address, each for
-/// [`HOSTS_PER_CLIENT`] hosts.
-pub(crate) fn clients(hosts: usize) -> anyhow::Result<Vec<reqwest::Client>> {
+/// [`HOSTS_PER_CLIENT`] hosts. `self_signed`: trust any certificate (the bench's own,
+/// on loopback).
+pub(crate) fn clients(hosts: usize, self_signed: bool) -> anyhow::Result<Vec<reqwest::Client>> {
     (0..hosts.div_ceil(HOSTS_PER_CLIENT))
         .map(|k| {
             reqwest::Client::builder()
@@ -148,6 +149,7 @@ pub(crate) fn clients(hosts: usize) -> anyhow::Result<Vec<reqwest::Client>> {
                 .pool_idle_timeout(None)
                 .pool_max_idle_per_host(usize::MAX)
                 .timeout(Duration::from_secs(90))
+                .danger_accept_invalid_certs(self_signed)
                 .build()
                 .context("building an HTTP client")
         })
@@ -170,7 +172,7 @@ async fn fleet(bins: &Bins, work: &Path, hosts: usize, deployments: usize) -> an
     let url = coordinator.url.clone();
     let pid = coordinator.pid();
 
-    let clients = clients(hosts)?;
+    let clients = clients(hosts, false)?;
 
     // Register every host, 64 at a time.
     let t_reg = Instant::now();
@@ -310,6 +312,16 @@ pub(crate) fn sim_name(i: usize) -> String {
 pub(crate) struct HostId {
     id: String,
     secret: String,
+}
+
+impl HostId {
+    /// Credentials no server issued, for servers that check none (`held_polls::floor`).
+    pub(crate) fn made_up(name: &str) -> HostId {
+        HostId {
+            id: format!("h-{name}"),
+            secret: format!("hs_{name}"),
+        }
+    }
 }
 
 /// Registers simulated host `name` tagged `role=ROLE`.

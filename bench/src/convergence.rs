@@ -91,7 +91,7 @@ async fn measure(bins: &Bins, work: &Path, p: &Params) -> anyhow::Result<Vec<Mea
             "peer"
         }
     };
-    let clients = clients(total)?;
+    let clients = clients(total, false)?;
 
     // Everyone registers; the fleet's group first, then the other group's hosts.
     let mut numbered: Vec<(usize, HostId)> = Vec::with_capacity(total);

@@ -12,6 +12,7 @@ mod apply_small;
 mod capacity;
 mod convergence;
 mod footprint;
+mod held_polls;
 mod pickup;
 mod procs;
 mod report;
@@ -42,13 +43,19 @@ enum Which {
     Pickup(#[command(flatten)] Opts),
     /// RSS and CPU of an idle agent; RSS after many deployments.
     Footprint(#[command(flatten)] Opts),
-    /// Assignment latency, CPU and RSS of the coordinator with many simulated hosts.
+    /// Assignment latency, CPU and RSS of the coordinator with many simulated hosts, and
+    /// its memory per held long poll (HTTP and HTTPS) against a bare hyper server's.
     Coordinator(#[command(flatten)] Opts),
     /// An operator's deployment to one group while many hosts of another come back at once
     /// and catch up, against the same deployment with none coming back.
     Convergence(#[command(flatten)] Opts),
-    /// Everything above, in that order.
+    /// Only the coordinator's memory per held long poll (part of `coordinator`).
+    HeldPolls(#[command(flatten)] Opts),
+    /// Everything above, in that order (`held-polls` as part of `coordinator`).
     All(#[command(flatten)] Opts),
+    /// The bare hyper server that is the held-poll baseline (started by `coordinator`).
+    #[command(hide = true)]
+    Server(held_polls::floor::FloorArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -92,12 +99,19 @@ fn main() -> ExitCode {
 }
 
 fn run(which: Which) -> anyhow::Result<()> {
+    if let Which::Server(args) = which {
+        return held_polls::floor::serve(args);
+    }
     let (Which::Apply(o)
     | Which::Pickup(o)
     | Which::Footprint(o)
     | Which::Coordinator(o)
     | Which::Convergence(o)
-    | Which::All(o)) = &which;
+    | Which::HeldPolls(o)
+    | Which::All(o)) = &which
+    else {
+        anyhow::bail!("not a measurement");
+    };
     let bins = procs::Bins::locate(o.bin_dir.as_deref())?;
     if let Some(d) = &o.work_dir {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -178,6 +192,20 @@ fn run(which: Which) -> anyhow::Result<()> {
             deployments: if o.quick { 2 } else { 3 },
         };
         measurements.extend(capacity::run(&bins, work, &p)?);
+    }
+    if all || matches!(which, Which::Coordinator(_) | Which::HeldPolls(_)) {
+        let max = o.max_hosts.unwrap_or(5000).min(5000);
+        let (note, limit) = raise_nofile(max as u64 + FD_MARGIN)?;
+        notes.push(note);
+        let p = held_polls::Params {
+            hosts: if o.quick {
+                400
+            } else {
+                max.min(limit.saturating_sub(FD_MARGIN) as usize)
+            },
+            runs: if o.quick { 1 } else { 3 },
+        };
+        measurements.extend(held_polls::run(&bins, &work.join("held-polls"), p)?);
     }
 
     if all || matches!(which, Which::Convergence(_)) {

@@ -231,7 +231,7 @@ pub fn write_json(path: &Path, doc: &Document) -> anyhow::Result<()> {
 }
 
 /// The measurements `hoist-bench all --quick` makes, in order.
-pub const QUICK_ALL_MEASUREMENTS: [&str; 27] = [
+pub const QUICK_ALL_MEASUREMENTS: [&str; 29] = [
     "apply.tar_gz.seconds",
     "apply.tar_gz.seconds_vs_durable_floor",
     "apply.tar_gz.mb_per_s",
@@ -256,6 +256,8 @@ pub const QUICK_ALL_MEASUREMENTS: [&str; 27] = [
     "coordinator.hosts_100.all_assigned_seconds",
     "coordinator.hosts_100.server_cpu_percent",
     "coordinator.hosts_100.server_rss_mib",
+    "coordinator.held_poll_http_kib",
+    "coordinator.held_poll_https_kib",
     "convergence.hosts_50.other_group_seconds",
     "convergence.hosts_50.other_group_seconds_vs_ordinary_deployment",
     "convergence.hosts_50.catch_up_seconds",

@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`usage`]: how both word a command-line usage error (a sentence naming the subcommand
 //!   and what is wrong, that subcommand's own usage line, its `--help`).
+//! - [`colour`]: whether log lines are coloured (a terminal, no `NO_COLOR`).
 //! - [`assets`]: both CLIs' shell completions and man pages, for the hidden `generate`
 //!   subcommand that `packaging/build.sh` runs.
 //!
@@ -11,4 +12,5 @@
 //! from the wire is escaped (`hoist_protocol::text`).
 
 pub mod assets;
+pub mod colour;
 pub mod usage;

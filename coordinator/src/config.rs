@@ -14,6 +14,8 @@
 //! max_connections: 20000            # default: what RLIMIT_NOFILE allows
 //! max_bundle_bytes: 4294967296      # largest bundle an upload may store
 //! metrics_public: false             # GET /metrics without a token (default: any operator token)
+//! bundle_store: s3://bucket/prefix  # default: DATA_DIR/bundles (endpoint, keys: AWS_* variables)
+//! single_replica: false             # PostgreSQL with local bundles: this is the only replica
 //! ```
 //!
 //! Without `tls`, a loopback listen address serves plain HTTP; any other serves HTTPS with a
@@ -29,6 +31,8 @@ use std::time::Duration;
 
 use hoist_protocol::secret::Secret;
 use serde::Deserialize;
+
+use crate::bundles::S3Location;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hoist-coordinator";
@@ -51,6 +55,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub max_bundle_bytes: Option<u64>,
     pub metrics_public: Option<bool>,
+    pub bundle_store: Option<String>,
+    pub single_replica: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -95,6 +101,14 @@ pub enum ConfigError {
     HalfTls,
     #[error("max_connections: must be at least 1")]
     NoConnections,
+    #[error("bundle_store")]
+    BundleStore(#[source] crate::s3::S3SettingsError),
+    #[error(
+        "the database is PostgreSQL, which several replicas may share, but bundles are kept in \
+         the local directory {0}, which only this machine has: give --bundle-store \
+         s3://BUCKET/PREFIX, or --single-replica when this is the only replica"
+    )]
+    LocalBundlesWithReplicas(PathBuf),
 }
 
 impl std::str::FromStr for FileConfig {
@@ -139,6 +153,10 @@ pub struct ServerConfig {
     pub max_bundle_bytes: u64,
     /// `GET /metrics` answers without a token.
     pub metrics_public: bool,
+    /// Where pushed bundles are kept: `None` for `DATA_DIR/bundles`.
+    pub bundle_store: Option<S3Location>,
+    /// Told that no other replica shares the database (local bundles are then allowed).
+    pub single_replica: bool,
 }
 
 /// Flag and environment values; `None` when not given.
@@ -156,6 +174,8 @@ pub struct Overrides {
     pub max_connections: Option<usize>,
     pub max_bundle_bytes: Option<u64>,
     pub metrics_public: bool,
+    pub bundle_store: Option<String>,
+    pub single_replica: bool,
 }
 
 impl ServerConfig {
@@ -181,6 +201,12 @@ impl ServerConfig {
         if max_connections == Some(0) {
             return Err(ConfigError::NoConnections);
         }
+        let bundle_store = o
+            .bundle_store
+            .or(file.bundle_store)
+            .map(|s| s.parse::<S3Location>())
+            .transpose()
+            .map_err(ConfigError::BundleStore)?;
         let default_listen: SocketAddr = DEFAULT_LISTEN
             .parse()
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)));
@@ -208,7 +234,20 @@ impl ServerConfig {
                 .or(file.max_bundle_bytes)
                 .unwrap_or(DEFAULT_MAX_BUNDLE_BYTES),
             metrics_public: o.metrics_public || file.metrics_public.unwrap_or(false),
+            bundle_store,
+            single_replica: o.single_replica || file.single_replica.unwrap_or(false),
         })
+    }
+
+    /// The replicas rule: a server on PostgreSQL (which other replicas may share) keeps its
+    /// bundles where every replica reaches them, unless told it is the only replica.
+    pub fn check_bundles_for_replicas(&self, store_is_postgres: bool) -> Result<(), ConfigError> {
+        if store_is_postgres && self.bundle_store.is_none() && !self.single_replica {
+            return Err(ConfigError::LocalBundlesWithReplicas(
+                self.data_dir.join("bundles"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -267,6 +306,65 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("max_connections"), "{err}");
+    }
+
+    #[test]
+    fn the_bundle_store_is_read_from_the_file_or_a_flag_and_checked() {
+        let file: FileConfig = "bundle_store: s3://from-file/p\nsingle_replica: true\n"
+            .parse()
+            .unwrap();
+        let c = ServerConfig::resolve(file.clone(), Overrides::default()).unwrap();
+        let want = S3Location {
+            bucket: "from-file".into(),
+            prefix: "p".into(),
+        };
+        assert_eq!(c.bundle_store, Some(want));
+        assert!(c.single_replica);
+        let c = ServerConfig::resolve(
+            file,
+            Overrides {
+                bundle_store: Some("s3://flag/a/b/".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.bundle_store.unwrap().prefix, "a/b");
+        for bad in ["http://b/p", "s3://b/../x", "s3://b//x", "s3:///x"] {
+            let err = ServerConfig::resolve(
+                FileConfig::default(),
+                Overrides {
+                    bundle_store: Some(bad.into()),
+                    ..Overrides::default()
+                },
+            )
+            .unwrap_err();
+            let text = format!("{:#}", anyhow::Error::new(err));
+            assert!(
+                text.contains("bundle_store") && text.contains(bad),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn postgres_with_local_bundles_needs_single_replica() {
+        let resolve = |o: Overrides| ServerConfig::resolve(FileConfig::default(), o).unwrap();
+        let local = resolve(Overrides::default());
+        // SQLite: one server per database, local bundles are fine.
+        local.check_bundles_for_replicas(false).unwrap();
+        let err = local.check_bundles_for_replicas(true).unwrap_err();
+        assert!(matches!(err, ConfigError::LocalBundlesWithReplicas(_)));
+        assert!(err.to_string().contains("--single-replica"), "{err}");
+        let single = resolve(Overrides {
+            single_replica: true,
+            ..Overrides::default()
+        });
+        single.check_bundles_for_replicas(true).unwrap();
+        let s3 = resolve(Overrides {
+            bundle_store: Some("s3://b/p".into()),
+            ..Overrides::default()
+        });
+        s3.check_bundles_for_replicas(true).unwrap();
     }
 
     #[test]

@@ -10,14 +10,16 @@
 //!   on the server side (`server` owns the connections beneath it).
 //! - [`service`]: the rules — registration, polls, reports, deployments, stops, leases,
 //!   auto-rollback — on top of the store.
-//! - [`sources`]: looking at pipeline sources (`git ls-remote`, S3 reads into the bundle
-//!   store) for `hoist server`.
 //! - [`bounds`]: what is accepted from hosts (names, tags, versions, event reports) and
 //!   how much of it.
 //! - [`rollout`]: the pure minimum-healthy-hosts arithmetic.
 //! - [`store`]: the durable state behind a trait, SQLite by default.
-//! - [`s3`]: the S3 endpoint and credentials, from the usual `AWS_*` variables.
-//! - [`bundles`]: the content-addressed bundle store, read whole or by byte range.
+//! - [`sources`]: looking at pipeline sources (`git ls-remote`, S3 reads into the bundle
+//!   store) for `hoist server`.
+//! - [`bundles`]: the content-addressed bundle store (a local directory or S3-compatible
+//!   storage), read whole or by byte range.
+//! - [`s3`]: S3 endpoint, region and credentials from the environment, and `s3://` locations.
+//! - [`memory`]: the allocator's arena limit for `hoist server`.
 //! - [`tls`]: the TLS certificate: the configured one or a generated self-signed one, and
 //!   its fingerprint.
 //! - [`cli`]: the operator CLI, one file per subcommand.
@@ -31,6 +33,7 @@ pub mod bounds;
 pub mod bundles;
 pub mod cli;
 pub mod config;
+pub mod memory;
 pub mod metrics;
 pub mod rollout;
 pub mod s3;

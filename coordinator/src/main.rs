@@ -20,6 +20,9 @@ fn main() -> ExitCode {
             None => e.exit(),
         },
     };
+    if args.is_server() {
+        hoist_coordinator::memory::limit_arenas();
+    }
     let default_level = if args.is_server() { "info" } else { "warn" };
     // HOIST_LOG first, then RUST_LOG, as the agent reads them.
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(hoist_cli::colour::stderr_colour())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -4,8 +4,9 @@
 //!
 //! On startup it prints `listening on ADDR` (the bound address, e.g. `127.0.0.1:40123`)
 //! alone on a line on stderr, so `--listen 127.0.0.1:0` can be used and the port read back.
-//! It stops when the cancellation token fires (SIGTERM/SIGINT): long polls end at once,
-//! in-flight requests get a grace period. Not here: routes (the `api` module) or rules.
+//! It stops when the cancellation token fires (SIGTERM/SIGINT): the listener closes, held
+//! long polls are answered 503 at once (handed back: the hosts poll again, on another
+//! replica when they list several), in-flight requests get a grace period. Not here: routes (the `api` module) or rules.
 //!
 //! Transport, in one accept loop for HTTP and HTTPS:
 //! - plain HTTP only on a loopback address or with `--insecure-http`; otherwise HTTPS, with
@@ -27,7 +28,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -77,9 +77,10 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         Some(t) => t.expose().to_owned(),
         None => operator_token_file(&data_dir)?,
     };
+    // SQLite: the database is this server's alone (`true` once the store is PostgreSQL).
+    config.check_bundles_for_replicas(false)?;
     let store = open_store(&data_dir).await?;
-    let bundles =
-        BundleStore::open(&config.data_dir.join("bundles")).context("opening the bundle store")?;
+    let bundles = open_bundles(&config).await?;
     let acceptor = tls_acceptor(&config)?;
     let service = Arc::new(Service::new(
         Arc::new(store),
@@ -102,10 +103,11 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         service.clone(),
         crate::sources::SourceSettings {
             max_bundle_bytes: config.max_bundle_bytes,
-            s3: crate::s3::S3Env::from_env(),
+            s3: crate::s3::S3Settings::from_env("an S3 source").ok(),
         },
         cancel.clone(),
     ));
+    let handed_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let state = AppState {
         service,
         operator_token: OperatorToken::new(&token),
@@ -113,6 +115,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         max_bundle_bytes: config.max_bundle_bytes,
         metrics: Arc::new(crate::metrics::Metrics::new()),
         metrics_public: config.metrics_public,
+        handed_back: handed_back.clone(),
     };
     tracing::info!(replica_id = %state.metrics.replica_id(), "metrics replica id");
     let router = api::router(state);
@@ -137,8 +140,29 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     if let Err(e) = contacts.await {
         tracing::error!(error = %e, "writing hosts' last contacts");
     }
-    tracing::info!("coordinator stopped");
+    let handed_back = handed_back.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("coordinator stopped; {handed_back} held polls handed back");
     result
+}
+
+/// The bundle store the config names: `DATA_DIR/bundles`, or S3-compatible storage (whose
+/// bucket must answer the credentials before the server starts).
+async fn open_bundles(config: &ServerConfig) -> Result<BundleStore> {
+    let dir = config.data_dir.join("bundles");
+    let bundles = match &config.bundle_store {
+        None => BundleStore::open(&dir),
+        Some(location) => {
+            let settings = crate::s3::S3Settings::from_env("--bundle-store")?;
+            BundleStore::s3(settings, location.clone(), &dir.join("tmp"))
+        }
+    }
+    .context("opening the bundle store")?;
+    bundles
+        .check()
+        .await
+        .with_context(|| format!("opening the bundle store {}", bundles.describe()))?;
+    tracing::info!(bundles = %bundles.describe(), "bundle store");
+    Ok(bundles)
 }
 
 /// How many connections to serve at once: `configured`, or what the open-file limit
@@ -414,51 +438,20 @@ async fn serve(
         }
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            // Held for as long as the connection lives.
-            let _permit = permit;
-            match tls {
-                Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let builder = http_builder(false);
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                None => {
-                    let h2 = h2c
-                        && match tokio::time::timeout(HEADER_READ_TIMEOUT, sends_h2_preface(&tcp))
-                            .await
-                        {
-                            Ok(Ok(h2)) => h2,
-                            Ok(Err(_)) | Err(_) => {
-                                tracing::debug!(%peer, "nothing received in time; closing");
-                                return;
-                            }
-                        };
-                    let builder = http_builder(h2);
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
+        // One task per connection, of the size its own kind needs: a held poll on a plain
+        // connection does not carry room for a TLS session or an HTTP/2 connection.
+        match tls.clone() {
+            Some(acceptor) => {
+                tokio::spawn(serve_tls(acceptor, tcp, peer, service, watcher, permit));
             }
-        });
+            None => {
+                tokio::spawn(serve_plain(tcp, peer, h2c, service, watcher, permit));
+            }
+        }
     }
+    // Closed first, so a host polling again is refused at once (and moves on to its next
+    // coordinator URL) instead of waiting in the backlog of a server that is leaving.
+    drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
@@ -468,27 +461,91 @@ async fn serve(
     Ok(())
 }
 
-/// A connection builder for one protocol: HTTP/2 when `h2`, HTTP/1.1 otherwise.
-fn http_builder(h2: bool) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
+type ConnService = TowerToHyperService<axum::Router>;
+
+/// One HTTPS connection: the handshake within [`HEADER_READ_TIMEOUT`], then HTTP/1.1.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    service: ConnService,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    // Held for as long as the connection lives.
+    let _permit = permit;
+    let stream = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let conn = http1_builder().serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// One plain connection: HTTP/1.1, or HTTP/2 with prior knowledge when `h2c` allows it and
+/// the connection opens with its preface.
+async fn serve_plain(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    h2c: bool,
+    service: ConnService,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    if h2c {
+        match tokio::time::timeout(HEADER_READ_TIMEOUT, sends_h2_preface(&tcp)).await {
+            Ok(Ok(true)) => {
+                let conn = http2_builder().serve_connection(TokioIo::new(tcp), service);
+                // Boxed: only HTTP/2 connections pay for its (larger) state.
+                if let Err(e) = Box::pin(watcher.watch(conn)).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(_)) | Err(_) => {
+                tracing::debug!(%peer, "nothing received in time; closing");
+                return;
+            }
+        }
+    }
+    let conn = http1_builder().serve_connection(TokioIo::new(tcp), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The HTTP/1.1 connection settings: the head timeout (idle keep-alive included) and size.
+fn http1_builder() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
     builder
-        .http2()
+}
+
+/// The HTTP/2 (prior knowledge) connection settings.
+fn http2_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_STREAMS)
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .max_pending_accept_reset_streams(Some(H2_MAX_STREAMS as usize))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(HEADER_READ_TIMEOUT);
-    if h2 {
-        builder.http2_only()
-    } else {
-        builder.http1_only()
-    }
+    builder
 }
 
 /// Whether a plain connection opens with the HTTP/2 preface, waiting for its 24 bytes

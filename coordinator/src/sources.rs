@@ -20,7 +20,7 @@ use hoist_protocol::operator::PipelineSource;
 use rusty_s3::S3Action;
 use tokio_util::sync::CancellationToken;
 
-use crate::s3::S3Env;
+use crate::s3::S3Settings;
 use crate::service::pipelines::sources::{Due, Look};
 use crate::service::{now_ms, Service};
 
@@ -37,7 +37,7 @@ pub struct SourceSettings {
     /// Largest object an S3 source copies (the bundle store's upload cap).
     pub max_bundle_bytes: u64,
     /// The S3 endpoint and credentials (`AWS_*` variables), when set.
-    pub s3: Option<S3Env>,
+    pub s3: Option<S3Settings>,
 }
 
 /// Looks at due sources until `cancel`.
@@ -166,14 +166,14 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
 async fn s3_look(
     service: &Service,
     settings: &SourceSettings,
-    s3: &S3Env,
+    s3: &S3Settings,
     http: &reqwest::Client,
     bucket: &str,
     key: &str,
     last: Option<&str>,
 ) -> Result<Look, String> {
     let where_ = format!("s3://{bucket}/{key}");
-    let b = s3.bucket(bucket)?;
+    let b = s3.bucket(bucket).map_err(|e| e.to_string())?;
     let creds = s3.credentials();
     let head_url = b
         .head_object(Some(&creds), key)
@@ -183,7 +183,7 @@ async fn s3_look(
         .timeout(LOOK_TIMEOUT)
         .send()
         .await
-        .map_err(|e| format!("reaching {where_} at {}: {e}", s3.endpoint))?;
+        .map_err(|e| format!("reaching {where_} at {}: {}", s3.endpoint, e.without_url()))?;
     if !head.status().is_success() {
         return Err(format!("{where_}: S3 answered {}", head.status()));
     }
@@ -207,7 +207,7 @@ async fn s3_look(
         .timeout(COPY_TIMEOUT)
         .send()
         .await
-        .map_err(|e| format!("reading {where_}: {e}"))?;
+        .map_err(|e| format!("reading {where_}: {}", e.without_url()))?;
     if !resp.status().is_success() {
         return Err(format!("reading {where_}: S3 answered {}", resp.status()));
     }
@@ -228,7 +228,9 @@ async fn s3_look(
     };
     let (sha256, size) = service
         .bundles()
-        .put(resp.bytes_stream())
+        .put(futures_util::StreamExt::map(resp.bytes_stream(), |r| {
+            r.map_err(reqwest::Error::without_url)
+        }))
         .await
         .map_err(|e| format!("copying {where_}: {}", crate::service::error_chain(&e)))?;
     if size != announced {

@@ -156,15 +156,20 @@ impl Coordinator {
     /// `hoist server` flags such as `--host-lease 2s`. Its log is echoed on stderr. A port
     /// freed a moment ago may still be taken briefly: starting is retried for 10 s.
     pub fn start_with(data_dir: &Path, listen: &str, extra: &[&str]) -> Coordinator {
-        Coordinator(Server::launch(
+        Coordinator::launch(
             data_dir,
             Launch {
                 listen,
                 extra,
-                echo: true,
                 ..Launch::default()
             },
-        ))
+        )
+    }
+
+    /// A `hoist server` started as `how` says (flags, environment), its log echoed on
+    /// stderr.
+    pub fn launch(data_dir: &Path, how: Launch<'_>) -> Coordinator {
+        Coordinator(Server::launch(data_dir, Launch { echo: true, ..how }))
     }
 }
 

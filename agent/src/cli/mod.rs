@@ -143,21 +143,11 @@ pub fn init_tracing(default_filter: &str, journal: bool) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .with_ansi(use_colour(
-                        std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                        std::env::var_os("NO_COLOR"),
-                    ))
+                    .with_ansi(hoist_cli::colour::stderr_colour())
                     .with_target(false),
             )
             .try_init(),
     };
-}
-
-/// Whether log lines get ANSI colour: only on a terminal, and never when `NO_COLOR` is set to
-/// anything but the empty string (<https://no-color.org>). A file, a pipe or the journal's
-/// stream gets plain text.
-pub fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
-    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Writes `text` to stdout. A reader that went away (`hoist-agent status | head`) is not an
@@ -178,26 +168,4 @@ fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
         let default = PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
         default.exists().then_some(default)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn colour_only_on_a_terminal_without_no_color() {
-        for (terminal, no_color, expected) in [
-            (true, None, true),
-            (true, Some(""), true),
-            (true, Some("1"), false),
-            (false, None, false),
-            (false, Some("1"), false),
-        ] {
-            assert_eq!(
-                use_colour(terminal, no_color.map(Into::into)),
-                expected,
-                "terminal={terminal} NO_COLOR={no_color:?}"
-            );
-        }
-    }
 }

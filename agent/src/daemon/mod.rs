@@ -93,7 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sender_stop.clone(),
     ));
 
-    let deployer = Deployer::new(
+    let mut deployer = Deployer::new(
         state.clone(),
         deployer_settings(&config, Some((&client, &host))),
     );
@@ -127,6 +127,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         every: heartbeat_every(resp.heartbeat_ms),
                     };
                     let command_id = command.command_id.clone();
+                    // The bundle store of the URL that handed the command over: with
+                    // replicas, the one in use now, not the one at start.
+                    if let Some(fetch) = deployer.settings.fetch.as_mut() {
+                        fetch.settings.coordinator = Some(client.coordinator_access(&host));
+                    }
                     let ran = run_command(
                         &deployer,
                         &outbox,

@@ -47,6 +47,8 @@ async fn hold_poll(
     let heartbeat_ms = Some(config.heartbeat_interval().as_millis() as u64);
     let host_id = host.id.clone();
     state.service.host_polled(&host_id, &req);
+    // Not kept while the poll is held: each held poll costs memory for what it keeps.
+    drop(req);
     let waker = state.service.host_waker(&host_id);
     let deadline = tokio::time::Instant::now() + wait;
     // A command left by an earlier wake-up may since have stopped: the store decides.
@@ -76,7 +78,7 @@ async fn hold_poll(
         tokio::select! {
             _ = &mut notified => woken = true,
             _ = tokio::time::sleep_until(deadline) => break,
-            _ = state.cancel.cancelled() => break,
+            _ = state.cancel.cancelled() => return Err(hand_back(state)),
         }
     }
     // An idle host hears where it stands in its groups (shown by `hoist-agent status`).
@@ -86,6 +88,19 @@ async fn hold_poll(
         heartbeat_ms,
         sync: Some(sync),
     }))
+}
+
+/// The answer to a poll held when the server stops: 503 at once, with nothing read from the
+/// store, so the server can exit within a second and the host polls again, moving on to
+/// its next coordinator URL (another replica) when it lists several.
+fn hand_back(state: &AppState) -> ApiError {
+    state
+        .handed_back
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this coordinator is stopping: poll again (another replica, when there are several)",
+    )
 }
 
 pub(super) async fn heartbeat(

@@ -70,7 +70,7 @@ pub(super) async fn upload_bundle(
         .map_err(|e| {
             let cut = match &e {
                 BundleError::Body(b) => b.downcast_ref::<UploadCut>(),
-                BundleError::Io { .. } => None,
+                BundleError::Io { .. } | BundleError::Remote(_) => None,
             };
             match cut {
                 Some(UploadCut::TooLarge(_)) => {
@@ -80,6 +80,10 @@ pub(super) async fn upload_bundle(
                     ApiError::new(StatusCode::REQUEST_TIMEOUT, error_chain(&e))
                 }
                 Some(UploadCut::Body(_)) => ApiError::new(StatusCode::BAD_REQUEST, error_chain(&e)),
+                None if matches!(e, BundleError::Remote(_)) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("storing the bundle: {}", error_chain(&e)),
+                ),
                 None => ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("storing the bundle: {}", error_chain(&e)),
@@ -103,7 +107,7 @@ pub(super) async fn download_bundle(
     let reading = |e: std::io::Error| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reading bundle: {e}"),
+            format!("reading bundle: {}", error_chain(&e)),
         )
     };
     let bundle = state
@@ -111,7 +115,13 @@ pub(super) async fn download_bundle(
         .bundles()
         .open_bundle(&sha256)
         .await
-        .map_err(reading)?
+        .map_err(|e| {
+            let status = match e {
+                BundleError::Remote(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            ApiError::new(status, format!("reading bundle: {}", error_chain(&e)))
+        })?
         .ok_or_else(not_found)?;
     let size = bundle.size();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -137,8 +147,7 @@ pub(super) async fn download_bundle(
         }
     };
     let len = range.map_or(size, |r| r.byte_count());
-    let reader = bundle.read(range).await.map_err(reading)?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    let body = Body::from_stream(bundle.read(range).await.map_err(reading)?);
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();

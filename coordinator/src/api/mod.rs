@@ -7,11 +7,11 @@
 //! | method | path | auth | body → answer |
 //! |---|---|---|---|
 //! | POST | `/v1/hosts/register` | registration token | `RegisterRequest` → `RegisterResponse` |
-//! | POST | `/v1/hosts/poll` | host | `PollRequest` → `PollResponse` (long poll, ≤ 30 s) |
+//! | POST | `/v1/hosts/poll` | host | `PollRequest` → `PollResponse` (long poll, ≤ 30 s; 503 when the server stops) |
 //! | POST | `/v1/hosts/heartbeat` | host | `Heartbeat` → `HeartbeatAck` |
 //! | POST | `/v1/commands/{id}/reports` | host | `Report` → `ReportAck` |
-//! | GET | `/v1/bundles/{sha256}` | host or operator | bytes; `Range` → 206 / 416 |
-//! | PUT | `/v1/bundles` | operator | bytes → `BundleInfo` |
+//! | GET | `/v1/bundles/{sha256}` | host or operator | bytes; `Range` → 206 / 416; 502 when an S3 bundle store fails |
+//! | PUT | `/v1/bundles` | operator | bytes → `BundleInfo`; 502 when an S3 bundle store fails |
 //! | POST, GET | `/v1/applications` | operator | `CreateApplication` → `Application`; `ApplicationList` |
 //! | POST, GET | `/v1/applications/{app}/groups` | operator | `CreateGroup` → `DeploymentGroup`; `GroupList` |
 //! | GET, PATCH | `/v1/applications/{app}/groups/{group}` | operator | `DeploymentGroup`; `UpdateGroup` → `DeploymentGroup` |
@@ -131,6 +131,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `GET /metrics` answers without a token.
     pub metrics_public: bool,
+    /// Held polls answered 503 because the server is stopping (logged at the end).
+    pub handed_back: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A route's body limit in bytes, as a request extension (`.layer(Extension(BodyLimit(n)))`
@@ -207,8 +209,7 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn(limit_uri))
+        .layer(middleware::from_fn(around))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,
@@ -216,8 +217,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// 414 for a URI longer than [`MAX_URI_LEN`], before routing or any extractor runs.
-async fn limit_uri(req: Request, next: Next) -> Response {
+/// The one layer around every route (one layer, so a held poll keeps one boxed future
+/// for it, not one per concern): 414 for a URI longer than [`MAX_URI_LEN`], before routing
+/// or any extractor runs; then [`json_errors`] on the answer.
+async fn around(req: Request, next: Next) -> Response {
     let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if len > MAX_URI_LEN {
         return ApiError::new(
@@ -226,7 +229,7 @@ async fn limit_uri(req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    next.run(req).await
+    json_errors(next.run(req).await).await
 }
 
 /// Rewrites an error answer that is not JSON (axum's own rejections, such as a path that

@@ -3,8 +3,10 @@
 //! it to the coordinator's bundle store or to S3-compatible storage, registers the revision
 //! and prints its id alone on stdout.
 //!
-//! S3 settings come from the usual variables (`crate::s3`). The upload is a
-//! SigV4-presigned PUT (rusty-s3), so the bundle is never held in memory.
+//! S3 settings come from the usual variables (`crate::s3`: `AWS_ENDPOINT_URL_S3` or
+//! `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`). The upload is a SigV4-presigned PUT (rusty-s3), so the bundle is
+//! never held in memory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -78,14 +80,12 @@ pub async fn run(client: &Client, args: PushArgs) -> Result<ExitCode> {
 }
 
 fn parse_s3_url(s: &str) -> Result<(String, String), UsageError> {
-    let rest = s
-        .strip_prefix("s3://")
-        .ok_or_else(|| UsageError(format!("--s3 {s:?} must look like s3://bucket/key")))?;
-    match rest.split_once('/') {
-        Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_owned(), k.to_owned())),
-        _ => Err(UsageError(format!(
+    match crate::s3::parse_location(s, "--s3", "s3://bucket/key") {
+        Ok((b, k)) if !k.is_empty() => Ok((b, k)),
+        Ok(_) => Err(UsageError(format!(
             "--s3 {s:?} must look like s3://bucket/key"
         ))),
+        Err(e) => Err(UsageError(e.to_string())),
     }
 }
 
@@ -215,14 +215,15 @@ async fn upload_to_s3(
     sha256: String,
 ) -> Result<Revision> {
     use rusty_s3::S3Action;
-    let Some(s3) = crate::s3::S3Env::from_env() else {
-        return Err(
-            UsageError("--s3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()).into(),
-        );
-    };
-    let endpoint = s3.endpoint.clone();
-    let creds = s3.credentials();
-    let s3_bucket = s3.bucket(bucket).map_err(anyhow::Error::msg)?;
+    let settings = crate::s3::S3Settings::from_env("--s3").map_err(|e| match e {
+        e @ crate::s3::S3SettingsError::NoCredentials(_) => {
+            anyhow::Error::new(UsageError(e.to_string()))
+        }
+        e => anyhow::Error::new(e),
+    })?;
+    let endpoint = settings.endpoint.to_string();
+    let creds = settings.credentials();
+    let s3_bucket = settings.bucket(bucket)?;
     let url = s3_bucket
         .put_object(Some(&creds), key)
         .sign(Duration::from_secs(3600));
@@ -237,6 +238,8 @@ async fn upload_to_s3(
         .body(body)
         .send()
         .await
+        // Without the URL: its signature would stay valid for an hour.
+        .map_err(reqwest::Error::without_url)
         .with_context(|| format!("uploading to s3://{bucket}/{key} at {endpoint}"))?;
     let status = resp.status();
     let header = |name: &str| {

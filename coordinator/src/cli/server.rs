@@ -58,6 +58,16 @@ pub struct ServerArgs {
     /// Answer GET /metrics without a token (by default any operator token reads it).
     #[arg(long)]
     pub metrics_public: bool,
+    /// Keep pushed bundles in S3-compatible storage under this bucket and key prefix instead
+    /// of DIR/bundles (what several replicas share). Endpoint, region and keys come from
+    /// AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, as for `hoist push --s3`.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub bundle_store: Option<String>,
+    /// This is the only replica on its database: bundles may stay in DIR/bundles even on
+    /// PostgreSQL.
+    #[arg(long)]
+    pub single_replica: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +132,8 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
             max_connections: args.max_connections,
             max_bundle_bytes: args.max_bundle_bytes,
             metrics_public: args.metrics_public,
+            bundle_store: args.bundle_store,
+            single_replica: args.single_replica,
         },
     )?;
     crate::server::run(config, cancel).await?;

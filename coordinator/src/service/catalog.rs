@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{self as op, RolloutConfig, TagFilter};
 
-use super::{new_id, now_ms, Result, Service, ServiceError};
+use super::{error_chain, new_id, now_ms, Result, Service, ServiceError};
 use crate::bounds::shown;
 use crate::rollout;
 use crate::store::{AppRow, GroupRow, RevisionRow, StoreError};
@@ -293,12 +293,16 @@ impl Service {
         Ok(match r {
             Revision::Coordinator { sha256, .. } => {
                 let sha256 = sha(sha256, "sha256")?;
-                let size = self.bundles.size_of(&sha256).ok_or_else(|| {
-                    ServiceError::Invalid(format!(
-                        "revision.sha256: no bundle {sha256} in the coordinator's store \
-                         (upload it first)"
-                    ))
-                })?;
+                let size = self
+                    .bundles
+                    .size_of(&sha256)
+                    .map_err(|e| ServiceError::Internal(error_chain(&e)))?
+                    .ok_or_else(|| {
+                        ServiceError::Invalid(format!(
+                            "revision.sha256: no bundle {sha256} in the coordinator's store \
+                             (upload it first)"
+                        ))
+                    })?;
                 Revision::Coordinator { sha256, size }
             }
             Revision::S3 {

@@ -160,7 +160,9 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct HostWaker {
     notify: Notify,
-    handoff: Mutex<Option<agent::Command>>,
+    /// Boxed: every host polling has a waker, and a command inline would cost each of
+    /// them its size while none is handed over.
+    handoff: Mutex<Option<Box<agent::Command>>>,
 }
 
 impl HostWaker {
@@ -172,11 +174,11 @@ impl HostWaker {
 
     /// The command handed over by the last wake-up, if no poll has taken it yet.
     pub fn take(&self) -> Option<agent::Command> {
-        locked(&self.handoff).take()
+        locked(&self.handoff).take().map(|c| *c)
     }
 
     fn wake(&self, command: agent::Command) {
-        *locked(&self.handoff) = Some(command);
+        *locked(&self.handoff) = Some(Box::new(command));
         self.notify.notify_waiters();
     }
 }

@@ -408,20 +408,30 @@ async fn a_restart_mid_deployment_loses_no_state_or_report() {
         .await;
     assert!(ack.recorded);
 
-    // web-b waits in a long poll; SIGTERM must end it promptly.
+    // web-b waits in a long poll; SIGTERM hands it back promptly (503: poll again,
+    // elsewhere when there is another replica).
     let b_poll = {
         let b = b.clone();
-        tokio::spawn(async move { b.poll_raw(25).await.status() })
+        tokio::spawn(async move {
+            let resp = b.poll_raw(25).await;
+            (resp.status(), resp.text().await.unwrap_or_default())
+        })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let took = server.stop().await;
     eprintln!("server stopped {took:?} after SIGTERM with a long poll open");
     assert!(took < Duration::from_secs(8), "{took:?}");
-    let status = tokio::time::timeout(Duration::from_secs(5), b_poll)
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), b_poll)
         .await
         .expect("poll ended")
         .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("stopping"), "{body}");
+    assert!(
+        server.log().contains("1 held polls handed back"),
+        "the one held poll is counted as handed back:\n{}",
+        server.log()
+    );
     drop(server);
 
     let server = Server::start(&data);

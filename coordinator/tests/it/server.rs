@@ -1,4 +1,4 @@
-//! The server process itself: generated operator token, config file, TLS, version.
+//! The server process itself: generated operator token, config file, TLS, version, log.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -29,6 +29,16 @@ async fn without_a_token_the_first_start_writes_one_and_later_starts_reuse_it() 
         out.ok().contains("shop"),
         "data and token survive a restart"
     );
+}
+
+/// Regression: the server's log was ANSI-coloured even into a pipe or a file.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_is_plain_text_when_stderr_is_not_a_terminal() {
+    let tmp = Scratch::new();
+    let server = Server::start_with(&tmp.path().join("data"), &[], None);
+    let log = server.log();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log:?}");
 }
 
 #[test]

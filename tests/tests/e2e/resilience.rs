@@ -922,3 +922,54 @@ fn a_state_directory_filled_while_registering_leaves_no_orphan_host() {
     assert_eq!(code, Some(0), "{}", web.log());
     assert_eq!(web.events(), ["ApplicationStart"]);
 }
+
+#[test]
+fn a_coordinator_stopped_with_sigterm_hands_its_held_polls_back_and_agents_move_to_the_next_url() {
+    let s = Scratch::new();
+    let data = s.join("coordinator");
+    // The agents' second URL: where the database's next server comes up.
+    let second = format!("127.0.0.1:{}", hoist_tests::servers::free_port());
+    let mut first = Coordinator::start(&data);
+    let token = first.shop_web(&["--config", "AllAtOnce"]);
+    let names = ["web-1", "web-2", "web-3"];
+    let second_url = format!("http://{second}");
+    let options = AgentOptions {
+        more_urls: &[second_url.as_str()],
+        ..AgentOptions::default()
+    };
+    let agents: Vec<Agent> = names
+        .iter()
+        .map(|n| Agent::start_with(&s, n, &first, &token, "role: web", options))
+        .collect();
+    wait_hosts(&first, &names);
+    // Each agent is in a long poll (held up to 20 s) a moment after its first one.
+    std::thread::sleep(Duration::from_secs(2));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let took = runtime.block_on(first.stop());
+    eprintln!("the first coordinator exited {took:?} after SIGTERM with three polls held");
+    let log = first.log();
+    assert!(
+        log.contains("coordinator stopped; 3 held polls handed back"),
+        "every held poll is answered at once:\n{log}"
+    );
+    drop(first);
+
+    let next = Coordinator::start_on(&data, &second);
+    let dir = s.join("rev");
+    bundle(
+        &dir,
+        "version: 0.0\nos: linux\nhooks:\n  AfterInstall:\n    - location: ran.sh\n",
+        &[("ran.sh", "#!/bin/sh\necho ran > \"$OUT/ran\"\n")],
+    );
+    let revision = next.push(&dir);
+    let (code, id) = next.deploy(&revision, true);
+    assert_eq!(code, Some(0), "{}", status_text(&next, &id));
+    for a in &agents {
+        assert_eq!(
+            fs::read_to_string(a.dir.join("out/ran")).ok().as_deref(),
+            Some("ran\n"),
+            "{} deployed through the second URL",
+            a.dir.display()
+        );
+    }
+}

@@ -15,6 +15,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use hoist_tests::archive::write_tar;
+use hoist_tests::coordinator::Launch;
 use hoist_tests::fleet::{Agent, AgentOptions, Coordinator, OPERATOR_TOKEN};
 use hoist_tests::servers::{
     bare_repo, need_moto, presigned_get, sha256_hex, start_git_http, start_s3s, GitDaemon, Moto,
@@ -42,7 +43,11 @@ fn dest(s: &Scratch) -> PathBuf {
 /// A coordinator with application `shop`, group `web` (tag role=web, AllAtOnce) and two
 /// agents whose configs end with `extra_yaml`, both online.
 fn fleet(s: &Scratch, extra_yaml: &str) -> (Coordinator, Vec<Agent>) {
-    let coordinator = Coordinator::start(&s.join("coordinator"));
+    fleet_of(s, Coordinator::start(&s.join("coordinator")), extra_yaml)
+}
+
+/// [`fleet`] around a coordinator already started.
+fn fleet_of(s: &Scratch, coordinator: Coordinator, extra_yaml: &str) -> (Coordinator, Vec<Agent>) {
     let token = coordinator.shop_web(&["--config", "AllAtOnce"]);
     let dest = dest(s);
     let options = AgentOptions {
@@ -219,6 +224,55 @@ fn s3_revision_signed_with_sigv4_reaches_every_tagged_host() {
     let (out, id) = deploy(&c, &["--revision", revision]);
     assert_eq!(out.status.code(), Some(0), "{}", status_text(&c, &id));
     assert_installed(&hosts, "from s3");
+}
+
+#[test]
+#[ignore = "needs root: each agent runs in its own mount namespace"]
+fn a_bundle_pushed_to_a_coordinator_storing_bundles_in_s3_reaches_every_tagged_host() {
+    need_root("each agent runs in its own mount namespace");
+    let s = Scratch::new();
+    let rt = runtime();
+    let s3_root = s.join("s3");
+    fs::create_dir_all(s3_root.join("bundles")).expect("bucket");
+    let endpoint = format!("http://{}", rt.block_on(start_s3s(&s3_root, false)));
+    let env = aws_env(&endpoint, S3_ACCESS_KEY, S3_SECRET_KEY);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let coordinator = Coordinator::launch(
+        &s.join("coordinator"),
+        Launch {
+            extra: &["--bundle-store", "s3://bundles/store"],
+            env: &env,
+            ..Launch::default()
+        },
+    );
+    // The agents have no S3 settings: the coordinator streams the bundle through.
+    let (c, hosts) = fleet_of(&s, coordinator, "");
+
+    let dir = bundle_dir(&s, "bundle", "through the coordinator from s3");
+    let out = c.hoist(&[
+        "push",
+        dir.to_str().expect("utf-8"),
+        "--app",
+        "shop",
+        "--json",
+    ]);
+    assert!(out.status.success(), "hoist push failed");
+    let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("push --json");
+    assert_eq!(pushed["revision"]["kind"], "coordinator", "{pushed}");
+    let sha = pushed["revision"]["sha256"].as_str().expect("sha256");
+    let stored = fs::read(s3_root.join(format!("bundles/store/{}/{sha}", &sha[..2])))
+        .expect("the bundle is an object in s3s-fs");
+    assert_eq!(sha256_hex(&stored), sha);
+    assert!(
+        walk(&c.data_dir)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(sha)),
+        "nothing named after the bundle in the data directory"
+    );
+
+    let (out, id) = deploy(&c, &["--revision", pushed["id"].as_str().expect("id")]);
+    assert_eq!(out.status.code(), Some(0), "{}", status_text(&c, &id));
+    assert_installed(&hosts, "through the coordinator from s3");
 }
 
 #[test]

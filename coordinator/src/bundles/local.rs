@@ -1,10 +1,9 @@
-//! The coordinator's content-addressed bundle store: `DATA_DIR/bundles/ab/abcd…` keyed by
-//! the sha256 of the bytes, read whole or by a typed [`ByteRange`].
+//! The bundle store in a local directory: `DATA_DIR/bundles/ab/abcd…` keyed by the sha256
+//! of the bytes, read whole or by a [`ByteRange`].
 //!
 //! An upload streams into a temp file under `DATA_DIR/bundles/tmp` while hashing, then is
-//! fsynced and renamed to its hash; a bundle is never held whole in memory. Not here: HTTP
-//! (the `api` module reads a `Range` header into a [`ByteRange`] and answers 206 or 416)
-//! or who may read a bundle.
+//! fsynced and renamed to its hash; a bundle is never held whole in memory. Not here: the
+//! choice between this and S3 (`super`), HTTP, or who may read a bundle.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,41 +12,24 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, Take};
 
-#[derive(Debug, thiserror::Error)]
-pub enum BundleError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("reading the upload")]
-    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
+use super::{io, valid_sha256, BundleError, ByteRange};
 
 #[derive(Debug, Clone)]
-pub struct BundleStore {
+pub struct LocalStore {
     dir: PathBuf,
 }
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BundleError {
-    let path = path.to_owned();
-    move |source| BundleError::Io { op, path, source }
-}
-
-/// True for 64 lowercase hex digits, the only names the store hands out.
-pub fn valid_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-impl BundleStore {
+impl LocalStore {
     /// Opens the store under `dir`, creating it when missing.
-    pub fn open(dir: &Path) -> Result<BundleStore, BundleError> {
+    pub fn open(dir: &Path) -> Result<LocalStore, BundleError> {
         std::fs::create_dir_all(dir.join("tmp")).map_err(io("creating", dir))?;
-        Ok(BundleStore {
+        Ok(LocalStore {
             dir: dir.to_owned(),
         })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Where the bundle with this hash lives (whether or not it exists); `None` for a name
@@ -58,7 +40,7 @@ impl BundleStore {
 
     /// Opens the bundle named `sha256` for reading; `Ok(None)` when the store has none by
     /// that name.
-    pub async fn open_bundle(&self, sha256: &str) -> std::io::Result<Option<StoredBundle>> {
+    pub async fn open_bundle(&self, sha256: &str) -> std::io::Result<Option<LocalBundle>> {
         let Some(path) = self.path_of(sha256) else {
             return Ok(None);
         };
@@ -66,7 +48,7 @@ impl BundleStore {
             return Ok(None);
         };
         let size = file.metadata().await?.len();
-        Ok(Some(StoredBundle { file, size }))
+        Ok(Some(LocalBundle { file, size }))
     }
 
     /// The size of a stored bundle.
@@ -79,38 +61,20 @@ impl BundleStore {
     }
 
     /// Streams `body` into the store; returns the bundle's sha256 and size.
-    pub async fn put<S, B, E>(&self, mut body: S) -> Result<(String, u64), BundleError>
+    pub async fn put<S, B, E>(&self, body: S) -> Result<(String, u64), BundleError>
     where
         S: Stream<Item = Result<B, E>> + Unpin,
         B: AsRef<[u8]>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let tmp_dir = self.dir.join("tmp");
-        let tmp = tempfile::Builder::new()
-            .prefix("upload-")
-            .tempfile_in(&tmp_dir)
-            .map_err(io("creating a temp file in", &tmp_dir))?;
-        let (std_file, tmp_path) = tmp.into_parts();
-        let mut file = tokio::fs::File::from_std(std_file);
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| BundleError::Body(Box::new(e)))?;
-            let chunk = chunk.as_ref();
-            hasher.update(chunk);
-            size += chunk.len() as u64;
-            file.write_all(chunk)
-                .await
-                .map_err(io("writing", &tmp_path))?;
-        }
-        file.flush().await.map_err(io("writing", &tmp_path))?;
-        let std_file = file.into_std().await;
-        let sha256 = hex::encode(hasher.finalize());
+        let spooled = spool(&self.dir.join("tmp"), body).await?;
+        let (sha256, size) = (spooled.sha256.clone(), spooled.size);
         let store = self.clone();
-        let sha = sha256.clone();
-        tokio::task::spawn_blocking(move || store.commit(std_file, tmp_path, &sha))
-            .await
-            .map_err(|e| BundleError::Body(Box::new(e)))??;
+        tokio::task::spawn_blocking(move || {
+            store.commit(spooled.file, spooled.path, &spooled.sha256)
+        })
+        .await
+        .map_err(|e| BundleError::Body(Box::new(e)))??;
         Ok((sha256, size))
     }
 
@@ -143,28 +107,53 @@ impl BundleStore {
     }
 }
 
-/// A byte range of a stored bundle, inclusive bounds (`0..=size-1` is all of it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteRange {
-    pub start: u64,
-    pub end: u64,
+/// A body written to a temp file while hashed; the file is removed when `path` drops.
+pub(super) struct Spooled {
+    pub file: std::fs::File,
+    pub path: tempfile::TempPath,
+    pub sha256: String,
+    pub size: u64,
 }
 
-impl ByteRange {
-    /// How many bytes the range covers.
-    pub fn byte_count(&self) -> u64 {
-        self.end - self.start + 1
+/// Streams `body` into a new temp file in `tmp_dir`, hashing it on the way.
+pub(super) async fn spool<S, B, E>(tmp_dir: &Path, mut body: S) -> Result<Spooled, BundleError>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let tmp = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(tmp_dir)
+        .map_err(io("creating a temp file in", tmp_dir))?;
+    let (std_file, path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(std_file);
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| BundleError::Body(Box::new(e)))?;
+        let chunk = chunk.as_ref();
+        hasher.update(chunk);
+        size += chunk.len() as u64;
+        file.write_all(chunk).await.map_err(io("writing", &path))?;
     }
+    file.flush().await.map_err(io("writing", &path))?;
+    Ok(Spooled {
+        file: file.into_std().await,
+        path,
+        sha256: hex::encode(hasher.finalize()),
+        size,
+    })
 }
 
 /// A stored bundle opened for reading.
 #[derive(Debug)]
-pub struct StoredBundle {
+pub struct LocalBundle {
     file: tokio::fs::File,
     size: u64,
 }
 
-impl StoredBundle {
+impl LocalBundle {
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -200,7 +189,7 @@ mod tests {
     #[test]
     fn only_sha256_names_form_paths() {
         let dir = tempfile::tempdir().unwrap();
-        let s = BundleStore::open(dir.path()).unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
         assert!(s.path_of("../../etc/passwd").is_none());
         assert!(s.path_of(&"A".repeat(64)).is_none());
         assert!(s.path_of(&"a".repeat(64)).is_some());
@@ -209,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn put_stores_by_hash_and_dedupes() {
         let dir = tempfile::tempdir().unwrap();
-        let s = BundleStore::open(dir.path()).unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
         let chunks = || {
             futures_util::stream::iter(vec![
                 Ok::<_, std::io::Error>(b"hello ".as_slice()),
@@ -234,7 +223,7 @@ mod tests {
     #[tokio::test]
     async fn a_stored_bundle_reads_whole_or_by_range_and_refuses_a_range_outside_it() {
         let dir = tempfile::tempdir().unwrap();
-        let s = BundleStore::open(dir.path()).unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
         let body =
             futures_util::stream::iter(vec![Ok::<_, std::io::Error>(b"0123456789".as_slice())]);
         let (sha, _) = s.put(body).await.unwrap();

@@ -116,6 +116,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         metrics: Arc::new(crate::metrics::Metrics::new()),
         metrics_public: config.metrics_public,
         handed_back: handed_back.clone(),
+        tls: acceptor.is_some(),
     };
     tracing::info!(replica_id = %state.metrics.replica_id(), "metrics replica id");
     let router = api::router(state);

@@ -29,6 +29,11 @@ impl OperatorToken {
         OperatorToken(Sha256::digest(token.as_bytes()).into())
     }
 
+    /// Whether `token_sha256` (hex, as a dashboard session keeps it) is this token's digest.
+    pub fn matches_digest(&self, token_sha256: &str) -> bool {
+        crate::service::constant_time_eq(hex::encode(self.0).as_bytes(), token_sha256.as_bytes())
+    }
+
     pub fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         crate::service::constant_time_eq(&digest, &self.0)

@@ -63,12 +63,13 @@
 
 mod agent;
 mod bundles;
+pub mod dashboard;
 mod error;
 mod extract;
 mod metrics;
 mod operator;
 mod pipelines;
-mod roles;
+pub(crate) mod roles;
 
 pub use error::ApiError;
 pub use extract::{ApiJson, HostAuth, HostOrOperator, Operator, OperatorToken, RegistrationAuth};
@@ -133,6 +134,8 @@ pub struct AppState {
     pub metrics_public: bool,
     /// Held polls answered 503 because the server is stopping (logged at the end).
     pub handed_back: Arc<std::sync::atomic::AtomicU64>,
+    /// The server speaks HTTPS (dashboard cookies are then `Secure`).
+    pub tls: bool,
 }
 
 /// A route's body limit in bytes, as a request extension (`.layer(Extension(BodyLimit(n)))`
@@ -202,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/releases/{id}/approve", post(approve_release))
         .route("/v1/releases/{id}/reject", post(reject_release))
         .route("/metrics", get(metrics::scrape))
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -240,7 +244,7 @@ async fn json_errors(resp: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }

@@ -11,11 +11,17 @@ use hoist_protocol::operator::{CreateOperatorToken, Role};
 
 use super::{blocking, ApiJson, ApiResult, AppState, Operator};
 
-/// The role an operator request needs: reading needs `viewer`; deploying (bundles,
-/// revisions, deployments and their stops, releases, approvals, host retries) `deployer`;
-/// every other change `admin`, including a route this table does not name.
-pub(super) fn needed(method: &Method, route: &str) -> Role {
-    if method == Method::GET || method == Method::HEAD {
+/// The role an operator request needs: reading (and signing out of the dashboard) needs
+/// `viewer`; deploying (bundles, revisions, deployments and their stops, releases,
+/// approvals, host retries, from the API or the dashboard's buttons) `deployer`; every
+/// other change `admin`, including a route this table does not name (the dashboard's
+/// accepting of a host's tags among them). The dashboard shows a button only when this
+/// allows its route.
+pub(crate) fn needed(method: &Method, route: &str) -> Role {
+    if method == Method::GET
+        || method == Method::HEAD
+        || (method, route) == (&Method::POST, "/sign-out")
+    {
         return Role::Viewer;
     }
     let deploys = matches!(
@@ -28,6 +34,10 @@ pub(super) fn needed(method: &Method, route: &str) -> Role {
             | ("POST", "/v1/releases/{id}/approve")
             | ("POST", "/v1/releases/{id}/reject")
             | ("POST", "/v1/hosts/{id}/retry")
+            | ("POST", "/deployments/{id}/stop")
+            | ("POST", "/releases/{id}/approve")
+            | ("POST", "/releases/{id}/reject")
+            | ("POST", "/hosts/{id}/retry")
     );
     if deploys {
         Role::Deployer
@@ -70,12 +80,18 @@ mod tests {
     fn reads_need_viewer_deploying_deployer_and_the_rest_admin() {
         assert_eq!(needed(&Method::GET, "/v1/operator-tokens"), Role::Viewer);
         assert_eq!(needed(&Method::GET, "/v1/deployments/{id}"), Role::Viewer);
+        assert_eq!(needed(&Method::GET, "/hosts"), Role::Viewer);
+        assert_eq!(needed(&Method::POST, "/sign-out"), Role::Viewer);
         for (m, r) in [
             (Method::PUT, "/v1/bundles"),
             (Method::POST, "/v1/deployments"),
             (Method::POST, "/v1/deployments/{id}/stop"),
             (Method::POST, "/v1/releases/{id}/approve"),
             (Method::POST, "/v1/hosts/{id}/retry"),
+            (Method::POST, "/deployments/{id}/stop"),
+            (Method::POST, "/releases/{id}/approve"),
+            (Method::POST, "/releases/{id}/reject"),
+            (Method::POST, "/hosts/{id}/retry"),
         ] {
             assert_eq!(needed(&m, r), Role::Deployer, "{m} {r}");
         }
@@ -87,6 +103,7 @@ mod tests {
             (Method::PATCH, "/v1/applications/{app}/groups/{group}"),
             (Method::DELETE, "/v1/pipelines/{name}"),
             (Method::POST, "/v1/something/new"),
+            (Method::POST, "/hosts/{id}/accept"),
         ] {
             assert_eq!(needed(&m, r), Role::Admin, "{m} {r}");
         }

@@ -81,7 +81,13 @@ impl Service {
     /// Who holds `token` when it is an operator token of the store; a revoked one is refused
     /// with a sentence saying so. `None` when the store knows no such token.
     pub fn authenticate_operator(&self, token: &str) -> Result<Option<Identity>> {
-        match self.store.operator_token(&sha256_hex(token))? {
+        self.authenticate_operator_digest(&sha256_hex(token))
+    }
+
+    /// [`Service::authenticate_operator`] from the token's hex sha256 (what a dashboard
+    /// session keeps), so a session's role is its token's at each request.
+    pub fn authenticate_operator_digest(&self, token_sha256: &str) -> Result<Option<Identity>> {
+        match self.store.operator_token(token_sha256)? {
             None => Ok(None),
             Some(t) if t.revoked => Err(ServiceError::Unauthorized(format!(
                 "operator token {} was revoked",

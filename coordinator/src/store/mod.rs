@@ -121,6 +121,18 @@ pub struct OperatorTokenRow {
     pub revoked: bool,
 }
 
+/// A dashboard session: a browser signed in with an operator token. Both secrets are kept
+/// hashed; the session's role is that of its token, read again at each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Hex sha256 of the session's cookie value.
+    pub session_sha256: String,
+    /// Hex sha256 of the operator token it signed in with.
+    pub token_sha256: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionRow {
     pub id: String,
@@ -303,6 +315,12 @@ pub trait Store: Send + Sync + 'static {
     fn operator_tokens(&self) -> Result<Vec<OperatorTokenRow>>;
     /// Marks the token revoked; the stored token afterwards, `None` when there is none.
     fn revoke_operator_token(&self, id: &str) -> Result<Option<OperatorTokenRow>>;
+    /// Stores a new dashboard session and deletes those expired at `now_ms`.
+    fn insert_session(&self, session: &SessionRow, now_ms: u64) -> Result<()>;
+    /// The session with this hash, expired or not.
+    fn session(&self, session_sha256: &str) -> Result<Option<SessionRow>>;
+    /// Deletes the session (signing out); no error when there is none.
+    fn delete_session(&self, session_sha256: &str) -> Result<()>;
     /// Inserts a host and counts one use of the token it registered with, in one
     /// transaction.
     fn register_host(&self, host: &HostRow, token_id: &str) -> Result<()>;

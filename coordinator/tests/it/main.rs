@@ -7,6 +7,7 @@ mod assets;
 mod auth;
 mod bundles;
 mod convergence;
+mod dashboard;
 mod deploy;
 mod membership;
 mod metrics;

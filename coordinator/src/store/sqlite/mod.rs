@@ -8,7 +8,7 @@
 //! Files: this one (the connection, and the [`Store`] methods, each handed to the file of
 //! its concern), [`catalog`] (applications, groups, revisions), [`hosts`] (registration
 //! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`reports`]
-//! (event reports), [`pipelines`] (pipelines and releases), [`sync`] (hosts' standing per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
+//! (event reports), [`pipelines`] (pipelines and releases), [`sync`] (hosts' standing per group), [`sessions`] (dashboard sessions), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
 mod catalog;
@@ -20,6 +20,7 @@ mod pipelines;
 mod reports;
 mod rows;
 mod schema;
+mod sessions;
 mod sync;
 
 pub use schema::SCHEMA_VERSION;
@@ -32,7 +33,7 @@ use rusqlite::Connection;
 use super::{
     AppRow, Changes, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow, HostSyncRow,
     OperatorTokenRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReportRow, Result,
-    RevisionRow, Store,
+    RevisionRow, SessionRow, Store,
 };
 use hoist_protocol::operator::SourceStatus;
 use hoist_protocol::operator::{CommandState, DeploymentState};
@@ -186,6 +187,18 @@ impl Store for SqliteStore {
 
     fn revoke_operator_token(&self, id: &str) -> Result<Option<OperatorTokenRow>> {
         operators::revoke(self, id)
+    }
+
+    fn insert_session(&self, session: &SessionRow, now_ms: u64) -> Result<()> {
+        sessions::insert(self, session, now_ms)
+    }
+
+    fn session(&self, session_sha256: &str) -> Result<Option<SessionRow>> {
+        sessions::by_hash(self, session_sha256)
+    }
+
+    fn delete_session(&self, session_sha256: &str) -> Result<()> {
+        sessions::delete(self, session_sha256)
     }
 
     fn register_host(&self, h: &HostRow, token_id: &str) -> Result<()> {

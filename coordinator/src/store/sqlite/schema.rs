@@ -232,6 +232,16 @@ CREATE TABLE operator_tokens (
     revoked INTEGER NOT NULL DEFAULT 0
 );
 "#,
+    r#"
+-- Dashboard sessions: the cookie's and the operator token's sha256, never either secret.
+CREATE TABLE sessions (
+    session_sha256 TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -15,6 +15,7 @@
 //! http2_cleartext: false            # also HTTP/2 with prior knowledge over plain HTTP
 //! max_connections: 20000            # default: what RLIMIT_NOFILE allows
 //! max_bundle_bytes: 4294967296      # largest bundle an upload may store
+//! metrics_public: false             # GET /metrics without a token (default: any operator token)
 //! bundle_store: s3://bucket/prefix  # default: DATA_DIR/bundles (endpoint, keys: AWS_* variables)
 //! single_replica: false             # PostgreSQL with local bundles: this is the only replica
 //! ```
@@ -59,6 +60,7 @@ pub struct FileConfig {
     pub http2_cleartext: Option<bool>,
     pub max_connections: Option<usize>,
     pub max_bundle_bytes: Option<u64>,
+    pub metrics_public: Option<bool>,
     pub bundle_store: Option<String>,
     pub single_replica: Option<bool>,
 }
@@ -172,6 +174,8 @@ pub struct ServerConfig {
     /// `None`: as many as the open-file limit allows.
     pub max_connections: Option<usize>,
     pub max_bundle_bytes: u64,
+    /// `GET /metrics` answers without a token.
+    pub metrics_public: bool,
     /// Where pushed bundles are kept: `None` for `DATA_DIR/bundles`.
     pub bundle_store: Option<S3Location>,
     /// Told that no other replica shares the database (local bundles are then allowed).
@@ -194,6 +198,7 @@ pub struct Overrides {
     pub http2_cleartext: bool,
     pub max_connections: Option<usize>,
     pub max_bundle_bytes: Option<u64>,
+    pub metrics_public: bool,
     pub bundle_store: Option<String>,
     pub single_replica: bool,
 }
@@ -255,6 +260,7 @@ impl ServerConfig {
                 .max_bundle_bytes
                 .or(file.max_bundle_bytes)
                 .unwrap_or(DEFAULT_MAX_BUNDLE_BYTES),
+            metrics_public: o.metrics_public || file.metrics_public.unwrap_or(false),
             bundle_store,
             single_replica: o.single_replica || file.single_replica.unwrap_or(false),
         })

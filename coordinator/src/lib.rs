@@ -5,6 +5,7 @@
 //! - [`server`]: wiring of `hoist server` — data directory, store, service, lease sweeper,
 //!   HTTP or HTTPS listener with connection limits, graceful shutdown.
 //! - [`config`]: the server's YAML config file and flag overrides.
+//! - [`metrics`]: the Prometheus series of `GET /metrics` and the process's replica id.
 //! - [`api`]: the HTTP API (axum); the only module that knows HTTP requests and answers
 //!   on the server side (`server` owns the connections beneath it).
 //! - [`service`]: the rules — registration, polls, reports, deployments, stops, leases,
@@ -33,6 +34,7 @@ pub mod bundles;
 pub mod cli;
 pub mod config;
 pub mod memory;
+pub mod metrics;
 pub mod rollout;
 pub mod s3;
 pub mod server;

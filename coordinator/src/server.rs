@@ -116,8 +116,12 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         operator_token: OperatorToken::new(&token),
         cancel: cancel.clone(),
         max_bundle_bytes: config.max_bundle_bytes,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics_public: config.metrics_public,
         handed_back: handed_back.clone(),
+        tls: acceptor.is_some(),
     };
+    tracing::info!(replica_id = %state.metrics.replica_id(), "metrics replica id");
     let router = api::router(state);
     let listener = TcpListener::bind(config.listen)
         .await

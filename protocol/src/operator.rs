@@ -22,7 +22,7 @@
 //!   `GET /v1/deployments/{id}?since=SEQ&wait_secs=N` → [`Deployment`] (held open until
 //!   something changes after `since`, at most `wait_secs`, capped at 30);
 //!   `POST /v1/deployments/{id}/stop` → [`Deployment`].
-//! - Pipelines and releases: see [`pipelines`].
+//! - Pipelines and releases: see [`pipelines`]. Operator tokens with a role: see [`roles`].
 //!
 //! Every non-2xx answer carries [`crate::ErrorBody`]. Like the agent messages, these tolerate
 //! unknown fields, and enums that may grow decode unknown values as `Unknown`.
@@ -37,6 +37,7 @@ use crate::agent::Revision;
 
 mod convergence;
 mod pipelines;
+mod roles;
 
 use convergence::on;
 pub use convergence::{GroupTarget, HostGroupSync, SyncCounts, SyncState, UpdateGroup};
@@ -44,6 +45,7 @@ pub use pipelines::{
     ApplyPipeline, CreateRelease, Decision, Pipeline, PipelineList, PipelineSource, PipelineStage,
     Release, ReleaseList, ReleaseStage, ReleaseState, SourceStatus, StageState,
 };
+pub use roles::{CreateOperatorToken, OperatorToken, OperatorTokenInfo, OperatorTokenList, Role};
 
 /// The lifecycle events in the order the agent runs them; a deployment runs all of them
 /// unless it names a subset.

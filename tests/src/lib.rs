@@ -1,6 +1,6 @@
 //! The one test harness of the workspace, shared by every crate's tests and by the benchmarks:
 //! locating the built binaries, the scratch directory (`Scratch`), the way to require root or a
-//! tool (`need_root`, `servers::need_moto`), real Unix users, running commands and waiting for
+//! tool (`need_root`, `servers::need_moto`, `prometheus::need_prometheus_parser`), real Unix users, running commands and waiting for
 //! conditions; `coordinator` starts the real `hoist server`, `fleet` drives it with the CLI
 //! and starts real `hoist-agent run` daemons, `fake_coordinator` stands in for the server in
 //! the agent's daemon tests, `postgres` runs one real PostgreSQL cluster per test binary (a
@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod fake_coordinator;
 pub mod fleet;
 pub mod postgres;
+pub mod prometheus;
 pub mod reports;
 pub mod scripted_http;
 pub mod servers;

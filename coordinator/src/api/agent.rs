@@ -1,7 +1,7 @@
 //! The routes hosts call: registration, the long poll, heartbeats and event reports. Not
 //! here: their rules (`service`) or the credentials (`extract`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,6 +27,19 @@ pub(super) async fn poll(
     HostAuth(host): HostAuth,
     ApiJson(req): ApiJson<PollRequest>,
 ) -> ApiResult<Json<PollResponse>> {
+    let start = Instant::now();
+    let answer = hold_poll(&state, host, req).await;
+    state.metrics.poll_held(start.elapsed());
+    answer
+}
+
+/// A poll's answer: a command as soon as there is one for the host, else its sync view
+/// when the wait is over.
+async fn hold_poll(
+    state: &AppState,
+    host: crate::store::HostRow,
+    req: PollRequest,
+) -> ApiResult<Json<PollResponse>> {
     let config = state.service.config();
     let wait = Duration::from_secs(req.wait_secs.unwrap_or(MAX_WAIT.as_secs()))
         .min(MAX_WAIT)
@@ -51,7 +64,7 @@ pub(super) async fn poll(
             Some(command) => Some(command),
             None => {
                 let host = host.clone();
-                blocking(&state, move |e| e.next_command(&host)).await?
+                blocking(state, move |e| e.next_command(&host)).await?
             }
         };
         if let Some(command) = command {
@@ -65,11 +78,11 @@ pub(super) async fn poll(
         tokio::select! {
             _ = &mut notified => woken = true,
             _ = tokio::time::sleep_until(deadline) => break,
-            _ = state.cancel.cancelled() => return Err(hand_back(&state)),
+            _ = state.cancel.cancelled() => return Err(hand_back(state)),
         }
     }
     // An idle host hears where it stands in its groups (shown by `hoist-agent status`).
-    let sync = blocking(&state, move |e| e.host_sync_view(&host)).await?;
+    let sync = blocking(state, move |e| e.host_sync_view(&host)).await?;
     Ok(Json(PollResponse {
         command: None,
         heartbeat_ms,
@@ -105,6 +118,7 @@ pub(super) async fn report(
     Path(id): Path<String>,
     ApiJson(report): ApiJson<Report>,
 ) -> ApiResult<impl IntoResponse> {
+    let start = Instant::now();
     let (answer, start_writer) = state.service.queue_report(&host, &id, report);
     if start_writer {
         let service = state.service.clone();
@@ -116,5 +130,6 @@ pub(super) async fn report(
             "internal error: the report was dropped before it was written; send it again",
         )
     })??;
+    state.metrics.report_written(start.elapsed());
     Ok(Json(ack))
 }

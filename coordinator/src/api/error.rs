@@ -33,6 +33,18 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, message)
     }
 
+    pub(super) fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
+
     pub(super) fn too_large(what: impl std::fmt::Display, limit: u64) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,6 +105,7 @@ impl IntoResponse for ApiError {
         if matches!(
             self.status,
             StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
                 | StatusCode::REQUEST_TIMEOUT
                 | StatusCode::PAYLOAD_TOO_LARGE
                 | StatusCode::URI_TOO_LONG

@@ -4,15 +4,17 @@
 //! checked against the store (`service`).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use hoist_protocol::operator::Role;
 use hoist_protocol::HOST_ID_HEADER;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::service::Identity;
 use crate::store::HostRow;
 
 use super::{blocking, ApiError, ApiResult, AppState, BodyLimit, BODY_TIMEOUT, JSON_BODY_LIMIT};
@@ -25,6 +27,11 @@ pub struct OperatorToken([u8; 32]);
 impl OperatorToken {
     pub fn new(token: &str) -> OperatorToken {
         OperatorToken(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `token_sha256` (hex, as a dashboard session keeps it) is this token's digest.
+    pub fn matches_digest(&self, token_sha256: &str) -> bool {
+        crate::service::constant_time_eq(hex::encode(self.0).as_bytes(), token_sha256.as_bytes())
     }
 
     pub fn matches(&self, presented: &str) -> bool {
@@ -103,20 +110,41 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// An operator request: `Authorization: Bearer <operator token>`.
-pub struct Operator;
+/// An operator request: `Authorization: Bearer <operator token>`, the configured token
+/// (admin) or one of the store's, whose role allows the route ([`super::roles::needed`]).
+pub struct Operator(pub Identity);
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        match bearer(&parts.headers) {
-            Some(t) if state.operator_token.matches(t) => Ok(Operator),
-            Some(_) => Err(ApiError::unauthorized("wrong operator token")),
-            None => Err(ApiError::unauthorized(
-                "missing operator token (Authorization: Bearer ...)",
-            )),
+        let token = bearer(&parts.headers).map(str::to_owned).ok_or_else(|| {
+            ApiError::unauthorized("missing operator token (Authorization: Bearer ...)")
+        })?;
+        let identity = if state.operator_token.matches(&token) {
+            Identity {
+                role: Role::Admin,
+                name: None,
+                token_id: None,
+            }
+        } else {
+            blocking(state, move |e| e.authenticate_operator(&token))
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("wrong operator token"))?
+        };
+        // A route without a pattern (none reaches here) needs the most.
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
+        let needed = super::roles::needed(&parts.method, route);
+        if !identity.role.allows(needed) {
+            return Err(ApiError::forbidden(format!(
+                "this operator token's role is {}; {} {route} needs {needed}",
+                identity.role, parts.method
+            )));
         }
+        Ok(Operator(identity))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The coordinator's HTTP API (axum): routes, authentication, JSON in and out, long polls,
 //! bundle upload and ranged download. The only module that knows about HTTP.
 //!
-//! Route table (every path under `/v1`):
+//! Route table (every path under `/v1`, but `GET /metrics`: the Prometheus text format,
+//! with any operator token, or with none under `--metrics-public`):
 //!
 //! | method | path | auth | body → answer |
 //! |---|---|---|---|
@@ -18,6 +19,8 @@
 //! | GET | `/v1/revisions/{id}` | operator | `RevisionInfo` |
 //! | POST, GET | `/v1/registration-tokens` | operator | `CreateRegistrationToken` (or no body) → `RegistrationToken`; `RegistrationTokenList` |
 //! | POST | `/v1/registration-tokens/{id}/revoke` | operator | → `RegistrationTokenInfo` |
+//! | POST, GET | `/v1/operator-tokens` | operator | `CreateOperatorToken` → `OperatorToken`; `OperatorTokenList` |
+//! | POST | `/v1/operator-tokens/{id}/revoke` | operator | → `OperatorTokenInfo` |
 //! | GET | `/v1/hosts` | operator | `HostList` |
 //! | POST | `/v1/hosts/{id}/revoke` | operator | → `HostInfo` |
 //! | POST | `/v1/hosts/{id_or_name}/tags` | operator | `SetHostTags` → `HostInfo` |
@@ -32,8 +35,12 @@
 //! | GET | `/v1/releases/{id}` | operator | `Release` (`?since=SEQ&wait_secs=N` waits for a change) |
 //! | POST | `/v1/releases/{id}/approve`, `/v1/releases/{id}/reject` | operator | `Decision` → `Release` |
 //!
+//! "operator" is any operator token whose role allows the route ([`roles::needed`]: reads
+//! need `viewer`, deploying `deployer`, every other change `admin`; the configured token is
+//! `admin`).
+//!
 //! Errors are `ErrorBody` JSON: 400 bad body or value (naming the field), 401 missing or
-//! wrong credentials, 404 unknown thing (also another host's command), 405 wrong method,
+//! wrong credentials, 403 a role that does not allow the route, 404 unknown thing (also another host's command), 405 wrong method,
 //! 408 a body that stalled, 409 conflict, 413 a body over the route's limit, 414 a URI over
 //! [`MAX_URI_LEN`], 416 unsatisfiable range, 500 store failure. Any other error answer (an
 //! axum rejection, say) is rewritten into the same JSON shape by [`json_errors`].
@@ -48,16 +55,21 @@
 //! Files: this one (the route table, limits, shared helpers), [`error`] (the error
 //! answer), [`extract`] (credentials and bounded JSON bodies), [`agent`] (the hosts'
 //! routes), [`bundles`] (upload, ranged download and the `Range` header), [`operator`]
-//! (the operators' routes), [`pipelines`] (pipelines and releases). This module is the only one on the server side that knows
+//! (the operators' routes), [`metrics`] (the scrape and the request counter), [`pipelines`]
+//! (pipelines and releases), [`roles`] (the role each
+//! route needs, and operator tokens' routes). This module is the only one on the server side that knows
 //! HTTP requests and answers; `server` owns the connections beneath it. Not here: rules
 //! (the `service` module), storage, connection-level limits (the `server` module).
 
 mod agent;
 mod bundles;
+pub mod dashboard;
 mod error;
 mod extract;
+mod metrics;
 mod operator;
 mod pipelines;
+pub(crate) mod roles;
 
 pub use error::ApiError;
 pub use extract::{ApiJson, HostAuth, HostOrOperator, Operator, OperatorToken, RegistrationAuth};
@@ -117,8 +129,13 @@ pub struct AppState {
     pub cancel: CancellationToken,
     /// Largest bundle `PUT /v1/bundles` stores.
     pub max_bundle_bytes: u64,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// `GET /metrics` answers without a token.
+    pub metrics_public: bool,
     /// Held polls answered 503 because the server is stopping (logged at the end).
     pub handed_back: Arc<std::sync::atomic::AtomicU64>,
+    /// The server speaks HTTPS (dashboard cookies are then `Secure`).
+    pub tls: bool,
 }
 
 /// A route's body limit in bytes, as a request extension (`.layer(Extension(BodyLimit(n)))`
@@ -159,6 +176,14 @@ pub fn router(state: AppState) -> Router {
             post(create_token).get(list_tokens),
         )
         .route("/v1/registration-tokens/{id}/revoke", post(revoke_token))
+        .route(
+            "/v1/operator-tokens",
+            post(roles::create_operator_token).get(roles::list_operator_tokens),
+        )
+        .route(
+            "/v1/operator-tokens/{id}/revoke",
+            post(roles::revoke_operator_token),
+        )
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{id}/revoke", post(revoke_host))
         .route("/v1/hosts/{id}/tags", post(set_host_tags))
@@ -179,6 +204,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/releases/{id}", get(show_release))
         .route("/v1/releases/{id}/approve", post(approve_release))
         .route("/v1/releases/{id}/reject", post(reject_release))
+        .route("/metrics", get(metrics::scrape))
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -187,6 +214,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn(around))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
 
@@ -213,7 +244,7 @@ async fn json_errors(resp: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }

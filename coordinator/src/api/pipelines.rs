@@ -109,10 +109,14 @@ pub(super) async fn show_release(
 
 pub(super) async fn approve_release(
     State(state): State<AppState>,
-    _op: Operator,
+    Operator(who): Operator,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<Decision>,
+    ApiJson(mut req): ApiJson<Decision>,
 ) -> ApiResult<impl IntoResponse> {
+    // A named token's holder is who decides; `by` stands only for an unnamed token.
+    if who.name.is_some() {
+        req.by = who.name;
+    }
     Ok(Json(
         blocking(&state, move |e| e.approve_release(&id, req)).await?,
     ))
@@ -120,10 +124,14 @@ pub(super) async fn approve_release(
 
 pub(super) async fn reject_release(
     State(state): State<AppState>,
-    _op: Operator,
+    Operator(who): Operator,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<Decision>,
+    ApiJson(mut req): ApiJson<Decision>,
 ) -> ApiResult<impl IntoResponse> {
+    // A named token's holder is who decides; `by` stands only for an unnamed token.
+    if who.name.is_some() {
+        req.by = who.name;
+    }
     Ok(Json(
         blocking(&state, move |e| e.reject_release(&id, req)).await?,
     ))

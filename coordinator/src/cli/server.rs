@@ -62,6 +62,9 @@ pub struct ServerArgs {
     /// Largest bundle an upload may store, in bytes (default 4 GiB).
     #[arg(long)]
     pub max_bundle_bytes: Option<u64>,
+    /// Answer GET /metrics without a token (by default any operator token reads it).
+    #[arg(long)]
+    pub metrics_public: bool,
     /// Keep pushed bundles in S3-compatible storage under this bucket and key prefix instead
     /// of DIR/bundles (what several replicas share). Endpoint, region and keys come from
     /// AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
@@ -154,6 +157,7 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
             http2_cleartext: args.http2_cleartext,
             max_connections: args.max_connections,
             max_bundle_bytes: args.max_bundle_bytes,
+            metrics_public: args.metrics_public,
             bundle_store: args.bundle_store,
             single_replica: args.single_replica,
         },

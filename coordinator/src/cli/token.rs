@@ -1,6 +1,8 @@
 //! `hoist token create [--expires DURATION] [--max-uses N] [--allow-tag KEY=VALUE]...`
 //! (prints the new registration token alone on stdout, its id on stderr),
-//! `hoist token list [--json]` (never a secret) and `hoist token revoke ID`.
+//! `hoist token create --operator --role ROLE [--name NAME]` (an operator token, likewise),
+//! `hoist token list [--json]` (both kinds, never a secret) and `hoist token revoke ID`
+//! (an operator token's id starts with `op-`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -9,7 +11,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Subcommand;
 use hoist_protocol::operator::{
-    CreateRegistrationToken, RegistrationToken, RegistrationTokenInfo, RegistrationTokenList,
+    CreateOperatorToken, CreateRegistrationToken, OperatorToken, OperatorTokenInfo,
+    OperatorTokenList, RegistrationToken, RegistrationTokenInfo, RegistrationTokenList, Role,
 };
 
 use super::client::{seg, Client};
@@ -17,8 +20,18 @@ use super::{esc, print_json, table, when, UsageError};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a registration token for new hosts (shown once).
+    /// Create a registration token for new hosts, or with --operator an operator token
+    /// (shown once).
     Create {
+        /// Create an operator token (with --role and an optional --name) instead.
+        #[arg(long)]
+        operator: bool,
+        /// The operator token's role: admin, deployer or viewer.
+        #[arg(long, value_parser = clap::value_parser!(Role))]
+        role: Option<Role>,
+        /// Who holds the operator token; approvals and rejections made with it record it.
+        #[arg(long)]
+        name: Option<String>,
         /// Refuse the token after this long, e.g. `1h`, `7d`.
         #[arg(long, value_parser = super::duration)]
         expires: Option<Duration>,
@@ -30,12 +43,14 @@ pub enum TokenCommand {
         #[arg(long = "allow-tag", value_name = "KEY=VALUE")]
         allow_tags: Vec<String>,
     },
-    /// List registration tokens: id, created, expiry, uses and scope (never the secret).
+    /// List registration tokens (id, created, expiry, uses and scope) and operator tokens
+    /// (id, role, name): never a secret.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a registration token; hosts registered with it keep working.
+    /// Revoke a registration token (hosts registered with it keep working) or an operator
+    /// token (`op-...`, refused from then on).
     Revoke { id: String },
 }
 
@@ -65,13 +80,64 @@ fn describe_scope(scope: &BTreeMap<String, Vec<String>>) -> String {
         .join(",")
 }
 
+fn operator_table(tokens: &[OperatorTokenInfo]) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                esc(&t.id),
+                when(t.created_ms),
+                t.role.to_string(),
+                t.name.as_deref().map(esc).unwrap_or_else(|| "-".into()),
+                if t.revoked { "revoked" } else { "usable" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        &["OPERATOR TOKEN", "CREATED", "ROLE", "NAME", "STATUS"],
+        &rows,
+    )
+}
+
 pub async fn run(client: &Client, cmd: TokenCommand) -> Result<ExitCode> {
     match cmd {
         TokenCommand::Create {
+            operator: true,
+            role,
+            name,
             expires,
             max_uses,
             allow_tags,
         } => {
+            if expires.is_some() || max_uses.is_some() || !allow_tags.is_empty() {
+                return Err(UsageError(
+                    "token create --operator takes --role and --name only \
+                     (--expires, --max-uses and --allow-tag are for registration tokens)"
+                        .into(),
+                )
+                .into());
+            }
+            let role = role.ok_or_else(|| {
+                UsageError("token create --operator needs --role admin|deployer|viewer".into())
+            })?;
+            let req = CreateOperatorToken { role, name };
+            let t: OperatorToken = client.post("/v1/operator-tokens", &req).await?;
+            println!("{}", t.token);
+            eprintln!("operator token {} ({}) created", esc(&t.id), t.role);
+        }
+        TokenCommand::Create {
+            operator: false,
+            role,
+            name,
+            expires,
+            max_uses,
+            allow_tags,
+        } => {
+            if role.is_some() || name.is_some() {
+                return Err(
+                    UsageError("token create: --role and --name need --operator".into()).into(),
+                );
+            }
             let req = CreateRegistrationToken {
                 expires_secs: expires.map(|d| d.as_secs().max(1)),
                 max_uses,
@@ -89,8 +155,13 @@ pub async fn run(client: &Client, cmd: TokenCommand) -> Result<ExitCode> {
         }
         TokenCommand::List { json } => {
             let list: RegistrationTokenList = client.get("/v1/registration-tokens").await?;
+            let ops: OperatorTokenList = client.get("/v1/operator-tokens").await?;
             if json {
-                print_json(&list)?;
+                let mut v = serde_json::to_value(&list)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("operator_tokens".into(), serde_json::to_value(&ops.tokens)?);
+                }
+                print_json(&v)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<Vec<String>> = list
@@ -117,6 +188,18 @@ pub async fn run(client: &Client, cmd: TokenCommand) -> Result<ExitCode> {
                     &rows
                 )
             );
+            if !ops.tokens.is_empty() {
+                println!("\n{}", operator_table(&ops.tokens));
+            }
+        }
+        TokenCommand::Revoke { id } if id.starts_with("op-") => {
+            let t: OperatorTokenInfo = client
+                .post(
+                    &format!("/v1/operator-tokens/{}/revoke", seg(&id)),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            eprintln!("operator token {} revoked", esc(&t.id));
         }
         TokenCommand::Revoke { id } => {
             let t: RegistrationTokenInfo = client

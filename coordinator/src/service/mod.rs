@@ -2,7 +2,8 @@
 //! [`Service`] value (construction, timing rules, the store lock, per-host wake-ups, the
 //! change counter); the rules live in the child modules: [`catalog`] (applications,
 //! groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
-//! revocation), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
+//! revocation), [`operators`] (operator tokens with a role), [`sessions`] (dashboard sign-ins), [`figures`] (the fleet's
+//! counts for metrics), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
 //! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between
 //! batches), [`sync`] (where each host stands in its groups), [`catch_up`] (deployments
@@ -26,17 +27,23 @@ mod bake;
 mod catalog;
 mod catch_up;
 mod deployments;
+mod figures;
 mod hosts;
 mod leases;
 mod lock;
+mod operators;
 pub mod pipelines;
 mod replicas;
 mod reports;
+mod sessions;
 mod states;
 mod sync;
 
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
+pub use figures::Figures;
+pub use operators::Identity;
 pub use replicas::{live_replicas, REPLICA_BEAT, REPLICA_LIVE};
+pub use sessions::{csrf_token, SESSION_LIFETIME};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

@@ -1,5 +1,5 @@
 //! The coordinator's durable state behind one interface: applications, deployment groups,
-//! hosts, registration tokens, revisions, deployments, commands, event reports, and
+//! hosts, registration tokens, operator tokens, revisions, deployments, commands, event reports, and
 //! pipelines with their releases (row types in [`pipelines`]).
 //!
 //! [`Store`] is what the service calls; [`sqlite::SqliteStore`] is the embedded
@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{
-    CommandState, Creator, DeploymentState, HostEvent, RolloutConfig, SourceStatus, TagFilter,
+    CommandState, Creator, DeploymentState, HostEvent, Role, RolloutConfig, SourceStatus, TagFilter,
 };
 
 pub use pipelines::{PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow};
@@ -127,6 +127,31 @@ pub struct RegistrationTokenRow {
     pub revoked: bool,
     /// Empty: any tags.
     pub allowed_tags: BTreeMap<String, Vec<String>>,
+}
+
+/// An operator token of the store (the token of the configuration is not one of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorTokenRow {
+    pub id: String,
+    /// Hex sha256 of the token; the token itself is never stored.
+    pub token_sha256: String,
+    pub role: Role,
+    /// Who holds it; what approvals and rejections made with it record.
+    pub name: Option<String>,
+    pub created_ms: u64,
+    pub revoked: bool,
+}
+
+/// A dashboard session: a browser signed in with an operator token. Both secrets are kept
+/// hashed; the session's role is that of its token, read again at each request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Hex sha256 of the session's cookie value.
+    pub session_sha256: String,
+    /// Hex sha256 of the operator token it signed in with.
+    pub token_sha256: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,6 +406,18 @@ pub trait Store: Send + Sync + 'static {
     fn registration_tokens(&self) -> Result<Vec<RegistrationTokenRow>>;
     /// Marks the token revoked; the stored token afterwards, `None` when there is none.
     fn revoke_registration_token(&self, id: &str) -> Result<Option<RegistrationTokenRow>>;
+    fn insert_operator_token(&self, token: &OperatorTokenRow) -> Result<()>;
+    fn operator_token(&self, token_sha256: &str) -> Result<Option<OperatorTokenRow>>;
+    /// Oldest first.
+    fn operator_tokens(&self) -> Result<Vec<OperatorTokenRow>>;
+    /// Marks the token revoked; the stored token afterwards, `None` when there is none.
+    fn revoke_operator_token(&self, id: &str) -> Result<Option<OperatorTokenRow>>;
+    /// Stores a new dashboard session and deletes those expired at `now_ms`.
+    fn insert_session(&self, session: &SessionRow, now_ms: u64) -> Result<()>;
+    /// The session with this hash, expired or not.
+    fn session(&self, session_sha256: &str) -> Result<Option<SessionRow>>;
+    /// Deletes the session (signing out); no error when there is none.
+    fn delete_session(&self, session_sha256: &str) -> Result<()>;
     /// Inserts a host and counts one use of the token it registered with, in one
     /// transaction.
     fn register_host(&self, host: &HostRow, token_id: &str) -> Result<()>;
@@ -426,6 +463,11 @@ pub trait Store: Send + Sync + 'static {
         commands: &[CommandRow],
         syncs: &[HostSyncRow],
     ) -> Result<()>;
+    /// How many deployments are in each state.
+    fn deployment_state_counts(&self) -> Result<Vec<(DeploymentState, u64)>>;
+    /// How many commands of the deployments not ended (pending, in progress) are in each
+    /// state.
+    fn active_command_state_counts(&self) -> Result<Vec<(CommandState, u64)>>;
     /// How many commands the deployment has.
     fn command_total(&self, deployment_id: &str) -> Result<u32>;
 

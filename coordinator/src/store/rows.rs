@@ -5,12 +5,12 @@
 use serde::de::DeserializeOwned;
 
 use crate::store::{
-    AppRow, CommandRow, DeploymentRow, GroupRow, HostRow, HostSyncRow, PipelineRow,
-    PipelineStageRow, RegistrationTokenRow, ReleaseRow, ReleaseStageRow, ReplicaRow, ReportRow,
-    Result, RevisionRow, StoreError,
+    AppRow, CommandRow, DeploymentRow, GroupRow, HostRow, HostSyncRow, OperatorTokenRow,
+    PipelineRow, PipelineStageRow, RegistrationTokenRow, ReleaseRow, ReleaseStageRow, ReplicaRow,
+    ReportRow, Result, RevisionRow, SessionRow, StoreError,
 };
 use hoist_protocol::operator::{
-    CommandState, Creator, DeploymentState, PipelineSource, ReleaseState, RolloutConfig,
+    CommandState, Creator, DeploymentState, PipelineSource, ReleaseState, Role, RolloutConfig,
     SourceStatus, StageState,
 };
 
@@ -418,4 +418,40 @@ pub(crate) fn release_stage_row(r: Raw) -> Result<ReleaseStageRow> {
         started_ms: r.opt_int(11).map(u),
         ended_ms: r.opt_int(12).map(u),
     })
+}
+
+pub(crate) const OPERATOR_TOKEN_COLS: &str = "id, token_sha256, role, name, created_ms, revoked";
+pub(crate) fn operator_token_row(r: Raw) -> Result<OperatorTokenRow> {
+    let role = r.text(2);
+    Ok(OperatorTokenRow {
+        id: r.text(0),
+        token_sha256: r.text(1),
+        role: role.parse::<Role>().map_err(|_| StoreError::BadValue {
+            what: "operator token role",
+            value: role,
+        })?,
+        name: r.opt_text(3),
+        created_ms: u(r.int(4)),
+        revoked: r.int(5) != 0,
+    })
+}
+
+pub(crate) const SESSION_COLS: &str = "session_sha256, token_sha256, created_ms, expires_ms";
+pub(crate) fn session_row(r: Raw) -> Result<SessionRow> {
+    Ok(SessionRow {
+        session_sha256: r.text(0),
+        token_sha256: r.text(1),
+        created_ms: u(r.int(2)),
+        expires_ms: u(r.int(3)),
+    })
+}
+
+/// A `state, count(*)` row of deployments.
+pub(crate) fn deployment_state_count(r: Raw) -> Result<(DeploymentState, u64)> {
+    Ok((deployment_state(&r.text(0))?, u(r.int(1))))
+}
+
+/// A `state, count(*)` row of commands.
+pub(crate) fn command_state_count(r: Raw) -> Result<(CommandState, u64)> {
+    Ok((command_state(&r.text(0))?, u(r.int(1))))
 }

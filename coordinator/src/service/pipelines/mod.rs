@@ -26,7 +26,7 @@ use stage::{release_transition, stage_transition, ReleaseEvent, StageEvent};
 const RECENT_RELEASES: u32 = 20;
 const LISTED_RELEASES: u32 = 200;
 /// Longest `--by` and `--comment` of an approval or a rejection.
-const MAX_BY: usize = 100;
+pub(crate) const MAX_BY: usize = 100;
 const MAX_COMMENT: usize = 1024;
 
 impl Service {

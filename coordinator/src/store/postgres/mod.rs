@@ -23,11 +23,13 @@ mod hosts;
 mod leases;
 mod locks;
 mod notices;
+mod operators;
 mod pipelines;
 mod replicas;
 mod reports;
 mod rows;
 mod schema;
+mod sessions;
 mod sync;
 mod url;
 
@@ -44,10 +46,11 @@ use tokio_postgres::types::ToSql;
 use super::rows::Raw;
 use super::{
     AppRow, Changes, CommandLease, CommandRow, DecisionLock, DeploymentRow, GroupRow, HostContact,
-    HostRow, HostSyncRow, Notice, NoticeHandler, PipelineRow, RegistrationTokenRow, ReleaseRow,
-    ReplicaRow, ReportRow, Result, RevisionRow, Store, StoreError,
+    HostRow, HostSyncRow, Notice, NoticeHandler, OperatorTokenRow, PipelineRow,
+    RegistrationTokenRow, ReleaseRow, ReplicaRow, ReportRow, Result, RevisionRow, SessionRow,
+    Store, StoreError,
 };
-use hoist_protocol::operator::{CommandState, SourceStatus};
+use hoist_protocol::operator::{CommandState, DeploymentState, SourceStatus};
 use rows::{pg, read};
 
 /// Connections per replica: the report writer, the contacts writer, the decision lock and
@@ -413,5 +416,41 @@ impl Store for PgStore {
 
     fn active_releases(&self) -> Result<Vec<ReleaseRow>> {
         pipelines::active_releases(self)
+    }
+
+    fn deployment_state_counts(&self) -> Result<Vec<(DeploymentState, u64)>> {
+        operators::deployment_state_counts(self)
+    }
+
+    fn active_command_state_counts(&self) -> Result<Vec<(CommandState, u64)>> {
+        operators::active_command_state_counts(self)
+    }
+
+    fn insert_operator_token(&self, t: &OperatorTokenRow) -> Result<()> {
+        operators::insert(self, t)
+    }
+
+    fn operator_token(&self, token_sha256: &str) -> Result<Option<OperatorTokenRow>> {
+        operators::by_hash(self, token_sha256)
+    }
+
+    fn operator_tokens(&self) -> Result<Vec<OperatorTokenRow>> {
+        operators::all(self)
+    }
+
+    fn revoke_operator_token(&self, id: &str) -> Result<Option<OperatorTokenRow>> {
+        operators::revoke(self, id)
+    }
+
+    fn insert_session(&self, session: &SessionRow, now_ms: u64) -> Result<()> {
+        sessions::insert(self, session, now_ms)
+    }
+
+    fn session(&self, session_sha256: &str) -> Result<Option<SessionRow>> {
+        sessions::by_hash(self, session_sha256)
+    }
+
+    fn delete_session(&self, session_sha256: &str) -> Result<()> {
+        sessions::delete(self, session_sha256)
     }
 }

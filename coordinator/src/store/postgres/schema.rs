@@ -217,6 +217,26 @@ CREATE TABLE release_stages (
     PRIMARY KEY (release_id, position)
 );
 "#,
+    r#"
+-- SQLite's 7 and 8: operator tokens with a role (admin, deployer or viewer) and an optional
+-- name, stored hashed (the configured operator token is not one of them: it stays admin);
+-- dashboard sessions, the cookie's and the operator token's sha256, never either secret.
+CREATE TABLE operator_tokens (
+    id TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    name TEXT,
+    created_ms BIGINT NOT NULL,
+    revoked BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE TABLE sessions (
+    session_sha256 TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    expires_ms BIGINT NOT NULL
+);
+CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -10,18 +10,22 @@
 //! tokens, hosts, contacts), [`deployments`] (deployments and commands), [`leases`]
 //! (command leases), [`replicas`] (the coordinators running on the database), [`reports`]
 //! (event reports), [`pipelines`] (pipelines and releases), [`sync`] (hosts' standing
-//! per group), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
+//! per group), [`operators`] (operator tokens), [`figures`] (counts for
+//! metrics), [`sessions`] (dashboard sessions), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
 mod catalog;
 mod deployments;
+mod figures;
 mod hosts;
 mod leases;
+mod operators;
 mod pipelines;
 mod replicas;
 mod reports;
 mod rows;
 mod schema;
+mod sessions;
 mod sync;
 
 pub use schema::SCHEMA_VERSION;
@@ -33,10 +37,10 @@ use rusqlite::Connection;
 
 use super::{
     AppRow, Changes, CommandLease, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow,
-    HostSyncRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReplicaRow, ReportRow, Result,
-    RevisionRow, Store,
+    HostSyncRow, OperatorTokenRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReplicaRow,
+    ReportRow, Result, RevisionRow, SessionRow, Store,
 };
-use hoist_protocol::operator::{CommandState, SourceStatus};
+use hoist_protocol::operator::{CommandState, DeploymentState, SourceStatus};
 use rows::{db, read, Raw};
 use schema::migrate;
 
@@ -163,6 +167,42 @@ impl Store for SqliteStore {
 
     fn revoke_registration_token(&self, id: &str) -> Result<Option<RegistrationTokenRow>> {
         hosts::revoke_registration_token(self, id)
+    }
+
+    fn deployment_state_counts(&self) -> Result<Vec<(DeploymentState, u64)>> {
+        figures::deployment_state_counts(self)
+    }
+
+    fn active_command_state_counts(&self) -> Result<Vec<(CommandState, u64)>> {
+        figures::active_command_state_counts(self)
+    }
+
+    fn insert_operator_token(&self, t: &OperatorTokenRow) -> Result<()> {
+        operators::insert(self, t)
+    }
+
+    fn operator_token(&self, token_sha256: &str) -> Result<Option<OperatorTokenRow>> {
+        operators::by_hash(self, token_sha256)
+    }
+
+    fn operator_tokens(&self) -> Result<Vec<OperatorTokenRow>> {
+        operators::all(self)
+    }
+
+    fn revoke_operator_token(&self, id: &str) -> Result<Option<OperatorTokenRow>> {
+        operators::revoke(self, id)
+    }
+
+    fn insert_session(&self, session: &SessionRow, now_ms: u64) -> Result<()> {
+        sessions::insert(self, session, now_ms)
+    }
+
+    fn session(&self, session_sha256: &str) -> Result<Option<SessionRow>> {
+        sessions::by_hash(self, session_sha256)
+    }
+
+    fn delete_session(&self, session_sha256: &str) -> Result<()> {
+        sessions::delete(self, session_sha256)
     }
 
     fn register_host(&self, h: &HostRow, token_id: &str) -> Result<()> {

@@ -236,6 +236,28 @@ CREATE TABLE replicas (
     beat_ms INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Operator tokens with a role (admin, deployer or viewer) and an optional name, stored
+-- hashed. The configured operator token is not one of them: it stays admin.
+CREATE TABLE operator_tokens (
+    id TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    name TEXT,
+    created_ms INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+"#,
+    r#"
+-- Dashboard sessions: the cookie's and the operator token's sha256, never either secret.
+CREATE TABLE sessions (
+    session_sha256 TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,11 @@ use crate::store::{
     StoreError,
 };
 
+pub(super) use super::operator_cases::{
+    figures_count_deployments_and_the_commands_of_active_ones,
+    operator_tokens_keep_their_role_and_name_and_revocation_sticks,
+    sessions_are_found_deleted_and_expired_ones_dropped_on_insert,
+};
 pub(super) use super::pipeline_cases::{
     a_deployment_keeps_its_variables_and_release,
     a_source_release_and_the_source_standing_are_written_together,

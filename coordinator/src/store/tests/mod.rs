@@ -4,6 +4,7 @@
 //! connections at once) is tested beside it (`postgres.rs`) and in `sqlite`.
 
 mod cases;
+mod operator_cases;
 mod pipeline_cases;
 mod postgres;
 
@@ -84,4 +85,7 @@ suite!(
     a_source_release_and_the_source_standing_are_written_together,
     releases_are_saved_with_their_stages_and_listed_in_order,
     a_deployment_keeps_its_variables_and_release,
+    operator_tokens_keep_their_role_and_name_and_revocation_sticks,
+    sessions_are_found_deleted_and_expired_ones_dropped_on_insert,
+    figures_count_deployments_and_the_commands_of_active_ones,
 );

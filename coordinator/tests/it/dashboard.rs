@@ -466,3 +466,86 @@ async fn approving_at_a_gate_from_the_dashboard_records_the_tokens_name() {
     assert_eq!(r.stages[0].approved_by.as_deref(), Some("ana"));
     assert_ne!(r.state, ReleaseState::AwaitingApproval);
 }
+
+#[tokio::test]
+async fn tag_changes_are_accepted_by_an_admin_and_an_out_of_sync_host_retried_by_a_deployer() {
+    let s = Scratch::new();
+    let server = Server::start(&s.join("data"));
+    let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
+    let web = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    let db = SimHost::register(&server.url, &reg, "db-1", tags(&[("role", "db")])).await;
+    let mut moved = db.clone();
+    moved.tags = tags(&[("role", "web"), ("zone", "b")]);
+    assert!(moved.poll(0).await.is_none());
+
+    let deployer_token = operator_token(&server, "deployer", "dee").await;
+    let mut deployer = Browser::new(&server.url);
+    deployer.sign_in(&deployer_token).await;
+    let mut admin = Browser::new(&server.url);
+    admin.sign_in(TOKEN).await;
+    let accept = format!("/hosts/{}/accept", db.id);
+    let page = deployer.page("/hosts").await;
+    assert!(
+        page.contains("waiting: "),
+        "the requested tags are shown: {page}"
+    );
+    assert!(!page.contains(&accept), "accepting tags is an admin's");
+    assert_eq!(
+        deployer.post(&accept, Some(&csrf(&page))).await.status(),
+        403
+    );
+    let page = admin.page("/hosts").await;
+    assert!(page.contains(&accept), "{page}");
+    assert_eq!(
+        admin.post(&accept, None).await.status(),
+        403,
+        "no CSRF token"
+    );
+    let done = admin.post(&accept, Some(&csrf(&page))).await;
+    assert_eq!((done.status().as_u16(), location(&done)), (303, "/hosts"));
+    let listed = server
+        .hoist(&["hosts", "list", "--json"])
+        .await
+        .ok()
+        .to_owned();
+    let hosts: hoist_protocol::operator::HostList = serde_json::from_str(&listed).unwrap();
+    let h = hosts.hosts.iter().find(|h| h.name == "db-1").unwrap();
+    assert_eq!(h.tags, tags(&[("role", "web"), ("zone", "b")]));
+    assert_eq!(h.requested_tags, None);
+
+    // A command of an operator's deployment fails: its host is out of sync, held, until
+    // retried.
+    let dir = bundle_dir(&s.join("b"), "v1");
+    let revision = server.push(dir.to_str().unwrap(), "shop").await;
+    let id = server.deploy("shop", "web", &revision).await;
+    // One host at a time: whichever is handed the first command fails it.
+    let mut tries = 0;
+    let (failed, cmd) = loop {
+        tries += 1;
+        assert!(tries <= 20, "no host was handed the deployment's command");
+        if let Some(c) = web.poll(1).await {
+            break (&web, c);
+        }
+        if let Some(c) = moved.poll(1).await {
+            break (&moved, c);
+        }
+    };
+    failed.run(&cmd, false).await;
+    server.wait_state(&id, "failed").await;
+    let retry = format!("/hosts/{}/retry", failed.id);
+    let viewer_token = operator_token(&server, "viewer", "vic").await;
+    let mut viewer = Browser::new(&server.url);
+    viewer.sign_in(&viewer_token).await;
+    let page = viewer.page("/hosts").await;
+    assert!(
+        page.contains("out sync") || page.contains("out of sync"),
+        "{page}"
+    );
+    assert!(!page.contains(&retry), "a viewer sees no retry");
+    let page = deployer.page("/hosts").await;
+    assert!(page.contains(&retry), "{page}");
+    let done = deployer.post(&retry, Some(&csrf(&page))).await;
+    assert_eq!(done.status(), 303);
+    let page = deployer.page("/hosts").await;
+    assert!(!page.contains(&retry), "no longer held out of sync: {page}");
+}

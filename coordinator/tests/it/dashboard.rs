@@ -446,8 +446,15 @@ async fn approving_at_a_gate_from_the_dashboard_records_the_tokens_name() {
         "{page}"
     );
     let resp = b
-        .post(&format!("/releases/{id}/approve"), Some(&csrf(&page)))
-        .await;
+        .req(reqwest::Method::POST, &format!("/releases/{id}/approve"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={}&comment=%3Cb%3Eship%20it%3C%2Fb%3E",
+            csrf(&page)
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         (resp.status().as_u16(), location(&resp)),
         (303, format!("/releases/{id}").as_str())
@@ -456,6 +463,10 @@ async fn approving_at_a_gate_from_the_dashboard_records_the_tokens_name() {
     prod.run(&cmd, true).await;
     let page = b.page(&format!("/releases/{id}")).await;
     assert!(page.contains("approved by ana at"), "{page}");
+    assert!(
+        page.contains("comment: &lt;b&gt;ship it&lt;/b&gt;"),
+        "{page}"
+    );
     let r: hoist_protocol::operator::Release = serde_json::from_str(
         server
             .hoist(&["release", "status", &id, "--json"])
@@ -465,6 +476,38 @@ async fn approving_at_a_gate_from_the_dashboard_records_the_tokens_name() {
     .unwrap();
     assert_eq!(r.stages[0].approved_by.as_deref(), Some("ana"));
     assert_ne!(r.state, ReleaseState::AwaitingApproval);
+
+    // The gate's other button rejects, under the same name.
+    let next = server
+        .hoist(&[
+            "release",
+            "create",
+            "--pipeline",
+            "rel",
+            "--revision",
+            &revision,
+        ])
+        .await
+        .ok()
+        .to_owned();
+    let page = b.page(&format!("/releases/{next}")).await;
+    let resp = b
+        .post(&format!("/releases/{next}/reject"), Some(&csrf(&page)))
+        .await;
+    assert_eq!(resp.status(), 303);
+    let r: hoist_protocol::operator::Release = serde_json::from_str(
+        server
+            .hoist(&["release", "status", &next, "--json"])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(r.state, ReleaseState::Rejected);
+    assert_eq!(r.stages[0].rejected_by.as_deref(), Some("ana"));
+    assert!(b
+        .page(&format!("/releases/{next}"))
+        .await
+        .contains("rejected by ana at"));
 }
 
 #[tokio::test]

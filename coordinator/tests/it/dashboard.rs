@@ -182,6 +182,9 @@ async fn sign_in_sets_a_strict_http_only_expiring_cookie_and_every_page_needs_it
             "{path}"
         );
     }
+    let page = b.page(&format!("/deployments/{id}")).await;
+    assert!(page.contains("1 running, 0 waiting"), "the batch: {page}");
+    assert!(page.contains("OneAtATime"), "the rollout: {page}");
     let list = b.page("/deployments?application=shop").await;
     assert!(list.contains(&id), "{list}");
     let other = b.page("/deployments?group=nope").await;

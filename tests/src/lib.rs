@@ -6,11 +6,15 @@
 //! the agent's daemon tests, `postgres` runs one real PostgreSQL cluster per test binary (a
 //! database per test, `need_postgres`), `reports` builds report bodies, `archive` writes bundles and
 //! `servers` runs real S3, HTTP and Git servers.
+//! the agent's daemon tests, `reports` builds report bodies, `archive` writes bundles and
+//! `servers` runs real S3, HTTP and Git servers; `browser` starts `chromedriver` for the
+//! dashboard's browser tests (`browser::need_chromium`).
 //!
 //! Nothing here is a mock of our own code: the binaries are the ones the workspace builds, and
 //! the fake coordinator speaks the real wire protocol.
 
 pub mod archive;
+pub mod browser;
 pub mod coordinator;
 pub mod fake_coordinator;
 pub mod fleet;

@@ -2,7 +2,9 @@
 //! bundle upload and ranged download. The only module that knows about HTTP.
 //!
 //! Route table (every path under `/v1`, but `GET /metrics`: the Prometheus text format,
-//! with any operator token, or with none under `--metrics-public`):
+//! with any operator token, or with none under `--metrics-public`; and the dashboard's
+//! HTML pages and forms at the root, signed in with a session cookie, listed in
+//! [`dashboard`]):
 //!
 //! | method | path | auth | body → answer |
 //! |---|---|---|---|
@@ -56,7 +58,7 @@
 //! answer), [`extract`] (credentials and bounded JSON bodies), [`agent`] (the hosts'
 //! routes), [`bundles`] (upload, ranged download and the `Range` header), [`operator`]
 //! (the operators' routes), [`metrics`] (the scrape and the request counter), [`pipelines`]
-//! (pipelines and releases), [`roles`] (the role each
+//! (pipelines and releases), [`dashboard`] (the web dashboard), [`roles`] (the role each
 //! route needs, and operator tokens' routes). This module is the only one on the server side that knows
 //! HTTP requests and answers; `server` owns the connections beneath it. Not here: rules
 //! (the `service` module), storage, connection-level limits (the `server` module).

@@ -34,7 +34,7 @@ impl Service {
         Ok(self
             .store
             .session(&sha256_hex(secret))?
-            .filter(|s| s.expires_ms > now_ms())
+            .filter(|s| live(s, now_ms()))
             .map(|s| s.token_sha256))
     }
 
@@ -43,8 +43,35 @@ impl Service {
     }
 }
 
+/// Whether a session is still good at `now_ms` (it ends at its `expires_ms`).
+fn live(session: &SessionRow, now_ms: u64) -> bool {
+    session.expires_ms > now_ms
+}
+
 /// The CSRF token of the session whose secret is `secret`: every state-changing form
 /// carries it, and nothing but the session's holder can compute it.
 pub fn csrf_token(secret: &str) -> String {
     sha256_hex(&format!("hoist-csrf\0{secret}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_ends_at_its_expiry_and_csrf_tokens_differ_per_session() {
+        let row = SessionRow {
+            session_sha256: "a".into(),
+            token_sha256: "b".into(),
+            created_ms: 1_000,
+            expires_ms: 1_000 + SESSION_LIFETIME.as_millis() as u64,
+        };
+        assert!(live(&row, 1_000));
+        assert!(live(&row, row.expires_ms - 1));
+        assert!(!live(&row, row.expires_ms));
+        assert_eq!(SESSION_LIFETIME.as_secs(), 12 * 3600);
+        assert_eq!(csrf_token("hss_1"), csrf_token("hss_1"));
+        assert_ne!(csrf_token("hss_1"), csrf_token("hss_2"));
+        assert_eq!(csrf_token("hss_1").len(), 64);
+    }
 }

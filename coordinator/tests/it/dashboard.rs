@@ -182,6 +182,9 @@ async fn sign_in_sets_a_strict_http_only_expiring_cookie_and_every_page_needs_it
             "{path}"
         );
     }
+    let page = b.page(&format!("/deployments/{id}")).await;
+    assert!(page.contains("1 running, 0 waiting"), "the batch: {page}");
+    assert!(page.contains("OneAtATime"), "the rollout: {page}");
     let list = b.page("/deployments?application=shop").await;
     assert!(list.contains(&id), "{list}");
     let other = b.page("/deployments?group=nope").await;
@@ -446,8 +449,15 @@ async fn approving_at_a_gate_from_the_dashboard_records_the_tokens_name() {
         "{page}"
     );
     let resp = b
-        .post(&format!("/releases/{id}/approve"), Some(&csrf(&page)))
-        .await;
+        .req(reqwest::Method::POST, &format!("/releases/{id}/approve"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={}&comment=%3Cb%3Eship%20it%3C%2Fb%3E",
+            csrf(&page)
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         (resp.status().as_u16(), location(&resp)),
         (303, format!("/releases/{id}").as_str())
@@ -456,6 +466,10 @@ async fn approving_at_a_gate_from_the_dashboard_records_the_tokens_name() {
     prod.run(&cmd, true).await;
     let page = b.page(&format!("/releases/{id}")).await;
     assert!(page.contains("approved by ana at"), "{page}");
+    assert!(
+        page.contains("comment: &lt;b&gt;ship it&lt;/b&gt;"),
+        "{page}"
+    );
     let r: hoist_protocol::operator::Release = serde_json::from_str(
         server
             .hoist(&["release", "status", &id, "--json"])
@@ -465,4 +479,119 @@ async fn approving_at_a_gate_from_the_dashboard_records_the_tokens_name() {
     .unwrap();
     assert_eq!(r.stages[0].approved_by.as_deref(), Some("ana"));
     assert_ne!(r.state, ReleaseState::AwaitingApproval);
+
+    // The gate's other button rejects, under the same name.
+    let next = server
+        .hoist(&[
+            "release",
+            "create",
+            "--pipeline",
+            "rel",
+            "--revision",
+            &revision,
+        ])
+        .await
+        .ok()
+        .to_owned();
+    let page = b.page(&format!("/releases/{next}")).await;
+    let resp = b
+        .post(&format!("/releases/{next}/reject"), Some(&csrf(&page)))
+        .await;
+    assert_eq!(resp.status(), 303);
+    let r: hoist_protocol::operator::Release = serde_json::from_str(
+        server
+            .hoist(&["release", "status", &next, "--json"])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(r.state, ReleaseState::Rejected);
+    assert_eq!(r.stages[0].rejected_by.as_deref(), Some("ana"));
+    assert!(b
+        .page(&format!("/releases/{next}"))
+        .await
+        .contains("rejected by ana at"));
+}
+
+#[tokio::test]
+async fn tag_changes_are_accepted_by_an_admin_and_an_out_of_sync_host_retried_by_a_deployer() {
+    let s = Scratch::new();
+    let server = Server::start(&s.join("data"));
+    let reg = setup(&server, "shop", "web", &["--tag", "role=web"]).await;
+    let web = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    let db = SimHost::register(&server.url, &reg, "db-1", tags(&[("role", "db")])).await;
+    let mut moved = db.clone();
+    moved.tags = tags(&[("role", "web"), ("zone", "b")]);
+    assert!(moved.poll(0).await.is_none());
+
+    let deployer_token = operator_token(&server, "deployer", "dee").await;
+    let mut deployer = Browser::new(&server.url);
+    deployer.sign_in(&deployer_token).await;
+    let mut admin = Browser::new(&server.url);
+    admin.sign_in(TOKEN).await;
+    let accept = format!("/hosts/{}/accept", db.id);
+    let page = deployer.page("/hosts").await;
+    assert!(
+        page.contains("waiting: "),
+        "the requested tags are shown: {page}"
+    );
+    assert!(!page.contains(&accept), "accepting tags is an admin's");
+    assert_eq!(
+        deployer.post(&accept, Some(&csrf(&page))).await.status(),
+        403
+    );
+    let page = admin.page("/hosts").await;
+    assert!(page.contains(&accept), "{page}");
+    assert_eq!(
+        admin.post(&accept, None).await.status(),
+        403,
+        "no CSRF token"
+    );
+    let done = admin.post(&accept, Some(&csrf(&page))).await;
+    assert_eq!((done.status().as_u16(), location(&done)), (303, "/hosts"));
+    let listed = server
+        .hoist(&["hosts", "list", "--json"])
+        .await
+        .ok()
+        .to_owned();
+    let hosts: hoist_protocol::operator::HostList = serde_json::from_str(&listed).unwrap();
+    let h = hosts.hosts.iter().find(|h| h.name == "db-1").unwrap();
+    assert_eq!(h.tags, tags(&[("role", "web"), ("zone", "b")]));
+    assert_eq!(h.requested_tags, None);
+
+    // A command of an operator's deployment fails: its host is out of sync, held, until
+    // retried.
+    let dir = bundle_dir(&s.join("b"), "v1");
+    let revision = server.push(dir.to_str().unwrap(), "shop").await;
+    let id = server.deploy("shop", "web", &revision).await;
+    // One host at a time: whichever is handed the first command fails it.
+    let mut tries = 0;
+    let (failed, cmd) = loop {
+        tries += 1;
+        assert!(tries <= 20, "no host was handed the deployment's command");
+        if let Some(c) = web.poll(1).await {
+            break (&web, c);
+        }
+        if let Some(c) = moved.poll(1).await {
+            break (&moved, c);
+        }
+    };
+    failed.run(&cmd, false).await;
+    server.wait_state(&id, "failed").await;
+    let retry = format!("/hosts/{}/retry", failed.id);
+    let viewer_token = operator_token(&server, "viewer", "vic").await;
+    let mut viewer = Browser::new(&server.url);
+    viewer.sign_in(&viewer_token).await;
+    let page = viewer.page("/hosts").await;
+    assert!(
+        page.contains("out sync") || page.contains("out of sync"),
+        "{page}"
+    );
+    assert!(!page.contains(&retry), "a viewer sees no retry");
+    let page = deployer.page("/hosts").await;
+    assert!(page.contains(&retry), "{page}");
+    let done = deployer.post(&retry, Some(&csrf(&page))).await;
+    assert_eq!(done.status(), 303);
+    let page = deployer.page("/hosts").await;
+    assert!(!page.contains(&retry), "no longer held out of sync: {page}");
 }

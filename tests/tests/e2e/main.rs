@@ -3,6 +3,7 @@
 
 mod convergence;
 mod daemon;
+mod dashboard;
 mod demo;
 mod durability;
 mod fleet;

@@ -10,7 +10,7 @@ use hoist_protocol::operator::{Decision, Release, StageState};
 use maud::{html, Markup};
 
 use super::session::Session;
-use super::view::{badge, button, page, text, time, Page};
+use super::view::{badge, page, text, time, Page};
 use super::DashError;
 use crate::api::{blocking, AppState};
 
@@ -153,9 +153,14 @@ pub(super) async fn release(
                     @if let Some(by) = &s.approved_by { div.approved { "approved by " (text(by)) " at " (time(s.approved_ms)) } }
                     @if let Some(by) = &s.rejected_by { div.rejected { "rejected by " (text(by)) " at " (time(s.rejected_ms)) } }
                     @if let Some(c) = &s.comment { div { "comment: " (text(c)) } }
-                    @if s.state == StageState::AwaitingApproval {
-                        @if may_approve { (button(&session, &format!("/releases/{}/approve", r.id), "Approve", "go")) }
-                        @if may_reject { (button(&session, &format!("/releases/{}/reject", r.id), "Reject", "danger")) }
+                    @if s.state == StageState::AwaitingApproval && may_approve && may_reject {
+                        form.gate method="post" action={ "/releases/" (r.id) "/approve" } {
+                            input type="hidden" name="csrf" value=(session.csrf);
+                            input type="text" name="comment" placeholder="comment (optional)" maxlength="1000";
+                            button type="submit" class="go" { "Approve" }
+                            " "
+                            button type="submit" class="danger" formaction={ "/releases/" (r.id) "/reject" } { "Reject" }
+                        }
                     }
                 }
             }

@@ -79,6 +79,9 @@ pub(super) async fn deployment(
             dt { "Group" } dd { (text(&d.deployment_group)) }
             dt { "Revision" } dd { (text(&d.revision.describe())) }
             dt { "Rollout" } dd { (d.rollout.to_string()) }
+            dt { "Batch" } dd #batch {
+                (d.counts.in_progress) " running, " (d.counts.pending) " waiting"
+            }
             dt { "Bake" } dd {
                 (d.bake_secs) " s"
                 @if let Some(until) = d.baking_until_ms { " · baking until " (time(Some(until))) }

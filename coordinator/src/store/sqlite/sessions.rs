@@ -43,3 +43,34 @@ pub(super) fn delete(s: &SqliteStore, session_sha256: &str) -> Result<()> {
         .map_err(db("deleting a session"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{SessionRow, Store};
+
+    fn session(name: &str, expires_ms: u64) -> SessionRow {
+        SessionRow {
+            session_sha256: name.into(),
+            token_sha256: "t".into(),
+            created_ms: 1,
+            expires_ms,
+        }
+    }
+
+    #[test]
+    fn a_new_session_deletes_the_expired_ones_and_sign_out_deletes_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("hoist.db")).unwrap();
+        s.insert_session(&session("old", 100), 50).unwrap();
+        s.insert_session(&session("keep", 10_000), 60).unwrap();
+        assert!(s.session("old").unwrap().is_some(), "not expired at 60");
+        s.insert_session(&session("new", 10_000), 100).unwrap();
+        assert_eq!(s.session("old").unwrap(), None, "expired at 100");
+        assert_eq!(s.session("keep").unwrap(), Some(session("keep", 10_000)));
+        s.delete_session("keep").unwrap();
+        assert_eq!(s.session("keep").unwrap(), None);
+        s.delete_session("nothing").unwrap();
+        assert!(s.session("new").unwrap().is_some());
+    }
+}

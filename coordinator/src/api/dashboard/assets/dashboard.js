@@ -33,9 +33,11 @@
           .parseFromString(body, "text/html")
           .getElementById("live");
         if (fresh && fresh.innerHTML !== live.innerHTML) {
+          // A copy first: adopting a node takes it out of the live childNodes list.
+          var nodes = Array.prototype.slice.call(fresh.childNodes);
           live.replaceChildren.apply(
             live,
-            Array.prototype.map.call(fresh.childNodes, function (n) {
+            nodes.map(function (n) {
               return document.adoptNode(n);
             })
           );

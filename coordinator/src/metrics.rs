@@ -4,8 +4,8 @@
 //! scrape, and the process's replica id. Encoded in the text format by `prometheus-client`.
 //!
 //! Not here: who may read them (`api`, any operator token or `--metrics-public`) or how the
-//! figures are counted (`service::figures`). The replica id is this process's own (random
-//! at start, stable for its life): the coordinator has no other id for itself.
+//! figures are counted (`service::figures`). The replica id is the replica's row id in
+//! the store (`replicas`), stable for the process's life.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -54,15 +54,9 @@ pub struct Metrics {
     releases_awaiting_approval: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
-        let replica_id = hex::encode(rand::random::<[u8; 8]>());
+    /// The registry of replica `replica_id` (its id in the store's `replicas`).
+    pub fn new(replica_id: String) -> Metrics {
         let mut registry = Registry::with_prefix("hoist");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -118,7 +112,7 @@ impl Metrics {
         );
         registry.register(
             "replica",
-            "This coordinator process (its replica id is random at start)",
+            "This coordinator process (its replica id, as `hoist server replicas` lists it)",
             Info::new(ReplicaLabel {
                 replica_id: replica_id.clone(),
             }),

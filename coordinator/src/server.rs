@@ -110,19 +110,6 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         },
         cancel.clone(),
     ));
-    let handed_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let state = AppState {
-        service: service.clone(),
-        operator_token: OperatorToken::new(&token),
-        cancel: cancel.clone(),
-        max_bundle_bytes: config.max_bundle_bytes,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-        metrics_public: config.metrics_public,
-        handed_back: handed_back.clone(),
-        tls: acceptor.is_some(),
-    };
-    tracing::info!(replica_id = %state.metrics.replica_id(), "metrics replica id");
-    let router = api::router(state);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -134,6 +121,18 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
             .context("writing this replica's row")?
     };
     tracing::info!(replica = %replica.id, host = ?replica.host, "replica {}", replica.id);
+    let handed_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let state = AppState {
+        service: service.clone(),
+        operator_token: OperatorToken::new(&token),
+        cancel: cancel.clone(),
+        max_bundle_bytes: config.max_bundle_bytes,
+        metrics: Arc::new(crate::metrics::Metrics::new(replica.id.clone())),
+        metrics_public: config.metrics_public,
+        handed_back: handed_back.clone(),
+        tls: acceptor.is_some(),
+    };
+    let router = api::router(state);
     let beats = tokio::spawn(service.clone().beat_replica(cancel.clone()));
     // The one line tests and scripts read to learn the port; keep its form.
     eprintln!("listening on {addr}");

@@ -59,7 +59,11 @@ async fn metrics_parse_and_change_as_a_deployment_runs() {
         .and_then(|x| x.labels.get("replica_id"))
         .expect("a replica id")
         .to_owned();
-    assert_eq!(replica.len(), 16, "{replica}");
+    assert!(
+        replica.starts_with("rp-") && server.log().contains(&format!("replica {replica}")),
+        "the replica's own id, as its log names it: {replica}\n{}",
+        server.log()
+    );
 
     let dir = bundle_dir(&s.join("b"), "v1");
     let revision = server.push(dir.to_str().unwrap(), "shop").await;

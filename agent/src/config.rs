@@ -43,6 +43,27 @@ pub struct Config {
     /// Proxy for HTTP(S) requests; HTTPS_PROXY / NO_PROXY from the environment also work.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// Signing keys this host trusts (`trust`); none: signatures are not looked at.
+    #[serde(default)]
+    pub trust: Option<TrustConfig>,
+}
+
+/// `trust:`: the minisign public keys whose signatures this host accepts. The key files are
+/// read and parsed with the config (`trust::Trust::load`), so a bad one stops the agent at
+/// start, naming the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Public key files (minisign's `.pub` format); several at once for a key rotation.
+    pub keys: Vec<PathBuf>,
+    /// Refuse a revision without a signature (the default); `false` lets one through with a
+    /// warning in the event log (a bad signature is refused either way).
+    #[serde(default = "default_require_signature")]
+    pub require_signature: bool,
+}
+
+fn default_require_signature() -> bool {
+    true
 }
 
 fn default_state_dir() -> PathBuf {
@@ -440,6 +461,14 @@ impl Config {
                 anyhow::bail!(
                     "invalid config {origin}: git.hosts[{i}]: {host:?} is not a host name; give \
                      HOST or HOST:PORT, without a scheme, user or path"
+                );
+            }
+        }
+        if let Some(trust) = &self.trust {
+            if trust.keys.is_empty() {
+                anyhow::bail!(
+                    "invalid config {origin}: trust.keys lists no key; list the public key \
+                     files to trust, or leave the trust section out"
                 );
             }
         }

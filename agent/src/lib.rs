@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`config`]: `/etc/hoist/agent.yaml`, parsed strictly; data only (each module builds its
 //!   own settings from it).
+//! - [`trust`]: the signing keys this host trusts and the one check of a revision's signature.
 //! - [`state`]: the state directory: layout, atomic writes, the host lock.
 //! - [`bundle`]: opening bundles ([`bundle::extract`] for archives, [`bundle::fetch`] for sources).
 //! - [`install`]: the built-in Install event (files, cleanup of the previous revision, permissions).
@@ -34,6 +35,7 @@ pub mod retry;
 pub mod state;
 pub mod status;
 pub mod tls;
+pub mod trust;
 
 /// An error and its sources on one line, as anyhow's `{:#}` prints them, for errors held by
 /// reference or kept as text in records and reports.

@@ -120,6 +120,11 @@ pub struct Command {
     /// empty so older agents see the message they know.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+    /// The revision's signed manifest, when it has one; the agent verifies it against the
+    /// keys it trusts (`trust:`). Left out when absent, so older agents see the message
+    /// they know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signature::SignedManifest>,
 }
 
 /// Where a revision's bundle is and how to verify it.
@@ -320,6 +325,8 @@ pub enum ErrorCode {
     AppspecInvalid,
     InstallFailed,
     Aborted,
+    /// The host trusts signing keys and the revision's signature is missing or wrong.
+    SignatureRefused,
     #[serde(other)]
     Unknown,
 }

@@ -6,6 +6,7 @@
 //! - [`text`]: how text that came over the wire is shown on a terminal (pure).
 //! - [`secret`]: a string that prints as `***` (tokens, host secrets, keys).
 //! - [`variables`]: the rules of deployment variables, which both ends check.
+//! - [`signature`]: the signed manifest of a revision (decoding and bounds; no verifying).
 //!
 //! Serde and plain functions only, no IO. Every message tolerates unknown fields from newer peers (no
 //! `deny_unknown_fields`), and enums that may grow carry an `Unknown` fallback so an older
@@ -14,6 +15,7 @@
 pub mod agent;
 pub mod operator;
 pub mod secret;
+pub mod signature;
 pub mod text;
 pub mod variables;
 

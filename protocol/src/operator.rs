@@ -34,6 +34,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Revision;
+use crate::signature::SignedManifest;
 
 mod convergence;
 mod pipelines;
@@ -212,6 +213,9 @@ pub struct GroupList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRevision {
     pub revision: Revision,
+    /// A signed manifest naming this revision's sha256 (or commit) and application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignedManifest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +224,8 @@ pub struct RevisionInfo {
     pub application: String,
     pub revision: Revision,
     pub created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignedManifest>,
 }
 
 /// What a new registration token allows. Every field is optional: `{}` makes a token
@@ -387,6 +393,10 @@ pub struct CreateDeployment {
     /// Variables its hooks see as environment variables (`--var KEY=VALUE`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+    /// A signed manifest made elsewhere (`--signature FILE`), attached to the revision for
+    /// this deployment; without one, the registered revision's own signature is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignedManifest>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

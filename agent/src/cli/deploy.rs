@@ -22,6 +22,7 @@ use crate::deployment::{
 use crate::recovery;
 use crate::state::{self, HostLock, RecordStatus, StateDir};
 use hoist_protocol::agent::Revision;
+use hoist_protocol::signature::{SignedManifest, MAX_SIGNATURE_FILE_BYTES};
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
@@ -54,10 +55,23 @@ pub struct DeployArgs {
     /// Agent config file (default: /etc/hoist/agent.yaml when it exists).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// A signature file (`hoist sign --out`) for the bundle, checked against the config's
+    /// trusted keys before the bundle is unpacked.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
 }
 
 pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> Result<Outcome, CliError> {
     let config = super::load_config(args.config.clone())?;
+    let origin = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG_PATH));
+    let trust = super::load_trust(&config, &origin)?;
+    let signature = match &args.signature {
+        None => None,
+        Some(path) => Some(read_signature(path).map_err(CliError::usage)?),
+    };
     let events = parse_events(&args.events)
         .map_err(|e| CliError::usage(anyhow::anyhow!("--events: {e}")))?;
     let behavior = match args
@@ -144,8 +158,9 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> Result<Outcom
         ignore_application_stop_failures: args.ignore_application_stop_failures,
         bundle_env: Vec::new(),
         variables: Vec::new(),
+        signature,
     };
-    let mut settings = deployer_settings(&config, None);
+    let mut settings = deployer_settings(&config, trust, None);
     if remote.is_some() {
         // Local deployments fetch only plain URLs, with no coordinator credentials.
         settings.fetch = Some(FetchContext {
@@ -200,6 +215,19 @@ pub async fn run(args: DeployArgs, shutdown: CancellationToken) -> Result<Outcom
         RecordStatus::Succeeded => Outcome::Ok,
         _ => Outcome::Failed,
     })
+}
+
+/// Reads a signature file (`hoist sign --out`): JSON of a manifest and its signature.
+fn read_signature(path: &std::path::Path) -> anyhow::Result<SignedManifest> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("--signature {}: cannot be read", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_SIGNATURE_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("--signature {}: cannot be read", path.display()))?;
+    SignedManifest::from_file_text(&text)
+        .map_err(|e| anyhow::anyhow!("--signature {}: {e}", path.display()))
 }
 
 /// Parses `--events`; empty means every event.

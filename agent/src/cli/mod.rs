@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::trust::Trust;
 
 pub mod deploy;
 pub mod run;
@@ -70,6 +71,13 @@ pub fn load_config(flag: Option<PathBuf>) -> Result<Config, CliError> {
         Some(path) => Config::load(&path).map_err(CliError::usage),
         None => Ok(Config::from_str("", "defaults")?),
     }
+}
+
+/// The signing keys `config` trusts, read from their files; a key that does not load is a
+/// config error, naming the config file and the key file.
+pub fn load_trust(config: &Config, origin: &std::path::Path) -> Result<Trust, CliError> {
+    Trust::load(config.trust.as_ref())
+        .map_err(|e| CliError::usage(e.context(format!("invalid config {}", origin.display()))))
 }
 
 #[derive(Debug, Parser)]

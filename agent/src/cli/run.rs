@@ -21,6 +21,8 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<Outcome, 
     for warning in config.warnings() {
         tracing::warn!("{}: {warning}", args.config.display());
     }
-    crate::daemon::run(config, shutdown).await?;
+    let trust = super::load_trust(&config, &args.config)?;
+    tracing::info!("{}", trust.describe());
+    crate::daemon::run(config, trust, shutdown).await?;
     Ok(Outcome::Ok)
 }

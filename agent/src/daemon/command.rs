@@ -319,6 +319,7 @@ fn request_from(command: &Command) -> Result<DeploymentRequest, String> {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        signature: command.signature.clone(),
     })
 }
 
@@ -358,6 +359,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            signature: None,
         }
     }
 

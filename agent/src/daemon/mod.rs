@@ -32,6 +32,7 @@ use crate::retry::RetryPolicy;
 use crate::state::{
     self, AgentInfo, Contact, GroupSyncEntry, HostLock, StateDir, SyncRecord, SCHEMA_VERSION,
 };
+use crate::trust::Trust;
 
 use command::{heartbeat_every, run_command, Alive, DirectReports};
 use register::register;
@@ -41,7 +42,7 @@ use reports::{send_reports, wait_outbox_empty};
 type Running = Arc<Mutex<Option<(String, CancellationToken)>>>;
 
 /// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, trust: Trust, shutdown: CancellationToken) -> anyhow::Result<()> {
     let coordinator = config.coordinator.clone().context(
         "the config has no coordinator section; `hoist-agent run` needs coordinator.url (or coordinator.urls)",
     )?;
@@ -95,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let mut deployer = Deployer::new(
         state.clone(),
-        deployer_settings(&config, Some((&client, &host))),
+        deployer_settings(&config, trust, Some((&client, &host))),
     );
     crate::notify::status("polling the coordinator");
     let policy = RetryPolicy::from_config(&config.poll);

@@ -34,6 +34,7 @@ use crate::bundle::fetch::{self, FetchSettings};
 use crate::client::Client;
 use crate::config::Config;
 use crate::state::{self, DeploymentRecord, Ending, HostCredentials, LastSuccess, StateDir};
+use crate::trust::Trust;
 
 use journal::Journal;
 pub use records::EventResult;
@@ -49,6 +50,8 @@ pub struct DeployerSettings {
     pub keep: usize,
     /// How to fetch [`Source::Remote`] revisions; `None` for local deployments.
     pub fetch: Option<FetchContext>,
+    /// The signing keys this host trusts, checked in DownloadBundle before extraction.
+    pub trust: Trust,
 }
 
 /// The HTTP client and settings used to fetch remote revisions.
@@ -62,6 +65,7 @@ pub struct FetchContext {
 /// revisions too, over the same HTTP client as the coordinator's API.
 pub fn deployer_settings(
     config: &Config,
+    trust: Trust,
     remote: Option<(&Client, &HostCredentials)>,
 ) -> DeployerSettings {
     DeployerSettings {
@@ -70,6 +74,7 @@ pub fn deployer_settings(
         environment_file: config.hooks.environment_file.clone(),
         limits: ExtractLimits::from_config(&config.bundles),
         keep: config.deployments.keep,
+        trust,
         fetch: remote.map(|(client, host)| FetchContext {
             client: client.http().clone(),
             settings: FetchSettings {
@@ -112,6 +117,8 @@ pub struct DeploymentRequest {
     /// The deployment's own variables (a pipeline stage's, `--var`), checked by
     /// `hoist_protocol::variables`; the hook variables above are set after them.
     pub variables: Vec<(String, String)>,
+    /// The revision's signed manifest, checked against [`DeployerSettings::trust`].
+    pub signature: Option<hoist_protocol::signature::SignedManifest>,
 }
 
 /// Told about progress. Implementations must be quick (they run on the deployment's task).

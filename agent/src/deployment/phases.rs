@@ -20,13 +20,19 @@ use crate::bundle::fetch::{self, FetchError, Fetched};
 use crate::hooks::{self, HookLog, HookRun};
 use crate::install::{self, InstalledFiles};
 use crate::state::{self, DeploymentDir, LastSuccess};
+use crate::trust::{self, Verdict};
+use hoist_protocol::signature::Subject;
 
 /// A revision on this host, ready to be put in the deployment directory.
 enum OnHost {
     /// A directory to copy (a local deployment of a directory).
     Tree(std::path::PathBuf),
-    /// An archive to extract.
-    Archive(std::path::PathBuf),
+    /// An archive to extract, with the sha256 computed from its bytes when it was verified
+    /// (always for a download; for a local archive when keys are trusted).
+    Archive {
+        path: std::path::PathBuf,
+        verified: Option<String>,
+    },
     /// A checkout already in the deployment directory (Git), used where it is.
     Checkout(std::path::PathBuf),
 }
@@ -84,14 +90,49 @@ impl Deployer {
         journal: &Journal<'_>,
     ) -> anyhow::Result<Result<Prepared, Halt>> {
         let req = journal.req;
+        // A Git revision is checked before it is fetched: the fetch then checks out exactly
+        // the commit the manifest names, or fails.
+        if let Source::Remote(Revision::Git { commit, .. }) = &req.source {
+            if let Err(halt) = self.verify_signature(Some(Subject::Commit { commit }), journal) {
+                return Ok(Err(halt));
+            }
+        }
         let on_host = match &req.source {
             Source::Remote(revision) => match self.fetch_remote(revision, journal).await {
                 Ok(on_host) => on_host,
                 Err(halt) => return Ok(Err(halt)),
             },
             Source::Local(path) if path.is_dir() => OnHost::Tree(path.clone()),
-            Source::Local(path) => OnHost::Archive(path.clone()),
+            Source::Local(path) => {
+                let verified = match self.settings.trust.is_configured() {
+                    true => Some(local_sha256(path).await?),
+                    false => None,
+                };
+                OnHost::Archive {
+                    path: path.clone(),
+                    verified,
+                }
+            }
         };
+        // Archives are checked against the sha256 of their own bytes, before extraction.
+        let subject = match &on_host {
+            OnHost::Archive {
+                verified: Some(sha256),
+                ..
+            } => Some(Subject::Bundle { sha256 }),
+            OnHost::Archive { verified: None, .. } => Some(Subject::Bundle { sha256: "" }),
+            OnHost::Tree(_) => None,
+            OnHost::Checkout(_) => Some(Subject::Commit { commit: "" }),
+        };
+        if !matches!(on_host, OnHost::Checkout(_)) {
+            if let Err(halt) = self.verify_signature(subject, journal) {
+                if let (OnHost::Archive { path, .. }, Source::Remote(_)) = (&on_host, &req.source) {
+                    // Bytes nobody vouched for are not kept.
+                    let _ = std::fs::remove_file(path);
+                }
+                return Ok(Err(halt));
+            }
+        }
         let deployment = journal.deployment.clone();
         let limits = self.settings.limits.clone();
         let custom = req.appspec_path.clone();
@@ -210,7 +251,10 @@ impl Deployer {
                 log.note(&format!(
                     "downloaded {bytes} bytes, sha256 {sha256} verified"
                 ));
-                Ok(OnHost::Archive(path))
+                Ok(OnHost::Archive {
+                    path,
+                    verified: Some(sha256),
+                })
             }
             Ok(Fetched::Directory { path, commit }) => {
                 log.note(&format!("checked out commit {commit}"));
@@ -226,6 +270,63 @@ impl Deployer {
                 crate::error_chain(&e),
             )),
         }
+    }
+
+    /// The revision's signature against the keys this host trusts (`trust::check`), for a
+    /// bundle that is `subject` (`None`: a local directory, which has no sha256 to sign).
+    /// What was found goes to the event log; a refusal halts the deployment.
+    fn verify_signature(
+        &self,
+        subject: Option<Subject<'_>>,
+        journal: &Journal<'_>,
+    ) -> Result<(), Halt> {
+        let (trust, req, log) = (&self.settings.trust, journal.req, &journal.log);
+        let Some(subject) = subject else {
+            if !trust.is_configured() {
+                return Ok(());
+            }
+            if req.signature.is_none() && !trust.require_signature() {
+                let warning = "no signature: a local directory cannot be signed, and \
+                               trust.require_signature is off";
+                log.note(&format!("warning: {warning}"));
+                tracing::warn!("{warning}");
+                return Ok(());
+            }
+            return Err(Halt::failed(
+                ErrorCode::SignatureRefused,
+                format!(
+                    "signature refused: a local directory has no sha256 a manifest could name; \
+                     deploy a signed archive (trusted keys: {})",
+                    trust.key_ids().join(", ")
+                ),
+            ));
+        };
+        let verdict = trust::check(
+            trust,
+            &req.application,
+            subject,
+            req.signature.as_ref(),
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| Halt::failed(ErrorCode::SignatureRefused, e.to_string()))?;
+        match verdict {
+            Verdict::NotConfigured => {}
+            Verdict::Signed { key_id, manifest } => log.note(&format!(
+                "signature by trusted key {key_id} verified: {} of application {}",
+                manifest.subject(),
+                manifest.application
+            )),
+            Verdict::Unsigned => {
+                let warning = format!(
+                    "no signature: the revision is not signed, and trust.require_signature \
+                     is off (trusted keys: {})",
+                    trust.key_ids().join(", ")
+                );
+                log.note(&format!("warning: {warning}"));
+                tracing::warn!("{warning}");
+            }
+        }
+        Ok(())
     }
 
     /// The environment of every hook of `event`: a clean one, never the agent's own, with
@@ -275,7 +376,7 @@ fn prepare(
                 .map_err(|e| Problem::new(ErrorCode::BundleInvalid, format!("{e:#}")))?;
             archive_dir.clone()
         }
-        OnHost::Archive(path) => {
+        OnHost::Archive { path, .. } => {
             if let Err(e) = bundle::extract::extract(path, &archive_dir, limits) {
                 // Nothing outside archive_dir was written; drop the partial tree.
                 let _ = std::fs::remove_dir_all(&archive_dir);
@@ -387,4 +488,19 @@ fn join_diagnostics(d: &[hoist_appspec::Diagnostic]) -> String {
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The sha256 of a local archive, read on a blocking thread.
+async fn local_sha256(path: &Path) -> anyhow::Result<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut file, &mut hasher)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await?
 }

@@ -22,6 +22,7 @@ fn deployer(state: &Path) -> Deployer {
             limits: ExtractLimits::default(),
             keep: 5,
             fetch: None,
+            trust: crate::trust::Trust::default(),
         },
     )
 }
@@ -63,6 +64,7 @@ fn request(id: &str, app: &str, group: &str, group_id: &str, src: &Path) -> Depl
         ignore_application_stop_failures: false,
         bundle_env: Vec::new(),
         variables: Vec::new(),
+        signature: None,
     }
 }
 

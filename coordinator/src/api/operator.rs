@@ -86,7 +86,10 @@ pub(super) async fn create_revision(
     Path(app): Path<String>,
     ApiJson(req): ApiJson<CreateRevision>,
 ) -> ApiResult<impl IntoResponse> {
-    let r = blocking(&state, move |e| e.create_revision(&app, req.revision)).await?;
+    let r = blocking(&state, move |e| {
+        e.create_revision(&app, req.revision, req.signature)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(r)))
 }
 

@@ -50,6 +50,10 @@ pub struct CreateArgs {
     pub group: String,
     #[command(flatten)]
     pub rev: RevisionArgs,
+    /// A signature file (`hoist sign --out`) for the revision: its manifest must name the
+    /// revision's sha256 (or commit) and the application.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<std::path::PathBuf>,
     /// DISALLOW, OVERWRITE or RETAIN (the appspec's own value wins).
     #[arg(long)]
     pub file_exists_behavior: Option<String>,
@@ -170,6 +174,11 @@ pub async fn run(
                 events: args.events.clone(),
                 appspec_path: args.appspec.clone(),
                 variables: args.vars.iter().cloned().collect(),
+                signature: args
+                    .signature
+                    .as_deref()
+                    .map(super::sign::read_signature_file)
+                    .transpose()?,
             };
             let d: Deployment = client.post("/v1/deployments", &req).await?;
             if !args.wait {

@@ -14,11 +14,13 @@ pub mod client;
 pub mod deploy;
 pub mod group;
 pub mod hosts;
+pub mod key;
 pub mod pipeline;
 pub mod progress;
 pub mod push;
 pub mod release;
 pub mod server;
+pub mod sign;
 pub mod token;
 
 use std::process::ExitCode;
@@ -64,8 +66,13 @@ pub enum Command {
     /// Registered hosts.
     #[command(subcommand)]
     Hosts(hosts::HostsCommand),
-    /// Pack a bundle directory, upload it and register it as a revision.
+    /// Pack a bundle directory, upload it and register it as a revision (signed with --sign-key).
     Push(push::PushArgs),
+    /// Signing keys for revisions (minisign's format).
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Sign a bundle's sha256 or a Git commit into a signature file, for --signature.
+    Sign(sign::SignArgs),
     /// Deployments.
     #[command(subcommand)]
     Deploy(deploy::DeployCommand),
@@ -101,10 +108,18 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
             .map_err(anyhow::Error::msg)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // Signing is local: no coordinator is asked.
+    match cli.command {
+        Command::Key(c) => return key::run(c),
+        Command::Sign(a) => return sign::run(a),
+        _ => {}
+    }
     let client = client::Client::new(&cli.server, cli.token.as_deref(), cli.ca_file.as_deref())?;
     let work = async {
         match cli.command {
-            Command::Server(_) | Command::Generate(_) => Ok(ExitCode::SUCCESS),
+            Command::Server(_) | Command::Generate(_) | Command::Key(_) | Command::Sign(_) => {
+                Ok(ExitCode::SUCCESS)
+            }
             Command::App(c) => app::run(&client, c).await,
             Command::Group(c) => group::run(&client, c).await,
             Command::Token(c) => token::run(&client, c).await,

@@ -1,7 +1,8 @@
 //! `hoist push DIR --app APP [--s3 s3://bucket/key]`: checks the directory's appspec,
 //! packs the directory as a tar.gz bundle (streamed to a temp file while hashing), uploads
 //! it to the coordinator's bundle store or to S3-compatible storage, registers the revision
-//! and prints its id alone on stdout.
+//! and prints its id alone on stdout. With `--sign-key` the revision is registered with a
+//! signed manifest of its sha256 and application (`cli::sign`).
 //!
 //! S3 settings come from the usual variables (`crate::s3`: `AWS_ENDPOINT_URL_S3` or
 //! `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -11,7 +12,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -20,6 +21,7 @@ use hoist_protocol::operator::{BundleInfo, CreateRevision, RevisionInfo};
 use sha2::{Digest, Sha256};
 
 use super::client::{seg, Client};
+use super::sign::{self, SigningKey};
 use super::{print_json, UsageError};
 
 #[derive(Debug, Args)]
@@ -34,10 +36,30 @@ pub struct PushArgs {
     /// Print the registered revision as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
+    /// Sign the bundle with this secret key (`hoist key generate`'s hoist.key): hosts that
+    /// trust its public key accept the revision.
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+    /// The signing key's passphrase, in this file (with --sign-key).
+    #[arg(long, value_name = "FILE", requires = "sign_key")]
+    pub passphrase_file: Option<PathBuf>,
+    /// The signature expires then: a duration from now (30d) or a time (with --sign-key).
+    #[arg(long, value_name = "IN|AT", requires = "sign_key")]
+    pub expires: Option<String>,
 }
 
 pub async fn run(client: &Client, args: PushArgs) -> Result<ExitCode> {
     let s3 = args.s3.as_deref().map(parse_s3_url).transpose()?;
+    // The key is opened first: a wrong path or passphrase fails before any upload.
+    let key = args
+        .sign_key
+        .as_deref()
+        .map(|k| SigningKey::load(k, args.passphrase_file.as_deref()))
+        .transpose()?;
+    if let Some(expires) = &args.expires {
+        sign::expiry(expires, SystemTime::now())
+            .map_err(|e| UsageError(format!("--expires: {e}")))?;
+    }
     let dir = args.dir.clone();
     let (bundle, sha256, size) = tokio::task::spawn_blocking(move || -> Result<_> {
         check_appspec(&dir)?;
@@ -60,14 +82,34 @@ pub async fn run(client: &Client, args: PushArgs) -> Result<ExitCode> {
             upload_to_s3(client, bundle.path(), size, &bucket, &key, sha256).await?
         }
     };
+    // Signed after the sha256 is known (it is of the bytes just packed and uploaded).
+    let signature = match (&key, &revision) {
+        (Some(key), Revision::Coordinator { sha256, .. } | Revision::S3 { sha256, .. }) => {
+            let m = sign::manifest(
+                &args.app,
+                sign::Subject::Bundle(sha256.clone()),
+                args.expires.as_deref(),
+                SystemTime::now(),
+            )?;
+            Some(key.sign(&m)?)
+        }
+        _ => None,
+    };
     let info: RevisionInfo = client
         .post(
             &format!("/v1/applications/{}/revisions", seg(&args.app)),
-            &CreateRevision { revision },
+            &CreateRevision {
+                revision,
+                signature,
+            },
         )
         .await?;
+    let signed = match &key {
+        Some(key) => format!(", signed by key {}", key.id),
+        None => String::new(),
+    };
     eprintln!(
-        "pushed {} as revision {}",
+        "pushed {} as revision {}{signed}",
         info.revision.describe(),
         info.id
     );

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{self as op, RolloutConfig, TagFilter};
+use hoist_protocol::signature::SignedManifest;
 
 use super::{error_chain, new_id, now_ms, Result, Service, ServiceError};
 use crate::bounds::shown;
@@ -220,6 +221,7 @@ impl Service {
                     application: d.application,
                     revision: d.revision,
                     created_ms: d.created_ms,
+                    signature: d.signature,
                 });
         let target = match &g.target_deployment_id {
             Some(id) => self.store.deployment(id)?,
@@ -232,6 +234,7 @@ impl Service {
                 application: d.application,
                 revision: d.revision,
                 created_ms: d.created_ms,
+                signature: d.signature,
             },
             deployment_id: d.id,
             set_ms: d.ended_ms.unwrap_or(0),
@@ -363,12 +366,24 @@ impl Service {
         })
     }
 
-    pub fn create_revision(&self, app: &str, revision: Revision) -> Result<op::RevisionInfo> {
+    /// Registers `revision` of `app`, with its signed manifest when it has one (checked to
+    /// name this application and revision, `signatures::check`).
+    pub fn create_revision(
+        &self,
+        app: &str,
+        revision: Revision,
+        signature: Option<SignedManifest>,
+    ) -> Result<op::RevisionInfo> {
         self.app(app)?;
+        let revision = self.check_revision(&revision)?;
+        if let Some(signed) = &signature {
+            super::signatures::check(app, &revision, signed)?;
+        }
         let row = RevisionRow {
             id: new_id("r"),
             application: app.to_owned(),
-            revision: self.check_revision(&revision)?,
+            revision,
+            signature,
             created_ms: now_ms(),
         };
         self.store.insert_revision(&row)?;
@@ -396,5 +411,6 @@ fn revision_info(r: RevisionRow) -> op::RevisionInfo {
         application: r.application,
         revision: r.revision,
         created_ms: r.created_ms,
+        signature: r.signature,
     }
 }

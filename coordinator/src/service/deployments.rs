@@ -6,6 +6,7 @@ use hoist_protocol::agent;
 use hoist_protocol::operator::{
     self as op, CommandState, Creator, DeploymentState, HostCounts, LIFECYCLE_EVENTS,
 };
+use hoist_protocol::signature::SignedManifest;
 
 use super::catalog::{matches, to_rollout};
 use super::lock::Locked;
@@ -33,7 +34,8 @@ impl Service {
 
     pub fn create_deployment(&self, req: op::CreateDeployment) -> Result<op::Deployment> {
         let group = self.group_row(&req.application, &req.deployment_group)?;
-        let (revision_id, revision) = self.resolve_revision(&req.application, req.revision)?;
+        let (revision_id, revision, signature) =
+            self.resolve_revision(&req.application, req.revision, req.signature)?;
         let file_exists_behavior = match req.file_exists_behavior {
             None => None,
             Some(b) => {
@@ -71,6 +73,7 @@ impl Service {
             group_name: group.name.clone(),
             revision_id: Some(revision_id),
             revision,
+            signature,
             state: DeploymentState::InProgress,
             creator: Creator::User,
             rollback_of: None,
@@ -105,12 +108,15 @@ impl Service {
         self.deployment_summary(d, self.change_seq())
     }
 
-    /// A registered revision of `application`, or a new one given inline (registered now).
+    /// A registered revision of `application`, or a new one given inline (registered now),
+    /// with the signed manifest its deployment carries: `signature` when given (checked to
+    /// name this revision and application), else the registered revision's own.
     pub(super) fn resolve_revision(
         &self,
         application: &str,
         source: op::RevisionSource,
-    ) -> Result<(String, agent::Revision)> {
+        signature: Option<SignedManifest>,
+    ) -> Result<(String, agent::Revision, Option<SignedManifest>)> {
         match source {
             op::RevisionSource::Id(id) => {
                 let r = self
@@ -123,11 +129,18 @@ impl Service {
                         r.application
                     )));
                 }
-                Ok((r.id, r.revision))
+                let signature = match signature {
+                    Some(signed) => {
+                        super::signatures::check(application, &r.revision, &signed)?;
+                        Some(signed)
+                    }
+                    None => r.signature,
+                };
+                Ok((r.id, r.revision, signature))
             }
             op::RevisionSource::Inline(revision) => {
-                let info = self.create_revision(application, revision)?;
-                Ok((info.id, info.revision))
+                let info = self.create_revision(application, revision, signature)?;
+                Ok((info.id, info.revision, info.signature))
             }
         }
     }
@@ -517,6 +530,7 @@ pub(super) fn agent_command(cmd: &CommandRow, d: &DeploymentRow) -> agent::Comma
         events: d.events.clone(),
         ignore_application_stop_failures: d.ignore_application_stop_failures,
         variables: d.variables.clone(),
+        signature: d.signature.clone(),
     }
 }
 

@@ -36,6 +36,7 @@ pub mod pipelines;
 mod replicas;
 mod reports;
 mod sessions;
+mod signatures;
 mod states;
 mod sync;
 

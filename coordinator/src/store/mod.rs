@@ -25,6 +25,7 @@ use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{
     CommandState, Creator, DeploymentState, HostEvent, Role, RolloutConfig, SourceStatus, TagFilter,
 };
+use hoist_protocol::signature::SignedManifest;
 
 pub use pipelines::{PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow};
 pub use postgres::PgStore;
@@ -159,6 +160,8 @@ pub struct RevisionRow {
     pub id: String,
     pub application: String,
     pub revision: Revision,
+    /// Its signed manifest (kept in `revision_json`, beside the revision's fields).
+    pub signature: Option<SignedManifest>,
     pub created_ms: u64,
 }
 
@@ -170,6 +173,8 @@ pub struct DeploymentRow {
     pub group_name: String,
     pub revision_id: Option<String>,
     pub revision: Revision,
+    /// The signed manifest its commands carry (kept in `revision_json`).
+    pub signature: Option<SignedManifest>,
     pub state: DeploymentState,
     pub creator: Creator,
     pub rollback_of: Option<String>,

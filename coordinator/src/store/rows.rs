@@ -9,10 +9,12 @@ use crate::store::{
     PipelineRow, PipelineStageRow, RegistrationTokenRow, ReleaseRow, ReleaseStageRow, ReplicaRow,
     ReportRow, Result, RevisionRow, SessionRow, StoreError,
 };
+use hoist_protocol::agent::Revision;
 use hoist_protocol::operator::{
     CommandState, Creator, DeploymentState, PipelineSource, ReleaseState, Role, RolloutConfig,
     SourceStatus, StageState,
 };
+use hoist_protocol::signature::SignedManifest;
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
     // Serialising plain data (maps of strings, vectors, enums) to a string cannot fail.
@@ -21,6 +23,35 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 pub(crate) fn from_json<T: DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|source| StoreError::Decode { what, source })
+}
+
+/// The `revision_json` of a revision or a deployment: the revision's own JSON, with its
+/// signed manifest, when it has one, beside its fields as `"signature"` (older readers of
+/// the revision ignore the extra key, so no column or migration is needed).
+pub(crate) fn signed_revision_json(
+    revision: &Revision,
+    signature: Option<&SignedManifest>,
+) -> String {
+    let mut value = serde_json::to_value(revision).unwrap_or_default();
+    if let (Some(signed), serde_json::Value::Object(map)) = (signature, &mut value) {
+        map.insert(
+            "signature".into(),
+            serde_json::to_value(signed).unwrap_or_default(),
+        );
+    }
+    value.to_string()
+}
+
+/// The revision and its signed manifest from a `revision_json` ([`signed_revision_json`]).
+pub(crate) fn signed_revision(s: &str) -> Result<(Revision, Option<SignedManifest>)> {
+    #[derive(serde::Deserialize)]
+    struct Signature {
+        #[serde(default)]
+        signature: Option<SignedManifest>,
+    }
+    let revision = from_json("revision", s)?;
+    let Signature { signature } = from_json("revision signature", s)?;
+    Ok((revision, signature))
 }
 
 pub(crate) fn u(v: i64) -> u64 {
@@ -189,13 +220,15 @@ pub(crate) const DEPLOYMENT_COLS: &str = "id, application, group_id, group_name,
     file_exists_behavior, ignore_application_stop_failures, events_json, appspec_path, \
     created_ms, ended_ms, bake_secs, bake_until_ms, variables_json, release_id";
 pub(crate) fn deployment_row(r: Raw) -> Result<DeploymentRow> {
+    let (revision, signature) = signed_revision(&r.text(5))?;
     Ok(DeploymentRow {
         id: r.text(0),
         application: r.text(1),
         group_id: r.text(2),
         group_name: r.text(3),
         revision_id: r.opt_text(4),
-        revision: from_json("revision", &r.text(5))?,
+        revision,
+        signature,
         state: deployment_state(&r.text(6))?,
         creator: creator(&r.text(7)),
         rollback_of: r.opt_text(8),
@@ -273,10 +306,12 @@ pub(crate) fn app_row(r: Raw) -> Result<AppRow> {
 
 pub(crate) const REVISION_COLS: &str = "id, application, revision_json, created_ms";
 pub(crate) fn revision_row(r: Raw) -> Result<RevisionRow> {
+    let (revision, signature) = signed_revision(&r.text(2))?;
     Ok(RevisionRow {
         id: r.text(0),
         application: r.text(1),
-        revision: from_json("revision", &r.text(2))?,
+        revision,
+        signature,
         created_ms: u(r.int(3)),
     })
 }

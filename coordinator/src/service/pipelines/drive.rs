@@ -198,6 +198,11 @@ impl Service {
             group_name: group.name.clone(),
             revision_id: Some(r.revision_id.clone()),
             revision: r.revision.clone(),
+            // A release of a signed revision carries its signature to every stage.
+            signature: self
+                .store
+                .revision(&r.revision_id)?
+                .and_then(|registered| registered.signature),
             state: DeploymentState::InProgress,
             creator: Creator::Pipeline,
             rollback_of: None,

@@ -136,7 +136,8 @@ impl Service {
     /// starts (or waits) at once.
     pub fn create_release(&self, name: &str, req: op::CreateRelease) -> Result<op::Release> {
         let p = self.pipeline_row(name)?;
-        let (revision_id, revision) = self.resolve_revision(&p.application, req.revision)?;
+        let (revision_id, revision, _) =
+            self.resolve_revision(&p.application, req.revision, None)?;
         let id = {
             let lock = self.lock()?;
             let p = self.pipeline_row(name)?;

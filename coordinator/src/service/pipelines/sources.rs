@@ -107,7 +107,7 @@ impl Service {
                     status.error = None;
                     status.next_ms = now.saturating_add(poll.saturating_mul(1000));
                     status.last = Some(reference.clone());
-                    let info = self.create_revision(&p.application, revision)?;
+                    let info = self.create_revision(&p.application, revision, None)?;
                     let creator = match due.source {
                         PipelineSource::Git { .. } => "git",
                         PipelineSource::S3 { .. } => "s3",

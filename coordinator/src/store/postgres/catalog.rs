@@ -3,7 +3,7 @@
 
 use super::rows::{group_row, i, is_unique_violation, pg, to_json, GROUP_COLS};
 use super::PgStore;
-use crate::store::rows::{app_row, revision_row, REVISION_COLS};
+use crate::store::rows::{app_row, revision_row, signed_revision_json, REVISION_COLS};
 use crate::store::{AppRow, GroupRow, Result, RevisionRow, StoreError};
 
 pub(super) fn insert_application(s: &PgStore, app: &AppRow) -> Result<()> {
@@ -141,7 +141,7 @@ pub(super) fn insert_revision(s: &PgStore, r: &RevisionRow) -> Result<()> {
         &[
             &r.id,
             &r.application,
-            &to_json(&r.revision),
+            &signed_revision_json(&r.revision, r.signature.as_ref()),
             &i(r.created_ms),
         ],
     )?;

@@ -3,8 +3,9 @@
 
 use rusqlite::params;
 
-use super::rows::{db, from_json, group_row, i, is_unique_violation, to_json, u, GROUP_COLS};
+use super::rows::{db, group_row, i, is_unique_violation, to_json, u, GROUP_COLS};
 use super::SqliteStore;
+use crate::store::rows::{revision_row, signed_revision_json};
 use crate::store::{AppRow, GroupRow, Result, RevisionRow, StoreError};
 
 pub(super) fn insert_application(s: &SqliteStore, app: &AppRow) -> Result<()> {
@@ -143,7 +144,12 @@ pub(super) fn insert_revision(s: &SqliteStore, r: &RevisionRow) -> Result<()> {
         .execute(
             "INSERT INTO revisions (id, application, revision_json, created_ms) \
              VALUES (?1, ?2, ?3, ?4)",
-            params![r.id, r.application, to_json(&r.revision), i(r.created_ms)],
+            params![
+                r.id,
+                r.application,
+                signed_revision_json(&r.revision, r.signature.as_ref()),
+                i(r.created_ms)
+            ],
         )
         .map_err(db("inserting a revision"))?;
     Ok(())
@@ -154,13 +160,6 @@ pub(super) fn revision(s: &SqliteStore, id: &str) -> Result<Option<RevisionRow>>
         "reading a revision",
         "SELECT id, application, revision_json, created_ms FROM revisions WHERE id = ?1",
         [id],
-        |r| {
-            Ok(RevisionRow {
-                id: r.text(0),
-                application: r.text(1),
-                revision: from_json("revision", &r.text(2))?,
-                created_ms: u(r.int(3)),
-            })
-        },
+        revision_row,
     )
 }

@@ -6,9 +6,9 @@
 use rusqlite::{params, Connection, Row};
 
 pub(super) use crate::store::rows::{
-    command_row, command_state, creator_str, deployment_row, from_json, group_row, host_row, i,
-    sync_row, to_json, token_row, u, Raw, Value, COMMAND_COLS, DEPLOYMENT_COLS, GROUP_COLS,
-    HOST_COLS, SYNC_COLS, TOKEN_COLS,
+    command_row, command_state, creator_str, deployment_row, group_row, host_row, i,
+    signed_revision_json, sync_row, to_json, token_row, u, Raw, Value, COMMAND_COLS,
+    DEPLOYMENT_COLS, GROUP_COLS, HOST_COLS, SYNC_COLS, TOKEN_COLS,
 };
 use crate::store::{CommandRow, DeploymentRow, HostRow, HostSyncRow, StoreError};
 
@@ -67,7 +67,7 @@ pub(super) fn write_deployment(
         d.group_id,
         d.group_name,
         d.revision_id,
-        to_json(&d.revision),
+        signed_revision_json(&d.revision, d.signature.as_ref()),
         d.state.as_str(),
         creator_str(d.creator),
         d.rollback_of,

@@ -276,6 +276,7 @@ mod tests {
                 repository: "https://git.example/shop".into(),
                 commit: "a".repeat(40),
             },
+            signature: None,
             state,
             creator: hoist_protocol::operator::Creator::User,
             rollback_of: None,

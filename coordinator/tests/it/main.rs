@@ -20,6 +20,7 @@ mod revisions;
 mod roles;
 mod s3;
 mod server;
+mod signatures;
 mod support;
 mod transport;
 mod usage;

@@ -156,6 +156,7 @@ async fn two_replicas_racing_to_deploy_one_group_start_exactly_one() {
             events: Vec::new(),
             appspec_path: None,
             variables: Default::default(),
+            signature: None,
         };
         let barrier = Arc::new(tokio::sync::Barrier::new(2));
         let racers: Vec<_> = (0..2u32)

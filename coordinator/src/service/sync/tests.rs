@@ -21,6 +21,7 @@ fn deployment(id: &str, rev: char, creator: Creator) -> DeploymentRow {
         group_name: "web".into(),
         revision_id: Some(format!("r-{rev}")),
         revision: revision(rev),
+        signature: None,
         state: DeploymentState::InProgress,
         creator,
         rollback_of: None,

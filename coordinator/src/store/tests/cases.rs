@@ -77,6 +77,7 @@ pub(super) fn deployment_row(id: &str, group: &GroupRow, created_ms: u64) -> Dep
         group_name: group.name.clone(),
         revision_id: Some("r-1".into()),
         revision: revision(),
+        signature: None,
         state: DeploymentState::InProgress,
         creator: Creator::User,
         rollback_of: None,
@@ -198,6 +199,7 @@ pub(super) fn groups_are_unique_per_application_and_keep_their_options(s: &dyn S
         id: "r-1".into(),
         application: "web".into(),
         revision: revision(),
+        signature: None,
         created_ms: 3,
     };
     s.insert_revision(&r).unwrap();
@@ -572,4 +574,35 @@ pub(super) fn replicas_are_listed_while_they_beat_and_forgotten_when_removed(s: 
     );
     s.remove_replica("rp-b", 5).unwrap();
     assert_eq!(s.replicas(0).unwrap(), vec![replica("rp-a", 10, 500)]);
+}
+
+/// A signed manifest is kept beside the revision (in its JSON), for the revision and for a
+/// deployment, and the revision reads back the same as an unsigned one.
+pub(super) fn a_revision_and_its_deployment_keep_their_signature(s: &dyn Store) {
+    use hoist_protocol::signature::SignedManifest;
+    app(s, "web");
+    let signed = SignedManifest {
+        manifest: "{\"format\":\"hoist-manifest/1\"}".into(),
+        signature: "untrusted comment: c\nsig\ntrusted comment: t\nglobal\n".into(),
+    };
+    let r = RevisionRow {
+        id: "r-1".into(),
+        application: "web".into(),
+        revision: revision(),
+        signature: Some(signed.clone()),
+        created_ms: 3,
+    };
+    s.insert_revision(&r).unwrap();
+    assert_eq!(s.revision("r-1").unwrap(), Some(r));
+    let g = group_row("g-1", "web", "prod");
+    s.insert_group(&g).unwrap();
+    let mut d = deployment_row("d-1", &g, 10);
+    d.signature = Some(signed.clone());
+    s.insert_deployment(&d, &[]).unwrap();
+    let stored = s.deployment("d-1").unwrap().unwrap();
+    assert_eq!(stored.signature, Some(signed));
+    assert_eq!(stored.revision, revision());
+    d.state = DeploymentState::Succeeded;
+    s.save_deployment(&d, &[]).unwrap();
+    assert_eq!(s.deployment("d-1").unwrap(), Some(d));
 }

@@ -88,4 +88,5 @@ suite!(
     operator_tokens_keep_their_role_and_name_and_revocation_sticks,
     sessions_are_found_deleted_and_expired_ones_dropped_on_insert,
     figures_count_deployments_and_the_commands_of_active_ones,
+    a_revision_and_its_deployment_keep_their_signature,
 );

@@ -11,5 +11,6 @@ mod local_deploy;
 mod pipelines;
 mod replicas;
 mod resilience;
+mod signatures;
 mod sources;
 mod tls;

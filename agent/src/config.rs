@@ -817,4 +817,36 @@ s3:
         let msg = format!("{:#}", Config::from_str(&yaml, "a").expect_err("17 urls"));
         assert!(msg.contains("at most 16"), "{msg}");
     }
+
+    #[test]
+    fn trust_takes_key_files_requires_signatures_by_default_and_refuses_unknown_keys() {
+        let c = Config::from_str("trust:\n  keys: [/etc/hoist/release.pub]\n", "agent.yaml")
+            .expect("parses");
+        let trust = c.trust.expect("a trust section");
+        assert_eq!(trust.keys, [PathBuf::from("/etc/hoist/release.pub")]);
+        assert!(trust.require_signature);
+        let c = Config::from_str(
+            "trust:\n  keys: [/a.pub, /b.pub]\n  require_signature: false\n",
+            "agent.yaml",
+        )
+        .expect("parses");
+        assert!(!c.trust.expect("trust").require_signature);
+        let err = format!(
+            "{:#}",
+            Config::from_str("trust:\n  keys: [/a.pub]\n  require: true\n", "agent.yaml")
+                .expect_err("unknown key")
+        );
+        assert!(
+            err.contains("require") && err.contains("agent.yaml"),
+            "{err}"
+        );
+        let err = Config::from_str("trust:\n  keys: []\n", "agent.yaml")
+            .expect_err("no key")
+            .to_string();
+        assert!(err.contains("trust.keys lists no key"), "{err}");
+        assert!(Config::from_str("", "defaults")
+            .expect("empty")
+            .trust
+            .is_none());
+    }
 }

@@ -37,6 +37,10 @@ pub struct Status {
     /// as the coordinator last said (`sync_at_ms`); empty before it said anything.
     pub sync: Vec<GroupSyncEntry>,
     pub sync_at_ms: Option<u64>,
+    /// The config's `trust:` (keys and whether a signature is required), in words; filled
+    /// by the caller from the config, since this module reads the state directory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,6 +166,7 @@ impl Status {
             groups,
             sync: sync.as_ref().map(|s| s.groups.clone()).unwrap_or_default(),
             sync_at_ms: sync.map(|s| s.received_ms),
+            trust: None,
         })
     }
 
@@ -200,6 +205,9 @@ impl Status {
             if let Some(e) = &self.last_contact_error {
                 line(format!("                last error: {}", esc(e)));
             }
+        }
+        if let Some(trust) = &self.trust {
+            line(format!("  trust:        {trust}"));
         }
         match &self.in_flight {
             Some(f) => {

@@ -8,6 +8,7 @@ use clap::Args;
 use super::{CliError, Outcome};
 use crate::state::StateDir;
 use crate::status::Status;
+use crate::trust::Trust;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -26,7 +27,12 @@ pub async fn run(args: StatusArgs) -> Result<Outcome, CliError> {
     let config = super::load_config(args.config)?;
     let root = args.state_dir.unwrap_or(config.state_dir);
     // Reading never creates anything: a missing state directory reads as "not running".
-    let status = Status::read(&StateDir::at(&root))?;
+    let mut status = Status::read(&StateDir::at(&root))?;
+    // Shown, not enforced: a key that does not load is said here and stops `run`.
+    status.trust = config.trust.as_ref().map(|t| match Trust::load(Some(t)) {
+        Ok(trust) => trust.describe(),
+        Err(e) => format!("{e:#}"),
+    });
     let text = if args.json {
         format!("{}\n", serde_json::to_string_pretty(&status)?)
     } else {

@@ -115,23 +115,22 @@ impl Deployer {
             }
         };
         // Archives are checked against the sha256 of their own bytes, before extraction.
-        let subject = match &on_host {
+        let checked = match &on_host {
             OnHost::Archive {
                 verified: Some(sha256),
                 ..
-            } => Some(Subject::Bundle { sha256 }),
-            OnHost::Archive { verified: None, .. } => Some(Subject::Bundle { sha256: "" }),
-            OnHost::Tree(_) => None,
-            OnHost::Checkout(_) => Some(Subject::Commit { commit: "" }),
+            } => self.verify_signature(Some(Subject::Bundle { sha256 }), journal),
+            OnHost::Tree(_) => self.verify_signature(None, journal),
+            // Not hashed: a local archive on a host that trusts no key. A checkout was
+            // checked before its fetch.
+            OnHost::Archive { verified: None, .. } | OnHost::Checkout(_) => Ok(()),
         };
-        if !matches!(on_host, OnHost::Checkout(_)) {
-            if let Err(halt) = self.verify_signature(subject, journal) {
-                if let (OnHost::Archive { path, .. }, Source::Remote(_)) = (&on_host, &req.source) {
-                    // Bytes nobody vouched for are not kept.
-                    let _ = std::fs::remove_file(path);
-                }
-                return Ok(Err(halt));
+        if let Err(halt) = checked {
+            if let (OnHost::Archive { path, .. }, Source::Remote(_)) = (&on_host, &req.source) {
+                // Bytes nobody vouched for are not kept.
+                let _ = std::fs::remove_file(path);
             }
+            return Ok(Err(halt));
         }
         let deployment = journal.deployment.clone();
         let limits = self.settings.limits.clone();

@@ -390,6 +390,43 @@ impl Service {
         Ok(revision_info(row))
     }
 
+    /// A registered revision of `application`, or a new one given inline (registered now),
+    /// with the signed manifest its deployment carries: `signature` when given (checked to
+    /// name this revision and application), else the registered revision's own.
+    pub(super) fn resolve_revision(
+        &self,
+        application: &str,
+        source: op::RevisionSource,
+        signature: Option<SignedManifest>,
+    ) -> Result<(String, Revision, Option<SignedManifest>)> {
+        match source {
+            op::RevisionSource::Id(id) => {
+                let r = self
+                    .store
+                    .revision(&id)?
+                    .ok_or_else(|| ServiceError::NotFound(format!("no revision {id}")))?;
+                if r.application != application {
+                    return Err(ServiceError::Invalid(format!(
+                        "revision {id} belongs to application {}, not {application}",
+                        r.application
+                    )));
+                }
+                let signature = match signature {
+                    Some(signed) => {
+                        super::signatures::check(application, &r.revision, &signed)?;
+                        Some(signed)
+                    }
+                    None => r.signature,
+                };
+                Ok((r.id, r.revision, signature))
+            }
+            op::RevisionSource::Inline(revision) => {
+                let info = self.create_revision(application, revision, signature)?;
+                Ok((info.id, info.revision, info.signature))
+            }
+        }
+    }
+
     pub fn revision(&self, id: &str) -> Result<op::RevisionInfo> {
         self.store
             .revision(id)?

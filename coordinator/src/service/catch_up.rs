@@ -249,8 +249,8 @@ impl Service {
                     ended_ms: None,
                     bake_secs: group.bake_secs,
                     bake_until_ms: None,
-                    // The target's variables come along: hosts caught up run the
-                    // revision as that deployment ran it.
+                    // The target's variables and signature come along: hosts caught
+                    // up run the revision as that deployment ran it.
                     release_id: None,
                     ..target
                 },

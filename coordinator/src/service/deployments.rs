@@ -6,7 +6,6 @@ use hoist_protocol::agent;
 use hoist_protocol::operator::{
     self as op, CommandState, Creator, DeploymentState, HostCounts, LIFECYCLE_EVENTS,
 };
-use hoist_protocol::signature::SignedManifest;
 
 use super::catalog::{matches, to_rollout};
 use super::lock::Locked;
@@ -106,43 +105,6 @@ impl Service {
             .deployment(&id)?
             .ok_or_else(|| ServiceError::NotFound(format!("no deployment {id}")))?;
         self.deployment_summary(d, self.change_seq())
-    }
-
-    /// A registered revision of `application`, or a new one given inline (registered now),
-    /// with the signed manifest its deployment carries: `signature` when given (checked to
-    /// name this revision and application), else the registered revision's own.
-    pub(super) fn resolve_revision(
-        &self,
-        application: &str,
-        source: op::RevisionSource,
-        signature: Option<SignedManifest>,
-    ) -> Result<(String, agent::Revision, Option<SignedManifest>)> {
-        match source {
-            op::RevisionSource::Id(id) => {
-                let r = self
-                    .store
-                    .revision(&id)?
-                    .ok_or_else(|| ServiceError::NotFound(format!("no revision {id}")))?;
-                if r.application != application {
-                    return Err(ServiceError::Invalid(format!(
-                        "revision {id} belongs to application {}, not {application}",
-                        r.application
-                    )));
-                }
-                let signature = match signature {
-                    Some(signed) => {
-                        super::signatures::check(application, &r.revision, &signed)?;
-                        Some(signed)
-                    }
-                    None => r.signature,
-                };
-                Ok((r.id, r.revision, signature))
-            }
-            op::RevisionSource::Inline(revision) => {
-                let info = self.create_revision(application, revision, signature)?;
-                Ok((info.id, info.revision, info.signature))
-            }
-        }
     }
 
     /// Inserts a deployment with a pending command per target host and hands out the
@@ -373,7 +335,8 @@ impl Service {
             group_name: group.name.clone(),
             bake_secs: group.bake_secs,
             bake_until_ms: None,
-            // The good deployment's variables come along; it belongs to no release.
+            // The good deployment's variables and signature come along; it belongs to no
+            // release.
             release_id: None,
             ..good
         };

@@ -418,3 +418,135 @@ fn a_compromised_coordinator_cannot_make_a_trusting_host_run_what_nobody_signed(
     }
     drop(daemon);
 }
+
+/// `hoist ARGS` for the commands that need no coordinator (`key generate`, `sign`).
+fn hoist_local(args: &[&str]) -> std::process::Output {
+    hoist_tests::run(std::process::Command::new(hoist_tests::bin("hoist")).args(args))
+}
+
+#[test]
+fn a_local_deploy_checks_the_signature_file_against_the_configs_keys() {
+    let s = Scratch::new();
+    let keys = s.join("keys");
+    let out = hoist_local(&["key", "generate", "--out", keys.to_str().expect("utf-8")]);
+    assert!(out.status.success());
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let dir = s.join("bundle");
+    bundle(&dir, "local");
+    let archive = s.join("bundle.tgz");
+    let tar = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&dir)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    let sha = hoist_tests::servers::sha256_hex(&fs::read(&archive).expect("archive"));
+    let sig = s.join("bundle.sig.json");
+    let sign = |app: &str| {
+        hoist_local(&[
+            "sign",
+            "--app",
+            app,
+            "--sha256",
+            &sha,
+            "--key",
+            keys.join("hoist.key").to_str().expect("utf-8"),
+            "--out",
+            sig.to_str().expect("utf-8"),
+        ])
+    };
+    assert!(sign("shop").status.success());
+    fs::create_dir_all(s.join("out")).expect("mkdir");
+    fs::write(
+        s.join("hook.env"),
+        format!("OUT={}\n", s.join("out").display()),
+    )
+    .expect("env");
+    let config = s.join("agent.yaml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nhooks:\n  environment_file: {}\n{}",
+            s.join("state").display(),
+            s.join("hook.env").display(),
+            trust(&[&keys.join("hoist.pub")], true)
+        ),
+    )
+    .expect("config");
+    let deploy = |bundle: &Path, extra: &[&str]| {
+        hoist_tests::run(
+            std::process::Command::new(hoist_tests::bin("hoist-agent"))
+                .arg("deploy")
+                .arg("--bundle")
+                .arg(bundle)
+                .arg("--config")
+                .arg(&config)
+                .args(["--app", "shop", "--group", "local"])
+                .args(extra),
+        )
+    };
+    let events = || fs::read_to_string(s.join("out/events.log")).unwrap_or_default();
+
+    let unsigned = deploy(&archive, &[]);
+    assert_eq!(unsigned.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&unsigned.stdout);
+    assert!(
+        text.contains("no signature") && text.contains(&id),
+        "{text}"
+    );
+    let directory = deploy(&dir, &[]);
+    assert_eq!(directory.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&directory.stdout).contains("a local directory"));
+    assert_eq!(events(), "", "nothing ran");
+
+    let signed = deploy(&archive, &["--signature", sig.to_str().expect("utf-8")]);
+    assert_eq!(
+        signed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&signed.stdout)
+    );
+    assert_eq!(events(), "local BeforeInstall\nlocal ApplicationStart\n");
+
+    assert!(sign("billing").status.success());
+    let other_app = deploy(&archive, &["--signature", sig.to_str().expect("utf-8")]);
+    assert_eq!(other_app.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&other_app.stdout).contains("wrong application"));
+
+    // `status` says what this host trusts.
+    let status = hoist_tests::run(
+        std::process::Command::new(hoist_tests::bin("hoist-agent"))
+            .args(["status", "--config"])
+            .arg(&config),
+    );
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!(
+            "trust:        trusted signing keys: {id}; a signature is required"
+        )),
+        "{text}"
+    );
+
+    // A key file that is not a key stops the command as a config error, naming the file.
+    let junk = s.join("junk.pub");
+    fs::write(&junk, "hello\n").expect("junk");
+    fs::write(
+        &config,
+        format!(
+            "state_dir: {}\n{}",
+            s.join("state").display(),
+            trust(&[&junk], true)
+        ),
+    )
+    .expect("config");
+    let bad = deploy(&archive, &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("junk.pub") && err.contains("trust.keys[0]"),
+        "{err}"
+    );
+}

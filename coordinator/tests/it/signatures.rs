@@ -291,3 +291,84 @@ async fn deploy_create_with_a_signature_checks_it_names_the_revision_and_applica
         refused.stderr
     );
 }
+
+/// `hoist push DIR --app shop --sign-key KEY --json`: the revision id and its signature.
+async fn push_signed(
+    server: &Server,
+    dir: &std::path::Path,
+    key: &std::path::Path,
+) -> (String, SignedManifest) {
+    let out = server
+        .hoist(&[
+            "push",
+            dir.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+    let info: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    (
+        info["id"].as_str().unwrap().to_owned(),
+        serde_json::from_value(info["signature"].clone()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollbacks_and_pipeline_stages_carry_the_revisions_signature() {
+    let tmp = Scratch::new();
+    let server = Server::start(&tmp.path().join("data"));
+    let reg = setup(
+        &server,
+        "shop",
+        "web",
+        &["--tag", "role=web", "--auto-rollback"],
+    )
+    .await;
+    let host = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    let keys = tmp.path().join("keys");
+    generate(&server, &keys).await;
+    let key = keys.join("hoist.key");
+    let (good, good_sig) = push_signed(&server, &bundle_dir(tmp.path(), "v1"), &key).await;
+    server.deploy("shop", "web", &good).await;
+    let cmd = host.poll(5).await.expect("a command");
+    host.run(&cmd, true).await;
+
+    // A failing deployment of another signed revision rolls back to the first, signed.
+    let (bad, bad_sig) = push_signed(&server, &bundle_dir(tmp.path(), "v2"), &key).await;
+    server.deploy("shop", "web", &bad).await;
+    let cmd = host.poll(5).await.expect("a command");
+    assert_eq!(cmd.signature.as_ref(), Some(&bad_sig));
+    host.run(&cmd, false).await;
+    let rollback = host.poll(5).await.expect("the rollback's command");
+    assert_ne!(rollback.deployment_id, cmd.deployment_id);
+    assert_eq!(rollback.signature.as_ref(), Some(&good_sig));
+    host.run(&rollback, true).await;
+
+    // A release through a pipeline: its stage's deployment carries the signature.
+    let file = tmp.path().join("pipeline.yml");
+    std::fs::write(
+        &file,
+        "pipeline: shop-release\napplication: shop\nstages:\n  - group: web\n",
+    )
+    .unwrap();
+    server
+        .hoist(&["pipeline", "apply", file.to_str().unwrap()])
+        .await
+        .ok();
+    server
+        .hoist(&[
+            "release",
+            "create",
+            "--pipeline",
+            "shop-release",
+            "--revision",
+            &bad,
+        ])
+        .await
+        .ok();
+    let stage = host.poll(5).await.expect("the stage's command");
+    assert_eq!(stage.signature.as_ref(), Some(&bad_sig));
+}

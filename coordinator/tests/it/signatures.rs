@@ -372,3 +372,62 @@ async fn rollbacks_and_pipeline_stages_carry_the_revisions_signature() {
     let stage = host.poll(5).await.expect("the stage's command");
     assert_eq!(stage.signature.as_ref(), Some(&bad_sig));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_push_to_s3_signs_the_sha256_of_the_uploaded_object() {
+    use sha2::Digest;
+    let tmp = Scratch::new();
+    let server = Server::start(&tmp.path().join("data"));
+    server.hoist(&["app", "create", "shop"]).await.ok();
+    let s3_root = tmp.path().join("s3");
+    std::fs::create_dir_all(s3_root.join("bundles")).unwrap();
+    let endpoint = format!(
+        "http://{}",
+        hoist_tests::servers::start_s3s(&s3_root, false).await
+    );
+    let keys = tmp.path().join("keys");
+    let id = generate(&server, &keys).await;
+    let dir = bundle_dir(tmp.path(), "s3");
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        (
+            "AWS_ACCESS_KEY_ID",
+            hoist_tests::servers::S3_ACCESS_KEY.to_owned(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            hoist_tests::servers::S3_SECRET_KEY.to_owned(),
+        ),
+    ];
+    let key = keys.join("hoist.key");
+    let out = hoist_env(
+        &server.url,
+        &[
+            "push",
+            dir.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--s3",
+            "s3://bundles/shop/v1.tgz",
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--json",
+        ],
+        &env,
+    )
+    .await;
+    let info: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert!(
+        out.stderr.contains(&format!("signed by key {id}")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(info["revision"]["kind"], "s3");
+    let signed: SignedManifest = serde_json::from_value(info["signature"].clone()).unwrap();
+    let manifest = Manifest::parse(&signed.manifest).unwrap();
+    let stored = std::fs::read(s3_root.join("bundles/shop/v1.tgz")).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&stored));
+    assert_eq!(manifest.sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(info["revision"]["sha256"], sha.as_str());
+}

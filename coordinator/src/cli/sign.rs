@@ -51,7 +51,7 @@ pub struct SignArgs {
 /// The signing flags `hoist sign` and `hoist push` share.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
-    /// The secret key (`hoist key generate`'s hoist.key, or any minisign secret key).
+    /// The secret key (`hoist key generate`'s hoist.key).
     #[arg(long = "key", value_name = "KEY")]
     pub key: PathBuf,
     /// The key's passphrase, in this file (its first line).

@@ -618,6 +618,10 @@ pub struct Deployment {
     /// For a pipeline's deployment: the release it deploys a stage of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_id: Option<String>,
+    /// The key id its signed manifest claims (the coordinator verifies no signature; hosts
+    /// that trust keys do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

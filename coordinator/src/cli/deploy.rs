@@ -290,6 +290,9 @@ fn print_status(d: &Deployment) {
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
+    if let Some(key) = &d.signed_by {
+        println!("  signature:    by key {key} (verified by the hosts that trust it)");
+    }
     println!("  rollout:      {}", d.rollout);
     println!(
         "  created:      {}{}",

@@ -575,5 +575,6 @@ fn deployment_view(
             .filter(|_| d.state == DeploymentState::InProgress),
         variables: d.variables,
         release_id: d.release_id,
+        signed_by: d.signature.as_ref().and_then(|s| s.key_id()),
     }
 }

@@ -154,7 +154,13 @@ async fn a_signed_push_registers_the_manifest_and_commands_carry_it() {
     assert_eq!(signed.key_id().as_deref(), Some(id.as_str()));
 
     let revision = info["id"].as_str().unwrap();
-    server.deploy("shop", "web", revision).await;
+    let d = server.deploy("shop", "web", revision).await;
+    let status = server.hoist(&["deploy", "status", &d]).await;
+    assert!(
+        status.ok().contains(&format!("signature:    by key {id}")),
+        "{}",
+        status.stdout
+    );
     let command = host.poll(5).await.expect("a command");
     assert_eq!(command.signature.as_ref(), Some(&signed));
     host.run(&command, true).await;

@@ -4,7 +4,9 @@
 //! Each input is decoded as every message type. Decoding must never panic, and a message that
 //! decodes must encode and decode again to an equal value (the agent's outbox keeps reports as
 //! JSON on disk and reads them back; the coordinator stores what it decoded). It does not
-//! exercise HTTP framing or authentication.
+//! exercise HTTP framing or authentication. The same bytes are also read as a signed
+//! revision's manifest and signature file: a manifest that parses writes back to a text that
+//! parses to the same manifest.
 
 #![no_main]
 
@@ -18,6 +20,7 @@ use hoist_protocol::operator::{
     CreateRevision, Deployment, DeploymentGroup, DeploymentList, GroupList, HostInfo, HostList,
     RegistrationToken, RevisionInfo,
 };
+use hoist_protocol::signature::{Manifest, SignedManifest};
 use hoist_protocol::ErrorBody;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
@@ -71,4 +74,14 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<BundleInfo>(data);
     round_trip::<Deployment>(data);
     round_trip::<DeploymentList>(data);
+    // What the agent reads of a signed revision.
+    round_trip::<SignedManifest>(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(m) = Manifest::parse(text) {
+            assert_eq!(Manifest::parse(&m.to_text()).as_ref(), Ok(&m), "{text}");
+        }
+        if let Ok(signed) = SignedManifest::from_file_text(text) {
+            let _ = signed.key_id();
+        }
+    }
 });

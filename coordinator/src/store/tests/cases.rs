@@ -23,6 +23,11 @@ pub(super) use super::pipeline_cases::{
     pipelines_are_replaced_by_name_listed_and_deleted,
     releases_are_saved_with_their_stages_and_listed_in_order,
 };
+pub(super) use super::webhook_cases::{
+    a_state_change_queues_one_event_per_subscribed_webhook,
+    deliveries_are_claimed_once_in_order_per_subject,
+    ended_deliveries_are_pruned_and_a_deleted_webhook_takes_its_own,
+};
 
 pub(super) fn app(s: &dyn Store, name: &str) {
     s.insert_application(&AppRow {

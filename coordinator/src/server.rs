@@ -121,6 +121,16 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
             .context("writing this replica's row")?
     };
     tracing::info!(replica = %replica.id, host = ?replica.host, "replica {}", replica.id);
+    let webhooks = tokio::spawn(crate::webhooks::run(
+        service.clone(),
+        crate::webhooks::Settings {
+            initial_backoff: config.webhook_initial_backoff,
+            max_backoff: config.webhook_max_backoff,
+            give_up_after: config.webhook_give_up_after,
+            public_url: public_url(&config, addr, acceptor.is_some(), &replica.host),
+        },
+        cancel.clone(),
+    ));
     let handed_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let state = AppState {
         service: service.clone(),
@@ -151,6 +161,10 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     }
     sweeper.abort();
     bakes.abort();
+    // It gives sends in flight a few seconds, then leaves them to their lease.
+    if let Err(e) = webhooks.await {
+        tracing::error!(error = %e, "stopping webhook deliveries");
+    }
     sources.abort();
     // It writes the last contacts noted before it returns.
     if let Err(e) = contacts.await {
@@ -159,6 +173,20 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     let handed_back = handed_back.load(std::sync::atomic::Ordering::Relaxed);
     tracing::info!("coordinator stopped; {handed_back} held polls handed back");
     result
+}
+
+/// The dashboard's base URL in webhook links: the configured one, else this server's
+/// scheme and bound address (a wildcard address as the machine's host name).
+fn public_url(config: &ServerConfig, addr: SocketAddr, tls: bool, host: &str) -> String {
+    if let Some(u) = &config.public_url {
+        return u.clone();
+    }
+    let scheme = if tls { "https" } else { "http" };
+    if addr.ip().is_unspecified() && !host.is_empty() {
+        format!("{scheme}://{host}:{}", addr.port())
+    } else {
+        format!("{scheme}://{addr}")
+    }
 }
 
 /// The bundle store the config names: `DATA_DIR/bundles`, or S3-compatible storage (whose

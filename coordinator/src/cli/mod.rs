@@ -51,7 +51,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Applications.
     #[command(subcommand)]
     App(app::AppCommand),
@@ -93,7 +93,7 @@ pub struct UsageError(pub String);
 
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
     if let Command::Server(args) = cli.command {
-        return server::run(args, cancel).await;
+        return server::run(*args, cancel).await;
     }
     if let Command::Generate(what) = &cli.command {
         use clap::CommandFactory;

@@ -121,13 +121,14 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
             .context("writing this replica's row")?
     };
     tracing::info!(replica = %replica.id, host = ?replica.host, "replica {}", replica.id);
+    let public_url = public_url(&config, addr, acceptor.is_some(), &replica.host);
     let webhooks = tokio::spawn(crate::webhooks::run(
         service.clone(),
         crate::webhooks::Settings {
             initial_backoff: config.webhook_initial_backoff,
             max_backoff: config.webhook_max_backoff,
             give_up_after: config.webhook_give_up_after,
-            public_url: public_url(&config, addr, acceptor.is_some(), &replica.host),
+            public_url: public_url.clone(),
         },
         cancel.clone(),
     ));
@@ -141,6 +142,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         metrics_public: config.metrics_public,
         handed_back: handed_back.clone(),
         tls: acceptor.is_some(),
+        public_url,
     };
     let router = api::router(state);
     let beats = tokio::spawn(service.clone().beat_replica(cancel.clone()));

@@ -20,6 +20,7 @@ pub mod push;
 pub mod release;
 pub mod server;
 pub mod token;
+pub mod webhook;
 
 use std::process::ExitCode;
 
@@ -75,6 +76,9 @@ pub enum Command {
     /// Releases: one revision going through a pipeline.
     #[command(subcommand)]
     Release(release::ReleaseCommand),
+    /// Webhooks: an application's events POSTed, signed, to a URL.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Shell completions and man pages, for the packages.
     #[command(subcommand, hide = true)]
     Generate(hoist_cli::assets::Generate),
@@ -113,6 +117,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
             Command::Deploy(c) => deploy::run(&client, c, cancel.clone()).await,
             Command::Pipeline(c) => pipeline::run(&client, c).await,
             Command::Release(c) => release::run(&client, c).await,
+            Command::Webhook(c) => webhook::run(&client, c).await,
         }
     };
     tokio::select! {

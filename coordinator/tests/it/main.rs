@@ -24,3 +24,4 @@ mod support;
 mod transport;
 mod usage;
 mod variables;
+mod webhooks;

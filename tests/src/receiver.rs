@@ -19,6 +19,9 @@ pub struct Received {
     /// The `X-Hoist-Event-Id` and `X-Hoist-Event` headers.
     pub event_id_header: String,
     pub event_type_header: String,
+    /// The exact bytes and their `X-Hoist-Signature` (for a tamper check).
+    pub raw: Vec<u8>,
+    pub signature: String,
 }
 
 #[derive(Default)]
@@ -85,6 +88,8 @@ async fn hook(
         body: json,
         event_id_header: header("x-hoist-event-id"),
         event_type_header: header("x-hoist-event"),
+        raw: body.to_vec(),
+        signature: header("x-hoist-signature"),
     });
     StatusCode::NO_CONTENT
 }

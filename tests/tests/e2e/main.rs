@@ -13,3 +13,4 @@ mod replicas;
 mod resilience;
 mod sources;
 mod tls;
+mod webhooks;

@@ -398,3 +398,114 @@ async fn webhooks_are_admin_only_and_bad_input_is_refused_by_name() {
     assert!(out.stderr.contains("deploys"), "{}", out.stderr);
     assert_eq!(server.hoist(&["webhook", "list"]).await.ok(), "no webhooks");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgresql"]
+async fn two_replicas_send_each_event_once_and_in_order() {
+    use hoist_tests::postgres::{database, SharedBundles};
+    let db = database();
+    let tmp = Scratch::new();
+    let bundles = SharedBundles::start(&tmp.path().join("s3"));
+    let config = tmp.path().join("coordinator.yaml");
+    std::fs::write(
+        &config,
+        "webhooks:\n  initial_backoff: 100ms\n  max_backoff: 200ms\n",
+    )
+    .unwrap();
+    let replica = |name: &str| {
+        let mut flags = vec![
+            "--database",
+            db.url.as_str(),
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        flags.extend(bundles.flags());
+        Server::launch(
+            &tmp.path().join(name),
+            Launch {
+                extra: &flags,
+                env: &bundles.env(),
+                ..Launch::default()
+            },
+        )
+    };
+    let (a, b) = (replica("a"), replica("b"));
+    let reg = setup(
+        &a,
+        "shop",
+        "web",
+        &["--tag", "role=web", "--config", "OneAtATime"],
+    )
+    .await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver.set_down(true);
+    b.hoist(&[
+        "webhook",
+        "create",
+        "--app",
+        "shop",
+        "--url",
+        &receiver.url,
+        "--secret",
+        SECRET,
+    ])
+    .await
+    .ok();
+    let mut hosts = Vec::new();
+    for n in 0..2 {
+        let base = if n == 0 { &a.url } else { &b.url };
+        let h = SimHost::register(base, &reg, &format!("web-{n}"), tags(&[("role", "web")])).await;
+        h.poll(0).await;
+        hosts.push(h);
+    }
+    let commit = "e".repeat(40);
+    let id = a
+        .hoist(&[
+            "deploy",
+            "create",
+            "--app",
+            "shop",
+            "--group",
+            "web",
+            "--git",
+            "https://git.example/shop",
+            "--commit",
+            &commit,
+        ])
+        .await
+        .ok()
+        .to_owned();
+    // One at a time: each host gets its command once the previous one is done.
+    for _ in 0..2 {
+        let mut ran = false;
+        for h in &hosts {
+            if let Some(cmd) = h.poll(1).await {
+                h.run(&cmd, true).await;
+                ran = true;
+                break;
+            }
+        }
+        assert!(ran, "a host got the next command");
+    }
+    a.wait_state(&id, "succeeded").await;
+    until("tries refused on both sides", async || {
+        receiver.refused_while_down() >= 4
+    })
+    .await;
+    receiver.set_down(false);
+    until("every delivery delivered", async || {
+        let l = list(&b).await;
+        let d = &l.webhooks[0].deliveries;
+        !d.is_empty() && d.iter().all(|d| d.status == DeliveryStatus::Delivered)
+    })
+    .await;
+    let events = receiver.events();
+    let queued = list(&a).await.webhooks[0].deliveries.len();
+    let mut ids: Vec<_> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), events.len(), "an event sent twice: {events:#?}");
+    assert_eq!(events.len(), queued, "{events:#?}");
+    assert_eq!(states_of(&events, &id), vec!["in_progress", "succeeded"]);
+    assert_eq!(receiver.bad_signatures(), 0);
+}

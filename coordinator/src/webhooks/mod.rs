@@ -9,7 +9,8 @@
 //! retried after a doubling delay (`webhooks.initial_backoff` to `webhooks.max_backoff`)
 //! until `webhooks.give_up_after` from the event, then given up. At least once: a send whose
 //! record is lost (a crash, a lease run out) is sent again with the same event id. It
-//! wakes on every change the service announces and twice a second.
+//! wakes on every change the service announces (at most ten claims a second) and twice a
+//! second.
 //!
 //! Deliberately not here: which changes are events (the store writes them in the change's
 //! own transaction, so a state change only ever enqueues and never waits for a receiver),
@@ -53,6 +54,9 @@ pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 const LEASE: Duration = Duration::from_secs(60);
 /// How often the worker looks for due deliveries when nothing wakes it.
 const TICK: Duration = Duration::from_millis(500);
+/// Least time between two claims: changes come in bursts (a report batch, a rollout step),
+/// and one claim after a burst finds all of its events.
+const MIN_GAP: Duration = Duration::from_millis(100);
 /// Most deliveries of one webhook claimed at once.
 const PER_WEBHOOK: usize = 16;
 /// Ended deliveries are kept this long (what `webhook list` shows), then pruned.
@@ -168,6 +172,10 @@ pub async fn run(service: Arc<Service>, settings: Settings, cancel: Cancellation
             _ = tokio::time::sleep(TICK) => {}
             _ = changes.changed() => {}
             _ = done.notified() => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(MIN_GAP) => {}
         }
         let now = now_ms();
         if now.saturating_sub(pruned_at) >= ms(PRUNE_EVERY) {

@@ -509,3 +509,60 @@ async fn two_replicas_send_each_event_once_and_in_order() {
     assert_eq!(states_of(&events, &id), vec!["in_progress", "succeeded"]);
     assert_eq!(receiver.bad_signatures(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_never_answers_does_not_hold_up_a_deployment() {
+    let tmp = Scratch::new();
+    let server = Server::start(&tmp.path().join("data"));
+    let reg = setup(
+        &server,
+        "shop",
+        "web",
+        &["--tag", "role=web", "--config", "AllAtOnce"],
+    )
+    .await;
+    // Accepts connections and never answers them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+            let _ = accepted_tx.send(());
+        }
+    });
+    server
+        .hoist(&[
+            "webhook", "create", "--app", "shop", "--url", &url, "--secret", SECRET,
+        ])
+        .await
+        .ok();
+    let host = SimHost::register(&server.url, &reg, "web-1", tags(&[("role", "web")])).await;
+    host.poll(0).await;
+    let rev = server
+        .push(bundle_dir(tmp.path(), "v1").to_str().unwrap(), "shop")
+        .await;
+    let id = server.deploy("shop", "web", &rev).await;
+    // The first event's send is in flight, unanswered, while the deployment goes on.
+    accepted
+        .recv()
+        .await
+        .expect("the receiver was connected to");
+    let cmd = host.poll(5).await.expect("the command");
+    host.run(&cmd, true).await;
+    server.wait_state(&id, "succeeded").await;
+    let l = list(&server).await;
+    let first = l.webhooks[0].deliveries.last().unwrap();
+    assert_eq!(first.state, "in_progress");
+    // Still being tried (or, on a very slow machine, timed out once and waiting to retry).
+    assert_eq!(first.status, DeliveryStatus::Pending, "{first:?}");
+    assert!(
+        first.attempts == 0
+            || first
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("timed out")),
+        "{first:?}"
+    );
+}

@@ -2,7 +2,8 @@
 //! on loopback that checks every signature: a receiver down for a whole deployment gets
 //! every event of it once back, in order per deployment, none lost, and the deployment was
 //! not held up (it ended, `deploy create --wait` returned, before the receiver accepted
-//! anything); a tampered body fails the check; `hoist webhook test` reaches the receiver.
+//! anything); a tampered body fails the check; `hoist webhook test` reaches the receiver;
+//! two replicas on one PostgreSQL database send each event once, a deployment's in order.
 //! Waits poll with a deadline; nothing asserts on timing.
 
 use std::fs;
@@ -163,5 +164,99 @@ async fn a_receiver_down_for_a_deployment_gets_all_its_events_in_order_once_back
     assert!(out.starts_with("delivered"), "{out}");
     let last = receiver.events().pop().unwrap();
     assert_eq!(last["type"], "test");
+    assert_eq!(receiver.bad_signatures(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs postgresql"]
+async fn two_replicas_deliver_a_deployments_events_once_each_in_order() {
+    use hoist_tests::coordinator::Launch;
+    use hoist_tests::fleet::AgentOptions;
+    use hoist_tests::postgres::{database, SharedBundles};
+    let db = database();
+    let s = Scratch::new();
+    let bundles = SharedBundles::start(&s.join("s3"));
+    let config = s.join("coordinator.yaml");
+    fs::write(
+        &config,
+        "webhooks:\n  initial_backoff: 100ms\n  max_backoff: 300ms\n",
+    )
+    .expect("config");
+    let replica = |name: &str| {
+        let mut flags = vec![
+            "--database",
+            db.url.as_str(),
+            "--config",
+            config.to_str().expect("utf-8"),
+        ];
+        flags.extend(bundles.flags());
+        Coordinator::launch(
+            &s.join(name),
+            Launch {
+                extra: &flags,
+                env: &bundles.env(),
+                ..Launch::default()
+            },
+        )
+    };
+    let (a, b) = (replica("a"), replica("b"));
+    let token = a.shop_web(&["--config", "OneAtATime"]);
+    let receiver = Receiver::start(SECRET).await;
+    receiver.set_down(true);
+    b.hoist_ok(&[
+        "webhook",
+        "create",
+        "--app",
+        "shop",
+        "--url",
+        &receiver.url,
+        "--secret",
+        SECRET,
+    ]);
+    let _web1 = Agent::start(&s, "web-1", &a, &token, "role: web");
+    let b_url = b.url.clone();
+    let _web2 = Agent::start_with(
+        &s,
+        "web-2",
+        &b_url,
+        &token,
+        "role: web",
+        AgentOptions::default(),
+    );
+    wait_hosts(&a, &["web-1", "web-2"]);
+    bundle(&s.join("v1"));
+    let revision = a.push(&s.join("v1"));
+    let (code, id) = a.deploy(&revision, true);
+    assert_eq!(
+        code,
+        Some(0),
+        "the deployment succeeded while the receiver was down"
+    );
+    assert!(receiver.events().is_empty());
+    wait_for("refused tries", LIMIT, || {
+        receiver.refused_while_down() >= 4
+    });
+    receiver.set_down(false);
+    wait_for("every delivery delivered", LIMIT, || {
+        let d = deliveries(&b);
+        !d.is_empty() && d.iter().all(|d| d["status"] == "delivered")
+    });
+    let events = receiver.events();
+    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), events.len(), "an event sent twice: {events:#?}");
+    assert_eq!(ids.len(), deliveries(&a).len(), "{events:#?}");
+    let states: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "deployment" && e["deployment"] == id.as_str())
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["in_progress", "succeeded"], "{events:#?}");
+    assert_eq!(
+        events.iter().filter(|e| e["type"] == "host").count(),
+        2,
+        "{events:#?}"
+    );
     assert_eq!(receiver.bad_signatures(), 0);
 }

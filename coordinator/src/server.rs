@@ -121,17 +121,9 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
             .context("writing this replica's row")?
     };
     tracing::info!(replica = %replica.id, host = ?replica.host, "replica {}", replica.id);
-    let public_url = public_url(&config, addr, acceptor.is_some(), &replica.host);
-    let webhooks = tokio::spawn(crate::webhooks::run(
-        service.clone(),
-        crate::webhooks::Settings {
-            initial_backoff: config.webhook_initial_backoff,
-            max_backoff: config.webhook_max_backoff,
-            give_up_after: config.webhook_give_up_after,
-            public_url: public_url.clone(),
-        },
-        cancel.clone(),
-    ));
+    let hooks = crate::webhooks::Settings::new(&config, addr, acceptor.is_some(), &replica.host);
+    let public_url = hooks.public_url.clone();
+    let webhooks = tokio::spawn(crate::webhooks::run(service.clone(), hooks, cancel.clone()));
     let handed_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let state = AppState {
         service: service.clone(),
@@ -175,20 +167,6 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     let handed_back = handed_back.load(std::sync::atomic::Ordering::Relaxed);
     tracing::info!("coordinator stopped; {handed_back} held polls handed back");
     result
-}
-
-/// The dashboard's base URL in webhook links: the configured one, else this server's
-/// scheme and bound address (a wildcard address as the machine's host name).
-fn public_url(config: &ServerConfig, addr: SocketAddr, tls: bool, host: &str) -> String {
-    if let Some(u) = &config.public_url {
-        return u.clone();
-    }
-    let scheme = if tls { "https" } else { "http" };
-    if addr.ip().is_unspecified() && !host.is_empty() {
-        format!("{scheme}://{host}:{}", addr.port())
-    } else {
-        format!("{scheme}://{addr}")
-    }
 }
 
 /// The bundle store the config names: `DATA_DIR/bundles`, or S3-compatible storage (whose

@@ -22,6 +22,7 @@ mod send;
 pub use send::{client, send, Attempt};
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::ServerConfig;
 use crate::service::{now_ms, Service};
 use crate::store::{Claimed, DeliveryOutcome, EventRow, WebhookRow};
 
@@ -44,6 +46,27 @@ pub struct Settings {
     pub give_up_after: Duration,
     /// The dashboard's base URL in links, without a trailing slash.
     pub public_url: String,
+}
+
+impl Settings {
+    /// The server's settings; links under `public_url`, else this server's scheme and bound
+    /// address (a wildcard address as the machine's host name, `host`).
+    pub fn new(config: &ServerConfig, addr: SocketAddr, tls: bool, host: &str) -> Settings {
+        let scheme = if tls { "https" } else { "http" };
+        let public_url = match &config.public_url {
+            Some(u) => u.clone(),
+            None if addr.ip().is_unspecified() && !host.is_empty() => {
+                format!("{scheme}://{host}:{}", addr.port())
+            }
+            None => format!("{scheme}://{addr}"),
+        };
+        Settings {
+            initial_backoff: config.webhook_initial_backoff,
+            max_backoff: config.webhook_max_backoff,
+            give_up_after: config.webhook_give_up_after,
+            public_url,
+        }
+    }
 }
 
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(10);

@@ -88,3 +88,23 @@ fn the_body_links_the_subject_under_the_public_url() {
     assert_eq!(b.time, "2023-11-14T22:13:20.123Z");
     assert_eq!(b.kind, EventKind::Test);
 }
+
+#[test]
+fn links_use_the_public_url_else_the_scheme_and_the_listen_address() {
+    use crate::config::{FileConfig, Overrides, ServerConfig};
+    let mut config = ServerConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
+    let local: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+    let any: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+    assert_eq!(
+        Settings::new(&config, local, false, "h").public_url,
+        "http://127.0.0.1:8443"
+    );
+    assert_eq!(
+        Settings::new(&config, any, true, "coord-1").public_url,
+        "https://coord-1:8443"
+    );
+    config.public_url = Some("https://hoist.example.com".into());
+    let s = Settings::new(&config, any, true, "coord-1");
+    assert_eq!(s.public_url, "https://hoist.example.com");
+    assert_eq!(s.initial_backoff, DEFAULT_INITIAL_BACKOFF);
+}

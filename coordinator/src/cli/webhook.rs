@@ -20,7 +20,8 @@ pub enum WebhookCommand {
     /// POST an application's deployment, release and host events to a URL, signed with a
     /// secret (X-Hoist-Signature: sha256=HMAC-SHA256 of the body).
     Create {
-        #[arg(long = "app")]
+        /// The application whose events are sent.
+        #[arg(long = "app", value_name = "APP")]
         application: String,
         /// http:// or https:// (plain http sends events unencrypted).
         #[arg(long)]

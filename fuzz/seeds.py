@@ -236,6 +236,17 @@ MESSAGES = [
     {"sha256": SHA, "size": 10},
     DEPLOYMENT,
     {"deployments": [DEPLOYMENT]},
+    {"application": "shop", "url": "https://hooks.example/x", "events": ["deployment", "host"]},
+    {"webhooks": [{"id": "wh-1", "application": "shop", "url": "http://127.0.0.1:9/",
+                   "events": ["release"], "created_ms": 1,
+                   "deliveries": [{"event_id": "ev-1", "type": "deployment", "state": "failed",
+                                   "summary": "s", "status": "given_up", "attempts": 3,
+                                   "last_status": 503, "last_error": "answered 503",
+                                   "next_attempt_ms": 0, "created_ms": 1, "ended_ms": 2}]}]},
+    {"event_id": "ev-1", "delivered": False, "status": None, "error": "could not connect"},
+    {"id": "ev-1", "type": "deployment", "time": "2026-01-01T00:00:00.000Z", "time_ms": 1,
+     "application": "shop", "group": "web", "deployment": "d-1", "release": None,
+     "host": None, "state": "succeeded", "summary": "s", "link": "http://x/deployments/d-1"},
 ]
 
 

@@ -18,6 +18,12 @@
 //! metrics_public: false             # GET /metrics without a token (default: any operator token)
 //! bundle_store: s3://bucket/prefix  # default: DATA_DIR/bundles (endpoint, keys: AWS_* variables)
 //! single_replica: false             # PostgreSQL with local bundles: this is the only replica
+//! public_url: https://hoist.example.com:8443  # the dashboard's address in webhook links
+//!                                   # (default: the scheme and the address it listens on)
+//! webhooks:                         # retries of webhook deliveries (these are the defaults)
+//!   initial_backoff: 10s            # the wait after a first failed try, doubled after each
+//!   max_backoff: 1h                 # the longest wait between tries
+//!   give_up_after: 1d               # a delivery still failing this long after its event
 //! ```
 //!
 //! Without `tls`, a loopback listen address serves plain HTTP; any other serves HTTPS with a
@@ -63,6 +69,20 @@ pub struct FileConfig {
     pub metrics_public: Option<bool>,
     pub bundle_store: Option<String>,
     pub single_replica: Option<bool>,
+    pub public_url: Option<String>,
+    pub webhooks: Option<WebhookRetries>,
+}
+
+/// The `webhooks:` section: how deliveries are retried.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRetries {
+    #[serde(default, with = "humantime_opt")]
+    pub initial_backoff: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    pub max_backoff: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    pub give_up_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -117,6 +137,23 @@ pub enum ConfigError {
     LocalBundlesWithReplicas(PathBuf),
     #[error("database: {0}")]
     Database(String),
+    #[error("public_url {0:?}: must be an http:// or https:// URL with a host")]
+    PublicUrl(String),
+    #[error("webhooks: {0}")]
+    Webhooks(&'static str),
+}
+
+/// Longest webhook retry setting accepted.
+const MAX_WEBHOOK_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A public URL: http or https with a host, kept without a trailing slash.
+fn check_public_url(s: String) -> Result<String, ConfigError> {
+    match url::Url::parse(&s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(s.trim_end_matches('/').to_owned())
+        }
+        _ => Err(ConfigError::PublicUrl(s)),
+    }
 }
 
 /// The PostgreSQL database to use: the flag or environment value, else the file's.
@@ -180,6 +217,11 @@ pub struct ServerConfig {
     pub bundle_store: Option<S3Location>,
     /// Told that no other replica shares the database (local bundles are then allowed).
     pub single_replica: bool,
+    /// The dashboard's base URL in webhook links; `None`: from the listen address.
+    pub public_url: Option<String>,
+    pub webhook_initial_backoff: Duration,
+    pub webhook_max_backoff: Duration,
+    pub webhook_give_up_after: Duration,
 }
 
 /// Flag and environment values; `None` when not given.
@@ -201,6 +243,8 @@ pub struct Overrides {
     pub metrics_public: bool,
     pub bundle_store: Option<String>,
     pub single_replica: bool,
+    /// `--public-url`.
+    pub public_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -233,6 +277,31 @@ impl ServerConfig {
             .transpose()
             .map_err(ConfigError::BundleStore)?;
         let database = database_url(o.database.as_ref(), file.database.as_ref())?;
+        let public_url = o
+            .public_url
+            .or(file.public_url)
+            .map(check_public_url)
+            .transpose()?;
+        let retries = file.webhooks.unwrap_or_default();
+        let webhook_initial_backoff = retries
+            .initial_backoff
+            .unwrap_or(crate::webhooks::DEFAULT_INITIAL_BACKOFF);
+        let webhook_max_backoff = retries
+            .max_backoff
+            .unwrap_or(crate::webhooks::DEFAULT_MAX_BACKOFF);
+        let webhook_give_up_after = retries
+            .give_up_after
+            .unwrap_or(crate::webhooks::DEFAULT_GIVE_UP_AFTER);
+        if webhook_initial_backoff.is_zero() || webhook_initial_backoff > webhook_max_backoff {
+            return Err(ConfigError::Webhooks(
+                "initial_backoff must be more than 0 and at most max_backoff",
+            ));
+        }
+        if webhook_max_backoff > MAX_WEBHOOK_WAIT || webhook_give_up_after > MAX_WEBHOOK_WAIT {
+            return Err(ConfigError::Webhooks(
+                "max_backoff and give_up_after may be at most 30 days",
+            ));
+        }
         let default_listen: SocketAddr = DEFAULT_LISTEN
             .parse()
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443)));
@@ -263,6 +332,10 @@ impl ServerConfig {
             metrics_public: o.metrics_public || file.metrics_public.unwrap_or(false),
             bundle_store,
             single_replica: o.single_replica || file.single_replica.unwrap_or(false),
+            public_url,
+            webhook_initial_backoff,
+            webhook_max_backoff,
+            webhook_give_up_after,
         })
     }
 
@@ -322,6 +395,34 @@ mod tests {
         assert_eq!(c.host_lease, Duration::from_secs(300));
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.operator_token, Some(Secret::new("abc")));
+    }
+
+    #[test]
+    fn webhook_retries_and_the_public_url_are_read_with_defaults_and_bounds() {
+        let c = ServerConfig::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(c.webhook_initial_backoff, Duration::from_secs(10));
+        assert_eq!(c.webhook_max_backoff, Duration::from_secs(3600));
+        assert_eq!(c.webhook_give_up_after, Duration::from_secs(86400));
+        assert_eq!(c.public_url, None);
+        let file: FileConfig = "public_url: https://hoist.example.com/\nwebhooks:\n  \
+                                initial_backoff: 200ms\n  max_backoff: 1s\n  give_up_after: 5s\n"
+            .parse()
+            .unwrap();
+        let c = ServerConfig::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(c.webhook_initial_backoff, Duration::from_millis(200));
+        assert_eq!(c.webhook_give_up_after, Duration::from_secs(5));
+        assert_eq!(c.public_url.as_deref(), Some("https://hoist.example.com"));
+        for (text, what) in [
+            ("public_url: ftp://x\n", "public_url"),
+            ("webhooks:\n  initial_backoff: 2h\n", "initial_backoff"),
+            ("webhooks:\n  give_up_after: 90d\n", "30 days"),
+        ] {
+            let e = ServerConfig::resolve(text.parse().unwrap(), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{text}: {e}");
+        }
+        assert!("webhooks:\n  backoff: 1s\n".parse::<FileConfig>().is_err());
     }
 
     #[test]

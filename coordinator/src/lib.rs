@@ -22,6 +22,8 @@
 //! - [`memory`]: the allocator's arena limit for `hoist server`.
 //! - [`tls`]: the TLS certificate: the configured one or a generated self-signed one, and
 //!   its fingerprint.
+//! - [`webhooks`]: the delivery of webhook events (signed JSON POSTs, retried with backoff)
+//!   from the store's outbox.
 //! - [`cli`]: the operator CLI, one file per subcommand.
 //!
 //! The wire types live in the `hoist-protocol` crate.
@@ -42,3 +44,4 @@ pub mod service;
 pub mod sources;
 pub mod store;
 pub mod tls;
+pub mod webhooks;

@@ -121,6 +121,9 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
             .context("writing this replica's row")?
     };
     tracing::info!(replica = %replica.id, host = ?replica.host, "replica {}", replica.id);
+    let hooks = crate::webhooks::Settings::new(&config, addr, acceptor.is_some(), &replica.host);
+    let public_url = hooks.public_url.clone();
+    let webhooks = tokio::spawn(crate::webhooks::run(service.clone(), hooks, cancel.clone()));
     let handed_back = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let state = AppState {
         service: service.clone(),
@@ -131,6 +134,7 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
         metrics_public: config.metrics_public,
         handed_back: handed_back.clone(),
         tls: acceptor.is_some(),
+        public_url,
     };
     let router = api::router(state);
     let beats = tokio::spawn(service.clone().beat_replica(cancel.clone()));
@@ -151,6 +155,10 @@ pub async fn run(config: ServerConfig, cancel: CancellationToken) -> Result<()> 
     }
     sweeper.abort();
     bakes.abort();
+    // It gives sends in flight a few seconds, then leaves them to their lease.
+    if let Err(e) = webhooks.await {
+        tracing::error!(error = %e, "stopping webhook deliveries");
+    }
     sources.abort();
     // It writes the last contacts noted before it returns.
     if let Err(e) = contacts.await {

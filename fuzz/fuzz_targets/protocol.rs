@@ -18,7 +18,7 @@ use hoist_protocol::agent::{
 use hoist_protocol::operator::{
     Application, ApplicationList, BundleInfo, CreateApplication, CreateDeployment, CreateGroup,
     CreateRevision, Deployment, DeploymentGroup, DeploymentList, GroupList, HostInfo, HostList,
-    RegistrationToken, RevisionInfo,
+    RegistrationToken, RevisionInfo, WebhookEvent, CreateWebhook, WebhookList, WebhookTest,
 };
 use hoist_protocol::signature::{Manifest, SignedManifest};
 use hoist_protocol::ErrorBody;
@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<CreateGroup>(data);
     round_trip::<CreateRevision>(data);
     round_trip::<CreateDeployment>(data);
+    round_trip::<CreateWebhook>(data);
     // What the agent decodes from the coordinator.
     round_trip::<RegisterResponse>(data);
     round_trip::<PollResponse>(data);
@@ -84,4 +85,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = signed.key_id();
         }
     }
+    round_trip::<WebhookList>(data);
+    round_trip::<WebhookTest>(data);
+    // What a webhook receiver decodes.
+    round_trip::<WebhookEvent>(data);
 });

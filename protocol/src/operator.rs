@@ -23,6 +23,7 @@
 //!   something changes after `since`, at most `wait_secs`, capped at 30);
 //!   `POST /v1/deployments/{id}/stop` → [`Deployment`].
 //! - Pipelines and releases: see [`pipelines`]. Operator tokens with a role: see [`roles`].
+//!   Webhooks: see [`webhooks`].
 //!
 //! Every non-2xx answer carries [`crate::ErrorBody`]. Like the agent messages, these tolerate
 //! unknown fields, and enums that may grow decode unknown values as `Unknown`.
@@ -39,6 +40,7 @@ use crate::signature::SignedManifest;
 mod convergence;
 mod pipelines;
 mod roles;
+mod webhooks;
 
 use convergence::on;
 pub use convergence::{GroupTarget, HostGroupSync, SyncCounts, SyncState, UpdateGroup};
@@ -47,6 +49,10 @@ pub use pipelines::{
     Release, ReleaseList, ReleaseStage, ReleaseState, SourceStatus, StageState,
 };
 pub use roles::{CreateOperatorToken, OperatorToken, OperatorTokenInfo, OperatorTokenList, Role};
+pub use webhooks::{
+    CreateWebhook, Delivery, DeliveryStatus, EventKind, Webhook, WebhookEvent, WebhookInfo,
+    WebhookList, WebhookTest, EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER,
+};
 
 /// The lifecycle events in the order the agent runs them; a deployment runs all of them
 /// unless it names a subset.

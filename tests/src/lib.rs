@@ -8,7 +8,8 @@
 //! `servers` runs real S3, HTTP and Git servers.
 //! the agent's daemon tests, `reports` builds report bodies, `archive` writes bundles and
 //! `servers` runs real S3, HTTP and Git servers; `browser` starts `chromedriver` for the
-//! dashboard's browser tests (`browser::need_chromium`).
+//! dashboard's browser tests (`browser::need_chromium`); `receiver` is a webhook receiver
+//! on loopback that checks every signature.
 //!
 //! Nothing here is a mock of our own code: the binaries are the ones the workspace builds, and
 //! the fake coordinator speaks the real wire protocol.
@@ -20,6 +21,7 @@ pub mod fake_coordinator;
 pub mod fleet;
 pub mod postgres;
 pub mod prometheus;
+pub mod receiver;
 pub mod reports;
 pub mod scripted_http;
 pub mod servers;

@@ -36,6 +36,9 @@
 //! | GET | `/v1/releases` | operator | `ReleaseList` (`?pipeline=`) |
 //! | GET | `/v1/releases/{id}` | operator | `Release` (`?since=SEQ&wait_secs=N` waits for a change) |
 //! | POST | `/v1/releases/{id}/approve`, `/v1/releases/{id}/reject` | operator | `Decision` → `Release` |
+//! | POST, GET | `/v1/webhooks` | operator (admin) | `CreateWebhook` → `Webhook`; `WebhookList` (with recent deliveries) |
+//! | DELETE | `/v1/webhooks/{id}` | operator (admin) | → `WebhookInfo` |
+//! | POST | `/v1/webhooks/{id}/test` | operator (admin) | → `WebhookTest` (a `test` event sent now) |
 //!
 //! "operator" is any operator token whose role allows the route ([`roles::needed`]: reads
 //! need `viewer`, deploying `deployer`, every other change `admin`; the configured token is
@@ -58,7 +61,7 @@
 //! answer), [`extract`] (credentials and bounded JSON bodies), [`agent`] (the hosts'
 //! routes), [`bundles`] (upload, ranged download and the `Range` header), [`operator`]
 //! (the operators' routes), [`metrics`] (the scrape and the request counter), [`pipelines`]
-//! (pipelines and releases), [`dashboard`] (the web dashboard), [`roles`] (the role each
+//! (pipelines and releases), [`webhooks`] (webhooks), [`dashboard`] (the web dashboard), [`roles`] (the role each
 //! route needs, and operator tokens' routes). This module is the only one on the server side that knows
 //! HTTP requests and answers; `server` owns the connections beneath it. Not here: rules
 //! (the `service` module), storage, connection-level limits (the `server` module).
@@ -72,6 +75,7 @@ mod metrics;
 mod operator;
 mod pipelines;
 pub(crate) mod roles;
+mod webhooks;
 
 pub use error::ApiError;
 pub use extract::{ApiJson, HostAuth, HostOrOperator, Operator, OperatorToken, RegistrationAuth};
@@ -84,7 +88,7 @@ use axum::http::header;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
 use pipelines::{
     apply_pipeline, approve_release, create_release, delete_pipeline, list_pipelines,
@@ -138,6 +142,8 @@ pub struct AppState {
     pub handed_back: Arc<std::sync::atomic::AtomicU64>,
     /// The server speaks HTTPS (dashboard cookies are then `Secure`).
     pub tls: bool,
+    /// The dashboard's base URL in webhook links.
+    pub public_url: String,
 }
 
 /// A route's body limit in bytes, as a request extension (`.layer(Extension(BodyLimit(n)))`
@@ -206,6 +212,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/releases/{id}", get(show_release))
         .route("/v1/releases/{id}/approve", post(approve_release))
         .route("/v1/releases/{id}/reject", post(reject_release))
+        .route(
+            "/v1/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route("/v1/webhooks/{id}", delete(webhooks::delete_webhook))
+        .route("/v1/webhooks/{id}/test", post(webhooks::test_webhook))
         .route("/metrics", get(metrics::scrape))
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })

@@ -12,12 +12,16 @@ use hoist_protocol::operator::{CreateOperatorToken, Role};
 use super::{blocking, ApiJson, ApiResult, AppState, Operator};
 
 /// The role an operator request needs: reading (and signing out of the dashboard) needs
-/// `viewer`; deploying (bundles, revisions, deployments and their stops, releases,
+/// `viewer`, but webhooks (read or changed) need `admin`; deploying (bundles, revisions, deployments and their stops, releases,
 /// approvals, host retries, from the API or the dashboard's buttons) `deployer`; every
 /// other change `admin`, including a route this table does not name (the dashboard's
 /// accepting of a host's tags among them). The dashboard shows a button only when this
 /// allows its route.
 pub(crate) fn needed(method: &Method, route: &str) -> Role {
+    // A webhook's URL may carry its receiver's token: even reading webhooks is admin's.
+    if matches!(route, "/v1/webhooks" | "/webhooks") {
+        return Role::Admin;
+    }
     if method == Method::GET
         || method == Method::HEAD
         || (method, route) == (&Method::POST, "/sign-out")
@@ -104,6 +108,11 @@ mod tests {
             (Method::DELETE, "/v1/pipelines/{name}"),
             (Method::POST, "/v1/something/new"),
             (Method::POST, "/hosts/{id}/accept"),
+            (Method::GET, "/v1/webhooks"),
+            (Method::POST, "/v1/webhooks"),
+            (Method::DELETE, "/v1/webhooks/{id}"),
+            (Method::POST, "/v1/webhooks/{id}/test"),
+            (Method::GET, "/webhooks"),
         ] {
             assert_eq!(needed(&m, r), Role::Admin, "{m} {r}");
         }

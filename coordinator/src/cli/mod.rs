@@ -22,6 +22,7 @@ pub mod release;
 pub mod server;
 pub mod sign;
 pub mod token;
+pub mod webhook;
 
 use std::process::ExitCode;
 
@@ -53,7 +54,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Applications.
     #[command(subcommand)]
     App(app::AppCommand),
@@ -82,6 +83,9 @@ pub enum Command {
     /// Releases: one revision going through a pipeline.
     #[command(subcommand)]
     Release(release::ReleaseCommand),
+    /// Webhooks: an application's events POSTed, signed, to a URL.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Shell completions and man pages, for the packages.
     #[command(subcommand, hide = true)]
     Generate(hoist_cli::assets::Generate),
@@ -100,7 +104,7 @@ pub struct UsageError(pub String);
 
 pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
     if let Command::Server(args) = cli.command {
-        return server::run(args, cancel).await;
+        return server::run(*args, cancel).await;
     }
     if let Command::Generate(what) = &cli.command {
         use clap::CommandFactory;
@@ -128,6 +132,7 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<ExitCode> {
             Command::Deploy(c) => deploy::run(&client, c, cancel.clone()).await,
             Command::Pipeline(c) => pipeline::run(&client, c).await,
             Command::Release(c) => release::run(&client, c).await,
+            Command::Webhook(c) => webhook::run(&client, c).await,
         }
     };
     tokio::select! {

@@ -75,6 +75,10 @@ pub struct ServerArgs {
     /// PostgreSQL.
     #[arg(long)]
     pub single_replica: bool,
+    /// The dashboard's address as webhook receivers should follow it, e.g.
+    /// https://hoist.example.com:8443 (default: the scheme and the address listened on).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +164,7 @@ pub async fn run(args: ServerArgs, cancel: CancellationToken) -> Result<ExitCode
             metrics_public: args.metrics_public,
             bundle_store: args.bundle_store,
             single_replica: args.single_replica,
+            public_url: args.public_url,
         },
     )?;
     crate::server::run(config, cancel).await?;

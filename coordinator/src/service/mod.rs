@@ -39,12 +39,14 @@ mod sessions;
 mod signatures;
 mod states;
 mod sync;
+pub mod webhooks;
 
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
 pub use figures::Figures;
 pub use operators::Identity;
 pub use replicas::{live_replicas, REPLICA_BEAT, REPLICA_LIVE};
 pub use sessions::{csrf_token, SESSION_LIFETIME};
+pub use sync::retry_delay;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

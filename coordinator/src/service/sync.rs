@@ -22,7 +22,7 @@ pub(super) const MAX_CATCH_UP_RETRIES: u32 = 3;
 
 /// How long after its `attempts`-th failed catch-up a host waits for the next: `base`,
 /// then twice, then four times as long.
-pub(super) fn retry_delay(base: Duration, attempts: u32) -> Duration {
+pub fn retry_delay(base: Duration, attempts: u32) -> Duration {
     let doublings = attempts.saturating_sub(1).min(16);
     base.saturating_mul(1u32 << doublings)
 }

@@ -18,6 +18,7 @@ mod rows;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,7 @@ use hoist_protocol::signature::SignedManifest;
 pub use pipelines::{PipelineRow, PipelineStageRow, ReleaseRow, ReleaseStageRow};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use webhooks::{Claimed, DeliveryOutcome, DeliveryRow, EventRow, WebhookRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -557,4 +559,37 @@ pub trait Store: Send + Sync + 'static {
     fn releases(&self, pipeline: Option<&str>, limit: u32) -> Result<Vec<ReleaseRow>>;
     /// Releases not ended (in progress or awaiting approval), oldest first.
     fn active_releases(&self) -> Result<Vec<ReleaseRow>>;
+
+    // Webhooks. A deployment's, release's or sync row's write above also writes, in its
+    // transaction, the event of its state change with one delivery per subscribed webhook
+    // (`webhooks` module doc).
+
+    fn insert_webhook(&self, webhook: &WebhookRow) -> Result<()>;
+    /// Oldest first.
+    fn webhooks(&self) -> Result<Vec<WebhookRow>>;
+    fn webhook(&self, id: &str) -> Result<Option<WebhookRow>>;
+    /// Deletes a webhook with its deliveries; false when there was none.
+    fn delete_webhook(&self, id: &str) -> Result<bool>;
+    /// A webhook's newest deliveries with their events, newest first.
+    fn recent_deliveries(
+        &self,
+        webhook_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(DeliveryRow, EventRow)>>;
+    /// Claims deliveries to send until `lease_until_ms`: pending, due at `now_ms`, claimed by
+    /// no one else (a lease not past; on PostgreSQL rows another replica is claiming are
+    /// skipped), each the earliest pending one of its webhook and subject, none of a webhook
+    /// in `skip`, at most `per_webhook` of each; in the order they were written.
+    fn claim_deliveries(
+        &self,
+        now_ms: u64,
+        lease_until_ms: u64,
+        skip: &[String],
+        per_webhook: usize,
+    ) -> Result<Vec<Claimed>>;
+    /// Records how a claimed delivery's try ended, and ends its claim.
+    fn finish_delivery(&self, outcome: &DeliveryOutcome) -> Result<()>;
+    /// Deletes deliveries that ended before `ended_before_ms` (and events left without any);
+    /// how many deliveries.
+    fn prune_deliveries(&self, ended_before_ms: u64) -> Result<u64>;
 }

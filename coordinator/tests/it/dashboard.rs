@@ -595,3 +595,77 @@ async fn tag_changes_are_accepted_by_an_admin_and_an_out_of_sync_host_retried_by
     let page = deployer.page("/hosts").await;
     assert!(!page.contains(&retry), "no longer held out of sync: {page}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhooks_page_shows_deliveries_as_text_and_only_to_admins() {
+    let s = Scratch::new();
+    let (server, _host, id) = running(&s).await;
+    // A receiver answering 500 with markup, which ends up in the delivery's last error.
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async {
+            (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "<script>alert(1)</script>",
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let webhook = server
+        .hoist(&[
+            "webhook",
+            "create",
+            "--app",
+            "shop",
+            "--url",
+            &url,
+            "--secret",
+            "0123456789abcdef",
+        ])
+        .await
+        .ok()
+        .to_owned();
+    server.hoist(&["deploy", "stop", &id]).await.ok();
+    let mut admin = Browser::new(&server.url);
+    admin.sign_in(TOKEN).await;
+    let start = std::time::Instant::now();
+    let html = loop {
+        let html = admin.page("/webhooks").await;
+        if html.contains("answered 500") {
+            break html;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{html}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(html.contains(&webhook), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(html.contains("stopped"), "{html}");
+    assert!(
+        !html.contains("0123456789abcdef"),
+        "never the secret: {html}"
+    );
+    assert!(admin
+        .page("/deployments")
+        .await
+        .contains(r#"href="/webhooks""#));
+
+    let viewer_token = operator_token(&server, "viewer", "vera").await;
+    let mut viewer = Browser::new(&server.url);
+    viewer.sign_in(&viewer_token).await;
+    assert!(!viewer
+        .page("/deployments")
+        .await
+        .contains(r#"href="/webhooks""#));
+    let resp = viewer.get("/webhooks").await;
+    assert_eq!(resp.status(), 403);
+    assert!(!resp.text().await.unwrap().contains(&url));
+}

@@ -25,3 +25,4 @@ mod support;
 mod transport;
 mod usage;
 mod variables;
+mod webhooks;

@@ -14,3 +14,4 @@ mod resilience;
 mod signatures;
 mod sources;
 mod tls;
+mod webhooks;

@@ -1,5 +1,6 @@
 //! The dashboard: server-rendered HTML pages at stable URLs (`/deployments`,
-//! `/deployments/{id}`, `/hosts`, `/applications`, `/pipelines`, `/releases/{id}`), their
+//! `/deployments/{id}`, `/hosts`, `/applications`, `/pipelines`, `/releases/{id}`,
+//! `/webhooks` for admins), their
 //! buttons (stop, accept tags, retry, approve, reject), sign-in and sign-out, and two
 //! assets compiled into the binary (`/assets/dashboard.css`, `/assets/dashboard.js`,
 //! which refreshes a page's `main#live` by fetching the page again). Every answer carries
@@ -10,12 +11,13 @@
 //!
 //! Files: this one (routes, headers, the HTML error), [`session`] (sign-in, the session
 //! extractor, CSRF), [`view`] (the page frame and shared pieces), [`pages`] (deployments
-//! and hosts), [`fleet`] (applications, pipelines, releases).
+//! and hosts), [`fleet`] (applications, pipelines, releases), [`webhooks`] (webhooks and their deliveries).
 
 mod fleet;
 mod pages;
 pub mod session;
 mod view;
+mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{self, HeaderValue};
@@ -56,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .route("/releases/{id}", get(fleet::release))
         .route("/releases/{id}/approve", post(fleet::approve))
         .route("/releases/{id}/reject", post(fleet::reject))
+        .route("/webhooks", get(webhooks::webhooks))
         .route(
             "/assets/dashboard.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }),

@@ -36,6 +36,13 @@ pub struct Session {
 }
 
 impl Session {
+    /// Whether this session's role allows `GET route` (the same rule as the API's).
+    pub fn may_read(&self, route: &str) -> bool {
+        self.identity
+            .role
+            .allows(crate::api::roles::needed(&axum::http::Method::GET, route))
+    }
+
     /// Whether this session's role allows `POST route` (the same rule as the API's).
     pub fn may_post(&self, route: &str) -> bool {
         self.identity

@@ -21,6 +21,7 @@ pub enum Page {
     Hosts,
     Applications,
     Pipelines,
+    Webhooks,
 }
 
 /// A whole page; `session` shows who is signed in and the sign-out button. The part that
@@ -49,6 +50,9 @@ pub fn page(current: Page, session: Option<&Session>, content: Markup) -> Html<S
                         nav {
                             @for (p, href, label) in nav {
                                 a href=(href) class=[(p == current).then_some("current")] { (label) }
+                            }
+                            @if s.may_read("/webhooks") {
+                                a href="/webhooks" class=[(current == Page::Webhooks).then_some("current")] { "Webhooks" }
                             }
                         }
                         span.who {

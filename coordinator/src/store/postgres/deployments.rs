@@ -2,9 +2,10 @@
 //! state for the rollout rules. Not here: event reports (`reports`) or the rollout rules.
 
 use super::rows::{
-    command_row, command_state, deployment_row, pg, write_commands, write_deployment, write_syncs,
-    Write, COMMAND_COLS, DEPLOYMENT_COLS,
+    command_row, command_state, deployment_row, pg, write_commands, Write, COMMAND_COLS,
+    DEPLOYMENT_COLS,
 };
+use super::webhooks::{write_deployment_captured, write_syncs_captured};
 use super::PgStore;
 use crate::store::{Changes, CommandRow, DeploymentRow, HostSyncRow, Result};
 use hoist_protocol::operator::CommandState;
@@ -21,15 +22,11 @@ pub(super) fn insert_deployment_with(
             .transaction()
             .await
             .map_err(pg("starting a transaction"))?;
-        write_deployment(&tx, d, Write::Insert)
-            .await
-            .map_err(pg("writing a deployment"))?;
+        write_deployment_captured(&tx, d, Write::Insert).await?;
         write_commands(&tx, commands, Write::Insert)
             .await
             .map_err(pg("writing a command"))?;
-        write_syncs(&tx, syncs)
-            .await
-            .map_err(pg("writing a host's sync row"))?;
+        write_syncs_captured(&tx, syncs).await?;
         tx.commit().await.map_err(pg("committing a deployment"))
     })
 }
@@ -42,18 +39,14 @@ pub(super) fn save_changes(s: &PgStore, c: &Changes<'_>) -> Result<()> {
             .transaction()
             .await
             .map_err(pg("starting a transaction"))?;
-        write_deployment(&tx, d, Write::Update)
-            .await
-            .map_err(pg("writing a deployment"))?;
+        write_deployment_captured(&tx, d, Write::Update).await?;
         write_commands(&tx, c.commands, Write::Update)
             .await
             .map_err(pg("writing a command"))?;
         write_commands(&tx, c.new_commands, Write::Insert)
             .await
             .map_err(pg("adding a command"))?;
-        write_syncs(&tx, c.syncs)
-            .await
-            .map_err(pg("writing a host's sync row"))?;
+        write_syncs_captured(&tx, c.syncs).await?;
         if c.sets_target {
             tx.execute(
                 "UPDATE deployment_groups SET target_deployment_id = $2 WHERE id = $1",

@@ -11,7 +11,8 @@
 //! the file of its concern), [`catalog`] (applications, groups, revisions), [`hosts`]
 //! (registration tokens, hosts, contacts), [`deployments`] (deployments and commands),
 //! [`leases`] (command leases), [`pipelines`] (pipelines and releases), [`replicas`] (the coordinators running on the database),
-//! [`reports`] (event reports), [`sync`] (hosts' standing per group), [`schema`] (the
+//! [`reports`] (event reports), [`sync`] (hosts' standing per group), [`webhooks`] (webhooks, their outbox and the
+//! change capture that fills it), [`schema`] (the
 //! numbered migrations and their runner), [`rows`] (rows to and from PostgreSQL values),
 //! [`locks`] (the decision lock replicas share), [`notices`] (`LISTEN`/`NOTIFY` between
 //! replicas), [`url`] (the database URL, printed without
@@ -32,6 +33,7 @@ mod schema;
 mod sessions;
 mod sync;
 mod url;
+mod webhooks;
 
 pub use schema::SCHEMA_VERSION;
 pub use url::DatabaseUrl;
@@ -45,10 +47,10 @@ use tokio_postgres::types::ToSql;
 
 use super::rows::Raw;
 use super::{
-    AppRow, Changes, CommandLease, CommandRow, DecisionLock, DeploymentRow, GroupRow, HostContact,
-    HostRow, HostSyncRow, Notice, NoticeHandler, OperatorTokenRow, PipelineRow,
-    RegistrationTokenRow, ReleaseRow, ReplicaRow, ReportRow, Result, RevisionRow, SessionRow,
-    Store, StoreError,
+    AppRow, Changes, Claimed, CommandLease, CommandRow, DecisionLock, DeliveryOutcome, DeliveryRow,
+    DeploymentRow, EventRow, GroupRow, HostContact, HostRow, HostSyncRow, Notice, NoticeHandler,
+    OperatorTokenRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReplicaRow, ReportRow, Result,
+    RevisionRow, SessionRow, Store, StoreError, WebhookRow,
 };
 use hoist_protocol::operator::{CommandState, DeploymentState, SourceStatus};
 use rows::{pg, read};
@@ -154,6 +156,48 @@ impl PgStore {
 }
 
 impl Store for PgStore {
+    fn insert_webhook(&self, w: &WebhookRow) -> Result<()> {
+        webhooks::insert_webhook(self, w)
+    }
+
+    fn webhooks(&self) -> Result<Vec<WebhookRow>> {
+        webhooks::webhooks(self)
+    }
+
+    fn webhook(&self, id: &str) -> Result<Option<WebhookRow>> {
+        webhooks::webhook(self, id)
+    }
+
+    fn delete_webhook(&self, id: &str) -> Result<bool> {
+        webhooks::delete_webhook(self, id)
+    }
+
+    fn recent_deliveries(
+        &self,
+        webhook_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(DeliveryRow, EventRow)>> {
+        webhooks::recent_deliveries(self, webhook_id, limit)
+    }
+
+    fn claim_deliveries(
+        &self,
+        now_ms: u64,
+        lease_until_ms: u64,
+        skip: &[String],
+        per_webhook: usize,
+    ) -> Result<Vec<Claimed>> {
+        webhooks::claim_deliveries(self, now_ms, lease_until_ms, skip, per_webhook)
+    }
+
+    fn finish_delivery(&self, outcome: &DeliveryOutcome) -> Result<()> {
+        webhooks::finish_delivery(self, outcome)
+    }
+
+    fn prune_deliveries(&self, ended_before_ms: u64) -> Result<u64> {
+        webhooks::prune_deliveries(self, ended_before_ms)
+    }
+
     fn lock_decisions(&self) -> Result<Box<dyn DecisionLock + '_>> {
         Ok(Box::new(locks::take(self)?))
     }

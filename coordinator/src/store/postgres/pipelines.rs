@@ -267,9 +267,11 @@ pub(super) fn insert_release(
             .transaction()
             .await
             .map_err(pg("starting a transaction"))?;
+        let event = super::webhooks::release_before(&tx, r, true).await?;
         write_release(&tx, r, true)
             .await
             .map_err(pg("writing a release"))?;
+        super::webhooks::queue(&tx, event).await?;
         if let Some(st) = status {
             write_status(&tx, &r.pipeline, st)
                 .await
@@ -286,9 +288,11 @@ pub(super) fn save_release(s: &PgStore, r: &ReleaseRow) -> Result<()> {
             .transaction()
             .await
             .map_err(pg("starting a transaction"))?;
+        let event = super::webhooks::release_before(&tx, r, false).await?;
         write_release(&tx, r, false)
             .await
             .map_err(pg("writing a release"))?;
+        super::webhooks::queue(&tx, event).await?;
         tx.commit().await.map_err(pg("committing a release"))
     })
 }

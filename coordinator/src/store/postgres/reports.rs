@@ -3,7 +3,7 @@
 //! at once record it once: the primary key decides, and the loser's insert does nothing.
 //! Not here: checking or applying a report.
 
-use super::rows::{i, pg, write_commands, write_syncs, Write};
+use super::rows::{i, pg, write_commands, Write};
 use super::PgStore;
 use crate::store::rows::{report_row, REPORT_COLS};
 use crate::store::{CommandRow, HostSyncRow, ReportRow, Result};
@@ -76,9 +76,7 @@ pub(super) fn insert_reports_with(
         write_commands(&tx, &updated, Write::Update)
             .await
             .map_err(pg("writing a command"))?;
-        write_syncs(&tx, syncs)
-            .await
-            .map_err(pg("writing a host's sync row"))?;
+        super::webhooks::write_syncs_captured(&tx, syncs).await?;
         tx.commit().await.map_err(pg("committing reports"))?;
         Ok(recorded)
     })

@@ -237,6 +237,52 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
 "#,
+    r#"
+-- SQLite's 9: webhooks and their outbox. An event is written with the state change that
+-- causes it, one delivery per subscribed webhook; a delivery is claimed by one replica
+-- (FOR UPDATE SKIP LOCKED, then lease_until_ms), tried, retried and ended. The secret is
+-- kept as given: bodies are signed with it.
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    application TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX webhooks_by_application ON webhooks (application);
+CREATE TABLE webhook_events (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    application TEXT NOT NULL,
+    group_name TEXT,
+    deployment_id TEXT,
+    release_id TEXT,
+    host TEXT,
+    state TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    page TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    seq BIGSERIAL PRIMARY KEY,
+    webhook_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    last_status BIGINT,
+    last_error TEXT,
+    next_attempt_ms BIGINT NOT NULL,
+    lease_until_ms BIGINT NOT NULL DEFAULT 0,
+    created_ms BIGINT NOT NULL,
+    ended_ms BIGINT
+);
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (status, webhook_id, subject, seq);
+CREATE INDEX webhook_deliveries_of ON webhook_deliveries (webhook_id, seq);
+CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -2,7 +2,7 @@
 //! write some. The rows also travel with the command ends that change them (`deployments`,
 //! `reports`). Not here: what a row means or when it changes (the service's `sync`).
 
-use super::rows::{pg, sync_row, write_syncs, SYNC_COLS};
+use super::rows::{pg, sync_row, SYNC_COLS};
 use super::PgStore;
 use crate::store::{HostSyncRow, Result};
 
@@ -40,9 +40,7 @@ pub(super) fn save_host_syncs(s: &PgStore, rows: &[HostSyncRow]) -> Result<()> {
             .transaction()
             .await
             .map_err(pg("starting a transaction"))?;
-        write_syncs(&tx, rows)
-            .await
-            .map_err(pg("writing a host's sync row"))?;
+        super::webhooks::write_syncs_captured(&tx, rows).await?;
         tx.commit().await.map_err(pg("committing hosts' sync rows"))
     })
 }

@@ -4,9 +4,10 @@
 use rusqlite::params;
 
 use super::rows::{
-    command_row, command_state, db, deployment_row, write_command, write_deployment, write_sync,
-    Write, COMMAND_COLS, DEPLOYMENT_COLS,
+    command_row, command_state, db, deployment_row, write_command, Write, COMMAND_COLS,
+    DEPLOYMENT_COLS,
 };
+use super::webhooks::{write_deployment_captured, write_syncs_captured};
 use super::SqliteStore;
 use crate::store::{Changes, CommandRow, DeploymentRow, HostSyncRow, Result};
 use hoist_protocol::operator::CommandState;
@@ -19,13 +20,11 @@ pub(super) fn insert_deployment_with(
 ) -> Result<()> {
     let mut conn = s.conn();
     let tx = conn.transaction().map_err(db("starting a transaction"))?;
-    write_deployment(&tx, d, Write::Insert).map_err(db("writing a deployment"))?;
+    write_deployment_captured(&tx, d, Write::Insert)?;
     for c in commands {
         write_command(&tx, c, Write::Insert).map_err(db("writing a command"))?;
     }
-    for h in syncs {
-        write_sync(&tx, h).map_err(db("writing a host's sync row"))?;
-    }
+    write_syncs_captured(&tx, syncs)?;
     tx.commit().map_err(db("committing a deployment"))
 }
 
@@ -33,16 +32,14 @@ pub(super) fn save_changes(s: &SqliteStore, c: &Changes<'_>) -> Result<()> {
     let d = c.deployment;
     let mut conn = s.conn();
     let tx = conn.transaction().map_err(db("starting a transaction"))?;
-    write_deployment(&tx, d, Write::Update).map_err(db("writing a deployment"))?;
+    write_deployment_captured(&tx, d, Write::Update)?;
     for cmd in c.commands {
         write_command(&tx, cmd, Write::Update).map_err(db("writing a command"))?;
     }
     for cmd in c.new_commands {
         write_command(&tx, cmd, Write::Insert).map_err(db("adding a command"))?;
     }
-    for h in c.syncs {
-        write_sync(&tx, h).map_err(db("writing a host's sync row"))?;
-    }
+    write_syncs_captured(&tx, c.syncs)?;
     if c.sets_target {
         tx.execute(
             "UPDATE deployment_groups SET target_deployment_id = ?2 WHERE id = ?1",

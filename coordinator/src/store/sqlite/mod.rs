@@ -11,7 +11,8 @@
 //! (command leases), [`replicas`] (the coordinators running on the database), [`reports`]
 //! (event reports), [`pipelines`] (pipelines and releases), [`sync`] (hosts' standing
 //! per group), [`operators`] (operator tokens), [`figures`] (counts for
-//! metrics), [`sessions`] (dashboard sessions), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
+//! metrics), [`sessions`] (dashboard sessions), [`webhooks`] (webhooks, their outbox and the change
+//! capture that fills it), [`schema`] (the numbered migrations and their runner), [`rows`] (rows
 //! to and from SQL values).
 
 mod catalog;
@@ -27,6 +28,7 @@ mod rows;
 mod schema;
 mod sessions;
 mod sync;
+mod webhooks;
 
 pub use schema::SCHEMA_VERSION;
 
@@ -36,9 +38,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 use super::{
-    AppRow, Changes, CommandLease, CommandRow, DeploymentRow, GroupRow, HostContact, HostRow,
-    HostSyncRow, OperatorTokenRow, PipelineRow, RegistrationTokenRow, ReleaseRow, ReplicaRow,
-    ReportRow, Result, RevisionRow, SessionRow, Store,
+    AppRow, Changes, Claimed, CommandLease, CommandRow, DeliveryOutcome, DeliveryRow,
+    DeploymentRow, EventRow, GroupRow, HostContact, HostRow, HostSyncRow, OperatorTokenRow,
+    PipelineRow, RegistrationTokenRow, ReleaseRow, ReplicaRow, ReportRow, Result, RevisionRow,
+    SessionRow, Store, WebhookRow,
 };
 use hoist_protocol::operator::{CommandState, DeploymentState, SourceStatus};
 use rows::{db, read, Raw};
@@ -117,6 +120,48 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn insert_webhook(&self, w: &WebhookRow) -> Result<()> {
+        webhooks::insert_webhook(self, w)
+    }
+
+    fn webhooks(&self) -> Result<Vec<WebhookRow>> {
+        webhooks::webhooks(self)
+    }
+
+    fn webhook(&self, id: &str) -> Result<Option<WebhookRow>> {
+        webhooks::webhook(self, id)
+    }
+
+    fn delete_webhook(&self, id: &str) -> Result<bool> {
+        webhooks::delete_webhook(self, id)
+    }
+
+    fn recent_deliveries(
+        &self,
+        webhook_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(DeliveryRow, EventRow)>> {
+        webhooks::recent_deliveries(self, webhook_id, limit)
+    }
+
+    fn claim_deliveries(
+        &self,
+        now_ms: u64,
+        lease_until_ms: u64,
+        skip: &[String],
+        per_webhook: usize,
+    ) -> Result<Vec<Claimed>> {
+        webhooks::claim_deliveries(self, now_ms, lease_until_ms, skip, per_webhook)
+    }
+
+    fn finish_delivery(&self, outcome: &DeliveryOutcome) -> Result<()> {
+        webhooks::finish_delivery(self, outcome)
+    }
+
+    fn prune_deliveries(&self, ended_before_ms: u64) -> Result<u64> {
+        webhooks::prune_deliveries(self, ended_before_ms)
+    }
+
     fn insert_application(&self, app: &AppRow) -> Result<()> {
         catalog::insert_application(self, app)
     }

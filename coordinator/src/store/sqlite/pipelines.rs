@@ -184,7 +184,9 @@ pub(super) fn insert_release(
 ) -> Result<()> {
     let mut conn = s.conn();
     let tx = conn.transaction().map_err(db("starting a transaction"))?;
+    let event = super::webhooks::release_before(&tx, r, true)?;
     write_release(&tx, r, true).map_err(db("writing a release"))?;
+    super::webhooks::queue(&tx, event)?;
     if let Some(st) = status {
         write_status(&tx, &r.pipeline, st).map_err(db("writing a pipeline's source"))?;
     }
@@ -194,7 +196,9 @@ pub(super) fn insert_release(
 pub(super) fn save_release(s: &SqliteStore, r: &ReleaseRow) -> Result<()> {
     let mut conn = s.conn();
     let tx = conn.transaction().map_err(db("starting a transaction"))?;
+    let event = super::webhooks::release_before(&tx, r, false)?;
     write_release(&tx, r, false).map_err(db("writing a release"))?;
+    super::webhooks::queue(&tx, event)?;
     tx.commit().map_err(db("committing a release"))
 }
 

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::rows::{db, i, u, write_command, write_sync, Write};
+use super::rows::{db, i, u, write_command, Write};
 use super::SqliteStore;
 use crate::store::{CommandRow, HostSyncRow, ReportRow, Result};
 
@@ -66,9 +66,7 @@ pub(super) fn insert_reports_with(
         }
         recorded.push(inserted > 0);
     }
-    for h in syncs {
-        write_sync(&tx, h).map_err(db("writing a host's sync row"))?;
-    }
+    super::webhooks::write_syncs_captured(&tx, syncs)?;
     tx.commit().map_err(db("committing reports"))?;
     Ok(recorded)
 }

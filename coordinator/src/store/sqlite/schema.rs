@@ -258,6 +258,51 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_by_expiry ON sessions (expires_ms);
 "#,
+    r#"
+-- Webhooks and their outbox. An event is written with the state change that causes it, one
+-- delivery per subscribed webhook; deliveries are claimed (lease_until_ms), tried, retried
+-- and ended (delivered or given up). The secret is kept as given: bodies are signed with it.
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    application TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX webhooks_by_application ON webhooks (application);
+CREATE TABLE webhook_events (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    application TEXT NOT NULL,
+    group_name TEXT,
+    deployment_id TEXT,
+    release_id TEXT,
+    host TEXT,
+    state TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    page TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE TABLE webhook_deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_status INTEGER,
+    last_error TEXT,
+    next_attempt_ms INTEGER NOT NULL,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL,
+    ended_ms INTEGER
+);
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (status, webhook_id, subject, seq);
+CREATE INDEX webhook_deliveries_of ON webhook_deliveries (webhook_id, seq);
+CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+"#,
 ];
 
 /// The schema version this build writes.

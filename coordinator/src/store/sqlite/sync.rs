@@ -2,7 +2,7 @@
 //! write some. The rows also travel with the command ends that change them (`deployments`,
 //! `reports`). Not here: what a row means or when it changes (the service's `sync`).
 
-use super::rows::{db, sync_row, write_sync, SYNC_COLS};
+use super::rows::{db, sync_row, SYNC_COLS};
 use super::SqliteStore;
 use crate::store::{HostSyncRow, Result};
 
@@ -40,8 +40,6 @@ pub(super) fn host_syncs_of(s: &SqliteStore, host_id: &str) -> Result<Vec<HostSy
 pub(super) fn save_host_syncs(s: &SqliteStore, rows: &[HostSyncRow]) -> Result<()> {
     let mut conn = s.conn();
     let tx = conn.transaction().map_err(db("starting a transaction"))?;
-    for h in rows {
-        write_sync(&tx, h).map_err(db("writing a host's sync row"))?;
-    }
+    super::webhooks::write_syncs_captured(&tx, rows)?;
     tx.commit().map_err(db("committing hosts' sync rows"))
 }

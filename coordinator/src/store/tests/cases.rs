@@ -19,9 +19,15 @@ pub(super) use super::operator_cases::{
 };
 pub(super) use super::pipeline_cases::{
     a_deployment_keeps_its_variables_and_release,
+    a_release_state_change_is_an_event_of_its_application,
     a_source_release_and_the_source_standing_are_written_together,
     pipelines_are_replaced_by_name_listed_and_deleted,
     releases_are_saved_with_their_stages_and_listed_in_order,
+};
+pub(super) use super::webhook_cases::{
+    a_state_change_queues_one_event_per_subscribed_webhook,
+    deliveries_are_claimed_once_in_order_per_subject,
+    ended_deliveries_are_pruned_and_a_deleted_webhook_takes_its_own,
 };
 
 pub(super) fn app(s: &dyn Store, name: &str) {

@@ -7,6 +7,7 @@ mod cases;
 mod operator_cases;
 mod pipeline_cases;
 mod postgres;
+mod webhook_cases;
 
 use std::sync::OnceLock;
 
@@ -88,5 +89,9 @@ suite!(
     operator_tokens_keep_their_role_and_name_and_revocation_sticks,
     sessions_are_found_deleted_and_expired_ones_dropped_on_insert,
     figures_count_deployments_and_the_commands_of_active_ones,
+    a_state_change_queues_one_event_per_subscribed_webhook,
+    a_release_state_change_is_an_event_of_its_application,
+    deliveries_are_claimed_once_in_order_per_subject,
+    ended_deliveries_are_pruned_and_a_deleted_webhook_takes_its_own,
     a_revision_and_its_deployment_keep_their_signature,
 );

@@ -218,3 +218,52 @@ pub(super) fn a_deployment_keeps_its_variables_and_release(s: &dyn Store) {
         Some("d-1".into())
     );
 }
+
+pub(super) fn a_release_state_change_is_an_event_of_its_application(s: &dyn Store) {
+    use hoist_protocol::operator::EventKind;
+    app(s, "shop");
+    let p = pipeline("shop-release", "shop");
+    s.save_pipeline(&p).unwrap();
+    s.insert_webhook(&super::webhook_cases::webhook(
+        "wh-1",
+        "shop",
+        &[EventKind::Release],
+    ))
+    .unwrap();
+    let mut r = release("rel-a", &p, 100);
+    s.insert_release(&r, None).unwrap();
+    s.save_release(&r).unwrap();
+    r.stages[0].state = StageState::Succeeded;
+    r.stages[0].deployment_id = Some("d-1".into());
+    r.stages[1].state = StageState::AwaitingApproval;
+    r.state = ReleaseState::AwaitingApproval;
+    s.save_release(&r).unwrap();
+    let mut events: Vec<_> = s
+        .recent_deliveries("wh-1", 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    events.reverse();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.state.as_str(), e.group.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("in_progress", Some("staging")),
+            ("awaiting_approval", Some("production"))
+        ]
+    );
+    assert_eq!(events[1].page, "/releases/rel-a");
+    assert_eq!(events[1].release_id.as_deref(), Some("rel-a"));
+    assert_eq!(events[1].kind, EventKind::Release);
+    assert!(
+        events[1]
+            .summary
+            .contains("stage production: awaiting_approval"),
+        "{}",
+        events[1].summary
+    );
+}

@@ -161,3 +161,42 @@ fn replicas_starting_together_on_a_new_database_migrate_it_once() {
         format!("{SCHEMA_VERSION}|{SCHEMA_VERSION}\n")
     );
 }
+
+#[test]
+#[ignore = "needs postgresql"]
+fn a_delivery_is_claimed_by_one_of_two_connections() {
+    let (s, db) = on_postgres();
+    for n in 0..4 {
+        s.insert_webhook(&super::webhook_cases::webhook(
+            &format!("wh-{n}"),
+            "web",
+            &[hoist_protocol::operator::EventKind::Deployment],
+        ))
+        .unwrap();
+    }
+    deployed(&*s, 1);
+    let now = crate::store::webhooks::written_now();
+    let barrier = Arc::new(Barrier::new(2));
+    let claims: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, barrier) = (db.url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let store = pg_store(&url);
+                barrier.wait();
+                let mut seqs = Vec::new();
+                for _ in 0..4 {
+                    for c in store.claim_deliveries(now, now + 60_000, &[], 1).unwrap() {
+                        seqs.push(c.delivery.seq);
+                    }
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all: Vec<i64> = claims.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(all.len(), n, "a delivery was claimed twice");
+    assert_eq!(n, 4, "every delivery was claimed once");
+}

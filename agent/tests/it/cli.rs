@@ -194,6 +194,66 @@ fn validate_exits_0_for_a_valid_appspec_and_1_for_an_invalid_one() {
 }
 
 #[test]
+fn validate_checks_the_hoist_releases_section_and_says_what_each_key_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let files =
+        "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /srv/shop/current\n";
+    let valid = dir.path().join("valid.yml");
+    std::fs::write(
+        &valid,
+        format!("{files}hoist:\n  releases:\n    current: /srv/shop/current\n    keep: 3\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&valid)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("info:    hoist.releases.current = \"/srv/shop/current\": files bound for this destination are installed into releases/<deployment id>/"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("info:    hoist.releases.keep = 3: how many releases stay on the host"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("info:    releases are kept in \"/srv/shop/releases\""),
+        "{stdout}"
+    );
+
+    let invalid = dir.path().join("invalid.yml");
+    std::fs::write(
+        &invalid,
+        format!("{files}hoist:\n  releases:\n    current: /srv/elsewhere\n    keep: 0\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&invalid)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "error:   hoist.releases.current: \"/srv/elsewhere\" must be the destination"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error:   hoist.releases.keep: must be a whole number from 2 to 50"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid (2 errors, 0 warnings)"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn command_line_usage_errors_are_sentences_about_the_subcommand_and_exit_2() {
     for (args, first, usage) in [
         (

@@ -18,6 +18,7 @@
 mod journal;
 mod phases;
 mod records;
+mod release;
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +88,9 @@ pub enum Source {
     Local(PathBuf),
     /// A revision to fetch during DownloadBundle (the daemon's commands).
     Remote(hoist_protocol::agent::Revision),
+    /// A release kept on this host, by the deployment that installed it
+    /// (`hoist-agent rollback`): switched back to without a download.
+    Kept(String),
 }
 
 /// One deployment to run.
@@ -147,6 +151,9 @@ struct Prepared {
     root: PathBuf,
     appspec_path: PathBuf,
     spec: AppSpec,
+    /// A kept release this deployment switches back to (an instant rollback): Install is
+    /// the switch, BeforeInstall and AfterInstall are skipped.
+    kept: Option<Box<state::KeptRelease>>,
 }
 
 /// Where a deployment is in its lifecycle.
@@ -226,12 +233,49 @@ impl Deployer {
                     let Some(started) = journal.begin(event)? else {
                         break journal.stopped_before(event);
                     };
-                    match self.download(&journal).await? {
-                        Ok(revision) => {
-                            journal.succeeded(event, started)?;
-                            Phase::NewRevision { revision, events }
+                    let group = self.state.group(&req.group_id);
+                    let kept = release::kept_release_for(&group, req)?;
+                    if let Some(kept) = kept {
+                        match release::prepared_from(&kept) {
+                            Ok(revision) => {
+                                let why = format!(
+                                    "{} is kept on this host as release {}: nothing to download",
+                                    kept.revision_description,
+                                    kept.dir.display()
+                                );
+                                journal.log.note(&why);
+                                match journal.end(event, records::Step::Skipped(why), started)? {
+                                    Some(ending) => Phase::Ended(ending),
+                                    None => Phase::NewRevision { revision, events },
+                                }
+                            }
+                            Err(why) => Phase::Ended(journal.halted(
+                                event,
+                                records::Halt::failed(
+                                    hoist_protocol::agent::ErrorCode::BundleInvalid,
+                                    why,
+                                ),
+                                started,
+                            )?),
                         }
-                        Err(halt) => Phase::Ended(journal.halted(event, halt, started)?),
+                    } else if matches!(req.source, Source::Kept(_)) {
+                        Phase::Ended(journal.halted(
+                            event,
+                            records::Halt::failed(
+                                hoist_protocol::agent::ErrorCode::BundleInvalid,
+                                "no such kept release to roll back to (it is the current one, \
+                                 was pruned, or its revision is no longer on this host)",
+                            ),
+                            started,
+                        )?)
+                    } else {
+                        match self.download(&journal).await? {
+                            Ok(revision) => {
+                                journal.succeeded(event, started)?;
+                                Phase::NewRevision { revision, events }
+                            }
+                            Err(halt) => Phase::Ended(journal.halted(event, halt, started)?),
+                        }
                     }
                 }
                 Phase::NewRevision {
@@ -257,9 +301,23 @@ impl Deployer {
                         let Some(started) = journal.begin(event)? else {
                             break journal.stopped_before(event);
                         };
-                        let step = self
-                            .run_hooks(event, &revision.spec, &revision.root, &mut journal)
-                            .await?;
+                        let step = match &revision.kept {
+                            Some(kept)
+                                if matches!(
+                                    event,
+                                    LifecycleEvent::BeforeInstall | LifecycleEvent::AfterInstall
+                                ) =>
+                            {
+                                records::Step::Skipped(format!(
+                                    "instant rollback to release {}: nothing is installed",
+                                    kept.dir.display()
+                                ))
+                            }
+                            _ => {
+                                self.run_hooks(event, &revision.spec, &revision.root, &mut journal)
+                                    .await?
+                            }
+                        };
                         match journal.end(event, step, started)? {
                             Some(ending) => Phase::Ended(ending),
                             None => Phase::NewRevision { revision, events },
@@ -287,6 +345,10 @@ impl Deployer {
             appspec: revision.appspec_path.clone(),
             revision_description: req.revision_description.clone(),
             installed_at_ms: state::now_ms(),
+            identity: match &revision.kept {
+                Some(kept) => kept.identity.clone(),
+                None => release::asked_identity(req),
+            },
         };
         state::write_json(&self.state.group(&req.group_id).last_success_path(), &last)
     }
@@ -295,8 +357,15 @@ impl Deployer {
     /// holding the last successful install.
     pub fn prune(&self, group_id: &str) -> anyhow::Result<()> {
         let group = self.state.group(group_id);
-        let keep_root =
-            state::read_json::<LastSuccess>(&group.last_success_path())?.map(|l| l.bundle_root);
+        let mut keep_roots: Vec<PathBuf> =
+            state::read_json::<LastSuccess>(&group.last_success_path())?
+                .map(|l| l.bundle_root)
+                .into_iter()
+                .collect();
+        // A kept release's revision stays: an instant rollback runs its start hooks.
+        if let Some(releases) = group.releases()? {
+            keep_roots.extend(releases.releases.into_iter().filter_map(|r| r.bundle_root));
+        }
         let mut dirs = Vec::new();
         for deployment in group.deployment_dirs()? {
             let modified = std::fs::symlink_metadata(deployment.path())
@@ -311,7 +380,7 @@ impl Deployer {
         // Newest first: by recorded start time, falling back to the directory's mtime.
         dirs.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
         for (_, _, path) in dirs.into_iter().skip(self.settings.keep.max(1)) {
-            if keep_root.as_ref().is_some_and(|r| r.starts_with(&path)) {
+            if keep_roots.iter().any(|r| r.starts_with(&path)) {
                 continue;
             }
             std::fs::remove_dir_all(&path)
@@ -359,9 +428,11 @@ fn needed_by_next(revision: &Prepared) -> anyhow::Result<(BTreeSet<PathBuf>, BTr
     else {
         return Ok((files, dirs));
     };
+    // A release's revision is kept for instant rollbacks, which run its later hooks too.
+    let releases = revision.spec.releases.is_some();
     let scripts = LifecycleEvent::ALL
         .into_iter()
-        .filter(|e| e.uses_previous_revision())
+        .filter(|e| releases || e.uses_previous_revision())
         .flat_map(|e| revision.spec.hooks_for(e))
         .map(|hook| root.join(hook.location.trim_start_matches('/')));
     for file in std::iter::once(revision.appspec_path.clone()).chain(scripts) {

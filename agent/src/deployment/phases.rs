@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal::Journal;
 use super::records::{Halt, Problem, Step};
+use super::release;
 use super::{Deployer, DeploymentRequest, Prepared, Source};
 use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
@@ -91,6 +92,12 @@ impl Deployer {
             },
             Source::Local(path) if path.is_dir() => OnHost::Tree(path.clone()),
             Source::Local(path) => OnHost::Archive(path.clone()),
+            Source::Kept(id) => {
+                return Ok(Err(Halt::failed(
+                    ErrorCode::BundleInvalid,
+                    format!("release of deployment {id} is not kept on this host"),
+                )))
+            }
         };
         let deployment = journal.deployment.clone();
         let limits = self.settings.limits.clone();
@@ -123,8 +130,30 @@ impl Deployer {
             .unwrap_or_default();
         let spec = revision.spec.clone();
         let root = revision.root.clone();
-        let record_path = self.state.group(&req.group_id).installed_files_path();
+        let group = self.state.group(&req.group_id);
+        let record_path = group.installed_files_path();
         let log = Arc::clone(&journal.log);
+        if let Some(kept) = revision.kept.clone() {
+            let asked = release::asked_identity(req);
+            return tokio::task::spawn_blocking(move || {
+                release::switch_back(&group, &kept, asked.as_ref(), &log)
+            })
+            .await?;
+        }
+        if let Some(releases) = spec.releases.clone() {
+            let ctx = release::ReleaseInstall {
+                group,
+                deployment_id: req.deployment_id.clone(),
+                identity: release::asked_identity(req),
+                revision_description: req.revision_description.clone(),
+                bundle_root: revision.root.clone(),
+                appspec: revision.appspec_path.clone(),
+            };
+            return tokio::task::spawn_blocking(move || {
+                release::install_release(&spec, &releases, &root, behavior, &ctx, &log)
+            })
+            .await?;
+        }
         tokio::task::spawn_blocking(move || {
             install_step(&spec, &root, behavior, &record_path, &log)
         })
@@ -315,6 +344,7 @@ fn prepare(
         root,
         appspec_path,
         spec,
+        kept: None,
     })
 }
 

@@ -19,6 +19,7 @@
 //!   group.json                    the group's id, name and application (for `status`)
 //!   last-successful-install.json  the revision whose hooks ApplicationStop & co. run next time
 //!   installed-files.json          what the group's last Install put on disk (removed next time)
+//!   releases.json                 the releases kept under `hoist.releases` (`releases`)
 //!   deployments/<id>/
 //!     download/                   what DownloadBundle fetched: `bundle` (`bundle.part` while
 //!                                 it streams) for an archive, a checkout for Git
@@ -41,6 +42,7 @@ mod groups;
 mod in_flight;
 mod lock;
 pub mod records;
+pub mod releases;
 pub mod sync;
 
 use std::fs;
@@ -60,6 +62,7 @@ pub use records::{
     AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EntryKind, EventRecord, GroupInfo,
     HostCredentials, InFlight, InstalledEntry, InstalledFiles, LastSuccess, RecordStatus,
 };
+pub use releases::{KeptRelease, ReleasesRecord, RevisionIdentity};
 pub use sync::{GroupSyncEntry, SyncRecord};
 
 /// Version of the on-disk JSON layout; bumped on incompatible changes.

@@ -368,6 +368,10 @@ pub struct BundleInfo {
 pub enum RevisionSource {
     Id(String),
     Inline(Revision),
+    /// The group's previous successful revision: the newest one an operator's, a rollback's
+    /// or a pipeline's deployment installed successfully that differs from its target now
+    /// (`hoist deploy create --previous`).
+    Previous,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

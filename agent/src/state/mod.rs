@@ -11,6 +11,7 @@
 //! sync.json                       the host's sync state per group, as the coordinator said
 //! in-flight.json                  the deployment and event running now (absent when idle)
 //! in-flight-script.json           its running script and process group (written unsynced)
+//! local-rollbacks/<id>.json      a `hoist-agent rollback` not yet acknowledged by the coordinator
 //! commands/<command id>.json      a command this host has started (never run twice)
 //! outbox/<command id>/            reports not yet acknowledged by the coordinator (0700)
 //!   next-seq                      the sequence number of the command's next report
@@ -62,7 +63,7 @@ pub use records::{
     AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EntryKind, EventRecord, GroupInfo,
     HostCredentials, InFlight, InstalledEntry, InstalledFiles, LastSuccess, RecordStatus,
 };
-pub use releases::{KeptRelease, ReleasesRecord, RevisionIdentity};
+pub use releases::{KeptRelease, LocalRollbackNote, ReleasesRecord, RevisionIdentity};
 pub use sync::{GroupSyncEntry, SyncRecord};
 
 /// Version of the on-disk JSON layout; bumped on incompatible changes.

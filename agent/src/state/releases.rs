@@ -116,3 +116,52 @@ impl GroupState {
         write_json(&self.releases_path(), record)
     }
 }
+
+/// A rollback made on the host (`hoist-agent rollback`) of a coordinator's group, kept until
+/// the coordinator acknowledged it (`local-rollbacks/<rollback id>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRollbackNote {
+    pub schema_version: u32,
+    pub group_id: String,
+    /// The deployment that installed the release now current.
+    pub deployment_id: String,
+    pub rollback_id: String,
+    pub at_ms: u64,
+}
+
+impl super::StateDir {
+    /// `local-rollbacks/`: rollbacks made on the host, not yet acknowledged by the coordinator.
+    pub fn local_rollbacks_dir(&self) -> PathBuf {
+        self.root.join("local-rollbacks")
+    }
+
+    /// Keeps `note` durably until [`StateDir::local_rollback_sent`].
+    pub fn note_local_rollback(&self, note: &LocalRollbackNote) -> anyhow::Result<()> {
+        super::create_dir(&self.local_rollbacks_dir(), 0o755)?;
+        write_json(&self.local_rollback_path(&note.rollback_id), note)
+    }
+
+    /// The notes not yet acknowledged, oldest first; unreadable ones are skipped.
+    pub fn local_rollbacks(&self) -> Vec<LocalRollbackNote> {
+        let mut notes: Vec<LocalRollbackNote> = std::fs::read_dir(self.local_rollbacks_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| read_json::<LocalRollbackNote>(&e.path()).ok().flatten())
+                    .collect()
+            })
+            .unwrap_or_default();
+        notes.sort_by_key(|n| n.at_ms);
+        notes
+    }
+
+    /// The coordinator acknowledged `rollback_id`.
+    pub fn local_rollback_sent(&self, rollback_id: &str) -> anyhow::Result<()> {
+        super::remove_file(&self.local_rollback_path(rollback_id))
+    }
+
+    fn local_rollback_path(&self, rollback_id: &str) -> PathBuf {
+        self.local_rollbacks_dir()
+            .join(format!("{}.json", super::encode_name(rollback_id)))
+    }
+}

@@ -76,8 +76,12 @@ pub struct CreateArgs {
 /// What to deploy: a registered revision or one given inline (`deploy create` and
 /// `release create` take the same flags).
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["revision", "s3", "url", "git"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["revision", "s3", "url", "git", "previous"])))]
 pub struct RevisionArgs {
+    /// The group's previous successful revision (`deploy create` only): with
+    /// hoist.releases, hosts that kept it switch back without a download.
+    #[arg(long)]
+    pub previous: bool,
     /// A revision id from `hoist push`.
     #[arg(long)]
     pub revision: Option<String>,
@@ -113,6 +117,9 @@ impl RevisionArgs {
 fn source(a: &RevisionArgs) -> Result<RevisionSource, UsageError> {
     if let Some(id) = &a.revision {
         return Ok(RevisionSource::Id(id.clone()));
+    }
+    if a.previous {
+        return Ok(RevisionSource::Previous);
     }
     let sha256 = || {
         a.sha256

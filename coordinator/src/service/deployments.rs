@@ -14,6 +14,9 @@ use super::{new_id, now_ms, Result, Service, ServiceError};
 use crate::rollout::{self, HostState, Outcome, Tally};
 use crate::store::{Changes, CommandRow, DeploymentRow, GroupRow, HostRow, Notice};
 
+/// How many of an application's latest deployments `--previous` looks through.
+const PREVIOUS_LOOKBACK: u32 = 1000;
+
 /// Where a command leaves its host for the rollout rules.
 fn host_state(state: CommandState) -> HostState {
     match state {
@@ -33,7 +36,10 @@ impl Service {
 
     pub fn create_deployment(&self, req: op::CreateDeployment) -> Result<op::Deployment> {
         let group = self.group_row(&req.application, &req.deployment_group)?;
-        let (revision_id, revision) = self.resolve_revision(&req.application, req.revision)?;
+        let (revision_id, revision) = match req.revision {
+            op::RevisionSource::Previous => self.previous_revision(&group)?,
+            source => self.resolve_revision(&req.application, source)?,
+        };
         let file_exists_behavior = match req.file_exists_behavior {
             None => None,
             Some(b) => {
@@ -105,6 +111,43 @@ impl Service {
         self.deployment_summary(d, self.change_seq())
     }
 
+    /// The group's previous successful revision: the newest successful deployment of the
+    /// group (not a catch-up, which repeats the target) whose revision is not the target's.
+    fn previous_revision(&self, group: &GroupRow) -> Result<(String, agent::Revision)> {
+        let target = match &group.target_deployment_id {
+            Some(id) => self.store.deployment(id)?,
+            None => None,
+        };
+        let none = || {
+            ServiceError::Conflict(format!(
+                "deployment group {} of application {} has no successful revision before its current one",
+                group.name, group.application
+            ))
+        };
+        let target = target.ok_or_else(none)?;
+        let previous = self
+            .store
+            .deployments(Some(&group.application), PREVIOUS_LOOKBACK)?
+            .into_iter()
+            .filter(|d| {
+                d.group_id == group.id
+                    && d.state == DeploymentState::Succeeded
+                    && d.creator != Creator::CatchUp
+            })
+            .find(|d| match (&d.revision_id, &target.revision_id) {
+                (Some(a), Some(b)) => a != b,
+                _ => d.revision != target.revision,
+            })
+            .ok_or_else(none)?;
+        match previous.revision_id {
+            Some(id) => Ok((id, previous.revision)),
+            None => {
+                let info = self.create_revision(&group.application, previous.revision)?;
+                Ok((info.id, info.revision))
+            }
+        }
+    }
+
     /// A registered revision of `application`, or a new one given inline (registered now).
     pub(super) fn resolve_revision(
         &self,
@@ -129,6 +172,9 @@ impl Service {
                 let info = self.create_revision(application, revision)?;
                 Ok((info.id, info.revision))
             }
+            op::RevisionSource::Previous => Err(ServiceError::Invalid(
+                "revision: previous names a deployment group's revision; only a deployment can use it".into(),
+            )),
         }
     }
 

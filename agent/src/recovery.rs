@@ -62,7 +62,14 @@ pub async fn recover(
         },
         _ => None,
     };
-    let message = format!("agent restarted during {}", in_flight.event);
+    let mut message = format!("agent restarted during {}", in_flight.event);
+    if let Some(note) = in_flight
+        .group_id
+        .as_deref()
+        .and_then(|id| releases_after_crash(state, id, &in_flight.deployment_id))
+    {
+        message = format!("{message}; {note}");
+    }
     // One record of the interrupted event and of the deployment's end: what the host keeps
     // and what the coordinator is told are made from them.
     let event = EventRecord {
@@ -115,6 +122,38 @@ pub async fn recover(
         event: in_flight.event,
         killed_pgid,
     }))
+}
+
+/// For a group with releases (`hoist.releases`): which complete release `current` points at
+/// after the crash, and the interrupted deployment's release directory removed when it never
+/// became a recorded release (it may be partly written; a recorded one was complete).
+fn releases_after_crash(state: &StateDir, group_id: &str, deployment_id: &str) -> Option<String> {
+    let record = state.group(group_id).releases().ok().flatten()?;
+    let releases_dir = record.current.parent()?.join("releases");
+    let own = releases_dir.join(state::encode_name(deployment_id));
+    let target = std::fs::read_link(&record.current).ok();
+    if target.as_deref() != Some(own.as_path())
+        && record.find(deployment_id).is_none()
+        && own.is_dir()
+    {
+        match std::fs::remove_dir_all(&own) {
+            Ok(()) => info!("removed the unfinished release {}", own.display()),
+            Err(e) => warn!("removing the unfinished release {}: {e}", own.display()),
+        }
+    }
+    Some(match record.current_release() {
+        Some(r) => format!(
+            "{} points to the complete release {} (deployment {})",
+            record.current.display(),
+            r.dir.display(),
+            r.deployment_id
+        ),
+        None => format!(
+            "{} points to no recorded release ({})",
+            record.current.display(),
+            target.map_or("not a symlink".to_string(), |t| t.display().to_string())
+        ),
+    })
 }
 
 /// The record that got further: `result.json` as found, or the one the marker carried at

@@ -60,6 +60,24 @@ pub struct GroupStatus {
     /// that no command has claimed yet.
     pub group_id: Option<String>,
     pub deployments: Vec<DeploymentStatus>,
+    /// With `hoist.releases`: the `current` link and the releases kept, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub releases: Option<ReleasesStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReleasesStatus {
+    pub current_path: PathBuf,
+    /// The deployment whose release `current` points at; `None` when it points elsewhere.
+    pub current: Option<String>,
+    pub kept: Vec<KeptReleaseStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeptReleaseStatus {
+    pub deployment_id: String,
+    pub dir: PathBuf,
+    pub revision: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,11 +152,25 @@ impl Status {
                     }
                 })
                 .collect();
+            let releases = group.releases().ok().flatten().map(|r| ReleasesStatus {
+                current: r.current_release().map(|c| c.deployment_id.clone()),
+                current_path: r.current.clone(),
+                kept: r
+                    .releases
+                    .into_iter()
+                    .map(|k| KeptReleaseStatus {
+                        deployment_id: k.deployment_id,
+                        dir: k.dir,
+                        revision: k.revision_description,
+                    })
+                    .collect(),
+            });
             groups.push(GroupStatus {
                 group: info.group,
                 application: info.application,
                 group_id: info.group_id,
                 deployments,
+                releases,
             });
         }
         Ok(Status {
@@ -227,6 +259,17 @@ impl Status {
                     esc(&g.group),
                     esc(&g.application)
                 ));
+            }
+            if let Some(r) = &g.releases {
+                line(format!(
+                    "    current:    {} -> release of {}",
+                    r.current_path.display(),
+                    r.current
+                        .as_deref()
+                        .map_or("no kept release".to_string(), esc)
+                ));
+                let kept: Vec<String> = r.kept.iter().map(|k| esc(&k.deployment_id)).collect();
+                line(format!("    kept:       {}", kept.join(", ")));
             }
             for d in &g.deployments {
                 let when = d

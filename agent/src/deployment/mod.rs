@@ -350,7 +350,11 @@ impl Deployer {
                 None => release::asked_identity(req),
             },
         };
-        state::write_json(&self.state.group(&req.group_id).last_success_path(), &last)
+        state::write_json(&self.state.group(&req.group_id).last_success_path(), &last)?;
+        if revision.spec.releases.is_some() && revision.kept.is_none() {
+            release::drop_downloaded_archive(&self.state, req, &revision.root);
+        }
+        Ok(())
     }
 
     /// Keeps the newest `keep` deployment directories of a group (by id) and always the one

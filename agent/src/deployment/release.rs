@@ -333,3 +333,23 @@ pub(super) fn install_release(
     }
     Ok(Step::Succeeded)
 }
+
+/// A kept release keeps its extracted revision for its hooks, not the archive it came from:
+/// the downloaded archive goes once the release is installed (a Git checkout is the revision
+/// itself and stays). Best effort: a failure only costs disk.
+pub(super) fn drop_downloaded_archive(
+    state: &state::StateDir,
+    req: &DeploymentRequest,
+    root: &Path,
+) {
+    let download = state
+        .group(&req.group_id)
+        .deployment(&req.deployment_id)
+        .download_dir();
+    if root.starts_with(&download) || !download.is_dir() {
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(&download) {
+        tracing::warn!("removing {}: {e}", download.display());
+    }
+}

@@ -213,6 +213,15 @@ fn releases_switch_roll_back_without_a_download_and_a_rollback_on_the_box_is_rep
         read(&out_dir.join("seen-AfterInstall")),
         "index.html\nonly-v2.txt\nv2\n"
     );
+    // A kept release keeps its extracted revision, not the archive it was downloaded as.
+    let d1_dir = fs::read_dir(web.dir.join("state/deployment-groups"))
+        .expect("groups")
+        .flatten()
+        .map(|g| g.path().join("deployments").join(&d1))
+        .find(|d| d.is_dir())
+        .expect("d1's deployment directory");
+    assert!(d1_dir.join("archive/appspec.yml").is_file());
+    assert!(!d1_dir.join("download").exists());
     let downloads = bundle_downloads(&c);
     assert!(
         downloads >= 2,

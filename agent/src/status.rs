@@ -403,4 +403,39 @@ mod tests {
             "control characters escaped: {text}"
         );
     }
+
+    #[test]
+    fn a_group_with_releases_shows_where_current_points_and_what_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let group = state.prepare_group("g-1", "shop", "web", true).unwrap();
+        let releases = dir.path().join("srv/releases");
+        let current = dir.path().join("srv/current");
+        let kept = |id: &str| state::KeptRelease {
+            deployment_id: id.into(),
+            dir: releases.join(id),
+            identity: None,
+            revision_description: format!("revision of {id}"),
+            bundle_root: None,
+            appspec: None,
+            installed_at_ms: 1,
+        };
+        let mut record = state::ReleasesRecord::new(&current);
+        record.releases = vec![kept("d-1"), kept("d-2\u{1b}[2J")];
+        group.write_releases(&record).unwrap();
+        std::fs::create_dir_all(releases.join("d-1")).unwrap();
+        std::os::unix::fs::symlink(releases.join("d-1"), &current).unwrap();
+        let status = Status::read(&state).unwrap();
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["groups"][0]["releases"]["current"], "d-1");
+        assert_eq!(
+            json["groups"][0]["releases"]["kept"][1]["revision"],
+            "revision of d-2\u{1b}[2J"
+        );
+        let text = status.render();
+        assert!(text.contains("current:    "), "{text}");
+        assert!(text.contains("-> release of d-1"), "{text}");
+        assert!(text.contains("kept:       d-1, d-2"), "{text}");
+        assert!(!text.contains('\u{1b}'), "escaped: {text}");
+    }
 }

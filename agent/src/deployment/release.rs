@@ -353,3 +353,54 @@ pub(super) fn drop_downloaded_archive(
         tracing::warn!("removing {}: {e}", download.display());
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use hoist_protocol::agent::Revision;
+
+    fn kept(identity: Option<RevisionIdentity>) -> KeptRelease {
+        KeptRelease {
+            deployment_id: "d-1".into(),
+            dir: "/srv/releases/d-1".into(),
+            identity,
+            revision_description: "v1".into(),
+            bundle_root: None,
+            appspec: None,
+            installed_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_kept_release_is_switched_to_only_for_the_revision_it_holds() {
+        let sha = |s: &str| {
+            RevisionIdentity::of(&Revision::Coordinator {
+                sha256: s.into(),
+                size: 1,
+            })
+        };
+        let git = RevisionIdentity::of(&Revision::Git {
+            repository: "https://git.example/shop".into(),
+            commit: "AB".repeat(20),
+        });
+        assert_eq!(git, Some(RevisionIdentity::Commit("ab".repeat(20))));
+        let release = kept(sha("AA11"));
+        assert_eq!(check_kept_revision(&release, sha("aa11").as_ref()), Ok(()));
+        assert_eq!(
+            check_kept_revision(&release, None),
+            Ok(()),
+            "hoist-agent rollback"
+        );
+        let wrong = check_kept_revision(&release, sha("bb22").as_ref()).unwrap_err();
+        assert_eq!(
+            wrong,
+            "release /srv/releases/d-1 holds sha256 aa11, not the sha256 bb22 asked for"
+        );
+        let unknown = check_kept_revision(&kept(None), git.as_ref()).unwrap_err();
+        assert!(
+            unknown.contains("a revision of unknown identity"),
+            "{unknown}"
+        );
+    }
+}

@@ -50,6 +50,10 @@ pub struct CreateArgs {
     pub group: String,
     #[command(flatten)]
     pub rev: RevisionArgs,
+    /// The group's previous successful revision instead: with hoist.releases, hosts that
+    /// kept it switch back without a download.
+    #[arg(long, group = "source")]
+    pub previous: bool,
     /// DISALLOW, OVERWRITE or RETAIN (the appspec's own value wins).
     #[arg(long)]
     pub file_exists_behavior: Option<String>,
@@ -76,12 +80,8 @@ pub struct CreateArgs {
 /// What to deploy: a registered revision or one given inline (`deploy create` and
 /// `release create` take the same flags).
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["revision", "s3", "url", "git", "previous"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["revision", "s3", "url", "git"])))]
 pub struct RevisionArgs {
-    /// The group's previous successful revision (`deploy create` only): with
-    /// hoist.releases, hosts that kept it switch back without a download.
-    #[arg(long)]
-    pub previous: bool,
     /// A revision id from `hoist push`.
     #[arg(long)]
     pub revision: Option<String>,
@@ -117,9 +117,6 @@ impl RevisionArgs {
 fn source(a: &RevisionArgs) -> Result<RevisionSource, UsageError> {
     if let Some(id) = &a.revision {
         return Ok(RevisionSource::Id(id.clone()));
-    }
-    if a.previous {
-        return Ok(RevisionSource::Previous);
     }
     let sha256 = || {
         a.sha256
@@ -171,7 +168,11 @@ pub async fn run(
             let req = CreateDeployment {
                 application: args.app.clone(),
                 deployment_group: args.group.clone(),
-                revision: args.rev.source()?,
+                revision: if args.previous {
+                    RevisionSource::Previous
+                } else {
+                    args.rev.source()?
+                },
                 file_exists_behavior: args.file_exists_behavior.clone(),
                 ignore_application_stop_failures: args.ignore_application_stop_failures,
                 events: args.events.clone(),

@@ -78,12 +78,6 @@ fn who(by: Option<String>) -> String {
 pub async fn run(client: &Client, cmd: ReleaseCommand) -> Result<ExitCode> {
     match cmd {
         ReleaseCommand::Create(args) => {
-            if args.rev.previous {
-                return Err(super::UsageError(
-                    "--previous names a deployment group's revision: use it with `hoist deploy create`".into(),
-                )
-                .into());
-            }
             let req = CreateRelease {
                 revision: args.rev.source()?,
             };

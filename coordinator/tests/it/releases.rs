@@ -150,8 +150,10 @@ async fn deploy_create_previous_deploys_the_groups_previous_successful_revision(
         server.deployment(&id).await.revision_id.as_deref(),
         Some(r2.as_str())
     );
+    // A pipeline's release takes a revision, not a group's.
     let out = server
         .hoist(&["release", "create", "--pipeline", "nothing", "--previous"])
         .await;
     assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--previous"), "{}", out.stderr);
 }

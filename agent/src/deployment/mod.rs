@@ -233,49 +233,19 @@ impl Deployer {
                     let Some(started) = journal.begin(event)? else {
                         break journal.stopped_before(event);
                     };
-                    let group = self.state.group(&req.group_id);
-                    let kept = release::kept_release_for(&group, req)?;
-                    if let Some(kept) = kept {
-                        match release::prepared_from(&kept) {
-                            Ok(revision) => {
-                                let why = format!(
-                                    "{} is kept on this host as release {}: nothing to download",
-                                    kept.revision_description,
-                                    kept.dir.display()
-                                );
-                                journal.log.note(&why);
-                                match journal.end(event, records::Step::Skipped(why), started)? {
-                                    Some(ending) => Phase::Ended(ending),
-                                    None => Phase::NewRevision { revision, events },
-                                }
-                            }
-                            Err(why) => Phase::Ended(journal.halted(
-                                event,
-                                records::Halt::failed(
-                                    hoist_protocol::agent::ErrorCode::BundleInvalid,
-                                    why,
-                                ),
-                                started,
-                            )?),
+                    match self.new_revision(&journal).await? {
+                        Ok((revision, None)) => {
+                            journal.succeeded(event, started)?;
+                            Phase::NewRevision { revision, events }
                         }
-                    } else if matches!(req.source, Source::Kept(_)) {
-                        Phase::Ended(journal.halted(
-                            event,
-                            records::Halt::failed(
-                                hoist_protocol::agent::ErrorCode::BundleInvalid,
-                                "no such kept release to roll back to (it is the current one, \
-                                 was pruned, or its revision is no longer on this host)",
-                            ),
-                            started,
-                        )?)
-                    } else {
-                        match self.download(&journal).await? {
-                            Ok(revision) => {
-                                journal.succeeded(event, started)?;
-                                Phase::NewRevision { revision, events }
+                        // A kept release: DownloadBundle had nothing to do, and says why.
+                        Ok((revision, Some(why))) => {
+                            match journal.end(event, records::Step::Skipped(why), started)? {
+                                Some(ending) => Phase::Ended(ending),
+                                None => Phase::NewRevision { revision, events },
                             }
-                            Err(halt) => Phase::Ended(journal.halted(event, halt, started)?),
                         }
+                        Err(halt) => Phase::Ended(journal.halted(event, halt, started)?),
                     }
                 }
                 Phase::NewRevision {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use hoist_appspec::{AppSpec, FileExistsBehavior, LifecycleEvent, Releases};
 use hoist_protocol::agent::ErrorCode;
 
-use super::records::Step;
+use super::records::{Halt, Step};
 use super::{DeploymentRequest, Prepared, Source};
 use crate::hooks::HookLog;
 use crate::install::{self, releases as layout, InstalledFiles};
@@ -69,6 +69,44 @@ pub(super) fn kept_release_for(
         Source::Local(_) => None,
     };
     Ok(found.cloned())
+}
+
+impl super::Deployer {
+    /// DownloadBundle's revision: a kept release of the revision asked for (or the one
+    /// `hoist-agent rollback` names), with why nothing was downloaded, else the revision
+    /// fetched and prepared as always.
+    pub(super) async fn new_revision(
+        &self,
+        journal: &super::journal::Journal<'_>,
+    ) -> anyhow::Result<Result<(Prepared, Option<String>), Halt>> {
+        let req = journal.req;
+        let kept = kept_release_for(&self.state.group(&req.group_id), req)?;
+        if let Some(kept) = kept {
+            return Ok(match prepared_from(&kept) {
+                Ok(revision) => {
+                    let why = format!(
+                        "{} is kept on this host as release {}: nothing to download",
+                        kept.revision_description,
+                        kept.dir.display()
+                    );
+                    journal.log.note(&why);
+                    Ok((revision, Some(why)))
+                }
+                Err(why) => Err(Halt::failed(ErrorCode::BundleInvalid, why)),
+            });
+        }
+        if matches!(req.source, Source::Kept(_)) {
+            return Ok(Err(Halt::failed(
+                ErrorCode::BundleInvalid,
+                "no such kept release to roll back to (it is the current one, was pruned, or \
+                 its revision is no longer on this host)",
+            )));
+        }
+        Ok(self
+            .download(journal)
+            .await?
+            .map(|revision| (revision, None)))
+    }
 }
 
 /// The kept release as the deployment's new revision: its kept appspec and extracted tree.

@@ -148,11 +148,18 @@ fn releases_after_crash(state: &StateDir, group_id: &str, deployment_id: &str) -
             r.dir.display(),
             r.deployment_id
         ),
-        None => format!(
-            "{} points to no recorded release ({})",
-            record.current.display(),
-            target.map_or("not a symlink".to_string(), |t| t.display().to_string())
-        ),
+        None => match target {
+            Some(t) => format!(
+                "{} points to {}, not a recorded release",
+                record.current.display(),
+                t.display()
+            ),
+            None if record.current.is_dir() => format!(
+                "{} is still the directory it was before releases",
+                record.current.display()
+            ),
+            None => format!("{} does not exist yet", record.current.display()),
+        },
     })
 }
 
@@ -254,6 +261,64 @@ mod tests {
             record: None,
         };
         state::write_json(&state.in_flight_path(), &marker).expect("plant marker");
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_release_is_removed_and_the_message_says_where_current_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let group = state.prepare_group("g-1", "shop", "web", true).unwrap();
+        let srv = dir.path().join("srv");
+        let current = srv.join("current");
+        let complete = srv.join("releases/d-0");
+        std::fs::create_dir_all(&complete).unwrap();
+        let unfinished = srv.join("releases/d-1");
+        std::fs::create_dir_all(unfinished.join("half")).unwrap();
+        let mut record = state::ReleasesRecord::new(&current);
+        record.releases.push(state::KeptRelease {
+            deployment_id: "d-0".into(),
+            dir: complete.clone(),
+            identity: None,
+            revision_description: "v0".into(),
+            bundle_root: None,
+            appspec: None,
+            installed_at_ms: 1,
+        });
+        group.write_releases(&record).unwrap();
+        std::os::unix::fs::symlink(&complete, &current).unwrap();
+        let marker = InFlight {
+            schema_version: state::SCHEMA_VERSION,
+            deployment_id: "d-1".into(),
+            command_id: None,
+            application: "shop".into(),
+            group: "web".into(),
+            group_id: Some("g-1".into()),
+            agent_pid: 1,
+            started_at_ms: 1,
+            event: "Install".into(),
+            event_started_at_ms: 1,
+            script: None,
+            pgid: None,
+            boot_id: None,
+            pgid_start_time: None,
+            record: None,
+        };
+        state::write_json(&state.in_flight_path(), &marker).unwrap();
+        let r = recover(&state, None, Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(r.unwrap().event, "Install");
+        assert!(!unfinished.exists(), "the unfinished release is removed");
+        assert!(complete.is_dir());
+        let note = releases_after_crash(&state, "g-1", "d-1").unwrap();
+        assert_eq!(
+            note,
+            format!(
+                "{} points to the complete release {} (deployment d-0)",
+                current.display(),
+                complete.display()
+            )
+        );
     }
 
     fn reported(outbox: &Outbox) -> Vec<ReportBody> {

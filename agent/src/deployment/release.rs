@@ -222,7 +222,13 @@ pub(super) fn install_release(
     let release = layout::release_dir(releases, &ctx.deployment_id);
     let mut record = match ctx.group.releases()? {
         Some(r) if r.current == *current => r,
-        _ => ReleasesRecord::new(current),
+        _ => {
+            // Written before the first file, so recovery after a crash knows where this
+            // group's releases are, and removes an unfinished one.
+            let r = ReleasesRecord::new(current);
+            ctx.group.write_releases(&r)?;
+            r
+        }
     };
     if std::fs::symlink_metadata(&release).is_ok() {
         if std::fs::read_link(current).ok().as_deref() == Some(release.as_path()) {

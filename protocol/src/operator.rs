@@ -693,6 +693,21 @@ mod tests {
     }
 
     #[test]
+    fn the_previous_revision_is_a_plain_word_beside_the_earlier_forms() {
+        let json = serde_json::to_string(&RevisionSource::Previous).expect("serializes");
+        assert_eq!(json, r#""previous""#);
+        for (text, want) in [
+            (r#""previous""#, RevisionSource::Previous),
+            (r#"{"id":"r-1"}"#, RevisionSource::Id("r-1".into())),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<RevisionSource>(text).expect("parses"),
+                want
+            );
+        }
+    }
+
+    #[test]
     fn create_deployment_names_a_missing_field() {
         let err = serde_json::from_str::<CreateDeployment>(
             r#"{"application":"a","revision":{"id":"r-1"}}"#,

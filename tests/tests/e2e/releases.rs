@@ -497,3 +497,76 @@ fn a_bundle_without_the_section_installs_in_place_as_before() {
         "no record of releases"
     );
 }
+
+#[test]
+fn a_git_commit_kept_as_a_release_is_switched_back_to_without_fetching() {
+    let s = Scratch::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let srv = s.join("srv");
+    let current = srv.join("current");
+    // Two commits of one release bundle: the files of v1, then those of v2 over them.
+    let (v1, v2) = (s.join("v1"), s.join("v2"));
+    release_bundle(&v1, &srv, "v1", &[]);
+    release_bundle(&v2, &srv, "v2", &[]);
+    let files = |dir: &Path| -> Vec<(String, String)> {
+        hoist_tests::walk(dir)
+            .into_iter()
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let rel = p.strip_prefix(dir).expect("inside").display().to_string();
+                (rel, read(&p))
+            })
+            .collect()
+    };
+    let (f1, mut f2) = (files(&v1), files(&v2));
+    // The second commit writes v2's files over v1's (it removes none): index.html tells them
+    // apart.
+    f2.retain(|(p, _)| !p.starts_with("site/only-"));
+    let r1: Vec<(&str, &str)> = f1.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let r2: Vec<(&str, &str)> = f2.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let git_root = s.join("git");
+    fs::create_dir_all(&git_root).expect("mkdir");
+    let commits = hoist_tests::servers::bare_repo(&git_root, "app.git", &[&r1, &r2]);
+    let server = rt.block_on(hoist_tests::servers::start_git_http(&git_root, true));
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = c.shop_web(&[]);
+    let extra = format!(
+        "git:\n  username: {}\n  password: {}\n  hosts: [127.0.0.1]\n",
+        hoist_tests::servers::GIT_HTTP_USER,
+        hoist_tests::servers::GIT_HTTP_PASSWORD
+    );
+    let _web = Agent::start_with(
+        &s,
+        "web-1",
+        &c,
+        &token,
+        "role: web",
+        hoist_tests::fleet::AgentOptions {
+            extra_yaml: &extra,
+            ..Default::default()
+        },
+    );
+    wait_for("web-1 registered", Duration::from_secs(30), || {
+        c.hoist_ok(&["hosts", "list"]).contains("web-1")
+    });
+    let url = server.url("/app.git");
+    let d1 = deploy_ok(&c, &["--git", &url, "--commit", &commits[0]]);
+    let d2 = deploy_ok(&c, &["--git", &url, "--commit", &commits[1]]);
+    assert_eq!(target(&current), srv.join("releases").join(&d2));
+    assert_eq!(read(&current.join("index.html")), "v2\n");
+    let fetched = server.requests().len();
+    assert!(fetched > 0, "the commits were fetched");
+
+    deploy_ok(&c, &["--git", &url, "--commit", &commits[0]]);
+    assert_eq!(target(&current), srv.join("releases").join(&d1));
+    assert_eq!(read(&current.join("index.html")), "v1\n");
+    assert_eq!(
+        server.requests().len(),
+        fetched,
+        "the Git server saw no request"
+    );
+}

@@ -3,8 +3,9 @@
 //! whole; during the second's Install `current` still serves the first; redeploying the
 //! first revision (and `--previous`) switches back without a request to the bundle route;
 //! `hoist-agent rollback` switches on the box and is told to the coordinator; `kill -9` of
-//! the agent around the switch leaves a complete release behind `current`; a bundle without
-//! the section installs as before.
+//! the agent around the switch leaves a complete release behind `current`; a Git commit
+//! kept as a release is switched back to without a request to the Git server; a bundle
+//! without the section installs as before.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

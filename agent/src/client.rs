@@ -359,6 +359,22 @@ impl Client {
             .await
     }
 
+    /// Tells the coordinator about a rollback made on the host (`hoist-agent rollback`).
+    pub async fn local_rollback(
+        &self,
+        host: &HostCredentials,
+        req: &hoist_protocol::agent::LocalRollback,
+    ) -> Result<hoist_protocol::agent::LocalRollbackAck, ClientError> {
+        self.post_as_host(
+            host,
+            "/hosts/rollbacks",
+            req,
+            REQUEST_TIMEOUT,
+            "local rollback",
+        )
+        .await
+    }
+
     pub async fn report(
         &self,
         host: &HostCredentials,

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Run(a) => cli::run::run(a, shutdown).await,
             Command::Status(a) => cli::status::run(a).await,
             Command::Deploy(a) => cli::deploy::run(a, shutdown).await,
+            Command::Rollback(a) => cli::rollback::run(a, shutdown).await,
             Command::Validate(a) => cli::validate::run(a).await,
             Command::Generate(what) => cli::generate(&what),
         };

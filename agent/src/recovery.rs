@@ -62,7 +62,14 @@ pub async fn recover(
         },
         _ => None,
     };
-    let message = format!("agent restarted during {}", in_flight.event);
+    let mut message = format!("agent restarted during {}", in_flight.event);
+    if let Some(note) = in_flight
+        .group_id
+        .as_deref()
+        .and_then(|id| releases_after_crash(state, id, &in_flight.deployment_id))
+    {
+        message = format!("{message}; {note}");
+    }
     // One record of the interrupted event and of the deployment's end: what the host keeps
     // and what the coordinator is told are made from them.
     let event = EventRecord {
@@ -115,6 +122,45 @@ pub async fn recover(
         event: in_flight.event,
         killed_pgid,
     }))
+}
+
+/// For a group with releases (`hoist.releases`): which complete release `current` points at
+/// after the crash, and the interrupted deployment's release directory removed when it never
+/// became a recorded release (it may be partly written; a recorded one was complete).
+fn releases_after_crash(state: &StateDir, group_id: &str, deployment_id: &str) -> Option<String> {
+    let record = state.group(group_id).releases().ok().flatten()?;
+    let releases_dir = record.current.parent()?.join("releases");
+    let own = releases_dir.join(state::encode_name(deployment_id));
+    let target = std::fs::read_link(&record.current).ok();
+    if target.as_deref() != Some(own.as_path())
+        && record.find(deployment_id).is_none()
+        && own.is_dir()
+    {
+        match std::fs::remove_dir_all(&own) {
+            Ok(()) => info!("removed the unfinished release {}", own.display()),
+            Err(e) => warn!("removing the unfinished release {}: {e}", own.display()),
+        }
+    }
+    Some(match record.current_release() {
+        Some(r) => format!(
+            "{} points to the complete release {} (deployment {})",
+            record.current.display(),
+            r.dir.display(),
+            r.deployment_id
+        ),
+        None => match target {
+            Some(t) => format!(
+                "{} points to {}, not a recorded release",
+                record.current.display(),
+                t.display()
+            ),
+            None if record.current.is_dir() => format!(
+                "{} is still the directory it was before releases",
+                record.current.display()
+            ),
+            None => format!("{} does not exist yet", record.current.display()),
+        },
+    })
 }
 
 /// The record that got further: `result.json` as found, or the one the marker carried at
@@ -215,6 +261,64 @@ mod tests {
             record: None,
         };
         state::write_json(&state.in_flight_path(), &marker).expect("plant marker");
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_release_is_removed_and_the_message_says_where_current_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let group = state.prepare_group("g-1", "shop", "web", true).unwrap();
+        let srv = dir.path().join("srv");
+        let current = srv.join("current");
+        let complete = srv.join("releases/d-0");
+        std::fs::create_dir_all(&complete).unwrap();
+        let unfinished = srv.join("releases/d-1");
+        std::fs::create_dir_all(unfinished.join("half")).unwrap();
+        let mut record = state::ReleasesRecord::new(&current);
+        record.releases.push(state::KeptRelease {
+            deployment_id: "d-0".into(),
+            dir: complete.clone(),
+            identity: None,
+            revision_description: "v0".into(),
+            bundle_root: None,
+            appspec: None,
+            installed_at_ms: 1,
+        });
+        group.write_releases(&record).unwrap();
+        std::os::unix::fs::symlink(&complete, &current).unwrap();
+        let marker = InFlight {
+            schema_version: state::SCHEMA_VERSION,
+            deployment_id: "d-1".into(),
+            command_id: None,
+            application: "shop".into(),
+            group: "web".into(),
+            group_id: Some("g-1".into()),
+            agent_pid: 1,
+            started_at_ms: 1,
+            event: "Install".into(),
+            event_started_at_ms: 1,
+            script: None,
+            pgid: None,
+            boot_id: None,
+            pgid_start_time: None,
+            record: None,
+        };
+        state::write_json(&state.in_flight_path(), &marker).unwrap();
+        let r = recover(&state, None, Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(r.unwrap().event, "Install");
+        assert!(!unfinished.exists(), "the unfinished release is removed");
+        assert!(complete.is_dir());
+        let note = releases_after_crash(&state, "g-1", "d-1").unwrap();
+        assert_eq!(
+            note,
+            format!(
+                "{} points to the complete release {} (deployment d-0)",
+                current.display(),
+                complete.display()
+            )
+        );
     }
 
     fn reported(outbox: &Outbox) -> Vec<ReportBody> {

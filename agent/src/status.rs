@@ -64,6 +64,24 @@ pub struct GroupStatus {
     /// that no command has claimed yet.
     pub group_id: Option<String>,
     pub deployments: Vec<DeploymentStatus>,
+    /// With `hoist.releases`: the `current` link and the releases kept, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub releases: Option<ReleasesStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReleasesStatus {
+    pub current_path: PathBuf,
+    /// The deployment whose release `current` points at; `None` when it points elsewhere.
+    pub current: Option<String>,
+    pub kept: Vec<KeptReleaseStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeptReleaseStatus {
+    pub deployment_id: String,
+    pub dir: PathBuf,
+    pub revision: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -138,11 +156,25 @@ impl Status {
                     }
                 })
                 .collect();
+            let releases = group.releases().ok().flatten().map(|r| ReleasesStatus {
+                current: r.current_release().map(|c| c.deployment_id.clone()),
+                current_path: r.current.clone(),
+                kept: r
+                    .releases
+                    .into_iter()
+                    .map(|k| KeptReleaseStatus {
+                        deployment_id: k.deployment_id,
+                        dir: k.dir,
+                        revision: k.revision_description,
+                    })
+                    .collect(),
+            });
             groups.push(GroupStatus {
                 group: info.group,
                 application: info.application,
                 group_id: info.group_id,
                 deployments,
+                releases,
             });
         }
         Ok(Status {
@@ -235,6 +267,17 @@ impl Status {
                     esc(&g.group),
                     esc(&g.application)
                 ));
+            }
+            if let Some(r) = &g.releases {
+                line(format!(
+                    "    current:    {} -> release of {}",
+                    r.current_path.display(),
+                    r.current
+                        .as_deref()
+                        .map_or("no kept release".to_string(), esc)
+                ));
+                let kept: Vec<String> = r.kept.iter().map(|k| esc(&k.deployment_id)).collect();
+                line(format!("    kept:       {}", kept.join(", ")));
             }
             for d in &g.deployments {
                 let when = d
@@ -367,5 +410,40 @@ mod tests {
             !text.contains('\u{1b}'),
             "control characters escaped: {text}"
         );
+    }
+
+    #[test]
+    fn a_group_with_releases_shows_where_current_points_and_what_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let group = state.prepare_group("g-1", "shop", "web", true).unwrap();
+        let releases = dir.path().join("srv/releases");
+        let current = dir.path().join("srv/current");
+        let kept = |id: &str| state::KeptRelease {
+            deployment_id: id.into(),
+            dir: releases.join(id),
+            identity: None,
+            revision_description: format!("revision of {id}"),
+            bundle_root: None,
+            appspec: None,
+            installed_at_ms: 1,
+        };
+        let mut record = state::ReleasesRecord::new(&current);
+        record.releases = vec![kept("d-1"), kept("d-2\u{1b}[2J")];
+        group.write_releases(&record).unwrap();
+        std::fs::create_dir_all(releases.join("d-1")).unwrap();
+        std::os::unix::fs::symlink(releases.join("d-1"), &current).unwrap();
+        let status = Status::read(&state).unwrap();
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["groups"][0]["releases"]["current"], "d-1");
+        assert_eq!(
+            json["groups"][0]["releases"]["kept"][1]["revision"],
+            "revision of d-2\u{1b}[2J"
+        );
+        let text = status.render();
+        assert!(text.contains("current:    "), "{text}");
+        assert!(text.contains("-> release of d-1"), "{text}");
+        assert!(text.contains("kept:       d-1, d-2"), "{text}");
+        assert!(!text.contains('\u{1b}'), "escaped: {text}");
     }
 }

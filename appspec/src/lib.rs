@@ -3,7 +3,7 @@
 //! Layout:
 //! - [`model`]: the validated appspec (what the agent acts on).
 //! - [`parse`]: YAML in, a validated [`AppSpec`] plus warnings out, or every problem at once.
-//!   Private helpers: `walk` (YAML shapes and key paths), `permissions`, `acl` (setfacl
+//!   Private helpers: `releases` (the Hoist section, `hoist:`), `walk` (YAML shapes and key paths), `permissions`, `acl` (setfacl
 //!   entries), `selinux` (context ranges).
 //!
 //! This crate is pure: it reads no files and runs no commands. Callers read the file
@@ -13,11 +13,13 @@ mod acl;
 pub mod model;
 mod parse;
 mod permissions;
+mod releases;
 mod selinux;
 mod walk;
 
 pub use model::*;
 pub use parse::parse;
+pub use releases::RELEASES_HELP;
 
 /// One problem or remark about an appspec, with the key path it concerns.
 ///

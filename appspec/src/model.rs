@@ -132,6 +132,9 @@ pub struct AppSpec {
     pub permissions: Vec<Permission>,
     /// Hooks per event, in appspec order within each event. Only known, non-built-in events.
     pub hooks: Vec<(LifecycleEvent, Vec<Hook>)>,
+    /// The Hoist section's release layout (`hoist.releases`); `None` installs in place, as
+    /// CodeDeploy does.
+    pub releases: Option<Releases>,
 }
 
 impl AppSpec {
@@ -144,6 +147,33 @@ impl AppSpec {
             .unwrap_or(&[])
     }
 }
+
+/// `hoist.releases`: files bound for `current` are installed into a new
+/// `releases/<deployment id>/` beside it, and `current` becomes a symlink to that directory
+/// by one atomic rename at the end of Install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Releases {
+    /// Absolute and normalized; equal to one of the appspec's `files[].destination`.
+    pub current: PathBuf,
+    /// Releases kept on the host, the current and the previous one always among them.
+    pub keep: usize,
+}
+
+impl Releases {
+    /// The directory holding the releases: `releases/` beside `current`.
+    pub fn releases_dir(&self) -> PathBuf {
+        match self.current.parent() {
+            Some(parent) => parent.join("releases"),
+            // The parser refuses `/` as `current`.
+            None => PathBuf::from("/releases"),
+        }
+    }
+}
+
+/// The releases kept when `hoist.releases.keep` is not given.
+pub const DEFAULT_RELEASES_KEEP: usize = 5;
+/// The bounds of `hoist.releases.keep`: the current and the previous release, at least.
+pub const RELEASES_KEEP_RANGE: std::ops::RangeInclusive<usize> = 2..=50;
 
 /// One `files` entry. `source` is relative to the bundle root ("/" or "" means the whole
 /// bundle); `destination` is an absolute path on the host.

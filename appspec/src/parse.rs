@@ -27,6 +27,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "file_exists_behavior",
     "permissions",
     "hooks",
+    "hoist",
 ];
 const FILE_KEYS: &[&str] = &["source", "destination"];
 const HOOK_KEYS: &[&str] = &["location", "timeout", "runas", "sudo"];
@@ -135,6 +136,9 @@ fn appspec(report: &mut Report, document: &Value) -> AppSpec {
     }
     if let Some(value) = fields.get("hooks") {
         spec.hooks = hooks(report, value);
+    }
+    if let Some(value) = fields.get("hoist") {
+        spec.releases = crate::releases::hoist_section(report, value, &spec.files);
     }
     spec
 }
@@ -437,7 +441,71 @@ mod tests {
                 writeln!(out).unwrap();
             }
         }
+        if let Some(r) = &spec.releases {
+            writeln!(out, "releases {} keep {}", r.current.display(), r.keep).unwrap();
+        }
         out
+    }
+
+    #[test]
+    fn hoist_releases_section() {
+        let files = "files:\n  - source: /\n    destination: /srv/shop/current\n";
+        let with = |section: &str| format!("{files}hoist:\n{section}");
+        check_body(
+            &with("  releases:\n    current: /srv/shop/current/\n    keep: 3\n"),
+            r#"
+file "/" -> /srv/shop/current
+releases /srv/shop/current keep 3
+"#,
+        );
+        check_body(
+            &with("  releases:\n    current: /srv/shop/./current\n"),
+            r#"
+file "/" -> /srv/shop/current
+releases /srv/shop/current keep 5
+"#,
+        );
+        // An empty section is no section.
+        check_body(&with("  releases:\n"), r#"file "/" -> /srv/shop/current"#);
+        check_body(
+            &with(
+                "  releases:\n    current: srv/current\n    keep: 1\n    kept: 2\n  signed: true\n",
+            ),
+            r#"
+error: hoist.signed: unknown key (the keys of hoist are releases)
+error: hoist.releases.kept: unknown key (the keys of hoist.releases are current, keep)
+error: hoist.releases.current: must be an absolute path, got "srv/current"
+error: hoist.releases.keep: must be a whole number from 2 to 50 (the current and the previous release are always kept), got 1
+"#,
+        );
+        check_body(
+            &with("  releases:\n    current: /srv/other\n    keep: many\n"),
+            r#"
+error: hoist.releases.current: "/srv/other" must be the destination of one of this appspec's files entries (the files installed into each release)
+error: hoist.releases.keep: must be a whole number from 2 to 50 (the current and the previous release are always kept), got "many"
+"#,
+        );
+        check_body(
+            &with("  releases:\n    keep: 51\n"),
+            r#"
+error: hoist.releases.current: required: the files destination that becomes a symlink
+error: hoist.releases.keep: must be a whole number from 2 to 50 (the current and the previous release are always kept), got 51
+"#,
+        );
+        check_body(
+            "files:\n  - source: /\n    destination: /srv/shop/current\n  - source: etc\n    destination: /srv\nhoist:\n  releases:\n    current: /srv/shop/current\n",
+            r#"
+error: files[1].destination: /srv contains hoist.releases.current "/srv/shop/current": with releases, files go into current or beside it, not around it
+"#,
+        );
+        check_body(
+            "hoist: [releases]\n",
+            "error: hoist: expected a mapping (with releases), found a list",
+        );
+        check_body(
+            "hoist:\n  releases:\n    current: /\n",
+            "error: hoist.releases.current: must not be / (releases/ is made beside it)",
+        );
     }
 
     #[test]

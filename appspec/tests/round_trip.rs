@@ -304,6 +304,7 @@ fn appspec() -> impl Strategy<Value = AppSpec> {
                 file_exists_behavior,
                 permissions,
                 hooks,
+                releases: None,
             },
         )
 }

@@ -1,4 +1,5 @@
-//! `hoist-bench`: measures the real `hoist` and `hoist-agent` binaries — bundle apply, pickup
+//! `hoist-bench`: measures the real `hoist` and `hoist-agent` binaries — bundle apply, instant
+//! rollback, pickup
 //! latency, agent footprint, coordinator capacity, catch-up at scale — each against a baseline run in the same
 //! invocation, prints a table (median, min, max, ratio) and writes the same as JSON.
 //!
@@ -17,6 +18,7 @@ mod held_polls;
 mod pickup;
 mod procs;
 mod report;
+mod rollback;
 mod s3;
 
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ enum Which {
     /// Bundle apply by `hoist-agent deploy` from S3, against sha256sum + tar/unzip + cp -a;
     /// the web-app example's fixed cost, quiet and on a busy host, and its syncs.
     Apply(#[command(flatten)] Opts),
+    /// `hoist-agent rollback` to a kept release (hoist.releases) against a redeploy.
+    Rollback(#[command(flatten)] Opts),
     /// Time from `hoist deploy create` returning to agents starting DownloadBundle.
     Pickup(#[command(flatten)] Opts),
     /// RSS and CPU of an idle agent; RSS after many deployments.
@@ -105,6 +109,7 @@ fn run(which: Which) -> anyhow::Result<()> {
         return held_polls::floor::serve(args);
     }
     let (Which::Apply(o)
+    | Which::Rollback(o)
     | Which::Pickup(o)
     | Which::Footprint(o)
     | Which::Coordinator(o)
@@ -148,6 +153,13 @@ fn run(which: Which) -> anyhow::Result<()> {
         let (small, small_notes) = apply_small::run(&bins, &work.join("apply-small"), p)?;
         measurements.extend(small);
         notes.extend(small_notes);
+    }
+    if all || matches!(which, Which::Rollback(_)) {
+        let p = rollback::Params {
+            runs: o.runs.unwrap_or(if o.quick { 4 } else { 10 }).max(2),
+            files: if o.quick { 200 } else { 5000 },
+        };
+        measurements.extend(rollback::run(&bins, &work.join("rollback"), p)?);
     }
     if all || matches!(which, Which::Pickup(_)) {
         let p = pickup::Params {

@@ -245,6 +245,8 @@ pub fn quick_all_measurements(postgres: bool) -> Vec<String> {
         "apply.web_app.seconds",
         "apply.web_app.busy_seconds",
         "apply.web_app.syncs",
+        "rollback.switch_seconds",
+        "rollback.command_seconds",
         "pickup.agents_1.seconds",
         "pickup.agents_5.seconds",
         "footprint.idle_rss_mib",

@@ -96,6 +96,25 @@ pub struct HeartbeatAck {
     pub aborted: bool,
 }
 
+/// `POST /v1/hosts/rollbacks`: the host switched a group back to a release it kept, by
+/// `hoist-agent rollback` on the box rather than by a command, and now runs the revision of
+/// deployment `deployment_id` there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRollback {
+    pub group_id: String,
+    /// The deployment that installed the release now current.
+    pub deployment_id: String,
+    /// The host's own id of the rollback (its local deployment record).
+    pub rollback_id: String,
+    pub rolled_back_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRollbackAck {
+    /// The host is now shown out of sync in the group, with the rollback as the reason.
+    pub recorded: bool,
+}
+
 /// One host's share of a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {

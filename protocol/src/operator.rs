@@ -380,6 +380,10 @@ pub struct BundleInfo {
 pub enum RevisionSource {
     Id(String),
     Inline(Revision),
+    /// The group's previous successful revision: the newest one an operator's, a rollback's
+    /// or a pipeline's deployment installed successfully that differs from its target now
+    /// (`hoist deploy create --previous`).
+    Previous,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -706,6 +710,21 @@ mod tests {
                 .expect("parses");
         assert!(g.catch_up);
         assert_eq!(g.bake_secs, 0);
+    }
+
+    #[test]
+    fn the_previous_revision_is_a_plain_word_beside_the_earlier_forms() {
+        let json = serde_json::to_string(&RevisionSource::Previous).expect("serializes");
+        assert_eq!(json, r#""previous""#);
+        for (text, want) in [
+            (r#""previous""#, RevisionSource::Previous),
+            (r#"{"id":"r-1"}"#, RevisionSource::Id("r-1".into())),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<RevisionSource>(text).expect("parses"),
+                want
+            );
+        }
     }
 
     #[test]

@@ -244,7 +244,7 @@ fn parse_events(names: &[String]) -> Result<Vec<LifecycleEvent>, String> {
 }
 
 /// Prints one line when an event starts and one when it ends.
-struct Progress;
+pub(super) struct Progress;
 
 impl Observer for Progress {
     fn event_started(&self, event: LifecycleEvent) {

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::trust::Trust;
 
 pub mod deploy;
+pub mod rollback;
 pub mod run;
 pub mod status;
 pub mod validate;
@@ -95,6 +96,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Deploy a bundle on this host through the same engine the daemon uses, with no coordinator.
     Deploy(deploy::DeployArgs),
+    /// Switch a group back to a release kept on this host (appspecs with hoist.releases),
+    /// without a download.
+    Rollback(rollback::RollbackArgs),
     /// Check an appspec file, a bundle directory or an archive, listing every problem.
     Validate(validate::ValidateArgs),
     /// Shell completions and man pages, for the packages.
@@ -115,9 +119,11 @@ pub fn log_filter_default(command: &Command) -> &'static str {
     match command {
         Command::Run(_) => "info",
         // Local commands print their own progress; logs only for warnings.
-        Command::Deploy(_) | Command::Validate(_) | Command::Status(_) | Command::Generate(_) => {
-            "warn"
-        }
+        Command::Deploy(_)
+        | Command::Rollback(_)
+        | Command::Validate(_)
+        | Command::Status(_)
+        | Command::Generate(_) => "warn",
     }
 }
 

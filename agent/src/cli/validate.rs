@@ -63,6 +63,9 @@ fn validate(path: &Path) -> Result<Outcome, CliError> {
     }
     match hoist_appspec::parse(&text) {
         Ok(parsed) => {
+            if let Some(releases) = &parsed.spec.releases {
+                print_releases(releases);
+            }
             let errors = match &root {
                 Some(root) => check_bundle(&parsed.spec, root),
                 None => Vec::new(),
@@ -103,6 +106,21 @@ fn check_bundle(spec: &AppSpec, root: &Path) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// Says what the `hoist.releases` keys of a valid appspec do, with their values.
+fn print_releases(releases: &hoist_appspec::Releases) {
+    for (key, what) in hoist_appspec::RELEASES_HELP {
+        let value = match *key {
+            "hoist.releases.current" => format!("{:?}", releases.current.display().to_string()),
+            _ => releases.keep.to_string(),
+        };
+        println!("info:    {key} = {value}: {what}");
+    }
+    println!(
+        "info:    releases are kept in {:?}",
+        releases.releases_dir().display().to_string()
+    );
 }
 
 /// Links shown by name before the rest are only counted.

@@ -7,7 +7,8 @@
 //! the stop grace period, reports, flushes the outbox briefly and returns.
 //!
 //! Layout: this file is the poll loop; [`register`] gets the host's credentials, [`command`]
-//! runs one command handed out (never twice, heartbeats while it runs), [`reports`] turns
+//! runs one command handed out (never twice, heartbeats while it runs), [`rollbacks`] tells
+//! the coordinator about rollbacks made on the host, [`reports`] turns
 //! a deployment's progress into queued reports and sends them. The end of an event and of a
 //! command are reported from the same values the host records (`state::EventRecord`,
 //! `state::Ending`), as recovery does, never assembled here field by field.
@@ -15,6 +16,7 @@
 mod command;
 mod register;
 mod reports;
+pub mod rollbacks;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,6 +85,11 @@ pub async fn run(config: Config, trust: Trust, shutdown: CancellationToken) -> a
     let Some(host) = register(&config, &state, &client, &shutdown).await? else {
         return Ok(());
     };
+    match rollbacks::send_local_rollbacks(&client, &host, &state).await {
+        Ok(0) => {}
+        Ok(n) => info!("told the coordinator about {n} rollbacks made on this host"),
+        Err(e) => warn!("{e:#}; sent again at the next start"),
+    }
     let sender_stop = CancellationToken::new();
     let sender = tokio::spawn(send_reports(
         client.clone(),

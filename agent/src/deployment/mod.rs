@@ -18,6 +18,7 @@
 mod journal;
 mod phases;
 mod records;
+mod release;
 #[cfg(test)]
 mod tests;
 
@@ -92,6 +93,9 @@ pub enum Source {
     Local(PathBuf),
     /// A revision to fetch during DownloadBundle (the daemon's commands).
     Remote(hoist_protocol::agent::Revision),
+    /// A release kept on this host, by the deployment that installed it
+    /// (`hoist-agent rollback`): switched back to without a download.
+    Kept(String),
 }
 
 /// One deployment to run.
@@ -154,6 +158,9 @@ struct Prepared {
     root: PathBuf,
     appspec_path: PathBuf,
     spec: AppSpec,
+    /// A kept release this deployment switches back to (an instant rollback): Install is
+    /// the switch, BeforeInstall and AfterInstall are skipped.
+    kept: Option<Box<state::KeptRelease>>,
 }
 
 /// Where a deployment is in its lifecycle.
@@ -233,10 +240,17 @@ impl Deployer {
                     let Some(started) = journal.begin(event)? else {
                         break journal.stopped_before(event);
                     };
-                    match self.download(&journal).await? {
-                        Ok(revision) => {
+                    match self.new_revision(&journal).await? {
+                        Ok((revision, None)) => {
                             journal.succeeded(event, started)?;
                             Phase::NewRevision { revision, events }
+                        }
+                        // A kept release: DownloadBundle had nothing to do, and says why.
+                        Ok((revision, Some(why))) => {
+                            match journal.end(event, records::Step::Skipped(why), started)? {
+                                Some(ending) => Phase::Ended(ending),
+                                None => Phase::NewRevision { revision, events },
+                            }
                         }
                         Err(halt) => Phase::Ended(journal.halted(event, halt, started)?),
                     }
@@ -264,9 +278,23 @@ impl Deployer {
                         let Some(started) = journal.begin(event)? else {
                             break journal.stopped_before(event);
                         };
-                        let step = self
-                            .run_hooks(event, &revision.spec, &revision.root, &mut journal)
-                            .await?;
+                        let step = match &revision.kept {
+                            Some(kept)
+                                if matches!(
+                                    event,
+                                    LifecycleEvent::BeforeInstall | LifecycleEvent::AfterInstall
+                                ) =>
+                            {
+                                records::Step::Skipped(format!(
+                                    "instant rollback to release {}: nothing is installed",
+                                    kept.dir.display()
+                                ))
+                            }
+                            _ => {
+                                self.run_hooks(event, &revision.spec, &revision.root, &mut journal)
+                                    .await?
+                            }
+                        };
                         match journal.end(event, step, started)? {
                             Some(ending) => Phase::Ended(ending),
                             None => Phase::NewRevision { revision, events },
@@ -294,16 +322,31 @@ impl Deployer {
             appspec: revision.appspec_path.clone(),
             revision_description: req.revision_description.clone(),
             installed_at_ms: state::now_ms(),
+            identity: match &revision.kept {
+                Some(kept) => kept.identity.clone(),
+                None => release::asked_identity(req),
+            },
         };
-        state::write_json(&self.state.group(&req.group_id).last_success_path(), &last)
+        state::write_json(&self.state.group(&req.group_id).last_success_path(), &last)?;
+        if revision.spec.releases.is_some() && revision.kept.is_none() {
+            release::drop_downloaded_archive(&self.state, req, &revision.root);
+        }
+        Ok(())
     }
 
     /// Keeps the newest `keep` deployment directories of a group (by id) and always the one
     /// holding the last successful install.
     pub fn prune(&self, group_id: &str) -> anyhow::Result<()> {
         let group = self.state.group(group_id);
-        let keep_root =
-            state::read_json::<LastSuccess>(&group.last_success_path())?.map(|l| l.bundle_root);
+        let mut keep_roots: Vec<PathBuf> =
+            state::read_json::<LastSuccess>(&group.last_success_path())?
+                .map(|l| l.bundle_root)
+                .into_iter()
+                .collect();
+        // A kept release's revision stays: an instant rollback runs its start hooks.
+        if let Some(releases) = group.releases()? {
+            keep_roots.extend(releases.releases.into_iter().filter_map(|r| r.bundle_root));
+        }
         let mut dirs = Vec::new();
         for deployment in group.deployment_dirs()? {
             let modified = std::fs::symlink_metadata(deployment.path())
@@ -318,7 +361,7 @@ impl Deployer {
         // Newest first: by recorded start time, falling back to the directory's mtime.
         dirs.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
         for (_, _, path) in dirs.into_iter().skip(self.settings.keep.max(1)) {
-            if keep_root.as_ref().is_some_and(|r| r.starts_with(&path)) {
+            if keep_roots.iter().any(|r| r.starts_with(&path)) {
                 continue;
             }
             std::fs::remove_dir_all(&path)
@@ -366,9 +409,11 @@ fn needed_by_next(revision: &Prepared) -> anyhow::Result<(BTreeSet<PathBuf>, BTr
     else {
         return Ok((files, dirs));
     };
+    // A release's revision is kept for instant rollbacks, which run its later hooks too.
+    let releases = revision.spec.releases.is_some();
     let scripts = LifecycleEvent::ALL
         .into_iter()
-        .filter(|e| e.uses_previous_revision())
+        .filter(|e| releases || e.uses_previous_revision())
         .flat_map(|e| revision.spec.hooks_for(e))
         .map(|hook| root.join(hook.location.trim_start_matches('/')));
     for file in std::iter::once(revision.appspec_path.clone()).chain(scripts) {

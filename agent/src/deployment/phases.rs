@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal::Journal;
 use super::records::{Halt, Problem, Step};
+use super::release;
 use super::{Deployer, DeploymentRequest, Prepared, Source};
 use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
@@ -113,6 +114,12 @@ impl Deployer {
                     verified,
                 }
             }
+            Source::Kept(id) => {
+                return Ok(Err(Halt::failed(
+                    ErrorCode::BundleInvalid,
+                    format!("release of deployment {id} is not kept on this host"),
+                )))
+            }
         };
         // Archives are checked against the sha256 of their own bytes, before extraction.
         let checked = match &on_host {
@@ -163,8 +170,30 @@ impl Deployer {
             .unwrap_or_default();
         let spec = revision.spec.clone();
         let root = revision.root.clone();
-        let record_path = self.state.group(&req.group_id).installed_files_path();
+        let group = self.state.group(&req.group_id);
+        let record_path = group.installed_files_path();
         let log = Arc::clone(&journal.log);
+        if let Some(kept) = revision.kept.clone() {
+            let asked = release::asked_identity(req);
+            return tokio::task::spawn_blocking(move || {
+                release::switch_back(&group, &kept, asked.as_ref(), &log)
+            })
+            .await?;
+        }
+        if let Some(releases) = spec.releases.clone() {
+            let ctx = release::ReleaseInstall {
+                group,
+                deployment_id: req.deployment_id.clone(),
+                identity: release::asked_identity(req),
+                revision_description: req.revision_description.clone(),
+                bundle_root: revision.root.clone(),
+                appspec: revision.appspec_path.clone(),
+            };
+            return tokio::task::spawn_blocking(move || {
+                release::install_release(&spec, &releases, &root, behavior, &ctx, &log)
+            })
+            .await?;
+        }
         tokio::task::spawn_blocking(move || {
             install_step(&spec, &root, behavior, &record_path, &log)
         })
@@ -274,7 +303,7 @@ impl Deployer {
     /// The revision's signature against the keys this host trusts (`trust::check`), for a
     /// bundle that is `subject` (`None`: a local directory, which has no sha256 to sign).
     /// What was found goes to the event log; a refusal halts the deployment.
-    fn verify_signature(
+    pub(super) fn verify_signature(
         &self,
         subject: Option<Subject<'_>>,
         journal: &Journal<'_>,
@@ -415,6 +444,7 @@ fn prepare(
         root,
         appspec_path,
         spec,
+        kept: None,
     })
 }
 

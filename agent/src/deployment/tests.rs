@@ -633,6 +633,7 @@ fn what_the_next_deployment_runs_from_a_revision_is_what_gets_synced() {
         root: root.clone(),
         appspec_path: root.join("appspec.yml"),
         spec: hoist_appspec::parse(appspec).unwrap().spec,
+        kept: None,
     };
     let (files, dirs) = needed_by_next(&revision).unwrap();
     let root = fs::canonicalize(&root).unwrap();
@@ -656,4 +657,221 @@ fn what_the_next_deployment_runs_from_a_revision_is_what_gets_synced() {
         ]
     );
     sync_what_the_next_deployment_runs(&revision).unwrap();
+}
+
+/// A bundle with `hoist.releases` (current `dest/current`, `keep`): `files/<name>.txt` into
+/// current and `conf/<name>.conf` into `dest/etc` (outside the release); ApplicationStop and
+/// ApplicationStart append "stop <name>" / "start <name>" to `dest/hooks.log`.
+fn release_bundle(dir: &Path, name: &str, dest: &Path, keep: usize) {
+    fs::create_dir_all(dir.join("files")).unwrap();
+    fs::create_dir_all(dir.join("conf")).unwrap();
+    fs::write(dir.join("files").join(format!("{name}.txt")), name).unwrap();
+    fs::write(dir.join("conf").join(format!("{name}.conf")), name).unwrap();
+    fs::write(
+        dir.join("appspec.yml"),
+        format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: files\n    destination: {d}/current\n  - source: conf\n    destination: {d}/etc\n\
+             permissions:\n  - object: {d}/current\n    pattern: \"*.txt\"\n    mode: 640\n\
+             hooks:\n  ApplicationStop:\n    - location: stop.sh\n  ApplicationStart:\n    - location: start.sh\n\
+             hoist:\n  releases:\n    current: {d}/current\n    keep: {keep}\n",
+            d = dest.display()
+        ),
+    )
+    .unwrap();
+    for hook in ["stop", "start"] {
+        let script = dir.join(format!("{hook}.sh"));
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho {hook} {name} >> {}/hooks.log\n",
+                dest.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn event_status(record: &DeploymentRecord, event: LifecycleEvent) -> (EventStatus, String) {
+    let e = record
+        .events
+        .iter()
+        .find(|e| e.event == event.as_str())
+        .unwrap_or_else(|| panic!("no {event} in {record:?}"));
+    (e.status, e.message.clone().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_release_bundle_installs_into_releases_and_switches_current_keeping_a_plain_current() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (state, dest) = (tmp.path().join("state"), tmp.path().join("srv"));
+    let d = deployer(&state);
+    let group_id = state::local_group_id("shop", "web");
+    // An install before the layout: current is a plain directory.
+    let plain = tmp.path().join("plain");
+    bundle(&plain, "old", &dest.join("current"));
+    deploy(&d, &request("dep-0", "shop", "web", &group_id, &plain)).await;
+    assert!(dest.join("current/old.txt").is_file());
+
+    let v1 = tmp.path().join("v1");
+    release_bundle(&v1, "v1", &dest, 5);
+    let record = deploy(&d, &request("dep-1", "shop", "web", &group_id, &v1)).await;
+    let current = dest.join("current");
+    assert_eq!(
+        fs::read_link(&current).unwrap(),
+        dest.join("releases/dep-1")
+    );
+    assert_eq!(read(&current.join("v1.txt")), "v1");
+    let mode = fs::metadata(dest.join("releases/dep-1/v1.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640, "permissions apply in the release");
+    // The plain directory is kept as a release of the deployment that installed it.
+    assert_eq!(read(&dest.join("releases/dep-0/old.txt")), "old");
+    assert_eq!(listing(&dest.join("releases")), ["dep-0", "dep-1"]);
+    assert_eq!(read(&dest.join("etc/v1.conf")), "v1");
+    let (_, message) = event_status(&record, Install);
+    assert!(message.is_empty(), "{message}");
+
+    let v2 = tmp.path().join("v2");
+    release_bundle(&v2, "v2", &dest, 5);
+    deploy(&d, &request("dep-2", "shop", "web", &group_id, &v2)).await;
+    assert_eq!(
+        fs::read_link(&current).unwrap(),
+        dest.join("releases/dep-2")
+    );
+    assert_eq!(
+        listing(&dest.join("releases/dep-1")),
+        ["v1.txt"],
+        "the first release is kept whole"
+    );
+    // Outside the release, the previous deployment's files are removed as before.
+    assert_eq!(listing(&dest.join("etc")), ["v2.conf"]);
+    assert_eq!(
+        read(&dest.join("hooks.log")),
+        "start v1\nstop v1\nstart v2\n"
+    );
+
+    // Back to the first release by the host's own command: no copy, v2's stop, v1's start.
+    let mut back = request("rb-1", "shop", "web", &group_id, &v1);
+    back.source = Source::Kept("dep-1".into());
+    fs::remove_dir_all(&v1).unwrap();
+    let record = deploy(&d, &back).await;
+    assert_eq!(
+        fs::read_link(&current).unwrap(),
+        dest.join("releases/dep-1")
+    );
+    assert_eq!(
+        read(&dest.join("hooks.log")),
+        "start v1\nstop v1\nstart v2\nstop v2\nstart v1\n"
+    );
+    let (status, message) = event_status(&record, DownloadBundle);
+    assert_eq!(status, EventStatus::Skipped);
+    assert!(
+        message.contains("is kept on this host as release"),
+        "{message}"
+    );
+    let (status, message) = event_status(&record, BeforeInstall);
+    assert_eq!(status, EventStatus::Skipped);
+    assert!(
+        message.starts_with("instant rollback to release"),
+        "{message}"
+    );
+    assert_eq!(event_status(&record, Install).0, EventStatus::Succeeded);
+    assert_eq!(
+        event_status(&record, ApplicationStart).0,
+        EventStatus::Succeeded
+    );
+    let releases = d.state.group(&group_id).releases().unwrap().unwrap();
+    assert_eq!(releases.current_release().unwrap().deployment_id, "dep-1");
+    // Rolling back to the current release is refused, naming why.
+    let mut again = back.clone();
+    again.deployment_id = "rb-2".into();
+    let record = d.run(&again, &Quiet, &Stop::default()).await.unwrap();
+    assert_eq!(record.status, RecordStatus::Failed);
+    assert!(record.error.unwrap().contains("no such kept release"));
+
+    // A later install without the layout removes the link, never the releases.
+    let plain2 = tmp.path().join("plain2");
+    bundle(&plain2, "new", &current);
+    deploy(&d, &request("dep-3", "shop", "web", &group_id, &plain2)).await;
+    assert!(fs::symlink_metadata(&current).unwrap().is_dir());
+    assert_eq!(listing(&current), ["new.txt"]);
+    assert_eq!(listing(&dest.join("releases")), ["dep-0", "dep-1", "dep-2"]);
+    assert_eq!(listing(&dest.join("releases/dep-2")), ["v2.txt"]);
+}
+
+#[tokio::test]
+async fn old_releases_are_pruned_to_keep_and_their_revisions_kept_with_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (state, dest) = (tmp.path().join("state"), tmp.path().join("srv"));
+    let mut d = deployer(&state);
+    d.settings.keep = 1;
+    let group_id = state::local_group_id("shop", "web");
+    for i in 1..=4 {
+        let b = tmp.path().join(format!("v{i}"));
+        release_bundle(&b, &format!("v{i}"), &dest, 2);
+        deploy(
+            &d,
+            &request(&format!("dep-{i}"), "shop", "web", &group_id, &b),
+        )
+        .await;
+    }
+    assert_eq!(listing(&dest.join("releases")), ["dep-3", "dep-4"]);
+    let group = d.state.group(&group_id);
+    let kept: Vec<String> = group
+        .releases()
+        .unwrap()
+        .unwrap()
+        .releases
+        .into_iter()
+        .map(|r| r.deployment_id)
+        .collect();
+    assert_eq!(kept, ["dep-3", "dep-4"]);
+    // Deployment directories: the last one, and the kept releases' revisions.
+    assert_eq!(listing(&group.deployments_dir()), ["dep-3", "dep-4"]);
+}
+
+#[tokio::test]
+async fn a_release_that_fails_to_install_is_removed_and_current_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (state, dest) = (tmp.path().join("state"), tmp.path().join("srv"));
+    let d = deployer(&state);
+    let group_id = state::local_group_id("shop", "web");
+    let v1 = tmp.path().join("v1");
+    release_bundle(&v1, "v1", &dest, 5);
+    deploy(&d, &request("dep-1", "shop", "web", &group_id, &v1)).await;
+    let v2 = tmp.path().join("v2");
+    release_bundle(&v2, "v2", &dest, 5);
+    let appspec = read(&v2.join("appspec.yml"))
+        .replace("mode: 640", "mode: 640\n    owner: no-such-user-hoist");
+    fs::write(v2.join("appspec.yml"), appspec).unwrap();
+    let record = d
+        .run(
+            &request("dep-2", "shop", "web", &group_id, &v2),
+            &Quiet,
+            &Stop::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Failed, "{record:?}");
+    assert_eq!(record.failed_event.as_deref(), Some("Install"));
+    assert_eq!(
+        fs::read_link(dest.join("current")).unwrap(),
+        dest.join("releases/dep-1")
+    );
+    assert_eq!(listing(&dest.join("releases")), ["dep-1"]);
 }

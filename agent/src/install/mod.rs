@@ -17,7 +17,8 @@
 //! Layout: this file holds the record of installed paths, the error type and the two entry
 //! points ([`install_files`], [`apply_permissions`]); `plan` is the plan pass, `files` the
 //! writing (and the removal of the previous deployment's files), `durable` the syncing of what
-//! they wrote, `permissions` everything `permissions` does (matching, chmod, chown, ACLs,
+//! they wrote, `releases` the release layout of `hoist.releases` (paths moved into a release
+//! directory, the atomic switch of `current`, pruning), `permissions` everything `permissions` does (matching, chmod, chown, ACLs,
 //! SELinux).
 //!
 //! This module does not decide the file-exists behaviour (the caller resolves the appspec
@@ -30,6 +31,7 @@ mod durable;
 mod files;
 mod permissions;
 mod plan;
+pub mod releases;
 
 use std::io;
 use std::path::{Component, Path, PathBuf};

@@ -11,6 +11,7 @@
 //! sync.json                       the host's sync state per group, as the coordinator said
 //! in-flight.json                  the deployment and event running now (absent when idle)
 //! in-flight-script.json           its running script and process group (written unsynced)
+//! local-rollbacks/<id>.json      a `hoist-agent rollback` not yet acknowledged by the coordinator
 //! commands/<command id>.json      a command this host has started (never run twice)
 //! outbox/<command id>/            reports not yet acknowledged by the coordinator (0700)
 //!   next-seq                      the sequence number of the command's next report
@@ -19,6 +20,7 @@
 //!   group.json                    the group's id, name and application (for `status`)
 //!   last-successful-install.json  the revision whose hooks ApplicationStop & co. run next time
 //!   installed-files.json          what the group's last Install put on disk (removed next time)
+//!   releases.json                 the releases kept under `hoist.releases` (`releases`)
 //!   deployments/<id>/
 //!     download/                   what DownloadBundle fetched: `bundle` (`bundle.part` while
 //!                                 it streams) for an archive, a checkout for Git
@@ -41,6 +43,7 @@ mod groups;
 mod in_flight;
 mod lock;
 pub mod records;
+pub mod releases;
 pub mod sync;
 
 use std::fs;
@@ -60,6 +63,7 @@ pub use records::{
     AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EntryKind, EventRecord, GroupInfo,
     HostCredentials, InFlight, InstalledEntry, InstalledFiles, LastSuccess, RecordStatus,
 };
+pub use releases::{KeptRelease, LocalRollbackNote, ReleasesRecord, RevisionIdentity};
 pub use sync::{GroupSyncEntry, SyncRecord};
 
 /// Version of the on-disk JSON layout; bumped on incompatible changes.

@@ -114,6 +114,9 @@ pub struct LastSuccess {
     #[serde(rename = "revision")]
     pub revision_description: String,
     pub installed_at_ms: u64,
+    /// The revision's sha256 or commit, when it has one (absent from older records).
+    #[serde(default)]
+    pub identity: Option<super::RevisionIdentity>,
 }
 
 /// How a deployment ended, as kept on the host.

@@ -194,6 +194,66 @@ fn validate_exits_0_for_a_valid_appspec_and_1_for_an_invalid_one() {
 }
 
 #[test]
+fn validate_checks_the_hoist_releases_section_and_says_what_each_key_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let files =
+        "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /srv/shop/current\n";
+    let valid = dir.path().join("valid.yml");
+    std::fs::write(
+        &valid,
+        format!("{files}hoist:\n  releases:\n    current: /srv/shop/current\n    keep: 3\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&valid)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("info:    hoist.releases.current = \"/srv/shop/current\": files bound for this destination are installed into releases/<deployment id>/"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("info:    hoist.releases.keep = 3: how many releases stay on the host"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("info:    releases are kept in \"/srv/shop/releases\""),
+        "{stdout}"
+    );
+
+    let invalid = dir.path().join("invalid.yml");
+    std::fs::write(
+        &invalid,
+        format!("{files}hoist:\n  releases:\n    current: /srv/elsewhere\n    keep: 0\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&invalid)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "error:   hoist.releases.current: \"/srv/elsewhere\" must be the destination"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error:   hoist.releases.keep: must be a whole number from 2 to 50"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid (2 errors, 0 warnings)"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn command_line_usage_errors_are_sentences_about_the_subcommand_and_exit_2() {
     for (args, first, usage) in [
         (
@@ -285,4 +345,98 @@ fn hoist_agent_generates_completions_and_man_pages_and_hides_the_command() {
     }
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("generate"));
+}
+
+#[test]
+fn rollback_goes_to_the_release_before_current_or_the_one_named_and_says_when_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = dir.path().join("srv");
+    let state = dir.path().join("state");
+    let bundle = |v: &str| {
+        let b = dir.path().join(v);
+        std::fs::create_dir_all(b.join("site")).unwrap();
+        std::fs::write(b.join("site/index.html"), v).unwrap();
+        std::fs::write(
+            b.join("appspec.yml"),
+            format!(
+                "version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: {c}\nhoist:\n  releases:\n    current: {c}\n",
+                c = srv.join("current").display()
+            ),
+        )
+        .unwrap();
+        b
+    };
+    let agent = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    for v in ["v1", "v2"] {
+        let b = bundle(v);
+        let (code, text) = agent(&[
+            "deploy".as_ref(),
+            "--app".as_ref(),
+            "shop".as_ref(),
+            "--group".as_ref(),
+            "web".as_ref(),
+            "--bundle".as_ref(),
+            b.as_os_str(),
+        ]);
+        assert_eq!(code, Some(0), "{text}");
+    }
+    let kept = || -> (String, Vec<String>) {
+        let (_, text) = agent(&["status".as_ref(), "--json".as_ref()]);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let r = &json["groups"][0]["releases"];
+        let ids = r["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["deployment_id"].as_str().unwrap().to_string())
+            .collect();
+        (r["current"].as_str().unwrap().to_string(), ids)
+    };
+    let (current, ids) = kept();
+    assert_eq!(current, ids[1]);
+    let index = || std::fs::read_to_string(srv.join("current/index.html")).unwrap();
+    assert_eq!(index(), "v2");
+    let rollback = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = ["rollback", "--app", "shop", "--group", "web"]
+            .iter()
+            .map(|a| a.as_ref())
+            .collect();
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        agent(&args)
+    };
+    let (code, text) = rollback(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(index(), "v1");
+    assert!(text.contains(&format!("to release {}", ids[0])), "{text}");
+    let (code, text) = rollback(&[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("no release older than the current one"),
+        "{text}"
+    );
+    let (code, text) = rollback(&["--to", &ids[0]]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("that release is the current one"), "{text}");
+    let (code, text) = rollback(&["--to", &ids[1]]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(index(), "v2");
+    let (code, text) = agent(&[
+        "rollback".as_ref(),
+        "--app".as_ref(),
+        "shop".as_ref(),
+        "--group".as_ref(),
+        "api".as_ref(),
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("keeps no releases of that group"), "{text}");
 }

@@ -545,3 +545,44 @@ async fn a_report_the_dying_replica_did_not_take_is_resent_to_the_next() {
     let from = seqs[0];
     assert_eq!(seqs, (from..from + seqs.len() as u64).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_made_on_the_host_and_not_yet_told_is_sent_after_registering_then_forgotten() {
+    let fake = FakeCoordinator::start(|r| {
+        (r.method == "POST" && r.path == "/v1/hosts/rollbacks")
+            .then(|| Answer::json(json!({"recorded": true})))
+    })
+    .await;
+    let s = Scratch::new();
+    // What `hoist-agent rollback` leaves when the coordinator did not answer.
+    let notes = s.join("host-1/state/local-rollbacks");
+    std::fs::create_dir_all(&notes).unwrap();
+    let note = notes.join("rollback-7-8.json");
+    std::fs::write(
+        &note,
+        r#"{"schema_version":1,"group_id":"g-1","deployment_id":"d-1","rollback_id":"rollback-7-8","at_ms":7}"#,
+    )
+    .unwrap();
+    let _agent = Agent::start(&s, "host-1", &fake, "reg-token", "");
+    let requests = fake
+        .wait_for("the rollback told, then a poll", LIMIT, |r| {
+            r.iter().any(|q| q.path == "/v1/hosts/rollbacks") && polls(r) >= 1
+        })
+        .await;
+    let sent: Vec<&Request> = requests
+        .iter()
+        .filter(|q| q.path == "/v1/hosts/rollbacks")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].json(),
+        json!({"group_id": "g-1", "deployment_id": "d-1", "rollback_id": "rollback-7-8", "rolled_back_at_ms": 7})
+    );
+    let first_poll = requests.iter().position(Request::is_poll).unwrap();
+    let told = requests
+        .iter()
+        .position(|q| q.path == "/v1/hosts/rollbacks")
+        .unwrap();
+    assert!(told < first_poll, "told before the first poll");
+    assert!(!note.exists(), "the acknowledged note is removed");
+}

@@ -1,4 +1,5 @@
-//! The routes hosts call: registration, the long poll, heartbeats and event reports. Not
+//! The routes hosts call: registration, the long poll, heartbeats, event reports and
+//! rollbacks made on the host. Not
 //! here: their rules (`service`) or the credentials (`extract`).
 
 use std::time::{Duration, Instant};
@@ -7,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use hoist_protocol::agent::{Heartbeat, PollRequest, PollResponse, RegisterRequest, Report};
+use hoist_protocol::agent::{
+    Heartbeat, LocalRollback, PollRequest, PollResponse, RegisterRequest, Report,
+};
 
 use super::{
     blocking, ApiError, ApiJson, ApiResult, AppState, HostAuth, RegistrationAuth, MAX_WAIT,
@@ -109,6 +112,15 @@ pub(super) async fn heartbeat(
     ApiJson(req): ApiJson<Heartbeat>,
 ) -> ApiResult<impl IntoResponse> {
     let ack = blocking(&state, move |e| e.heartbeat(host, &req)).await?;
+    Ok(Json(ack))
+}
+
+pub(super) async fn local_rollback(
+    State(state): State<AppState>,
+    HostAuth(host): HostAuth,
+    ApiJson(req): ApiJson<LocalRollback>,
+) -> ApiResult<impl IntoResponse> {
+    let ack = blocking(&state, move |e| e.local_rollback(&host, &req)).await?;
     Ok(Json(ack))
 }
 

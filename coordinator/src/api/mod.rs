@@ -11,6 +11,7 @@
 //! | POST | `/v1/hosts/register` | registration token | `RegisterRequest` → `RegisterResponse` |
 //! | POST | `/v1/hosts/poll` | host | `PollRequest` → `PollResponse` (long poll, ≤ 30 s; 503 when the server stops) |
 //! | POST | `/v1/hosts/heartbeat` | host | `Heartbeat` → `HeartbeatAck` |
+//! | POST | `/v1/hosts/rollbacks` | host | `LocalRollback` → `LocalRollbackAck` (held out of sync, the rollback as reason) |
 //! | POST | `/v1/commands/{id}/reports` | host | `Report` → `ReportAck` |
 //! | GET | `/v1/bundles/{sha256}` | host or operator | bytes; `Range` → 206 / 416; 502 when an S3 bundle store fails |
 //! | PUT | `/v1/bundles` | operator | bytes → `BundleInfo`; 502 when an S3 bundle store fails |
@@ -98,7 +99,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::service::{Service, ServiceError};
 
-use agent::{heartbeat, poll, register, report};
+use agent::{heartbeat, local_rollback, poll, register, report};
 use bundles::{download_bundle, upload_bundle};
 use operator::{
     create_application, create_deployment, create_group, create_revision, create_token,
@@ -156,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hosts/register", post(register))
         .route("/v1/hosts/poll", post(poll))
         .route("/v1/hosts/heartbeat", post(heartbeat))
+        .route("/v1/hosts/rollbacks", post(local_rollback))
         .route(
             "/v1/commands/{id}/reports",
             post(report).layer(Extension(BodyLimit(REPORT_BODY_LIMIT))),

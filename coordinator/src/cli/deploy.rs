@@ -54,6 +54,10 @@ pub struct CreateArgs {
     /// revision's sha256 (or commit) and the application.
     #[arg(long, value_name = "FILE")]
     pub signature: Option<std::path::PathBuf>,
+    /// The group's previous successful revision instead: with hoist.releases, hosts that
+    /// kept it switch back without a download.
+    #[arg(long, group = "source")]
+    pub previous: bool,
     /// DISALLOW, OVERWRITE or RETAIN (the appspec's own value wins).
     #[arg(long)]
     pub file_exists_behavior: Option<String>,
@@ -168,7 +172,11 @@ pub async fn run(
             let req = CreateDeployment {
                 application: args.app.clone(),
                 deployment_group: args.group.clone(),
-                revision: args.rev.source()?,
+                revision: if args.previous {
+                    RevisionSource::Previous
+                } else {
+                    args.rev.source()?
+                },
                 file_exists_behavior: args.file_exists_behavior.clone(),
                 ignore_application_stop_failures: args.ignore_application_stop_failures,
                 events: args.events.clone(),

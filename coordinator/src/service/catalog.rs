@@ -424,6 +424,9 @@ impl Service {
                 let info = self.create_revision(application, revision, signature)?;
                 Ok((info.id, info.revision, info.signature))
             }
+            op::RevisionSource::Previous => Err(ServiceError::Invalid(
+                "revision: previous names a deployment group's revision; only a deployment can use it".into(),
+            )),
         }
     }
 

@@ -33,8 +33,10 @@ impl Service {
 
     pub fn create_deployment(&self, req: op::CreateDeployment) -> Result<op::Deployment> {
         let group = self.group_row(&req.application, &req.deployment_group)?;
-        let (revision_id, revision, signature) =
-            self.resolve_revision(&req.application, req.revision, req.signature)?;
+        let (revision_id, revision, signature) = match req.revision {
+            op::RevisionSource::Previous => self.previous_revision(&group, req.signature)?,
+            source => self.resolve_revision(&req.application, source, req.signature)?,
+        };
         let file_exists_behavior = match req.file_exists_behavior {
             None => None,
             Some(b) => {

@@ -33,6 +33,7 @@ mod leases;
 mod lock;
 mod operators;
 pub mod pipelines;
+mod previous;
 mod replicas;
 mod reports;
 mod sessions;

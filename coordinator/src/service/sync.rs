@@ -306,6 +306,64 @@ impl Service {
         Ok(counts)
     }
 
+    /// A host rolled a group back on the box (`hoist-agent rollback`) to the release of
+    /// deployment `deployment_id`: its row now names that deployment's revision and is held
+    /// out of sync with the rollback as the reason, so no catch-up undoes it until an
+    /// operator deploys the group again or runs `hoist hosts retry`.
+    pub fn local_rollback(
+        &self,
+        host: &HostRow,
+        req: &agent::LocalRollback,
+    ) -> Result<agent::LocalRollbackAck> {
+        for (what, value) in [
+            ("group_id", &req.group_id),
+            ("deployment_id", &req.deployment_id),
+            ("rollback_id", &req.rollback_id),
+        ] {
+            if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
+                return Err(ServiceError::Invalid(format!(
+                    "{what}: must be 1 to 128 characters without control characters"
+                )));
+            }
+        }
+        {
+            let _lock = self.lock()?;
+            let deployment = self
+                .store
+                .deployment(&req.deployment_id)?
+                .filter(|d| d.group_id == req.group_id)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "no deployment {} in group {}",
+                        shown(&req.deployment_id),
+                        shown(&req.group_id)
+                    ))
+                })?;
+            let now = now_ms();
+            let mut row = self
+                .store
+                .host_sync(&host.id, &req.group_id)?
+                .unwrap_or_else(|| HostSyncRow::new(&host.id, &req.group_id, now));
+            row.revision_id = deployment.revision_id.clone();
+            row.revision = Some(deployment.revision.clone());
+            row.deployment_id = Some(deployment.id.clone());
+            row.hold = true;
+            row.pending_command_id = None;
+            row.failed_state = None;
+            row.failed_event = None;
+            row.error = Some(format!(
+                "rolled back on the host ({}) to the revision of deployment {}",
+                shown(&req.rollback_id),
+                deployment.id
+            ));
+            row.updated_ms = now;
+            self.store.save_host_syncs(&[row])?;
+            tracing::info!(host_id = %host.id, group_id = %req.group_id, deployment_id = %deployment.id, "host rolled back on the box");
+        }
+        self.changed();
+        Ok(agent::LocalRollbackAck { recorded: true })
+    }
+
     /// `hoist hosts retry`: one more catch-up try in each group where the host is held out
     /// of sync, at its next poll.
     pub fn retry_host(&self, key: &str) -> Result<op::HostInfo> {

@@ -13,6 +13,7 @@ mod membership;
 mod metrics;
 mod pipelines;
 mod progress;
+mod releases;
 mod replicas;
 mod reports;
 mod resilience;

@@ -21,8 +21,8 @@ async fn usage_errors_name_the_subcommand_and_what_is_wrong() {
         ),
         (
             &["deploy", "create", "--app", "shop"][..],
-            "hoist: error: `hoist deploy create` needs --group <GROUP> and one of --revision, --s3, --url or --git",
-            "Usage: hoist deploy create [OPTIONS] --app <APP> --group <GROUP> <--revision <REVISION>|--s3 <s3://BUCKET/KEY>|--url <URL>|--git <GIT>>",
+            "hoist: error: `hoist deploy create` needs --group <GROUP> and one of --revision, --s3, --url, --git or --previous",
+            "Usage: hoist deploy create [OPTIONS] --app <APP> --group <GROUP> <--revision <REVISION>|--s3 <s3://BUCKET/KEY>|--url <URL>|--git <GIT>|--previous>",
         ),
         (
             &["hosts", "lst"][..],

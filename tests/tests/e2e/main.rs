@@ -9,6 +9,7 @@ mod durability;
 mod fleet;
 mod local_deploy;
 mod pipelines;
+mod releases;
 mod replicas;
 mod resilience;
 mod signatures;

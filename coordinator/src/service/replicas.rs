@@ -151,7 +151,7 @@ impl Service {
     /// A host row just written by an operator or a registration: this coordinator's
     /// credentials cache takes it, the others drop theirs.
     pub(super) fn host_written(&self, host: &HostRow) {
-        locked(&self.credentials).insert(host.id.clone(), host.clone());
+        locked(&self.credentials).insert(host.id.clone(), Arc::new(host.clone()));
         self.tell_replicas(Notice::HostsChanged(vec![host.id.clone()]));
     }
 }

@@ -180,6 +180,18 @@ pub(super) fn command(s: &PgStore, id: &str) -> Result<Option<CommandRow>> {
     )
 }
 
+pub(super) fn commands_among(s: &PgStore, ids: &[&str]) -> Result<Vec<CommandRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    s.query(
+        "reading commands",
+        &format!("SELECT {COMMAND_COLS} FROM commands WHERE id = ANY($1)"),
+        &[&ids],
+        command_row,
+    )
+}
+
 pub(super) fn in_progress_command_for_host(
     s: &PgStore,
     host_id: &str,

@@ -166,6 +166,15 @@ pub(super) fn command(s: &SqliteStore, id: &str) -> Result<Option<CommandRow>> {
     )
 }
 
+/// One cached statement per id: in process, a query costs no round trip.
+pub(super) fn commands_among(s: &SqliteStore, ids: &[&str]) -> Result<Vec<CommandRow>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(command(s, id)?);
+    }
+    Ok(out)
+}
+
 pub(super) fn in_progress_command_for_host(
     s: &SqliteStore,
     host_id: &str,

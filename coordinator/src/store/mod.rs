@@ -493,6 +493,10 @@ pub trait Store: Send + Sync + 'static {
     fn pending_commands(&self, deployment_id: &str, limit: usize) -> Result<Vec<CommandRow>>;
     /// The host's oldest command in progress.
     fn in_progress_command_for_host(&self, host_id: &str) -> Result<Option<CommandRow>>;
+    /// [`Store::in_progress_command_for_host`] of each of `host_ids` that has one, in no
+    /// particular order: what a replica hands the polls it holds when another started
+    /// their commands, in one query on PostgreSQL.
+    fn in_progress_commands_for_hosts(&self, host_ids: &[&str]) -> Result<Vec<CommandRow>>;
     fn in_progress_commands(&self) -> Result<Vec<CommandRow>>;
     /// Every succeeded command of a host with its deployment, newest first.
     fn succeeded_commands_of_host(&self, host_id: &str)

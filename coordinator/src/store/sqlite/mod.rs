@@ -310,6 +310,10 @@ impl Store for SqliteStore {
         deployments::in_progress_command_for_host(self, host_id)
     }
 
+    fn in_progress_commands_for_hosts(&self, host_ids: &[&str]) -> Result<Vec<CommandRow>> {
+        deployments::in_progress_commands_for_hosts(self, host_ids)
+    }
+
     fn in_progress_commands(&self) -> Result<Vec<CommandRow>> {
         deployments::in_progress_commands(self)
     }

@@ -1,9 +1,10 @@
-//! The store suite's cases of what a batch of event reports reads at once: its commands
-//! and which of its reports are recorded already. Not here: writing reports (`cases`).
+//! The store suite's cases of what is read at once for many: a batch of event reports'
+//! commands and which of its reports are recorded already, and the commands in progress
+//! of the hosts whose polls a replica holds. Not here: writing them (`cases`).
 
 use hoist_protocol::operator::CommandState;
 
-use super::cases::{deployed, report_row};
+use super::cases::{command_row, deployed, deployment_row, report_row};
 use crate::store::Store;
 
 pub(in crate::store::tests) fn a_batch_reads_its_commands_and_recorded_reports_at_once(
@@ -34,4 +35,29 @@ pub(in crate::store::tests) fn a_batch_reads_its_commands_and_recorded_reports_a
     recorded.sort_by_key(|r| r.seq);
     assert_eq!(recorded, [report_row("c-1", 1), report_row("c-1", 2)]);
     assert_eq!(s.reports_among(&[]).unwrap(), []);
+}
+
+pub(in crate::store::tests) fn hosts_commands_in_progress_are_read_at_once(s: &dyn Store) {
+    let (g, d, commands) = deployed(s, 3);
+    // h-0: two commands in progress (the older one is its answer); h-1: pending only;
+    // h-2: one in progress.
+    let mut older = commands[0].clone();
+    older.state = CommandState::InProgress;
+    older.started_ms = Some(10);
+    let mut c2 = commands[2].clone();
+    c2.state = CommandState::InProgress;
+    c2.started_ms = Some(30);
+    s.save_deployment(&d, &[older.clone(), c2.clone()]).unwrap();
+    let mut newer = command_row("c-0b", "d-2", "h-0", 0);
+    newer.state = CommandState::InProgress;
+    newer.started_ms = Some(20);
+    s.insert_deployment(&deployment_row("d-2", &g, 2000), &[newer])
+        .unwrap();
+
+    let mut found = s
+        .in_progress_commands_for_hosts(&["h-0", "h-1", "h-2", "h-9"])
+        .unwrap();
+    found.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+    assert_eq!(found, [older, c2]);
+    assert_eq!(s.in_progress_commands_for_hosts(&[]).unwrap(), []);
 }

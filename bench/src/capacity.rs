@@ -34,6 +34,8 @@ use crate::report::{Measurement, Stat};
 pub struct Params {
     pub fleets: Vec<usize>,
     pub deployments: usize,
+    /// Replica counts run on PostgreSQL, each fleet on each.
+    pub pg_replicas: Vec<usize>,
 }
 
 const MB: f64 = 1024.0 * 1024.0;
@@ -174,7 +176,7 @@ pub fn run(
     let mut notes = Vec::new();
     let postgres = hoist_tests::postgres::available();
     if postgres {
-        for replicas in [1, 2] {
+        for &replicas in &p.pg_replicas {
             for r in &sqlite {
                 let pg = runtime.block_on(fleet(
                     bins,

@@ -1,5 +1,6 @@
 //! Memory per held long poll: how much `hoist server`'s RSS grows for each more host whose
-//! poll it holds, over plain HTTP and over HTTPS. Baseline: the same procedure against a
+//! poll it holds, over plain HTTP and over HTTPS, on SQLite and (where PostgreSQL is
+//! installed: the test harness's cluster) on PostgreSQL, one replica. Baseline: the same procedure against a
 //! bare hyper server in this run (`hoist-bench server`, [`floor`]): one tokio runtime, the
 //! same hyper connection settings, a handler that reads the body and holds the request
 //! 30 s. That is what a held request costs before anything of Hoist's own.
@@ -58,35 +59,37 @@ pub fn run(bins: &Bins, work: &Path, p: Params) -> anyhow::Result<Vec<Measuremen
         .context("starting the load generator's runtime")?;
     let (cert, key) = certificate(&work.join("tls"))?;
     let half = p.hosts / 2;
+    let postgres = hoist_tests::postgres::available();
     let mut out = Vec::new();
     for tls in [false, true] {
         let scheme = if tls { "https" } else { "http" };
         let mut hoist = Vec::new();
+        let mut hoist_pg = Vec::new();
         let mut floor = Vec::new();
         for run in 0..p.runs {
             let dir = work.join(format!("held-{scheme}-{run}"));
             let tls_args = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str()];
             let extra: &[&str] = if tls { &tls_args } else { &[] };
-            let prefix = std::env::var("HOIST_BENCH_SERVER_PREFIX").unwrap_or_default();
-            let prefix: Vec<&str> = prefix.split_whitespace().collect();
-            let server = Server::try_launch(
-                &dir.join("hoist"),
-                Launch {
-                    program: Some(&bins.hoist),
-                    extra,
-                    prefix: &prefix,
-                    log_level: "warn",
-                    env_remove: &["RUST_LOG"],
-                    ..Launch::default()
-                },
-            )?;
-            let kib = runtime.block_on(per_held_poll(&server, p.hosts, tls, true))?;
+            let kib =
+                runtime.block_on(hoist_server(bins, &dir.join("hoist"), extra, p.hosts, tls))?;
             eprintln!("held polls ({scheme}): hoist server {kib:.2} KiB per held poll");
             hoist.push(kib);
-            if !prefix.is_empty() {
-                stop_under_prefix(&server);
+            if postgres {
+                let db = hoist_tests::postgres::try_database()?;
+                let mut flags = vec!["--database", db.url.as_str(), "--single-replica"];
+                flags.extend(extra);
+                let kib = runtime.block_on(hoist_server(
+                    bins,
+                    &dir.join("hoist-pg"),
+                    &flags,
+                    p.hosts,
+                    tls,
+                ))?;
+                eprintln!(
+                    "held polls ({scheme}): hoist server on PostgreSQL {kib:.2} KiB per held poll"
+                );
+                hoist_pg.push(kib);
             }
-            drop(server);
             let me = std::env::current_exe().context("locating hoist-bench")?;
             let server = Server::try_launch(
                 &dir.join("floor"),
@@ -101,26 +104,64 @@ pub fn run(bins: &Bins, work: &Path, p: Params) -> anyhow::Result<Vec<Measuremen
             eprintln!("held polls ({scheme}): bare hyper {kib:.2} KiB per held poll");
             floor.push(kib);
         }
-        let hoist = Stat::of(&hoist).context("no samples")?;
-        let met = hoist.max < 16.0;
-        out.push(
-            Measurement::new(
-                &format!("coordinator.held_poll_{scheme}_kib"),
-                "KiB",
-                hoist,
-                format!(
-                    "hoist server VmRSS growth per held long poll over {scheme} ({half} hosts polling, then {half} more, each on its own connection)"
-                ),
-            )
-            .baseline(
-                "a bare hyper server holding the same requests",
-                Stat::of(&floor).context("no baseline samples")?,
-                None,
-            )
-            .target("max < 16 KiB", met),
-        );
+        let floor = Stat::of(&floor).context("no baseline samples")?;
+        let backends = [("", "SQLite", hoist), ("postgres.", "PostgreSQL", hoist_pg)];
+        for (prefix, backend, samples) in backends {
+            if samples.is_empty() {
+                continue;
+            }
+            let hoist = Stat::of(&samples).context("no samples")?;
+            let met = hoist.max < 16.0;
+            out.push(
+                Measurement::new(
+                    &format!("coordinator.{prefix}held_poll_{scheme}_kib"),
+                    "KiB",
+                    hoist,
+                    format!(
+                        "hoist server on {backend}: VmRSS growth per held long poll over {scheme} ({half} hosts polling, then {half} more, each on its own connection)"
+                    ),
+                )
+                .baseline(
+                    "a bare hyper server holding the same requests",
+                    floor.clone(),
+                    None,
+                )
+                .target("max < 16 KiB", met),
+            );
+        }
     }
     Ok(out)
+}
+
+/// A `hoist server` with `extra` flags in `dir`, measured as [`per_held_poll`] says.
+async fn hoist_server(
+    bins: &Bins,
+    dir: &Path,
+    extra: &[&str],
+    hosts: usize,
+    tls: bool,
+) -> anyhow::Result<f64> {
+    let prefix = std::env::var("HOIST_BENCH_SERVER_PREFIX").unwrap_or_default();
+    let prefix: Vec<&str> = prefix.split_whitespace().collect();
+    let server = tokio::task::block_in_place(|| {
+        Server::try_launch(
+            dir,
+            Launch {
+                program: Some(&bins.hoist),
+                extra,
+                prefix: &prefix,
+                log_level: "warn",
+                env_remove: &["RUST_LOG"],
+                ..Launch::default()
+            },
+        )
+    })?;
+    let kib = per_held_poll(&server, hosts, tls, true).await?;
+    if !prefix.is_empty() {
+        tokio::task::block_in_place(|| stop_under_prefix(&server));
+    }
+    drop(server);
+    Ok(kib)
 }
 
 /// SIGTERM to the `hoist` process the prefix command started (the server under a

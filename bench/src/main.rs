@@ -91,6 +91,13 @@ struct Opts {
     /// (default 20000; quick runs 20 and 100).
     #[arg(long, value_name = "N")]
     max_hosts: Option<usize>,
+    /// The fleet sizes `coordinator` runs instead (comma-separated, each capped by
+    /// RLIMIT_NOFILE like the default ones), such as `10000,20000`.
+    #[arg(long, value_name = "N,N", value_delimiter = ',')]
+    fleets: Option<Vec<usize>>,
+    /// The replica counts `coordinator` runs on PostgreSQL (comma-separated; default 1,2).
+    #[arg(long, value_name = "N,N", value_delimiter = ',')]
+    pg_replicas: Option<Vec<usize>>,
 }
 
 fn main() -> ExitCode {
@@ -177,7 +184,9 @@ fn run(which: Which) -> anyhow::Result<()> {
     }
     if all || matches!(which, Which::Coordinator(_)) {
         let max = o.max_hosts.unwrap_or(20_000);
-        let wanted: Vec<usize> = if o.quick {
+        let wanted: Vec<usize> = if let Some(f) = &o.fleets {
+            f.clone()
+        } else if o.quick {
             vec![20, 100]
         } else {
             [1000, 5000, 20_000]
@@ -206,6 +215,7 @@ fn run(which: Which) -> anyhow::Result<()> {
         let p = capacity::Params {
             fleets,
             deployments: if o.quick { 2 } else { 3 },
+            pg_replicas: o.pg_replicas.clone().unwrap_or_else(|| vec![1, 2]),
         };
         let (found, found_notes, with_postgres) = capacity::run(&bins, work, &p)?;
         measurements.extend(found);

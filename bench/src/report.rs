@@ -276,10 +276,14 @@ pub fn quick_all_measurements(postgres: bool) -> Vec<String> {
             }
         }
     }
+    for scheme in ["http", "https"] {
+        out.push(format!("coordinator.held_poll_{scheme}_kib"));
+        if postgres {
+            out.push(format!("coordinator.postgres.held_poll_{scheme}_kib"));
+        }
+    }
     out.extend(
         [
-            "coordinator.held_poll_http_kib",
-            "coordinator.held_poll_https_kib",
             "convergence.hosts_50.other_group_seconds",
             "convergence.hosts_50.other_group_seconds_vs_ordinary_deployment",
             "convergence.hosts_50.catch_up_seconds",

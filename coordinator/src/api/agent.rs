@@ -2,6 +2,7 @@
 //! rollbacks made on the host. Not
 //! here: their rules (`service`) or the credentials (`extract`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -11,6 +12,8 @@ use axum::Json;
 use hoist_protocol::agent::{
     Heartbeat, LocalRollback, PollRequest, PollResponse, RegisterRequest, Report,
 };
+
+use crate::store::HostRow;
 
 use super::{
     blocking, ApiError, ApiJson, ApiResult, AppState, HostAuth, RegistrationAuth, MAX_WAIT,
@@ -31,28 +34,33 @@ pub(super) async fn poll(
     ApiJson(req): ApiJson<PollRequest>,
 ) -> ApiResult<Json<PollResponse>> {
     let start = Instant::now();
-    let answer = hold_poll(&state, host, req).await;
+    let wait = noted(&state, &host, req);
+    let answer = hold_poll(&state, host, wait).await;
     state.metrics.poll_held(start.elapsed());
     answer
 }
 
+/// Notes what a poll says of its host and returns how long it may be held. It takes the
+/// request, so nothing of it is kept while the poll is held: each held poll costs memory
+/// for what it keeps, and a fleet holds one per host.
+fn noted(state: &AppState, host: &HostRow, req: PollRequest) -> Duration {
+    state.service.host_polled(&host.id, &req);
+    Duration::from_secs(req.wait_secs.unwrap_or(MAX_WAIT.as_secs()))
+        .min(MAX_WAIT)
+        .min(state.service.config().poll_wait_cap())
+}
+
 /// A poll's answer: a command as soon as there is one for the host, else its sync view
-/// when the wait is over.
+/// when the wait is over. What it keeps while held is the host's shared row, its waker,
+/// the deadline and the three wake-ups (a command, the deadline, the server stopping);
+/// a command is boxed until it is answered.
 async fn hold_poll(
     state: &AppState,
-    host: crate::store::HostRow,
-    req: PollRequest,
+    host: Arc<HostRow>,
+    wait: Duration,
 ) -> ApiResult<Json<PollResponse>> {
-    let config = state.service.config();
-    let wait = Duration::from_secs(req.wait_secs.unwrap_or(MAX_WAIT.as_secs()))
-        .min(MAX_WAIT)
-        .min(config.poll_wait_cap());
-    let heartbeat_ms = Some(config.heartbeat_interval().as_millis() as u64);
-    let host_id = host.id.clone();
-    state.service.host_polled(&host_id, &req);
-    // Not kept while the poll is held: each held poll costs memory for what it keeps.
-    drop(req);
-    let waker = state.service.host_waker(&host_id);
+    let heartbeat_ms = Some(state.service.config().heartbeat_interval().as_millis() as u64);
+    let waker = state.service.host_waker(&host.id);
     let deadline = tokio::time::Instant::now() + wait;
     // A command left by an earlier wake-up may since have stopped: the store decides.
     let mut woken = false;
@@ -67,13 +75,13 @@ async fn hold_poll(
             Some(command) => Some(command),
             None => {
                 let host = host.clone();
-                blocking(state, move |e| e.next_command(&host)).await?
+                blocking(state, move |e| Ok(e.next_command(&host)?.map(Box::new))).await?
             }
         };
         if let Some(command) = command {
             state.service.command_delivered(&command.command_id);
             return Ok(Json(PollResponse {
-                command: Some(command),
+                command: Some(*command),
                 heartbeat_ms,
                 sync: None,
             }));
@@ -111,7 +119,7 @@ pub(super) async fn heartbeat(
     HostAuth(host): HostAuth,
     ApiJson(req): ApiJson<Heartbeat>,
 ) -> ApiResult<impl IntoResponse> {
-    let ack = blocking(&state, move |e| e.heartbeat(host, &req)).await?;
+    let ack = blocking(&state, move |e| e.heartbeat(&host, &req)).await?;
     Ok(Json(ack))
 }
 

@@ -3,6 +3,8 @@
 //! JSON body. Not here: what a credential may do (the handlers) or how a host's secret is
 //! checked against the store (`service`).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::header::{self, HeaderMap};
@@ -149,9 +151,10 @@ impl FromRequestParts<AppState> for Operator {
 }
 
 /// A host request: the host id header plus `Authorization: Bearer <host secret>`.
-pub struct HostAuth(pub HostRow);
+/// The row is the credentials cache's, shared: a held poll keeps it without a copy.
+pub struct HostAuth(pub Arc<HostRow>);
 
-async fn host_from(parts: &Parts, state: &AppState) -> ApiResult<HostRow> {
+async fn host_from(parts: &Parts, state: &AppState) -> ApiResult<Arc<HostRow>> {
     let id = parts
         .headers
         .get(HOST_ID_HEADER)

@@ -1,10 +1,9 @@
-//! `GET /metrics` (the Prometheus text format of [`crate::metrics`]) and the middleware
-//! counting every answer by route pattern, method and status. Not here: the series
+//! `GET /metrics` (the Prometheus text format of [`crate::metrics`]) and what counts
+//! every answer by route pattern, method and status (for the one layer, `api::around`). Not here: the series
 //! themselves or the fleet's figures (`metrics`, `service::figures`).
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{blocking, ApiError, ApiResult, AppState, Operator};
@@ -37,28 +36,33 @@ pub(super) async fn scrape(
         .into_response())
 }
 
-pub(super) async fn count_requests(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str)
-        .to_owned();
-    let method = match *req.method() {
-        Method::GET
-        | Method::HEAD
-        | Method::POST
-        | Method::PUT
-        | Method::PATCH
-        | Method::DELETE => req.method().as_str().to_owned(),
-        _ => "other".to_owned(),
-    };
-    let resp = next.run(req).await;
-    state
-        .metrics
-        .request(&route, &method, resp.status().as_u16());
-    resp
+/// What a request is counted under, noted before it is served: its route pattern (shared
+/// with the request, not copied) and its method's label.
+pub(super) struct Counted {
+    route: Option<MatchedPath>,
+    method: &'static str,
+}
+
+impl Counted {
+    pub(super) fn of(req: &Request) -> Counted {
+        let method = match *req.method() {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            _ => "other",
+        };
+        Counted {
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            method,
+        }
+    }
+
+    /// Counts the answer `resp`.
+    pub(super) fn answered(self, metrics: &crate::metrics::Metrics, resp: &Response) {
+        let route = self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        metrics.request(route, self.method, resp.status().as_u16());
+    }
 }

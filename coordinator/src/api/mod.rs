@@ -58,8 +58,8 @@
 //! and by [`BODY_TIMEOUT`]. A request refused before its body was read leaves the body
 //! unread: the HTTP/1.1 connection is then closed rather than drained.
 //!
-//! Files: this one (the route table, limits, shared helpers), [`error`] (the error
-//! answer), [`extract`] (credentials and bounded JSON bodies), [`agent`] (the hosts'
+//! Files: this one (the route table, limits, shared helpers), [`around`] (the one layer
+//! around every route), [`error`] (the error answer), [`extract`] (credentials and bounded JSON bodies), [`agent`] (the hosts'
 //! routes), [`bundles`] (upload, ranged download and the `Range` header), [`operator`]
 //! (the operators' routes), [`metrics`] (the scrape and the request counter), [`pipelines`]
 //! (pipelines and releases), [`webhooks`] (webhooks), [`dashboard`] (the web dashboard), [`roles`] (the role each
@@ -68,6 +68,7 @@
 //! (the `service` module), storage, connection-level limits (the `server` module).
 
 mod agent;
+mod around;
 mod bundles;
 pub mod dashboard;
 mod error;
@@ -84,10 +85,9 @@ pub use extract::{ApiJson, HostAuth, HostOrOperator, Operator, OperatorToken, Re
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
@@ -229,39 +229,17 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
-        .layer(middleware::from_fn(around))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::count_requests,
-        ))
+        .layer(around::AroundLayer {
+            metrics: state.metrics.clone(),
+        })
         .with_state(state)
-}
-
-/// The one layer around every route (one layer, so a held poll keeps one boxed future
-/// for it, not one per concern): 414 for a URI longer than [`MAX_URI_LEN`], before routing
-/// or any extractor runs; then [`json_errors`] on the answer.
-async fn around(req: Request, next: Next) -> Response {
-    let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    if len > MAX_URI_LEN {
-        return ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            format!("the request URI has {len} bytes; at most {MAX_URI_LEN} are accepted"),
-        )
-        .into_response();
-    }
-    json_errors(next.run(req).await).await
 }
 
 /// Rewrites an error answer that is not JSON (axum's own rejections, such as a path that
 /// is not valid UTF-8 once percent-decoded) into an `ErrorBody` carrying its text.
 async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if !(status.is_client_error() || status.is_server_error()) || is_json_or_html(&resp) {
         return resp;
     }
     let (parts, body) = resp.into_parts();
@@ -284,6 +262,14 @@ async fn json_errors(resp: Response) -> Response {
         }
     }
     e.into_response()
+}
+
+/// Whether `resp` says it is JSON or an HTML page (the dashboard's).
+fn is_json_or_html(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"))
 }
 
 pub(super) type ApiResult<T> = Result<T, ApiError>;

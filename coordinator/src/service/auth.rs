@@ -4,6 +4,7 @@
 //! it from the request head) or what a registration does (`hosts`).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use hoist_protocol::operator::TokenStatus;
@@ -29,13 +30,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Service {
-    /// The host named by `host_id` when `secret` is its secret and it is not revoked.
-    pub fn authenticate_host(&self, host_id: &str, secret: &str) -> Result<HostRow> {
+    /// The host named by `host_id` when `secret` is its secret and it is not revoked: the
+    /// credentials cache's own row, shared (a held poll keeps it, so it is not copied per
+    /// request).
+    pub fn authenticate_host(&self, host_id: &str, secret: &str) -> Result<Arc<HostRow>> {
         if let Some(known) = self.authenticate_known_host(host_id, secret) {
             return known;
         }
         let epoch = self.credentials_epoch.load(Ordering::SeqCst);
-        let host = self.store.host(host_id)?;
+        let host = self.store.host(host_id)?.map(Arc::new);
         if let Some(h) = &host {
             // A revocation since the read has written its own entry: keep that one. One
             // dropped on another coordinator's word meanwhile: cache nothing.
@@ -49,7 +52,11 @@ impl Service {
 
     /// [`Service::authenticate_host`] without the store: `None` when the host is not known
     /// here yet. Cheap enough for the async runtime.
-    pub fn authenticate_known_host(&self, host_id: &str, secret: &str) -> Option<Result<HostRow>> {
+    pub fn authenticate_known_host(
+        &self,
+        host_id: &str,
+        secret: &str,
+    ) -> Option<Result<Arc<HostRow>>> {
         let host = locked(&self.credentials).get(host_id).cloned()?;
         Some(check_host(host_id, secret, Some(host)))
     }
@@ -113,7 +120,7 @@ fn rfc3339(ms: u64) -> String {
 }
 
 /// `host` (as stored under `host_id`) when `secret` is its secret and it is not revoked.
-fn check_host(host_id: &str, secret: &str, host: Option<HostRow>) -> Result<HostRow> {
+fn check_host(host_id: &str, secret: &str, host: Option<Arc<HostRow>>) -> Result<Arc<HostRow>> {
     match host {
         Some(h)
             if !h.revoked

@@ -251,8 +251,13 @@ impl Service {
         }
     }
 
+    /// The contacts noted, and their table with them: a burst of polls (a fleet coming
+    /// back) leaves no table sized for it behind, while the next second's polls fill a
+    /// new one.
     fn take_contacts(&self) -> Vec<(String, HostContact)> {
-        locked(&self.contacts).drain().collect()
+        std::mem::take(&mut *locked(&self.contacts))
+            .into_iter()
+            .collect()
     }
 
     /// Puts back contacts whose write failed, under any noted since.

@@ -18,7 +18,7 @@ use crate::store::{Changes, CommandLease, CommandRow, HostContact, HostRow};
 impl Service {
     /// Records that `host` is alive (its lease holds) and says whether the command it
     /// runs should stop. A command of another host is answered as not aborted.
-    pub fn heartbeat(&self, host: HostRow, req: &Heartbeat) -> Result<HeartbeatAck> {
+    pub fn heartbeat(&self, host: &HostRow, req: &Heartbeat) -> Result<HeartbeatAck> {
         self.note_contact(
             &host.id,
             HostContact {

@@ -147,7 +147,7 @@ pub struct Service {
     catch_ups: Mutex<CatchUpQueue>,
     /// Hosts by id as last read, to authenticate agent requests without reading the
     /// store each time. Holds only hosts that exist; a revocation updates its entry.
-    credentials: Mutex<HashMap<String, HostRow>>,
+    credentials: Mutex<HashMap<String, Arc<HostRow>>>,
     /// Bumped (under the credentials lock) whenever entries are dropped on another
     /// coordinator's word, so a read of the store that raced with it is not cached.
     credentials_epoch: AtomicU64,
@@ -187,9 +187,10 @@ impl HostWaker {
         self.notify.notified()
     }
 
-    /// The command handed over by the last wake-up, if no poll has taken it yet.
-    pub fn take(&self) -> Option<agent::Command> {
-        locked(&self.handoff).take().map(|c| *c)
+    /// The command handed over by the last wake-up, if no poll has taken it yet (boxed, as
+    /// a held poll keeps room for what it may answer).
+    pub fn take(&self) -> Option<Box<agent::Command>> {
+        locked(&self.handoff).take()
     }
 
     fn wake(&self, command: agent::Command) {

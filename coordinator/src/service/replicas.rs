@@ -1,8 +1,9 @@
 //! This coordinator among the others on the same database: its row in the store (an id,
 //! logged at start, and a heartbeat every [`REPLICA_BEAT`]; removed when it stops), the
 //! live ones listed (`hoist server replicas`), and what they tell each other ([`Notice`]s
-//! through the store): commands started for hosts whose polls are held here wake those
-//! polls, which then look in the store; hosts changed elsewhere (revoked, retagged) leave
+//! through the store): commands started for hosts whose polls are held here are read in
+//! one query and handed to those polls (a host with none in progress is woken to look in
+//! the store itself); hosts changed elsewhere (revoked, retagged) leave
 //! the credentials cache, so the next request reads them again; changes of deployments end
 //! the operators' watches (`--wait`) held here. With one coordinator
 //! (SQLite) no notice is sent or received.
@@ -10,6 +11,7 @@
 //! Not here: the transport (the store's `publish` and `listen`), or a cache of anything
 //! else: what a notice cannot fix is read from the store.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{error_chain, locked, new_id, now_ms, Result, Service};
-use crate::store::{HostRow, Notice, ReplicaRow, Store};
+use super::deployments::agent_command;
+use super::{error_chain, locked, new_id, now_ms, HostWaker, Result, Service};
+use crate::store::{CommandRow, DeploymentRow, HostRow, Notice, ReplicaRow, Store};
 
 /// How often a replica's row says it is alive.
 pub const REPLICA_BEAT: Duration = Duration::from_secs(5);
@@ -104,14 +107,24 @@ impl Service {
         Ok(())
     }
 
-    fn on_notice(&self, notice: Notice) {
+    fn on_notice(self: &Arc<Self>, notice: Notice) {
         match notice {
             Notice::CommandsStarted(hosts) => {
-                let wakers = locked(&self.wakers);
-                for h in &hosts {
-                    if let Some(w) = wakers.get(h) {
-                        w.nudge();
-                    }
+                let held: Vec<(String, Arc<HostWaker>)> = {
+                    let wakers = locked(&self.wakers);
+                    hosts
+                        .into_iter()
+                        .filter_map(|h| wakers.get(&h).cloned().map(|w| (h, w)))
+                        .collect()
+                };
+                if held.is_empty() {
+                    return;
+                }
+                // Off the listener's task: it reads the store.
+                let s = self.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn_blocking(move || s.hand_over_started(held))),
+                    Err(_) => s.hand_over_started(held),
                 }
             }
             Notice::HostsChanged(hosts) => {
@@ -140,6 +153,41 @@ impl Service {
         }
     }
 
+    /// Hands the polls held here for `held` hosts the commands another coordinator has
+    /// just started for them, read in one query, as that coordinator hands its own: a
+    /// fleet's worth of woken polls then answers without a store read each. A host with
+    /// no command in progress (a catch-up, say), or a failed read, is only woken: its poll
+    /// looks in the store.
+    fn hand_over_started(&self, held: Vec<(String, Arc<HostWaker>)>) {
+        let ids: Vec<&str> = held.iter().map(|(h, _)| h.as_str()).collect();
+        let commands = match self.store.in_progress_commands_for_hosts(&ids) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "reading commands started elsewhere");
+                for (_, w) in &held {
+                    w.nudge();
+                }
+                return;
+            }
+        };
+        let by_host: HashMap<&str, &CommandRow> =
+            commands.iter().map(|c| (c.host_id.as_str(), c)).collect();
+        let mut deployments: HashMap<&str, Option<DeploymentRow>> = HashMap::new();
+        for (h, w) in &held {
+            let Some(c) = by_host.get(h.as_str()) else {
+                w.nudge();
+                continue;
+            };
+            let d = deployments
+                .entry(c.deployment_id.as_str())
+                .or_insert_with(|| self.store.deployment(&c.deployment_id).ok().flatten());
+            match d {
+                Some(d) => w.wake(agent_command(c, d)),
+                None => w.nudge(),
+            }
+        }
+    }
+
     /// Tells other coordinators; a failure is logged, not returned: what they hold is a
     /// hint (their polls look in the store when they end, their caches refill on a miss).
     pub(super) fn tell_replicas(&self, notice: Notice) {
@@ -151,7 +199,7 @@ impl Service {
     /// A host row just written by an operator or a registration: this coordinator's
     /// credentials cache takes it, the others drop theirs.
     pub(super) fn host_written(&self, host: &HostRow) {
-        locked(&self.credentials).insert(host.id.clone(), host.clone());
+        locked(&self.credentials).insert(host.id.clone(), Arc::new(host.clone()));
         self.tell_replicas(Notice::HostsChanged(vec![host.id.clone()]));
     }
 }

@@ -490,6 +490,9 @@ pub trait Store: Send + Sync + 'static {
     /// A deployment's commands in rollout order.
     fn commands(&self, deployment_id: &str) -> Result<Vec<CommandRow>>;
     fn command(&self, id: &str) -> Result<Option<CommandRow>>;
+    /// The stored commands among `ids`, in no particular order (an id not found is left
+    /// out): a batch of reports reads its commands at once, one query on PostgreSQL.
+    fn commands_among(&self, ids: &[&str]) -> Result<Vec<CommandRow>>;
     /// How many of a deployment's commands are in each state: what a rollout decision
     /// reads after every command's end, without reading the commands.
     fn command_counts(&self, deployment_id: &str) -> Result<Vec<(CommandState, usize)>>;
@@ -497,6 +500,10 @@ pub trait Store: Send + Sync + 'static {
     fn pending_commands(&self, deployment_id: &str, limit: usize) -> Result<Vec<CommandRow>>;
     /// The host's oldest command in progress.
     fn in_progress_command_for_host(&self, host_id: &str) -> Result<Option<CommandRow>>;
+    /// [`Store::in_progress_command_for_host`] of each of `host_ids` that has one, in no
+    /// particular order: what a replica hands the polls it holds when another started
+    /// their commands, in one query on PostgreSQL.
+    fn in_progress_commands_for_hosts(&self, host_ids: &[&str]) -> Result<Vec<CommandRow>>;
     fn in_progress_commands(&self) -> Result<Vec<CommandRow>>;
     /// Every succeeded command of a host with its deployment, newest first.
     fn succeeded_commands_of_host(&self, host_id: &str)
@@ -504,6 +511,9 @@ pub trait Store: Send + Sync + 'static {
 
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool>;
     fn report(&self, command_id: &str, seq: u64) -> Result<Option<ReportRow>>;
+    /// The recorded reports among `keys` (command id, seq), in no particular order: a
+    /// batch of reports learns which of its own are resends at once.
+    fn reports_among(&self, keys: &[(&str, u64)]) -> Result<Vec<ReportRow>>;
     /// Records event reports, each with the (stored) command it updated, in one
     /// transaction: one sync of the database for a whole batch. Per report, false when
     /// (command, seq) was already recorded; nothing of that report is written then.

@@ -173,6 +173,38 @@ pub(super) fn command(s: &PgStore, id: &str) -> Result<Option<CommandRow>> {
     )
 }
 
+pub(super) fn commands_among(s: &PgStore, ids: &[&str]) -> Result<Vec<CommandRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    s.query(
+        "reading commands",
+        &format!("SELECT {COMMAND_COLS} FROM commands WHERE id = ANY($1)"),
+        &[&ids],
+        command_row,
+    )
+}
+
+/// The same order as [`in_progress_command_for_host`], per host.
+pub(super) fn in_progress_commands_for_hosts(
+    s: &PgStore,
+    host_ids: &[&str],
+) -> Result<Vec<CommandRow>> {
+    if host_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    s.query(
+        "reading hosts' commands",
+        &format!(
+            "SELECT DISTINCT ON (host_id) {COMMAND_COLS} FROM commands \
+             WHERE host_id = ANY($1) AND state = 'in_progress' \
+             ORDER BY host_id, started_ms NULLS FIRST, seq"
+        ),
+        &[&host_ids],
+        command_row,
+    )
+}
+
 pub(super) fn in_progress_command_for_host(
     s: &PgStore,
     host_id: &str,

@@ -359,8 +359,16 @@ impl Store for PgStore {
         deployments::command(self, id)
     }
 
+    fn commands_among(&self, ids: &[&str]) -> Result<Vec<CommandRow>> {
+        deployments::commands_among(self, ids)
+    }
+
     fn in_progress_command_for_host(&self, host_id: &str) -> Result<Option<CommandRow>> {
         deployments::in_progress_command_for_host(self, host_id)
+    }
+
+    fn in_progress_commands_for_hosts(&self, host_ids: &[&str]) -> Result<Vec<CommandRow>> {
+        deployments::in_progress_commands_for_hosts(self, host_ids)
     }
 
     fn in_progress_commands(&self) -> Result<Vec<CommandRow>> {
@@ -376,6 +384,10 @@ impl Store for PgStore {
 
     fn report(&self, command_id: &str, seq: u64) -> Result<Option<ReportRow>> {
         reports::report(self, command_id, seq)
+    }
+
+    fn reports_among(&self, keys: &[(&str, u64)]) -> Result<Vec<ReportRow>> {
+        reports::reports_among(self, keys)
     }
 
     fn report_exists(&self, command_id: &str, seq: u64) -> Result<bool> {

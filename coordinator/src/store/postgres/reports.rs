@@ -17,6 +17,23 @@ pub(super) fn report(s: &PgStore, command_id: &str, seq: u64) -> Result<Option<R
     )
 }
 
+pub(super) fn reports_among(s: &PgStore, keys: &[(&str, u64)]) -> Result<Vec<ReportRow>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = keys.iter().map(|(c, _)| *c).collect();
+    let seqs: Vec<i64> = keys.iter().map(|(_, seq)| i(*seq)).collect();
+    s.query(
+        "reading reports",
+        &format!(
+            "SELECT {REPORT_COLS} FROM reports WHERE (command_id, seq) IN \
+             (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+        ),
+        &[&ids, &seqs],
+        report_row,
+    )
+}
+
 pub(super) fn report_exists(s: &PgStore, command_id: &str, seq: u64) -> Result<bool> {
     Ok(s.query_one(
         "reading a report",

@@ -163,6 +163,27 @@ pub(super) fn command(s: &SqliteStore, id: &str) -> Result<Option<CommandRow>> {
     )
 }
 
+/// One cached statement per id: in process, a query costs no round trip.
+pub(super) fn commands_among(s: &SqliteStore, ids: &[&str]) -> Result<Vec<CommandRow>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(command(s, id)?);
+    }
+    Ok(out)
+}
+
+/// One cached statement per host: in process, a query costs no round trip.
+pub(super) fn in_progress_commands_for_hosts(
+    s: &SqliteStore,
+    host_ids: &[&str],
+) -> Result<Vec<CommandRow>> {
+    let mut out = Vec::with_capacity(host_ids.len());
+    for h in host_ids {
+        out.extend(in_progress_command_for_host(s, h)?);
+    }
+    Ok(out)
+}
+
 pub(super) fn in_progress_command_for_host(
     s: &SqliteStore,
     host_id: &str,

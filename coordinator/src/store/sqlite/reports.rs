@@ -25,6 +25,15 @@ pub(super) fn report(s: &SqliteStore, command_id: &str, seq: u64) -> Result<Opti
     )
 }
 
+/// One cached statement per key: in process, a query costs no round trip.
+pub(super) fn reports_among(s: &SqliteStore, keys: &[(&str, u64)]) -> Result<Vec<ReportRow>> {
+    let mut out = Vec::new();
+    for (command_id, seq) in keys {
+        out.extend(report(s, command_id, *seq)?);
+    }
+    Ok(out)
+}
+
 pub(super) fn report_exists(s: &SqliteStore, command_id: &str, seq: u64) -> Result<bool> {
     Ok(s.conn()
         .query_row(

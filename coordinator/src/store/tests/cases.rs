@@ -12,6 +12,10 @@ use crate::store::{
     StoreError,
 };
 
+pub(super) use super::batch_cases::{
+    a_batch_reads_its_commands_and_recorded_reports_at_once,
+    hosts_commands_in_progress_are_read_at_once,
+};
 pub(super) use super::operator_cases::{
     figures_count_deployments_and_the_commands_of_active_ones,
     operator_tokens_keep_their_role_and_name_and_revocation_sticks,

@@ -3,6 +3,7 @@
 //! cluster, `hoist_tests::postgres`). Backend-specific behaviour (migrations, several
 //! connections at once) is tested beside it (`postgres.rs`) and in `sqlite`.
 
+mod batch_cases;
 mod cases;
 mod operator_cases;
 mod pipeline_cases;
@@ -79,6 +80,8 @@ suite!(
     a_decision_writes_its_rows_together,
     commands_are_read_by_state_in_rollout_order,
     a_report_is_recorded_once_per_command_and_seq,
+    a_batch_reads_its_commands_and_recorded_reports_at_once,
+    hosts_commands_in_progress_are_read_at_once,
     sync_rows_are_replaced,
     leases_merge_and_are_forgotten_when_their_command_ends,
     replicas_are_listed_while_they_beat_and_forgotten_when_removed,

@@ -550,3 +550,105 @@ fn a_local_deploy_checks_the_signature_file_against_the_configs_keys() {
         "{err}"
     );
 }
+
+/// A bundle with `hoist.releases` (`current` under `srv`): `files/version.txt` into it, and
+/// ApplicationStart appending `MARKER ApplicationStart` to `$OUT/events.log`.
+fn release_bundle(dir: &Path, marker: &str, srv: &Path) {
+    fs::create_dir_all(dir.join("scripts")).expect("mkdir");
+    fs::create_dir_all(dir.join("files")).expect("mkdir");
+    fs::write(dir.join("files/version.txt"), marker).expect("file");
+    fs::write(
+        dir.join("appspec.yml"),
+        format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: files\n    destination: {d}/current\n\
+             hooks:\n  ApplicationStart:\n    - location: scripts/record.sh\n\
+             hoist:\n  releases:\n    current: {d}/current\n",
+            d = srv.display()
+        ),
+    )
+    .expect("appspec");
+    let p = dir.join("scripts/record.sh");
+    fs::write(&p, record_script(marker)).expect("script");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[test]
+fn a_kept_release_is_switched_back_to_only_under_a_trusted_signature() {
+    let s = Scratch::new();
+    let c = Coordinator::start(&s.join("coordinator"));
+    let token = c.shop_web(&["--config", "AllAtOnce"]);
+    let keys = s.join("keys");
+    let key_id = generate(&c, &keys);
+    let strict = start(
+        &s,
+        "strict",
+        &c,
+        &token,
+        &trust(&[&keys.join("hoist.pub")], true),
+    );
+    wait_for("the host online", Duration::from_secs(30), || {
+        c.hoist_ok(&["hosts", "list", "--json"]).contains("strict")
+    });
+    let srv = s.join("srv");
+    let current = srv.join("current");
+    let (v1, v2) = (s.join("v1"), s.join("v2"));
+    release_bundle(&v1, "v1", &srv);
+    release_bundle(&v2, "v2", &srv);
+    let r1 = push(&c, &v1, "shop", Some(&keys.join("hoist.key")));
+    let r2 = push(&c, &v2, "shop", Some(&keys.join("hoist.key")));
+    let (r1, r2) = (
+        r1["id"].as_str().expect("id").to_owned(),
+        r2["id"].as_str().expect("id").to_owned(),
+    );
+    let (d1, hosts) = deploy(&c, &["--revision", &r1]);
+    assert_eq!(on(&hosts, "strict").0, "succeeded", "{hosts:?}");
+    let (d2, hosts) = deploy(&c, &["--revision", &r2]);
+    assert_eq!(on(&hosts, "strict").0, "succeeded", "{hosts:?}");
+    assert_eq!(
+        fs::read_link(&current).expect("current is a link"),
+        srv.join("releases").join(&d2)
+    );
+
+    // The first revision again, signed as pushed: switched back to, its signature checked.
+    let (d3, hosts) = deploy(&c, &["--revision", &r1]);
+    assert_eq!(on(&hosts, "strict").0, "succeeded", "{hosts:?}");
+    assert_eq!(
+        fs::read_link(&current).expect("current is a link"),
+        srv.join("releases").join(&d1)
+    );
+    let log = hook_log(&strict, &d3);
+    assert!(
+        log.contains("is kept on this host as release")
+            && log.contains(&format!("signature by trusted key {key_id} verified")),
+        "{log}"
+    );
+
+    // The second revision's signature dropped behind the coordinator's back: the host does
+    // not switch back to it, although it keeps it, and current stays where it was.
+    tamper(
+        &c,
+        "UPDATE revisions SET revision_json = json_remove(revision_json, '$.signature') \
+         WHERE id = ?1",
+        &[&r2],
+    );
+    let (_, hosts) = deploy(&c, &["--revision", &r2]);
+    let (state, message) = on(&hosts, "strict");
+    assert_eq!(state, "failed");
+    assert!(message.contains("no signature"), "{message}");
+    assert_eq!(
+        fs::read_link(&current).expect("current is a link"),
+        srv.join("releases").join(&d1)
+    );
+    assert_eq!(
+        fs::read_to_string(current.join("version.txt")).expect("version"),
+        "v1"
+    );
+    assert_eq!(
+        strict.events(),
+        [
+            "v1 ApplicationStart",
+            "v2 ApplicationStart",
+            "v1 ApplicationStart"
+        ]
+    );
+}

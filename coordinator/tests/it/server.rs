@@ -90,7 +90,8 @@ fn version_is_printed() {
 async fn tls_serves_https_with_the_given_certificate() {
     let tmp = Scratch::new();
     let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    let ca = make_certificate(tmp.path(), &cert, &key).expect("openssl makes a test certificate");
+    let ca = make_certificate(tmp.path(), &cert, &key)
+        .unwrap_or_else(|e| panic!("openssl makes a test certificate: {e}"));
     let server = Server::start_with(
         &tmp.path().join("data"),
         &[
@@ -129,12 +130,12 @@ async fn tls_serves_https_with_the_given_certificate() {
 }
 
 /// A test CA and a certificate for 127.0.0.1 signed by it, made with the openssl CLI;
-/// `None` (with the reason printed) when openssl is not there.
+/// the error says which openssl step failed and how.
 fn make_certificate(
     dir: &std::path::Path,
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Option<std::path::PathBuf> {
+) -> Result<std::path::PathBuf, String> {
     let (ca, ca_key, csr, ext) = (
         dir.join("ca.pem"),
         dir.join("ca.key"),
@@ -196,13 +197,10 @@ fn make_certificate(
     for args in steps {
         match Command::new("openssl").args(&args).output() {
             Ok(o) if o.status.success() => {}
-            other => {
-                eprintln!("skipping: openssl could not make a test certificate: {other:?}");
-                return None;
-            }
+            other => return Err(format!("openssl {args:?}: {other:?}")),
         }
     }
-    Some(ca)
+    Ok(ca)
 }
 
 #[test]

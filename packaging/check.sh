@@ -226,6 +226,9 @@ script_case "deb upgrade, agent idle: restart" yes plain.yaml none 0 \
 script_case "deb upgrade, deployment in flight: no restart, says so" yes plain.yaml \
     /var/lib/hoist/in-flight.json 0 "daemon-reload;is-active --quiet $unit" \
     "takes effect at the next restart" $deb/postinst configure 0.0.1
+script_case "deb upgrade, deployment in flight (in-flight.log): no restart, says so" yes plain.yaml \
+    /var/lib/hoist/in-flight.log 0 "daemon-reload;is-active --quiet $unit" \
+    "takes effect at the next restart" $deb/postinst configure 0.0.1
 script_case "deb upgrade, in flight under a configured state_dir: no restart" yes moved.yaml \
     /var/lib/hoist/elsewhere/in-flight.json 0 "daemon-reload;is-active --quiet $unit" \
     "takes effect at the next restart" $deb/postinst configure 0.0.1
@@ -245,6 +248,9 @@ script_case "rpm upgrade, agent idle: postun restarts" yes plain.yaml none 0 \
     "daemon-reload;is-active --quiet $unit;restart $unit" "" sh $rpm/hoist-agent.postun.sh 1
 script_case "rpm upgrade, deployment in flight: no restart" yes plain.yaml \
     /var/lib/hoist/in-flight.json 0 "daemon-reload;is-active --quiet $unit" \
+    "takes effect at the next restart" sh $rpm/hoist-agent.postun.sh 1
+script_case "rpm upgrade, deployment in flight (in-flight.log): no restart" yes plain.yaml \
+    /var/lib/hoist/in-flight.log 0 "daemon-reload;is-active --quiet $unit" \
     "takes effect at the next restart" sh $rpm/hoist-agent.postun.sh 1
 script_case "rpm remove: stop and disable" yes plain.yaml none 0 \
     "stop $unit;disable $unit" "" sh $rpm/hoist-agent.preun.sh 0

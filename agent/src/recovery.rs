@@ -240,8 +240,8 @@ mod tests {
         child.try_wait().expect("try_wait").is_none()
     }
 
-    /// Plants `in-flight.json` for command `cmd-1` in ValidateService with `pgid`, as left
-    /// by an agent that died.
+    /// Plants the in-flight marker for command `cmd-1` in ValidateService with `pgid`, as
+    /// left by an agent that died.
     fn plant(state: &StateDir, pgid: i32, boot_id: Option<String>, start: Option<u64>) {
         let marker = InFlight {
             schema_version: state::SCHEMA_VERSION,
@@ -260,7 +260,18 @@ mod tests {
             pgid_start_time: start,
             record: None,
         };
-        state::write_json(&state.in_flight_path(), &marker).expect("plant marker");
+        // The event's durable line, then the running script's part with its group.
+        let begun = InFlight {
+            script: None,
+            pgid: None,
+            boot_id: None,
+            pgid_start_time: None,
+            ..marker.clone()
+        };
+        state.begin_in_flight(&begun, true).expect("plant marker");
+        state
+            .record_running_script(&marker)
+            .expect("plant script part");
     }
 
     #[tokio::test]
@@ -366,7 +377,7 @@ mod tests {
                 ] if event == "ValidateService"),
                 "{reports:?}"
             );
-            assert!(!state.in_flight_path().exists());
+            assert!(!state.in_flight_log_path().exists());
         }
         let _ = sleep.kill();
         let _ = sleep.wait();
@@ -511,6 +522,7 @@ mod tests {
                 pgid_start_time: None,
                 record: Some(record),
             };
+            // As a version before `in-flight.log` wrote it: recovery still reads it.
             state::write_json(&state.in_flight_path(), &marker).expect("marker");
             // The script's part of an earlier event, left behind: it does not apply.
             let earlier = InFlight {

@@ -6,7 +6,8 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || :
     if [ "$1" -ge 1 ] && systemctl is-active --quiet hoist-agent.service; then
         dir=$(sed -n 's/^state_dir:[[:space:]]*["'\'']\{0,1\}\([^"'\''#[:space:]]*\).*/\1/p' /etc/hoist/agent.yaml 2>/dev/null | head -n 1)
-        if [ -e "${dir:-/var/lib/hoist}/in-flight.json" ]; then
+        # in-flight.log, or in-flight.json from a version before it.
+        if [ -e "${dir:-/var/lib/hoist}/in-flight.log" ] || [ -e "${dir:-/var/lib/hoist}/in-flight.json" ]; then
             echo "hoist-agent: a deployment is in flight, so the running agent was not restarted; the new version takes effect at the next restart (systemctl restart hoist-agent once \`hoist-agent status\` shows no deployment in flight)"
         else
             systemctl restart hoist-agent.service || :

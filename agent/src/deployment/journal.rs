@@ -4,7 +4,8 @@
 //! deployment.
 //!
 //! One durable write per event: the marker at the event's start, carrying the deployment's
-//! record so far, which is all recovery needs after a crash of the host. What a restarted
+//! record so far, which is all recovery needs after a crash of the host (one line appended to
+//! `in-flight.log` and one `fdatasync`; see `state::in_flight`). What a restarted
 //! agent can rebuild from it or only needs in the same boot is written without a sync:
 //! `result.json` between events (rebuilt from the marker by `recovery`), and the running
 //! script and its process group (no process group outlives a reboot). `result.json` is made
@@ -32,6 +33,8 @@ pub(super) struct Journal<'a> {
     state: &'a StateDir,
     observer: &'a dyn Observer,
     in_flight: InFlight,
+    /// Whether an event's marker was written yet.
+    marked: bool,
     record: DeploymentRecord,
 }
 
@@ -112,6 +115,7 @@ impl<'a> Journal<'a> {
             state,
             observer,
             in_flight,
+            marked: false,
             record,
         })
     }
@@ -129,7 +133,9 @@ impl<'a> Journal<'a> {
         self.in_flight.boot_id = None;
         self.in_flight.pgid_start_time = None;
         self.in_flight.record = Some(self.record.clone());
-        self.state.begin_in_flight(&self.in_flight)?;
+        // The deployment's first event starts the marker's log afresh.
+        self.state.begin_in_flight(&self.in_flight, !self.marked)?;
+        self.marked = true;
         self.log.set_event(event.as_str());
         self.observer.event_started(event);
         let req = self.req;

@@ -378,7 +378,7 @@ async fn a_deployment_asked_to_stop_before_its_first_event_ends_stopped_and_says
         record.error.as_deref(),
         Some("deployment stopped before BeforeBlockTraffic")
     );
-    assert!(!deployer.state.in_flight_path().exists());
+    assert!(!deployer.state.in_flight_log_path().exists());
 }
 
 #[tokio::test]
@@ -556,7 +556,7 @@ async fn the_marker_carries_the_record_and_the_running_script_is_kept_apart() {
     )
     .unwrap();
     let d = deployer(&state_dir);
-    let marker_path = d.state.in_flight_path();
+    let marker_path = d.state.in_flight_log_path();
     let part_path = d.state.in_flight_script_path();
     // The agent records the process group once the script runs: wait for it, then copy
     // both parts as they are.
@@ -575,9 +575,9 @@ async fn the_marker_carries_the_record_and_the_running_script_is_kept_apart() {
 
     deploy(&d, &request("d-1", "app", "web", "local-abc", &src)).await;
 
-    let marker: state::InFlight = state::read_json(&seen.join("in-flight.json"))
+    let marker = state::read_marker_log(&seen.join("in-flight.log"))
         .unwrap()
-        .unwrap();
+        .expect("an intact marker");
     assert_eq!(marker.event, "AfterInstall");
     assert_eq!((marker.script, marker.pgid), (None, None));
     let record = marker.record.expect("the marker carries the record");

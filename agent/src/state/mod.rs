@@ -9,8 +9,10 @@
 //! host.json                       the host's id and secret at the coordinator (0600)
 //! contact.json                    the last exchange with the coordinator and its last error
 //! sync.json                       the host's sync state per group, as the coordinator said
-//! in-flight.json                  the deployment and event running now (absent when idle)
+//! in-flight.log                   the deployment and event running now, a line per event
+//!                                 (absent when idle; [`StateDir::in_flight`])
 //! in-flight-script.json           its running script and process group (written unsynced)
+//! in-flight.json                  the marker as versions before the log wrote it (read, removed)
 //! local-rollbacks/<id>.json      a `hoist-agent rollback` not yet acknowledged by the coordinator
 //! commands/<command id>.json      a command this host has started (never run twice)
 //! outbox/<command id>/            reports not yet acknowledged by the coordinator (0700)
@@ -58,6 +60,7 @@ pub use files::{
 #[cfg(test)]
 pub(crate) use groups::rewrite_group_paths;
 pub use groups::{local_group_id, unclaimed_group_id};
+pub use in_flight::read_marker_log;
 pub use lock::HostLock;
 pub use records::{
     AgentInfo, CommandSeen, Contact, DeploymentRecord, Ending, EntryKind, EventRecord, GroupInfo,
@@ -121,6 +124,12 @@ impl StateDir {
         self.root.join("sync.json")
     }
 
+    /// `in-flight.log`: the durable part of the in-flight marker ([`StateDir::in_flight`]).
+    pub fn in_flight_log_path(&self) -> PathBuf {
+        self.root.join("in-flight.log")
+    }
+
+    /// `in-flight.json`: the in-flight marker of versions before `in-flight.log`, still read.
     pub fn in_flight_path(&self) -> PathBuf {
         self.root.join("in-flight.json")
     }
@@ -395,12 +404,13 @@ mod tests {
         let group = state.group("g/1");
         let deployment = group.deployment("d-1");
         let outbox = state.outbox();
-        let cases: [(PathBuf, &str); 19] = [
+        let cases: [(PathBuf, &str); 20] = [
             (state.lock_path(), "/s/agent.lock"),
             (state.agent_info_path(), "/s/agent.json"),
             (state.host_credentials_path(), "/s/host.json"),
             (state.contact_path(), "/s/contact.json"),
             (state.in_flight_path(), "/s/in-flight.json"),
+            (state.in_flight_log_path(), "/s/in-flight.log"),
             (state.commands_dir(), "/s/commands"),
             (state.command_seen_path("c 1"), "/s/commands/c%201.json"),
             (outbox.path().to_path_buf(), "/s/outbox"),

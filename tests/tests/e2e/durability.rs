@@ -106,9 +106,14 @@ fn the_installed_tree_is_on_disk_when_the_agent_dies_right_after_install() {
         "the agent was killed: {out:?}"
     );
     // It died in AfterInstall, Install having succeeded.
-    let marker: serde_json::Value =
-        serde_json::from_slice(&fs::read(state.join("in-flight.json")).expect("marker"))
-            .expect("marker json");
+    // The marker is the last line of in-flight.log: "<checksum> <json>".
+    let log = fs::read_to_string(state.join("in-flight.log")).expect("marker");
+    let (_, last) = log
+        .lines()
+        .last()
+        .and_then(|l| l.split_once(' '))
+        .expect("a marker line");
+    let marker: serde_json::Value = serde_json::from_str(last).expect("marker json");
     assert_eq!(marker["event"], "AfterInstall", "{marker}");
     let done = marker["record"]["events"].as_array().expect("events");
     assert!(

@@ -39,6 +39,9 @@ pub async fn recover(
     kill_grace: Duration,
 ) -> anyhow::Result<Option<Recovered>> {
     let Some(in_flight) = state.in_flight()? else {
+        // A log whose only line was torn by a power loss names no deployment: removed, so
+        // nothing (the packages' upgrade scripts) takes it for one in flight.
+        state.clear_in_flight()?;
         return Ok(None);
     };
     warn!(
@@ -330,6 +333,18 @@ mod tests {
                 complete.display()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_marker_log_with_no_intact_line_is_nothing_to_recover_and_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        std::fs::write(state.in_flight_log_path(), "0123456789abcdef {\"schema_ver").unwrap();
+        let r = recover(&state, None, Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(r, None);
+        assert!(!state.in_flight_log_path().exists());
     }
 
     fn reported(outbox: &Outbox) -> Vec<ReportBody> {

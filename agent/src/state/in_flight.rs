@@ -132,7 +132,8 @@ fn checksum(json: &[u8]) -> String {
 
 /// The last intact marker of `in-flight.log`; `Ok(None)` when the file does not exist or holds
 /// no intact line. Reading stops at the first line that is torn (no newline, or a checksum
-/// that does not match): the log is only appended to, so nothing after it was synced.
+/// that does not match): a line is appended only once the one before it is synced, so a torn
+/// line is the last one written.
 pub fn read_marker_log(path: &Path) -> anyhow::Result<Option<InFlight>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,

@@ -249,6 +249,47 @@ MESSAGES = [
      "host": None, "state": "succeeded", "summary": "s", "link": "http://x/deployments/d-1"},
 ]
 
+RELEASE = {
+    "id": "rel-1", "pipeline": "ship", "application": "shop", "revision_id": "r-1",
+    "revision": REVISIONS[0], "state": "awaiting_approval", "creator": "source",
+    "source_ref": "refs/heads/main", "message": "m", "created_ms": 1, "ended_ms": None,
+    "stages": [
+        {"group": "staging", "variables": {"DEPLOY_MODE": "destructive"}, "state": "succeeded",
+         "deployment_id": "d-1", "started_ms": 1, "ended_ms": 2},
+        {"group": "prod", "manual_approval": True, "state": "awaiting_approval",
+         "approved_by": "ops", "approved_ms": 3, "comment": "ok"},
+    ],
+    "change_seq": 4,
+}
+PIPELINE = {
+    "name": "ship", "application": "shop",
+    "source": {"git": {"url": "git://127.0.0.1/r.git", "branch": "main", "poll_secs": 30}},
+    "source_status": {"last": "a" * 40, "error": "e", "checked_ms": 1, "failures": 2, "next_ms": 3},
+    "stages": [{"group": "staging"}, {"group": "prod", "manual_approval": True,
+                                      "variables": {"DEPLOY_MODE": "normal"}}],
+    "created_ms": 1, "updated_ms": 2, "releases": [RELEASE],
+}
+MESSAGES += [
+    {"command_id": "c-1"},
+    {"aborted": True},
+    {"group_id": "g-1", "deployment_id": "d-1", "rollback_id": "rb-1", "rolled_back_at_ms": 5},
+    {"recorded": True},
+    {"catch_up": False, "bake_secs": 30, "rollout": {"type": "one_at_a_time"}, "auto_rollback": True},
+    {"tags": {"role": "web"}},
+    {"expires_secs": 60, "max_uses": 3, "allowed_tags": {"role": ["web", "db"]}},
+    {"role": "deployer", "name": "ci"},
+    {"token": "op-secret", "id": "op-1", "role": "viewer", "name": None},
+    {"yaml": "name: ship\napplication: shop\nstages:\n  - group: staging\n"},
+    {"revision": {"id": "r-1"}},
+    {"revision": "previous"},
+    {"revision": {"inline": REVISIONS[3]}},
+    {"comment": "looks good", "by": "ops"},
+    RELEASE,
+    {"releases": [RELEASE]},
+    PIPELINE,
+    {"pipelines": [PIPELINE]},
+]
+
 
 def protocol_seeds():
     for message in MESSAGES:

@@ -13,12 +13,16 @@
 use std::fmt::Debug;
 
 use hoist_protocol::agent::{
-    PollRequest, PollResponse, RegisterRequest, RegisterResponse, Report, ReportAck,
+    Heartbeat, HeartbeatAck, LocalRollback, LocalRollbackAck, PollRequest, PollResponse,
+    RegisterRequest, RegisterResponse, Report, ReportAck,
 };
 use hoist_protocol::operator::{
-    Application, ApplicationList, BundleInfo, CreateApplication, CreateDeployment, CreateGroup,
-    CreateRevision, Deployment, DeploymentGroup, DeploymentList, GroupList, HostInfo, HostList,
-    RegistrationToken, RevisionInfo, WebhookEvent, CreateWebhook, WebhookList, WebhookTest,
+    Application, ApplicationList, ApplyPipeline, BundleInfo, CreateApplication, CreateDeployment,
+    CreateGroup, CreateOperatorToken, CreateRegistrationToken, CreateRelease, CreateRevision,
+    CreateWebhook, Decision, Deployment, DeploymentGroup, DeploymentList, GroupList, HostInfo,
+    HostList, OperatorToken, OperatorTokenList, Pipeline, PipelineList, RegistrationToken,
+    RegistrationTokenList, Release, ReleaseList, RevisionInfo, SetHostTags, UpdateGroup,
+    WebhookEvent, WebhookList, WebhookTest,
 };
 use hoist_protocol::signature::{Manifest, SignedManifest};
 use hoist_protocol::ErrorBody;
@@ -53,15 +57,26 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<RegisterRequest>(data);
     round_trip::<PollRequest>(data);
     round_trip::<Report>(data);
+    round_trip::<Heartbeat>(data);
+    round_trip::<LocalRollback>(data);
     round_trip::<CreateApplication>(data);
     round_trip::<CreateGroup>(data);
     round_trip::<CreateRevision>(data);
     round_trip::<CreateDeployment>(data);
     round_trip::<CreateWebhook>(data);
+    round_trip::<UpdateGroup>(data);
+    round_trip::<SetHostTags>(data);
+    round_trip::<CreateRegistrationToken>(data);
+    round_trip::<CreateOperatorToken>(data);
+    round_trip::<ApplyPipeline>(data);
+    round_trip::<CreateRelease>(data);
+    round_trip::<Decision>(data);
     // What the agent decodes from the coordinator.
     round_trip::<RegisterResponse>(data);
     round_trip::<PollResponse>(data);
     round_trip::<ReportAck>(data);
+    round_trip::<HeartbeatAck>(data);
+    round_trip::<LocalRollbackAck>(data);
     round_trip::<ErrorBody>(data);
     // What the operator CLI decodes from the coordinator.
     round_trip::<Application>(data);
@@ -75,6 +90,13 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<BundleInfo>(data);
     round_trip::<Deployment>(data);
     round_trip::<DeploymentList>(data);
+    round_trip::<RegistrationTokenList>(data);
+    round_trip::<OperatorToken>(data);
+    round_trip::<OperatorTokenList>(data);
+    round_trip::<Pipeline>(data);
+    round_trip::<PipelineList>(data);
+    round_trip::<Release>(data);
+    round_trip::<ReleaseList>(data);
     // What the agent reads of a signed revision.
     round_trip::<SignedManifest>(data);
     if let Ok(text) = std::str::from_utf8(data) {

@@ -1,5 +1,6 @@
 //! PostgreSQL's side of rows: a row read as raw values, error mapping, and the shared
-//! writes of a deployment, a command, a host and a sync row inside a transaction. The
+//! writes of a deployment, a host, and of commands and sync rows (many in one statement,
+//! each column sent as an array) inside a transaction. The
 //! column lists and the decoding are both backends' (`store::rows`). Not here: the queries
 //! themselves (the store's methods) or the schema (`schema`).
 

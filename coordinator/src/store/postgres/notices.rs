@@ -32,13 +32,13 @@ pub(super) fn publish(s: &PgStore, notice: &Notice) -> Result<()> {
         Notice::Changed => vec![format!("{} C", s.origin)],
         Notice::Resync => return Ok(()),
     };
-    for payload in sent {
-        s.execute(
-            "telling other replicas",
-            "SELECT pg_notify($1, $2)::text",
-            &[&CHANNEL, &payload],
-        )?;
-    }
+    // One statement for all the payloads: a fleet's hosts are dozens of them.
+    s.execute(
+        "telling other replicas",
+        "SELECT pg_notify($1, p)::text FROM UNNEST($2::text[]) WITH ORDINALITY AS n(p, i) \
+         ORDER BY i",
+        &[&CHANNEL, &sent],
+    )?;
     Ok(())
 }
 
@@ -74,6 +74,20 @@ fn parse(origin: &str, payload: &str) -> Option<Notice> {
         "C" => Some(Notice::Changed),
         _ => None,
     }
+}
+
+/// `notices` in order, each run of [`Notice::CommandsStarted`] or of
+/// [`Notice::HostsChanged`] as one.
+fn merged(notices: impl Iterator<Item = Notice>) -> Vec<Notice> {
+    let mut out: Vec<Notice> = Vec::new();
+    for notice in notices {
+        match (out.last_mut(), notice) {
+            (Some(Notice::CommandsStarted(ids)), Notice::CommandsStarted(more))
+            | (Some(Notice::HostsChanged(ids)), Notice::HostsChanged(more)) => ids.extend(more),
+            (_, notice) => out.push(notice),
+        }
+    }
+    out
 }
 
 pub(super) fn listen(s: &PgStore, handler: NoticeHandler) -> Result<()> {
@@ -130,7 +144,12 @@ async fn follow(
         handler(Notice::Resync);
     }
     while let Some(payload) = rx.recv().await {
-        if let Some(notice) = parse(origin, &payload) {
+        // What arrived together (a fleet's hosts in dozens of payloads) is handled together.
+        let mut arrived = vec![payload];
+        while let Ok(more) = rx.try_recv() {
+            arrived.push(more);
+        }
+        for notice in merged(arrived.iter().filter_map(|p| parse(origin, p))) {
             handler(notice);
         }
     }
@@ -164,5 +183,34 @@ mod tests {
         assert_eq!(parse("o2", "o1 C"), Some(Notice::Changed));
         assert_eq!(parse("o2", "o1 Z h-1"), None);
         assert!(payloads("o1", "H", &[]).is_empty());
+    }
+
+    #[test]
+    fn notices_arriving_together_are_merged_by_kind_in_order() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = merged(
+            [
+                Notice::CommandsStarted(ids(&["h-1"])),
+                Notice::CommandsStarted(ids(&["h-2", "h-3"])),
+                Notice::Changed,
+                Notice::HostsChanged(ids(&["h-1"])),
+                Notice::HostsChanged(ids(&["h-4"])),
+                Notice::CommandsStarted(ids(&["h-5"])),
+                Notice::Changed,
+                Notice::Changed,
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            got,
+            [
+                Notice::CommandsStarted(ids(&["h-1", "h-2", "h-3"])),
+                Notice::Changed,
+                Notice::HostsChanged(ids(&["h-1", "h-4"])),
+                Notice::CommandsStarted(ids(&["h-5"])),
+                Notice::Changed,
+                Notice::Changed,
+            ]
+        );
     }
 }

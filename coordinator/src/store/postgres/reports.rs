@@ -3,6 +3,8 @@
 //! at once record it once: the primary key decides, and the loser's insert does nothing.
 //! Not here: checking or applying a report.
 
+use std::collections::HashSet;
+
 use super::rows::{i, pg, write_commands, Write};
 use super::PgStore;
 use crate::store::rows::{report_row, REPORT_COLS};
@@ -55,41 +57,44 @@ pub(super) fn insert_reports_with(
             .transaction()
             .await
             .map_err(pg("starting a transaction"))?;
+        // One statement for the batch; the keys it returns are the reports recorded now.
         let stmt = tx
             .prepare_cached(&format!(
-                "INSERT INTO reports ({REPORT_COLS}) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (command_id, seq) DO NOTHING"
+                "INSERT INTO reports ({REPORT_COLS}) SELECT * FROM UNNEST($1::text[], \
+                 $2::bigint[], $3::bigint[], $4::bigint[], $5::text[]) \
+                 ON CONFLICT (command_id, seq) DO NOTHING RETURNING command_id, seq"
             ))
             .await
-            .map_err(pg("inserting a report"))?;
-        let inserts = reports.iter().map(|(r, _)| {
-            let (stmt, tx) = (&stmt, &tx);
-            async move {
-                tx.execute(
-                    stmt,
-                    &[
-                        &r.command_id,
-                        &i(r.seq),
-                        &i(r.at_ms),
-                        &i(r.received_ms),
-                        &r.body_json,
-                    ],
-                )
-                .await
-            }
-        });
-        let inserted = futures_util::future::try_join_all(inserts)
+            .map_err(pg("inserting reports"))?;
+        let ids: Vec<&str> = reports.iter().map(|(r, _)| r.command_id.as_str()).collect();
+        let seqs: Vec<i64> = reports.iter().map(|(r, _)| i(r.seq)).collect();
+        let at: Vec<i64> = reports.iter().map(|(r, _)| i(r.at_ms)).collect();
+        let received: Vec<i64> = reports.iter().map(|(r, _)| i(r.received_ms)).collect();
+        let bodies: Vec<&str> = reports.iter().map(|(r, _)| r.body_json.as_str()).collect();
+        let rows = tx
+            .query(&stmt, &[&ids, &seqs, &at, &received, &bodies])
             .await
-            .map_err(pg("inserting a report"))?;
-        let recorded: Vec<bool> = inserted.iter().map(|n| *n > 0).collect();
+            .map_err(pg("inserting reports"))?;
+        let mut new_keys = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let key: (String, i64) = (
+                row.try_get(0).map_err(pg("inserting reports"))?,
+                row.try_get(1).map_err(pg("inserting reports"))?,
+            );
+            new_keys.insert(key);
+        }
+        // A key sent twice in the batch is recorded once: by its first row.
+        let recorded: Vec<bool> = reports
+            .iter()
+            .map(|(r, _)| new_keys.remove(&(r.command_id.clone(), i(r.seq))))
+            .collect();
         let updated: Vec<CommandRow> = reports
             .iter()
             .zip(&recorded)
             .filter(|(_, new)| **new)
             .map(|((_, c), _)| c.clone())
             .collect();
-        // In batch order (pipelined statements run in the order sent): a command's last
-        // report of the batch leaves it as the batch left it.
+        // A command's last report of the batch leaves it as the batch left it.
         write_commands(&tx, &updated, Write::Update)
             .await
             .map_err(pg("writing a command"))?;

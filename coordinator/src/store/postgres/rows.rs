@@ -1,5 +1,6 @@
 //! PostgreSQL's side of rows: a row read as raw values, error mapping, and the shared
-//! writes of a deployment, a command, a host and a sync row inside a transaction. The
+//! writes of a deployment, a host, and of commands and sync rows (many in one statement,
+//! each column sent as an array) inside a transaction. The
 //! column lists and the decoding are both backends' (`store::rows`). Not here: the queries
 //! themselves (the store's methods) or the schema (`schema`).
 
@@ -119,90 +120,159 @@ pub(super) async fn write_deployment(
     }
 }
 
-/// Writes commands, pipelined on the transaction's connection: a large deployment's
-/// thousands of rows cost one round trip's wait, not one each.
+/// Writes commands in one statement, each column sent as an array (`UNNEST`): a large
+/// deployment's thousands of rows cost one statement, not one each. An update of a command
+/// listed more than once applies its last row (a batch of reports leaves a command as its
+/// last report did). Inserted rows take their `seq` in the order given.
 pub(super) async fn write_commands(
     tx: &Transaction<'_>,
     commands: &[CommandRow],
     how: Write,
 ) -> Result<(), tokio_postgres::Error> {
-    if commands.is_empty() {
+    let rows = match how {
+        Write::Insert => commands.iter().collect::<Vec<_>>(),
+        Write::Update => last_of_each(commands),
+    };
+    if rows.is_empty() {
         return Ok(());
     }
-    let sql = match how {
-        Write::Insert => format!(
-            "INSERT INTO commands ({COMMAND_COLS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        ),
-        Write::Update => "UPDATE commands SET state = $2, current_event = $3, \
-             failed_event = $4, script = $5, exit_code = $6, error_code = $7, message = $8, \
-             log_tail = $9, events_json = $10, started_ms = $11, ended_ms = $12, \
-             last_report_ms = $13 WHERE id = $1"
-            .to_owned(),
-    };
-    let stmt = tx.prepare_cached(&sql).await?;
-    let writes = commands.iter().map(|c| {
-        let stmt = &stmt;
-        async move {
-            let exit_code = c.exit_code.map(i64::from);
-            let events = to_json(&c.events);
-            let (started, ended, reported) = (
-                c.started_ms.map(i),
-                c.ended_ms.map(i),
-                c.last_report_ms.map(i),
-            );
-            match how {
-                Write::Insert => {
-                    tx.execute(
-                        stmt,
-                        &[
-                            &c.id,
-                            &c.deployment_id,
-                            &c.host_id,
-                            &c.host_name,
-                            &i64::from(c.position),
-                            &c.state.as_str(),
-                            &c.current_event,
-                            &c.failed_event,
-                            &c.script,
-                            &exit_code,
-                            &c.error_code,
-                            &c.message,
-                            &c.log_tail,
-                            &events,
-                            &started,
-                            &ended,
-                            &reported,
-                        ],
-                    )
-                    .await
-                }
-                Write::Update => {
-                    tx.execute(
-                        stmt,
-                        &[
-                            &c.id,
-                            &c.state.as_str(),
-                            &c.current_event,
-                            &c.failed_event,
-                            &c.script,
-                            &exit_code,
-                            &c.error_code,
-                            &c.message,
-                            &c.log_tail,
-                            &events,
-                            &started,
-                            &ended,
-                            &reported,
-                        ],
-                    )
-                    .await
-                }
-            }
+    let c = CommandColumns::of(&rows);
+    match how {
+        Write::Insert => {
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO commands ({COMMAND_COLS}) \
+                     SELECT id, deployment_id, host_id, host_name, position, state, \
+                     current_event, failed_event, script, exit_code, error_code, message, \
+                     log_tail, events_json, started_ms, ended_ms, last_report_ms \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+                     $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], \
+                     $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[], \
+                     $17::bigint[]) WITH ORDINALITY AS r(id, deployment_id, host_id, host_name, \
+                     position, state, current_event, failed_event, script, exit_code, \
+                     error_code, message, log_tail, events_json, started_ms, ended_ms, \
+                     last_report_ms, n) ORDER BY n"
+                ))
+                .await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &c.id,
+                    &c.deployment_id,
+                    &c.host_id,
+                    &c.host_name,
+                    &c.position,
+                    &c.state,
+                    &c.current_event,
+                    &c.failed_event,
+                    &c.script,
+                    &c.exit_code,
+                    &c.error_code,
+                    &c.message,
+                    &c.log_tail,
+                    &c.events,
+                    &c.started,
+                    &c.ended,
+                    &c.reported,
+                ],
+            )
+            .await?;
         }
-    });
-    futures_util::future::try_join_all(writes).await?;
+        Write::Update => {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE commands c SET state = r.state, current_event = r.current_event, \
+                     failed_event = r.failed_event, script = r.script, exit_code = r.exit_code, \
+                     error_code = r.error_code, message = r.message, log_tail = r.log_tail, \
+                     events_json = r.events_json, started_ms = r.started_ms, \
+                     ended_ms = r.ended_ms, last_report_ms = r.last_report_ms \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                     $11::bigint[], $12::bigint[], $13::bigint[]) AS r(id, state, \
+                     current_event, failed_event, script, exit_code, error_code, message, \
+                     log_tail, events_json, started_ms, ended_ms, last_report_ms) \
+                     WHERE c.id = r.id",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &c.id,
+                    &c.state,
+                    &c.current_event,
+                    &c.failed_event,
+                    &c.script,
+                    &c.exit_code,
+                    &c.error_code,
+                    &c.message,
+                    &c.log_tail,
+                    &c.events,
+                    &c.started,
+                    &c.ended,
+                    &c.reported,
+                ],
+            )
+            .await?;
+        }
+    }
     Ok(())
+}
+
+/// Each command once, as its last row in `commands` left it, in the order of those last rows.
+fn last_of_each(commands: &[CommandRow]) -> Vec<&CommandRow> {
+    let mut seen = std::collections::HashSet::with_capacity(commands.len());
+    let mut out: Vec<&CommandRow> = commands
+        .iter()
+        .rev()
+        .filter(|c| seen.insert(c.id.as_str()))
+        .collect();
+    out.reverse();
+    out
+}
+
+/// Commands as one array per column, for [`write_commands`].
+struct CommandColumns<'a> {
+    id: Vec<&'a str>,
+    deployment_id: Vec<&'a str>,
+    host_id: Vec<&'a str>,
+    host_name: Vec<&'a str>,
+    position: Vec<i64>,
+    state: Vec<&'static str>,
+    current_event: Vec<Option<&'a str>>,
+    failed_event: Vec<Option<&'a str>>,
+    script: Vec<Option<&'a str>>,
+    exit_code: Vec<Option<i64>>,
+    error_code: Vec<Option<&'a str>>,
+    message: Vec<Option<&'a str>>,
+    log_tail: Vec<Option<&'a str>>,
+    events: Vec<String>,
+    started: Vec<Option<i64>>,
+    ended: Vec<Option<i64>>,
+    reported: Vec<Option<i64>>,
+}
+
+impl<'a> CommandColumns<'a> {
+    fn of(rows: &[&'a CommandRow]) -> CommandColumns<'a> {
+        CommandColumns {
+            id: rows.iter().map(|c| c.id.as_str()).collect(),
+            deployment_id: rows.iter().map(|c| c.deployment_id.as_str()).collect(),
+            host_id: rows.iter().map(|c| c.host_id.as_str()).collect(),
+            host_name: rows.iter().map(|c| c.host_name.as_str()).collect(),
+            position: rows.iter().map(|c| i64::from(c.position)).collect(),
+            state: rows.iter().map(|c| c.state.as_str()).collect(),
+            current_event: rows.iter().map(|c| c.current_event.as_deref()).collect(),
+            failed_event: rows.iter().map(|c| c.failed_event.as_deref()).collect(),
+            script: rows.iter().map(|c| c.script.as_deref()).collect(),
+            exit_code: rows.iter().map(|c| c.exit_code.map(i64::from)).collect(),
+            error_code: rows.iter().map(|c| c.error_code.as_deref()).collect(),
+            message: rows.iter().map(|c| c.message.as_deref()).collect(),
+            log_tail: rows.iter().map(|c| c.log_tail.as_deref()).collect(),
+            events: rows.iter().map(|c| to_json(&c.events)).collect(),
+            started: rows.iter().map(|c| c.started_ms.map(i)).collect(),
+            ended: rows.iter().map(|c| c.ended_ms.map(i)).collect(),
+            reported: rows.iter().map(|c| c.last_report_ms.map(i)).collect(),
+        }
+    }
 }
 
 pub(super) async fn insert_host(
@@ -234,13 +304,22 @@ pub(super) async fn write_syncs(
     tx: &Transaction<'_>,
     rows: &[HostSyncRow],
 ) -> Result<(), tokio_postgres::Error> {
+    // One row per (host, group), its last in `rows`: one statement may not write a row twice.
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut rows: Vec<&HostSyncRow> = rows
+        .iter()
+        .rev()
+        .filter(|h| seen.insert((h.host_id.as_str(), h.group_id.as_str())))
+        .collect();
+    rows.reverse();
     if rows.is_empty() {
         return Ok(());
     }
     let stmt = tx
         .prepare_cached(&format!(
-            "INSERT INTO host_sync ({SYNC_COLS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+            "INSERT INTO host_sync ({SYNC_COLS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
+             $3::text[], $4::text[], $5::text[], $6::boolean[], $7::bigint[], $8::bigint[], \
+             $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[]) \
              ON CONFLICT (host_id, group_id) DO UPDATE SET revision_id = EXCLUDED.revision_id, \
              revision_json = EXCLUDED.revision_json, deployment_id = EXCLUDED.deployment_id, \
              hold = EXCLUDED.hold, attempts = EXCLUDED.attempts, \
@@ -250,30 +329,47 @@ pub(super) async fn write_syncs(
              error = EXCLUDED.error, updated_ms = EXCLUDED.updated_ms"
         ))
         .await?;
-    let writes = rows.iter().map(|h| {
-        let stmt = &stmt;
-        async move {
-            tx.execute(
-                stmt,
-                &[
-                    &h.host_id,
-                    &h.group_id,
-                    &h.revision_id,
-                    &h.revision.as_ref().map(to_json),
-                    &h.deployment_id,
-                    &h.hold,
-                    &i64::from(h.attempts),
-                    &i(h.next_attempt_ms),
-                    &h.pending_command_id,
-                    &h.failed_state.map(|s| s.as_str()),
-                    &h.failed_event,
-                    &h.error,
-                    &i(h.updated_ms),
-                ],
-            )
-            .await
-        }
-    });
-    futures_util::future::try_join_all(writes).await?;
+    let host_id: Vec<&str> = rows.iter().map(|h| h.host_id.as_str()).collect();
+    let group_id: Vec<&str> = rows.iter().map(|h| h.group_id.as_str()).collect();
+    let revision_id: Vec<Option<&str>> = rows.iter().map(|h| h.revision_id.as_deref()).collect();
+    let revision: Vec<Option<String>> = rows
+        .iter()
+        .map(|h| h.revision.as_ref().map(to_json))
+        .collect();
+    let deployment_id: Vec<Option<&str>> =
+        rows.iter().map(|h| h.deployment_id.as_deref()).collect();
+    let hold: Vec<bool> = rows.iter().map(|h| h.hold).collect();
+    let attempts: Vec<i64> = rows.iter().map(|h| i64::from(h.attempts)).collect();
+    let next_attempt: Vec<i64> = rows.iter().map(|h| i(h.next_attempt_ms)).collect();
+    let pending: Vec<Option<&str>> = rows
+        .iter()
+        .map(|h| h.pending_command_id.as_deref())
+        .collect();
+    let failed_state: Vec<Option<&str>> = rows
+        .iter()
+        .map(|h| h.failed_state.map(|s| s.as_str()))
+        .collect();
+    let failed_event: Vec<Option<&str>> = rows.iter().map(|h| h.failed_event.as_deref()).collect();
+    let error: Vec<Option<&str>> = rows.iter().map(|h| h.error.as_deref()).collect();
+    let updated: Vec<i64> = rows.iter().map(|h| i(h.updated_ms)).collect();
+    tx.execute(
+        &stmt,
+        &[
+            &host_id,
+            &group_id,
+            &revision_id,
+            &revision,
+            &deployment_id,
+            &hold,
+            &attempts,
+            &next_attempt,
+            &pending,
+            &failed_state,
+            &failed_event,
+            &error,
+            &updated,
+        ],
+    )
+    .await?;
     Ok(())
 }

@@ -43,6 +43,11 @@ struct Inputs {
 }
 
 pub fn run(bins: &Bins, work: &Path, p: Params) -> anyhow::Result<Vec<Measurement>> {
+    if let Some(base) = &p.base_agent {
+        if !base.is_file() {
+            bail!("--base-agent {}: no such file", base.display());
+        }
+    }
     eprintln!(
         "apply: generating {} files, {:.1} MB",
         p.files,

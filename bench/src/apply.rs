@@ -9,7 +9,8 @@
 //! ratio is taken against the other steps of the same run, so a machine that slows down
 //! mid-way skews both alike. Before every timed step, untimed, dirty pages are flushed
 //! (`sync`) and the page cache is dropped (`/proc/sys/vm/drop_caches`, as root), so no step
-//! inherits another's write-back backlog or finds the archive already cached. With
+//! inherits another's write-back backlog or finds the archive already cached; the programs
+//! the steps run are then read back in, so neither side loads its executable from disk. With
 //! `--base-agent`, a second `hoist-agent` build runs the same steps in the same runs (its
 //! time and memory against this one's). Not measured: the previous revision's cleanup
 //! (every run starts from an empty destination and state directory).
@@ -101,6 +102,10 @@ fn measure_format(
     if base_agent.is_some() {
         steps.push(Step::Base);
     }
+    let mut agents = vec![bins.agent.as_path()];
+    agents.extend(base_agent);
+    let programs = programs(&agents);
+    let warm: Vec<&Path> = programs.iter().map(PathBuf::as_path).collect();
     for r in 0..runs {
         let mut order = steps.clone();
         order.rotate_left(r % steps.len());
@@ -109,7 +114,7 @@ fn measure_format(
                 remove(d)?;
             }
             std::fs::create_dir_all(&dest).context("creating the destination")?;
-            settle()?;
+            settle(&warm)?;
             let agent = match step {
                 Step::Floor => {
                     let (t, rss) = floor_run(archive, label, &unpack, &dest)?;
@@ -366,8 +371,10 @@ fn remove(p: &Path) -> anyhow::Result<()> {
 }
 
 /// Flushes dirty pages and, where permitted (root), drops the page cache, so the next step
-/// neither waits for the previous one's write-back nor reads what it left cached.
-fn settle() -> anyhow::Result<()> {
+/// neither waits for the previous one's write-back nor reads what it left cached. The
+/// programs the steps run are read back into the cache (`warm`), so no side pays for loading
+/// its executable from disk.
+fn settle(warm: &[&Path]) -> anyhow::Result<()> {
     timed(&mut Command::new("sync"))?;
     if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "3") {
         static WARNED: std::sync::Once = std::sync::Once::new();
@@ -375,7 +382,30 @@ fn settle() -> anyhow::Result<()> {
             eprintln!("apply: cannot drop the page cache ({e}); steps start after `sync` only")
         });
     }
+    for path in warm {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        std::io::copy(&mut file, &mut std::io::sink())
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// The programs a run's steps execute, for [`settle`] to keep cached: the agents and the
+/// floor's tools found in /usr/bin or /bin.
+fn programs(agents: &[&Path]) -> Vec<PathBuf> {
+    let tools = ["sha256sum", "tar", "gzip", "unzip", "cp", "sync"];
+    let found = tools.iter().filter_map(|tool| {
+        ["/usr/bin", "/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(tool))
+            .find(|p| p.is_file())
+    });
+    agents
+        .iter()
+        .map(|a| a.to_path_buf())
+        .chain(found)
+        .collect()
 }
 
 fn sha256sum(path: &Path) -> anyhow::Result<String> {

@@ -5,10 +5,15 @@
 //! durable before Install succeeds; `cp -a` does not). Peak memory: the agent's against the
 //! floor's extraction step, as GNU `time` reports them.
 //!
-//! Runs alternate (floor first on even runs, hoist first on odd ones) and each run's ratio is
-//! taken against its neighbour, so a machine that slows down mid-way skews both alike. Dirty
-//! pages are flushed (`sync`, untimed) before every timed step. Not measured: the previous
-//! revision's cleanup (every run starts from an empty destination and state directory).
+//! Runs alternate (the order of the steps rotates from one run to the next) and each run's
+//! ratio is taken against the other steps of the same run, so a machine that slows down
+//! mid-way skews both alike. Before every timed step, untimed, dirty pages are flushed
+//! (`sync`) and the page cache is dropped (`/proc/sys/vm/drop_caches`, as root), so no step
+//! inherits another's write-back backlog or finds the archive already cached; the programs
+//! the steps run are then read back in, so neither side loads its executable from disk. With
+//! `--base-agent`, a second `hoist-agent` build runs the same steps in the same runs (its
+//! time and memory against this one's). Not measured: the previous revision's cleanup
+//! (every run starts from an empty destination and state directory).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,11 +25,13 @@ use crate::procs::{timed, Bins};
 use crate::report::{Measurement, Stat};
 use crate::s3::S3Server;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Params {
     pub total_bytes: u64,
     pub files: usize,
     pub runs: usize,
+    /// Another `hoist-agent` build to run in the same runs (`--base-agent`).
+    pub base_agent: Option<PathBuf>,
 }
 
 /// Both archive formats of one generated tree.
@@ -37,20 +44,33 @@ struct Inputs {
 }
 
 pub fn run(bins: &Bins, work: &Path, p: Params) -> anyhow::Result<Vec<Measurement>> {
+    if let Some(base) = &p.base_agent {
+        if !base.is_file() {
+            bail!("--base-agent {}: no such file", base.display());
+        }
+    }
     eprintln!(
         "apply: generating {} files, {:.1} MB",
         p.files,
         p.total_bytes as f64 / 1e6
     );
     let s3 = S3Server::start(&work.join("s3"))?;
-    let inputs = build_inputs(work, &s3, p)?;
+    let inputs = build_inputs(work, &s3, &p)?;
     let mut out = Vec::new();
     for (label, archive, key) in [
         ("tar_gz", &inputs.tgz, "bundle.tgz"),
         ("zip", &inputs.zip, "bundle.zip"),
     ] {
         out.extend(measure_format(
-            bins, work, &s3, &inputs, label, archive, key, p.runs,
+            bins,
+            p.base_agent.as_deref(),
+            work,
+            &s3,
+            &inputs,
+            label,
+            archive,
+            key,
+            p.runs,
         )?);
     }
     Ok(out)
@@ -59,6 +79,7 @@ pub fn run(bins: &Bins, work: &Path, p: Params) -> anyhow::Result<Vec<Measuremen
 #[allow(clippy::too_many_arguments)]
 fn measure_format(
     bins: &Bins,
+    base_agent: Option<&Path>,
     work: &Path,
     s3: &S3Server,
     inputs: &Inputs,
@@ -75,39 +96,63 @@ fn measure_format(
     let mut hoist = Vec::new();
     let mut floor = Vec::new();
     let mut durable = Vec::new();
-    let (mut hoist_rss, mut floor_rss) = (Vec::new(), Vec::new());
+    let mut base = Vec::new();
+    let (mut hoist_rss, mut floor_rss, mut base_rss) = (Vec::new(), Vec::new(), Vec::new());
+    let mut steps = vec![Step::Floor, Step::Agent];
+    if base_agent.is_some() {
+        steps.push(Step::Base);
+    }
+    let mut agents = vec![bins.agent.as_path()];
+    agents.extend(base_agent);
+    let programs = programs(&agents);
+    let warm: Vec<&Path> = programs.iter().map(PathBuf::as_path).collect();
     for r in 0..runs {
-        for step in 0..2 {
-            let floor_turn = (step == 0) == (r % 2 == 0);
+        let mut order = steps.clone();
+        order.rotate_left(r % steps.len());
+        for step in order {
             for d in [&dest, &state, &unpack] {
                 remove(d)?;
             }
             std::fs::create_dir_all(&dest).context("creating the destination")?;
-            sync()?;
-            if floor_turn {
-                let (t, rss) = floor_run(archive, label, &unpack, &dest)?;
-                floor.push(t.as_secs_f64());
-                floor_rss.push(rss as f64 / MIB);
-                // The floor leaves its writes in the page cache; hoist-agent makes them
-                // durable before it reports Install done. Also time that write-back.
-                durable.push((t + timed(&mut Command::new("sync"))?).as_secs_f64());
-            } else {
-                let (t, rss) = timed_peak(
-                    Command::new(&bins.agent)
-                        .args(["deploy", "--bundle", &url, "--sha256", &sha])
-                        .args(["--app", "bench", "--group", "apply", "--state-dir"])
-                        .arg(&state),
-                )?;
-                hoist.push(t.as_secs_f64());
-                hoist_rss.push(rss as f64 / MIB);
-            }
+            settle(&warm)?;
+            let agent = match step {
+                Step::Floor => {
+                    let (t, rss) = floor_run(archive, label, &unpack, &dest)?;
+                    floor.push(t.as_secs_f64());
+                    floor_rss.push(rss as f64 / MIB);
+                    // The floor leaves its writes in the page cache; hoist-agent makes them
+                    // durable before it reports Install done. Also time that write-back.
+                    durable.push((t + timed(&mut Command::new("sync"))?).as_secs_f64());
+                    check_installed(&dest, inputs)?;
+                    continue;
+                }
+                Step::Agent => bins.agent.as_path(),
+                Step::Base => base_agent.unwrap_or(&bins.agent),
+            };
+            let (t, rss) = timed_peak(
+                Command::new(agent)
+                    .args(["deploy", "--bundle", &url, "--sha256", &sha])
+                    .args(["--app", "bench", "--group", "apply", "--state-dir"])
+                    .arg(&state),
+            )?;
+            let (times, peaks) = match step {
+                Step::Base => (&mut base, &mut base_rss),
+                _ => (&mut hoist, &mut hoist_rss),
+            };
+            times.push(t.as_secs_f64());
+            peaks.push(rss as f64 / MIB);
             check_installed(&dest, inputs)?;
         }
+        let base_text = base
+            .get(r)
+            .map(|b| format!(", base agent {b:.3} s"))
+            .unwrap_or_default();
         eprintln!(
-            "apply {label} run {}: hoist {:.3} s, floor {:.3} s",
+            "apply {label} run {}: hoist {:.3} s, floor {:.3} s (+ sync {:.3} s){base_text}",
             r + 1,
             hoist[r],
-            floor[r]
+            floor[r],
+            durable[r]
         );
     }
     for d in [&dest, &state, &unpack] {
@@ -129,7 +174,7 @@ fn measure_format(
         mb,
         std::fs::metadata(archive).map_or(0, |m| m.len()) as f64 / 1e6
     );
-    Ok(vec![
+    let mut out = vec![
         Measurement::new(
             &format!("apply.{label}.seconds"),
             "s",
@@ -172,7 +217,43 @@ fn measure_format(
             stat(&floor_rss)?,
             None,
         ),
-    ])
+    ];
+    if let Some(path) = base_agent {
+        let vs_base: Vec<f64> = hoist.iter().zip(&base).map(|(h, b)| h / b).collect();
+        let rss_vs_base: Vec<f64> = hoist_rss
+            .iter()
+            .zip(&base_rss)
+            .map(|(h, b)| h / b)
+            .collect();
+        let name = format!("hoist-agent {}", path.display());
+        out.push(
+            Measurement::new(
+                &format!("apply.{label}.seconds_vs_base_agent"),
+                "s",
+                stat(&hoist)?,
+                "the same runs, against another hoist-agent build (--base-agent)",
+            )
+            .baseline(&name, stat(&base)?, Some(stat(&vs_base)?)),
+        );
+        out.push(
+            Measurement::new(
+                &format!("apply.{label}.peak_rss_mib_vs_base_agent"),
+                "MiB",
+                stat(&hoist_rss)?,
+                "peak resident memory (GNU time %M), against the --base-agent build",
+            )
+            .baseline(&name, stat(&base_rss)?, Some(stat(&rss_vs_base)?)),
+        );
+    }
+    Ok(out)
+}
+
+/// One timed step of a run.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Floor,
+    Agent,
+    Base,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -289,8 +370,42 @@ fn remove(p: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn sync() -> anyhow::Result<()> {
-    timed(&mut Command::new("sync")).map(|_| ())
+/// Flushes dirty pages and, where permitted (root), drops the page cache, so the next step
+/// neither waits for the previous one's write-back nor reads what it left cached. The
+/// programs the steps run are read back into the cache (`warm`), so no side pays for loading
+/// its executable from disk.
+fn settle(warm: &[&Path]) -> anyhow::Result<()> {
+    timed(&mut Command::new("sync"))?;
+    if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "3") {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!("apply: cannot drop the page cache ({e}); steps start after `sync` only")
+        });
+    }
+    for path in warm {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        std::io::copy(&mut file, &mut std::io::sink())
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The programs a run's steps execute, for [`settle`] to keep cached: the agents and the
+/// floor's tools found in /usr/bin or /bin.
+fn programs(agents: &[&Path]) -> Vec<PathBuf> {
+    let tools = ["sha256sum", "tar", "gzip", "unzip", "cp", "sync"];
+    let found = tools.iter().filter_map(|tool| {
+        ["/usr/bin", "/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(tool))
+            .find(|p| p.is_file())
+    });
+    agents
+        .iter()
+        .map(|a| a.to_path_buf())
+        .chain(found)
+        .collect()
 }
 
 fn sha256sum(path: &Path) -> anyhow::Result<String> {
@@ -363,7 +478,7 @@ fn contents(len: u64, rng: &mut XorShift, buf: &mut Vec<u8>) {
     }
 }
 
-fn build_inputs(work: &Path, s3: &S3Server, p: Params) -> anyhow::Result<Inputs> {
+fn build_inputs(work: &Path, s3: &S3Server, p: &Params) -> anyhow::Result<Inputs> {
     let tree = work.join("tree");
     remove(&tree)?;
     let app = tree.join("app");

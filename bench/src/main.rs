@@ -84,6 +84,13 @@ struct Opts {
     /// Number of files in the bundle for `apply` (default 20000, quick 200).
     #[arg(long, value_name = "N")]
     apply_files: Option<usize>,
+    /// For `apply`: also run this `hoist-agent` build in the same runs as the large bundle's
+    /// baseline (time and memory of the one under test against it).
+    #[arg(long, value_name = "PATH")]
+    base_agent: Option<PathBuf>,
+    /// For `apply`: only the large bundle (not the small bundle's fixed cost).
+    #[arg(long)]
+    apply_large_only: bool,
     /// Repetitions of each measurement (default 5, quick 3).
     #[arg(long, value_name = "N")]
     runs: Option<usize>,
@@ -151,8 +158,11 @@ fn run(which: Which) -> anyhow::Result<()> {
             total_bytes: o.apply_mb.unwrap_or(if o.quick { 2 } else { 200 }) * 1_000_000,
             files: o.apply_files.unwrap_or(if o.quick { 200 } else { 20_000 }),
             runs,
+            base_agent: o.base_agent.clone(),
         };
         measurements.extend(apply::run(&bins, &work.join("apply"), p)?);
+    }
+    if (all || matches!(which, Which::Apply(_))) && !o.apply_large_only {
         let p = apply_small::Params {
             runs: o.runs.unwrap_or(if o.quick { 5 } else { 30 }).max(1),
             dirty_mb: if o.quick { 64 } else { 2048 },

@@ -6,7 +6,7 @@
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
 pub(super) use crate::store::rows::{
@@ -131,7 +131,7 @@ pub(super) async fn write_commands(
 ) -> Result<(), tokio_postgres::Error> {
     let rows = match how {
         Write::Insert => commands.iter().collect::<Vec<_>>(),
-        Write::Update => last_of_each(commands),
+        Write::Update => last_of_each(commands, |c| c.id.as_str()),
     };
     if rows.is_empty() {
         return Ok(());
@@ -157,24 +157,16 @@ pub(super) async fn write_commands(
             tx.execute(
                 &stmt,
                 &[
-                    &c.id,
-                    &c.deployment_id,
-                    &c.host_id,
-                    &c.host_name,
-                    &c.position,
-                    &c.state,
-                    &c.current_event,
-                    &c.failed_event,
-                    &c.script,
-                    &c.exit_code,
-                    &c.error_code,
-                    &c.message,
-                    &c.log_tail,
-                    &c.events,
-                    &c.started,
-                    &c.ended,
-                    &c.reported,
-                ],
+                    &[
+                        &c.id as &(dyn ToSql + Sync),
+                        &c.deployment_id,
+                        &c.host_id,
+                        &c.host_name,
+                        &c.position,
+                    ][..],
+                    &c.changing(),
+                ]
+                .concat(),
             )
             .await?;
         }
@@ -196,21 +188,7 @@ pub(super) async fn write_commands(
                 .await?;
             tx.execute(
                 &stmt,
-                &[
-                    &c.id,
-                    &c.state,
-                    &c.current_event,
-                    &c.failed_event,
-                    &c.script,
-                    &c.exit_code,
-                    &c.error_code,
-                    &c.message,
-                    &c.log_tail,
-                    &c.events,
-                    &c.started,
-                    &c.ended,
-                    &c.reported,
-                ],
+                &[&[&c.id as &(dyn ToSql + Sync)][..], &c.changing()].concat(),
             )
             .await?;
         }
@@ -218,14 +196,14 @@ pub(super) async fn write_commands(
     Ok(())
 }
 
-/// Each command once, as its last row in `commands` left it, in the order of those last rows.
-fn last_of_each(commands: &[CommandRow]) -> Vec<&CommandRow> {
-    let mut seen = std::collections::HashSet::with_capacity(commands.len());
-    let mut out: Vec<&CommandRow> = commands
-        .iter()
-        .rev()
-        .filter(|c| seen.insert(c.id.as_str()))
-        .collect();
+/// Each row once, as its last listing in `rows` left it (by `key`), in the order of those
+/// last listings: one statement may not write a row twice.
+fn last_of_each<'a, T, K: std::hash::Hash + Eq>(
+    rows: &'a [T],
+    key: impl Fn(&'a T) -> K,
+) -> Vec<&'a T> {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    let mut out: Vec<&T> = rows.iter().rev().filter(|r| seen.insert(key(r))).collect();
     out.reverse();
     out
 }
@@ -252,6 +230,25 @@ struct CommandColumns<'a> {
 }
 
 impl<'a> CommandColumns<'a> {
+    /// The columns an update writes, in the order both statements list them after the
+    /// identifying ones.
+    fn changing(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.state,
+            &self.current_event,
+            &self.failed_event,
+            &self.script,
+            &self.exit_code,
+            &self.error_code,
+            &self.message,
+            &self.log_tail,
+            &self.events,
+            &self.started,
+            &self.ended,
+            &self.reported,
+        ]
+    }
+
     fn of(rows: &[&'a CommandRow]) -> CommandColumns<'a> {
         CommandColumns {
             id: rows.iter().map(|c| c.id.as_str()).collect(),
@@ -299,19 +296,13 @@ pub(super) async fn insert_host(
     .await
 }
 
-/// Writes sync rows, replacing stored ones, pipelined.
+/// Writes sync rows, replacing stored ones, in one statement (each column an array); a
+/// (host, group) listed more than once is written as its last row.
 pub(super) async fn write_syncs(
     tx: &Transaction<'_>,
     rows: &[HostSyncRow],
 ) -> Result<(), tokio_postgres::Error> {
-    // One row per (host, group), its last in `rows`: one statement may not write a row twice.
-    let mut seen = std::collections::HashSet::with_capacity(rows.len());
-    let mut rows: Vec<&HostSyncRow> = rows
-        .iter()
-        .rev()
-        .filter(|h| seen.insert((h.host_id.as_str(), h.group_id.as_str())))
-        .collect();
-    rows.reverse();
+    let rows = last_of_each(rows, |h| (h.host_id.as_str(), h.group_id.as_str()));
     if rows.is_empty() {
         return Ok(());
     }

@@ -293,6 +293,9 @@ pub fn quick_all_measurements(postgres: bool) -> Vec<String> {
     out
 }
 
+/// Figures read from the `duration_ms` of an agent's deployment record: whole milliseconds.
+const MILLISECOND_RECORDS: [&str; 1] = ["rollback.switch_seconds"];
+
 /// What is wrong with a document's figures, one sentence each; empty when every figure is
 /// well formed. With `expected`, the measurements must be exactly those names in that order.
 /// No timing is judged here: a slow or busy machine must not fail a run, only a figure that
@@ -315,8 +318,10 @@ pub fn problems(doc: &Document, table: &str, expected: Option<&[&str]>) -> Vec<S
             ));
         }
         // Latencies may be a hair below zero (an agent can start before the CLI process has
-        // exited); CPU may be zero when idle. Everything else is strictly positive.
-        if name.ends_with("cpu_percent") {
+        // exited); CPU may be zero when idle; a duration read from an agent's record has
+        // millisecond resolution, so a switch under 1 ms reads 0. Everything else is strictly
+        // positive.
+        if name.ends_with("cpu_percent") || MILLISECOND_RECORDS.contains(&name.as_str()) {
             if s.min < 0.0 {
                 out.push(format!("{name}: negative minimum {}", s.min));
             }
@@ -391,12 +396,14 @@ mod tests {
                 .target("ratio <= 1.3", true),
             Measurement::new("pickup.agents_1.seconds", "s", stat(&[-0.01, 0.2]), ""),
             Measurement::new("footprint.idle_cpu_percent", "%", stat(&[0.0]), ""),
+            Measurement::new("rollback.switch_seconds", "s", stat(&[0.0, 0.001]), ""),
         ]);
         let table = table(&d.measurements);
         let names = [
             "apply.zip.seconds",
             "pickup.agents_1.seconds",
             "footprint.idle_cpu_percent",
+            "rollback.switch_seconds",
         ];
         assert_eq!(problems(&d, &table, Some(&names)), Vec::<String>::new());
     }
@@ -410,6 +417,7 @@ mod tests {
                 stat(&[0.0]),
                 Some(stat(&[1.0])),
             ),
+            Measurement::new("rollback.switch_seconds", "s", stat(&[-0.001]), ""),
         ]);
         let table = table(&d.measurements);
         let found = problems(
@@ -429,6 +437,10 @@ mod tests {
         );
         assert!(
             text.contains("footprint.idle_rss_mib: baseline 0 is not positive"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rollback.switch_seconds: negative minimum -0.001"),
             "{text}"
         );
         assert!(problems(&d, "", None)

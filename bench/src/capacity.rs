@@ -217,8 +217,8 @@ pub(crate) fn clients(hosts: usize, self_signed: bool) -> anyhow::Result<Vec<req
 
 /// What simulated hosts tell the driver.
 pub(crate) enum Event {
-    /// A host holds the command of this deployment.
-    Picked(String, Instant),
+    /// A host holds the command of this deployment, from the coordinator on this port.
+    Picked(String, Instant, Option<u16>),
     /// A host's Completed report was acknowledged.
     Done(String),
 }
@@ -288,6 +288,7 @@ async fn fleet(
                 .with_context(|| format!("the coordinator's address {url}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let ports: Vec<Option<u16>> = poll_urls.iter().map(|u| u.port()).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut sims = tokio::task::JoinSet::new();
     for (i, host) in ids.into_iter().enumerate() {
@@ -329,6 +330,7 @@ async fn fleet(
         let mut first = f64::INFINITY;
         let mut first_at: Option<Instant> = None;
         let mut cpu_assigning = None;
+        let mut per_replica: Vec<Vec<f64>> = vec![Vec::new(); poll_urls.len()];
         // The last deployment is not waited for: its hosts' reports only matter to let a
         // next deployment of the group start.
         let last = d + 1 == deployments;
@@ -341,13 +343,15 @@ async fn fleet(
                 })?
                 .context("every simulated host stopped")?;
             match ev {
-                Event::Picked(dep, at) if dep == id => {
+                Event::Picked(dep, at, port) if dep == id => {
                     picked += 1;
                     first_at = Some(first_at.map_or(at, |f| f.min(at)));
                     let secs = at.saturating_duration_since(t_create).as_secs_f64();
                     slowest = slowest.max(secs);
                     first = first.min(secs);
                     pickup.push(secs);
+                    let k = ports.iter().position(|p| *p == port).unwrap_or(0);
+                    per_replica[k].push(secs);
                     if picked == hosts {
                         let wall = t_create.elapsed().as_secs_f64();
                         cpu_assigning = Some((cpu_time(pid)? - c0).as_secs_f64() / wall * 100.0);
@@ -358,6 +362,16 @@ async fn fleet(
             }
         }
         let wall = t_create.elapsed().as_secs_f64();
+        if per_replica.len() > 1 {
+            for (k, v) in per_replica.iter().enumerate() {
+                if let Some(s) = Stat::of(v) {
+                    eprintln!(
+                        "  replica {k}: {} host(s), first {:.3} s, p50 {:.3} s, p99 {:.3} s, last {:.3} s",
+                        v.len(), s.min, s.median, s.p99, s.max
+                    );
+                }
+            }
+        }
         cpu_busy.extend(cpu_assigning);
         all_assigned.push(slowest);
         rss.push(rss_bytes(pid)? as f64 / MB);
@@ -490,7 +504,11 @@ impl Sim {
                 }
             };
             let Some(command) = command else { continue };
-            let _ = tx.send(Event::Picked(command.deployment_id.clone(), Instant::now()));
+            let _ = tx.send(Event::Picked(
+                command.deployment_id.clone(),
+                Instant::now(),
+                self.poll_url.port(),
+            ));
             let bodies = [
                 reports::started("DownloadBundle"),
                 reports::succeeded("DownloadBundle"),

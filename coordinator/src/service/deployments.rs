@@ -2,6 +2,8 @@
 //! stopped by an operator, rolled back automatically, and their views. Not here: the
 //! arithmetic (`crate::rollout`) or the state changes themselves (`states`).
 
+use std::sync::Arc;
+
 use hoist_protocol::agent;
 use hoist_protocol::operator::{
     self as op, CommandState, Creator, DeploymentState, HostCounts, LIFECYCLE_EVENTS,
@@ -10,7 +12,7 @@ use hoist_protocol::operator::{
 use super::catalog::{matches, to_rollout};
 use super::lock::Locked;
 use super::states::{command_transition, deployment_transition, CommandEvent, DeploymentEvent};
-use super::{new_id, now_ms, Result, Service, ServiceError};
+use super::{locked, new_id, now_ms, HostWaker, Result, Service, ServiceError};
 use crate::rollout::{self, HostState, Outcome, Tally};
 use crate::store::{Changes, CommandRow, DeploymentRow, GroupRow, HostRow, Notice};
 
@@ -176,22 +178,36 @@ impl Service {
         self.advance(lock, &row.id)
     }
 
-    /// Wakes the hosts of commands just committed as started.
+    /// Wakes the hosts of commands just committed as started: other coordinators first
+    /// (their polls wait for the database to pass the notice on), then the polls held here,
+    /// each handed its command; a command is built only for a host whose poll is here.
     pub(super) fn handed_out<'a>(
         &self,
         d: &DeploymentRow,
         started: impl IntoIterator<Item = &'a CommandRow>,
     ) {
-        let mut hosts = Vec::new();
-        for c in started {
-            tracing::info!(deployment_id = %d.id, host = ?c.host_name, command_id = %c.id,
-                "command handed out");
-            self.wake(&c.host_id, agent_command(c, d));
-            hosts.push(c.host_id.clone());
+        let started: Vec<&CommandRow> = started.into_iter().collect();
+        if started.is_empty() {
+            return;
         }
-        // Their polls may be held by another coordinator on the same database.
-        if !hosts.is_empty() {
-            self.tell_replicas(Notice::CommandsStarted(hosts));
+        self.tell_replicas(Notice::CommandsStarted(
+            started.iter().map(|c| c.host_id.clone()).collect(),
+        ));
+        let held: Vec<(&CommandRow, Arc<HostWaker>)> = {
+            let wakers = locked(&self.wakers);
+            started
+                .iter()
+                .filter_map(|c| wakers.get(&c.host_id).map(|w| (*c, w.clone())))
+                .collect()
+        };
+        for (c, w) in &held {
+            w.wake(agent_command(c, d));
+        }
+        tracing::info!(deployment_id = %d.id, commands = started.len(), polls_held_here = held.len(),
+            "commands handed out");
+        for c in &started {
+            tracing::debug!(deployment_id = %d.id, host = ?c.host_name, command_id = %c.id,
+                "command handed out");
         }
     }
 

@@ -283,18 +283,6 @@ impl Service {
         wakers.entry(host_id.to_owned()).or_default().clone()
     }
 
-    /// Hands `command`, just committed, to the polls of its host waiting now; a host
-    /// between two polls finds it in the store when its next poll starts.
-    fn wake(&self, host_id: &str, command: agent::Command) {
-        let waker = {
-            let wakers = locked(&self.wakers);
-            wakers.get(host_id).cloned()
-        };
-        if let Some(w) = waker {
-            w.wake(command);
-        }
-    }
-
     fn online(&self, host: &HostRow, now: u64) -> bool {
         now.saturating_sub(host.last_seen_ms) <= self.config.online_window.as_millis() as u64
     }

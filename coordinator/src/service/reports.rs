@@ -327,7 +327,8 @@ impl Service {
         Ok(())
     }
 
-    /// The sync rows of the hosts whose commands the batch ended.
+    /// The sync rows of the hosts whose commands the batch ended, their stored rows read
+    /// in one query.
     fn ended_syncs(
         &self,
         batch: &[QueuedReport],
@@ -335,31 +336,42 @@ impl Service {
         staged: &Staged,
         now: u64,
     ) -> Result<Vec<HostSyncRow>> {
-        let mut rows: HashMap<(String, String), HostSyncRow> = HashMap::new();
-        for step in steps.iter().take(batch.len()) {
-            let Ok(Staging::Written {
-                row, ended: true, ..
-            }) = step
-            else {
-                continue;
-            };
-            let Some((_, cmd)) = staged.rows.get(*row) else {
-                continue;
-            };
-            let Some(d) = staged.deployments.get(&cmd.deployment_id) else {
-                continue;
-            };
+        let ended: Vec<(&CommandRow, &DeploymentRow)> = steps
+            .iter()
+            .take(batch.len())
+            .filter_map(|step| match step {
+                Ok(Staging::Written {
+                    row, ended: true, ..
+                }) => staged.rows.get(*row).map(|(_, cmd)| cmd),
+                _ => None,
+            })
+            .filter_map(|cmd| Some((cmd, staged.deployments.get(&cmd.deployment_id)?)))
+            .collect();
+        if ended.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<(&str, &str)> = ended
+            .iter()
+            .map(|(cmd, d)| (cmd.host_id.as_str(), d.group_id.as_str()))
+            .collect();
+        let stored: HashMap<(String, String), HostSyncRow> = self
+            .store
+            .host_syncs_among(&keys)?
+            .into_iter()
+            .map(|r| ((r.host_id.clone(), r.group_id.clone()), r))
+            .collect();
+        let mut out: HashMap<(String, String), HostSyncRow> = HashMap::new();
+        let base = self.config.catch_up_retry_base();
+        for (cmd, d) in ended {
             let key = (cmd.host_id.clone(), d.group_id.clone());
-            let prev = match rows.remove(&key) {
-                Some(r) => Some(r),
-                None => self.store.host_sync(&cmd.host_id, &d.group_id)?,
-            };
-            let base = self.config.catch_up_retry_base();
+            // A host's second ended command in the batch starts from its first's row; an
+            // end that changes nothing leaves the row as it was.
+            let prev = out.get(&key).or_else(|| stored.get(&key)).cloned();
             if let Some(next) = after_command(prev, d, cmd, now, base) {
-                rows.insert(key, next);
+                out.insert(key, next);
             }
         }
-        Ok(rows.into_values().collect())
+        Ok(out.into_values().collect())
     }
 
     /// Checks one queued report against its command and applies it to the staged copy.

@@ -484,6 +484,9 @@ pub trait Store: Send + Sync + 'static {
     fn host_syncs(&self) -> Result<Vec<HostSyncRow>>;
     /// One host's rows.
     fn host_syncs_of(&self, host_id: &str) -> Result<Vec<HostSyncRow>>;
+    /// The stored rows among `keys` (host id, group id), in no particular order: a batch
+    /// of reports reads the rows of the commands it ends at once, one query on PostgreSQL.
+    fn host_syncs_among(&self, keys: &[(&str, &str)]) -> Result<Vec<HostSyncRow>>;
     /// Writes rows, replacing stored ones.
     fn save_host_syncs(&self, rows: &[HostSyncRow]) -> Result<()>;
 

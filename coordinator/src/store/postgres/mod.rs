@@ -339,6 +339,10 @@ impl Store for PgStore {
         sync::host_syncs_of(self, host_id)
     }
 
+    fn host_syncs_among(&self, keys: &[(&str, &str)]) -> Result<Vec<HostSyncRow>> {
+        sync::host_syncs_among(self, keys)
+    }
+
     fn save_host_syncs(&self, rows: &[HostSyncRow]) -> Result<()> {
         sync::save_host_syncs(self, rows)
     }

@@ -1,4 +1,4 @@
-//! The SQL of hosts' standing per deployment group (`host_sync`): read one, read all,
+//! The SQL of hosts' standing per deployment group (`host_sync`): read one, some, all,
 //! write some. The rows also travel with the command ends that change them (`deployments`,
 //! `reports`). Not here: what a row means or when it changes (the service's `sync`).
 
@@ -29,6 +29,23 @@ pub(super) fn host_syncs_of(s: &PgStore, host_id: &str) -> Result<Vec<HostSyncRo
         "listing a host's sync rows",
         &format!("SELECT {SYNC_COLS} FROM host_sync WHERE host_id = $1"),
         &[&host_id],
+        sync_row,
+    )
+}
+
+pub(super) fn host_syncs_among(s: &PgStore, keys: &[(&str, &str)]) -> Result<Vec<HostSyncRow>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hosts: Vec<&str> = keys.iter().map(|(h, _)| *h).collect();
+    let groups: Vec<&str> = keys.iter().map(|(_, g)| *g).collect();
+    s.query(
+        "reading hosts' sync rows",
+        &format!(
+            "SELECT {SYNC_COLS} FROM host_sync WHERE (host_id, group_id) IN \
+             (SELECT * FROM unnest($1::text[], $2::text[]))"
+        ),
+        &[&hosts, &groups],
         sync_row,
     )
 }

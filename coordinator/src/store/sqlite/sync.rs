@@ -1,4 +1,4 @@
-//! The SQL of hosts' standing per deployment group (`host_sync`): read one, read all,
+//! The SQL of hosts' standing per deployment group (`host_sync`): read one, some, all,
 //! write some. The rows also travel with the command ends that change them (`deployments`,
 //! `reports`). Not here: what a row means or when it changes (the service's `sync`).
 
@@ -35,6 +35,15 @@ pub(super) fn host_syncs_of(s: &SqliteStore, host_id: &str) -> Result<Vec<HostSy
         [host_id],
         sync_row,
     )
+}
+
+/// One cached statement per key: in process, a query costs no round trip.
+pub(super) fn host_syncs_among(s: &SqliteStore, keys: &[(&str, &str)]) -> Result<Vec<HostSyncRow>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for (host, group) in keys {
+        out.extend(host_sync(s, host, group)?);
+    }
+    Ok(out)
 }
 
 pub(super) fn save_host_syncs(s: &SqliteStore, rows: &[HostSyncRow]) -> Result<()> {

@@ -1,7 +1,8 @@
 //! The store suite's cases of what is read or written at once for many: a batch of event
 //! reports' commands and which of its reports are recorded already, the commands in
-//! progress of the hosts whose polls a replica holds, and a fleet's commands, reports and
-//! sync rows written together (a row listed twice). Not here: the single rows (`cases`).
+//! progress of the hosts whose polls a replica holds, the sync rows of the commands a batch
+//! ends, and a fleet's commands, reports and sync rows written together (a row listed
+//! twice). Not here: the single rows (`cases`).
 
 use hoist_protocol::operator::{CommandState, HostEvent};
 
@@ -61,6 +62,28 @@ pub(in crate::store::tests) fn hosts_commands_in_progress_are_read_at_once(s: &d
     found.sort_by(|a, b| a.host_id.cmp(&b.host_id));
     assert_eq!(found, [older, c2]);
     assert_eq!(s.in_progress_commands_for_hosts(&[]).unwrap(), []);
+}
+
+pub(in crate::store::tests) fn hosts_sync_rows_are_read_at_once(s: &dyn Store) {
+    let a = HostSyncRow::new("h-1", "g-1", 1);
+    let b = HostSyncRow::new("h-1", "g-2", 2);
+    let c = HostSyncRow::new("h-2", "g-1", 3);
+    s.save_host_syncs(&[a.clone(), b.clone(), c.clone()])
+        .unwrap();
+    // A key twice, a host in a group it has no row in, a host with none.
+    let mut found = s
+        .host_syncs_among(&[
+            ("h-2", "g-1"),
+            ("h-1", "g-1"),
+            ("h-2", "g-2"),
+            ("h-9", "g-1"),
+            ("h-1", "g-1"),
+        ])
+        .unwrap();
+    found.sort_by(|x, y| (&x.host_id, &x.group_id).cmp(&(&y.host_id, &y.group_id)));
+    found.dedup();
+    assert_eq!(found, [a, c]);
+    assert_eq!(s.host_syncs_among(&[]).unwrap(), []);
 }
 
 pub(in crate::store::tests) fn a_fleets_rows_are_written_together_in_order(s: &dyn Store) {

@@ -15,6 +15,7 @@ use crate::store::{
 pub(super) use super::batch_cases::{
     a_batch_reads_its_commands_and_recorded_reports_at_once,
     a_fleets_rows_are_written_together_in_order, hosts_commands_in_progress_are_read_at_once,
+    hosts_sync_rows_are_read_at_once,
 };
 pub(super) use super::operator_cases::{
     figures_count_deployments_and_the_commands_of_active_ones,

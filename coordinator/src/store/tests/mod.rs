@@ -82,6 +82,7 @@ suite!(
     a_report_is_recorded_once_per_command_and_seq,
     a_batch_reads_its_commands_and_recorded_reports_at_once,
     hosts_commands_in_progress_are_read_at_once,
+    hosts_sync_rows_are_read_at_once,
     a_fleets_rows_are_written_together_in_order,
     sync_rows_are_replaced,
     leases_merge_and_are_forgotten_when_their_command_ends,

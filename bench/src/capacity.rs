@@ -12,6 +12,8 @@
 //! and ended, then Completed) and run nothing; they share this machine's two cores with the
 //! server, which a real fleet would not. Connections come from several loopback source
 //! addresses (127.0.0.2, ...) so 20 000 of them do not exhaust one address's ephemeral ports.
+//! The generator runs on mimalloc, as `hoist` does: with glibc's malloc it took more of the
+//! cores the servers need.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -306,6 +308,21 @@ async fn fleet(
     // Every host is in its long poll once the server has seen a poll from each; give the
     // last ones time to get there.
     tokio::time::sleep(Duration::from_secs(1) + Duration::from_millis(hosts as u64 / 4)).await;
+    // A host is a target once the store has its poll (a replica writes what its polls saw
+    // once a second, on a blocking pool busy with their first looks): on a slow machine,
+    // hosts registered early would still count as offline and get a catch-up deployment
+    // instead of the measured one.
+    let settling = Instant::now();
+    loop {
+        let online = tokio::task::block_in_place(|| coordinator.online_hosts())?;
+        if online >= hosts {
+            break;
+        }
+        if settling.elapsed() > Duration::from_secs(300) {
+            bail!("{online} of {hosts} simulated hosts online after 300 s of polling");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     let mut rss = vec![rss_bytes(pid)? as f64 / MB];
     let idle_window = Duration::from_secs(2);

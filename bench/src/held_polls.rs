@@ -3,7 +3,8 @@
 //! installed: the test harness's cluster) on PostgreSQL, one replica. Baseline: the same procedure against a
 //! bare hyper server in this run (`hoist-bench server`, [`floor`]): one tokio runtime, the
 //! same hyper connection settings, a handler that reads the body and holds the request
-//! 30 s. That is what a held request costs before anything of Hoist's own.
+//! 30 s. That is what a held request costs before anything of Hoist's own. It runs on this
+//! binary's allocator (mimalloc), told to hand freed pages back at once.
 //!
 //! Procedure, per server: `hosts` simulated hosts registered; the first half start
 //! long-polling, 1 000 more a second (`wait_secs` 30, re-polling at once, each over its own
@@ -96,6 +97,11 @@ pub fn run(bins: &Bins, work: &Path, p: Params) -> anyhow::Result<Vec<Measuremen
                 Launch {
                     program: Some(&me),
                     extra,
+                    // Freed pages leave RSS at once, as with glibc in `hoist server`.
+                    env: &[
+                        ("MIMALLOC_PURGE_DELAY", "0"),
+                        ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+                    ],
                     log_level: "warn",
                     ..Launch::default()
                 },

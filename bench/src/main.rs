@@ -28,6 +28,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::report::{Document, Machine, Measurement};
 
 #[derive(Debug, Parser)]

@@ -51,9 +51,9 @@ fn noted(state: &AppState, host: &HostRow, req: PollRequest) -> Duration {
 }
 
 /// A poll's answer: a command as soon as there is one for the host, else its sync view
-/// when the wait is over. What it keeps while held is the host's shared row, its waker,
-/// the deadline and the three wake-ups (a command, the deadline, the server stopping);
-/// a command is boxed until it is answered.
+/// when the wait is over. What it keeps while held is the host's shared row, its waker
+/// (counting it as held), the deadline and the three wake-ups (a command, the deadline,
+/// the server stopping); a command is boxed until it is answered.
 async fn hold_poll(
     state: &AppState,
     host: Arc<HostRow>,
@@ -61,6 +61,7 @@ async fn hold_poll(
 ) -> ApiResult<Json<PollResponse>> {
     let heartbeat_ms = Some(state.service.config().heartbeat_interval().as_millis() as u64);
     let waker = state.service.host_waker(&host.id);
+    let _held = waker.hold();
     let deadline = tokio::time::Instant::now() + wait;
     // A command left by an earlier wake-up may since have stopped: the store decides.
     let mut woken = false;

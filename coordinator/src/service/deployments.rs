@@ -197,11 +197,14 @@ impl Service {
             let wakers = locked(&self.wakers);
             started
                 .iter()
-                .filter_map(|c| wakers.get(&c.host_id).map(|w| (*c, w.clone())))
+                .filter_map(|c| {
+                    let w = wakers.get(&c.host_id).filter(|w| w.is_held())?;
+                    Some((*c, w.clone()))
+                })
                 .collect()
         };
         for (c, w) in &held {
-            w.wake(agent_command(c, d));
+            w.wake(agent_command(c, d), &self.hand_outs);
         }
         tracing::info!(deployment_id = %d.id, commands = started.len(), polls_held_here = held.len(),
             "commands handed out");

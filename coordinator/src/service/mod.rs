@@ -1,6 +1,5 @@
 //! The coordinator's service layer: its rules applied to its store. This file holds the
-//! [`Service`] value (construction, timing rules, the store lock, per-host wake-ups, the
-//! change counter); the rules live in the child modules: [`catalog`] (applications,
+//! [`Service`] value (construction, timing rules, the store lock, the change counter); the rules live in the child modules: [`catalog`] (applications,
 //! groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
 //! revocation), [`operators`] (operator tokens with a role), [`sessions`] (dashboard sign-ins), [`figures`] (the fleet's
 //! counts for metrics), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
@@ -8,7 +7,8 @@
 //! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between
 //! batches), [`sync`] (where each host stands in its groups), [`catch_up`] (deployments
 //! that bring hosts to their group's target), [`replicas`] (notices to and from other
-//! coordinators on the same database), [`states`] (the one transition function of a
+//! coordinators on the same database), [`wakers`] (where held polls wait, and the hand-outs
+//! that go before reports), [`states`] (the one transition function of a
 //! command and the one of a deployment) and [`pipelines`] (pipelines, their sources
 //! and releases).
 //!
@@ -40,6 +40,7 @@ mod sessions;
 mod signatures;
 mod states;
 mod sync;
+mod wakers;
 pub mod webhooks;
 
 pub use auth::{constant_time_eq, new_secret, sha256_hex};
@@ -48,14 +49,14 @@ pub use operators::Identity;
 pub use replicas::{live_replicas, REPLICA_BEAT, REPLICA_LIVE};
 pub use sessions::{csrf_token, SESSION_LIFETIME};
 pub use sync::retry_delay;
+pub use wakers::{HandOuts, HostWaker, HAND_OUT_FIRST};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hoist_protocol::agent;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::bundles::BundleStore;
 use crate::store::{CommandLease, HostContact, HostRow, Store, StoreError};
@@ -136,6 +137,9 @@ pub struct Service {
     /// One waker per host with a poll in flight or recently seen; woken, with the
     /// command, when a command starts for that host. Bounded by the fleet size.
     wakers: Mutex<HashMap<String, Arc<HostWaker>>>,
+    /// Commands handed to held polls and not yet taken: the report writer lets them go
+    /// out first.
+    hand_outs: Arc<HandOuts>,
     /// Bumped after every change an operator may watch (`--wait`).
     changes: watch::Sender<u64>,
     /// Hosts' last contacts not yet written: written by the server's timer
@@ -163,47 +167,6 @@ pub struct Service {
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Each guarded value is whole between statements; a panic cannot leave it half-changed.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Where the polls of one host wait, and where the service leaves the command it has just
-/// started for that host, so a woken poll answers without reading the store again: with
-/// 20 000 hosts started at once, that read would be 20 000 queries on the one connection.
-///
-/// The store stays the truth. A poll looks in the store when it starts and takes the
-/// handed-over command only when woken, so a command left here while no poll waited
-/// (since stopped, or lost) is never answered from here.
-#[derive(Default)]
-pub struct HostWaker {
-    notify: Notify,
-    /// Boxed: every host polling has a waker, and a command inline would cost each of
-    /// them its size while none is handed over.
-    handoff: Mutex<Option<Box<agent::Command>>>,
-}
-
-impl HostWaker {
-    /// A wake-up future; enable it before looking in the store so a command started
-    /// between the look and the wait is not missed.
-    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
-    }
-
-    /// The command handed over by the last wake-up, if no poll has taken it yet (boxed, as
-    /// a held poll keeps room for what it may answer).
-    pub fn take(&self) -> Option<Box<agent::Command>> {
-        locked(&self.handoff).take()
-    }
-
-    fn wake(&self, command: agent::Command) {
-        *locked(&self.handoff) = Some(Box::new(command));
-        self.notify.notify_waiters();
-    }
-
-    /// Wakes the polls without a command: they look in the store (a command started by
-    /// another coordinator). Drops any handed-over command, which the store now decides.
-    fn nudge(&self) {
-        *locked(&self.handoff) = None;
-        self.notify.notify_waiters();
-    }
 }
 
 pub fn now_ms() -> u64 {
@@ -237,6 +200,7 @@ impl Service {
             config,
             lock: Mutex::new(()),
             wakers: Mutex::new(HashMap::new()),
+            hand_outs: Arc::new(HandOuts::default()),
             changes: watch::Sender::new(0),
             contacts: Mutex::new(HashMap::new()),
             queued_reports: Mutex::new(ReportQueue::default()),

@@ -114,7 +114,10 @@ impl Service {
                     let wakers = locked(&self.wakers);
                     hosts
                         .into_iter()
-                        .filter_map(|h| wakers.get(&h).cloned().map(|w| (h, w)))
+                        .filter_map(|h| {
+                            let w = wakers.get(&h).filter(|w| w.is_held())?.clone();
+                            Some((h, w))
+                        })
                         .collect()
                 };
                 if held.is_empty() {
@@ -182,7 +185,7 @@ impl Service {
                 .entry(c.deployment_id.as_str())
                 .or_insert_with(|| self.store.deployment(&c.deployment_id).ok().flatten());
             match d {
-                Some(d) => w.wake(agent_command(c, d)),
+                Some(d) => w.wake(agent_command(c, d), &self.hand_outs),
                 None => w.nudge(),
             }
         }

@@ -199,6 +199,8 @@ impl Service {
     pub fn write_reports(&self) {
         let _running = WriterRunning(&self.queued_reports);
         loop {
+            // Commands just handed to held polls go out before reports are written.
+            self.hand_outs.wait_taken(super::HAND_OUT_FIRST);
             let batch = {
                 let mut queue = locked(&self.queued_reports);
                 if queue.reports.is_empty() {

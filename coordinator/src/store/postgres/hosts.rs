@@ -147,57 +147,74 @@ pub(super) fn write_contacts(s: &PgStore, contacts: &[(String, HostContact)]) ->
     if contacts.is_empty() {
         return Ok(());
     }
+    // A wave of commands makes a fleet's worth of contacts in one second: they go as one
+    // statement per kind, over column arrays (`UNNEST`), not one statement per host.
+    let mut sorted: Vec<&(String, HostContact)> = contacts.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let ids: Vec<&str> = sorted.iter().map(|(id, _)| id.as_str()).collect();
+    let mut seen = (Vec::new(), Vec::new());
+    let mut told = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, c) in &sorted {
+        match &c.details {
+            None => {
+                seen.0.push(id.as_str());
+                seen.1.push(i(c.last_seen_ms));
+            }
+            Some(d) => {
+                told.0.push(id.as_str());
+                told.1.push(d.name.as_str());
+                told.2.push(to_json(&d.tags));
+                told.3.push(d.agent_version.as_str());
+                told.4.push(i(c.last_seen_ms));
+            }
+        }
+    }
     s.run(async {
         let mut client = s.client("writing hosts' last contacts").await?;
         let tx = client
             .transaction()
             .await
             .map_err(pg("starting a transaction"))?;
-        // What the host says about itself is only a request: its name and tags are the
-        // operator's. A request equal to what is set clears it.
-        let with_details = tx
-            .prepare_cached(
-                "UPDATE hosts SET agent_version = $4, \
-                 last_seen_ms = GREATEST(last_seen_ms, $5), \
-                 requested_name = CASE WHEN $2 = name THEN NULL ELSE $2 END, \
-                 requested_tags_json = CASE WHEN $3 = tags_json THEN NULL ELSE $3 END \
-                 WHERE id = $1",
-            )
+        // The rows are locked in host order first, so two replicas writing the same hosts
+        // never deadlock.
+        let lock = tx
+            .prepare_cached("SELECT 1 FROM hosts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
             .await
-            .map_err(pg("updating a host's last contact"))?;
-        let seen_only = tx
-            .prepare_cached(
-                "UPDATE hosts SET last_seen_ms = GREATEST(last_seen_ms, $2) WHERE id = $1",
-            )
+            .map_err(pg("locking hosts for their last contacts"))?;
+        tx.execute(&lock, &[&ids])
             .await
-            .map_err(pg("updating a host's last contact"))?;
-        // In host order, so two replicas writing the same hosts never deadlock.
-        let mut sorted: Vec<&(String, HostContact)> = contacts.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let writes = sorted.into_iter().map(|(id, c)| {
-            let (with_details, seen_only, tx) = (&with_details, &seen_only, &tx);
-            async move {
-                match &c.details {
-                    Some(d) => {
-                        tx.execute(
-                            with_details,
-                            &[
-                                id,
-                                &d.name,
-                                &to_json(&d.tags),
-                                &d.agent_version,
-                                &i(c.last_seen_ms),
-                            ],
-                        )
-                        .await
-                    }
-                    None => tx.execute(seen_only, &[id, &i(c.last_seen_ms)]).await,
-                }
-            }
-        });
-        futures_util::future::try_join_all(writes)
-            .await
-            .map_err(pg("updating a host's last contact"))?;
+            .map_err(pg("locking hosts for their last contacts"))?;
+        if !seen.0.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE hosts h SET last_seen_ms = GREATEST(h.last_seen_ms, u.ms) \
+                     FROM UNNEST($1::text[], $2::bigint[]) AS u(id, ms) WHERE h.id = u.id",
+                )
+                .await
+                .map_err(pg("updating hosts' last contacts"))?;
+            tx.execute(&stmt, &[&seen.0, &seen.1])
+                .await
+                .map_err(pg("updating hosts' last contacts"))?;
+        }
+        if !told.0.is_empty() {
+            // What the host says about itself is only a request: its name and tags are the
+            // operator's. A request equal to what is set clears it.
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE hosts h SET agent_version = u.agent_version, \
+                     last_seen_ms = GREATEST(h.last_seen_ms, u.ms), \
+                     requested_name = CASE WHEN u.name = h.name THEN NULL ELSE u.name END, \
+                     requested_tags_json = \
+                     CASE WHEN u.tags = h.tags_json THEN NULL ELSE u.tags END \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                     $5::bigint[]) AS u(id, name, tags, agent_version, ms) WHERE h.id = u.id",
+                )
+                .await
+                .map_err(pg("updating hosts' last contacts"))?;
+            tx.execute(&stmt, &[&told.0, &told.1, &told.2, &told.3, &told.4])
+                .await
+                .map_err(pg("updating hosts' last contacts"))?;
+        }
         tx.commit()
             .await
             .map_err(pg("committing hosts' last contacts"))

@@ -18,28 +18,29 @@ pub(super) fn write_leases(s: &PgStore, leases: &[(String, CommandLease)]) -> Re
             .transaction()
             .await
             .map_err(pg("starting a transaction"))?;
+        // One statement over column arrays (`UNNEST`): a wave hands out a fleet's worth of
+        // commands in a second. Inserted in command order, so two replicas writing the same
+        // leases never deadlock.
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO command_leases (command_id, delivered_ms, beat_ms) \
-                 VALUES ($1, $2, $3) ON CONFLICT (command_id) DO UPDATE SET \
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) ORDER BY 1 \
+                 ON CONFLICT (command_id) DO UPDATE SET \
                  delivered_ms = LEAST(command_leases.delivered_ms, EXCLUDED.delivered_ms), \
                  beat_ms = GREATEST(command_leases.beat_ms, EXCLUDED.beat_ms)",
             )
             .await
-            .map_err(pg("writing a command lease"))?;
-        // In command order, so two replicas writing the same leases never deadlock.
+            .map_err(pg("writing command leases"))?;
         let mut sorted: Vec<&(String, CommandLease)> = leases.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let writes = sorted.into_iter().map(|(id, l)| {
-            let (stmt, tx) = (&stmt, &tx);
-            async move {
-                tx.execute(stmt, &[id, &i(l.delivered_ms), &i(l.beat_ms)])
-                    .await
-            }
-        });
-        futures_util::future::try_join_all(writes)
+        // Each command once: one statement may not write a row twice.
+        sorted.dedup_by(|a, b| a.0 == b.0);
+        let ids: Vec<&str> = sorted.iter().map(|(id, _)| id.as_str()).collect();
+        let delivered: Vec<i64> = sorted.iter().map(|(_, l)| i(l.delivered_ms)).collect();
+        let beat: Vec<i64> = sorted.iter().map(|(_, l)| i(l.beat_ms)).collect();
+        tx.execute(&stmt, &[&ids, &delivered, &beat])
             .await
-            .map_err(pg("writing a command lease"))?;
+            .map_err(pg("writing command leases"))?;
         tx.commit().await.map_err(pg("committing command leases"))
     })
 }

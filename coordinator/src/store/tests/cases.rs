@@ -312,6 +312,27 @@ pub(super) fn a_poll_request_equal_to_what_is_set_is_cleared(s: &dyn Store) {
         .unwrap();
     let h = s.host("h-1").unwrap().unwrap();
     assert_eq!((h.requested_name, h.requested_tags), (None, None));
+
+    // One write mixing both kinds of contact, and a host since removed (nothing to update).
+    s.insert_host(&host_row("h-2", "web-2")).unwrap();
+    let seen = |ms| HostContact {
+        last_seen_ms: ms,
+        details: None,
+    };
+    s.write_contacts(&[
+        ("h-2".into(), seen(70)),
+        ("h-gone".into(), seen(70)),
+        ("h-1".into(), details("web-other", "web")),
+    ])
+    .unwrap();
+    let (h1, h2) = (
+        s.host("h-1").unwrap().unwrap(),
+        s.host("h-2").unwrap().unwrap(),
+    );
+    assert_eq!(h1.requested_name.as_deref(), Some("web-other"));
+    assert_eq!(h1.requested_tags, None);
+    assert_eq!((h2.last_seen_ms, h2.requested_name), (70, None));
+    assert_eq!(s.host("h-gone").unwrap(), None);
 }
 
 pub(super) fn deployments_list_newest_first_and_filter_by_application(s: &dyn Store) {

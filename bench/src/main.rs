@@ -28,10 +28,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use crate::report::{Document, Machine, Measurement};
+
+/// The load generator's allocator (`capacity`): glibc's malloc took more of the cores the
+/// servers under test share with it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use crate::report::{Document, Machine, Measurement};
 
 #[derive(Debug, Parser)]
 #[command(name = "hoist-bench", version, about)]

@@ -1,6 +1,6 @@
 //! The coordinator's service layer: its rules applied to its store. This file holds the
-//! [`Service`] value (construction, timing rules, the store lock, the change counter); the rules live in the child modules: [`catalog`] (applications,
-//! groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
+//! [`Service`] value (construction, timing rules, the store lock, the change counter); the
+//! rules live in the child modules: [`catalog`] (applications, groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
 //! revocation), [`operators`] (operator tokens with a role), [`sessions`] (dashboard sign-ins), [`figures`] (the fleet's
 //! counts for metrics), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
@@ -49,7 +49,7 @@ pub use operators::Identity;
 pub use replicas::{live_replicas, REPLICA_BEAT, REPLICA_LIVE};
 pub use sessions::{csrf_token, SESSION_LIFETIME};
 pub use sync::retry_delay;
-pub use wakers::{HandOuts, HostWaker, HAND_OUT_FIRST};
+pub use wakers::HostWaker;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -63,6 +63,7 @@ use crate::store::{CommandLease, HostContact, HostRow, Store, StoreError};
 use catch_up::CatchUpQueue;
 use lock::Locked;
 use reports::ReportQueue;
+use wakers::{HandOuts, HAND_OUT_FIRST};
 
 /// Timing rules of the service.
 #[derive(Debug, Clone, Copy)]

@@ -145,7 +145,8 @@ impl HandOuts {
     }
 
     /// Commands handed out here and not yet taken.
-    pub fn untaken(&self) -> usize {
+    #[cfg(test)]
+    fn untaken(&self) -> usize {
         locked(&self.state).count
     }
 }

@@ -12,8 +12,8 @@
 //! and ended, then Completed) and run nothing; they share this machine's two cores with the
 //! server, which a real fleet would not. Connections come from several loopback source
 //! addresses (127.0.0.2, ...) so 20 000 of them do not exhaust one address's ephemeral ports.
-//! The generator runs on mimalloc, as `hoist` does: with glibc's malloc it took more of the
-//! cores the servers need.
+//! The generator runs on mimalloc (`hoist` itself on glibc): with glibc's malloc it took
+//! more of the cores the servers need.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;

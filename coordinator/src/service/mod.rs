@@ -1,7 +1,7 @@
 //! The coordinator's service layer: its rules applied to its store. This file holds the
 //! [`Service`] value (construction, timing rules, the store lock, the change counter); the
-//! rules live in the child modules: [`catalog`] (applications, groups, revisions), [`hosts`] (registration tokens, registration, polls, tags,
-//! revocation), [`operators`] (operator tokens with a role), [`sessions`] (dashboard sign-ins), [`figures`] (the fleet's
+//! rules live in the child modules: [`catalog`] (applications, groups, revisions),
+//! [`hosts`] (registration tokens, registration, polls, tags, revocation), [`operators`] (operator tokens with a role), [`sessions`] (dashboard sign-ins), [`figures`] (the fleet's
 //! counts for metrics), [`auth`] (host secrets and registration tokens checked), [`reports`] (the
 //! report queue and its group commit), [`deployments`] (create, advance, stop,
 //! auto-rollback), [`leases`] (heartbeats and the lease sweep), [`bake`] (the wait between

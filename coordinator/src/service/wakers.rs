@@ -3,7 +3,7 @@
 //! what a poll answers (`api::agent`) or what starts a command (`deployments`).
 //!
 //! When a deployment starts for a whole fleet, every held poll is woken at once and each
-//! host answered reports at once: the report batches (their store writes, the rollout
+//! answered host reports at once: the report batches (their store writes, the rollout
 //! decision after them) then compete for the same cores with the polls still to answer,
 //! and the last hosts wait for the first ones' bookkeeping. So the writer waits until this
 //! coordinator's woken polls have taken their commands, for at most [`HAND_OUT_FIRST`]

@@ -3,6 +3,8 @@
 //! the leases of commands in progress, and forgetting those of ended commands. Not here:
 //! when a lease has run out (the service's `leases`).
 
+use std::collections::BTreeMap;
+
 use super::rows::{i, pg};
 use super::PgStore;
 use crate::store::rows::u;
@@ -31,13 +33,18 @@ pub(super) fn write_leases(s: &PgStore, leases: &[(String, CommandLease)]) -> Re
             )
             .await
             .map_err(pg("writing command leases"))?;
-        let mut sorted: Vec<&(String, CommandLease)> = leases.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        // Each command once: one statement may not write a row twice.
-        sorted.dedup_by(|a, b| a.0 == b.0);
-        let ids: Vec<&str> = sorted.iter().map(|(id, _)| id.as_str()).collect();
-        let delivered: Vec<i64> = sorted.iter().map(|(_, l)| i(l.delivered_ms)).collect();
-        let beat: Vec<i64> = sorted.iter().map(|(_, l)| i(l.beat_ms)).collect();
+        // Each command once (one statement may not write a row twice), its notes merged as
+        // the statement merges them with the stored lease; in command order.
+        let mut merged: BTreeMap<&str, CommandLease> = BTreeMap::new();
+        for (id, l) in leases {
+            merged
+                .entry(id.as_str())
+                .and_modify(|m| m.merge(*l))
+                .or_insert(*l);
+        }
+        let ids: Vec<&str> = merged.keys().copied().collect();
+        let delivered: Vec<i64> = merged.values().map(|l| i(l.delivered_ms)).collect();
+        let beat: Vec<i64> = merged.values().map(|l| i(l.beat_ms)).collect();
         tx.execute(&stmt, &[&ids, &delivered, &beat])
             .await
             .map_err(pg("writing command leases"))?;

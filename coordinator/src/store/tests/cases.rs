@@ -560,7 +560,9 @@ pub(super) fn leases_merge_and_are_forgotten_when_their_command_ends(s: &dyn Sto
     // heartbeat wins; an older heartbeat never moves it back.
     s.write_leases(&[
         ("c-0".into(), lease(150, 400)),
-        ("c-1".into(), lease(40, 55)),
+        ("c-1".into(), lease(45, 55)),
+        // The same command twice in one write: both notes count.
+        ("c-1".into(), lease(40, 58)),
     ])
     .unwrap();
     let mut leases = s.command_leases().unwrap();

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use hoist_protocol::secret::Secret;
 
+use crate::install::SyncMode;
+
 /// Where the agent looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hoist/agent.yaml";
 /// The default state directory.
@@ -303,6 +305,11 @@ pub struct DeploymentsConfig {
     /// Deployment directories kept per group (the last successful one is always kept too).
     #[serde(default = "default_keep")]
     pub keep: usize,
+    /// How Install makes the files it created durable: `auto` (the cheaper for the
+    /// deployment on this host at that moment), `files` (one sync per file) or `filesystem`
+    /// (one `syncfs` per filesystem written to, which also flushes other processes' data).
+    #[serde(default)]
+    pub install_sync: SyncMode,
 }
 
 fn default_keep() -> usize {
@@ -313,6 +320,7 @@ impl Default for DeploymentsConfig {
     fn default() -> Self {
         DeploymentsConfig {
             keep: default_keep(),
+            install_sync: SyncMode::default(),
         }
     }
 }
@@ -609,6 +617,28 @@ s3:
         assert!(!printed.contains("very-secret"), "{printed}");
         assert!(!printed.contains("tok-123"), "{printed}");
         assert!(printed.contains("***"));
+    }
+
+    #[test]
+    fn install_sync_is_auto_unless_set() {
+        let c = Config::from_str("", "a").expect("empty");
+        assert_eq!(c.deployments.install_sync, SyncMode::Auto);
+        for (text, want) in [
+            ("auto", SyncMode::Auto),
+            ("files", SyncMode::Files),
+            ("filesystem", SyncMode::Filesystem),
+        ] {
+            let c = Config::from_str(&format!("deployments:\n  install_sync: {text}\n"), "a")
+                .expect(text);
+            assert_eq!(c.deployments.install_sync, want);
+        }
+        let err = Config::from_str("deployments:\n  install_sync: never\n", "agent.yaml")
+            .expect_err("never");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("install_sync") && msg.contains("never"),
+            "{msg}"
+        );
     }
 
     #[test]

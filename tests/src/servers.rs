@@ -100,9 +100,14 @@ impl s3s::host::S3Host for TestDomain {
 /// [`S3_ACCESS_KEY`] / [`S3_SECRET_KEY`]. With `virtual_host`, `BUCKET.s3.test:PORT` host names
 /// address buckets; path-style requests work either way.
 pub async fn start_s3s(root: &Path, virtual_host: bool) -> SocketAddr {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs over the root directory");
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    serve_s3(fs, virtual_host).await
+}
+
+/// Serves `s3` on 127.0.0.1 port 0 with SigV4 checked as for [`start_s3s`].
+pub async fn serve_s3(s3: impl s3s::S3, virtual_host: bool) -> SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(s3s::auth::SimpleAuth::from_single(
         S3_ACCESS_KEY,
         S3_SECRET_KEY,

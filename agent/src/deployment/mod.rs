@@ -49,6 +49,8 @@ pub struct DeployerSettings {
     pub limits: ExtractLimits,
     /// Deployment directories kept per group.
     pub keep: usize,
+    /// How Install makes new files durable.
+    pub install_sync: crate::install::SyncMode,
     /// How to fetch [`Source::Remote`] revisions; `None` for local deployments.
     pub fetch: Option<FetchContext>,
     /// The signing keys this host trusts, checked in DownloadBundle before extraction.
@@ -75,6 +77,7 @@ pub fn deployer_settings(
         environment_file: config.hooks.environment_file.clone(),
         limits: ExtractLimits::from_config(&config.bundles),
         keep: config.deployments.keep,
+        install_sync: config.deployments.install_sync,
         trust,
         fetch: remote.map(|(client, host)| FetchContext {
             client: client.http().clone(),

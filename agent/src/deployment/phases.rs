@@ -19,7 +19,7 @@ use crate::bundle;
 use crate::bundle::extract::ExtractLimits;
 use crate::bundle::fetch::{self, FetchError, Fetched};
 use crate::hooks::{self, HookLog, HookRun};
-use crate::install::{self, InstalledFiles};
+use crate::install::{self, InstalledFiles, SyncMode};
 use crate::state::{self, DeploymentDir, LastSuccess};
 use crate::trust::{self, Verdict};
 use hoist_protocol::signature::Subject;
@@ -182,6 +182,7 @@ impl Deployer {
         }
         if let Some(releases) = spec.releases.clone() {
             let ctx = release::ReleaseInstall {
+                sync: self.settings.install_sync,
                 group,
                 deployment_id: req.deployment_id.clone(),
                 identity: release::asked_identity(req),
@@ -194,8 +195,9 @@ impl Deployer {
             })
             .await?;
         }
+        let sync = self.settings.install_sync;
         tokio::task::spawn_blocking(move || {
-            install_step(&spec, &root, behavior, &record_path, &log)
+            install_step(&spec, &root, behavior, sync, &record_path, &log)
         })
         .await?
     }
@@ -455,6 +457,7 @@ fn install_step(
     spec: &AppSpec,
     root: &Path,
     behavior: FileExistsBehavior,
+    sync: SyncMode,
     record_path: &Path,
     log: &HookLog,
 ) -> anyhow::Result<Step> {
@@ -489,22 +492,25 @@ fn install_step(
     }
     // The files' data before permissions apply (a rule may take the agent's read access
     // away), the directories after.
-    let files = match written.sync_files() {
-        Ok(n) => n,
+    let (files, synced_by) = match written.sync_files(sync) {
+        Ok(synced) => synced,
         Err(e) => return Ok(failed(&e)),
     };
     log.note(&format!(
-        "installed {} paths (file_exists_behavior {})",
+        "installed {} paths (file_exists_behavior {}; {} new files, {})",
         record.entries.len(),
-        behavior.as_str()
+        behavior.as_str(),
+        files,
+        synced_by.as_str()
     ));
     if let Err(e) = install::apply_permissions(spec, &record) {
         return Ok(failed(&e));
     }
-    match written.sync() {
+    match written.sync(sync) {
         Ok(synced) => tracing::debug!(
             files = files + synced.files,
             directories = synced.dirs,
+            ?synced_by,
             "installed files made durable"
         ),
         Err(e) => return Ok(failed(&e)),

@@ -21,7 +21,7 @@ use hoist_protocol::signature::Subject;
 use super::records::{Halt, Step};
 use super::{DeploymentRequest, Prepared, Source};
 use crate::hooks::HookLog;
-use crate::install::{self, releases as layout, InstalledFiles};
+use crate::install::{self, releases as layout, InstalledFiles, SyncMode};
 use crate::state::{self, GroupState, KeptRelease, LastSuccess, ReleasesRecord, RevisionIdentity};
 
 /// The identity of the revision a deployment asks for, when it has one.
@@ -211,6 +211,7 @@ pub(super) fn switch_back(
 
 /// What an Install into a release needs to know besides the appspec.
 pub(super) struct ReleaseInstall {
+    pub sync: SyncMode,
     pub group: GroupState,
     pub deployment_id: String,
     pub identity: Option<RevisionIdentity>,
@@ -290,9 +291,9 @@ pub(super) fn install_release(
     };
     let outcome = result
         .map(|w| written.merge(w))
-        .and_then(|()| written.sync_files().map(drop))
+        .and_then(|()| written.sync_files(ctx.sync).map(drop))
         .and_then(|()| install::apply_permissions(&retargeted, &installed))
-        .and_then(|()| std::mem::take(&mut written).sync().map(drop));
+        .and_then(|()| std::mem::take(&mut written).sync(ctx.sync).map(drop));
     if let Err(e) = outcome {
         // The release is incomplete and never became current: it goes, the serving tree stays.
         state::write_json(&record_path, &unswitched(&installed))?;

@@ -21,6 +21,7 @@ fn deployer(state: &Path) -> Deployer {
             environment_file: None,
             limits: ExtractLimits::default(),
             keep: 5,
+            install_sync: crate::install::SyncMode::Auto,
             fetch: None,
             trust: crate::trust::Trust::default(),
         },

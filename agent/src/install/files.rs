@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use super::durable::{self, Written};
+use super::durable::Written;
 use super::plan::{CopyKind, Op};
 use super::{io_err, EntryKind, InstallError, InstalledEntry, InstalledFiles};
 
@@ -123,10 +123,11 @@ pub(super) fn execute(ops: &[Op], record: &mut InstalledFiles) -> Result<Written
                 let parent = parent_of(target)?;
                 let entry_kind = match kind {
                     CopyKind::File => {
-                        if install_regular_file(source, target, parent, *replace)? {
-                            written.entry_changed(parent);
-                        } else {
-                            written.new_file(target, parent);
+                        match install_regular_file(source, target, parent, *replace)? {
+                            Landed::Replaced => written.entry_changed(parent),
+                            Landed::New { bytes, device } => {
+                                written.new_file(target, parent, bytes, device)
+                            }
                         }
                         EntryKind::File
                     }
@@ -165,17 +166,24 @@ fn temp_prefix(target: &Path) -> OsString {
     prefix
 }
 
+/// What [`install_regular_file`] did at the target's path.
+enum Landed {
+    /// An existing file was replaced, synced before the rename.
+    Replaced,
+    /// A new file, not synced yet: `bytes` long, on filesystem `device`.
+    New { bytes: u64, device: u64 },
+}
+
 /// Copies a regular file to a temp file beside `target` with the source's contents, owner
 /// (when permitted), mode and times, then renames it into place. When it replaces an existing
 /// file it is synced first, so a crash never leaves the old file's path with partial
-/// contents, and `true` is returned; a new file only has its writeback started, and is
-/// synced later with everything else ([`Written::sync`]).
+/// contents; a new file is synced later with everything else ([`Written::sync`]).
 fn install_regular_file(
     source: &Path,
     target: &Path,
     parent: &Path,
     replace: bool,
-) -> Result<bool, InstallError> {
+) -> Result<Landed, InstallError> {
     let mut input = File::open(source).map_err(io_err("opening", source))?;
     let meta = input.metadata().map_err(io_err("inspecting", source))?;
     let mut temp = tempfile::Builder::new()
@@ -185,7 +193,6 @@ fn install_regular_file(
     let temp_path = temp.path().to_path_buf();
     io::copy(&mut input, temp.as_file_mut()).map_err(io_err("writing", &temp_path))?;
     let file = temp.as_file();
-    durable::start_writeback(file);
 
     // CodeDeploy copies with ownership preserved; only root can, and an unprivileged agent
     // keeps its own ownership, as CodeDeploy's copy does.
@@ -216,7 +223,14 @@ fn install_regular_file(
         temp.persist_noclobber(target)
     };
     persisted.map_err(|e| io_err("renaming into place", target)(e.error))?;
-    Ok(replaces)
+    Ok(if replaces {
+        Landed::Replaced
+    } else {
+        Landed::New {
+            bytes: current.len(),
+            device: current.dev(),
+        }
+    })
 }
 
 /// Installs a symlink with the same target text as the bundle's. Replacing goes through a

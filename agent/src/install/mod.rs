@@ -40,7 +40,7 @@ use hoist_appspec::{AppSpec, FileExistsBehavior};
 
 /// The record of installed paths is persisted by `state` (`installed-files.json`).
 pub use crate::state::{EntryKind, InstalledEntry, InstalledFiles};
-pub use durable::{Synced, Written};
+pub use durable::{SyncMode, Synced, SyncedBy, Written};
 pub use files::remove_previous;
 
 #[derive(Debug, thiserror::Error)]

@@ -70,8 +70,32 @@ fn contents(i: usize) -> String {
 #[test]
 #[ignore = "needs root: drops the page cache"]
 fn the_installed_tree_is_on_disk_when_the_agent_dies_right_after_install() {
+    killed_right_after_install(None);
+}
+
+#[test]
+#[ignore = "needs root: drops the page cache"]
+fn the_installed_tree_is_on_disk_after_install_synced_each_file() {
+    killed_right_after_install(Some("files"));
+}
+
+#[test]
+#[ignore = "needs root: drops the page cache"]
+fn the_installed_tree_is_on_disk_after_install_synced_the_filesystem() {
+    killed_right_after_install(Some("filesystem"));
+}
+
+/// Deploys 300 files with `deployments.install_sync` set to `install_sync` (`None`: the
+/// default, `auto`), kills the agent in the hook after Install, and checks the tree is on
+/// disk.
+fn killed_right_after_install(install_sync: Option<&str>) {
     need_root("writing /proc/sys/vm/drop_caches");
     let s = Scratch::new();
+    let config = s.join("agent.yaml");
+    let sync = install_sync
+        .map(|m| format!("deployments:\n  install_sync: {m}\n"))
+        .unwrap_or_default();
+    fs::write(&config, sync).expect("config");
     let bundle = s.join("bundle");
     let dest = s.join("dest");
     let state = s.join("state");
@@ -95,7 +119,10 @@ fn the_installed_tree_is_on_disk_when_the_agent_dies_right_after_install() {
     fs::set_permissions(&die, fs::Permissions::from_mode(0o755)).expect("chmod");
 
     let out = run(Command::new(bin("hoist-agent"))
-        .args(["deploy", "--bundle"])
+        .arg("deploy")
+        .arg("--config")
+        .arg(&config)
+        .arg("--bundle")
         .arg(&bundle)
         .arg("--state-dir")
         .arg(&state)
@@ -120,6 +147,23 @@ fn the_installed_tree_is_on_disk_when_the_agent_dies_right_after_install() {
         done.iter()
             .any(|e| e["event"] == "Install" && e["status"] == "succeeded"),
         "{marker}"
+    );
+
+    // The hook log says how Install synced, so the mode asked for is the one that ran.
+    let hook_log = walk(&state)
+        .into_iter()
+        .find(|p| p.ends_with("logs/hooks.log"))
+        .expect("the deployment's hook log");
+    let hook_log = fs::read_to_string(hook_log).expect("hook log");
+    let said = match install_sync {
+        Some("files") => vec!["each file synced"],
+        Some(_) => vec!["their filesystem synced"],
+        None => vec!["each file synced", "their filesystem synced"],
+    };
+    assert!(
+        said.iter()
+            .any(|s| hook_log.contains(&format!("{FILES} new files, {s}"))),
+        "{hook_log}"
     );
 
     let installed: Vec<_> = walk(&dest).into_iter().filter(|p| p.is_file()).collect();

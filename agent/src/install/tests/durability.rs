@@ -51,9 +51,15 @@ fn the_synced_set_is_the_new_files_and_the_directories_that_gained_entries() {
     assert!(!written.files().contains(&unrelated));
     let mut written = written;
     // Files first (before permissions apply), then what is left: the directories.
-    assert_eq!(written.sync_files().unwrap(), 3);
+    assert_eq!(
+        written.sync_files(SyncMode::Files).unwrap(),
+        (3, SyncedBy::EachFile)
+    );
     assert!(written.files().is_empty());
-    assert_eq!(written.sync().unwrap(), Synced { files: 0, dirs: 5 });
+    assert_eq!(
+        written.sync(SyncMode::Files).unwrap(),
+        Synced { files: 0, dirs: 5 }
+    );
     assert_eq!(read(&f.host("opt/old.conf")), "new contents");
 }
 
@@ -84,7 +90,10 @@ fn removing_the_previous_revision_syncs_the_directories_it_changed() {
     assert_eq!(read(&foreign), "foreign");
     assert!(!f.host("opt/app/gone").exists());
     // The removed directory is skipped: app/, its parent, holds its removal.
-    assert_eq!(written.sync().unwrap(), Synced { files: 0, dirs: 3 });
+    assert_eq!(
+        written.sync(SyncMode::Files).unwrap(),
+        Synced { files: 0, dirs: 3 }
+    );
 }
 
 #[test]
@@ -106,7 +115,10 @@ fn a_directory_removed_after_it_changed_is_skipped_when_syncing() {
         ])
     );
     assert!(!f.host("opt").exists());
-    assert_eq!(written.sync().unwrap(), Synced { files: 0, dirs: 4 });
+    assert_eq!(
+        written.sync(SyncMode::Files).unwrap(),
+        Synced { files: 0, dirs: 4 }
+    );
 }
 
 #[test]
@@ -121,9 +133,30 @@ fn a_file_that_cannot_be_synced_fails_the_sync_naming_it() {
         install_files(&spec, &f.bundle, FileExistsBehavior::Disallow, &mut record).unwrap();
     // Someone removes the file between its rename and the sync.
     fs::remove_file(f.host("srv/a.txt")).unwrap();
-    let error = written.sync().unwrap_err();
+    let error = written.sync(SyncMode::Files).unwrap_err();
     assert!(
         matches!(&error, InstallError::Io { op: "syncing", path, .. } if *path == f.host("srv/a.txt")),
         "{error:?}"
+    );
+}
+
+#[test]
+fn the_filesystem_mode_syncs_the_new_files_with_one_syncfs() {
+    let f = Fixture::new();
+    f.bundle_file("app/a.txt", "a");
+    f.bundle_file("app/sub/b.txt", "b");
+    let spec = spec(vec![("app", f.host("opt"))]);
+    let mut record = InstalledFiles::default();
+    let mut written =
+        install_files(&spec, &f.bundle, FileExistsBehavior::Disallow, &mut record).unwrap();
+    assert_eq!(written.files().len(), 2);
+    assert_eq!(
+        written.sync_files(SyncMode::Filesystem).unwrap(),
+        (2, SyncedBy::Filesystem)
+    );
+    assert!(written.files().is_empty());
+    assert_eq!(
+        written.sync(SyncMode::Filesystem).unwrap(),
+        Synced { files: 0, dirs: 3 }
     );
 }

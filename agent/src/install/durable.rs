@@ -121,6 +121,8 @@ impl Written {
         let synced_by = match mode {
             SyncMode::Files => SyncedBy::EachFile,
             SyncMode::Filesystem => SyncedBy::Filesystem,
+            // Nothing to sync (as when `sync` follows this): the kernel's backlog is not read.
+            SyncMode::Auto if files.is_empty() => SyncedBy::EachFile,
             SyncMode::Auto => choose(files.len(), self.bytes, host_unwritten_bytes()),
         };
         if files.is_empty() {

@@ -218,12 +218,18 @@ impl SigningKey {
 
 /// The first line of a passphrase file.
 pub fn read_passphrase(path: &Path) -> Result<Secret> {
-    let text = read_bounded(path, 4096, "a passphrase file")?;
+    read_first_line(path, "passphrase").map(|line| Secret::new(&line))
+}
+
+/// The first line of a file of at most 4 KiB that holds one secret (`what`: "passphrase"),
+/// so that a secret need not be given on a command line, where the process list shows it.
+pub fn read_first_line(path: &Path, what: &str) -> Result<String> {
+    let text = read_bounded(path, 4096, &format!("a {what} file"))?;
     let line = text.lines().next().unwrap_or("");
     if line.is_empty() {
-        return Err(UsageError(format!("{}: the passphrase is empty", path.display())).into());
+        return Err(UsageError(format!("{}: the {what} is empty", path.display())).into());
     }
-    Ok(Secret::new(line))
+    Ok(line.to_owned())
 }
 
 /// A signature file (`hoist sign --out`), for `--signature FILE`.

@@ -1,9 +1,11 @@
-//! `hoist webhook create --app A --url URL [--events deployment,release,host] [--secret S]`
-//! (prints the id; with no --secret, a generated secret on a second line, shown once),
+//! `hoist webhook create --app A --url URL [--events deployment,release,host]
+//! [--secret S | --secret-file FILE]` (prints the id; with neither, a generated secret on a
+//! second line, shown once),
 //! `hoist webhook list [--json]` (each webhook with its recent deliveries; never a secret),
 //! `hoist webhook delete ID` and `hoist webhook test ID` (sends a `test` event now and
 //! prints what the receiver answered; exit 1 when it was not 2xx).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -13,6 +15,7 @@ use hoist_protocol::operator::{
 };
 
 use super::client::{seg, Client};
+use super::sign::read_first_line;
 use super::{esc, print_json, table, when};
 
 #[derive(Debug, Subcommand)]
@@ -30,8 +33,13 @@ pub enum WebhookCommand {
         #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(EventKind))]
         events: Vec<EventKind>,
         /// The signing secret, 16 to 256 bytes (default: one is generated and printed once).
-        #[arg(long)]
+        /// On a command line the process list shows it: prefer --secret-file or the
+        /// environment variable.
+        #[arg(long, env = "HOIST_WEBHOOK_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// A file whose first line is the signing secret (at most 4 KiB).
+        #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+        secret_file: Option<PathBuf>,
     },
     /// List webhooks with their recent deliveries (status, attempts, last error).
     List {
@@ -108,7 +116,12 @@ pub async fn run(client: &Client, cmd: WebhookCommand) -> Result<ExitCode> {
             url,
             events,
             secret,
+            secret_file,
         } => {
+            let secret = match secret_file {
+                Some(path) => Some(read_first_line(&path, "webhook secret")?),
+                None => secret,
+            };
             let req = CreateWebhook {
                 application,
                 url,

@@ -77,16 +77,41 @@ async fn a_receiver_down_for_a_deployment_gets_all_its_events_in_order_once_back
     let token = c.shop_web(&["--config", "OneAtATime"]);
     let receiver = Receiver::start(SECRET).await;
     receiver.set_down(true);
-    let webhook = c.hoist_ok(&[
-        "webhook",
-        "create",
-        "--app",
-        "shop",
-        "--url",
-        &receiver.url,
-        "--secret",
-        SECRET,
-    ]);
+    // The secret comes from a file (the process list shows a command line), and a file that
+    // cannot serve is refused by name before anything is sent.
+    let secret_file = s.join("webhook-secret");
+    let create = |file: &Path| {
+        c.hoist(&[
+            "webhook",
+            "create",
+            "--app",
+            "shop",
+            "--url",
+            &receiver.url,
+            "--secret-file",
+            file.to_str().expect("utf-8"),
+        ])
+    };
+    fs::write(&secret_file, "\n").expect("secret file");
+    let empty = create(&secret_file);
+    assert_eq!(empty.status.code(), Some(2), "{empty:?}");
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(
+        stderr.contains("webhook-secret: the webhook secret is empty"),
+        "{stderr}"
+    );
+    fs::write(&secret_file, format!("{SECRET}\n")).expect("secret file");
+    let created = create(&secret_file);
+    assert!(created.status.success(), "{created:?}");
+    let webhook = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    assert_eq!(
+        webhook.lines().count(),
+        1,
+        "a secret of the operator's own is not printed: {webhook}"
+    );
+    assert!(json(&c, &["webhook", "list", "--json"])["webhooks"]
+        .as_array()
+        .is_some_and(|w| w.len() == 1));
     let _web1 = Agent::start(&s, "web-1", &c, &token, "role: web");
     let _web2 = Agent::start(&s, "web-2", &c, &token, "role: web");
     wait_hosts(&c, &["web-1", "web-2"]);
